@@ -1,0 +1,31 @@
+# lorascope: train a rank-1 LoRA on reasoning traces and use it as a
+# measurement device. Glue only: the stages live in workflow/rules/, the logic
+# in src/lorascope/. See README.md and docs/ARCHITECTURE.md.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/toy.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/adapters.smk"
+include: "workflow/rules/eval.smk"
+include: "workflow/rules/activations.smk"
+include: "workflow/rules/sae.smk"
+include: "workflow/rules/autointerp.smk"
+include: "workflow/rules/ablation.smk"
+include: "workflow/rules/figures.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        get_final_output(),

@@ -1,0 +1,151 @@
+"""Grade one completion against one benchmark row (rule `eval_generate`).
+
+Three grader kinds, named by the benchmark row's `grader` column:
+
+- `math`: math-verify on the answer section. The gold answer is wrapped in
+  `\\boxed{}` and parsed first; the prediction is parsed with boxed answers
+  taking priority, then "Answer:"-anchored and bare expressions. Equivalent
+  forms match ("025" == 25, 14/3 == \\frac{14}{3}, \\sqrt{117} == 3\\sqrt{13},
+  intervals, 90^\\circ == 90). Golds that are words (`\\text{Evelyn}`) are
+  also compared as normalised text, because math-verify does not extract
+  bare words from a prediction.
+- `choice`: a letter A-D (or up to the number of choices). Extraction order
+  on the answer section, first hit wins:
+    1. an explicit statement: `Answer: (C)`, `answer is C`, `option C`;
+    2. `\\boxed{C}` / `\\boxed{\\text{C}}`;
+    3. the section is a single letter, optionally bold, in brackets or with
+       a trailing `.`/`)`;
+    4. the section's text equals one choice's text (normalised).
+  Nothing else: an answer we cannot read is wrong, never a default letter.
+- `exact`: normalised string equality (toy benchmarks).
+
+Only the answer section (after the s1 answer marker) is graded; a completion
+without one (truncated, or the model never answered) is wrong. math-verify's
+timeouts use signals, so they are off here (`parsing_timeout=None`,
+`timeout_seconds=None`) to keep `grade` safe in threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple
+
+from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
+
+from lorascope.chat import split_completion
+
+__all__ = ["Grade", "grade", "grade_answer", "extract_choice", "GRADERS"]
+
+GRADERS = ("math", "choice", "exact")
+
+# math-verify warns once per process that timeouts are off; that is intended.
+logging.getLogger("math_verify").setLevel(logging.ERROR)
+
+
+class Grade(NamedTuple):
+    """Verdict for one sample: `extracted` is None when nothing was readable."""
+
+    extracted: str | None
+    correct: bool
+
+
+_ANSWER_PREFIX = re.compile(r"^\s*\**answer\**\s*:\s*", re.IGNORECASE)
+
+
+def _answer_body(answer_section: str) -> str:
+    """Strip the leading `Answer:` the s1 format puts in the answer section."""
+    return _ANSWER_PREFIX.sub("", answer_section, count=1).strip()
+
+
+def _normalise_text(text: str) -> str:
+    text = re.sub(r"\\(?:text|textbf|mathrm|boxed)\s*{([^{}]*)}", r"\1", text)
+    text = text.replace("$", "").replace("\\", "")
+    text = re.sub(r"[^\w\s]", " ", text.lower())
+    return " ".join(text.split())
+
+
+def _grade_math(gold: str, body: str) -> Grade:
+    gold_parsed = parse(
+        "\\boxed{" + gold + "}",
+        extraction_config=[LatexExtractionConfig()],
+        parsing_timeout=None,
+    )
+    if not gold_parsed:
+        raise ValueError(f"gold answer {gold!r} is not parseable by math-verify")
+    pred = parse(
+        body,
+        extraction_config=[
+            LatexExtractionConfig(boxed_match_priority=0),
+            ExprExtractionConfig(),
+        ],
+        parsing_timeout=None,
+    )
+    if pred:
+        ok = verify(gold_parsed, pred, timeout_seconds=None)
+        return Grade(str(pred[-1]), bool(ok))
+    # Word answers: math-verify parses the gold `\text{...}` but not a bare word.
+    if "\\text" in gold:
+        pred_text = _normalise_text(body)
+        if pred_text:
+            return Grade(pred_text, pred_text == _normalise_text(gold))
+    return Grade(None, False)
+
+
+def extract_choice(body: str, choices: Sequence[str]) -> str | None:
+    """The letter chosen in an answer section, or None (see module docstring)."""
+    letters = "ABCDEFGHIJ"[: len(choices)]
+    cls = f"[{letters}]"
+    # Keyword case-insensitive, letter upper-case: "the answer is a" is prose.
+    explicit = re.findall(
+        rf"(?i:answer|option|choice)(?:\s+(?i:is))?\s*:?\s*[\(\[]?\**({cls})\b",
+        body,
+    )
+    if explicit:
+        return explicit[-1].upper()
+    boxed = re.findall(rf"\\boxed\s*{{\s*(?:\\text\s*{{)?\s*\(?({cls})\)?", body)
+    if boxed:
+        return boxed[-1]
+    alone = re.fullmatch(rf"[\s*]*[\(\[]?({cls})[\)\]\.]?[\s*.]*", body)
+    if alone:
+        return alone.group(1)
+    text = _normalise_text(body)
+    for letter, choice in zip(letters, choices, strict=True):
+        if text and text == _normalise_text(choice):
+            return letter
+    return None
+
+
+def _grade_choice(gold: str, body: str, choices: Sequence[str]) -> Grade:
+    letter = extract_choice(body, choices)
+    return Grade(letter, letter is not None and letter == gold.strip().upper())
+
+
+def grade_answer(
+    grader: str, gold: str, answer_section: str, choices: Sequence[str] | None
+) -> Grade:
+    """Grade an answer section (the text after the s1 answer marker)."""
+    body = _answer_body(answer_section)
+    if not body:
+        return Grade(None, False)
+    if grader == "math":
+        return _grade_math(gold, body)
+    if grader == "choice":
+        if not choices:
+            raise ValueError("grader 'choice' needs a non-empty `choices` list")
+        return _grade_choice(gold, body, choices)
+    if grader == "exact":
+        pred = _normalise_text(body)
+        return Grade(pred, pred == _normalise_text(gold))
+    raise ValueError(f"unknown grader {grader!r}; expected one of {GRADERS}")
+
+
+def grade(row: Mapping, completion: str) -> Grade:
+    """Grade a generated completion (think + answer) for one benchmark row."""
+    _, answer_section = split_completion(completion)
+    if answer_section is None:
+        return Grade(None, False)
+    return grade_answer(
+        row["grader"], str(row["answer"]), answer_section, row.get("choices")
+    )

@@ -1,0 +1,101 @@
+"""Loading base models, tokenizers and LoRA adapters the same way everywhere.
+
+`model.base: toy` means the embedded toy model materialised by rule
+`toy_base_model`; anything else is a Hugging Face hub id or a local path,
+loaded with `from_pretrained` (at paper scale: Qwen/Qwen2.5-32B-Instruct).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from .runtime import resolve_device, torch_dtype
+
+TOY = "toy"
+
+
+def base_model_path(model_cfg: dict, run_dir: Path | str) -> str:
+    """Where the base model comes from: the toy dir under the run, or a hub id."""
+    if model_cfg["base"] == TOY:
+        return str(Path(run_dir) / "toy" / "base_model")
+    return model_cfg["base"]
+
+
+def load_tokenizer(path: str, revision: str | None = None):
+    tok = AutoTokenizer.from_pretrained(path, revision=revision)
+    if tok.pad_token is None:
+        # Qwen ships a pad token; some Llama tokenizers do not.
+        tok.pad_token = tok.eos_token
+    if not tok("0", add_special_tokens=False)["input_ids"]:
+        raise ValueError(f"tokenizer at {path!r} encodes text to no tokens")
+    return tok
+
+
+def load_causal_lm(
+    path: str,
+    dtype: str = "float32",
+    attn_implementation: str = "sdpa",
+    device: str = "auto",
+    revision: str | None = None,
+):
+    model = AutoModelForCausalLM.from_pretrained(
+        path,
+        revision=revision,
+        dtype=torch_dtype(dtype),
+        attn_implementation=attn_implementation,
+    )
+    return model.to(resolve_device(device)).eval()
+
+
+def load_lora_model(base, adapter_dir: str | Path, is_trainable: bool = False):
+    """Wrap a loaded base model with a PEFT adapter directory."""
+    from peft import PeftModel
+
+    from .components import check_adapter
+
+    check_adapter(adapter_dir, modules=None)  # clear error on a corrupt adapter
+    return PeftModel.from_pretrained(base, str(adapter_dir), is_trainable=is_trainable)
+
+
+def n_layers(model) -> int:
+    cfg = model.config
+    return int(
+        getattr(cfg, "num_hidden_layers", None)
+        or cfg.get_text_config().num_hidden_layers
+    )
+
+
+def model_kwargs(model_cfg: dict) -> dict:
+    """The subset of the `model:` config that `load_causal_lm` takes."""
+    return {
+        "dtype": model_cfg["dtype"],
+        "attn_implementation": model_cfg["attn_implementation"],
+        "revision": model_cfg.get("revision"),
+    }
+
+
+@torch.no_grad()
+def count_parameters(model) -> tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trainable, total
+
+
+def resolve_model_dir(path: str | Path) -> tuple[str, str | None]:
+    """(location, revision) of a model dir, following a POINTER.json if present.
+
+    `train/full/model` holds either trained weights or, when the config names
+    an existing full fine-tune, a POINTER.json with its hub id.
+    """
+    pointer = Path(path) / "POINTER.json"
+    if pointer.exists():
+        import json
+
+        with open(pointer) as f:
+            p = json.load(f)
+        return p["model"], p.get("revision")
+    return str(path), None

@@ -1,0 +1,107 @@
+"""Synthetic artifacts in the documented schemas, for figure and dashboard tests.
+
+Sizes follow the paper's shapes scaled down (`n_layers` layers x 7 modules);
+values are random but structured (later layers and gate_proj matter more) so
+the plots look like the real thing and bugs in axes or ordering show.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+
+MODULES = ["q", "k", "v", "o", "gate", "up", "down"]
+WORDS = (
+    "Wait , so the answer is 4 / 3 \\pi r ^ 3 . Hmm , let me check : x + y = 7 "
+    "therefore Answer : 42"
+).split()
+
+
+def classes(rng: np.random.Generator) -> pl.DataFrame:
+    rows = []
+    for kind, total, p in (
+        ("lora", 448, [0.22, 0.30, 0.48]),
+        ("mlp", 640, [0.20, 0.28, 0.52]),
+        ("sae", 300, [0.62, 0.22, 0.16]),
+    ):
+        n = rng.multinomial(total, p)
+        rows += [(kind, c, int(n[c]), total) for c in range(3)]
+    return pl.DataFrame(rows, schema=["kind", "classification", "n", "total"], orient="row")
+
+
+CATEGORIES = [
+    ("math_operators", "Mathematical Operators", 0.17, 0.02),
+    ("answer_markers", "Answer and Solution Markers", 0.12, 0.04),
+    ("procedural", "Instruction and Procedural Markers", 0.13, 0.06),
+    ("discourse", "Discourse and Reasoning Markers", 0.2, 0.15),
+    ("numbers", "Numbers and Quantities", 0.1, 0.13),
+    ("syntax", "Syntax and Formatting", 0.18, 0.3),
+    ("lexical", "General Lexical Semantics", 0.1, 0.3),
+]
+
+
+def category_shares() -> pl.DataFrame:
+    rows = []
+    for kind, col, total in (("lora", 2, 448), ("mlp", 3, 640)):
+        for cat in CATEGORIES:
+            n = round(cat[col] * total)
+            rows.append((kind, cat[0], cat[1], n, n / total))
+    return pl.DataFrame(
+        rows, schema=["kind", "category", "name", "n", "share"], orient="row"
+    )
+
+
+def sae_density(rng: np.random.Generator) -> pl.DataFrame:
+    rows = []
+    for cat, name, *_ in CATEGORIES:
+        for j in range(int(rng.integers(1, 7))):
+            rows.append((cat, name, f"{name.split()[0].lower()} subtype {j}",
+                         float(rng.gamma(1.0))))
+    df = pl.DataFrame(
+        rows, schema=["category", "name", "subcategory", "density"], orient="row"
+    )
+    return df.with_columns(pl.col("density") / pl.col("density").sum())
+
+
+def kl_tables(rng: np.random.Generator, n_layers: int = 24) -> tuple:
+    layer_effect = np.exp(np.linspace(-3, 0, n_layers)) * 1e-3
+    comps = []
+    for layer in range(n_layers):
+        for m, module in enumerate(MODULES):
+            boost = 6.0 if module == "gate" else (2.0 if m >= 4 else 0.5)
+            kl = layer_effect[layer] * boost * rng.lognormal(0, 0.6)
+            comps.append((layer * 7 + m, layer, module,
+                          "mlp" if m >= 4 else "attn", 0, kl, kl * 0.1))
+    comp = pl.DataFrame(
+        comps,
+        schema=["index", "layer", "module", "group", "rank_slot", "kl_mean",
+                "kl_seq_sem"],
+        orient="row",
+    )
+    layers = comp.group_by("layer").agg(
+        (pl.col("kl_mean").sum() * 1.3).alias("kl_mean")
+    ).sort("layer").with_columns(kl_seq_sem=pl.col("kl_mean") * 0.15)
+    return layers, comp
+
+
+def table1() -> pl.DataFrame:
+    return pl.DataFrame({
+        "benchmark": ["AIME24 (no figures)", "MATH500", "GPQA-Diamond"],
+        "base": [0.2333, 0.8340, 0.4899],
+        "rank1": [0.5000, 0.9100, 0.5808],
+        "full": [0.6000, 0.9220, 0.5909],
+        "recovery": [0.7273, 0.8636, 0.8990],
+    })
+
+
+def steering_sweep() -> pl.DataFrame:
+    rows = []
+    for target in ("L20.gate", "L21.up", "sae.17"):
+        for scale in (-50.0, -10.0, -1.0, 0.0, 1.0, 10.0, 50.0, 100.0):
+            wait = 0.02 + 0.002 * abs(scale) ** 1.1
+            rows.append((target, scale, "wait_rate", wait, wait * 0.8, wait * 1.2))
+            acc = max(0.0, 0.6 - 0.004 * abs(scale))
+            rows.append((target, scale, "accuracy", acc, acc - 0.05, acc + 0.05))
+    return pl.DataFrame(
+        rows, schema=["target", "scale", "metric", "value", "lo", "hi"], orient="row"
+    )

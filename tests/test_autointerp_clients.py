@@ -1,0 +1,194 @@
+"""LLM client tests against a real HTTP server on 127.0.0.1 (OpenAI + Anthropic)."""
+
+import json
+
+import pytest
+from fake_llm_server import FakeLLMServer
+
+from lorascope.autointerp.cache import BudgetExceeded, ResponseCache
+from lorascope.autointerp.clients import (
+    LLMEngine,
+    LLMError,
+    LLMUnavailable,
+    run_prompts,
+)
+from lorascope.autointerp.explain import parse_explanation
+from lorascope.autointerp.settings import LLMSettings
+
+PROVIDERS = ["openai", "anthropic"]
+
+
+def _settings(provider, server, **kw):
+    url = server.openai_url if provider == "openai" else server.anthropic_url
+    base = dict(
+        provider=provider,
+        model="fake-model",
+        base_url=url,
+        api_key_env="FAKE_LLM_KEY",
+        max_output_tokens=100,
+        timeout_s=2.0,
+        retries=2,
+        parse_retries=1,
+        backoff_base_s=0.01,
+        backoff_max_s=0.05,
+        concurrency=4,
+        prices={"fake-model": {"input_per_mtok": 1.0, "output_per_mtok": 2.0}},
+        run="test",
+    )
+    base.update(kw)
+    return LLMSettings(**base)
+
+
+@pytest.fixture(autouse=True)
+def _key(monkeypatch):
+    monkeypatch.setenv("FAKE_LLM_KEY", "sk-test")
+
+
+def _prompts(n):
+    return [(i, f"explain feature {i}") for i in range(n)]
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_happy_path_then_cache_hit(provider, tmp_path):
+    with FakeLLMServer() as server:
+        s = _settings(provider, server)
+        out, usage = run_prompts(s, tmp_path / "c.db", "t", _prompts(3), parse_explanation)
+        path = server.requests[0][0]
+        assert path.endswith("/chat/completions" if provider == "openai" else "/messages")
+        assert len(server.requests) == 3
+        assert [out[i].value["explanation"] for i in range(3)] == ["token X"] * 3
+        assert all(u["input_tokens"] == 3 and not u["cached"] for u in usage)
+        want_cost = (3 * 1.0 + usage[0]["output_tokens"] * 2.0) / 1e6
+        assert usage[0]["cost_usd"] == pytest.approx(want_cost)
+        # a rerun pays nothing
+        out2, usage2 = run_prompts(s, tmp_path / "c.db", "t", _prompts(3), parse_explanation)
+        assert len(server.requests) == 3
+        assert all(u["cached"] for u in usage2)
+        assert out2[1].value == out[1].value
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_429_honours_retry_after(provider, tmp_path):
+    with FakeLLMServer(script=["429:0.3"]) as server:
+        s = _settings(provider, server, concurrency=1)
+        out, usage = run_prompts(s, tmp_path / "c.db", "t", _prompts(1), parse_explanation)
+    assert out[0].status == "ok"
+    assert len(server.requests) == 2
+    # waited the server's 0.3 s, not the 0.01 s backoff
+    assert usage[0]["retry_wait_s"] == pytest.approx(0.3)
+    assert usage[0]["http_requests"] == 2
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_500_then_success(provider, tmp_path):
+    with FakeLLMServer(script=["500"]) as server:
+        s = _settings(provider, server, concurrency=1)
+        out, usage = run_prompts(s, tmp_path / "c.db", "t", _prompts(2), parse_explanation)
+    assert [out[i].status for i in range(2)] == ["ok", "ok"]
+    assert len(server.requests) == 3
+    assert usage[0]["retry_wait_s"] == pytest.approx(0.01)
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_hang_hits_timeout_then_retries(provider, tmp_path):
+    with FakeLLMServer(script=["hang:1.5"]) as server:
+        s = _settings(provider, server, timeout_s=0.3, concurrency=1)
+        out, _ = run_prompts(s, tmp_path / "c.db", "t", _prompts(1), parse_explanation)
+    assert out[0].status == "ok"
+    assert len(server.requests) == 2
+
+
+def test_persistent_hang_fails_clearly(tmp_path):
+    with FakeLLMServer(script=["hang:1.5"] * 2) as server:
+        s = _settings("openai", server, timeout_s=0.2, retries=1)
+        with pytest.raises(LLMUnavailable, match="rerun to resume"):
+            run_prompts(s, tmp_path / "c.db", "t", _prompts(1), parse_explanation)
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_malformed_reply_retried_then_recorded(provider, tmp_path):
+    replies = iter(["not json at all", '{"explanation": "x"}', "still bad", "bad"])
+
+    def responder(prompt):
+        if prompt.endswith("0"):  # feature 0 always answers garbage
+            return next(replies)
+        return '{"explanation": "fine", "classification": 1}'
+
+    with FakeLLMServer(responder) as server:
+        s = _settings(provider, server, concurrency=1, parse_retries=1)
+        out, _ = run_prompts(s, tmp_path / "c.db", "t", _prompts(2), parse_explanation)
+    assert out[0].status == "failed"
+    assert "malformed reply after 2 attempts" in out[0].error
+    assert out[0].raw == '{"explanation": "x"}'  # the last raw reply is kept
+    assert out[1].status == "ok" and out[1].value["classification"] == 1
+    assert len(server.requests) == 3
+
+
+def test_garbage_http_body_is_retried_then_fails_clearly(tmp_path):
+    with FakeLLMServer(script=["garbage"] * 3) as server:
+        s = _settings("openai", server, retries=2, concurrency=1)
+        with pytest.raises(LLMUnavailable):
+            run_prompts(s, tmp_path / "c.db", "t", _prompts(1), parse_explanation)
+        assert len(server.requests) == 3
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_budget_cap_stops_then_rerun_resumes(provider, tmp_path):
+    with FakeLLMServer() as server:
+        s = _settings(provider, server, concurrency=1, max_calls=2)
+        with pytest.raises(BudgetExceeded, match="max_calls=2"):
+            run_prompts(s, tmp_path / "c.db", "t", _prompts(4), parse_explanation)
+        assert len(server.requests) == 2
+        s = _settings(provider, server, concurrency=1, max_calls=10)
+        out, usage = run_prompts(s, tmp_path / "c.db", "t", _prompts(4), parse_explanation)
+        assert len(server.requests) == 4  # only the two missing calls
+        assert sum(u["cached"] for u in usage) == 2
+        assert ResponseCache(tmp_path / "c.db").spent("test")[0] == 4
+
+
+def test_token_budget(tmp_path):
+    with FakeLLMServer() as server:
+        s = _settings("openai", server, concurrency=1, max_tokens=1)
+        with pytest.raises(BudgetExceeded, match="max_tokens=1"):
+            run_prompts(s, tmp_path / "c.db", "t", _prompts(3), parse_explanation)
+        assert len(server.requests) == 1
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_api_down_midway_then_rerun_makes_only_missing_calls(provider, tmp_path):
+    with FakeLLMServer() as server:
+
+        def go_down(n):
+            if n == 4:
+                server.down = True
+
+        server.on_request = go_down
+        s = _settings(provider, server, concurrency=1, retries=1)
+        with pytest.raises(LLMUnavailable):
+            run_prompts(s, tmp_path / "c.db", "t", _prompts(6), parse_explanation)
+        before = len(server.requests)  # 3 answered + 2 failed attempts
+        assert before == 5
+        server.down, server.on_request = False, None
+        out, usage = run_prompts(s, tmp_path / "c.db", "t", _prompts(6), parse_explanation)
+        assert len(server.requests) - before == 3
+        assert sum(u["cached"] for u in usage) == 3
+        assert all(o.status == "ok" for o in out.values())
+
+
+def test_auth_error_stops_the_run(tmp_path):
+    with FakeLLMServer() as server:
+        server._answer_orig = server._answer
+        server._answer = lambda h, a, b: server._error(h, 401, "authentication_error")
+        s = _settings("openai", server)
+        with pytest.raises(LLMError, match="HTTP 401"):
+            run_prompts(s, tmp_path / "c.db", "t", _prompts(2), parse_explanation)
+
+
+def test_missing_key_names_the_variable(tmp_path, monkeypatch):
+    monkeypatch.delenv("FAKE_LLM_KEY")
+    with FakeLLMServer() as server:
+        s = _settings("openai", server)
+        with pytest.raises(RuntimeError, match="FAKE_LLM_KEY"):
+            LLMEngine(s, ResponseCache(tmp_path / "c.db"), "t").run(
+                _prompts(1), json.loads
+            )

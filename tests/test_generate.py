@@ -1,0 +1,106 @@
+"""HF generation: batched == one at a time, stop/truncation bookkeeping."""
+
+import pytest
+import torch
+from transformers import Qwen2Config, Qwen2ForCausalLM
+
+from lorascope.chat import split_completion
+from lorascope.generate import (
+    _finish,
+    build_prompts,
+    generate_hf,
+    generate_vllm,
+    stop_token_ids,
+)
+from lorascope.toy.tokenizer import build_tokenizer
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return build_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def model(tok):
+    torch.manual_seed(0)
+    cfg = Qwen2Config(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+    )
+    return Qwen2ForCausalLM(cfg).eval()
+
+
+PROBLEMS = ["1+1", "What is 4821 + 1177?", "Add 12 and 30, please.", "9+99"]
+
+
+def test_batched_left_padded_equals_one_at_a_time(model, tok):
+    prompts = build_prompts(tok, PROBLEMS)
+    batched = generate_hf(model, tok, prompts, max_new_tokens=12, batch_size=4)
+    single = generate_hf(model, tok, prompts, max_new_tokens=12, batch_size=1)
+    assert batched == single
+    assert all(c.n_generated_tokens <= 12 for c in batched)
+
+
+def test_completion_text_is_the_generated_tokens(model, tok):
+    prompts = build_prompts(tok, PROBLEMS[:2])
+    for comp in generate_hf(model, tok, prompts, max_new_tokens=10, batch_size=2):
+        ids = tok(comp.text, add_special_tokens=False)["input_ids"]
+        expected = comp.n_generated_tokens - (0 if comp.truncated else 1)
+        assert len(ids) == expected
+        assert comp.truncated == (comp.n_generated_tokens == 10)
+
+
+def test_finish_cuts_at_the_first_stop_token(tok):
+    stops = set(stop_token_ids(tok))
+    im_end = tok.convert_tokens_to_ids("<|im_end|>")
+    assert im_end in stops
+    body = tok("x\n<|im_start|>answer\nAnswer: 42", add_special_tokens=False)[
+        "input_ids"
+    ]
+    done = _finish(tok, body + [im_end, 5, 6], stops, limit=64)
+    assert done.text == "x\n<|im_start|>answer\nAnswer: 42"
+    assert done.n_generated_tokens == len(body) + 1 and not done.truncated
+    assert split_completion(done.text)[1] == "42"
+    cut = _finish(tok, body[:5], stops, limit=5)
+    assert cut.truncated and cut.n_generated_tokens == 5
+
+
+def test_generation_reuses_a_hook_modified_model(model, tok):
+    """Steering passes a model with forward hooks; the same function serves it."""
+    prompts = build_prompts(tok, PROBLEMS[:2])
+    plain = generate_hf(model, tok, prompts, max_new_tokens=8, batch_size=2)
+
+    def push(module, args, output):
+        return output + 5.0 * torch.ones_like(output)
+
+    handle = model.model.layers[1].mlp.register_forward_hook(push)
+    try:
+        steered = generate_hf(model, tok, prompts, max_new_tokens=8, batch_size=2)
+    finally:
+        handle.remove()
+    assert steered != plain
+    assert generate_hf(model, tok, prompts, max_new_tokens=8, batch_size=2) == plain
+
+
+def test_vllm_missing_is_a_clear_error(tok):
+    pytest.importorskip("torch")
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("vllm is installed here")
+    with pytest.raises(
+        RuntimeError, match="eval.backend is 'vllm'.*set eval.backend: hf"
+    ):
+        generate_vllm("m", tok, ["p"], {"base": None}, max_new_tokens=4, vllm_cfg={})
+
+
+def test_bad_arguments_fail_clearly(model, tok):
+    with pytest.raises(ValueError, match="batch_size"):
+        generate_hf(model, tok, ["x"], max_new_tokens=4, batch_size=0)

@@ -1,0 +1,124 @@
+"""Grading on realistic answer sections, including ones that must not match."""
+
+import pytest
+
+from lorascope.grading import extract_choice, grade, grade_answer
+
+MATH_MATCH = [
+    ("25", "Answer: 025"),  # AIME golds and answers with leading zeros
+    ("025", "Answer: The final answer is $\\boxed{25}$."),
+    ("204", "Answer: We get $m+n = 204$, so the answer is \\boxed{204}."),
+    ("\\frac{14}{3}", "Answer: $\\frac{14}{3}$"),
+    ("\\frac{14}{3}", "Answer: 14/3"),
+    ("\\frac{1}{2}", "Answer: 0.5"),
+    ("3\\sqrt{13}", "Answer: $\\sqrt{117}$"),
+    (
+        "(-\\infty,-2)\\cup(3,\\infty)",
+        "Answer: $x \\in (-\\infty, -2) \\cup (3, \\infty)$",
+    ),
+    ("90^\\circ", "Answer: The angle is $90^\\circ$."),
+    ("90^\\circ", "Answer: \\boxed{90}"),
+    ("\\text{Evelyn}", "Answer: \\boxed{\\text{Evelyn}}"),
+    ("\\text{Evelyn}", "Answer: Evelyn"),
+    ("6 - 5i", "Answer: $6-5i$"),
+    ("p - q", "Answer: $\\boxed{p-q}$"),
+    # boxed beats an earlier number in the same section
+    ("3", "Answer: At first I thought 2, but checking gives \\boxed{3}."),
+]
+
+MATH_MISMATCH = [
+    ("10", "Answer: 100"),
+    ("\\frac{14}{3}", "Answer: 4.67"),  # rounded decimals are not the fraction
+    ("\\text{Evelyn}", "Answer: Bob"),
+    ("\\text{Evelyn}", "Answer: Evelyn and Bob"),
+    ("10", "Answer: I could not finish the computation."),
+    ("2", "Answer: \\boxed{3}"),
+    ("3\\sqrt{13}", "Answer: $\\sqrt{118}$"),
+    ("(-\\infty,-2)\\cup(3,\\infty)", "Answer: $(-\\infty, -2] \\cup (3, \\infty)$"),
+    ("25", ""),
+]
+
+
+@pytest.mark.parametrize("gold,section", MATH_MATCH)
+def test_math_equivalent_forms_match(gold, section):
+    verdict = grade_answer("math", gold, section, None)
+    assert verdict.correct, (gold, section, verdict)
+    assert verdict.extracted
+
+
+@pytest.mark.parametrize("gold,section", MATH_MISMATCH)
+def test_math_wrong_answers_do_not_match(gold, section):
+    assert not grade_answer("math", gold, section, None).correct
+
+
+def test_math_unparseable_answer_is_wrong_with_no_extraction():
+    verdict = grade_answer("math", "7", "Answer: no idea", None)
+    assert verdict == (None, False)
+
+
+CHOICES = ["3.2 eV", "1.6 eV", "0.8 eV", "6.4 eV"]
+
+
+@pytest.mark.parametrize(
+    "section,letter",
+    [
+        ("Answer: C", "C"),
+        ("Answer: (B)", "B"),
+        ("Answer: The correct answer is D because the gap doubles.", "D"),
+        ("Answer: **A**", "A"),
+        ("Answer: Option B is right.", "B"),
+        ("Answer: $\\boxed{C}$", "C"),
+        ("Answer: \\boxed{\\text{(D)}}", "D"),
+        ("Answer: (A).", "A"),
+        ("Answer: 1.6 eV", "B"),  # the text of a choice
+    ],
+)
+def test_choice_letter_extraction(section, letter):
+    body = section.removeprefix("Answer: ")
+    assert extract_choice(body, CHOICES) == letter
+    assert grade_answer("choice", letter, section, CHOICES).correct
+    other = "A" if letter != "A" else "B"
+    assert not grade_answer("choice", other, section, CHOICES).correct
+
+
+@pytest.mark.parametrize(
+    "section",
+    [
+        "Answer: I am not sure.",  # no letter: wrong, never a default letter
+        "Answer: the answer is a mystery",  # lower-case prose is not a letter
+        "Answer: E",  # out of range for four choices
+        "Answer: 2.0 eV",  # not one of the choices
+        "Answer: A Because",  # no explicit keyword, not alone
+    ],
+)
+def test_choice_unreadable_is_wrong(section):
+    verdict = grade_answer("choice", "A", section, CHOICES)
+    assert verdict.extracted is None
+    assert not verdict.correct
+
+
+def test_choice_without_choices_fails_clearly():
+    with pytest.raises(ValueError, match="choices"):
+        grade_answer("choice", "A", "Answer: A", None)
+
+
+def test_exact_grader_normalises_case_and_punctuation():
+    assert grade_answer("exact", "blue fox", "Answer: Blue fox.", None).correct
+    assert not grade_answer("exact", "blue fox", "Answer: red fox", None).correct
+
+
+def test_unknown_grader_fails_clearly():
+    with pytest.raises(ValueError, match="unknown grader 'regex'"):
+        grade_answer("regex", "1", "Answer: 1", None)
+
+
+def test_grade_reads_only_the_answer_section():
+    from lorascope.chat import ANSWER_MARKER as ANSWER
+
+    row = {"grader": "math", "answer": "12", "choices": None}
+    thinking = "Maybe it is 11. Wait, recount: \\boxed{11}"
+    good = thinking + ANSWER + "Answer: \\boxed{12}"
+    assert grade(row, good).correct
+    # The right number only inside the thinking, no answer section: wrong.
+    assert not grade(row, "I think the answer is \\boxed{12}").correct
+    assert not grade(row, thinking + ANSWER + "Answer: 11").correct

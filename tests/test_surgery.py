@@ -1,0 +1,110 @@
+"""Adapter surgery: zeroed lora_B columns, same PEFT format, exact effect."""
+
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from transformers import Qwen2Config, Qwen2ForCausalLM
+
+from lorascope.components import component_table
+from lorascope.surgery import ABLATION_FILE, ablate_adapter, ablation_mask
+
+TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def _tiny_base():
+    torch.manual_seed(0)
+    cfg = Qwen2Config(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+    )
+    return Qwen2ForCausalLM(cfg).eval()
+
+
+@pytest.fixture(scope="module")
+def adapter(tmp_path_factory):
+    """A rank-1 LoRA with non-zero B (init_lora_weights=False), saved by PEFT."""
+    path = tmp_path_factory.mktemp("adapter") / "rank1"
+    cfg = LoraConfig(
+        r=1,
+        lora_alpha=16,
+        use_rslora=True,
+        target_modules=TARGETS,
+        init_lora_weights=False,
+    )
+    get_peft_model(_tiny_base(), cfg).save_pretrained(path)
+    return path
+
+
+def _logits(model, ids):
+    with torch.no_grad():
+        return model(input_ids=ids).logits
+
+
+def _load(path):
+    return PeftModel.from_pretrained(_tiny_base(), str(path)).eval()
+
+
+def test_attention_ablation_zeroes_exactly_the_attention_b(adapter, tmp_path):
+    table = component_table(adapter)
+    out = tmp_path / "attn"
+    ablated = ablate_adapter(adapter, out, ablation_mask(table, groups="attn"))
+    assert sorted(set(ablated["module"])) == ["k", "o", "q", "v"]
+    assert ablated.height == 2 * 4
+    assert component_table(out).equals(table)  # same modules, same order
+    assert json.loads((adapter / "adapter_config.json").read_text()) == json.loads(
+        (out / "adapter_config.json").read_text()
+    )
+    assert json.loads((out / ABLATION_FILE).read_text())["n_ablated"] == 8
+
+    model = _load(out)
+    for name, mod in model.named_modules():
+        if hasattr(mod, "lora_B") and "default" in mod.lora_B:
+            b = mod.lora_B["default"].weight
+            is_attn = ".self_attn." in name
+            assert bool((b == 0).all()) == is_attn, name
+
+
+def test_ablated_adapter_equals_zeroing_in_memory(adapter, tmp_path):
+    """The saved derived adapter behaves like the original with B zeroed live."""
+    table = component_table(adapter)
+    mask = ablation_mask(table, groups="mlp", layers=[1])
+    ablate_adapter(adapter, tmp_path / "mlp1", mask)
+    ids = torch.randint(0, 64, (2, 9))
+
+    reference = _load(adapter)
+    with torch.no_grad():
+        for name in table.filter(pl.Series(mask))["name"]:
+            mod = reference.get_submodule("base_model.model." + name)
+            mod.lora_B["default"].weight.zero_()
+    torch.testing.assert_close(
+        _logits(_load(tmp_path / "mlp1"), ids), _logits(reference, ids)
+    )
+    # and it is not a no-op
+    assert not torch.allclose(_logits(_load(adapter), ids), _logits(reference, ids))
+
+
+def test_ablating_everything_gives_the_base_model(adapter, tmp_path):
+    table = component_table(adapter)
+    ablate_adapter(adapter, tmp_path / "none", np.ones(table.height, dtype=bool))
+    ids = torch.randint(0, 64, (1, 7))
+    torch.testing.assert_close(
+        _logits(_load(tmp_path / "none"), ids), _logits(_tiny_base(), ids)
+    )
+
+
+def test_bad_selection_fails_and_writes_nothing(adapter, tmp_path):
+    table = component_table(adapter)
+    with pytest.raises(ValueError, match="no component has layer in \\[7\\]"):
+        ablation_mask(table, layers=[7])
+    with pytest.raises(ValueError, match="mask has shape"):
+        ablate_adapter(adapter, tmp_path / "x", np.ones(3, dtype=bool))
+    assert not (tmp_path / "x").exists()

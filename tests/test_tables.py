@@ -1,0 +1,84 @@
+"""Tables 1 and 2: the paper's formulas, undefined recoveries, bootstrap."""
+
+import numpy as np
+import polars as pl
+import pytest
+
+from lorascope.tables import correct_matrix, table1, table2, to_display
+
+
+def _hits(k, n=30):
+    return np.arange(n) < k
+
+
+def test_table1_reproduces_the_paper_aime_recovery():
+    # AIME'24 in the paper: 7/30, 15/30, 18/30 -> 72.73%
+    correct = {"aime24": {"base": _hits(7), "rank1": _hits(15), "full": _hits(18)}}
+    t = table1(correct, n_boot=200, seed=1)
+    row = t.row(0, named=True)
+    assert row["base"] == pytest.approx(0.2333, abs=1e-4)
+    assert row["recovery"] == pytest.approx(8 / 11)
+    assert row["base_lo"] <= row["base"] <= row["base_hi"]
+    assert row["recovery_lo"] <= row["recovery"] <= row["recovery_hi"]
+    assert "72.73%" in to_display(t, ["recovery"])["recovery"][0]
+
+
+@pytest.mark.parametrize("full_hits", [7, 5])  # zero and negative gain
+def test_recovery_with_no_full_gain_is_undefined(full_hits):
+    correct = {"b": {"base": _hits(7), "rank1": _hits(9), "full": _hits(full_hits)}}
+    row = table1(correct, n_boot=100).row(0, named=True)
+    assert row["recovery"] is None
+    assert row["recovery_lo"] is None and row["recovery_hi"] is None
+    assert to_display(table1(correct, n_boot=10), ["recovery"])["recovery"][0] == (
+        "undefined"
+    )
+
+
+def test_paired_bootstrap_identical_variants_have_recovery_exactly_one():
+    rng = np.random.default_rng(0)
+    base = rng.random(50) < 0.3
+    full = base | (rng.random(50) < 0.5)
+    row = table1(
+        {"b": {"base": base, "rank1": full.copy(), "full": full}}, n_boot=300
+    ).row(0, named=True)
+    assert row["recovery"] == 1.0
+    assert row["recovery_lo"] == row["recovery_hi"] == 1.0
+    assert 0 < row["recovery_defined"] <= 1
+
+
+def test_bootstrap_accuracy_interval_matches_naive_loop():
+    rng = np.random.default_rng(3)
+    c = {
+        v: rng.random(40) < p for v, p in [("base", 0.2), ("rank1", 0.5), ("full", 0.6)]
+    }
+    t = table1({"b": c}, n_boot=500, seed=7).row(0, named=True)
+    # naive reference with the same generator stream
+    g = np.random.default_rng(7)
+    idx = g.integers(0, 40, size=(500, 40))
+    accs = [c["rank1"][i].mean() for i in idx]
+    lo, hi = np.percentile(accs, [2.5, 97.5])
+    assert t["rank1_lo"] == pytest.approx(lo) and t["rank1_hi"] == pytest.approx(hi)
+
+
+def test_table2_relative_to_the_lora_gain():
+    correct = {
+        "math": {
+            "base": _hits(10, 40),
+            "rank1": _hits(30, 40),
+            "rank1-attn-ablated": _hits(25, 40),
+            "rank1-mlp-ablated": _hits(6, 40),
+        }
+    }
+    row = table2(correct, n_boot=100).row(0, named=True)
+    assert row["attn_ablated_recovery"] == pytest.approx(15 / 20)
+    assert row["mlp_ablated_recovery"] == pytest.approx(-4 / 20)  # below base
+
+
+def test_correct_matrix_aligns_by_id_and_rejects_mismatch():
+    a = pl.DataFrame({"id": ["2", "1"], "correct": [True, False]})
+    b = pl.DataFrame({"id": ["1", "2"], "correct": [True, True]})
+    ids, m = correct_matrix({"base": a, "rank1": b}, "bench")
+    assert ids == ["1", "2"]
+    assert m.tolist() == [[False, True], [True, True]]
+    with pytest.raises(ValueError, match="bench: variant 'rank1' graded different"):
+        correct_matrix({"base": a, "rank1": b.head(1)}, "bench")

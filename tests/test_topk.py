@@ -1,0 +1,105 @@
+"""Streamed top-k and feature statistics equal brute force over stored values."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from lorascope.topk import (
+    FeatureStats,
+    StreamingTopK,
+    feature_units,
+    signed_features,
+)
+
+
+def _stream(T=300, U=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    values = torch.randn(T, U, generator=g)
+    doc = torch.repeat_interleave(torch.arange(10), T // 10)
+    pos = torch.arange(T) % (T // 10)
+    return values, doc, pos
+
+
+def _brute(values_TF, doc, pos, k):
+    rows = []
+    for f in range(values_TF.shape[1]):
+        order = torch.argsort(values_TF[:, f], descending=True)[:k]
+        for r, t in enumerate(order.tolist()):
+            rows.append((f, r, int(doc[t]), int(pos[t]), float(values_TF[t, f])))
+    return rows
+
+
+def _rows(frame: pl.DataFrame):
+    return [
+        (f, r, d, p, pytest.approx(v, abs=1e-6))
+        for f, r, d, p, v in frame.select("feature", "rank", "doc", "pos", "value")
+        .sort("feature", "rank")
+        .iter_rows()
+    ]
+
+
+@pytest.mark.parametrize("polarity", ["both", "abs", "pos"])
+@pytest.mark.parametrize("k", [1, 7, 64])
+def test_streamed_equals_brute_force(polarity, k):
+    values, doc, pos = _stream()
+    feats = signed_features(values, polarity)
+    top = StreamingTopK(feats.shape[1], k)
+    g = torch.Generator().manual_seed(1)
+    start = 0
+    while start < values.shape[0]:  # uneven batches, including size 1 and > k
+        n = int(torch.randint(1, 40, (1,), generator=g))
+        sl = slice(start, start + n)
+        top.update(signed_features(values[sl], polarity), doc[sl], pos[sl])
+        start += n
+    assert _rows(top.to_frame()) == _brute(feats, doc, pos, k)
+
+
+def test_polarity_layout():
+    v = torch.tensor([[1.0, -2.0]])
+    assert signed_features(v, "both").tolist() == [[1.0, -1.0, -2.0, 2.0]]
+    assert signed_features(v, "abs").tolist() == [[1.0, 2.0]]
+    unit, sign = feature_units(2, "both")
+    assert unit.tolist() == [0, 0, 1, 1] and sign.tolist() == [1, -1, 1, -1]
+    with pytest.raises(ValueError, match="polarity"):
+        signed_features(v, "neg")
+
+
+def test_merge_and_state_roundtrip_equal_single_stream():
+    values, doc, pos = _stream(U=4)
+    whole = StreamingTopK(4, 5)
+    whole.update(values, doc, pos)
+    a, b = StreamingTopK(4, 5), StreamingTopK(4, 5)
+    a.update(values[:130], doc[:130], pos[:130])
+    b.update(values[130:], doc[130:], pos[130:])
+    a = StreamingTopK.from_state_dict(a.state_dict("x."), "x.")
+    a.merge(b)
+    assert _rows(a.to_frame()) == _rows(whole.to_frame())
+
+
+def test_unfilled_slots_are_dropped_and_shapes_checked():
+    top = StreamingTopK(3, 10)
+    top.update(torch.randn(4, 3), torch.zeros(4), torch.arange(4))
+    frame = top.to_frame()
+    assert frame.height == 12 and frame["rank"].max() == 3
+    with pytest.raises(ValueError, match="expected 3"):
+        top.update(torch.randn(2, 5), torch.zeros(2), torch.arange(2))
+
+
+def test_feature_stats_match_direct_computation():
+    values, _, _ = _stream(U=5)
+    stats = FeatureStats(5)
+    for chunk in values.split(37):
+        stats.update(chunk)
+    other = FeatureStats.from_state_dict(stats.state_dict("s."), "s.")
+    frame = other.to_frame()
+    np.testing.assert_allclose(frame["max"], values.max(0).values.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(frame["mean"], values.mean(0).numpy(), atol=1e-6)
+    np.testing.assert_allclose(
+        frame["frac_active"], (values > 0).float().mean(0).numpy(), atol=1e-6
+    )
+    stats.update(torch.full((1, 5), float("nan")))
+    with pytest.raises(ValueError, match="NaN"):
+        stats.to_frame()

@@ -1,0 +1,166 @@
+"""Run the real workflow (snakemake CLI) in temp dirs, for workflow-level tests.
+
+Used by test_faults.py, test_bad_input.py, test_reproducibility.py and
+test_slurm.py. Runs of the micro config are cached per pytest session
+(`micro_run`), so tests that only read a finished run share one.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+MICRO = REPO / "tests" / "configs" / "micro.yaml"
+
+_RUNS: dict[tuple, Path] = {}
+
+
+def workdir(path: Path, overrides: dict | None = None) -> Path:
+    """A fresh workflow dir: the repo's config/ (the Snakefile's `configfile:`
+    is relative to the working dir) and, if given, an overrides config."""
+    path.mkdir(parents=True, exist_ok=True)
+    link = path / "config"
+    if not link.exists():
+        link.symlink_to(REPO / "config")
+    if overrides is not None:
+        (path / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    return path
+
+
+def run_name(path: Path) -> str:
+    """The `run` key the micro config (+ overrides) resolves to."""
+    merged = yaml.safe_load(MICRO.read_text()) or {}
+    over = path / "overrides.yaml"
+    if over.exists():
+        merged.update(yaml.safe_load(over.read_text()) or {})
+    return merged.get("run", "toy")
+
+
+def results(path: Path) -> Path:
+    return path / "results" / run_name(path)
+
+
+def command(path: Path, targets=(), extra=()) -> list[str]:
+    if not MICRO.exists():
+        raise FileNotFoundError(f"{MICRO} is missing (the lead's micro config)")
+    cfgs = [str(MICRO)]
+    if (path / "overrides.yaml").exists():
+        cfgs.append(str(path / "overrides.yaml"))
+    # Targets first: --configfile takes every following word as a file.
+    return [
+        sys.executable, "-m", "snakemake",
+        *[str(t) for t in targets],
+        "--snakefile", str(REPO / "Snakefile"),
+        "--cores", "1",
+        "--workflow-profile", "none",
+        "--configfile", *cfgs,
+        *extra,
+    ]  # fmt: skip
+
+
+def env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
+
+
+def snakemake(path, targets=(), extra=(), check=True, timeout=900):
+    """Run snakemake in `path`; with check, fail showing the tail of its log."""
+    proc = subprocess.run(
+        command(path, targets, extra),
+        cwd=path,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"snakemake {list(targets)} failed in {path}:\n{proc.stderr[-8000:]}"
+        )
+    return proc
+
+
+def descendants(pid: int) -> list[int]:
+    """PIDs of every live descendant of `pid` (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def run_and_kill_job(
+    path: Path,
+    targets,
+    job_marker: str,
+    when: Callable[[], bool],
+    timeout: float = 600,
+) -> subprocess.CompletedProcess:
+    """Start snakemake, and once `when()` holds, SIGKILL the job process whose
+    command line contains `job_marker` (as a node failure or OOM kill would);
+    snakemake itself survives, sees the job fail and exits nonzero."""
+    proc = subprocess.Popen(
+        command(path, targets),
+        cwd=path,
+        env=env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + timeout
+    killed = None
+    try:
+        while proc.poll() is None and time.monotonic() < deadline:
+            if when():
+                jobs = [p for p in descendants(proc.pid) if job_marker in cmdline(p)]
+                # The innermost matching process is the python doing the work.
+                if jobs:
+                    killed = jobs[-1]
+                    os.kill(killed, signal.SIGKILL)
+                    break
+            time.sleep(0.1)
+        out, err = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
+    except BaseException:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise
+    if killed is None:
+        raise AssertionError(
+            f"never saw the moment to kill {job_marker!r} (snakemake exit "
+            f"{proc.returncode}):\n{proc.stderr.read() if proc.stderr else ''}"
+        )
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def micro_run(base: Path, overrides: dict, targets=()) -> Path:
+    """A finished micro run with these overrides and targets, made once per
+    session (callers must not modify it)."""
+    key = (yaml.safe_dump(overrides), tuple(map(str, targets)))
+    if key not in _RUNS:
+        path = workdir(base / f"micro-{len(_RUNS)}", overrides)
+        snakemake(path, targets)
+        _RUNS[key] = path
+    return _RUNS[key]

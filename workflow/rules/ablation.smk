@@ -1,0 +1,5 @@
+# Stage 'ablation': not wired yet (being written; see docs/ARCHITECTURE.md).
+
+
+def ablation_targets():
+    return []

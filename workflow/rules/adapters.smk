@@ -1,0 +1,1 @@
+# Stage 'adapters': not wired yet (being written; see docs/ARCHITECTURE.md).

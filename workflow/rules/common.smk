@@ -1,0 +1,73 @@
+# Helpers shared by every stage; no rules here. Validates the config before
+# any job is scheduled and defines where outputs and logs go.
+import json
+import os
+import sys
+
+from snakemake.exceptions import WorkflowError
+
+# The package lives in src/; make it importable here and in every job
+# (jobs inherit the environment, on SLURM too).
+_SRC = os.path.join(workflow.basedir, "src")
+sys.path.insert(0, _SRC)
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (_SRC, os.environ.get("PYTHONPATH")) if p
+)
+
+from lorascope.config import ConfigError, section, validate
+from lorascope.models import base_model_path as base_model_location
+
+try:
+    validate(config)
+except ConfigError as err:
+    raise WorkflowError(str(err)) from None
+
+RUN = config["run"]
+VARIANTS = ["base", "rank1", "full", "rank1-attn-ablated", "rank1-mlp-ablated"]
+KINDS = ["lora", "mlp", "sae"]
+
+
+wildcard_constraints:
+    variant="|".join(VARIANTS),
+    kind="|".join(KINDS),
+    benchmark=r"[A-Za-z0-9_.-]+",
+
+
+def res(path):
+    """Path of an artifact of this run."""
+    return f"results/{RUN}/{path}"
+
+
+def log_(path):
+    """Path of a rule's log file for this run."""
+    return f"logs/{RUN}/{path}"
+
+
+def cfg(name):
+    """One config section as a plain dict (a rule's params: a change reruns it)."""
+    return section(config, name)
+
+
+def base_model_path(wildcards=None):
+    """Where the base model loads from: the toy dir or a hub id / path."""
+    return base_model_location(config["model"], f"results/{RUN}")
+
+
+def base_model_input(wildcards=None):
+    """The toy base model dir when model.base is 'toy'; nothing for a hub id."""
+    if config["model"]["base"] == "toy":
+        return res("toy/base_model")
+    return []
+
+
+def get_final_output():
+    """Everything `snakemake all` builds: each stage lists its final targets."""
+    return [
+        *train_targets(),
+        *eval_targets(),
+        *activations_targets(),
+        *sae_targets(),
+        *autointerp_targets(),
+        *ablation_targets(),
+        *figures_targets(),
+    ]

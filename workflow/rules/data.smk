@@ -1,0 +1,22 @@
+# Stage 'data': the tokenised SFT set in the s1 chat format (paper §2).
+
+
+def toy_sft_input(wildcards):
+    return res("toy/s1k.parquet") if config["data"]["dataset"] == "toy" else []
+
+
+rule sft_dataset:
+    input:
+        base=base_model_input,
+        toy=toy_sft_input,
+    output:
+        sft=res("data/sft.parquet"),
+        stats=res("data/sft_stats.json"),
+    params:
+        data=cfg("data"),
+        model=cfg("model"),
+        base=base_model_path,
+    log:
+        log_("data/sft_dataset.log"),
+    script:
+        "../scripts/data_sft.py"

@@ -1,0 +1,1 @@
+# Stage 'toy': not wired yet (being written; see docs/ARCHITECTURE.md).

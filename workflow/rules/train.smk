@@ -1,0 +1,85 @@
+# Stage 'train': the rank-1 LoRA and the full fine-tune baseline (paper §2),
+# plus the component table every later stage indexes by.
+
+
+def train_config(wildcards):
+    """The config sections training depends on, as JSON for the command line."""
+    return json.dumps({k: config[k] for k in ("seed", "device", "model", "train")})
+
+
+def launcher(wildcards, resources):
+    """One process on CPU / one GPU; accelerate + FSDP when the profile gives more."""
+    gpus = int(getattr(resources, "gpu", 0) or 0)
+    if gpus <= 1:
+        return "python"
+    fsdp = config["train"]["fsdp_config"] or "workflow/accelerate/fsdp.yaml"
+    return f"accelerate launch --config_file {fsdp} --num_processes {gpus}"
+
+
+def train_targets():
+    return [res("components.parquet"), res("train/full/model")]
+
+
+rule train_rank1:
+    input:
+        sft=res("data/sft.parquet"),
+        base=base_model_input,
+    output:
+        adapter=directory(res("train/rank1/adapter")),
+    params:
+        base=base_model_path,
+        out=res("train/rank1"),
+        config=train_config,
+        launcher=launcher,
+    log:
+        log_("train/train_rank1.log"),
+    shell:
+        "{params.launcher} -m lorascope.train --variant rank1 --base {params.base:q}"
+        " --sft {input.sft:q} --out {params.out:q} --config {params.config:q}"
+        " > {log:q} 2>&1"
+
+
+if config["model"]["full_finetune"] == "train":
+
+    rule train_full:
+        input:
+            sft=res("data/sft.parquet"),
+            base=base_model_input,
+        output:
+            model=directory(res("train/full/model")),
+        params:
+            base=base_model_path,
+            out=res("train/full"),
+            config=train_config,
+            launcher=launcher,
+        log:
+            log_("train/train_full.log"),
+        shell:
+            "{params.launcher} -m lorascope.train --variant full --base {params.base:q}"
+            " --sft {input.sft:q} --out {params.out:q} --config {params.config:q}"
+            " > {log:q} 2>&1"
+
+else:
+
+    rule full_checkpoint:
+        output:
+            model=directory(res("train/full/model")),
+        params:
+            model=cfg("model"),
+        log:
+            log_("train/full_checkpoint.log"),
+        script:
+            "../scripts/train_full_checkpoint.py"
+
+
+rule components:
+    input:
+        adapter=res("train/rank1/adapter"),
+    output:
+        table=res("components.parquet"),
+    params:
+        lora=config["train"]["lora"],
+    log:
+        log_("train/components.log"),
+    script:
+        "../scripts/train_components.py"

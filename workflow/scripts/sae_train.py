@@ -1,0 +1,29 @@
+"""Rule train_sae: BatchTopK SAE on the activation shards; model + metrics.json."""
+
+from pathlib import Path
+
+from lorascope.config import write_provenance
+from lorascope.io import write_json
+from lorascope.runtime import script_logging, seed_everything
+from lorascope.sae import SaeConfig, train_on_shards
+from lorascope.shards import open_shards
+
+smk = snakemake  # noqa: F821 (injected by Snakemake)
+
+with script_logging(smk) as log:
+    cfg = SaeConfig.from_config(smk.params.config)
+    seed_everything(cfg.seed)
+    shards = open_shards(Path(smk.input.manifest).parent)
+    log.info(
+        "SAE %d -> %d latents, k=%s, on %d tokens x %s epochs (batch %d)",
+        shards.n_components, cfg.d_sae(shards.n_components), cfg.k,
+        shards.n_tokens, cfg.epochs, cfg.batch_size,
+    )  # fmt: skip
+    metrics = train_on_shards(shards, cfg, smk.output.model)
+    log.info(
+        "FVU %.4f, mean L0 %.2f, alive %d / %d (dead fraction %.3f)",
+        metrics["fvu"], metrics["mean_l0"], metrics["alive_count"],
+        metrics["d_sae"], metrics["dead_fraction"],
+    )  # fmt: skip
+    write_provenance(smk.params.provenance, smk.config)
+    write_json(metrics, smk.output.metrics)

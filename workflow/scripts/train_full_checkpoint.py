@@ -1,0 +1,19 @@
+"""Rule full_checkpoint: record a named full fine-tune instead of training one.
+
+At paper scale the full fine-tune baseline is an existing checkpoint
+(simplescaling/s1.1-32B); later stages read POINTER.json to load it.
+"""
+
+from pathlib import Path
+
+from lorascope.io import atomic_path, write_json
+from lorascope.runtime import script_logging
+
+smk = snakemake  # noqa: F821 (injected by Snakemake)
+
+with script_logging(smk) as log:
+    model = smk.params.model
+    with atomic_path(smk.output.model, is_dir=True) as tmp:
+        pointer = {"model": model["full_finetune"], "revision": model["full_finetune_revision"]}
+        write_json(pointer, Path(tmp) / "POINTER.json")
+    log.info("full fine-tune baseline: %s", pointer)
