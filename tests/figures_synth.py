@@ -11,10 +11,13 @@ import numpy as np
 import polars as pl
 
 MODULES = ["q", "k", "v", "o", "gate", "up", "down"]
-WORDS = (
-    "Wait , so the answer is 4 / 3 \\pi r ^ 3 . Hmm , let me check : x + y = 7 "
-    "therefore Answer : 42"
-).split()
+WORDS = [
+    w if w in ",.:^" else " " + w
+    for w in (
+        "Wait , so the answer is 4 / 3 \\pi r ^ 3 . Hmm , let me check : x + y = 7 "
+        "therefore Answer : 42"
+    ).split()
+]
 
 
 def classes(rng: np.random.Generator) -> pl.DataFrame:
@@ -26,7 +29,9 @@ def classes(rng: np.random.Generator) -> pl.DataFrame:
     ):
         n = rng.multinomial(total, p)
         rows += [(kind, c, int(n[c]), total) for c in range(3)]
-    return pl.DataFrame(rows, schema=["kind", "classification", "n", "total"], orient="row")
+    return pl.DataFrame(
+        rows, schema=["kind", "classification", "n", "total"], orient="row"
+    )
 
 
 CATEGORIES = [
@@ -55,8 +60,14 @@ def sae_density(rng: np.random.Generator) -> pl.DataFrame:
     rows = []
     for cat, name, *_ in CATEGORIES:
         for j in range(int(rng.integers(1, 7))):
-            rows.append((cat, name, f"{name.split()[0].lower()} subtype {j}",
-                         float(rng.gamma(1.0))))
+            rows.append(
+                (
+                    cat,
+                    name,
+                    f"{name.split()[0].lower()} subtype {j}",
+                    float(rng.gamma(1.0)),
+                )
+            )
     df = pl.DataFrame(
         rows, schema=["category", "name", "subcategory", "density"], orient="row"
     )
@@ -70,38 +81,159 @@ def kl_tables(rng: np.random.Generator, n_layers: int = 24) -> tuple:
         for m, module in enumerate(MODULES):
             boost = 6.0 if module == "gate" else (2.0 if m >= 4 else 0.5)
             kl = layer_effect[layer] * boost * rng.lognormal(0, 0.6)
-            comps.append((layer * 7 + m, layer, module,
-                          "mlp" if m >= 4 else "attn", 0, kl, kl * 0.1))
+            comps.append(
+                (
+                    layer * 7 + m,
+                    layer,
+                    module,
+                    "mlp" if m >= 4 else "attn",
+                    0,
+                    kl,
+                    kl * 0.1,
+                )
+            )
     comp = pl.DataFrame(
         comps,
-        schema=["index", "layer", "module", "group", "rank_slot", "kl_mean",
-                "kl_seq_sem"],
+        schema=[
+            "index",
+            "layer",
+            "module",
+            "group",
+            "rank_slot",
+            "kl_mean",
+            "kl_seq_sem",
+        ],
         orient="row",
     )
-    layers = comp.group_by("layer").agg(
-        (pl.col("kl_mean").sum() * 1.3).alias("kl_mean")
-    ).sort("layer").with_columns(kl_seq_sem=pl.col("kl_mean") * 0.15)
+    layers = (
+        comp.group_by("layer")
+        .agg((pl.col("kl_mean").sum() * 1.3).alias("kl_mean"))
+        .sort("layer")
+        .with_columns(kl_seq_sem=pl.col("kl_mean") * 0.15)
+    )
     return layers, comp
 
 
 def table1() -> pl.DataFrame:
-    return pl.DataFrame({
-        "benchmark": ["AIME24 (no figures)", "MATH500", "GPQA-Diamond"],
-        "base": [0.2333, 0.8340, 0.4899],
-        "rank1": [0.5000, 0.9100, 0.5808],
-        "full": [0.6000, 0.9220, 0.5909],
-        "recovery": [0.7273, 0.8636, 0.8990],
-    })
+    return pl.DataFrame(
+        {
+            "benchmark": ["AIME24 (no figures)", "MATH500", "GPQA-Diamond"],
+            "base": [0.2333, 0.8340, 0.4899],
+            "rank1": [0.5000, 0.9100, 0.5808],
+            "full": [0.6000, 0.9220, 0.5909],
+            "recovery": [0.7273, 0.8636, 0.8990],
+        }
+    )
 
 
 def steering_sweep() -> pl.DataFrame:
+    """Wide, as lorascope.steering.sweep writes it."""
     rows = []
-    for target in ("L20.gate", "L21.up", "sae.17"):
-        for scale in (-50.0, -10.0, -1.0, 0.0, 1.0, 10.0, 50.0, 100.0):
-            wait = 0.02 + 0.002 * abs(scale) ** 1.1
-            rows.append((target, scale, "wait_rate", wait, wait * 0.8, wait * 1.2))
-            acc = max(0.0, 0.6 - 0.004 * abs(scale))
-            rows.append((target, scale, "accuracy", acc, acc - 0.05, acc + 0.05))
-    return pl.DataFrame(
-        rows, schema=["target", "scale", "metric", "value", "lo", "hi"], orient="row"
+    for i, label in enumerate(("L20.gate", "L21.up", "sae.17")):
+        for alpha in (-50.0, -10.0, -1.0, 0.0, 1.0, 10.0, 50.0, 100.0):
+            rows.append(
+                {
+                    "kind": "sae" if label.startswith("sae") else "component",
+                    "id": i,
+                    "label": label,
+                    "selection": "config",
+                    "alpha": alpha,
+                    "kl_to_unsteered": 1e-3 * alpha**2 * (i + 1),
+                    "accuracy": max(0.0, 0.6 - 0.004 * abs(alpha) * (i + 1)),
+                    "n_samples": 40,
+                    "backtrack_per_1k_tokens": 2 + 0.05 * abs(alpha) ** 1.2 * (i + 1),
+                }
+            )
+    return pl.DataFrame(rows)
+
+
+def dashboard_kind(
+    kind: str, n: int, rng: np.random.Generator, n_ctx: int = 4, width: int = 12
+) -> dict[str, pl.DataFrame]:
+    """features/contexts/explanations/assignments/scores frames for one kind."""
+    layer = [i // 7 for i in range(n)] if kind == "lora" else [None] * n
+    module = [MODULES[i % 7] for i in range(n)] if kind == "lora" else [None] * n
+    label = [
+        f"L{i // 7}.{MODULES[i % 7]}+" if kind == "lora" else f"{kind}.{i}"
+        for i in range(n)
+    ]
+    features = pl.DataFrame(
+        {
+            "feature": range(n),
+            "kind": [kind] * n,
+            "label": label,
+            "layer": pl.Series(layer, dtype=pl.Int64),
+            "module": pl.Series(module, dtype=pl.String),
+            "max": rng.gamma(2.0, size=n).astype(np.float32) + 1,
+            "mean": rng.random(n).astype(np.float32),
+            "frac_active": rng.random(n).astype(np.float32),
+        }
     )
+    ctx = []
+    for f in range(n):
+        for r in range(n_ctx):
+            start = int(rng.integers(0, len(WORDS) - width))
+            toks = WORDS[start : start + width]
+            acts = (rng.normal(0, 0.3, width)).astype(np.float32)
+            center = int(rng.integers(0, width))
+            acts[center] = 3.0 - r * 0.5
+            ctx.append(
+                (
+                    f,
+                    r,
+                    r * 7 + f,
+                    start + center,
+                    float(acts[center]),
+                    toks,
+                    acts.tolist(),
+                    center,
+                )
+            )
+    contexts = pl.DataFrame(
+        ctx,
+        schema={
+            "feature": pl.Int64,
+            "rank": pl.Int64,
+            "doc": pl.Int64,
+            "pos": pl.Int64,
+            "value": pl.Float32,
+            "tokens": pl.List(pl.String),
+            "acts": pl.List(pl.Float32),
+            "center": pl.Int32,
+        },
+        orient="row",
+    )
+    cats = [c[0] for c in CATEGORIES]
+    explanations = pl.DataFrame(
+        {
+            "feature": range(n),
+            "kind": [kind] * n,
+            "label": label,
+            "explanation": [
+                f"fires on '{WORDS[i % len(WORDS)]}' <b>tokens</b>" for i in range(n)
+            ],
+            "classification": pl.Series([i % 3 for i in range(n)], dtype=pl.Int8),
+            "explainer": ["offline"] * n,
+        }
+    )
+    assignments = pl.DataFrame(
+        {
+            "feature": range(n),
+            "category": [cats[i % len(cats)] for i in range(n)],
+            "subcategory": [f"sub{i % 2}" for i in range(n)],
+        }
+    )
+    scores = pl.DataFrame(
+        {
+            "feature": range(n),
+            "detection": rng.random(n),
+            "fuzzing": rng.random(n),
+        }
+    )
+    return {
+        "features": features,
+        "contexts": contexts,
+        "explanations": explanations,
+        "assignments": assignments,
+        "scores": scores,
+    }

@@ -58,20 +58,26 @@ def s1k_frame(n=6, trace_words=5):
     )
 
 
-def data_run(tmp_path, frame, **data_keys):
+def data_run(tmp_path, frame, base, **data_keys):
+    """Tokenise `frame` through rule sft_dataset (tokenizer of the tiny model
+    `base`: these checks need no trained toy model)."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / "s1k.parquet"
     frame.write_parquet(path)
     work = wfrun.workdir(
         tmp_path / "wf",
-        {"data": {"dataset": "parquet", "data_files": str(path), **data_keys}},
+        {
+            "model": {"base": str(base)},
+            "data": {"dataset": "parquet", "data_files": str(path), **data_keys},
+        },
     )
     target = wfrun.results(work) / "data" / "sft.parquet"
     return work, target, wfrun.snakemake(work, [target], check=False, timeout=600)
 
 
-def test_dataset_missing_column_names_it(tmp_path):
+def test_dataset_missing_column_names_it(tmp_path, tiny_model_dir):
     frame = s1k_frame().drop("deepseek_attempt")
-    work, target, proc = data_run(tmp_path, frame)
+    work, target, proc = data_run(tmp_path, frame, tiny_model_dir)
     assert proc.returncode != 0
     text = proc.stderr + "".join(p.read_text() for p in (work / "logs").rglob("*.log"))
     assert "missing column(s) ['deepseek_attempt']" in text, text[-3000:]
@@ -79,28 +85,28 @@ def test_dataset_missing_column_names_it(tmp_path):
     assert not target.exists()
 
 
-def test_empty_rows_error_names_the_row(tmp_path):
+def test_empty_rows_error_names_the_row(tmp_path, tiny_model_dir):
     frame = s1k_frame().with_columns(
         pl.when(pl.int_range(pl.len()) == 3)
         .then(pl.lit(""))
         .otherwise(pl.col("deepseek_thinking_trajectory"))
         .alias("deepseek_thinking_trajectory")
     )
-    work, target, proc = data_run(tmp_path, frame, empty_rows="error")
+    work, target, proc = data_run(tmp_path, frame, tiny_model_dir, empty_rows="error")
     assert proc.returncode != 0
     logs = "".join(p.read_text() for p in (work / "logs").rglob("*.log"))
     assert "row 3: empty" in logs, logs[-3000:]
     assert not target.exists()
 
 
-def test_empty_rows_skipped_and_counted(tmp_path):
+def test_empty_rows_skipped_and_counted(tmp_path, tiny_model_dir):
     frame = s1k_frame().with_columns(
         pl.when(pl.int_range(pl.len()).is_in([1, 4]))
         .then(pl.lit(""))
         .otherwise(pl.col("question"))
         .alias("question")
     )
-    work, target, proc = data_run(tmp_path, frame, empty_rows="skip")
+    work, target, proc = data_run(tmp_path, frame, tiny_model_dir, empty_rows="skip")
     assert proc.returncode == 0, proc.stderr[-3000:]
     sft = pl.read_parquet(target)
     assert sft["doc"].to_list() == [0, 2, 3, 5]
@@ -108,7 +114,7 @@ def test_empty_rows_skipped_and_counted(tmp_path):
     assert (stats["empty"], stats["skipped"], stats["kept"]) == (2, 2, 4), stats
 
 
-def test_overlong_error_and_skip(tmp_path):
+def test_overlong_error_and_skip(tmp_path, tiny_model_dir):
     # Row 2 has a trace far past max_length; the others fit.
     traces = [5, 5, 400, 5, 5, 5]
     frame = s1k_frame().with_columns(
@@ -118,7 +124,7 @@ def test_overlong_error_and_skip(tmp_path):
         )
     )
     work, target, proc = data_run(
-        tmp_path / "err", frame, overlong="error", max_length=256
+        tmp_path / "err", frame, tiny_model_dir, overlong="error", max_length=256
     )
     assert proc.returncode != 0
     logs = "".join(p.read_text() for p in (work / "logs").rglob("*.log"))
@@ -126,7 +132,7 @@ def test_overlong_error_and_skip(tmp_path):
     assert not target.exists()
 
     work, target, proc = data_run(
-        tmp_path / "skip", frame, overlong="skip", max_length=256
+        tmp_path / "skip", frame, tiny_model_dir, overlong="skip", max_length=256
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     sft = pl.read_parquet(target)

@@ -122,3 +122,51 @@ def test_grade_reads_only_the_answer_section():
     # The right number only inside the thinking, no answer section: wrong.
     assert not grade(row, "I think the answer is \\boxed{12}").correct
     assert not grade(row, thinking + ANSWER + "Answer: 11").correct
+
+
+def _bench():
+    import polars as pl
+
+    from lorascope.benchmarks import SCHEMA
+
+    return pl.DataFrame(
+        {
+            "id": ["a", "b", "c"],
+            "problem": ["1+1", "2+2", "pick"],
+            "answer": ["2", "4", "B"],
+            "choices": [None, None, ["x", "y"]],
+            "grader": ["math", "math", "choice"],
+        },
+        schema=SCHEMA,
+    )
+
+
+def test_grade_frame_and_summary():
+    import polars as pl
+
+    from lorascope.chat import ANSWER_MARKER
+    from lorascope.grading import EVAL_COLUMNS, grade_frame, summarise
+
+    gens = pl.DataFrame(
+        {
+            "id": ["c", "a", "b"],  # any order
+            "prompt": ["p"] * 3,
+            "completion": [
+                "hmm" + ANSWER_MARKER + "Answer: (B)",
+                "1+1=2" + ANSWER_MARKER + "Answer: \\boxed{2}",
+                "2+2 is 5, no wait",  # truncated, never answered
+            ],
+            "n_generated_tokens": [10, 12, 64],
+            "truncated": [False, False, True],
+        }
+    )
+    df = grade_frame(_bench(), gens)
+    assert df.columns == EVAL_COLUMNS
+    assert df["id"].to_list() == ["a", "b", "c"]
+    assert df["correct"].to_list() == [True, False, True]
+    assert df["extracted"].to_list() == ["2", None, "B"]
+    s = summarise({"toy": df})["toy"]
+    assert s["accuracy"] == 2 / 3 and s["n_unparsed"] == 1
+    assert s["truncation_rate"] == 1 / 3 and s["max_generated_tokens"] == 64
+    with pytest.raises(ValueError, match="no generation, e.g. 'b'"):
+        grade_frame(_bench(), gens.filter(pl.col("id") != "b"))

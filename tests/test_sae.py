@@ -9,6 +9,7 @@ import pytest
 import torch
 import yaml
 
+from lorascope import contexts as ctx
 from lorascope.config import SCHEMA_PATH
 from lorascope.sae import (
     SaeConfig,
@@ -19,7 +20,9 @@ from lorascope.sae import (
     train_on_shards,
     train_sae,
 )
+from lorascope.sae_features import POLARITY, doc_values_fn, sae_feature_tables
 from lorascope.shards import open_shards, write_manifest, write_shard
+from lorascope.topk import FeatureStats
 
 D_IN, N_ATOMS, K = 32, 48, 3
 
@@ -138,7 +141,11 @@ def _write_shards(root, x_ND, n_shards=4, doc_len=50):
     for i, rows in enumerate(torch.arange(len(x_ND)).chunk(n_shards)):
         recs.append(
             write_shard(
-                root / "shards", i, x_ND[rows], doc_N[rows], pos_N[rows],
+                root / "shards",
+                i,
+                x_ND[rows],
+                doc_N[rows],
+                pos_N[rows],
                 torch.zeros(len(rows), dtype=torch.int32),
                 rows=(int(doc_N[rows[0]]), int(doc_N[rows[-1]]) + 1),
                 fingerprint="test",
@@ -223,3 +230,64 @@ def test_schema_defaults_equal_dataclass_defaults():
     for name, spec in props.items():
         if spec["default"] is not None:  # null = inherit the top-level key
             assert spec["default"] == pytest.approx(fields[name]), name
+
+
+# --- SAE features from the shards (rule sae_features) ---
+
+
+def test_sae_feature_tables_match_brute_force(trained, tmp_path):
+    x_ND = trained["x"][:3000]
+    shards = _write_shards(tmp_path / "acts", x_ND, n_shards=3, doc_len=60)
+    sae = load_sae(trained["dir"])
+    with torch.no_grad():
+        codes_NL = sae.encode(x_ND)
+    alive = (codes_NL != 0).any(0).nonzero().flatten().tolist()[:-1]  # a subset
+    features, topk = sae_feature_tables(sae, shards, alive, k=5, batch_size=700)
+
+    assert features["feature"].to_list() == list(range(len(alive)))
+    assert features["latent"].to_list() == alive
+    assert features["label"].to_list() == [f"sae.{u}" for u in alive]
+    assert set(features["kind"]) == {"sae"} and set(features["sign"]) == {1}
+    lora_like = ctx.features_frame(
+        "lora",
+        ctx.sae_units(2),
+        "pos",
+        FeatureStats(2).to_frame(),
+    )
+    assert features.schema == lora_like.schema  # one table format for all kinds
+    codes_NF = codes_NL[:, alive]
+    torch.testing.assert_close(
+        features["frac_active"].to_torch(), (codes_NF > 0).float().mean(0)
+    )
+    best = codes_NF.topk(5, dim=0).values.T  # (F, 5)
+    got = torch.tensor(topk.sort("feature", "rank")["value"].to_list()).view(-1, 5)
+    torch.testing.assert_close(got, best)
+    # (doc, pos) of each top-k row points at the token with that value
+    row = topk.row(0, named=True)
+    n = row["doc"] * 60 + row["pos"]
+    assert float(codes_NF[n, row["feature"]]) == pytest.approx(row["value"])
+
+    token_ids = {d: list(range(60)) for d in range(50)}
+    contexts = ctx.build_contexts(
+        topk,
+        token_ids,
+        lambda ids: [f"t{i}" for i in ids],
+        doc_values_fn(sae, shards, alive),
+        POLARITY,
+        width=3,
+    )
+    assert contexts.height == topk.height
+    for r in contexts.iter_rows(named=True):
+        assert r["acts"][r["center"]] == pytest.approx(r["value"], rel=1e-5)
+        assert r["tokens"][r["center"]] == f"t{r['pos']}"
+
+
+def test_sae_features_fail_clearly(trained, tmp_path):
+    sae = load_sae(trained["dir"])
+    shards = _write_shards(tmp_path / "acts", torch.randn(200, D_IN + 1))
+    with pytest.raises(ValueError, match="33 components but the SAE was trained"):
+        sae_feature_tables(sae, shards, [0, 1], k=3)
+    with pytest.raises(ValueError, match="every SAE latent is dead"):
+        sae_feature_tables(sae, shards, [], k=3)
+    with pytest.raises(ValueError, match="out of range"):
+        sae_feature_tables(sae, shards, [4 * D_IN], k=3)

@@ -45,9 +45,7 @@ def slurm_cluster(tmp_path_factory):
         assert pids.keys() == {"munged", "slurmctld", "slurmd"}
         yield env
     finally:
-        subprocess.run(
-            [SLURM_DIR / "stop_cluster.sh"], env=env, check=True, timeout=60
-        )
+        subprocess.run([SLURM_DIR / "stop_cluster.sh"], env=env, check=True, timeout=60)
     # The daemons this fixture started are gone (by PID, not by name).
     alive = {n: p for n, p in pids.items() if Path(f"/proc/{p}").exists()}
     assert not alive, f"daemons still running after stop_cluster.sh: {alive}"
@@ -135,4 +133,3 @@ def test_micro_config_on_slurm_matches_local(slurm_cluster, tmp_path):
         if data != runs["local"][path] and not path.endswith(volatile)
     ]
     assert not differ, f"SLURM and local runs differ in: {differ}"
-

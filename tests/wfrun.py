@@ -8,6 +8,7 @@ test_slurm.py. Runs of the micro config are cached per pytest session
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -48,6 +49,18 @@ def results(path: Path) -> Path:
     return path / "results" / run_name(path)
 
 
+def target(rel: str, path: Path | None = None) -> str:
+    """A target under the run dir, relative to the workflow dir."""
+    run = run_name(path) if path else (yaml.safe_load(MICRO.read_text()) or {})["run"]
+    return f"results/{run}/{rel}"
+
+
+def _relative(target, path: Path) -> str:
+    """Snakemake matches targets as written: make them relative to the dir."""
+    t = Path(target)
+    return str(t.relative_to(path)) if t.is_absolute() else str(t)
+
+
 def command(path: Path, targets=(), extra=()) -> list[str]:
     if not MICRO.exists():
         raise FileNotFoundError(f"{MICRO} is missing (the lead's micro config)")
@@ -57,7 +70,7 @@ def command(path: Path, targets=(), extra=()) -> list[str]:
     # Targets first: --configfile takes every following word as a file.
     return [
         sys.executable, "-m", "snakemake",
-        *[str(t) for t in targets],
+        *[_relative(t, path) for t in targets],
         "--snakefile", str(REPO / "Snakefile"),
         "--cores", "1",
         "--workflow-profile", "none",
@@ -153,6 +166,24 @@ def run_and_kill_job(
             f"{proc.returncode}):\n{proc.stderr.read() if proc.stderr else ''}"
         )
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def clone(src: Path, dst: Path, keep, overrides: dict | None = None) -> Path:
+    """A new workflow dir holding copies of some finished artifacts of `src`
+    (paths under the run dir, mtimes kept) and snakemake's metadata, so only
+    what is missing or out of date is recomputed (no second toy pretrain)."""
+    work = workdir(dst, overrides)
+    for rel in keep:
+        src_p, dst_p = results(src) / rel, results(work) / rel
+        dst_p.parent.mkdir(parents=True, exist_ok=True)
+        if src_p.is_dir():
+            shutil.copytree(src_p, dst_p)
+        else:
+            shutil.copy2(src_p, dst_p)
+    meta = src / ".snakemake" / "metadata"
+    if meta.is_dir():
+        shutil.copytree(meta, work / ".snakemake" / "metadata")
+    return work
 
 
 def micro_run(base: Path, overrides: dict, targets=()) -> Path:

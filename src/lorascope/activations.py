@@ -11,6 +11,8 @@ writes the shard atomically. A rerun keeps valid shards (resume after a kill).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +32,7 @@ from lorascope.extract import (
 from lorascope.runtime import torch_dtype
 from lorascope.shards import (
     clear_shard,
+    sha256_file,
     shard_plan,
     valid_record,
     write_manifest,
@@ -39,7 +42,7 @@ from lorascope.topk import FeatureStats, StreamingTopK, feature_units, signed_fe
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ExtractSettings", "extract_to_shards", "shard_summary"]
+__all__ = ["ExtractSettings", "extract_to_shards", "shard_summary", "fingerprint"]
 
 
 @dataclass
@@ -74,7 +77,14 @@ def _observe(top, stats, values_TU, doc_T, pos_T, polarity: str) -> None:
 
 
 def extract_shard(
-    model, lora: LoraCapture, mlp: MlpCapture | None, seqs, docs, cfg, device
+    model,
+    lora: LoraCapture,
+    mlp: MlpCapture | None,
+    seqs,
+    docs,
+    cfg,
+    device,
+    on_tokens: Callable[[int], None],
 ) -> tuple[dict, dict]:
     """Columns of one shard (host) and its per-kind top-k/stats summary."""
     lengths = [len(s) for s in seqs]
@@ -107,7 +117,7 @@ def extract_shard(
         _observe(*summary["lora"], lora_TC.float(), doc_T, pos_T, cfg.polarity)
         if mlp is not None:
             _observe(*summary["mlp"], mlp_TU, doc_T, pos_T, cfg.polarity)
-        yield len(dest_T)
+        on_tokens(len(dest_T))
     extras = {}
     for kind, (top, stats) in summary.items():
         extras.update(top.state_dict(f"{kind}.top."))
@@ -151,7 +161,7 @@ def extract_to_shards(
                 records.append(rec)
                 continue
             clear_shard(shard_dir, i)
-            gen = extract_shard(
+            cols, extras = extract_shard(
                 model,
                 lora,
                 mlp,
@@ -159,12 +169,8 @@ def extract_to_shards(
                 docs_by_row[rows[0] : rows[1]],
                 cfg,
                 device,
+                on_tokens,
             )
-            try:
-                while True:
-                    on_tokens(next(gen))
-            except StopIteration as done:
-                cols, extras = done.value
             records.append(
                 write_shard(
                     shard_dir,
@@ -182,6 +188,10 @@ def extract_to_shards(
         lora.remove()
         if mlp is not None:
             mlp.remove()
+    for stale in shard_dir.glob("shard-*.json"):  # from a longer earlier plan
+        index = int(stale.name.split(".")[0].removeprefix("shard-"))
+        if index >= len(plan):
+            clear_shard(shard_dir, index)
     meta = {
         "fingerprint": fingerprint,
         "n_docs": len(seqs_by_row),
@@ -210,3 +220,22 @@ def shard_summary(shard_set, kind: str, device="cpu") -> tuple:
     if top is None:
         raise ExtractError(f"{shard_set.root}: no shards, so no {kind} features")
     return top, stats
+
+
+def fingerprint(
+    settings: dict, adapter_dir, sft_path, base: str, model_cfg: dict
+) -> str:
+    """Identity of an extraction setup: shards from another one are never reused.
+
+    Covers the settings, the adapter weights, the SFT table and the base model's
+    name and loading options (hashing 64 GB of base weights is not worth it).
+    """
+    adapter = Path(adapter_dir) / "adapter_model.safetensors"
+    blob = {
+        "settings": settings,
+        "adapter": sha256_file(adapter),
+        "sft": sha256_file(sft_path),
+        "base": base,
+        "model": model_cfg,
+    }
+    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()

@@ -35,6 +35,7 @@ __all__ = [
     "pad_batch",
     "forward_batch",
     "iter_doc_values",
+    "mlp_doc_values",
     "MLP_TENSORS",
 ]
 
@@ -251,3 +252,17 @@ def iter_doc_values(
         for i in batch:
             yield docs[i], values[start : start + lengths[i]]
             start += lengths[i]
+
+
+def mlp_doc_values(model, mlp: MlpCapture, token_ids, batch_tokens: int, device):
+    """A `doc_values` for `contexts.build_contexts`: recompute the MLP units of
+    the docs asked for (they were streamed into top-k, never stored)."""
+
+    def run(ids_BL, mask_BL):
+        return forward_batch(model, ids_BL, mask_BL, None, mlp)[1]
+
+    def doc_values(docs):
+        sub = {d: token_ids[d] for d in docs}
+        return iter_doc_values(model, sub, batch_tokens, run, device)
+
+    return doc_values

@@ -16,11 +16,13 @@ Each completion records its generated-token count and whether it hit
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
+import polars as pl
 import torch
 from tqdm.auto import tqdm
 
@@ -29,8 +31,10 @@ from .chat import build_prompt
 __all__ = [
     "Completion",
     "build_prompts",
+    "generate_benchmarks",
     "generate_hf",
     "generate_vllm",
+    "resolve_model_dir",
     "stop_token_ids",
 ]
 
@@ -204,3 +208,101 @@ def generate_vllm(
             for o in outputs
         ]
     return results
+
+
+def resolve_model_dir(path: str | Path) -> tuple[str, str | None]:
+    """(model id or path, revision) of a model dir, following POINTER.json.
+
+    `train/full/model/` is either a saved model or, at paper scale, a pointer
+    to a named checkpoint written by rule `full_checkpoint`.
+    """
+    pointer = Path(path) / "POINTER.json"
+    if pointer.exists():
+        data = json.loads(pointer.read_text())
+        if not data.get("model"):
+            raise ValueError(f"{pointer}: no 'model' entry")
+        return data["model"], data.get("revision")
+    return str(path), None
+
+
+def generate_benchmarks(
+    models: dict[str, tuple[str, str | None]],
+    tokenizer,
+    benchmarks: dict[str, pl.DataFrame],
+    eval_cfg: dict,
+    model_cfg: dict,
+    device: str = "cpu",
+    seed: int = 0,
+    system: str | None = None,
+) -> dict[str, dict[str, pl.DataFrame]]:
+    """Generate every benchmark for every variant of one generation job.
+
+    `models[variant] = (model dir, adapter dir or None)`. Returns
+    `frames[variant][benchmark]` with id, prompt, completion,
+    n_generated_tokens, truncated. All benchmarks go through the backend
+    together so vLLM can schedule them in one batch.
+    """
+    prompts, spans, start = [], {}, 0
+    for name, df in benchmarks.items():
+        prompts += build_prompts(tokenizer, df["problem"].to_list(), system)
+        spans[name] = (start, start + df.height)
+        start += df.height
+    max_new = eval_cfg["max_new_tokens"]
+    if eval_cfg["backend"] == "vllm":
+        roots = {resolve_model_dir(m) for m, _ in models.values()}
+        if len(roots) != 1:
+            raise ValueError(f"one vLLM engine serves one model, got {sorted(roots)}")
+        ((root, revision),) = roots
+        completions = generate_vllm(
+            root,
+            tokenizer,
+            prompts,
+            {v: a for v, (_, a) in models.items()},
+            max_new_tokens=max_new,
+            vllm_cfg=eval_cfg["vllm"],
+            dtype=model_cfg["dtype"],
+            revision=revision,
+            seed=seed,
+        )
+    elif eval_cfg["backend"] == "hf":
+        from .models import load_causal_lm, load_lora_model
+
+        completions = {}
+        for variant, (model_dir, adapter) in models.items():
+            root, revision = resolve_model_dir(model_dir)
+            model = load_causal_lm(
+                root,
+                dtype=model_cfg["dtype"],
+                attn_implementation=model_cfg["attn_implementation"],
+                device=device,
+                revision=revision,
+            )
+            if adapter is not None:
+                model = load_lora_model(model, adapter).eval()
+            completions[variant] = generate_hf(
+                model,
+                tokenizer,
+                prompts,
+                max_new_tokens=max_new,
+                batch_size=eval_cfg["batch_size"],
+                desc=variant,
+            )
+            del model
+    else:
+        raise ValueError(f"eval.backend: unknown backend {eval_cfg['backend']!r}")
+    out: dict[str, dict[str, pl.DataFrame]] = {}
+    for variant, comps in completions.items():
+        out[variant] = {}
+        for name, (lo, hi) in spans.items():
+            rows = comps[lo:hi]
+            out[variant][name] = pl.DataFrame(
+                {
+                    "id": benchmarks[name]["id"],
+                    "prompt": prompts[lo:hi],
+                    "completion": [c.text for c in rows],
+                    "n_generated_tokens": [c.n_generated_tokens for c in rows],
+                    "truncated": [c.truncated for c in rows],
+                },
+                schema_overrides={"n_generated_tokens": pl.Int32},
+            )
+    return out

@@ -1,4 +1,4 @@
-"""Grade one completion against one benchmark row (rule `eval_generate`).
+"""Grade completions against benchmark rows (rules `eval_grade`, `eval_summary`).
 
 Three grader kinds, named by the benchmark row's `grader` column:
 
@@ -32,11 +32,20 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
+import polars as pl
 from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
 
 from lorascope.chat import split_completion
 
-__all__ = ["Grade", "grade", "grade_answer", "extract_choice", "GRADERS"]
+__all__ = [
+    "GRADERS",
+    "Grade",
+    "extract_choice",
+    "grade",
+    "grade_answer",
+    "grade_frame",
+    "summarise",
+]
 
 GRADERS = ("math", "choice", "exact")
 
@@ -149,3 +158,53 @@ def grade(row: Mapping, completion: str) -> Grade:
     return grade_answer(
         row["grader"], str(row["answer"]), answer_section, row.get("choices")
     )
+
+
+EVAL_COLUMNS = [
+    "id",
+    "prompt",
+    "completion",
+    "extracted",
+    "gold",
+    "correct",
+    "n_generated_tokens",
+    "truncated",
+]
+
+
+def grade_frame(bench: pl.DataFrame, generations: pl.DataFrame) -> pl.DataFrame:
+    """Per-sample eval frame (EVAL_COLUMNS) from a benchmark and its generations.
+
+    Every benchmark id must have exactly one generation: a missing one is an
+    error naming the id, not a silently smaller denominator.
+    """
+    if generations["id"].is_duplicated().any():
+        raise ValueError("generations hold duplicate ids")
+    joined = bench.join(generations, on="id", how="left", maintain_order="left")
+    missing = joined.filter(pl.col("completion").is_null())["id"]
+    if missing.len():
+        raise ValueError(
+            f"{missing.len()} benchmark ids have no generation, e.g. {missing[0]!r}"
+        )
+    verdicts = [grade(row, row["completion"]) for row in joined.iter_rows(named=True)]
+    return joined.with_columns(
+        extracted=pl.Series([v.extracted for v in verdicts], dtype=pl.String),
+        gold=pl.col("answer"),
+        correct=pl.Series([v.correct for v in verdicts], dtype=pl.Boolean),
+    ).select(EVAL_COLUMNS)
+
+
+def summarise(frames: Mapping[str, pl.DataFrame]) -> dict:
+    """summary.json: accuracy, counts, truncation and token stats per benchmark."""
+    out = {}
+    for name, df in frames.items():
+        out[name] = {
+            "n": df.height,
+            "n_correct": int(df["correct"].sum()),
+            "accuracy": float(df["correct"].mean()),
+            "n_unparsed": int(df["extracted"].is_null().sum()),
+            "truncation_rate": float(df["truncated"].mean()),
+            "mean_generated_tokens": float(df["n_generated_tokens"].mean()),
+            "max_generated_tokens": int(df["n_generated_tokens"].max()),
+        }
+    return out

@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import nn
 
-__all__ = ["ScalarControl", "lora_layers", "zeroed_lora_b"]
+__all__ = ["ScalarControl", "check_table", "lora_layers", "zeroed_lora_b"]
 
 
 def _adapter_name(layer: nn.Module) -> str:
@@ -37,6 +37,26 @@ def lora_layers(peft_model: nn.Module) -> list[nn.Module]:
     from lorascope.components import lora_modules
 
     return [module for _, module in lora_modules(peft_model)]
+
+
+def check_table(table, peft_model: nn.Module) -> None:
+    """Fail naming the first row where components.parquet and the model disagree.
+
+    Masks and shifts are laid out in table order, so a stale table would edit
+    the wrong components silently.
+    """
+    from lorascope.components import lora_modules, table_from_modules
+
+    cols = ["index", "layer", "module", "rank_slot", "name"]
+    want = table_from_modules([m for m, _ in lora_modules(peft_model)]).select(cols)
+    got = table.select(cols)
+    if got.height != want.height:
+        raise ValueError(
+            f"components.parquet has {got.height} rows, the adapter {want.height}"
+        )
+    for row, (a, b) in enumerate(zip(got.iter_rows(), want.iter_rows(), strict=True)):
+        if a != b:
+            raise ValueError(f"components.parquet row {row} is {a}, the adapter has {b}")
 
 
 class ScalarControl:

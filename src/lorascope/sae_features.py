@@ -6,25 +6,25 @@ language-model forward pass is needed. Dead latents (per `sae/metrics.json`)
 are dropped; the alive ones are numbered 0..F-1 and written in the same
 tables as the LoRA and MLP features (docs/ARCHITECTURE.md "Feature tables"):
 `features.parquet`, `topk.parquet` (via `lorascope.topk.StreamingTopK`) and
-`contexts.parquet`. SAE latents are non-negative, so polarity is `pos`.
+`contexts.parquet` (via `lorascope.contexts`), so autointerp and dashboards
+treat all three kinds alike. SAE codes are non-negative: polarity `pos`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import polars as pl
 import torch
 
+from lorascope.contexts import features_frame, sae_units
 from lorascope.topk import FeatureStats, StreamingTopK
 
-__all__ = [
-    "encode_alive",
-    "sae_feature_tables",
-    "features_frame",
-    "doc_activations_fn",
-]
+__all__ = ["POLARITY", "encode_alive", "sae_feature_tables", "doc_values_fn"]
+
+# SAE codes are non-negative: one feature per latent, ranked by its value.
+POLARITY = "pos"
 
 
 @torch.no_grad()
@@ -67,7 +67,8 @@ def sae_feature_tables(
     """(features, topk) frames for the alive latents, one pass over the shards.
 
     Holds one shard and one batch of codes at a time; the top-k state is
-    `[F, k]`. `shards` is a `lorascope.shards.ShardSet`.
+    `[F, k]`. `shards` is a `lorascope.shards.ShardSet`. Feature f is alive
+    latent `alive_latents[f]` (its `latent` column, label `sae.{latent}`).
     """
     alive_F = _alive_tensor(alive_latents, sae.cfg.d_sae)
     device = sae.W_dec.device
@@ -78,47 +79,21 @@ def sae_feature_tables(
             codes_TF = encode_alive(sae, shard["acts"][rows], alive_F, batch_size)
             top.update(codes_TF, shard["doc"][rows], shard["pos"][rows])
             stats.update(codes_TF)
-    return features_frame(stats.to_frame(), alive_F), top.to_frame()
+    units = sae_units(sae.cfg.d_sae)[alive_F.tolist()]
+    features = features_frame("sae", units, POLARITY, stats.to_frame())
+    return features, top.to_frame()
 
 
-def features_frame(stats: pl.DataFrame, alive_F: torch.Tensor) -> pl.DataFrame:
-    """features.parquet rows for SAE latents, in the shared column order."""
-    latent = alive_F.numpy()
-    n = len(latent)
-    return pl.DataFrame(
-        {
-            "feature": stats["feature"],
-            "kind": ["sae"] * n,
-            "label": [f"sae.{int(u)}" for u in latent],
-            "component": pl.Series([None] * n, dtype=pl.Int64),
-            "layer": pl.Series([None] * n, dtype=pl.Int64),
-            "module": pl.Series([None] * n, dtype=pl.String),
-            "neuron": pl.Series([None] * n, dtype=pl.Int64),
-            "latent": pl.Series(latent, dtype=pl.Int64),
-            "sign": pl.Series([1] * n, dtype=pl.Int8),
-            "max": stats["max"],
-            "mean": stats["mean"],
-            "frac_active": stats["frac_active"],
-        }
-    )
-
-
-def doc_activations_fn(
-    sae: Any, doc_acts: Callable[[int], torch.Tensor], alive_latents: Sequence[int]
-) -> Callable[[int, int], torch.Tensor]:
-    """`(feature, doc) -> [n_tokens]` codes of one alive latent over one doc.
-
-    `doc_acts(doc)` gives that doc's LoRA scalars `[n_tokens, C]` in position
-    order (e.g. from `ShardSet.iter_docs`). Codes of a doc are cached, since
-    contexts ask for many features of the same doc.
-    """
+def doc_values_fn(
+    sae: Any, shards: Any, alive_latents: Sequence[int]
+) -> Callable[[list[int]], Iterator[tuple[int, torch.Tensor]]]:
+    """`docs -> (doc, codes [T_doc, F])` of the alive latents, for
+    `lorascope.contexts.build_contexts`: re-encodes each doc's LoRA scalars
+    from the shards (reading each shard at most once)."""
     alive_F = _alive_tensor(alive_latents, sae.cfg.d_sae)
-    cache: dict[int, torch.Tensor] = {}
 
-    def fn(feature: int, doc: int) -> torch.Tensor:
-        if doc not in cache:
-            cache.clear()  # contexts come grouped by doc; keep one doc's codes
-            cache[doc] = encode_alive(sae, doc_acts(doc), alive_F)
-        return cache[doc][:, feature]
+    def doc_values(docs: list[int]) -> Iterator[tuple[int, torch.Tensor]]:
+        for doc, cols in shards.iter_docs(docs):
+            yield doc, encode_alive(sae, cols["acts"], alive_F)
 
-    return fn
+    return doc_values

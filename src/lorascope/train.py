@@ -87,6 +87,30 @@ def load_sft(sft_parquet: str):
     return Dataset.from_polars(df)
 
 
+def last_complete_checkpoint(checkpoint_dir: Path) -> str | None:
+    """The newest checkpoint that was written to the end, or None.
+
+    The Trainer writes a checkpoint in place (weights, optimizer, scheduler,
+    RNG, then trainer_state.json last), so a job killed mid-save leaves a
+    partial `checkpoint-N`; resuming from it fails. Skip those.
+    """
+    if not checkpoint_dir.is_dir():
+        return None
+    found = [
+        (int(p.name.split("-")[1]), p)
+        for p in checkpoint_dir.glob("checkpoint-*")
+        if p.name.split("-")[1].isdigit()
+    ]
+    for _, path in sorted(found, reverse=True):
+        try:
+            json.loads((path / "trainer_state.json").read_text())
+        except (OSError, ValueError):
+            log.warning("ignoring incomplete checkpoint %s", path)
+            continue
+        return str(path)
+    return None
+
+
 def train(
     variant: Variant,
     base_path: str,
@@ -99,7 +123,6 @@ def train(
     Resumes from the newest checkpoint in `out_dir/checkpoints` if one exists.
     Returns the final artifact's path.
     """
-    from transformers.trainer_utils import get_last_checkpoint
     from trl import SFTTrainer
 
     out_dir = Path(out_dir)
@@ -123,9 +146,7 @@ def train(
         processing_class=tokenizer,
         peft_config=lora_config(train_cfg["lora"]) if variant == "rank1" else None,
     )
-    last = (
-        get_last_checkpoint(args.output_dir) if Path(args.output_dir).is_dir() else None
-    )
+    last = last_complete_checkpoint(Path(args.output_dir))
     if last:
         log.info("resuming from checkpoint %s", last)
     trainer.train(resume_from_checkpoint=last)

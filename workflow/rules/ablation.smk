@@ -1,5 +1,74 @@
-# Stage 'ablation': not wired yet (being written; see docs/ARCHITECTURE.md).
+# Stage 'ablation': KL(full LoRA || ablated LoRA) per layer, component and group
+# (paper §3.2, Fig 3), and a steering sweep on components / SAE features (the
+# paper's open question in its limitations).
+
+KL_TABLES = ["kl_layers", "kl_components", "kl_groups"]
 
 
 def ablation_targets():
-    return []
+    return [
+        *expand(res("ablation/{table}.parquet"), table=KL_TABLES),
+        res("steering/sweep.parquet"),
+    ]
+
+
+def ablation_params(wildcards):
+    """The config sections the KL ablation and the steering sweep read."""
+    keys = ("seed", "device", "model", "data", "eval", "ablation", "steering")
+    return {k: config[k] for k in keys}
+
+
+def steering_benchmark():
+    return config["steering"]["benchmark"] or config["eval"]["benchmarks"][0]
+
+
+def steering_sae_inputs(wildcards):
+    """SAE model and explanations, only when the sweep can pick SAE features."""
+    st = config["steering"]
+    explicit = st["components"] or st["sae_latents"]
+    if explicit and not st["sae_latents"]:
+        return {}
+    inputs = {"sae": res("sae/model")}
+    if not explicit and st["max_sae_features"] > 0:
+        inputs["sae_features"] = res("features/sae/features.parquet")
+        inputs["explanations"] = res("autointerp/explanations/sae.parquet")
+    return inputs
+
+
+rule kl_ablation:
+    input:
+        sft=res("data/sft.parquet"),
+        adapter=res("train/rank1/adapter"),
+        components=res("components.parquet"),
+        base=base_model_input,
+    output:
+        **{t: res(f"ablation/{t}.parquet") for t in KL_TABLES},
+        **{f"{t}_md": res(f"ablation/{t}.md") for t in KL_TABLES},
+    params:
+        config=ablation_params,
+        base=base_model_path,
+    log:
+        log_("ablation/kl_ablation.log"),
+    script:
+        "../scripts/ablation_kl.py"
+
+
+rule steering_sweep:
+    input:
+        unpack(steering_sae_inputs),
+        sft=res("data/sft.parquet"),
+        adapter=res("train/rank1/adapter"),
+        components=res("components.parquet"),
+        kl_components=res("ablation/kl_components.parquet"),
+        bench=res(f"data/bench/{steering_benchmark()}.parquet"),
+        base=base_model_input,
+    output:
+        sweep=res("steering/sweep.parquet"),
+        sweep_md=res("steering/sweep.md"),
+    params:
+        config=ablation_params,
+        base=base_model_path,
+    log:
+        log_("ablation/steering_sweep.log"),
+    script:
+        "../scripts/steering_sweep.py"

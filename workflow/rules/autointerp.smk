@@ -1,5 +1,113 @@
-# Stage 'autointerp': not wired yet (being written; see docs/ARCHITECTURE.md).
+# Stage 'autointerp' (paper §3.1, App. B): an explanation and monosemanticity
+# class per LoRA direction, MLP neuron and SAE feature; categories proposed from
+# equal LoRA/MLP samples; one category per feature; detection scores; summaries.
+# LLM replies are cached in autointerp.cache, so reruns never pay twice.
 
 
 def autointerp_targets():
-    return []
+    return [
+        res("autointerp/usage.json"),
+        *expand(res("autointerp/summary/{name}.parquet"), name=AUTOINTERP_SUMMARIES),
+    ]
+
+
+AUTOINTERP_SUMMARIES = ["classes", "category_shares", "sae_category_density"]
+
+
+def autointerp_params(wildcards=None):
+    """The autointerp section, the run tag for the spend ledger, the cache path."""
+    section = cfg("autointerp")
+    cache = section["cache"]
+    return {
+        "section": section,
+        "run": RUN,
+        "cache": cache if os.path.isabs(cache) else res(cache),
+    }
+
+
+rule autointerp_explain:
+    input:
+        features=res("features/{kind}/features.parquet"),
+        contexts=res("features/{kind}/contexts.parquet"),
+    output:
+        explanations=res("autointerp/explanations/{kind}.parquet"),
+        usage=res("autointerp/usage/explain_{kind}.parquet"),
+    params:
+        ai=autointerp_params,
+    log:
+        log_("autointerp/explain_{kind}.log"),
+    script:
+        "../scripts/autointerp_explain.py"
+
+
+rule autointerp_categories:
+    input:
+        explanations=expand(res("autointerp/explanations/{kind}.parquet"), kind=KINDS),
+    output:
+        categories=res("autointerp/categories.json"),
+        usage=res("autointerp/usage/categories.parquet"),
+    params:
+        ai=autointerp_params,
+        kinds=KINDS,
+    log:
+        log_("autointerp/categories.log"),
+    script:
+        "../scripts/autointerp_categories.py"
+
+
+rule autointerp_assign:
+    input:
+        categories=res("autointerp/categories.json"),
+        explanations=res("autointerp/explanations/{kind}.parquet"),
+        contexts=res("features/{kind}/contexts.parquet"),
+    output:
+        assignments=res("autointerp/assignments/{kind}.parquet"),
+        usage=res("autointerp/usage/assign_{kind}.parquet"),
+    params:
+        ai=autointerp_params,
+    log:
+        log_("autointerp/assign_{kind}.log"),
+    script:
+        "../scripts/autointerp_assign.py"
+
+
+rule autointerp_score:
+    input:
+        explanations=res("autointerp/explanations/{kind}.parquet"),
+        contexts=res("features/{kind}/contexts.parquet"),
+    output:
+        scores=res("autointerp/scores/{kind}.parquet"),
+        usage=res("autointerp/usage/score_{kind}.parquet"),
+    params:
+        ai=autointerp_params,
+    log:
+        log_("autointerp/score_{kind}.log"),
+    script:
+        "../scripts/autointerp_score.py"
+
+
+rule autointerp_summary:
+    input:
+        explanations=expand(res("autointerp/explanations/{kind}.parquet"), kind=KINDS),
+        assignments=expand(res("autointerp/assignments/{kind}.parquet"), kind=KINDS),
+        scores=expand(res("autointerp/scores/{kind}.parquet"), kind=KINDS),
+        sae_features=res("features/sae/features.parquet"),
+        categories=res("autointerp/categories.json"),
+        usage=expand(
+            res("autointerp/usage/{step}_{kind}.parquet"),
+            step=["explain", "assign", "score"],
+            kind=KINDS,
+        ),
+        usage_categories=res("autointerp/usage/categories.parquet"),
+    output:
+        summaries=expand(
+            res("autointerp/summary/{name}.parquet"), name=AUTOINTERP_SUMMARIES
+        ),
+        usage=res("autointerp/usage.json"),
+    params:
+        ai=autointerp_params,
+        kinds=KINDS,
+    log:
+        log_("autointerp/summary.log"),
+    script:
+        "../scripts/autointerp_summary.py"

@@ -1,5 +1,141 @@
-# Stage 'eval': not wired yet (being written; see docs/ARCHITECTURE.md).
+# Stage 'eval': benchmarks, generation, grading, Tables 1 and 2 (paper §2).
+#
+# Generation is split from grading: a generation job writes raw completions to
+# eval/generations/{engine}/ and cheap per-benchmark grading jobs read them, so
+# a grader change never reruns generation. With backend vllm one engine (one
+# job) serves the base and every LoRA variant through LoRARequest and the full
+# fine-tune, a different model, gets a second engine; with backend hf each
+# variant is its own job, so a local or SLURM run generates them in parallel.
+
+EVAL = config["eval"]
+BENCHMARKS = EVAL["benchmarks"]
+LORA_VARIANTS = ["rank1", "rank1-attn-ablated", "rank1-mlp-ablated"]
+
+if EVAL["backend"] == "vllm":
+    ENGINES = {"base-and-loras": ["base", *LORA_VARIANTS], "full": ["full"]}
+else:
+    ENGINES = {v: [v] for v in VARIANTS}
+ENGINE_OF = {v: e for e, vs in ENGINES.items() for v in vs}
+
+
+wildcard_constraints:
+    engine="|".join(ENGINES),
+    table="table1|table2",
 
 
 def eval_targets():
+    return [
+        *expand(res("eval/{variant}/summary.json"), variant=VARIANTS),
+        *expand(res("tables/{table}.{ext}"), table=["table1", "table2"], ext=["parquet", "md"]),
+    ]
+
+
+def bench_source(wildcards):
+    """Toy benchmarks come from the toy world; hub ones need no input file."""
+    if wildcards.benchmark.startswith("toy_"):
+        return res(f"toy/bench/{wildcards.benchmark}.parquet")
     return []
+
+
+def variant_model(variant):
+    """(model dir, adapter dir or None) a variant generates with."""
+    if variant == "full":
+        return res("train/full/model"), None
+    adapter = {"rank1": res("train/rank1/adapter")}.get(variant, res(f"adapters/{variant}"))
+    return base_model_path(), (None if variant == "base" else adapter)
+
+
+def engine_models(wildcards):
+    return {v: variant_model(v) for v in ENGINES[wildcards.engine]}
+
+
+def engine_inputs(wildcards):
+    models = engine_models(wildcards).values()
+    local = [m for m, _ in models if m.startswith("results/")]
+    return {
+        "bench": expand(res("data/bench/{benchmark}.parquet"), benchmark=BENCHMARKS),
+        "models": sorted(set(local + [a for _, a in models if a])),
+        "base": base_model_input(),
+    }
+
+
+def generations_of(wildcards):
+    return res(f"eval/generations/{ENGINE_OF[wildcards.variant]}")
+
+
+def table_inputs(wildcards):
+    variants = ["base", "rank1", "full"] if wildcards.table == "table1" else [
+        "base", *LORA_VARIANTS]
+    return expand(res("eval/{variant}/{benchmark}.parquet"), variant=variants,
+                  benchmark=BENCHMARKS)
+
+
+rule bench_prepare:
+    input:
+        source=bench_source,
+    output:
+        bench=res("data/bench/{benchmark}.parquet"),
+    params:
+        eval=cfg("eval"),
+        toy_dir=res("toy/bench"),
+    log:
+        log_("eval/bench_prepare_{benchmark}.log"),
+    script:
+        "../scripts/eval_bench.py"
+
+
+rule eval_generate:
+    input:
+        unpack(engine_inputs),
+    output:
+        generations=directory(res("eval/generations/{engine}")),
+    params:
+        models=engine_models,
+        base=base_model_path,
+        eval=cfg("eval"),
+        model=cfg("model"),
+        system_prompt=config["data"]["system_prompt"],
+        device=config["device"],
+        seed=config["seed"],
+    log:
+        log_("eval/eval_generate_{engine}.log"),
+    script:
+        "../scripts/eval_generate.py"
+
+
+rule eval_grade:
+    input:
+        bench=res("data/bench/{benchmark}.parquet"),
+        generations=generations_of,
+    output:
+        samples=res("eval/{variant}/{benchmark}.parquet"),
+    log:
+        log_("eval/eval_grade_{variant}_{benchmark}.log"),
+    script:
+        "../scripts/eval_grade.py"
+
+
+rule eval_summary:
+    input:
+        samples=expand(res("eval/{{variant}}/{benchmark}.parquet"), benchmark=BENCHMARKS),
+    output:
+        summary=res("eval/{variant}/summary.json"),
+    log:
+        log_("eval/eval_summary_{variant}.log"),
+    script:
+        "../scripts/eval_summary.py"
+
+
+rule eval_table:
+    input:
+        samples=table_inputs,
+    output:
+        table=res("tables/{table}.parquet"),
+        markdown=res("tables/{table}.md"),
+    params:
+        eval=cfg("eval"),
+        seed=config["seed"],
+    log:
+        log_("eval/eval_table_{table}.log"),
+    script:
+        "../scripts/eval_table.py"

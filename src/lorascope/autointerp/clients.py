@@ -16,17 +16,31 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import anthropic
+import polars as pl
 import openai
 
-from lorascope.autointerp.cache import CachedReply, ResponseCache, cache_key
+from lorascope.autointerp.cache import (
+    BudgetExceeded,
+    CachedReply,
+    ResponseCache,
+    cache_key,
+)
 from lorascope.autointerp.prompts import ParseError
 from lorascope.autointerp.settings import LLMSettings, api_key
 
-__all__ = ["Outcome", "LLMEngine", "LLMError", "LLMUnavailable", "run_prompts"]
+__all__ = [
+    "Outcome",
+    "LLMEngine",
+    "LLMError",
+    "LLMUnavailable",
+    "run_prompts",
+    "usage_frame",
+]
 
 _STATUS_ERRORS = (openai.APIStatusError, anthropic.APIStatusError)
 # Transient: retried with backoff. A 200 whose body is not JSON counts as one.
@@ -96,6 +110,7 @@ class LLMEngine:
     async def _run_all(self, prompts, parse) -> list[Outcome]:
         self._client = self._make_client()
         self._sem = asyncio.Semaphore(self.settings.concurrency)
+        self._stopped = False  # set by the first fatal error: send nothing more
         try:
             async with asyncio.TaskGroup() as group:
                 tasks = [group.create_task(self._one(i, p, parse)) for i, p in prompts]
@@ -149,40 +164,47 @@ class LLMEngine:
         if hit is not None:
             self._record(item, key, hit, cached=True, tries=0, waited=0.0, t0=None)
             return hit.text
-        s = self.settings
-        waited, t0 = 0.0, time.monotonic()
+        t0 = time.monotonic()
         async with self._sem:
-            for tries in range(1, s.retries + 2):
-                ledger_id = self.cache.reserve(
-                    s.run, self.step, key, s.max_calls, s.max_tokens
-                )
-                try:
-                    reply = await self._send(request)
-                except _STATUS_ERRORS as exc:
-                    status = exc.status_code
-                    if status in _ITEM_STATUSES:
-                        raise _ItemRejected(f"HTTP {status}: {exc.message}") from exc
-                    if status != 429 and status < 500:
-                        raise LLMError(
-                            f"{s.provider} {s.model} at {s.base_url or 'default'} "
-                            f"rejected the request: HTTP {status}: {exc.message}"
-                        ) from exc
-                    last, wait = exc, _retry_after(exc) if status == 429 else None
-                except _CONNECTION_ERRORS as exc:
-                    last, wait = exc, None
-                else:
-                    self.cache.settle(
-                        ledger_id, reply.input_tokens + reply.output_tokens
-                    )
-                    self.cache.put(key, request, reply)
-                    self._record(item, key, reply, False, tries, waited, t0)
-                    return reply.text
-                if tries > s.retries:
-                    break
-                if wait is None:
-                    wait = min(s.backoff_max_s, s.backoff_base_s * 2 ** (tries - 1))
-                waited += wait
-                await asyncio.sleep(wait)
+            try:
+                return await self._send_with_retries(item, key, request, t0)
+            except (LLMError, LLMUnavailable, BudgetExceeded):
+                self._stopped = True
+                raise
+
+    async def _send_with_retries(self, item, key, request, t0) -> str:
+        s, waited = self.settings, 0.0
+        for tries in range(1, s.retries + 2):
+            if self._stopped:  # another prompt already stopped the run
+                raise asyncio.CancelledError
+            ledger_id = self.cache.reserve(
+                s.run, self.step, key, s.max_calls, s.max_tokens
+            )
+            try:
+                reply = await self._send(request)
+            except _STATUS_ERRORS as exc:
+                status = exc.status_code
+                if status in _ITEM_STATUSES:
+                    raise _ItemRejected(f"HTTP {status}: {exc.message}") from exc
+                if status != 429 and status < 500:
+                    raise LLMError(
+                        f"{s.provider} {s.model} at {s.base_url or 'default'} "
+                        f"rejected the request: HTTP {status}: {exc.message}"
+                    ) from exc
+                last, wait = exc, _retry_after(exc) if status == 429 else None
+            except _CONNECTION_ERRORS as exc:
+                last, wait = exc, None
+            else:
+                self.cache.settle(ledger_id, reply.input_tokens + reply.output_tokens)
+                self.cache.put(key, request, reply)
+                self._record(item, key, reply, False, tries, waited, t0)
+                return reply.text
+            if tries > s.retries:
+                break
+            if wait is None:
+                wait = min(s.backoff_max_s, s.backoff_base_s * 2 ** (tries - 1))
+            waited += wait
+            await asyncio.sleep(wait)
         raise LLMUnavailable(
             f"{s.provider} {s.model} still failing after {s.retries + 1} attempts "
             f"({type(last).__name__}: {last}); finished calls are cached in "
@@ -253,3 +275,24 @@ def run_prompts(
     finally:
         cache.close()
     return {o.item: o for o in outcomes}, engine.usage
+
+
+USAGE_SCHEMA = {
+    "step": pl.String,
+    "item": pl.String,
+    "key": pl.String,
+    "provider": pl.String,
+    "model": pl.String,
+    "cached": pl.Boolean,
+    "http_requests": pl.Int64,
+    "retry_wait_s": pl.Float64,
+    "latency_s": pl.Float64,
+    "input_tokens": pl.Int64,
+    "output_tokens": pl.Int64,
+    "cost_usd": pl.Float64,
+}
+
+
+def usage_frame(rows: list[dict]) -> pl.DataFrame:
+    """Per-call usage rows as a frame (empty, typed, for offline steps)."""
+    return pl.DataFrame(rows, schema=USAGE_SCHEMA)

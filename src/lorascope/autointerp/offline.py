@@ -99,7 +99,7 @@ def feature_stats(contexts: list[dict]) -> dict:
         w = [1.0] * len(contexts)
     tok, prev, cls, sub = Counter(), Counter(), Counter(), Counter()
     early = 0.0
-    for c, wi in zip(contexts, w):
+    for c, wi in zip(contexts, w, strict=True):
         center_tok = c["tokens"][c["center"]]
         tok[norm_token(center_tok)] += wi
         if c["center"] > 0:
@@ -145,6 +145,11 @@ def explain_offline(
         toks = ", ".join(_q(t) for t, _ in st["tokens"][:2])
         text, cls = f"{sub.replace('_', ' ')} tokens, e.g. {toks} ({pct(s)})", 1
         why = f"one token class ({cat}/{sub}) holds {pct(s)} of the weight"
+    elif st["classes"][0][1] >= broad_share:
+        cat, s = st["classes"][0]
+        toks = ", ".join(_q(t) for t, _ in st["tokens"][:2])
+        text, cls = f"{cat.replace('_', ' ')} tokens, e.g. {toks} ({pct(s)})", 1
+        why = f"one token class ({cat}) holds {pct(s)} of the weight"
     elif st["early_share"] >= broad_share:
         text, cls = f"tokens near document start ({pct(st['early_share'])})", 1
         why = "activations concentrate in the first four positions"
@@ -175,7 +180,14 @@ def judge_offline(explanation: str, marked_tokens: list[str]) -> list[bool]:
     """
     quoted = _QUOTED.findall(explanation)
     words = set(re.findall(r"[\w']+", explanation.lower()))
-    named = {v for k, v in _SUBCLASS_WORDS.items() if k in explanation.lower()}
+    low = explanation.lower()
+    named = {v for k, v in _SUBCLASS_WORDS.items() if k in low}
+    named |= {
+        (cat, sub)
+        for cat, (_, _, subs) in TAXONOMY.items()
+        if f"{cat.replace('_', ' ')} tokens" in low
+        for sub in subs
+    }
     out = []
     for tok in marked_tokens:
         t = norm_token(tok)

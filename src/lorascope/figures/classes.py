@@ -1,9 +1,11 @@
 """Fig. 1 (left): how often features are monosemantic, per feature kind.
 
 Used by rule `figure_classes` (workflow/rules/figures.smk). Input is
-`autointerp/summary/classes.parquet` with one row per (kind, classification):
-`kind, classification, n, total`. The 95% intervals are Wilson score intervals on the
-fraction n/total, computed here so every producer gets the same ones.
+`autointerp/summary/classes.parquet` as written by
+`lorascope.autointerp.summary.class_shares`: one row per (kind,
+classification) with `share, ci_low, ci_high` (percentile bootstrap over
+features, 95%) and `n_ok` (features that got a class). `wilson_interval` is
+kept here for figures whose producers give counts only (steering accuracy).
 """
 
 from __future__ import annotations
@@ -45,13 +47,13 @@ def wilson_interval(n: int, total: int, z: float = Z95) -> tuple[float, float]:
 def class_fractions(
     classes: pl.DataFrame, kinds: list[str], source: str = "classes.parquet"
 ) -> pl.DataFrame:
-    """Fraction of each kind's features per class with its 95% interval.
-
-    Returns `kind, class, n, total, frac, lo, hi`, one row per (kind, class) in
-    `kinds` order, classes 0..2 (missing classes count as 0).
-    """
-    require_columns(classes, ["kind", "classification", "n", "total"], source)
-    rows = []
+    """`kind, class, n_ok, frac, lo, hi`, one row per (kind, class 0..2)."""
+    require_columns(
+        classes,
+        ["kind", "classification", "n_ok", "share", "ci_low", "ci_high"],
+        source,
+    )
+    out = []
     for kind in kinds:
         sub = classes.filter(pl.col("kind") == kind)
         if sub.height == 0:
@@ -59,22 +61,24 @@ def class_fractions(
                 f"{source}: no rows for kind {kind!r} (kinds present: "
                 f"{sorted(classes['kind'].unique().to_list())})"
             )
-        totals = sub["total"].unique().to_list()
-        if len(totals) != 1:
-            raise ValueError(f"{source}: kind {kind!r} has several totals {totals}")
-        total = int(totals[0])
-        counts = dict(zip(sub["classification"].to_list(), sub["n"].to_list(), strict=True))
-        unknown = set(counts) - set(CLASS_NAMES)
+        unknown = set(sub["classification"].to_list()) - set(CLASS_NAMES)
         if unknown:
             raise ValueError(f"{source}: kind {kind!r} has unknown class(es) {unknown}")
-        for cls in CLASS_NAMES:
-            n = int(counts.get(cls, 0))
-            lo, hi = wilson_interval(n, total)
-            rows.append((kind, cls, n, total, n / total, lo, hi))
+        if sub["share"].is_null().any():
+            raise ValueError(f"{source}: kind {kind!r} has no classified feature")
+        for row in sub.sort("classification").iter_rows(named=True):
+            out.append(
+                (
+                    kind,
+                    row["classification"],
+                    row["n_ok"],
+                    row["share"],
+                    row["ci_low"],
+                    row["ci_high"],
+                )
+            )
     return pl.DataFrame(
-        rows,
-        schema=["kind", "class", "n", "total", "frac", "lo", "hi"],
-        orient="row",
+        out, schema=["kind", "class", "n_ok", "frac", "lo", "hi"], orient="row"
     )
 
 
@@ -99,7 +103,7 @@ def plot_classes(
                 yerr=err,
                 color=KIND_COLORS[kind],
                 error_kw={"elinewidth": 0.7, "capsize": 1.5, "capthick": 0.7},
-                label=f"{KIND_SHORT[kind]} (n={sub['total'][0]})",
+                label=f"{KIND_SHORT[kind]} (n={sub['n_ok'][0]})",
             )
             for xi, hi, f in zip(pos, sub["hi"].to_numpy(), frac, strict=True):
                 ax.text(
@@ -122,5 +126,5 @@ def plot_classes(
             handlelength=1.0,
             columnspacing=1.0,
         )
-        add_footer(fig, footer + "; bars: 95% Wilson intervals", style)
+        add_footer(fig, footer + "; 95% bootstrap intervals", style)
     return fig

@@ -1,9 +1,10 @@
 """Fig. 2: where the SAE's activation mass goes, by category and subcategory.
 
-Used by rule `figure_sae_density` (workflow/rules/figures.smk). Input is
-`autointerp/summary/sae_category_density.parquet`, one row per
-(category, subcategory): `category, name, subcategory, density` where
-density is the normalised summed activation (all rows sum to 1).
+Used by rule `figure_sae_density` (workflow/rules/figures.smk). Inputs:
+`autointerp/summary/sae_category_density.parquet` as written by
+`lorascope.autointerp.summary.sae_category_density` (rows with `level`
+"category" or "subcategory", `category, subcategory, density`: normalised
+summed activation) and `autointerp/categories.json` for readable names.
 
 Drawn as a hierarchical bar chart: a bold bar per category, then its largest
 subcategories indented below it (the rest pooled as "other"), so it stays
@@ -35,35 +36,47 @@ CATEGORY_COLORS = [
 ]
 
 
+def subcategory_names(categories: dict) -> dict[tuple[str, str], str]:
+    """(category, subcategory) string_ids -> subcategory name, from categories.json."""
+    return {
+        (c["string_id"], sc["string_id"]): sc.get("name") or sc["string_id"]
+        for c in categories.get("categories", [])
+        for sc in c.get("subcategories") or []
+    }
+
+
 def density_rows(
     density: pl.DataFrame,
+    names: dict[str, str],
+    sub_names: dict[tuple[str, str], str],
     max_subcategories: int,
     source: str = "sae_category_density.parquet",
 ) -> list[tuple[str, float, int, bool]]:
     """Rows to draw, top to bottom: (label, density, category index, is_header)."""
-    require_columns(density, ["category", "name", "subcategory", "density"], source)
+    require_columns(density, ["level", "category", "subcategory", "density"], source)
     if max_subcategories < 0:
         raise ValueError(f"max_subcategories must be >= 0, got {max_subcategories}")
     if (density["density"] < 0).any():
         raise ValueError(f"{source}: negative density values")
-    total = float(density["density"].sum())
-    if total <= 0:
-        raise ValueError(f"{source}: densities sum to {total}; nothing to plot")
-    d = density.with_columns(pl.col("density") / total)  # guard against drift
-    cats = (
-        d.group_by("category", "name")
-        .agg(pl.col("density").sum())
-        .sort(["density", "category"], descending=[True, False])
+    cats = density.filter(pl.col("level") == "category").sort(
+        ["density", "category"], descending=[True, False]
     )
+    subs_all = density.filter(pl.col("level") == "subcategory")
+    if cats.height == 0:
+        raise ValueError(f"{source}: no rows with level 'category'")
     rows = []
-    for ci, (cat, name, cat_density) in enumerate(cats.iter_rows()):
-        rows.append((name, cat_density, ci, True))
-        subs = d.filter(pl.col("category") == cat).sort(
-            ["density", "subcategory"], descending=[True, False]
+    for ci, (cat, cat_density) in enumerate(
+        cats.select("category", "density").iter_rows()
+    ):
+        rows.append((names.get(cat, cat), cat_density, ci, True))
+        subs = subs_all.filter(pl.col("category") == cat).sort(
+            ["density", "subcategory"], descending=[True, False], nulls_last=True
         )
-        shown = subs.head(max_subcategories)
-        for sub, val in shown.select("subcategory", "density").iter_rows():
-            rows.append((sub, val, ci, False))
+        for sub, val in (
+            subs.head(max_subcategories).select("subcategory", "density").iter_rows()
+        ):
+            label = "(none)" if sub is None else sub_names.get((cat, sub), sub)
+            rows.append((label, val, ci, False))
         rest = subs.slice(max_subcategories)
         if rest.height:
             rows.append(
@@ -74,12 +87,14 @@ def density_rows(
 
 def plot_sae_density(
     density: pl.DataFrame,
+    names: dict[str, str],
+    sub_names: dict[tuple[str, str], str],
     style: FigureStyle,
     footer: str,
     max_subcategories: int = 4,
     wrap: int = 34,
 ) -> plt.Figure:
-    rows = density_rows(density, max_subcategories)
+    rows = density_rows(density, names, sub_names, max_subcategories)
     n = len(rows)
     with paper_rc(style):
         fig, ax = plt.subplots(figsize=style.size(0.1 + 0.062 * n))

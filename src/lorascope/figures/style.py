@@ -89,26 +89,32 @@ def paper_rc(style: FigureStyle) -> Iterator[None]:
         yield
 
 
+def _who(value: Any) -> str:
+    """'offline' / 'provider:model' from a str or a list of them."""
+    items = [value] if isinstance(value, str) else list(value or [])
+    return ", ".join(sorted(set(map(str, items)))) or "none"
+
+
 def explainer_label(usage: Mapping[str, Any]) -> str:
     """Footer text naming who wrote the labels, from `autointerp/usage.json`.
 
-    Needs `explainer` ("offline" or "provider:model", as in the outputs'
-    `explainer` column); names the `categorizer` too when it is recorded.
+    Reads `explainer: {explanations, categories, detection_judge}` as written by
+    `lorascope.autointerp.summary.usage_summary` (each "offline" or
+    "provider:model", the first and last as lists).
     """
-    if "explainer" not in usage:
+    who = usage.get("explainer")
+    if not isinstance(who, Mapping) or "explanations" not in who:
         raise KeyError(
-            "autointerp/usage.json has no 'explainer' key; figures need it to say "
-            f"which explainer made the labels (keys present: {sorted(usage)})"
+            "autointerp/usage.json: expected 'explainer': {'explanations': ...}; "
+            "figures need it to say which explainer made the labels "
+            f"(got {who!r})"
         )
-    name = str(usage["explainer"])
-    if name == "offline":
-        text = "labels: offline explainer (activation statistics, no LLM)"
-    else:
-        text = f"labels: {name}"
-    cat = usage.get("categorizer")
-    if cat and str(cat) != name:
-        text += f"; categories: {cat}"
-    return text
+    parts = {k: _who(who.get(k)) for k in ("explanations", "categories")}
+    if set(parts.values()) == {"offline"}:
+        return "labels: offline explainer (activation statistics, no LLM)"
+    if parts["categories"] in ("none", parts["explanations"]):
+        return f"labels: {parts['explanations']}"
+    return f"labels: {parts['explanations']}; categories: {parts['categories']}"
 
 
 def add_footer(fig: plt.Figure, text: str, style: FigureStyle) -> None:

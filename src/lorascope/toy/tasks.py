@@ -98,8 +98,25 @@ def direct_answer(a: int, b: int) -> str:
     return attempt_text(a, b)
 
 
-def _line(s: Step) -> str:
-    return f"{s.x}+{s.y}+{s.carry_in}={s.total}, write {s.digit} carry {s.carry_out}"
+def _states(a: int, b: int) -> list[tuple[Step, str, str]]:
+    """Each step with the sum digits so far and the operands still to add.
+
+    Carrying this state on every line keeps each step local: the next column's
+    digits are the last digits of the "rest" on the line above, and the digits
+    so far grow by one in front. Tiny models cannot reliably fetch the i-th
+    digit from the right of a number written far back in the context.
+    """
+    out, sa, sb, digits = [], str(a), str(b), ""
+    for i, s in enumerate(add_steps(a, b)):
+        digits = f"{s.digit}{digits}"
+        rest_a, rest_b = sa[: len(sa) - i - 1], sb[: len(sb) - i - 1]
+        out.append((s, digits, f"{rest_a}+{rest_b}" if rest_a or rest_b else ""))
+    return out
+
+
+def _line(s: Step, digits: str, rest: str) -> str:
+    line = f"{s.x}+{s.y}+{s.carry_in}={s.total} carry {s.carry_out}, digits {digits}"
+    return line + (f", rest {rest}" if rest else "")
 
 
 def _slip_total(rng: random.Random, total: int) -> int:
@@ -112,19 +129,19 @@ def reasoning_trace(
 ) -> tuple[str, bool]:
     """The think-section text for ``a + b`` and whether it contains a slip.
 
-    A slipped trace writes a wrong column total, then a line starting with
-    "Wait," that redoes the column correctly; every column still has exactly
-    one "write" so the result line reads off the corrected digits.
+    One line per column, ones first. A slipped trace writes a wrong column
+    total, then a line starting with "Wait," that redoes the column correctly,
+    so every column still has exactly one complete line.
     """
-    steps = add_steps(a, b)
-    slip_at = rng.randrange(len(steps)) if rng.random() < slip_rate else -1
+    states = _states(a, b)
+    slip_at = rng.randrange(len(states)) if rng.random() < slip_rate else -1
     lines = [f"{a}+{b}"]
-    for i, s in enumerate(steps):
+    for i, (s, digits, rest) in enumerate(states):
         if i == slip_at:
             lines.append(f"{s.x}+{s.y}+{s.carry_in}={_slip_total(rng, s.total)}")
-            lines.append("Wait, " + _line(s))
+            lines.append("Wait, " + _line(s, digits, rest))
         else:
-            lines.append(_line(s))
+            lines.append(_line(s, digits, rest))
     lines.append(f"result {a + b}")
     return "\n".join(lines), slip_at >= 0
 
@@ -208,11 +225,11 @@ _INTROS = (
     "Sum of {a} and {b}, step by step:",
 )
 _LINES = (
-    "{x}+{y}+{c}={t}, write {d} carry {o}",
-    "{x} plus {y} plus carry {c} is {t}; put down {d}, carry {o}.",
-    "column {i}: {x} + {y} + {c} = {t}, digit {d}, carry {o}",
-    "{x}+{y} with carry {c} gives {t}, so {d} down and {o} over",
-    "add {x} and {y} and {c}: {t}. Keep {d}, carry {o}.",
+    "{x}+{y}+{c}={t} carry {o}, digits {s}, rest {r}",
+    "{x} plus {y} plus carry {c} is {t}; carry {o}; so far {s}; left {r}.",
+    "column {i}: {x} + {y} + {c} = {t}, carry {o}, partial {s}, remaining {r}",
+    "add {x}, {y} and {c}: {t}. Carry {o}. Written: {s}. Still to add: {r}",
+    "{x} and {y} with carry {c} make {t}: carry {o}, got {s}, then {r}",
 )
 _ENDS = (
     "So the answer is {s}.",
@@ -231,12 +248,13 @@ def textbook_text(a: int, b: int, rng: random.Random) -> str:
     """
     line = rng.choice(_LINES)
     sep = rng.choice(("\n", "\n", "; "))
-    body = [
-        line.format(
-            x=s.x, y=s.y, c=s.carry_in, t=s.total, d=s.digit, o=s.carry_out, i=i + 1
+    body = []
+    for i, (s, digits, rest) in enumerate(_states(a, b)):
+        text = line.format(
+            x=s.x, y=s.y, c=s.carry_in, t=s.total, o=s.carry_out, s=digits, i=i + 1,
+            r=rest or "nothing",
         )
-        for i, s in enumerate(add_steps(a, b))
-    ]
+        body.append(text)
     intro = rng.choice(_INTROS).format(a=a, b=b, k=rng.randint(1, 99))
     end = rng.choice(_ENDS).format(a=a, b=b, s=a + b)
     return intro + "\n" + sep.join(body) + "\n" + end

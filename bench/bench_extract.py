@@ -1,0 +1,216 @@
+"""Benchmark: cost of LoRA-scalar extraction relative to a plain LoRA forward.
+
+For each model shape (the toy shape, and the Qwen2.5-0.5B config with random
+weights) and the same batches, times (best of --reps, interleaved):
+
+  fwd_full      plain LoRA forward of the CausalLM (logits included)
+  fwd_backbone  plain LoRA forward of the decoder only (what extraction runs)
+  extract       the shard pass for LoRA scalars: hooks into one device buffer,
+                gather, host copy, streamed top-k + stats (lorascope.activations)
+  extract+mlp   the same plus the MLP baseline (act_gate_up: a base-model pass)
+  naive         per-module hook copying each lora_A output to the CPU and
+                concatenating afterwards (the obvious implementation)
+
+and prints ratios (target: extract / fwd_full <= 1.15). With --rss it also
+runs the whole shard pass in subprocesses on 1x and 4x the data and prints
+their peak RSS (should stay flat: one shard in memory at a time).
+
+    OMP_NUM_THREADS=1 python bench/bench_extract.py --shapes toy qwen0.5b
+    python bench/bench_extract.py --device cuda --shapes qwen0.5b qwen7b --len 2048
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from lorascope.activations import ExtractSettings, extract_shard, extract_to_shards
+from lorascope.extract import LoraCapture, MlpCapture, make_batches, pad_batch
+
+SHAPES = {
+    "toy": dict(hidden_size=128, intermediate_size=512, num_hidden_layers=4,
+                num_attention_heads=4, num_key_value_heads=4, vocab_size=512),
+    "qwen0.5b": dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
+                     num_attention_heads=14, num_key_value_heads=2,
+                     vocab_size=151936),
+    "qwen7b": dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
+                   num_attention_heads=28, num_key_value_heads=4,
+                   vocab_size=152064),
+}  # fmt: skip
+TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def build(shape: str, device: str, dtype: torch.dtype):
+    from peft import LoraConfig, get_peft_model
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(0)
+    cfg = Qwen2Config(**SHAPES[shape], tie_word_embeddings=shape != "qwen7b")
+    with torch.device(device):
+        model = Qwen2ForCausalLM(cfg).to(dtype)
+    lcfg = LoraConfig(r=1, lora_alpha=16, use_rslora=True, target_modules=TARGETS)
+    peft_model = get_peft_model(model, lcfg).eval()
+    for name, p in peft_model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.02)
+    return peft_model
+
+
+def sequences(n: int, length: int, vocab: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    lens = torch.randint(length // 2, length + 1, (n,), generator=g).tolist()
+    return [torch.randint(0, vocab, (k,), generator=g).tolist() for k in lens]
+
+
+def sync(device):
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+@torch.no_grad()
+def timings(model, seqs, cfg: ExtractSettings, device, reps: int) -> dict:
+    batches = [
+        pad_batch([seqs[i] for i in b], device)
+        for b in make_batches([len(s) for s in seqs], cfg.batch_tokens)
+    ]
+    backbone = model.get_base_model().get_decoder()
+    docs = list(range(len(seqs)))
+    lora = LoraCapture(model)
+    mlp = MlpCapture(model, cfg.mlp_neurons_per_layer, cfg.mlp_tensor)
+    lora.remove()
+    mlp.remove()
+
+    def fwd(m):
+        def run():
+            for ids, mask in batches:
+                m(input_ids=ids, attention_mask=mask.long(), use_cache=False)
+
+        return run
+
+    def extract(with_mlp):
+        def run():
+            cap = LoraCapture(model)
+            mcap = MlpCapture(model, cfg.mlp_neurons_per_layer) if with_mlp else None
+            try:
+                extract_shard(model, cap, mcap, seqs, docs, cfg, device, lambda n: 0)
+            finally:
+                cap.remove()
+                if mcap is not None:
+                    mcap.remove()
+
+        return run
+
+    def naive():
+        store, handles = [], []
+        for mod in lora.modules:
+            handles.append(
+                mod.register_forward_hook(
+                    lambda m, i, o: store.append(o.detach().float().cpu())
+                )
+            )
+        try:
+            for ids, mask in batches:
+                backbone(input_ids=ids, attention_mask=mask.long(), use_cache=False)
+                n = len(store) // len(lora.modules)
+                per_batch = store[-len(lora.modules) :] if n else []
+                torch.cat(per_batch, dim=-1)[mask.cpu()]
+        finally:
+            for h in handles:
+                h.remove()
+
+    runs = {
+        "fwd_full": fwd(model),
+        "fwd_backbone": fwd(backbone),
+        "extract": extract(False),
+        "extract+mlp": extract(True),
+        "naive": naive,
+    }
+    best = {k: float("inf") for k in runs}
+    for name, run in runs.items():  # warm-up
+        run()
+    for _ in range(reps):
+        for name, run in runs.items():
+            sync(device)
+            t0 = time.perf_counter()
+            run()
+            sync(device)
+            best[name] = min(best[name], time.perf_counter() - t0)
+    return best
+
+
+def rss_child(args) -> None:
+    """Subprocess body: the whole shard pass over n docs; print peak RSS."""
+    model = build(args.shape, args.device, getattr(torch, args.dtype))
+    seqs = sequences(args.rss_child, args.len, SHAPES[args.shape]["vocab_size"])
+    cfg = ExtractSettings(batch_tokens=args.batch_tokens, shard_tokens=args.shard_tokens,
+                          dtype="bfloat16", mlp_neurons_per_layer=60)  # fmt: skip
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with tempfile.TemporaryDirectory() as d:
+        extract_to_shards(model, seqs, list(range(len(seqs))), d, cfg, "b", args.device)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"before_mb": before / 1024, "peak_mb": peak / 1024}))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--shapes", nargs="+", default=["toy", "qwen0.5b"])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--seqs", type=int, default=8)
+    ap.add_argument("--len", type=int, default=256)
+    ap.add_argument("--batch-tokens", type=int, default=1024)
+    ap.add_argument("--shard-tokens", type=int, default=2048)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--rss", action="store_true", help="also peak RSS at 1x / 4x")
+    ap.add_argument("--rss-docs", type=int, default=16)
+    ap.add_argument("--rss-child", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--shape", default="toy", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.rss_child:
+        return rss_child(args)
+    torch.set_grad_enabled(False)
+    for shape in args.shapes:
+        model = build(shape, args.device, getattr(torch, args.dtype))
+        seqs = sequences(args.seqs, args.len, SHAPES[shape]["vocab_size"])
+        cfg = ExtractSettings(batch_tokens=args.batch_tokens, dtype="bfloat16",
+                              mlp_neurons_per_layer=60)  # fmt: skip
+        t = timings(model, seqs, cfg, args.device, args.reps)
+        n_tok = sum(map(len, seqs))
+        print(f"\n== {shape} on {args.device} ({args.dtype}): {len(seqs)} seqs, "
+              f"{n_tok} tokens, best of {args.reps}")  # fmt: skip
+        for k, v in t.items():
+            print(f"  {k:13s} {v:8.3f} s  {n_tok / v:10.0f} tok/s")
+        print(f"  extract / fwd_full            = {t['extract'] / t['fwd_full']:.3f}")
+        print(
+            f"  extract / fwd_backbone        = {t['extract'] / t['fwd_backbone']:.3f}"
+        )
+        print(f"  extract+mlp / (2 x fwd_full)  = "
+              f"{t['extract+mlp'] / (2 * t['fwd_full']):.3f}")  # fmt: skip
+        print(f"  naive / extract               = {t['naive'] / t['extract']:.3f}")
+        del model
+    if args.rss:
+        for mult in (1, 4):
+            cmd = [sys.executable, __file__, "--rss-child", str(args.rss_docs * mult),
+                   "--shape", args.shapes[0], "--device", args.device,
+                   "--dtype", args.dtype, "--len", str(args.len),
+                   "--batch-tokens", str(args.batch_tokens),
+                   "--shard-tokens", str(args.shard_tokens)]  # fmt: skip
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            r = json.loads(out.stdout.strip().splitlines()[-1])
+            print(f"  peak RSS {args.shapes[0]} {mult}x data "
+                  f"({args.rss_docs * mult} docs): {r['peak_mb']:.0f} MB "
+                  f"(after model build {r['before_mb']:.0f} MB)")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

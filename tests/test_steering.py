@@ -1,0 +1,184 @@
+"""Steering: alpha 0 is the unsteered model, shifts land where asked, KL, targets."""
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+from conftest import add_random_lora, make_tiny_qwen
+from sae_lens import JumpReLUSAE, JumpReLUSAEConfig
+
+from lorascope.ablation import PrefixRunner
+from lorascope.components import lora_modules, table_from_modules
+from lorascope.generate import build_prompts, generate_hf
+from lorascope.masked_lora import ScalarControl, lora_layers
+from lorascope.steering import (
+    Target,
+    backtrack_stats,
+    choose_targets,
+    component_direction,
+    sae_direction,
+    sae_typical_activation,
+    steered,
+    steering_kl,
+    sweep,
+)
+
+
+@pytest.fixture()
+def lora(toy_tokenizer):
+    model = add_random_lora(make_tiny_qwen(len(toy_tokenizer)))
+    table = table_from_modules([m for m, _ in lora_modules(model)])
+    with ScalarControl(lora_layers(model)) as control:
+        yield model, table, control
+
+
+def ids(tokenizer, text="12+34=46. Wait, 12+34=46."):
+    return torch.tensor(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def random_sae(n_components: int, d_sae: int = 8) -> JumpReLUSAE:
+    torch.manual_seed(3)
+    cfg = JumpReLUSAEConfig(d_in=n_components, d_sae=d_sae)
+    sae = JumpReLUSAE(cfg)
+    with torch.no_grad():
+        sae.W_enc.normal_()
+        sae.W_dec.normal_()
+        sae.b_dec.normal_()
+        sae.threshold.fill_(0.01)
+    return sae
+
+
+def test_alpha_zero_equals_unsteered(lora, toy_tokenizer):
+    model, table, control = lora
+    ids_1T = ids(toy_tokenizer)[None]
+    delta_C = component_direction(table.height, 9, 2.5)
+    with torch.no_grad():
+        plain = model(input_ids=ids_1T).logits
+        with steered(control, delta_C, 0.0):
+            zero = model(input_ids=ids_1T).logits
+        with steered(control, delta_C, 10.0):
+            pushed = model(input_ids=ids_1T).logits
+    torch.testing.assert_close(zero, plain, rtol=0, atol=0)
+    assert not torch.allclose(pushed, plain)
+    prompts = build_prompts(toy_tokenizer, ["What is 1+2?"])
+    gen = dict(max_new_tokens=6, batch_size=1, progress=False)
+    before = generate_hf(model, toy_tokenizer, prompts, **gen)
+    with steered(control, delta_C, 0.0):
+        assert generate_hf(model, toy_tokenizer, prompts, **gen) == before
+
+
+def test_steering_shifts_target_scalar_by_alpha_times_typical(lora, toy_tokenizer):
+    model, table, control = lora
+    ids_1T = ids(toy_tokenizer)[None]
+    target = 9  # layer 1, v: q and k of layer 1 and all of layer 0 stay put
+    with torch.no_grad():
+        control.record = True
+        model(input_ids=ids_1T)
+        plain_TC = control.recorded()[0]
+        with steered(control, component_direction(table.height, target, 0.7), 3.0):
+            control.record = True
+            model(input_ids=ids_1T)
+            pushed_TC = control.recorded()[0]
+    diff_TC = pushed_TC - plain_TC
+    torch.testing.assert_close(diff_TC[:, target], torch.full_like(diff_TC[:, 0], 2.1))
+    torch.testing.assert_close(diff_TC[:, :target], torch.zeros_like(diff_TC[:, :target]))
+    assert diff_TC[:, target + 1 :].abs().max() > 0  # downstream scalars respond
+
+
+def test_sae_direction_is_scaled_decoder_row_and_lands_on_scalars(lora, toy_tokenizer):
+    model, table, control = lora
+    sae = random_sae(table.height)
+    typical_F = sae_typical_activation(sae, torch.randn(50, table.height))
+    latent = int(np.argmax(typical_F))
+    delta_C = sae_direction(sae, latent, typical_F[latent])
+    expected = typical_F[latent] * sae.W_dec[latent].detach().double().numpy()
+    np.testing.assert_allclose(delta_C, expected, rtol=1e-5)
+    with pytest.raises(ValueError, match="SAE latent 2 never fires"):
+        sae_direction(sae, 2, 0.0)
+    with torch.no_grad():
+        control.record = True
+        model(input_ids=ids(toy_tokenizer)[None])
+        plain_TC = control.recorded()[0]
+        with steered(control, delta_C, 2.0):
+            control.record = True
+            model(input_ids=ids(toy_tokenizer)[None])
+            diff_TC = control.recorded()[0] - plain_TC
+    # q, k, v of layer 0 read the embeddings, so they move by exactly the delta.
+    want = torch.tensor(2.0 * delta_C[:3], dtype=torch.float32).expand_as(diff_TC[:, :3])
+    torch.testing.assert_close(diff_TC[:, :3], want)
+
+
+def test_steering_kl_matches_full_forward(lora, toy_tokenizer):
+    model, table, control = lora
+    ids_T = ids(toy_tokenizer)
+    scope_T = torch.arange(len(ids_T)) < len(ids_T) - 1
+    delta_C = component_direction(table.height, 10, 0.5)
+    target = Target("component", 10, "L1.o", "config", delta_C)
+    alphas = [0.0, 1.0, 30.0]
+    kl_GA = steering_kl(
+        PrefixRunner(model, control), [(ids_T, scope_T)], [target], alphas,
+        table["layer"].to_numpy(),
+    )
+    with torch.no_grad():
+        ref = torch.log_softmax(model(input_ids=ids_T[None]).logits[0], -1)
+        for a, alpha in enumerate(alphas):
+            with steered(control, delta_C, alpha):
+                logq = torch.log_softmax(model(input_ids=ids_T[None]).logits[0], -1)
+            kl = (ref.exp() * (ref - logq)).sum(-1)[scope_T].mean()
+            assert kl_GA[0, a] == pytest.approx(float(kl), abs=1e-6)
+    assert kl_GA[0, 0] == pytest.approx(0.0, abs=1e-7) and kl_GA[0, 2] > kl_GA[0, 1] > 0
+
+
+def test_choose_targets_config_keywords_and_fallback():
+    kl = pl.DataFrame({"index": [0, 1, 2], "kl_mean": [0.1, 0.5, 0.3]})
+    cfg = dict(components=[], sae_latents=[], top_kl=2, max_sae_features=1,
+               explanation_keywords=["wait", "backtrack"])
+    expl = pl.DataFrame(
+        {"latent": [4, 7, 9], "explanation": ["digits", "Wait, then redo", None]}
+    )
+    assert choose_targets(cfg, kl, expl) == [
+        ("component", 1, "top_kl"), ("component", 2, "top_kl"), ("sae", 7, "sae_keyword")
+    ]
+    none = expl.with_columns(explanation=pl.lit("digits"))
+    assert choose_targets(cfg, kl, none) == [
+        ("component", 1, "top_kl_fallback"), ("component", 2, "top_kl_fallback")
+    ]
+    assert choose_targets(cfg, kl, None)[0] == ("component", 1, "top_kl_fallback")
+    explicit = dict(cfg, components=[2], sae_latents=[5])
+    assert choose_targets(explicit, kl, expl) == [
+        ("component", 2, "config"), ("sae", 5, "config")
+    ]
+
+
+def test_backtrack_stats_counts_whole_words():
+    texts = ["Wait, 3. Hmm wait", "Waiting is not it", "fine"]
+    got = backtrack_stats(texts, [10, 5, 5], ["Wait", "Hmm"])
+    assert got["backtrack_count"] == 2
+    assert got["backtrack_per_1k_tokens"] == pytest.approx(100.0)
+    assert got["backtrack_frac_samples"] == pytest.approx(1 / 3)
+
+
+def test_component_direction_rejects_zero_typical():
+    with pytest.raises(ValueError, match="component 4: typical"):
+        component_direction(7, 4, 0.0)
+
+
+def test_sweep_rows_and_alpha_zero(lora, toy_tokenizer):
+    model, table, control = lora
+    bench = [
+        {"problem": "What is 1+2?", "answer": "3", "choices": None, "grader": "math"},
+        {"problem": "What is 2+2?", "answer": "4", "choices": None, "grader": "math"},
+    ]
+    ids_T = ids(toy_tokenizer)
+    seqs = [(ids_T, torch.arange(len(ids_T)) < len(ids_T) - 1)]
+    targets = [Target("component", 3, "L0.o", "top_kl",
+                      component_direction(table.height, 3, 1.0))]
+    out = sweep(
+        model, toy_tokenizer, control, targets, [0.0, 100.0], bench, seqs,
+        table["layer"].to_numpy(), words=["Wait"], max_new_tokens=5, batch_size=2,
+    )
+    assert out.height == 2 and out["alpha"].to_list() == [0.0, 100.0]
+    assert out["kl_to_unsteered"][0] == pytest.approx(0.0, abs=1e-7)
+    assert out["kl_to_unsteered"][1] > 0
+    assert set(out.columns) >= {"accuracy", "backtrack_per_1k_tokens", "selection"}
+    assert control.add_VC is None and control.mult_VC is None  # nothing left on

@@ -1,0 +1,19 @@
+"""Rule adapters_ablate: the rank-1 adapter with one component group zeroed."""
+
+from lorascope.components import component_table
+from lorascope.runtime import script_logging
+from lorascope.surgery import ablate_adapter, ablation_mask
+
+smk = snakemake  # noqa: F821 (injected by Snakemake)
+
+with script_logging(smk) as log:
+    table = component_table(smk.input.adapter)
+    mask = ablation_mask(table, groups=smk.params.group)
+    ablated = ablate_adapter(smk.input.adapter, smk.output.adapter, mask)
+    log.info(
+        "%s: zeroed lora_B of %d of %d components (group %s)",
+        smk.wildcards.variant,
+        ablated.height,
+        table.height,
+        smk.params.group,
+    )

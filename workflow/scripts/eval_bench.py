@@ -1,0 +1,23 @@
+"""Rule bench_prepare: one benchmark in the normalised schema.
+
+GPQA rows are gated content: only counts are logged, never a row.
+"""
+
+from lorascope.benchmarks import load_benchmark
+from lorascope.io import write_parquet
+from lorascope.runtime import script_logging
+
+smk = snakemake  # noqa: F821 (injected by Snakemake)
+
+with script_logging(smk) as log:
+    name = smk.wildcards.benchmark
+    ecfg = smk.params.eval
+    df = load_benchmark(
+        name,
+        data_files=ecfg["benchmark_files"].get(name),
+        toy_dir=smk.params.toy_dir,
+        seed=ecfg["choice_seed"],
+        limit=ecfg["limit"],
+    )
+    write_parquet(df, smk.output.bench)
+    log.info("%s: %d problems, graders %s", name, df.height, sorted(set(df["grader"])))

@@ -1,0 +1,47 @@
+"""Rule sae_features: the alive SAE latents' features, top-k and contexts.
+
+Encodes every token's LoRA scalars from the shards with the saved SAE (no
+language-model pass); the windows around top-k tokens are re-encoded from the
+shards and checked against the streamed values by build_contexts.
+"""
+
+from pathlib import Path
+
+import polars as pl
+
+from lorascope.contexts import build_contexts, token_strings
+from lorascope.io import read_json, write_parquet
+from lorascope.models import load_tokenizer
+from lorascope.runtime import resolve_device, script_logging
+from lorascope.sae import SaeConfig, load_sae
+from lorascope.sae_features import POLARITY, doc_values_fn, sae_feature_tables
+from lorascope.shards import open_shards
+
+smk = snakemake  # noqa: F821 (injected by Snakemake)
+
+with script_logging(smk) as log:
+    cfg = SaeConfig.from_config(smk.params.config)
+    act = smk.params.activations
+    sae = load_sae(smk.input.model, device=str(resolve_device(cfg.device)))
+    alive = read_json(smk.input.metrics)["alive_latents"]
+    shards = open_shards(Path(smk.input.manifest).parent)
+    features, topk = sae_feature_tables(
+        sae, shards, alive, act["top_k"], cfg.batch_size
+    )
+    sft = pl.read_parquet(smk.input.sft, columns=["doc", "input_ids"])
+    needed = sft.filter(pl.col("doc").is_in(topk["doc"].unique().implode()))
+    token_ids = dict(
+        zip(needed["doc"].to_list(), needed["input_ids"].to_list(), strict=True)
+    )
+    contexts = build_contexts(
+        topk,
+        token_ids,
+        token_strings(load_tokenizer(smk.params.base, smk.params.model["revision"])),
+        doc_values_fn(sae, shards, alive),
+        POLARITY,
+        act["context_width"],
+    )
+    log.info("sae: %d alive features, %d top-k rows", features.height, topk.height)
+    write_parquet(features, smk.output.features)
+    write_parquet(topk, smk.output.topk)
+    write_parquet(contexts, smk.output.contexts)

@@ -1,0 +1,54 @@
+"""Rule steering_sweep: push components / SAE features by alpha; measure behaviour."""
+
+import polars as pl
+
+from lorascope.ablation import PrefixRunner
+from lorascope.ablation_setup import kl_sequences, load_lora
+from lorascope.io import atomic_path, to_markdown, write_parquet
+from lorascope.masked_lora import ScalarControl, lora_layers
+from lorascope.runtime import script_logging
+from lorascope.sae import load_sae
+from lorascope.steering import (
+    choose_targets,
+    collect_scalars,
+    make_targets,
+    sae_typical_activation,
+    sweep,
+)
+
+smk = snakemake  # noqa: F821 (injected by Snakemake)
+
+with script_logging(smk) as log:
+    config = smk.params.config
+    st, ev = config["steering"], config["eval"]
+    model, tokenizer, table = load_lora(
+        config, smk.params.base, smk.input.adapter, smk.input.components
+    )
+    kl = pl.read_parquet(smk.input.kl_components)
+    explanations = None
+    if "explanations" in smk.input.keys():
+        features = pl.read_parquet(smk.input.sae_features, columns=["feature", "latent"])
+        explanations = pl.read_parquet(smk.input.explanations).join(features, on="feature")
+    chosen = choose_targets(st, kl, explanations)
+    sequences = kl_sequences(config, smk.input.sft)[: st["kl_sequences"]]
+    bench = pl.read_parquet(smk.input.bench).head(st["limit"] or None).to_dicts()
+    with ScalarControl(lora_layers(model)) as control:
+        sae = typical_F = None
+        if any(kind == "sae" for kind, _, _ in chosen):
+            sae = load_sae(smk.input.sae)
+            scalars_NC = collect_scalars(PrefixRunner(model, control), sequences)
+            typical_F = sae_typical_activation(sae, scalars_NC)
+        targets = make_targets(chosen, kl, sae, typical_F)
+        log.info("targets: %s", [(t.label, t.selection) for t in targets])
+        df = sweep(
+            model, tokenizer, control, targets, st["alphas"], bench, sequences,
+            table["layer"].to_numpy(),
+            words=st["backtrack_words"],
+            max_new_tokens=st["max_new_tokens"] or ev["max_new_tokens"],
+            batch_size=st["batch_size"] or ev["batch_size"],
+            logit_chunk=config["ablation"]["logit_chunk"],
+            system=config["data"]["system_prompt"],
+        )  # fmt: skip
+    write_parquet(df, smk.output.sweep)
+    with atomic_path(smk.output.sweep_md) as tmp:
+        tmp.write_text("# Steering sweep\n\n" + to_markdown(df, "{:.4g}"))
