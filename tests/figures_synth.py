@@ -20,21 +20,7 @@ WORDS = [
 ]
 
 
-def classes(rng: np.random.Generator) -> pl.DataFrame:
-    rows = []
-    for kind, total, p in (
-        ("lora", 448, [0.22, 0.30, 0.48]),
-        ("mlp", 640, [0.20, 0.28, 0.52]),
-        ("sae", 300, [0.62, 0.22, 0.16]),
-    ):
-        n = rng.multinomial(total, p)
-        rows += [(kind, c, int(n[c]), total) for c in range(3)]
-    return pl.DataFrame(
-        rows, schema=["kind", "classification", "n", "total"], orient="row"
-    )
-
-
-CATEGORIES = [
+CATEGORIES = [  # string_id, name, share among LoRA, among MLP
     ("math_operators", "Mathematical Operators", 0.17, 0.02),
     ("answer_markers", "Answer and Solution Markers", 0.12, 0.04),
     ("procedural", "Instruction and Procedural Markers", 0.13, 0.06),
@@ -43,35 +29,95 @@ CATEGORIES = [
     ("syntax", "Syntax and Formatting", 0.18, 0.3),
     ("lexical", "General Lexical Semantics", 0.1, 0.3),
 ]
+N_FEATURES = {"lora": 448, "mlp": 640, "sae": 300}
+CLASS_P = {
+    "lora": [0.22, 0.30, 0.48],
+    "mlp": [0.20, 0.28, 0.52],
+    "sae": [0.62, 0.22, 0.16],
+}
 
 
-def category_shares() -> pl.DataFrame:
-    rows = []
-    for kind, col, total in (("lora", 2, 448), ("mlp", 3, 640)):
-        for cat in CATEGORIES:
-            n = round(cat[col] * total)
-            rows.append((kind, cat[0], cat[1], n, n / total))
-    return pl.DataFrame(
-        rows, schema=["kind", "category", "name", "n", "share"], orient="row"
-    )
+def categories_json() -> dict:
+    return {
+        "categories": [
+            {
+                "string_id": c,
+                "name": name,
+                "definition": "...",
+                "subcategories": [
+                    {
+                        "string_id": f"{c}_s{j}",
+                        "name": f"{name.split()[0]} kind {j}",
+                        "definition": "...",
+                    }
+                    for j in range(5)
+                ],
+            }
+            for c, name, *_ in CATEGORIES
+        ],
+        "explainer": "offline",
+    }
+
+
+def explanations(rng: np.random.Generator) -> dict[str, pl.DataFrame]:
+    """Per kind, the columns of autointerp/explanations/{kind}.parquet we need."""
+    out = {}
+    for kind, n in N_FEATURES.items():
+        cls = rng.choice(3, size=n, p=CLASS_P[kind])
+        status = np.where(rng.random(n) < 0.02, "failed", "ok")
+        out[kind] = pl.DataFrame(
+            {
+                "feature": np.arange(n),
+                "kind": kind,
+                "classification": pl.Series(
+                    [int(c) if st == "ok" else None for c, st in zip(cls, status)],
+                    dtype=pl.Int8,
+                ),
+                "status": status,
+                "explainer": "offline",
+            }
+        )
+    return out
+
+
+def assignments(rng: np.random.Generator) -> dict[str, pl.DataFrame]:
+    ids = [c[0] for c in CATEGORIES]
+    out = {}
+    for kind, n in N_FEATURES.items():
+        p = np.array([c[2] if kind != "mlp" else c[3] for c in CATEGORIES])
+        cat = rng.choice(ids, size=n, p=p / p.sum())
+        sub = [f"{c}_s{min(int(rng.exponential(1.2)), 6)}" for c in cat]
+        out[kind] = pl.DataFrame(
+            {
+                "feature": np.arange(n),
+                "kind": kind,
+                "category": cat,
+                "subcategory": sub if kind == "sae" else [None] * n,
+                "status": "ok",
+            }
+        )
+    return out
+
+
+def classes(rng: np.random.Generator) -> pl.DataFrame:
+    from lorascope.autointerp.summary import class_shares
+
+    return class_shares(explanations(rng), n_boot=200, seed=0)
+
+
+def category_shares(rng: np.random.Generator | None = None) -> pl.DataFrame:
+    from lorascope.autointerp.summary import category_shares as producer
+
+    rng = rng or np.random.default_rng(0)
+    return producer(assignments(rng), n_boot=200, seed=0)
 
 
 def sae_density(rng: np.random.Generator) -> pl.DataFrame:
-    rows = []
-    for cat, name, *_ in CATEGORIES:
-        for j in range(int(rng.integers(1, 7))):
-            rows.append(
-                (
-                    cat,
-                    name,
-                    f"{name.split()[0].lower()} subtype {j}",
-                    float(rng.gamma(1.0)),
-                )
-            )
-    df = pl.DataFrame(
-        rows, schema=["category", "name", "subcategory", "density"], orient="row"
-    )
-    return df.with_columns(pl.col("density") / pl.col("density").sum())
+    from lorascope.autointerp.summary import sae_category_density
+
+    n = N_FEATURES["sae"]
+    feats = pl.DataFrame({"feature": np.arange(n), "mean": rng.gamma(1.0, size=n)})
+    return sae_category_density(assignments(rng)["sae"], feats)
 
 
 def kl_tables(rng: np.random.Generator, n_layers: int = 24) -> tuple:

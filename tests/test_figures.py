@@ -60,7 +60,9 @@ def test_classes_figure(tmp_path):
     fig = classes.plot_classes(df, ["lora", "mlp", "sae"], STYLE, FOOT)
     ax = fig.axes[0]
     assert len(ax.patches) == 9  # 3 classes x 3 kinds
-    assert [t.get_text() for t in ax.get_legend().get_texts()][0].startswith("LoRA")
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    n_lora = int(df.filter(pl.col("kind") == "lora")["n_ok"][0])
+    assert legend[0] == f"LoRA (n={n_lora})"
     assert FOOT in _texts(fig)
     _save(fig, tmp_path, "classes")
 
@@ -69,38 +71,52 @@ def test_classes_missing_kind_names_the_file():
     df = S.classes(np.random.default_rng(0)).filter(pl.col("kind") != "sae")
     with pytest.raises(ValueError, match="no rows for kind 'sae'"):
         classes.class_fractions(df, ["lora", "sae"], source="x/classes.parquet")
+    with pytest.raises(ValueError, match=r"x/classes.parquet: missing column.*ci_low"):
+        classes.class_fractions(df.drop("ci_low"), ["lora"], source="x/classes.parquet")
 
 
 def test_categories_enrichment_and_figure(tmp_path):
-    tab = categories.enrichment_table(S.category_shares())
+    names = categories.category_names(S.categories_json())
+    shares = S.category_shares()
+    tab = categories.enrichment_table(shares, names)
     assert tab["category"][0] == "math_operators"  # most enriched first
-    assert tab["enrichment"][0] == pytest.approx(0.17 / 0.02, rel=0.05)
-    fig = categories.plot_categories(S.category_shares(), STYLE, FOOT)
+    assert tab["name"][0] == "Mathematical Operators"
+    lora = shares.filter(pl.col("kind") == "lora")
+    assert tab["enrichment"].drop_nulls().to_list() == sorted(
+        lora["enrichment"].drop_nulls().to_list(), reverse=True
+    )
+    fig = categories.plot_categories(shares, names, STYLE, FOOT)
     assert len(fig.axes[0].patches) == 2 * len(S.CATEGORIES)
-    assert "8.4×" in _texts(fig) or "8.5×" in _texts(fig)
+    assert f"{tab['enrichment'][0]:.1f}×" in _texts(fig)
     _save(fig, tmp_path, "categories")
 
 
-def test_categories_only_lora_category_is_not_dropped():
+def test_categories_lora_only_category_leads():
+    names = categories.category_names(S.categories_json())
     shares = S.category_shares().with_columns(
-        share=pl.when((pl.col("kind") == "mlp") & (pl.col("category") == "syntax"))
-        .then(0.0)
-        .otherwise(pl.col("share"))
+        enrichment=pl.when(pl.col("category") == "syntax")
+        .then(None)
+        .otherwise(pl.col("enrichment"))
     )
-    tab = categories.enrichment_table(shares)
-    assert tab.filter(pl.col("category") == "syntax")["enrichment"][0] is None
-    assert tab["category"][0] == "syntax"  # null enrichment sorts first
+    tab = categories.enrichment_table(shares, names)
+    assert tab["category"][0] == "syntax"
+    with pytest.raises(ValueError, match="not in categories.json"):
+        categories.enrichment_table(shares, {"syntax": "Syntax"})
 
 
 def test_sae_density_rows_and_figure(tmp_path):
     dens = S.sae_density(np.random.default_rng(1))
-    rows = classes_rows = sae_density.density_rows(dens, max_subcategories=2)
+    cj = S.categories_json()
+    names = categories.category_names(cj)
+    subs = sae_density.subcategory_names(cj)
+    rows = sae_density.density_rows(dens, names, subs, max_subcategories=2)
     headers = [r for r in rows if r[3]]
     assert len(headers) == dens["category"].n_unique()
     assert sum(r[1] for r in headers) == pytest.approx(1.0)
-    assert sum(r[1] for r in classes_rows if not r[3]) == pytest.approx(1.0)
+    assert sum(r[1] for r in rows if not r[3]) == pytest.approx(1.0)
     assert [r[1] for r in headers] == sorted((r[1] for r in headers), reverse=True)
-    fig = sae_density.plot_sae_density(dens, STYLE, FOOT, max_subcategories=2)
+    assert headers[0][0] in names.values()
+    fig = sae_density.plot_sae_density(dens, names, subs, STYLE, FOOT, 2)
     assert len(fig.axes[0].patches) == len(rows)
     _save(fig, tmp_path, "sae_density")
 
@@ -160,13 +176,16 @@ def test_steering_figure(tmp_path):
 
 
 def test_explainer_label():
-    assert "offline" in explainer_label({"explainer": "offline"})
-    text = explainer_label(
-        {"explainer": "openai:gpt-5-mini", "categorizer": "anthropic:claude-opus-4-1"}
-    )
-    assert "openai:gpt-5-mini" in text and "claude" in text
+    off = {"explanations": ["offline"], "categories": "offline"}
+    assert "offline explainer" in explainer_label({"explainer": off})
+    llm = {
+        "explanations": ["openai:gpt-5-mini"],
+        "categories": "anthropic:claude-opus-4-1",
+    }
+    text = explainer_label({"explainer": llm})
+    assert "openai:gpt-5-mini" in text and "categories: anthropic" in text
     with pytest.raises(KeyError, match="explainer"):
-        explainer_label({"calls": 3})
+        explainer_label({"total": {}})
 
 
 def test_failed_save_leaves_no_partial_file(tmp_path):

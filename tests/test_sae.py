@@ -135,10 +135,12 @@ def test_evaluate_matches_naive_formulas(trained):
 
 
 def _write_shards(root, x_ND, n_shards=4, doc_len=50):
+    """Shards of whole documents (as the extractor writes them)."""
     doc_N = torch.arange(len(x_ND)) // doc_len
     pos_N = torch.arange(len(x_ND)) % doc_len
     recs = []
-    for i, rows in enumerate(torch.arange(len(x_ND)).chunk(n_shards)):
+    for i, docs in enumerate(doc_N.unique().chunk(n_shards)):
+        rows = torch.isin(doc_N, docs).nonzero().flatten()
         recs.append(
             write_shard(
                 root / "shards",
@@ -147,7 +149,7 @@ def _write_shards(root, x_ND, n_shards=4, doc_len=50):
                 doc_N[rows],
                 pos_N[rows],
                 torch.zeros(len(rows), dtype=torch.int32),
-                rows=(int(doc_N[rows[0]]), int(doc_N[rows[-1]]) + 1),
+                rows=(int(docs[0]), int(docs[-1]) + 1),
                 fingerprint="test",
             )  # fmt: skip
         )
