@@ -136,7 +136,7 @@ def timings(model, seqs, cfg: ExtractSettings, device, reps: int) -> dict:
         "naive": naive,
     }
     best = {k: float("inf") for k in runs}
-    for name, run in runs.items():  # warm-up
+    for run in runs.values():  # warm-up
         run()
     for _ in range(reps):
         for name, run in runs.items():
@@ -152,8 +152,12 @@ def rss_child(args) -> None:
     """Subprocess body: the whole shard pass over n docs; print peak RSS."""
     model = build(args.shape, args.device, getattr(torch, args.dtype))
     seqs = sequences(args.rss_child, args.len, SHAPES[args.shape]["vocab_size"])
-    cfg = ExtractSettings(batch_tokens=args.batch_tokens, shard_tokens=args.shard_tokens,
-                          dtype="bfloat16", mlp_neurons_per_layer=60)  # fmt: skip
+    cfg = ExtractSettings(
+        batch_tokens=args.batch_tokens,
+        shard_tokens=args.shard_tokens,
+        dtype="bfloat16",
+        mlp_neurons_per_layer=60,
+    )
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     with tempfile.TemporaryDirectory() as d:
         extract_to_shards(model, seqs, list(range(len(seqs))), d, cfg, "b", args.device)

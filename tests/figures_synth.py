@@ -70,7 +70,10 @@ def explanations(rng: np.random.Generator) -> dict[str, pl.DataFrame]:
                 "feature": np.arange(n),
                 "kind": kind,
                 "classification": pl.Series(
-                    [int(c) if st == "ok" else None for c, st in zip(cls, status)],
+                    [
+                        int(c) if st == "ok" else None
+                        for c, st in zip(cls, status, strict=True)
+                    ],
                     dtype=pl.Int8,
                 ),
                 "status": status,
@@ -272,8 +275,8 @@ def dashboard_kind(
     scores = pl.DataFrame(
         {
             "feature": range(n),
-            "detection": rng.random(n),
-            "fuzzing": rng.random(n),
+            "balanced_accuracy": rng.random(n),
+            "n_pos": 5,
         }
     )
     return {

@@ -61,8 +61,8 @@ def test_works_offline(site):
 
 def test_missing_column_names_file_and_column(tmp_path):
     kinds = _kinds()
-    kinds["sae"].scores = kinds["sae"].scores.drop("detection")
-    with pytest.raises(ValueError, match=r"scores/sae\.parquet.*detection"):
+    kinds["sae"].scores = kinds["sae"].scores.drop("balanced_accuracy")
+    with pytest.raises(ValueError, match=r"scores/sae\.parquet.*balanced_accuracy"):
         build_dashboards(kinds, tmp_path / "d", "x")
 
 
@@ -128,7 +128,9 @@ def test_index_in_browser(site, browser, tmp_path):
         ".map(r => parseFloat(r.dataset.detection))"
     )
     kinds = _kinds()
-    expected = sum(int((k.scores["detection"] >= 0.5).sum()) for k in kinds.values())
+    expected = sum(
+        int((k.scores["balanced_accuracy"] >= 0.5).sum()) for k in kinds.values()
+    )
     assert len(shown) == expected and min(shown) >= 0.5
     set_filter("f-detection", "0")
     # sorting by detection, descending after two clicks

@@ -45,6 +45,9 @@ def kl_sequences(config: dict, sft_path: str):
     cfg = config["ablation"]
     sft = pl.read_parquet(sft_path, columns=["input_ids", "labels"])
     return select_sequences(
-        sft, cfg["n_sequences"], cfg["max_tokens"], sequence_seed(config),
+        sft,
+        cfg["n_sequences"],
+        cfg["max_tokens"],
+        sequence_seed(config),
         cfg["token_scope"],
     )

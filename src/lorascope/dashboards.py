@@ -29,6 +29,9 @@ from lorascope.autointerp.tables import contexts_by_feature
 __all__ = ["KindTables", "DashboardOptions", "feature_rows", "build_dashboards"]
 
 CLASS_NAMES = {0: "monosemantic", 1: "broad but consistent", 2: "polysemantic"}
+# The detection score: balanced accuracy of the judge telling a feature's top
+# contexts from others, given only the explanation (lorascope.autointerp.scoring).
+DETECTION = "balanced_accuracy"
 
 
 @dataclass
@@ -83,7 +86,7 @@ def feature_rows(kind: str, t: KindTables) -> pl.DataFrame:
     _need(
         t.assignments, ["feature", "category"], f"autointerp/assignments/{kind}.parquet"
     )
-    _need(t.scores, ["feature", "detection"], f"autointerp/scores/{kind}.parquet")
+    _need(t.scores, ["feature", DETECTION], f"autointerp/scores/{kind}.parquet")
     assign = t.assignments.select(
         "feature",
         "category",
@@ -92,7 +95,7 @@ def feature_rows(kind: str, t: KindTables) -> pl.DataFrame:
     extra_scores = [
         c
         for c, dt in t.scores.schema.items()
-        if c not in ("feature", "detection") and dt.is_float()
+        if c not in ("feature", DETECTION) and dt.is_float()
     ]
     return (
         t.features.select(
@@ -105,7 +108,9 @@ def feature_rows(kind: str, t: KindTables) -> pl.DataFrame:
         )
         .join(assign, on="feature", how="left")
         .join(
-            t.scores.select("feature", "detection", *extra_scores),
+            t.scores.select(
+                "feature", pl.col(DETECTION).alias("detection"), *extra_scores
+            ),
             on="feature",
             how="left",
         )

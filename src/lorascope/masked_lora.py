@@ -56,7 +56,9 @@ def check_table(table, peft_model: nn.Module) -> None:
         )
     for row, (a, b) in enumerate(zip(got.iter_rows(), want.iter_rows(), strict=True)):
         if a != b:
-            raise ValueError(f"components.parquet row {row} is {a}, the adapter has {b}")
+            raise ValueError(
+                f"components.parquet row {row} is {a}, the adapter has {b}"
+            )
 
 
 class ScalarControl:

@@ -78,7 +78,9 @@ def sae_direction(sae, latent: int, typical: float) -> np.ndarray:
     """
     if not typical > 0:
         raise ValueError(f"SAE latent {latent} never fires on the KL sequences")
-    acts_2F = torch.zeros(2, sae.cfg.d_sae, dtype=sae.W_dec.dtype, device=sae.W_dec.device)
+    acts_2F = torch.zeros(
+        2, sae.cfg.d_sae, dtype=sae.W_dec.dtype, device=sae.W_dec.device
+    )
     acts_2F[1, latent] = typical
     out_2C = sae.decode(acts_2F)
     return (out_2C[1] - out_2C[0]).double().cpu().numpy()
@@ -110,8 +112,10 @@ def choose_targets(
         matched = hits["latent"].to_list()[: cfg["max_sae_features"]]
     why = "top_kl" if matched else "top_kl_fallback"
     if not matched:
-        log.warning("no SAE explanation matches %s: steering top-KL components only",
-                    cfg["explanation_keywords"])
+        log.warning(
+            "no SAE explanation matches %s: steering top-KL components only",
+            cfg["explanation_keywords"],
+        )
     out = [("component", int(i), why) for i in top]
     return out + [("sae", int(latent), "sae_keyword") for latent in matched]
 
@@ -210,8 +214,9 @@ def steering_kl(
             # Nothing before the first shifted component's layer changes.
             start = int(layer_C[target.delta_C != 0].min())
             add_AC = torch.tensor(np.outer(alphas, target.delta_C), dtype=torch.float32)
-            kl_A = runner.mean_kl(start, scope_T, add_VC=add_AC.to(device),
-                                  logit_chunk=logit_chunk)
+            kl_A = runner.mean_kl(
+                start, scope_T, add_VC=add_AC.to(device), logit_chunk=logit_chunk
+            )
             kl_GA[g] += kl_A.cpu().numpy() * n
         n_tokens += n
     return kl_GA / max(n_tokens, 1)
@@ -243,7 +248,9 @@ def generation_metrics(
             batch_size=batch_size,
             progress=False,
         )
-    correct = [grade(row, c.text).correct for row, c in zip(bench_rows, comps, strict=True)]
+    correct = [
+        grade(row, c.text).correct for row, c in zip(bench_rows, comps, strict=True)
+    ]
     texts, n_gen = [c.text for c in comps], [c.n_generated_tokens for c in comps]
     return {
         "accuracy": float(np.mean(correct)),
@@ -274,8 +281,9 @@ def sweep(
     kl_GA = steering_kl(
         PrefixRunner(model, control), sequences, targets, alphas, layer_C, logit_chunk
     )
-    gen = dict(words=words, max_new_tokens=max_new_tokens, batch_size=batch_size,
-               system=system)
+    gen = dict(
+        words=words, max_new_tokens=max_new_tokens, batch_size=batch_size, system=system
+    )
     # alpha = 0 adds nothing, so one unsteered generation serves every target.
     unsteered = generation_metrics(
         model, tokenizer, control, bench_rows, np.zeros(control.n_components), **gen
@@ -284,8 +292,12 @@ def sweep(
     for g, target in enumerate(targets):
         for a, alpha in enumerate(alphas):
             log.info("steering %s at alpha %s", target.label, alpha)
-            metrics = unsteered if alpha == 0 else generation_metrics(
-                model, tokenizer, control, bench_rows, alpha * target.delta_C, **gen
+            metrics = (
+                unsteered
+                if alpha == 0
+                else generation_metrics(
+                    model, tokenizer, control, bench_rows, alpha * target.delta_C, **gen
+                )
             )
             rows.append(
                 {

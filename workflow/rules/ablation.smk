@@ -44,11 +44,11 @@ rule kl_ablation:
     output:
         **{t: res(f"ablation/{t}.parquet") for t in KL_TABLES},
         **{f"{t}_md": res(f"ablation/{t}.md") for t in KL_TABLES},
+    log:
+        log_("ablation/kl_ablation.log"),
     params:
         config=ablation_params,
         base=base_model_path,
-    log:
-        log_("ablation/kl_ablation.log"),
     script:
         "../scripts/ablation_kl.py"
 
@@ -65,10 +65,10 @@ rule steering_sweep:
     output:
         sweep=res("steering/sweep.parquet"),
         sweep_md=res("steering/sweep.md"),
+    log:
+        log_("ablation/steering_sweep.log"),
     params:
         config=ablation_params,
         base=base_model_path,
-    log:
-        log_("ablation/steering_sweep.log"),
     script:
         "../scripts/steering_sweep.py"

@@ -10,8 +10,8 @@ from snakemake.exceptions import WorkflowError
 # (jobs inherit the environment, on SLURM too).
 _SRC = os.path.join(workflow.basedir, "src")
 sys.path.insert(0, _SRC)
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    p for p in (_SRC, os.environ.get("PYTHONPATH")) if p
+os.environ.update(
+    PYTHONPATH=os.pathsep.join(p for p in (_SRC, os.getenv("PYTHONPATH")) if p)
 )
 
 from lorascope.config import ConfigError, section, validate
@@ -46,6 +46,11 @@ def log_(path):
 def cfg(name):
     """One config section as a plain dict (a rule's params: a change reruns it)."""
     return section(config, name)
+
+
+def output_parent(wildcards, output):
+    """The directory holding a rule's first output (params, never hard-coded)."""
+    return os.path.dirname(output[0])
 
 
 def base_model_path(wildcards=None):

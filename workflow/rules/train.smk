@@ -28,7 +28,7 @@ rule train_rank1:
         adapter=directory(res("train/rank1/adapter")),
     params:
         base=base_model_path,
-        out=res("train/rank1"),
+        out=output_parent,
         config=train_config,
         launcher=launcher,
     log:
@@ -49,7 +49,7 @@ if config["model"]["full_finetune"] == "train":
             model=directory(res("train/full/model")),
         params:
             base=base_model_path,
-            out=res("train/full"),
+            out=output_parent,
             config=train_config,
             launcher=launcher,
         log:

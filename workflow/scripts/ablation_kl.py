@@ -43,4 +43,4 @@ with script_logging(smk) as log:
         with atomic_path(smk.output[f"{name}_md"]) as tmp:
             tmp.write_text(f"# {title}\n\n" + to_markdown(df, "{:.4g}"))
     groups = tables["groups"]
-    log.info("group KL: %s", dict(zip(groups["group"], groups["kl_mean"])))
+    log.info("group KL: %s", dict(zip(groups["group"], groups["kl_mean"], strict=True)))

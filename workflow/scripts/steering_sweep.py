@@ -27,8 +27,12 @@ with script_logging(smk) as log:
     kl = pl.read_parquet(smk.input.kl_components)
     explanations = None
     if "explanations" in smk.input.keys():
-        features = pl.read_parquet(smk.input.sae_features, columns=["feature", "latent"])
-        explanations = pl.read_parquet(smk.input.explanations).join(features, on="feature")
+        features = pl.read_parquet(
+            smk.input.sae_features, columns=["feature", "latent"]
+        )
+        explanations = pl.read_parquet(smk.input.explanations).join(
+            features, on="feature"
+        )
     chosen = choose_targets(st, kl, explanations)
     sequences = kl_sequences(config, smk.input.sft)[: st["kl_sequences"]]
     bench = pl.read_parquet(smk.input.bench).head(st["limit"] or None).to_dicts()
