@@ -148,6 +148,32 @@ def timings(model, seqs, cfg: ExtractSettings, device, reps: int) -> dict:
     return best
 
 
+def long_sequence(model, shape: str, args) -> None:
+    """Extraction (+ MLP baseline) of one --long-token sequence: time, memory."""
+    seq = sequences(1, args.long, SHAPES[shape]["vocab_size"], seed=1)[0][: args.long]
+    seq = seq + seq[: args.long - len(seq)]  # exactly --long tokens
+    cfg = ExtractSettings(batch_tokens=args.long, dtype="bfloat16")
+    cuda = args.device.startswith("cuda")
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    cap, mcap = LoraCapture(model), MlpCapture(model, 60)
+    try:
+        sync(args.device)
+        t0 = time.perf_counter()
+        extract_shard(model, cap, mcap, [seq], [0], cfg, args.device, lambda n: 0)
+        sync(args.device)
+        dt = time.perf_counter() - t0
+    finally:
+        cap.remove()
+        mcap.remove()
+    mem = (
+        f", peak GPU {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB"
+        if cuda
+        else ""
+    )
+    print(f"  one {len(seq)}-token sequence, extract+mlp: {dt:.2f} s{mem}")
+
+
 def rss_child(args) -> None:
     """Subprocess body: the whole shard pass over n docs; print peak RSS."""
     model = build(args.shape, args.device, getattr(torch, args.dtype))
@@ -177,6 +203,7 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--rss", action="store_true", help="also peak RSS at 1x / 4x")
     ap.add_argument("--rss-docs", type=int, default=16)
+    ap.add_argument("--long", type=int, default=0, help="one N-token sequence too")
     ap.add_argument("--rss-child", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--shape", default="toy", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -201,6 +228,12 @@ def main() -> None:
         print(f"  extract+mlp / (2 x fwd_full)  = "
               f"{t['extract+mlp'] / (2 * t['fwd_full']):.3f}")  # fmt: skip
         print(f"  naive / extract               = {t['naive'] / t['extract']:.3f}")
+        if args.long:
+            long_sequence(model, shape, args)
+        if args.device.startswith("cuda"):
+            peak = torch.cuda.max_memory_allocated() / 2**30
+            print(f"  peak GPU memory {peak:.1f} GiB")
+            torch.cuda.reset_peak_memory_stats()
         del model
     if args.rss:
         for mult in (1, 4):

@@ -16,7 +16,12 @@ from lorascope.ablation import (
     summarise,
 )
 from lorascope.components import lora_modules, table_from_modules
-from lorascope.masked_lora import ScalarControl, lora_layers, zeroed_lora_b
+from lorascope.masked_lora import (
+    ScalarControl,
+    check_table,
+    lora_layers,
+    zeroed_lora_b,
+)
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -171,3 +176,17 @@ def test_summarise_tables():
     assert comps["kl_mean"][5] == pytest.approx((row[0] + 3 * row[1]) / 4)
     assert comps["kl_seq_std"][5] == pytest.approx(np.std(row, ddof=1))
     assert out["layers"]["n_ablated"].to_list() == [7, 7, 7]
+
+
+def test_check_table_names_first_mismatched_row():
+    model, table = tiny_lora()
+    check_table(table, model)  # the model's own table passes
+    swapped = table.with_columns(
+        pl.when(pl.col("index") == 4).then(pl.lit("up")).otherwise("module").alias(
+            "module"
+        )
+    )
+    with pytest.raises(ValueError, match="components.parquet row 4 is"):
+        check_table(swapped, model)
+    with pytest.raises(ValueError, match="has 20 rows, the adapter 21"):
+        check_table(table.head(20), model)

@@ -122,7 +122,7 @@ def test_custom_template_must_keep_placeholders(tmp_path):
 def _responder(prompt):
     if "Group them by the job" in prompt:
         return json.dumps({"categories": [
-            {"string_id": "tokens", "name": "Tokens", "definition": "d", "examples": []},
+            {"string_id": "tokens", "name": "T", "definition": "d", "examples": []},
             {"string_id": "math", "name": "Math", "definition": "d", "examples": []}],
             "summary": "s"})  # fmt: skip
     if "finer subcategories" in prompt:

@@ -28,7 +28,12 @@ pytestmark = [pytest.mark.slurm, pytest.mark.timeout(900)]
 @pytest.fixture(scope="module")
 def slurm_cluster(tmp_path_factory):
     """Start the cluster for this module; always stop what was started."""
-    env = {**os.environ, "LORASCOPE_SLURM_STATE": str(tmp_path_factory.mktemp("st"))}
+    env = {
+        **os.environ,
+        "LORASCOPE_SLURM_STATE": str(tmp_path_factory.mktemp("st")),
+        # Jobs inherit PATH: shell rules call the venv's `python`.
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]),
+    }
     start = subprocess.run(
         [SLURM_DIR / "start_cluster.sh"],
         env=env,

@@ -16,6 +16,7 @@ from lorascope.steering import (
     backtrack_stats,
     choose_targets,
     component_direction,
+    make_targets,
     sae_direction,
     sae_typical_activation,
     steered,
@@ -182,3 +183,26 @@ def test_sweep_rows_and_alpha_zero(lora, toy_tokenizer):
     assert out["kl_to_unsteered"][1] > 0
     assert set(out.columns) >= {"accuracy", "backtrack_per_1k_tokens", "selection"}
     assert control.add_VC is None and control.mult_VC is None  # nothing left on
+
+
+def test_make_targets_labels_directions_and_clear_errors():
+    kl = pl.DataFrame(
+        {
+            "index": [0, 1],
+            "layer": [0, 0],
+            "module": ["q", "gate"],
+            "rank_slot": [0, 0],
+            "mean_abs_act": [0.5, 2.0],
+            "kl_mean": [0.1, 0.2],
+        }
+    )
+    (t,) = make_targets([("component", 1, "top_kl")], kl)
+    assert (t.label, t.selection) == ("L0.gate", "top_kl")
+    np.testing.assert_allclose(t.delta_C, [0.0, 2.0])
+    with pytest.raises(ValueError, match="steering.components: no component 5"):
+        make_targets([("component", 5, "config")], kl)
+    with pytest.raises(ValueError, match="SAE latent 3 chosen but no SAE"):
+        make_targets([("sae", 3, "config")], kl)
+    sae = random_sae(2)
+    with pytest.raises(ValueError, match="steering.sae_latents: no latent 9"):
+        make_targets([("sae", 9, "config")], kl, sae, np.ones(8))

@@ -64,7 +64,9 @@ def _relative(target, path: Path) -> str:
 def command(path: Path, targets=(), extra=()) -> list[str]:
     if not MICRO.exists():
         raise FileNotFoundError(f"{MICRO} is missing (the lead's micro config)")
-    cfgs = [str(MICRO)]
+    # The Snakefile loads config/config.yaml only when no --configfile is
+    # given, so the micro overlay is applied on top of it explicitly.
+    cfgs = [str(REPO / "config" / "config.yaml"), str(MICRO)]
     if (path / "overrides.yaml").exists():
         cfgs.append(str(path / "overrides.yaml"))
     # Targets first: --configfile takes every following word as a file.
@@ -80,7 +82,10 @@ def command(path: Path, targets=(), extra=()) -> list[str]:
 
 
 def env() -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
+    """The test's environment with this interpreter's bin dir first on PATH
+    (shell rules call `python`, as in an activated venv)."""
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])
+    return {**os.environ, "PATH": path, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
 
 
 def snakemake(path, targets=(), extra=(), check=True, timeout=900):
@@ -163,7 +168,7 @@ def run_and_kill_job(
     if killed is None:
         raise AssertionError(
             f"never saw the moment to kill {job_marker!r} (snakemake exit "
-            f"{proc.returncode}):\n{proc.stderr.read() if proc.stderr else ''}"
+            f"{proc.returncode}):\n{err[-4000:]}"
         )
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 

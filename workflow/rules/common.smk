@@ -65,6 +65,29 @@ def base_model_input(wildcards=None):
     return []
 
 
+def toy_sft_input(wildcards):
+    return res("toy/s1k.parquet") if config["data"]["dataset"] == "toy" else []
+
+
+def train_config(wildcards):
+    """The config sections training depends on, as JSON for the command line."""
+    return json.dumps({k: config[k] for k in ("seed", "device", "model", "train")})
+
+
+def launcher(wildcards, resources):
+    """One process on CPU / one GPU; accelerate + FSDP when the profile gives more."""
+    gpus = int(getattr(resources, "gpu", 0) or 0)
+    if gpus <= 1:
+        return "python"
+    fsdp = config["train"]["fsdp_config"] or "workflow/accelerate/fsdp.yaml"
+    return f"accelerate launch --config_file {fsdp} --num_processes {gpus}"
+
+
+def train_targets():
+    return [res("components.parquet"), res("train/full/model")]
+
+
+
 def get_final_output():
     """Everything `snakemake all` builds: each stage lists its final targets."""
     return [

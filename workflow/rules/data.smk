@@ -1,10 +1,6 @@
 # Stage 'data': the tokenised SFT set in the s1 chat format (paper §2).
 
 
-def toy_sft_input(wildcards):
-    return res("toy/s1k.parquet") if config["data"]["dataset"] == "toy" else []
-
-
 rule sft_dataset:
     input:
         base=base_model_input,

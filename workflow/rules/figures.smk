@@ -1,5 +1,190 @@
-# Stage 'figures': not wired yet (being written; see docs/ARCHITECTURE.md).
+# Stage 'figures': paper figures (PNG + PDF), Tables 1/2 as images, the steering
+# plot and the offline feature dashboards, all as report() outputs. Each rule
+# takes only its own figure's params and depends on its plotting module, so a
+# style or parameter change reruns that figure and nothing upstream.
+
+FIGURES = {
+    "fig1_classes": "Figures",
+    "fig1_categories": "Figures",
+    "fig2_sae_density": "Figures",
+    "fig3_ablation": "Figures",
+    "steering_sweep": "Figures",
+    "table1": "Tables",
+    "table2": "Tables",
+}
 
 
 def figures_targets():
-    return []
+    return [
+        *expand(res("figures/{name}.{ext}"), name=FIGURES, ext=["png", "pdf"]),
+        res("dashboards"),
+    ]
+
+
+def figure_code(*modules):
+    """The package files a figure is drawn by: editing them reruns the figure."""
+    pkg = os.path.join(workflow.basedir, "src", "lorascope")
+    return [os.path.join(pkg, m) for m in modules]
+
+
+def figure_style(wildcards=None):
+    return {k: config["figures"][k] for k in ("width_in", "font_size", "dpi")}
+
+
+def figure_outputs(name):
+    return {
+        "png": report(
+            res(f"figures/{name}.png"),
+            caption=f"../report/{name}.rst",
+            category=FIGURES[name],
+        ),
+        "pdf": res(f"figures/{name}.pdf"),
+    }
+
+
+def table_columns(wildcards):
+    return config["figures"]["tables"][wildcards.table]
+
+
+def dashboard_inputs(wildcards):
+    kinds = config["figures"]["dashboards"]["kinds"]
+    return {
+        f"{part}_{kind}": res(path.format(kind=kind))
+        for kind in kinds
+        for part, path in (
+            ("features", "features/{kind}/features.parquet"),
+            ("contexts", "features/{kind}/contexts.parquet"),
+            ("explanations", "autointerp/explanations/{kind}.parquet"),
+            ("assignments", "autointerp/assignments/{kind}.parquet"),
+            ("scores", "autointerp/scores/{kind}.parquet"),
+        )
+    }
+
+
+rule figure_classes:
+    input:
+        classes=res("autointerp/summary/classes.parquet"),
+        usage=res("autointerp/usage.json"),
+        code=figure_code("figures/classes.py", "figures/style.py"),
+    output:
+        **figure_outputs("fig1_classes"),
+    params:
+        style=figure_style,
+        kinds=config["figures"]["classes"]["kinds"],
+    log:
+        log_("figures/figure_classes.log"),
+    script:
+        "../scripts/figure_classes.py"
+
+
+rule figure_categories:
+    input:
+        shares=res("autointerp/summary/category_shares.parquet"),
+        categories=res("autointerp/categories.json"),
+        usage=res("autointerp/usage.json"),
+        code=figure_code("figures/categories.py", "figures/style.py"),
+    output:
+        **figure_outputs("fig1_categories"),
+    params:
+        style=figure_style,
+    log:
+        log_("figures/figure_categories.log"),
+    script:
+        "../scripts/figure_categories.py"
+
+
+rule figure_sae_density:
+    input:
+        density=res("autointerp/summary/sae_category_density.parquet"),
+        categories=res("autointerp/categories.json"),
+        usage=res("autointerp/usage.json"),
+        code=figure_code("figures/sae_density.py", "figures/style.py"),
+    output:
+        **figure_outputs("fig2_sae_density"),
+    params:
+        style=figure_style,
+        options=config["figures"]["sae_density"],
+    log:
+        log_("figures/figure_sae_density.log"),
+    script:
+        "../scripts/figure_sae_density.py"
+
+
+rule figure_ablation:
+    input:
+        layers=res("ablation/kl_layers.parquet"),
+        components=res("ablation/kl_components.parquet"),
+        code=figure_code("figures/ablation.py", "figures/style.py"),
+    output:
+        **figure_outputs("fig3_ablation"),
+    params:
+        style=figure_style,
+        options=config["figures"]["ablation"],
+    log:
+        log_("figures/figure_ablation.log"),
+    script:
+        "../scripts/figure_ablation.py"
+
+
+rule figure_steering:
+    input:
+        sweep=res("steering/sweep.parquet"),
+        code=figure_code("figures/steering.py", "figures/style.py"),
+    output:
+        **figure_outputs("steering_sweep"),
+    params:
+        style=figure_style,
+        options=config["figures"]["steering"],
+    log:
+        log_("figures/figure_steering.log"),
+    script:
+        "../scripts/figure_steering.py"
+
+
+rule figure_table:
+    input:
+        table=res("tables/{table}.parquet"),
+        code=figure_code("figures/table_image.py", "figures/style.py"),
+    output:
+        png=report(
+            res("figures/{table}.png"),
+            caption="../report/{table}.rst",
+            category="Tables",
+        ),
+        pdf=res("figures/{table}.pdf"),
+    wildcard_constraints:
+        table="table1|table2",
+    params:
+        style=figure_style,
+        columns=table_columns,
+        ci=config["eval"]["ci"],
+    log:
+        log_("figures/figure_{table}.log"),
+    script:
+        "../scripts/figure_table.py"
+
+
+rule dashboards:
+    input:
+        unpack(dashboard_inputs),
+        usage=res("autointerp/usage.json"),
+        code=figure_code(
+            "dashboards.py",
+            "dashboard_assets/index.html.jinja",
+            "dashboard_assets/feature.html.jinja",
+            "dashboard_assets/dashboard.css",
+            "dashboard_assets/dashboard.js",
+        ),
+    output:
+        site=report(
+            directory(res("dashboards")),
+            htmlindex="index.html",
+            caption="../report/dashboards.rst",
+            category="Dashboards",
+        ),
+    params:
+        options=config["figures"]["dashboards"],
+    log:
+        log_("figures/dashboards.log"),
+    script:
+        "../scripts/dashboards.py"

@@ -24,11 +24,11 @@ rule train_sae:
     output:
         model=directory(res("sae/model")),
         metrics=res("sae/metrics.json"),
+    log:
+        log_("sae/train_sae.log"),
     params:
         config=sae_params,
         provenance=res("sae"),
-    log:
-        log_("sae/train_sae.log"),
     script:
         "../scripts/sae_train.py"
 
@@ -42,12 +42,12 @@ rule sae_features:
         base=base_model_input,
     output:
         **{table: res(f"features/sae/{table}.parquet") for table in SAE_TABLES},
+    log:
+        log_("sae/sae_features.log"),
     params:
         config=sae_params,
         activations=cfg("activations"),
         model=cfg("model"),
         base=base_model_path,
-    log:
-        log_("sae/sae_features.log"),
     script:
         "../scripts/sae_features.py"

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import anthropic
-import polars as pl
 import openai
+import polars as pl
 
 from lorascope.autointerp.cache import (
     BudgetExceeded,

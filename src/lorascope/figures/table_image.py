@@ -51,6 +51,7 @@ def plot_table(
     title: str,
     style: FigureStyle,
     source: str = "table",
+    ci: float = 0.95,
 ) -> plt.Figure:
     require_columns(table, ["benchmark", *columns], source)
     has_ci = all(
@@ -95,6 +96,6 @@ def plot_table(
             if c == 0:
                 cell.set_text_props(ha="left")
                 cell.PAD = 0.02
-        note = "  (95% bootstrap intervals)" if has_ci else ""
+        note = f"  ({ci:.0%} bootstrap intervals)" if has_ci else ""
         ax.set_title(title + note, loc="left", fontsize=style.font_size)
     return fig

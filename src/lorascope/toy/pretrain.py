@@ -50,7 +50,7 @@ class PretrainConfig:
     num_layers: int = 4
     num_heads: int = 4
     intermediate_size: int = 512
-    steps: int = 600
+    steps: int = 1000
     """Optimiser steps; each sees ``batch_size`` rows of ``seq_len`` tokens."""
     batch_size: int = 16
     seq_len: int = 512

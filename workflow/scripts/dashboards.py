@@ -1,0 +1,21 @@
+"""Rule dashboards: static offline HTML pages for every feature (paper App. A)."""
+
+import polars as pl
+
+from lorascope.dashboards import DashboardOptions, KindTables, build_dashboards
+from lorascope.figures.style import explainer_label
+from lorascope.io import atomic_path, read_json
+from lorascope.runtime import script_logging
+
+smk = snakemake  # noqa: F821 (injected by Snakemake)
+PARTS = ("features", "contexts", "explanations", "assignments", "scores")
+
+with script_logging(smk) as log:
+    opts = smk.params.options
+    read = lambda part, kind: pl.read_parquet(smk.input[f"{part}_{kind}"])  # noqa: E731
+    kinds = {k: KindTables(**{p: read(p, k) for p in PARTS}) for k in opts["kinds"]}
+    options = DashboardOptions(opts["contexts_per_feature"], opts["histogram_bins"])
+    label = explainer_label(read_json(smk.input.usage))
+    with atomic_path(smk.output.site, is_dir=True) as tmp:
+        n = build_dashboards(kinds, tmp, label, options)
+    log.info("wrote %d feature pages to %s", n, smk.output.site)
