@@ -94,3 +94,19 @@ def test_killed_training_resumes_from_checkpoint(tmp_path, tiny_model_dir, sft_p
     steps = [r["step"] for r in log if "loss" in r]
     assert steps == list(range(1, 31)), "the loss curve must continue without gaps"
     check_adapter(out, rank=1)
+
+
+def test_llama_family_model_trains(tmp_path, toy_tokenizer, sft_parquet):
+    """Nothing assumes Qwen: a tiny LlamaForCausalLM goes through the same code."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    base = tmp_path / "llama"
+    cfg = LlamaConfig(vocab_size=len(toy_tokenizer), hidden_size=32,
+                      intermediate_size=48, num_hidden_layers=3,
+                      num_attention_heads=4, num_key_value_heads=2)
+    LlamaForCausalLM(cfg).save_pretrained(base)
+    toy_tokenizer.save_pretrained(base)
+    train_cfg, _ = _config()
+    out = train("rank1", str(base), str(sft_parquet), tmp_path / "out", train_cfg)
+    assert len(check_adapter(out, rank=1, n_layers=3)) == 21

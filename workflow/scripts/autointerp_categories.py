@@ -15,7 +15,8 @@ with script_logging(smk) as log:
         kind: pl.read_parquet(path)
         for kind, path in zip(smk.params.kinds, smk.input.explanations, strict=True)
     }
-    cats, usage = propose_categories(explanations, ai["section"], ai["run"], ai["cache"])
+    section, run, cache = ai["section"], ai["run"], ai["cache"]
+    cats, usage = propose_categories(explanations, section, run, cache)
     log.info("%d categories by %s from samples %s", len(cats["categories"]),
              cats["explainer"], cats["sample"])  # fmt: skip
     write_json(cats, smk.output.categories)

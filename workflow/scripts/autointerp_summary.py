@@ -16,7 +16,7 @@ smk = snakemake  # noqa: F821 (injected by Snakemake)
 with script_logging(smk) as log:
     section, kinds = smk.params.ai["section"], smk.params.kinds
     n_boot, seed = section["bootstrap_samples"], section["seed"]
-    read = lambda paths: {k: pl.read_parquet(p) for k, p in zip(kinds, paths)}  # noqa: E731
+    read = lambda paths: {k: pl.read_parquet(p) for k, p in zip(kinds, paths, strict=True)}  # noqa: E731
     expl, assign = read(smk.input.explanations), read(smk.input.assignments)
     scores = read(smk.input.scores)
     tables = {
@@ -28,7 +28,8 @@ with script_logging(smk) as log:
     }
     for path, (name, df) in zip(smk.output.summaries, tables.items(), strict=True):
         write_table(df, path.removesuffix(".parquet"), title=f"autointerp {name}")
-    usage = pl.concat([pl.read_parquet(p) for p in [*smk.input.usage, smk.input.usage_categories]])
+    usage_paths = [*smk.input.usage, smk.input.usage_categories]
+    usage = pl.concat([pl.read_parquet(p) for p in usage_paths])
     explainers = {
         "explanations": sorted({e for df in expl.values() for e in df["explainer"]}),
         "categories": read_json(smk.input.categories)["explainer"],
