@@ -11,13 +11,14 @@ same completions, and prints tokens/s and the throughput ratio.
 from __future__ import annotations
 
 import argparse
+import random
 import time
 
 import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from lorascope.generate import build_prompts, generate_hf
-from lorascope.toy.tasks import benchmark_frame
+from lorascope.toy.tasks import question_text, sample_pair
 from lorascope.toy.tokenizer import build_tokenizer
 
 
@@ -60,7 +61,8 @@ def main() -> None:
         tie_word_embeddings=True,
     )
     model = Qwen2ForCausalLM(cfg).to(args.device).eval()
-    problems = benchmark_frame("toy_bench", 4, args.n, 0)["problem"].to_list()
+    rng = random.Random(0)
+    problems = [question_text(*sample_pair(rng, 4), i % 3) for i in range(args.n)]
     prompts = build_prompts(tok, problems)
 
     timed(model, tok, prompts[:2], 4, 2)  # warm-up

@@ -41,7 +41,10 @@ def tiny_lora(attn: str = "sdpa", rank: int = 1, n_layers: int = 3):
     base = Qwen2ForCausalLM(cfg).eval()
     # init_lora_weights=False: random lora_B too, so every component matters.
     lora = LoraConfig(
-        r=rank, lora_alpha=16, use_rslora=True, target_modules=TARGETS,
+        r=rank,
+        lora_alpha=16,
+        use_rslora=True,
+        target_modules=TARGETS,
         init_lora_weights=False,
     )
     model = get_peft_model(base, lora).eval()
@@ -182,9 +185,10 @@ def test_check_table_names_first_mismatched_row():
     model, table = tiny_lora()
     check_table(table, model)  # the model's own table passes
     swapped = table.with_columns(
-        pl.when(pl.col("index") == 4).then(pl.lit("up")).otherwise("module").alias(
-            "module"
-        )
+        pl.when(pl.col("index") == 4)
+        .then(pl.lit("up"))
+        .otherwise("module")
+        .alias("module")
     )
     with pytest.raises(ValueError, match="components.parquet row 4 is"):
         check_table(swapped, model)

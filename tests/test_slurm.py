@@ -13,16 +13,16 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import wfrun
 
 REPO = Path(__file__).resolve().parents[1]
 SLURM_DIR = REPO / "tests" / "slurm"
 OVERLAY = SLURM_DIR / "profile"
 PRODUCTION = REPO / "profiles" / "slurm"
-MICRO = REPO / "tests" / "configs" / "micro.yaml"
 # start_cluster.sh's exit code for "packages unavailable": the only skip.
 NO_PACKAGES = 3
 
-pytestmark = [pytest.mark.slurm, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.slurm, pytest.mark.timeout(3000)]
 
 
 @pytest.fixture(scope="module")
@@ -109,29 +109,30 @@ def tree_digest(root):
     }
 
 
-@pytest.mark.skipif(not MICRO.exists(), reason="tests/configs/micro.yaml missing")
-def test_micro_config_on_slurm_matches_local(slurm_cluster, tmp_path):
+def test_micro_config_on_slurm_matches_local(slurm_cluster, tmp_path_factory):
     """The micro config through profiles/slurm gives the local run's outputs."""
     assert (PRODUCTION / "config.yaml").exists(), "profiles/slurm/config.yaml missing"
-    common = [
-        "--snakefile", str(REPO / "Snakefile"),
-        "--configfile", str(MICRO),
-        "all",
-    ]  # fmt: skip
-    runs = {}
-    for name, profile in {
-        "slurm": ["--profile", str(PRODUCTION), "--profile", str(OVERLAY)],
-        "local": ["--cores", "1", "--workflow-profile", "none"],
-    }.items():
-        workdir = tmp_path / name
-        workdir.mkdir()
-        snakemake([*profile, "--directory", str(workdir), *common], REPO, slurm_cluster)
-        runs[name] = tree_digest(workdir / "results")
+    local = wfrun.micro_run(tmp_path_factory.getbasetemp(), {}, ["all"])
+    work = wfrun.workdir(tmp_path_factory.mktemp("slurm-micro"))
+    profiles = ["--profile", str(PRODUCTION), "--profile", str(OVERLAY)]
+    proc = subprocess.run(
+        wfrun.command(work, ["all"], extra=profiles),
+        cwd=work,
+        env={**slurm_cluster, **wfrun.env()},
+        capture_output=True,
+        text=True,
+        timeout=1500,
+    )
+    assert proc.returncode == 0, f"SLURM micro run failed:\n{proc.stderr[-6000:]}"
+    runs = {
+        name: tree_digest(wfrun.results(w))
+        for name, w in [("slurm", work), ("local", local)]
+    }
     assert runs["slurm"].keys() == runs["local"].keys()
     assert runs["slurm"], "the micro run produced no results"
     # Same seed, same CPU code: artifacts match byte for byte, except files
     # that record when or where they ran.
-    volatile = ("versions.json", "usage.json", ".log", ".html")
+    volatile = ("versions.json", "usage.json", "train_log.jsonl", ".log", ".html")
     differ = [
         path
         for path, data in runs["slurm"].items()

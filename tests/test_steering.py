@@ -81,8 +81,9 @@ def test_steering_shifts_target_scalar_by_alpha_times_typical(lora, toy_tokenize
             model(input_ids=ids_1T)
             pushed_TC = control.recorded()[0]
     diff_TC = pushed_TC - plain_TC
+    before_TC = diff_TC[:, :target]
     torch.testing.assert_close(diff_TC[:, target], torch.full_like(diff_TC[:, 0], 2.1))
-    torch.testing.assert_close(diff_TC[:, :target], torch.zeros_like(diff_TC[:, :target]))
+    torch.testing.assert_close(before_TC, torch.zeros_like(before_TC))
     assert diff_TC[:, target + 1 :].abs().max() > 0  # downstream scalars respond
 
 
@@ -105,7 +106,8 @@ def test_sae_direction_is_scaled_decoder_row_and_lands_on_scalars(lora, toy_toke
             model(input_ids=ids(toy_tokenizer)[None])
             diff_TC = control.recorded()[0] - plain_TC
     # q, k, v of layer 0 read the embeddings, so they move by exactly the delta.
-    want = torch.tensor(2.0 * delta_C[:3], dtype=torch.float32).expand_as(diff_TC[:, :3])
+    want = torch.tensor(2.0 * delta_C[:3], dtype=torch.float32)
+    want = want.expand_as(diff_TC[:, :3])
     torch.testing.assert_close(diff_TC[:, :3], want)
 
 
@@ -117,7 +119,10 @@ def test_steering_kl_matches_full_forward(lora, toy_tokenizer):
     target = Target("component", 10, "L1.o", "config", delta_C)
     alphas = [0.0, 1.0, 30.0]
     kl_GA = steering_kl(
-        PrefixRunner(model, control), [(ids_T, scope_T)], [target], alphas,
+        PrefixRunner(model, control),
+        [(ids_T, scope_T)],
+        [target],
+        alphas,
         table["layer"].to_numpy(),
     )
     with torch.no_grad():
@@ -132,22 +137,31 @@ def test_steering_kl_matches_full_forward(lora, toy_tokenizer):
 
 def test_choose_targets_config_keywords_and_fallback():
     kl = pl.DataFrame({"index": [0, 1, 2], "kl_mean": [0.1, 0.5, 0.3]})
-    cfg = dict(components=[], sae_latents=[], top_kl=2, max_sae_features=1,
-               explanation_keywords=["wait", "backtrack"])
+    cfg = dict(
+        components=[],
+        sae_latents=[],
+        top_kl=2,
+        max_sae_features=1,
+        explanation_keywords=["wait", "backtrack"],
+    )
     expl = pl.DataFrame(
         {"latent": [4, 7, 9], "explanation": ["digits", "Wait, then redo", None]}
     )
     assert choose_targets(cfg, kl, expl) == [
-        ("component", 1, "top_kl"), ("component", 2, "top_kl"), ("sae", 7, "sae_keyword")
+        ("component", 1, "top_kl"),
+        ("component", 2, "top_kl"),
+        ("sae", 7, "sae_keyword"),
     ]
     none = expl.with_columns(explanation=pl.lit("digits"))
     assert choose_targets(cfg, kl, none) == [
-        ("component", 1, "top_kl_fallback"), ("component", 2, "top_kl_fallback")
+        ("component", 1, "top_kl_fallback"),
+        ("component", 2, "top_kl_fallback"),
     ]
     assert choose_targets(cfg, kl, None)[0] == ("component", 1, "top_kl_fallback")
     explicit = dict(cfg, components=[2], sae_latents=[5])
     assert choose_targets(explicit, kl, expl) == [
-        ("component", 2, "config"), ("sae", 5, "config")
+        ("component", 2, "config"),
+        ("sae", 5, "config"),
     ]
 
 
@@ -172,11 +186,23 @@ def test_sweep_rows_and_alpha_zero(lora, toy_tokenizer):
     ]
     ids_T = ids(toy_tokenizer)
     seqs = [(ids_T, torch.arange(len(ids_T)) < len(ids_T) - 1)]
-    targets = [Target("component", 3, "L0.o", "top_kl",
-                      component_direction(table.height, 3, 1.0))]
+    targets = [
+        Target(
+            "component", 3, "L0.o", "top_kl", component_direction(table.height, 3, 1.0)
+        )
+    ]
     out = sweep(
-        model, toy_tokenizer, control, targets, [0.0, 100.0], bench, seqs,
-        table["layer"].to_numpy(), words=["Wait"], max_new_tokens=5, batch_size=2,
+        model,
+        toy_tokenizer,
+        control,
+        targets,
+        [0.0, 100.0],
+        bench,
+        seqs,
+        table["layer"].to_numpy(),
+        words=["Wait"],
+        max_new_tokens=5,
+        batch_size=2,
     )
     assert out.height == 2 and out["alpha"].to_list() == [0.0, 100.0]
     assert out["kl_to_unsteered"][0] == pytest.approx(0.0, abs=1e-7)

@@ -16,7 +16,10 @@ smk = snakemake  # noqa: F821 (injected by Snakemake)
 with script_logging(smk) as log:
     section, kinds = smk.params.ai["section"], smk.params.kinds
     n_boot, seed = section["bootstrap_samples"], section["seed"]
-    read = lambda paths: {k: pl.read_parquet(p) for k, p in zip(kinds, paths, strict=True)}  # noqa: E731
+
+    def read(paths):
+        return {k: pl.read_parquet(p) for k, p in zip(kinds, paths, strict=True)}
+
     expl, assign = read(smk.input.explanations), read(smk.input.assignments)
     scores = read(smk.input.scores)
     tables = {

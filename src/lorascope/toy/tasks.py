@@ -251,7 +251,13 @@ def textbook_text(a: int, b: int, rng: random.Random) -> str:
     body = []
     for i, (s, digits, rest) in enumerate(_states(a, b)):
         text = line.format(
-            x=s.x, y=s.y, c=s.carry_in, t=s.total, o=s.carry_out, s=digits, i=i + 1,
+            x=s.x,
+            y=s.y,
+            c=s.carry_in,
+            t=s.total,
+            o=s.carry_out,
+            s=digits,
+            i=i + 1,
             r=rest or "nothing",
         )
         body.append(text)

@@ -1,0 +1,142 @@
+"""The figure rules through the real snakemake CLI.
+
+- On synthetic upstream artifacts (fast): every figure and the dashboards are
+  built by their rules, and a params-only change reruns only that figure.
+- On a finished micro run (slow): after a figure's styling module or its
+  params change, the dry run schedules that figure and no training,
+  extraction, SAE or autointerp job.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import zipfile
+from pathlib import Path
+
+import polars as pl
+import pytest
+import wfrun
+import yaml
+from figures_artifacts import write_inputs
+
+FIGURE_RULES = {
+    "figure_classes", "figure_categories", "figure_sae_density", "figure_ablation",
+    "figure_steering", "figure_table", "dashboards",
+}  # fmt: skip
+NAMES = [
+    "fig1_classes", "fig1_categories", "fig2_sae_density", "fig3_ablation",
+    "steering_sweep", "table1", "table2",
+]  # fmt: skip
+REPO = Path(__file__).resolve().parents[1]
+
+
+def targets(run: str) -> list[str]:
+    out = [f"results/{run}/figures/{n}.{e}" for n in NAMES for e in ("png", "pdf")]
+    return [*out, f"results/{run}/dashboards"]
+
+
+def scheduled(stdout: str) -> dict[str, int]:
+    """rule -> job count from a dry run's 'Job stats' table ({} = nothing to do)."""
+    m = re.search(r"Job stats:\n.*?\n-+\s+-+\n(.*?)\ntotal", stdout, re.S)
+    if not m:
+        assert "Nothing to be done" in stdout, stdout[-3000:]
+        return {}
+    return {ln.split()[0]: int(ln.split()[1]) for ln in m.group(1).splitlines()}
+
+
+def run(path: Path, extra=(), allowed=True, overrides: dict | None = None):
+    wfrun.workdir(path, overrides)
+    extra = [*extra, "--allowed-rules", *sorted(FIGURE_RULES)] if allowed else extra
+    return wfrun.snakemake(path, targets(wfrun.run_name(path)), extra=extra)
+
+
+@pytest.fixture(scope="module")
+def synthetic_run(tmp_path_factory) -> Path:
+    path = wfrun.workdir(tmp_path_factory.mktemp("figwf"))
+    write_inputs(wfrun.results(path))
+    run(path, ["--cores", "2"])
+    return path
+
+
+def test_rules_build_every_figure(synthetic_run):
+    res = wfrun.results(synthetic_run)
+    for name in NAMES:
+        for ext in ("png", "pdf"):
+            assert (res / "figures" / f"{name}.{ext}").stat().st_size > 2000
+    site = res / "dashboards"
+    assert (site / "index.html").read_text().count("<tr data-kind=") == 28 + 12
+    assert len(list((site / "features").glob("*.html"))) == 40  # lora + sae only
+    log = synthetic_run / "logs" / "micro" / "figures" / "figure_classes.log"
+    assert "offline explainer" in log.read_text()
+
+
+def test_params_change_reruns_only_that_figure(synthetic_run, tmp_path):
+    over = {"figures": {"sae_density": {"max_subcategories": 1}}}
+    (synthetic_run / "overrides.yaml").write_text(yaml.safe_dump(over))
+    try:
+        out = run(synthetic_run, ["-n"]).stdout
+    finally:
+        (synthetic_run / "overrides.yaml").unlink()
+    assert scheduled(out) == {"figure_sae_density": 1}
+    assert scheduled(run(synthetic_run, ["-n"]).stdout) == {}
+
+
+def test_missing_column_fails_naming_file(tmp_path):
+    path = wfrun.workdir(tmp_path / "bad")
+    write_inputs(wfrun.results(path))
+    kl = wfrun.results(path) / "ablation" / "kl_layers.parquet"
+    pl.read_parquet(kl).drop("kl_mean").write_parquet(kl)
+    proc = wfrun.snakemake(
+        path,
+        [f"results/micro/figures/{n}.png" for n in ("fig3_ablation", "fig1_classes")],
+        extra=["--allowed-rules", *sorted(FIGURE_RULES), "--keep-going"],
+        check=False,
+    )
+    assert proc.returncode != 0
+    log = (path / "logs" / "micro" / "figures" / "figure_ablation.log").read_text()
+    assert "kl_layers.parquet: missing column(s) ['kl_mean']" in log
+    res = wfrun.results(path)
+    assert not (res / "figures" / "fig3_ablation.png").exists()
+    assert (res / "figures" / "fig1_classes.png").exists()  # the rest still built
+
+
+@pytest.mark.slow
+def test_style_change_schedules_no_upstream_job(tmp_path_factory):
+    base = wfrun.micro_run(tmp_path_factory.getbasetemp(), {})
+    keep = [p.relative_to(wfrun.results(base)) for p in wfrun.results(base).iterdir()]
+    work = wfrun.clone(base, tmp_path_factory.mktemp("style"), keep)
+    assert scheduled(wfrun.snakemake(work, extra=["-n"]).stdout) == {}
+    # 1. the figure rule lists its plotting module among its inputs ...
+    out = wfrun.snakemake(
+        work, [targets("micro")[6]], extra=["-n", "--forcerun", "figure_ablation"]
+    ).stdout
+    assert str(REPO / "src/lorascope/figures/ablation.py") in out
+    # 2. ... so an edit there (an output older than the module) reruns it alone
+    module_mtime = (REPO / "src/lorascope/figures/ablation.py").stat().st_mtime
+    for ext in ("png", "pdf"):
+        fig = wfrun.results(work) / "figures" / f"fig3_ablation.{ext}"
+        os.utime(fig, (module_mtime - 60, module_mtime - 60))
+    assert scheduled(wfrun.snakemake(work, extra=["-n"]).stdout) == {
+        "figure_ablation": 1
+    }
+    # 3. a figure parameter reruns only the figure jobs
+    (work / "overrides.yaml").write_text(yaml.safe_dump({"figures": {"dpi": 150}}))
+    jobs = scheduled(wfrun.snakemake(work, extra=["-n"]).stdout)
+    assert jobs and set(jobs) <= FIGURE_RULES - {"dashboards"}, jobs
+
+
+def test_report_embeds_every_figure(synthetic_run, tmp_path):
+    report = tmp_path / "report.zip"
+    proc = subprocess.run(
+        [*wfrun.command(synthetic_run, targets("micro")),
+         "--allowed-rules", *sorted(FIGURE_RULES), "--report", str(report)],
+        cwd=synthetic_run, env=wfrun.env(), capture_output=True, text=True,
+        timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    names = zipfile.ZipFile(report).namelist()
+    for name in NAMES:
+        assert any(n.endswith(f"{name}.png") for n in names), name
+    assert any(n.endswith("dashboards/index.html") for n in names)

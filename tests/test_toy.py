@@ -1,0 +1,179 @@
+"""The embedded toy world: task generator, shipped base model, rebuild recipe."""
+
+from __future__ import annotations
+
+import random
+import re
+
+import polars as pl
+import pytest
+import torch
+
+from lorascope.chat import ANSWER_MARKER, THINK_MARKER, build_example, build_prompt
+from lorascope.toy import tasks, world
+from lorascope.toy.pretrain import PretrainConfig, packed_rows
+
+TOY_CFG = {
+    "rebuild": False,
+    "seed": 0,
+    "n_sft": 300,
+    "sft_digits": [2, 3, 4],
+    "slip_rate": 0.3,
+    "benchmarks": {
+        "toy_add2": {"digits": 2, "n": 50},
+        "toy_add4": {"digits": 4, "n": 50},
+    },
+}
+
+
+def _final_line_sum(trace: str) -> int:
+    return int(re.fullmatch(r"result (\d+)", trace.splitlines()[-1]).group(1))
+
+
+def test_tokenizer_round_trips_task_text(toy_tokenizer):
+    rng = random.Random(0)
+    for digits in (1, 3, 5):
+        a, b = tasks.sample_pair(rng, digits)
+        trace, _ = tasks.reasoning_trace(a, b, rng, slip_rate=1.0)
+        for text in (trace, tasks.textbook_text(a, b, rng), tasks.attempt_text(a, b)):
+            ids = toy_tokenizer.encode(text, add_special_tokens=False)
+            assert toy_tokenizer.unk_token_id not in ids, text
+            assert toy_tokenizer.decode(ids) == text
+
+
+def test_trace_lines_add_up_and_reach_the_sum():
+    rng = random.Random(1)
+    for _ in range(300):
+        a, b = tasks.sample_pair(rng, rng.randint(1, 6))
+        trace, slipped = tasks.reasoning_trace(a, b, rng, slip_rate=0.5)
+        assert _final_line_sum(trace) == a + b
+        lines = trace.splitlines()
+        assert lines[0] == f"{a}+{b}"
+        full = [ln.removeprefix("Wait, ") for ln in lines if "carry" in ln]
+        assert len(full) == len(str(max(a, b)))  # one complete line per column
+        for ln in full:
+            x, y, c, t = map(int, re.match(r"(\d)\+(\d)\+(\d)=(\d+)", ln).groups())
+            assert x + y + c == t
+        # the last column's "digits" plus its carry spell the answer
+        digits = re.search(r"digits (\d+)", full[-1]).group(1)
+        carry = int(re.search(r"carry (\d)", full[-1]).group(1))
+        assert int(f"{carry}{digits}") == a + b
+        wrong = [ln for ln in lines[1:-1] if "carry" not in ln]
+        assert slipped == bool(wrong) == any(ln.startswith("Wait, ") for ln in lines)
+        for ln in wrong:  # the slip is a wrong total, corrected on the next line
+            x, y, c, t = map(int, re.fullmatch(r"(\d)\+(\d)\+(\d)=(\d+)", ln).groups())
+            assert x + y + c != t
+
+
+@pytest.mark.parametrize("rate", [0.0, 0.3, 1.0])
+def test_sft_slip_rate_is_about_as_configured(rate):
+    df = tasks.sft_frame(600, [2, 3, 4], seed=0, slip_rate=rate)
+    frac = df["deepseek_thinking_trajectory"].str.contains("\nWait, ").mean()
+    assert abs(frac - rate) < 0.06
+
+
+def test_sft_frame_has_s1k_columns_and_correct_attempts():
+    df = tasks.sft_frame(100, [2, 3], seed=0, slip_rate=0.3)
+    for col in (
+        "question",
+        "solution",
+        "deepseek_thinking_trajectory",
+        "deepseek_attempt",
+    ):
+        assert df.schema[col] == pl.String
+    for row in df.iter_rows(named=True):
+        a, b = map(int, re.findall(r"\d+", row["question"]))
+        assert row["solution"] == str(a + b)
+        assert row["deepseek_attempt"].endswith(f"\\boxed{{{a + b}}}")
+        assert _final_line_sum(row["deepseek_thinking_trajectory"]) == a + b
+
+
+def test_benchmarks_schema_distinct_and_held_out_of_sft():
+    benches = world.benchmark_frames(TOY_CFG)
+    assert set(benches) == {"toy_add2", "toy_add4"}
+    for name, df in benches.items():
+        assert df.columns == ["id", "problem", "answer", "choices", "grader"]
+        assert df["id"].n_unique() == df.height == 50
+        assert df["problem"].n_unique() == 50
+        assert df["choices"].null_count() == df.height
+        assert set(df["grader"]) == {"math"}
+        assert df["id"][0].startswith(name)
+    sft = world.sft_set(TOY_CFG, benches)
+    assert sft.height == 300
+    sft_pairs = tasks.benchmark_pairs(sft.rename({"question": "problem"}))
+    for df in benches.values():
+        assert not sft_pairs & tasks.benchmark_pairs(df)
+    assert world.benchmark_frames(TOY_CFG)["toy_add4"].equals(benches["toy_add4"])
+
+
+def test_benchmark_too_many_problems_fails_naming_it():
+    with pytest.raises(ValueError, match="toy_tiny"):
+        tasks.benchmark_frame("toy_tiny", digits=1, n=1000, seed=0)
+
+
+def test_shipped_model_loads_and_generates_in_s1_format(tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = tmp_path / "base_model"
+    world.materialise_base_model(out, TOY_CFG)
+    tok = AutoTokenizer.from_pretrained(out)
+    model = AutoModelForCausalLM.from_pretrained(out).eval()
+    assert sum(p.numel() for p in model.parameters()) < 2_000_000
+    prompt = build_prompt(tok, tasks.question_text(21, 34))
+    ids = tok(prompt, return_tensors="pt", add_special_tokens=False)
+    with torch.no_grad():
+        gen = model.generate(**ids, max_new_tokens=40, do_sample=False)
+    text = tok.decode(gen[0, ids["input_ids"].shape[1] :])
+    # the base "instruct" model answers directly: empty think, answer section
+    assert text.startswith(ANSWER_MARKER + "Answer: 21+34=\\boxed{")
+
+
+def test_missing_shipped_file_fails_naming_it(tmp_path):
+    broken = tmp_path / "shipped"
+    broken.mkdir()
+    (broken / "config.json").write_text("{}")
+    with pytest.raises(FileNotFoundError, match="model.safetensors"):
+        world.materialise_base_model(tmp_path / "out", TOY_CFG, shipped_dir=broken)
+    assert not (tmp_path / "out").exists()
+
+
+def test_packed_rows_keep_documents_whole():
+    docs = iter([([1, 2, 3], [1, 2, 3]), ([4, 5], [-100, 5]), ([6] * 4, [6] * 4)] * 4)
+    ids, labels = next(packed_rows(docs, batch_size=2, seq_len=6, pad_id=0))
+    # a document that does not fit starts the next row; the rest is padding
+    assert ids.tolist() == [[1, 2, 3, 4, 5, 0], [6, 6, 6, 6, 0, 0]]
+    assert labels.tolist() == [[1, 2, 3, -100, 5, -100], [6, 6, 6, 6, -100, -100]]
+
+
+def test_rebuild_recipe_runs_on_tiny_sizes(tmp_path):
+    cfg = {
+        **TOY_CFG,
+        "rebuild": True,
+        "pretrain": {
+            "hidden_size": 16,
+            "num_layers": 1,
+            "num_heads": 2,
+            "intermediate_size": 32,
+            "steps": 3,
+            "batch_size": 2,
+            "seq_len": 512,
+        },
+    }
+    out = tmp_path / "rebuilt"
+    world.materialise_base_model(out, cfg)
+    summary = (out / "pretrain_summary.json").read_text()
+    assert '"steps": 3' in summary
+    assert len((out / "pretrain_log.jsonl").read_text().splitlines()) == 3
+
+
+def test_pretrain_config_rejects_bad_values_naming_the_key():
+    with pytest.raises(ValueError, match="toy.pretrain.hidden_size"):
+        PretrainConfig(hidden_size=130, num_heads=4)
+    with pytest.raises(ValueError, match="toy.pretrain.chat_frac"):
+        PretrainConfig(chat_frac=1.5)
+
+
+def test_base_chat_documents_are_s1_format(toy_tokenizer):
+    ids, labels = build_example(toy_tokenizer, "What is 1 + 2?", "", "1+2=\\boxed{3}")
+    text = toy_tokenizer.decode(ids)
+    assert THINK_MARKER + ANSWER_MARKER + "Answer: 1+2=" in text
