@@ -1,6 +1,8 @@
 # lorascope: train a rank-1 LoRA on reasoning traces and use it as a
 # measurement device. Glue only: the stages live in workflow/rules/, the logic
 # in src/lorascope/. See README.md and docs/ARCHITECTURE.md.
+import os
+
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -11,7 +13,7 @@ min_version("9.0")
 # command line starts from the schema's defaults: the paper's values).
 if not workflow.overwrite_configfiles:
 
-    configfile: "config/config.yaml"
+    configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 
 
 report: "workflow/report/workflow.rst"

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -174,6 +173,13 @@ def long_sequence(model, shape: str, args) -> None:
     print(f"  one {len(seq)}-token sequence, extract+mlp: {dt:.2f} s{mem}")
 
 
+def _status_kb(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
 def rss_child(args) -> None:
     """Subprocess body: the whole shard pass over n docs; print peak RSS."""
     model = build(args.shape, args.device, getattr(torch, args.dtype))
@@ -184,10 +190,13 @@ def rss_child(args) -> None:
         dtype="bfloat16",
         mlp_neurons_per_layer=60,
     )
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # Reset the high-water mark after the model is built (Linux clear_refs),
+    # so the peak below is the extraction's own, not the model init's.
+    Path("/proc/self/clear_refs").write_text("5")
+    before = _status_kb("VmRSS")
     with tempfile.TemporaryDirectory() as d:
         extract_to_shards(model, seqs, list(range(len(seqs))), d, cfg, "b", args.device)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = _status_kb("VmHWM")
     print(json.dumps({"before_mb": before / 1024, "peak_mb": peak / 1024}))
 
 
@@ -203,6 +212,7 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--rss", action="store_true", help="also peak RSS at 1x / 4x")
     ap.add_argument("--rss-docs", type=int, default=16)
+    ap.add_argument("--rss-only", action="store_true", help="skip the timings")
     ap.add_argument("--long", type=int, default=0, help="one N-token sequence too")
     ap.add_argument("--rss-child", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--shape", default="toy", help=argparse.SUPPRESS)
@@ -210,7 +220,7 @@ def main() -> None:
     if args.rss_child:
         return rss_child(args)
     torch.set_grad_enabled(False)
-    for shape in args.shapes:
+    for shape in [] if args.rss_only else args.shapes:
         model = build(shape, args.device, getattr(torch, args.dtype))
         seqs = sequences(args.seqs, args.len, SHAPES[shape]["vocab_size"])
         cfg = ExtractSettings(batch_tokens=args.batch_tokens, dtype="bfloat16",
@@ -235,7 +245,7 @@ def main() -> None:
             print(f"  peak GPU memory {peak:.1f} GiB")
             torch.cuda.reset_peak_memory_stats()
         del model
-    if args.rss:
+    if args.rss or args.rss_only:
         for mult in (1, 4):
             cmd = [sys.executable, __file__, "--rss-child", str(args.rss_docs * mult),
                    "--shape", args.shapes[0], "--device", args.device,
@@ -244,9 +254,9 @@ def main() -> None:
                    "--shard-tokens", str(args.shard_tokens)]  # fmt: skip
             out = subprocess.run(cmd, capture_output=True, text=True, check=True)
             r = json.loads(out.stdout.strip().splitlines()[-1])
-            print(f"  peak RSS {args.shapes[0]} {mult}x data "
+            print(f"  peak RSS during extraction, {args.shapes[0]} {mult}x data "
                   f"({args.rss_docs * mult} docs): {r['peak_mb']:.0f} MB "
-                  f"(after model build {r['before_mb']:.0f} MB)")  # fmt: skip
+                  f"(RSS before: {r['before_mb']:.0f} MB)")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -104,3 +104,55 @@ def test_vllm_missing_is_a_clear_error(tok):
 def test_bad_arguments_fail_clearly(model, tok):
     with pytest.raises(ValueError, match="batch_size"):
         generate_hf(model, tok, ["x"], max_new_tokens=4, batch_size=0)
+
+
+def test_generate_benchmarks_hf_variants_and_pointer(model, tok, tmp_path):
+    import json
+
+    import polars as pl
+    from peft import LoraConfig, get_peft_model
+
+    from lorascope.generate import generate_benchmarks, resolve_model_dir
+
+    base = tmp_path / "base"
+    model.save_pretrained(base)
+    tok.save_pretrained(base)
+    lora = LoraConfig(
+        r=1, target_modules=["q_proj", "down_proj"], init_lora_weights=False
+    )
+    get_peft_model(Qwen2ForCausalLM.from_pretrained(base), lora).save_pretrained(
+        tmp_path / "adapter"
+    )
+    pointer = tmp_path / "full"
+    pointer.mkdir()
+    (pointer / "POINTER.json").write_text(
+        json.dumps({"model": str(base), "revision": None})
+    )
+    assert resolve_model_dir(pointer) == (str(base), None)
+
+    bench = {"t": pl.DataFrame({"id": ["x", "y"], "problem": ["1+1", "22+3"]})}
+    eval_cfg = {"backend": "hf", "max_new_tokens": 6, "batch_size": 2}
+    model_cfg = {"dtype": "float32", "attn_implementation": "sdpa"}
+    models = {
+        "base": (str(base), None),
+        "rank1": (str(base), str(tmp_path / "adapter")),
+        "full": (str(pointer), None),
+    }
+    out = generate_benchmarks(models, tok, bench, eval_cfg, model_cfg)
+    df = out["base"]["t"]
+    assert df.columns == [
+        "id",
+        "prompt",
+        "completion",
+        "n_generated_tokens",
+        "truncated",
+    ]
+    assert df["id"].to_list() == ["x", "y"]
+    assert df["prompt"][0].endswith("<|im_start|>think\n")
+    # the pointer resolves to the same weights as the base; the LoRA changes them
+    assert out["full"]["t"].equals(df)
+    assert not out["rank1"]["t"]["completion"].equals(df["completion"])
+    with pytest.raises(ValueError, match="unknown backend 'tgi'"):
+        generate_benchmarks(
+            models, tok, bench, eval_cfg | {"backend": "tgi"}, model_cfg
+        )

@@ -82,3 +82,13 @@ def test_correct_matrix_aligns_by_id_and_rejects_mismatch():
     assert m.tolist() == [[False, True], [True, True]]
     with pytest.raises(ValueError, match="bench: variant 'rank1' graded different"):
         correct_matrix({"base": a, "rank1": b.head(1)}, "bench")
+
+
+def test_markdown_report_shows_intervals_and_undefined():
+    from lorascope.tables import to_markdown_report
+
+    correct = {"b": {"base": _hits(7), "rank1": _hits(9), "full": _hits(7)}}
+    text = to_markdown_report(table1(correct, n_boot=50), "table1", 0.95, 50)
+    assert text.startswith("# Table 1")
+    assert "| b | 30 | 0.2333 [" in text
+    assert "| undefined |" in text and "95% paired bootstrap" in text

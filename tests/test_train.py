@@ -110,3 +110,14 @@ def test_llama_family_model_trains(tmp_path, toy_tokenizer, sft_parquet):
     train_cfg, _ = _config()
     out = train("rank1", str(base), str(sft_parquet), tmp_path / "out", train_cfg)
     assert len(check_adapter(out, rank=1, n_layers=3)) == 21
+
+
+def test_changed_config_does_not_resume_stale_checkpoint(
+    tmp_path, tiny_model_dir, sft_parquet
+):
+    cfg, _ = _config()
+    first = train("rank1", str(tiny_model_dir), str(sft_parquet), tmp_path, cfg)
+    w1 = (first / "adapter_model.safetensors").read_bytes()
+    cfg["train"]["rank1"]["learning_rate"] = 5e-2
+    second = train("rank1", str(tiny_model_dir), str(sft_parquet), tmp_path, cfg)
+    assert (second / "adapter_model.safetensors").read_bytes() != w1

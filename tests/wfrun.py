@@ -28,9 +28,12 @@ def workdir(path: Path, overrides: dict | None = None) -> Path:
     """A fresh workflow dir: the repo's config/ (the Snakefile's `configfile:`
     is relative to the working dir) and, if given, an overrides config."""
     path.mkdir(parents=True, exist_ok=True)
-    link = path / "config"
-    if not link.exists():
-        link.symlink_to(REPO / "config")
+    # The Snakefile's `configfile:` and the shipped toy weights
+    # (resources/toy/base_model) are read relative to the working dir.
+    for name in ("config", "resources"):
+        link = path / name
+        if not link.exists():
+            link.symlink_to(REPO / name)
     if overrides is not None:
         (path / "overrides.yaml").write_text(yaml.safe_dump(overrides))
     return path

@@ -5,7 +5,11 @@ inside the forward (`lorascope.masked_lora.ScalarControl`), so several
 ablations run as rows of one batch. Prefix reuse: an ablation whose first
 ablated component sits in layer L cannot change layers < L, so the unablated
 pass is run once per sequence, each decoder layer's input is kept, and an
-ablation only recomputes layers >= L from that stored input.
+ablation only recomputes layers >= L from that stored input. When every
+ablated component of layer L is an MLP projection, the rerun starts after
+layer L's attention, from the kept residual (decoder layers of the
+pre-norm form `h + attn(norm(h))`, then `h + mlp(norm(h))`, listed in
+SPLIT_LAYERS; other layer types rerun whole layers, with the same result).
 """
 
 from __future__ import annotations
@@ -31,6 +35,15 @@ __all__ = [
     "summarise",
 ]
 
+# Decoder layers whose MLP half is `h + mlp(post_attention_layernorm(h))`
+# (checked against transformers 5.x sources).
+SPLIT_LAYERS = {
+    "Qwen2DecoderLayer",
+    "Qwen3DecoderLayer",
+    "LlamaDecoderLayer",
+    "MistralDecoderLayer",
+}
+
 
 @dataclass(frozen=True)
 class Ablation:
@@ -40,16 +53,20 @@ class Ablation:
     key: str
     mask_C: np.ndarray  # bool, True = component ablated
     start_layer: int
+    mlp_start: bool = False  # only MLP components ablated in start_layer
 
 
 def build_ablations(table: pl.DataFrame) -> list[Ablation]:
     """Every layer, every component, all attention and all MLP, in that order."""
     layer_C = table["layer"].to_numpy()
+    mlp_C = table["group"].to_numpy() == "mlp"
 
     def make(kind: str, key: str, mask_C: np.ndarray) -> Ablation:
         if not mask_C.any():
             raise ValueError(f"ablation {kind}={key} selects no component")
-        return Ablation(kind, key, mask_C, int(layer_C[mask_C].min()))
+        start = int(layer_C[mask_C].min())
+        mlp_start = bool(mlp_C[mask_C & (layer_C == start)].all())
+        return Ablation(kind, key, mask_C, start, mlp_start)
 
     out = [make("layer", str(n), select(table, layers=[n])) for n in np.unique(layer_C)]
     out += [
@@ -70,6 +87,7 @@ class PrefixRunner:
         self.model, self.control = peft_model, control
         self.layers, self.norm = decoder.layers, decoder.norm
         self.lm_head = base.get_output_embeddings()
+        self.split = all(type(x).__name__ in SPLIT_LAYERS for x in self.layers)
 
     @torch.no_grad()
     def reference(self, input_ids_1T: torch.Tensor) -> torch.Tensor:
@@ -87,13 +105,25 @@ class PrefixRunner:
 
             return hook
 
+        def keep_mid(i):
+            def hook(_mod, args):
+                self.mids[i] = args[0]  # residual after layer i's attention
+
+            return hook
+
         def keep_final(_mod, args):
             self.final = args[0]
 
+        self.mids: list[torch.Tensor] = [None] * len(self.layers)
         handles = [
             layer.register_forward_pre_hook(keep(i), with_kwargs=True)
             for i, layer in enumerate(self.layers)
         ]
+        if self.split:
+            handles += [
+                layer.post_attention_layernorm.register_forward_pre_hook(keep_mid(i))
+                for i, layer in enumerate(self.layers)
+            ]
         handles.append(self.norm.register_forward_pre_hook(keep_final))
         self.control.clear()
         self.control.record = True
@@ -111,12 +141,26 @@ class PrefixRunner:
         start: int,
         mult_VC: torch.Tensor | None = None,
         add_VC: torch.Tensor | None = None,
+        mlp_start: bool = False,
     ) -> torch.Tensor:
-        """Final pre-norm hidden states [V, T, D], scalars edited from layer `start`."""
+        """Final pre-norm hidden states [V, T, D], scalars edited from layer `start`.
+
+        mlp_start: begin at layer `start`'s MLP half (needs `self.split`).
+        """
         n_variants = len(mult_VC if mult_VC is not None else add_VC)
-        hidden_VTD = self.inputs[start].expand(n_variants, -1, -1)
+        if mlp_start and not self.split:
+            raise ValueError("mlp_start needs decoder layers listed in SPLIT_LAYERS")
         self.control.mult_VC, self.control.add_VC = mult_VC, add_VC
         try:
+            if mlp_start:
+                layer = self.layers[start]
+                resid_VTD = self.mids[start].expand(n_variants, -1, -1)
+                hidden_VTD = resid_VTD + layer.mlp(
+                    layer.post_attention_layernorm(resid_VTD)
+                )
+                start += 1
+            else:
+                hidden_VTD = self.inputs[start].expand(n_variants, -1, -1)
             for i in range(start, len(self.layers)):
                 hidden_VTD = self.layers[i](hidden_VTD, **self.kwargs[i])
                 if isinstance(hidden_VTD, tuple):
@@ -133,12 +177,13 @@ class PrefixRunner:
         mult_VC: torch.Tensor | None = None,
         add_VC: torch.Tensor | None = None,
         logit_chunk: int = 512,
+        mlp_start: bool = False,
     ) -> torch.Tensor:
         """Mean KL(reference || variant) over the scoped tokens, per variant [V].
 
         Needs `reference()` and `ref_logp()` of the same sequence first.
         """
-        hidden_VTD = self.run_from(start, mult_VC, add_VC)
+        hidden_VTD = self.run_from(start, mult_VC, add_VC, mlp_start)
         kl_sum_V = torch.zeros(len(hidden_VTD), dtype=torch.float64)
         kl_sum_V = kl_sum_V.to(hidden_VTD.device)
         for t in range(0, hidden_VTD.shape[1], logit_chunk):
@@ -186,22 +231,26 @@ def ablation_kl(
     kl_AS = np.zeros((len(ablations), len(sequences)))
     tokens_S = np.zeros(len(sequences), dtype=np.int64)
     abs_sum_C = torch.zeros(control.n_components, dtype=torch.float64)
-    order = sorted(range(len(ablations)), key=lambda a: ablations[a].start_layer)
+    # Batch ablations with the same start point; without reuse all start at 0.
+    start_of = {
+        a: (ab.start_layer, ab.mlp_start and runner.split) if prefix_reuse else (0, 0)
+        for a, ab in enumerate(ablations)
+    }
     for s, (ids_T, scope_T) in enumerate(sequences):
         scope_T = scope_T.to(device)
         scalars_TC = runner.reference(ids_T[None].to(device))
         abs_sum_C += scalars_TC[scope_T].abs().sum(0).double().cpu()
         tokens_S[s] = int(scope_T.sum())
         runner.ref_logp()
-        # Batch ablations that start at the same layer (all start at 0 without reuse).
-        start_of = {a: ablations[a].start_layer if prefix_reuse else 0 for a in order}
-        for start in sorted(set(start_of.values())):
-            group = [a for a in order if start_of[a] == start]
+        for start, mlp_start in sorted(set(start_of.values())):
+            group = [a for a in start_of if start_of[a] == (start, mlp_start)]
             for b in range(0, len(group), variants_per_forward):
                 batch = group[b : b + variants_per_forward]
                 mask_VC = np.stack([ablations[a].mask_C for a in batch])
                 mult_VC = torch.from_numpy(~mask_VC).to(device, torch.float32)
-                kl_V = runner.mean_kl(start, scope_T, mult_VC, logit_chunk=logit_chunk)
+                kl_V = runner.mean_kl(
+                    start, scope_T, mult_VC, None, logit_chunk, bool(mlp_start)
+                )
                 kl_AS[batch, s] = kl_V.cpu().numpy()
     mean_abs_C = (abs_sum_C / max(tokens_S.sum(), 1)).numpy()
     return kl_AS, tokens_S, mean_abs_C

@@ -56,7 +56,7 @@ class SaeConfig:
     """Adam learning rate, constant."""
     batch_size: int = 512
     """Tokens per training step; BatchTopK's top-k runs over this batch."""
-    epochs: float = 20.0
+    epochs: float = 5.0
     """Passes over every token in the shards (fractions allowed)."""
     seed: int = 0
     """Seeds the SAE init and the shuffle order of the shards."""

@@ -21,7 +21,14 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import polars as pl
 
-__all__ = ["bootstrap_table", "correct_matrix", "table1", "table2", "to_display"]
+__all__ = [
+    "bootstrap_table",
+    "correct_matrix",
+    "table1",
+    "table2",
+    "to_display",
+    "to_markdown_report",
+]
 
 
 def correct_matrix(
@@ -144,3 +151,29 @@ def to_display(table: pl.DataFrame, columns: Sequence[str]) -> pl.DataFrame:
             for r in table.iter_rows(named=True)
         ]
     return pl.DataFrame(out)
+
+
+TITLES = {
+    "table1": "Table 1: base, rank-1 LoRA and full fine-tune; "
+    "recovery = (rank1 - base) / (full - base)",
+    "table2": "Table 2: rank-1 LoRA with attention / MLP components ablated; "
+    "recovery = (ablated - base) / (rank1 - base)",
+}
+
+
+def to_markdown_report(table: pl.DataFrame, which: str, ci: float, n_boot: int) -> str:
+    """The markdown file of a table: title, 'value [lo, hi]' cells, a legend."""
+    from .io import to_markdown
+
+    shown = [
+        c
+        for c in table.columns
+        if c not in ("benchmark", "n") and not c.endswith(("_lo", "_hi", "_defined"))
+    ]
+    return (
+        f"# {TITLES[which]}\n\n"
+        + to_markdown(to_display(table, shown))
+        + f"\nBrackets: {ci:.0%} paired bootstrap intervals over problems "
+        f"({n_boot} resamples). 'undefined': the gain divided by is zero or "
+        "negative.\n"
+    )

@@ -111,6 +111,36 @@ def last_complete_checkpoint(checkpoint_dir: Path) -> str | None:
     return None
 
 
+def discard_stale_checkpoints(checkpoint_dir: Path, fingerprint: dict) -> None:
+    """Checkpoints resume only the exact run that wrote them.
+
+    A rerun after a config change (or new data) must start afresh, not resume
+    a checkpoint of other hyperparameters; the fingerprint beside the
+    checkpoints says which run they belong to.
+    """
+    stamp = checkpoint_dir / "fingerprint.json"
+    if checkpoint_dir.is_dir():
+        try:
+            same = json.loads(stamp.read_text()) == fingerprint
+        except (OSError, ValueError):
+            same = False
+        if not same:
+            log.info("discarding checkpoints of a different run in %s", checkpoint_dir)
+            shutil.rmtree(checkpoint_dir)
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(json.dumps(fingerprint, sort_keys=True))
+
+
+def file_sha256(path: str | Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def train(
     variant: Variant,
     base_path: str,
@@ -146,6 +176,13 @@ def train(
         processing_class=tokenizer,
         peft_config=lora_config(train_cfg["lora"]) if variant == "rank1" else None,
     )
+    fingerprint = dict(
+        variant=variant, base=base_path, sft_sha256=file_sha256(sft_parquet),
+        config=config,
+    )
+    if trainer.is_world_process_zero():
+        discard_stale_checkpoints(Path(args.output_dir), fingerprint)
+    trainer.accelerator.wait_for_everyone()
     last = last_complete_checkpoint(Path(args.output_dir))
     if last:
         log.info("resuming from checkpoint %s", last)

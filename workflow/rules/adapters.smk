@@ -6,9 +6,7 @@ ABLATED_VARIANTS = ["rank1-attn-ablated", "rank1-mlp-ablated"]
 
 def ablated_group(wildcards):
     """The component group a derived variant removes."""
-    return {"rank1-attn-ablated": "attn", "rank1-mlp-ablated": "mlp"}[
-        wildcards.variant
-    ]
+    return {"rank1-attn-ablated": "attn", "rank1-mlp-ablated": "mlp"}[wildcards.variant]
 
 
 rule adapters_ablate:
@@ -16,11 +14,11 @@ rule adapters_ablate:
         adapter=res("train/rank1/adapter"),
     output:
         adapter=directory(res("adapters/{variant}")),
+    log:
+        log_("adapters/adapters_ablate_{variant}.log"),
     wildcard_constraints:
         variant="|".join(ABLATED_VARIANTS),
     params:
         group=ablated_group,
-    log:
-        log_("adapters/adapters_ablate_{variant}.log"),
     script:
         "../scripts/adapters_ablate.py"

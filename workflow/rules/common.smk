@@ -74,13 +74,26 @@ def train_config(wildcards):
     return json.dumps({k: config[k] for k in ("seed", "device", "model", "train")})
 
 
+def python_bin():
+    """The interpreter shell rules run: the conda env's under --sdm conda,
+    else the one running Snakemake (a venv need not be activated)."""
+    from snakemake_interface_executor_plugins.settings import DeploymentMethod
+
+    if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method:
+        return "python"
+    return sys.executable
+
+
 def launcher(wildcards, resources):
     """One process on CPU / one GPU; accelerate + FSDP when the profile gives more."""
     gpus = int(getattr(resources, "gpu", 0) or 0)
     if gpus <= 1:
-        return "python"
+        return python_bin()
     fsdp = config["train"]["fsdp_config"] or "workflow/accelerate/fsdp.yaml"
-    return f"accelerate launch --config_file {fsdp} --num_processes {gpus}"
+    accelerate = os.path.join(os.path.dirname(python_bin()), "accelerate")
+    if python_bin() == "python":
+        accelerate = "accelerate"
+    return f"{accelerate} launch --config_file {fsdp} --num_processes {gpus}"
 
 
 def train_targets():

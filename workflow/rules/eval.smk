@@ -26,7 +26,11 @@ wildcard_constraints:
 def eval_targets():
     return [
         *expand(res("eval/{variant}/summary.json"), variant=VARIANTS),
-        *expand(res("tables/{table}.{ext}"), table=["table1", "table2"], ext=["parquet", "md"]),
+        *expand(
+            res("tables/{table}.{ext}"),
+            table=["table1", "table2"],
+            ext=["parquet", "md"],
+        ),
     ]
 
 
@@ -41,7 +45,9 @@ def variant_model(variant):
     """(model dir, adapter dir or None) a variant generates with."""
     if variant == "full":
         return res("train/full/model"), None
-    adapter = {"rank1": res("train/rank1/adapter")}.get(variant, res(f"adapters/{variant}"))
+    adapter = {"rank1": res("train/rank1/adapter")}.get(
+        variant, res(f"adapters/{variant}")
+    )
     return base_model_path(), (None if variant == "base" else adapter)
 
 
@@ -64,10 +70,16 @@ def generations_of(wildcards):
 
 
 def table_inputs(wildcards):
-    variants = ["base", "rank1", "full"] if wildcards.table == "table1" else [
-        "base", *LORA_VARIANTS]
-    return expand(res("eval/{variant}/{benchmark}.parquet"), variant=variants,
-                  benchmark=BENCHMARKS)
+    variants = (
+        ["base", "rank1", "full"]
+        if wildcards.table == "table1"
+        else ["base", *LORA_VARIANTS]
+    )
+    return expand(
+        res("eval/{variant}/{benchmark}.parquet"),
+        variant=variants,
+        benchmark=BENCHMARKS,
+    )
 
 
 rule bench_prepare:
@@ -75,11 +87,11 @@ rule bench_prepare:
         source=bench_source,
     output:
         bench=res("data/bench/{benchmark}.parquet"),
+    log:
+        log_("eval/bench_prepare_{benchmark}.log"),
     params:
         eval=cfg("eval"),
         toy_dir=res("toy/bench"),
-    log:
-        log_("eval/bench_prepare_{benchmark}.log"),
     script:
         "../scripts/eval_bench.py"
 
@@ -89,6 +101,8 @@ rule eval_generate:
         unpack(engine_inputs),
     output:
         generations=directory(res("eval/generations/{engine}")),
+    log:
+        log_("eval/eval_generate_{engine}.log"),
     params:
         models=engine_models,
         base=base_model_path,
@@ -97,8 +111,6 @@ rule eval_generate:
         system_prompt=config["data"]["system_prompt"],
         device=config["device"],
         seed=config["seed"],
-    log:
-        log_("eval/eval_generate_{engine}.log"),
     script:
         "../scripts/eval_generate.py"
 
@@ -117,7 +129,9 @@ rule eval_grade:
 
 rule eval_summary:
     input:
-        samples=expand(res("eval/{{variant}}/{benchmark}.parquet"), benchmark=BENCHMARKS),
+        samples=expand(
+            res("eval/{{variant}}/{benchmark}.parquet"), benchmark=BENCHMARKS
+        ),
     output:
         summary=res("eval/{variant}/summary.json"),
     log:
@@ -132,10 +146,10 @@ rule eval_table:
     output:
         table=res("tables/{table}.parquet"),
         markdown=res("tables/{table}.md"),
+    log:
+        log_("eval/eval_table_{table}.log"),
     params:
         eval=cfg("eval"),
         seed=config["seed"],
-    log:
-        log_("eval/eval_table_{table}.log"),
     script:
         "../scripts/eval_table.py"

@@ -148,7 +148,7 @@ rule figure_table:
     output:
         png=report(
             res("figures/{table}.png"),
-            caption="../report/{table}.rst",
+            caption="../report/tables.rst",
             category="Tables",
         ),
         pdf=res("figures/{table}.pdf"),

@@ -35,6 +35,9 @@ with script_logging(smk) as log:
                 df.write_parquet(tmp / variant / f"{name}.parquet")
                 log.info(
                     "%s/%s: %d completions, %.1f%% truncated, mean %.0f tokens",
-                    variant, name, df.height, 100 * df["truncated"].mean(),
+                    variant,
+                    name,
+                    df.height,
+                    100 * df["truncated"].mean(),
                     df["n_generated_tokens"].mean(),
                 )

@@ -19,6 +19,10 @@ with script_logging(smk) as log:
     write_parquet(df, smk.output.samples)
     log.info(
         "%s/%s: accuracy %.4f (%d/%d), %d unparsed",
-        variant, name, df["correct"].mean(), df["correct"].sum(), df.height,
+        variant,
+        name,
+        df["correct"].mean(),
+        df["correct"].sum(),
+        df.height,
         df["extracted"].null_count(),
     )
