@@ -39,3 +39,9 @@ dryrun-paper: setup
 
 report: setup
 	$(SNAKEMAKE) --profile profiles/local --report results/report.zip all
+
+# The README's figures: the embedded run's main figures, downscaled, in docs/figures/.
+README_FIGURES := fig1_classes fig1_categories fig2_sae_density fig3_ablation table1
+readme-figures: setup
+	$(SNAKEMAKE) --profile profiles/local $(README_FIGURES:%=results/toy/figures/%.png)
+	$(BIN)/python -m lorascope.figures.readme results/toy/figures docs/figures $(README_FIGURES)

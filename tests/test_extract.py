@@ -309,3 +309,27 @@ def test_feature_tables_and_contexts_for_lora_and_mlp(tmp_path):
         build_contexts(topk, {}, decode, kinds["mlp"][1], "both", 2)
     empty = build_contexts(topk.head(0), token_ids, decode, kinds["mlp"][1], "both", 2)
     assert empty.height == 0 and empty.schema["acts"] == pl.List(pl.Float32)
+
+
+def test_unmeasurable_adapters_fail_clearly():
+    model = add_random_lora(make_tiny_qwen(VOCAB, layers=1))
+    model.merge_adapter()
+    with pytest.raises(ExtractError, match="merged"):
+        LoraCapture(model)
+    model.unmerge_adapter()
+    cap = LoraCapture(model)
+    with pytest.raises(ExtractError, match="not run exactly once"):
+        with cap.recording(torch.empty(1, 2, cap.n_components)):
+            pass  # no forward: no module filled its columns
+
+
+def test_stale_shards_of_a_longer_plan_are_removed(tmp_path):
+    seqs = _seqs(9, seed=9)
+    _, long_run = _run(tmp_path, seqs)
+    _, short_run = _run(tmp_path, seqs[:3], fp="fp-short")
+    n = len(short_run["shards"])
+    assert n < len(long_run["shards"])
+    assert sorted(p.name for p in (tmp_path / "shards").glob("shard-*.json")) == [
+        f"shard-{i:05d}.json" for i in range(n)
+    ]
+    assert open_shards(tmp_path).n_tokens == sum(map(len, seqs[:3]))

@@ -196,3 +196,19 @@ def test_failed_save_leaves_no_partial_file(tmp_path):
         save_figure(fig, [tmp_path / "a.png", tmp_path / "b.tiff"], STYLE.dpi)
     assert (tmp_path / "a.png").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]
+
+
+def test_readme_export_downscales_and_fails_clearly(tmp_path):
+    from lorascope.figures.readme import export_small
+
+    src = tmp_path / "figs"
+    fig = classes.plot_classes(
+        S.classes(np.random.default_rng(0)), ["lora", "mlp"], STYLE, FOOT
+    )
+    save_figure(fig, [src / "fig1_classes.png"], 300)
+    (out,) = export_small(src, tmp_path / "docs", ["fig1_classes"], width=400)
+    with Image.open(out) as im:
+        assert im.width == 400
+    with pytest.raises(FileNotFoundError, match="fig3_ablation.png"):
+        export_small(src, tmp_path / "docs2", ["fig1_classes", "fig3_ablation"])
+    assert not (tmp_path / "docs2").exists()

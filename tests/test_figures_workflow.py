@@ -139,4 +139,8 @@ def test_report_embeds_every_figure(synthetic_run, tmp_path):
     names = zipfile.ZipFile(report).namelist()
     for name in NAMES:
         assert any(n.endswith(f"{name}.png") for n in names), name
-    assert any(n.endswith("dashboards/index.html") for n in names)
+    # the dashboard site goes in whole (report(directory, htmlindex=...))
+    site = [n for n in names if n.endswith("/index.html") and "/raw/" in n]
+    assert len(site) == 1
+    pages = [n for n in names if n.startswith(site[0].removesuffix("index.html"))]
+    assert sum("/features/" in n for n in pages) == 40

@@ -156,3 +156,63 @@ def test_generate_benchmarks_hf_variants_and_pointer(model, tok, tmp_path):
         generate_benchmarks(
             models, tok, bench, eval_cfg | {"backend": "tgi"}, model_cfg
         )
+
+
+@pytest.mark.gpu
+def test_vllm_one_engine_serves_base_and_lora_like_hf(tok, tmp_path):
+    """On a GPU with vllm: base + LoRA from one engine, greedy as in hf."""
+    pytest.importorskip("vllm")
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(0)
+    cfg = Qwen2Config(  # head_dim 64: a size every vLLM attention backend takes
+        vocab_size=len(tok),
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        eos_token_id=tok.eos_token_id,
+    )
+    base = tmp_path / "base"
+    Qwen2ForCausalLM(cfg).save_pretrained(base)
+    tok.save_pretrained(base)
+    lora = LoraConfig(
+        r=1,
+        lora_alpha=16,
+        use_rslora=True,
+        init_lora_weights=False,
+        target_modules=["q_proj", "v_proj", "gate_proj", "down_proj"],
+    )
+    get_peft_model(Qwen2ForCausalLM.from_pretrained(base), lora).save_pretrained(
+        tmp_path / "adapter"
+    )
+    prompts = build_prompts(tok, PROBLEMS)
+    vcfg = {
+        "tensor_parallel_size": 1,
+        "gpu_memory_utilization": 0.3,
+        "max_lora_rank": 8,
+        "max_loras": 2,
+    }
+    out = generate_vllm(
+        str(base),
+        tok,
+        prompts,
+        {"base": None, "rank1": str(tmp_path / "adapter")},
+        max_new_tokens=16,
+        vllm_cfg=vcfg,
+        dtype="float32",
+    )
+    hf = generate_hf(
+        Qwen2ForCausalLM.from_pretrained(base).cuda().eval(),
+        tok,
+        prompts,
+        max_new_tokens=16,
+        batch_size=4,
+        progress=False,
+    )
+    assert [c.text for c in out["base"]] == [c.text for c in hf]
+    assert [c.text for c in out["rank1"]] != [c.text for c in out["base"]]

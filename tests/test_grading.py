@@ -119,9 +119,15 @@ def test_grade_reads_only_the_answer_section():
     thinking = "Maybe it is 11. Wait, recount: \\boxed{11}"
     good = thinking + ANSWER + "Answer: \\boxed{12}"
     assert grade(row, good).correct
-    # The right number only inside the thinking, no answer section: wrong.
-    assert not grade(row, "I think the answer is \\boxed{12}").correct
-    assert not grade(row, thinking + ANSWER + "Answer: 11").correct
+    # The answer section decides even when the thinking had the right number.
+    assert not grade(row, "\\boxed{12} no" + ANSWER + "Answer: 11").correct
+    # No answer marker: graded on the whole completion if it ended by itself
+    # (a base model's own format), never if it was truncated.
+    plain = "Adding gives \\boxed{12}."
+    assert grade(row, plain).correct
+    assert not grade(row, plain, truncated=True).correct
+    assert not grade(row, plain, fallback=False).correct
+    assert not grade(row, "Adding gives \\boxed{13}.").correct
 
 
 def _bench():
@@ -165,8 +171,10 @@ def test_grade_frame_and_summary():
     assert df["id"].to_list() == ["a", "b", "c"]
     assert df["correct"].to_list() == [True, False, True]
     assert df["extracted"].to_list() == ["2", None, "B"]
+    assert df["graded_from"].to_list() == ["answer", "completion", "answer"]
     s = summarise({"toy": df})["toy"]
     assert s["accuracy"] == 2 / 3 and s["n_unparsed"] == 1
     assert s["truncation_rate"] == 1 / 3 and s["max_generated_tokens"] == 64
+    assert s["n_without_answer_marker"] == 1
     with pytest.raises(ValueError, match="no generation, e.g. 'b'"):
         grade_frame(_bench(), gens.filter(pl.col("id") != "b"))

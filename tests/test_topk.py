@@ -103,3 +103,31 @@ def test_feature_stats_match_direct_computation():
     stats.update(torch.full((1, 5), float("nan")))
     with pytest.raises(ValueError, match="NaN"):
         stats.to_frame()
+
+
+@pytest.mark.parametrize("polarity", ["both", "abs", "pos"])
+def test_contexts_windows_match_streamed_topk(polarity):
+    from lorascope.contexts import build_contexts
+
+    g = torch.Generator().manual_seed(5)
+    docs = {d: torch.randn(int(n), 3, generator=g) for d, n in zip(
+        [7, 3, 9], [6, 11, 4], strict=True)}  # fmt: skip
+    F = signed_features(docs[7], polarity).shape[1]
+    top = StreamingTopK(F, 4)
+    for d, v in docs.items():
+        top.update(signed_features(v, polarity), torch.full((len(v),), d),
+                   torch.arange(len(v)))  # fmt: skip
+    token_ids = {d: list(range(100, 100 + len(v))) for d, v in docs.items()}
+    ctx = build_contexts(
+        top.to_frame(), token_ids, lambda ids: [str(i) for i in ids],
+        lambda ds: ((d, docs[d]) for d in reversed(ds)), polarity, 2,
+    )  # fmt: skip
+    assert ctx.height == F * 4
+    for row in ctx.iter_rows(named=True):
+        feats = signed_features(docs[row["doc"]], polarity)[:, row["feature"]]
+        lo = row["pos"] - row["center"]
+        want = feats[lo : lo + len(row["acts"])].tolist()
+        assert row["acts"] == pytest.approx(want, abs=1e-6)
+        assert row["acts"][row["center"]] == pytest.approx(row["value"], abs=1e-6)
+        assert row["tokens"][row["center"]] == str(100 + row["pos"])
+        assert 0 <= row["center"] <= 2 and len(row["acts"]) <= 5

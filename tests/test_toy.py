@@ -112,11 +112,13 @@ def test_benchmark_too_many_problems_fails_naming_it():
 
 
 def test_shipped_model_loads_and_generates_in_s1_format(tmp_path):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
+
+    from lorascope.models import load_tokenizer
 
     out = tmp_path / "base_model"
     world.materialise_base_model(out, TOY_CFG)
-    tok = AutoTokenizer.from_pretrained(out)
+    tok = load_tokenizer(str(out))
     model = AutoModelForCausalLM.from_pretrained(out).eval()
     assert sum(p.numel() for p in model.parameters()) < 2_000_000
     prompt = build_prompt(tok, tasks.question_text(21, 34))

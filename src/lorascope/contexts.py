@@ -15,7 +15,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from lorascope.topk import feature_units, signed_features
+from lorascope.topk import feature_units
 
 __all__ = [
     "ContextError",
@@ -164,12 +164,20 @@ def build_contexts(
             raise ContextError(
                 f"doc {doc}: {values_TU.shape[0]} activation rows for {len(ids)} tokens"
             )
-        feats_TF = signed_features(values_TU.float(), polarity).numpy()
+        # Only this doc's features, not the whole signed view ([T, 2U] for MLPs).
+        feats = np.unique(rows["feature"].to_numpy())
+        col = {int(f): i for i, f in enumerate(feats)}
+        unit_of, sign_of = feature_units(values_TU.shape[1], polarity)
+        picked_Tn = values_TU.float()[:, torch.from_numpy(unit_of[feats])].numpy()
+        if polarity == "abs":
+            feats_Tn = np.abs(picked_Tn)
+        else:  # both: sign -1 flips; pos: sign +1
+            feats_Tn = picked_Tn * sign_of[feats].astype(np.float32)
         toks = decode(ids)
         for f, r, pos, value in rows.select(
             "feature", "rank", "pos", "value"
         ).iter_rows():
-            got = float(feats_TF[pos, f])
+            got = float(feats_Tn[pos, col[f]])
             if abs(got - value) > rtol * max(scale[f], 1e-6):
                 raise ContextError(
                     f"feature {f} doc {doc} pos {pos}: recomputed activation "
@@ -180,7 +188,7 @@ def build_contexts(
                 out[key].append(int(v))
             out["value"].append(value)
             out["tokens"].append(toks[lo:hi])
-            out["acts"].append(feats_TF[lo:hi, f].tolist())
+            out["acts"].append(feats_Tn[lo:hi, col[f]].tolist())
             out["center"].append(pos - lo)
     if seen != set(docs):
         raise ContextError(f"no activations for docs {sorted(set(docs) - seen)[:8]}")

@@ -210,19 +210,21 @@ def generate_vllm(
     return results
 
 
-def resolve_model_dir(path: str | Path) -> tuple[str, str | None]:
-    """(model id or path, revision) of a model dir, following POINTER.json.
+def resolve_model_dir(
+    path: str | Path, revision: str | None = None
+) -> tuple[str, str | None]:
+    """(model id or path, revision), following `POINTER.json` if `path` has one.
 
-    `train/full/model/` is either a saved model or, at paper scale, a pointer
-    to a named checkpoint written by rule `full_checkpoint`.
+    `train/full/model/` is a saved model or, at paper scale, a pointer to a
+    named checkpoint (rule `full_checkpoint`) carrying its own revision.
     """
     pointer = Path(path) / "POINTER.json"
-    if pointer.exists():
-        data = json.loads(pointer.read_text())
-        if not data.get("model"):
-            raise ValueError(f"{pointer}: no 'model' entry")
-        return data["model"], data.get("revision")
-    return str(path), None
+    if not pointer.exists():
+        return str(path), revision
+    data = json.loads(pointer.read_text())
+    if not data.get("model"):
+        raise ValueError(f"{pointer}: no 'model' entry")
+    return data["model"], data.get("revision")
 
 
 def generate_benchmarks(
@@ -247,9 +249,9 @@ def generate_benchmarks(
         prompts += build_prompts(tokenizer, df["problem"].to_list(), system)
         spans[name] = (start, start + df.height)
         start += df.height
-    max_new = eval_cfg["max_new_tokens"]
+    max_new, rev = eval_cfg["max_new_tokens"], model_cfg.get("revision")
     if eval_cfg["backend"] == "vllm":
-        roots = {resolve_model_dir(m) for m, _ in models.values()}
+        roots = {resolve_model_dir(m, rev) for m, _ in models.values()}
         if len(roots) != 1:
             raise ValueError(f"one vLLM engine serves one model, got {sorted(roots)}")
         ((root, revision),) = roots
@@ -269,7 +271,7 @@ def generate_benchmarks(
 
         completions = {}
         for variant, (model_dir, adapter) in models.items():
-            root, revision = resolve_model_dir(model_dir)
+            root, revision = resolve_model_dir(model_dir, rev)
             model = load_causal_lm(
                 root,
                 dtype=model_cfg["dtype"],

@@ -19,8 +19,11 @@ Three grader kinds, named by the benchmark row's `grader` column:
   Nothing else: an answer we cannot read is wrong, never a default letter.
 - `exact`: normalised string equality (toy benchmarks).
 
-Only the answer section (after the s1 answer marker) is graded; a completion
-without one (truncated, or the model never answered) is wrong. math-verify's
+The answer section (after the s1 answer marker) is graded. A completion that
+stopped on its own without the marker (a base model never trained on the s1
+format answers in its own) is graded on its whole text
+unless `eval.grade_without_answer_marker` is off; a truncated completion
+without the marker is wrong (it holds only intermediate answers). math-verify's
 timeouts use signals, so they are off here (`parsing_timeout=None`,
 `timeout_seconds=None`) to keep `grade` safe in threads.
 """
@@ -150,11 +153,21 @@ def grade_answer(
     raise ValueError(f"unknown grader {grader!r}; expected one of {GRADERS}")
 
 
-def grade(row: Mapping, completion: str) -> Grade:
-    """Grade a generated completion (think + answer) for one benchmark row."""
-    _, answer_section = split_completion(completion)
+def grade(
+    row: Mapping, completion: str, truncated: bool = False, fallback: bool = True
+) -> Grade:
+    """Grade a generated completion (think + answer) for one benchmark row.
+
+    The answer section is graded. A completion that ended on its own without
+    the answer marker (a base model answering in its own format) is graded on
+    its whole text when `fallback` is on; a truncated one never is: it has no
+    final answer, only intermediate ones.
+    """
+    text, answer_section = split_completion(completion)
     if answer_section is None:
-        return Grade(None, False)
+        if truncated or not fallback:
+            return Grade(None, False)
+        answer_section = text
     return grade_answer(
         row["grader"], str(row["answer"]), answer_section, row.get("choices")
     )
@@ -169,10 +182,13 @@ EVAL_COLUMNS = [
     "correct",
     "n_generated_tokens",
     "truncated",
+    "graded_from",  # "answer" (the answer section) or "completion" (fallback)
 ]
 
 
-def grade_frame(bench: pl.DataFrame, generations: pl.DataFrame) -> pl.DataFrame:
+def grade_frame(
+    bench: pl.DataFrame, generations: pl.DataFrame, fallback: bool = True
+) -> pl.DataFrame:
     """Per-sample eval frame (EVAL_COLUMNS) from a benchmark and its generations.
 
     Every benchmark id must have exactly one generation: a missing one is an
@@ -186,11 +202,16 @@ def grade_frame(bench: pl.DataFrame, generations: pl.DataFrame) -> pl.DataFrame:
         raise ValueError(
             f"{missing.len()} benchmark ids have no generation, e.g. {missing[0]!r}"
         )
-    verdicts = [grade(row, row["completion"]) for row in joined.iter_rows(named=True)]
+    rows = list(joined.iter_rows(named=True))
+    verdicts = [grade(r, r["completion"], r["truncated"], fallback) for r in rows]
+    has_marker = [split_completion(r["completion"])[1] is not None for r in rows]
     return joined.with_columns(
         extracted=pl.Series([v.extracted for v in verdicts], dtype=pl.String),
         gold=pl.col("answer"),
         correct=pl.Series([v.correct for v in verdicts], dtype=pl.Boolean),
+        graded_from=pl.Series(
+            ["answer" if m else "completion" for m in has_marker], dtype=pl.String
+        ),
     ).select(EVAL_COLUMNS)
 
 
@@ -203,6 +224,7 @@ def summarise(frames: Mapping[str, pl.DataFrame]) -> dict:
             "n_correct": int(df["correct"].sum()),
             "accuracy": float(df["correct"].mean()),
             "n_unparsed": int(df["extracted"].is_null().sum()),
+            "n_without_answer_marker": int((df["graded_from"] != "answer").sum()),
             "truncation_rate": float(df["truncated"].mean()),
             "mean_generated_tokens": float(df["n_generated_tokens"].mean()),
             "max_generated_tokens": int(df["n_generated_tokens"].max()),

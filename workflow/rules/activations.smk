@@ -17,6 +17,12 @@ def extract_settings(wildcards=None):
     return {k: v for k, v in cfg("activations").items() if k != "context_width"}
 
 
+def extraction_model(wildcards=None):
+    """The model keys that change the measured values (not full_finetune)."""
+    m = cfg("model")
+    return {k: m.get(k) for k in ("base", "revision", "dtype", "attn_implementation")}
+
+
 rule extract_activations:
     input:
         sft=res("data/sft.parquet"),
@@ -27,7 +33,7 @@ rule extract_activations:
         manifest=res("activations/manifest.json"),
     params:
         act=extract_settings(),
-        model=cfg("model"),
+        model=extraction_model(),
         base=base_model_path,
         device=config["device"],
     log:
@@ -51,7 +57,7 @@ rule activation_features:
         contexts=res("features/{kind}/contexts.parquet"),
     params:
         act=cfg("activations"),
-        model=cfg("model"),
+        model=extraction_model(),
         base=base_model_path,
         device=config["device"],
     log:

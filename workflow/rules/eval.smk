@@ -123,6 +123,8 @@ rule eval_grade:
         samples=res("eval/{variant}/{benchmark}.parquet"),
     log:
         log_("eval/eval_grade_{variant}_{benchmark}.log"),
+    params:
+        fallback=config["eval"]["grade_without_answer_marker"],
     script:
         "../scripts/eval_grade.py"
 

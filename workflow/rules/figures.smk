@@ -68,11 +68,11 @@ rule figure_classes:
         code=figure_code("figures/classes.py", "figures/style.py"),
     output:
         **figure_outputs("fig1_classes"),
+    log:
+        log_("figures/figure_classes.log"),
     params:
         style=figure_style,
         kinds=config["figures"]["classes"]["kinds"],
-    log:
-        log_("figures/figure_classes.log"),
     script:
         "../scripts/figure_classes.py"
 
@@ -85,10 +85,10 @@ rule figure_categories:
         code=figure_code("figures/categories.py", "figures/style.py"),
     output:
         **figure_outputs("fig1_categories"),
-    params:
-        style=figure_style,
     log:
         log_("figures/figure_categories.log"),
+    params:
+        style=figure_style,
     script:
         "../scripts/figure_categories.py"
 
@@ -101,11 +101,11 @@ rule figure_sae_density:
         code=figure_code("figures/sae_density.py", "figures/style.py"),
     output:
         **figure_outputs("fig2_sae_density"),
+    log:
+        log_("figures/figure_sae_density.log"),
     params:
         style=figure_style,
         options=config["figures"]["sae_density"],
-    log:
-        log_("figures/figure_sae_density.log"),
     script:
         "../scripts/figure_sae_density.py"
 
@@ -117,11 +117,11 @@ rule figure_ablation:
         code=figure_code("figures/ablation.py", "figures/style.py"),
     output:
         **figure_outputs("fig3_ablation"),
+    log:
+        log_("figures/figure_ablation.log"),
     params:
         style=figure_style,
         options=config["figures"]["ablation"],
-    log:
-        log_("figures/figure_ablation.log"),
     script:
         "../scripts/figure_ablation.py"
 
@@ -132,11 +132,11 @@ rule figure_steering:
         code=figure_code("figures/steering.py", "figures/style.py"),
     output:
         **figure_outputs("steering_sweep"),
+    log:
+        log_("figures/figure_steering.log"),
     params:
         style=figure_style,
         options=config["figures"]["steering"],
-    log:
-        log_("figures/figure_steering.log"),
     script:
         "../scripts/figure_steering.py"
 
@@ -152,14 +152,14 @@ rule figure_table:
             category="Tables",
         ),
         pdf=res("figures/{table}.pdf"),
+    log:
+        log_("figures/figure_{table}.log"),
     wildcard_constraints:
         table="table1|table2",
     params:
         style=figure_style,
         columns=table_columns,
         ci=config["eval"]["ci"],
-    log:
-        log_("figures/figure_{table}.log"),
     script:
         "../scripts/figure_table.py"
 
@@ -182,9 +182,9 @@ rule dashboards:
             caption="../report/dashboards.rst",
             category="Dashboards",
         ),
-    params:
-        options=config["figures"]["dashboards"],
     log:
         log_("figures/dashboards.log"),
+    params:
+        options=config["figures"]["dashboards"],
     script:
         "../scripts/dashboards.py"

@@ -30,7 +30,7 @@ with script_logging(smk) as log:
         smk.input.adapter,
         smk.input.sft,
         smk.params.base,
-        smk.params.model,
+        model_kwargs(smk.params.model),
     )
     base = load_causal_lm(
         smk.params.base, device=str(device), **model_kwargs(smk.params.model)

@@ -15,14 +15,16 @@ with script_logging(smk) as log:
     gen_path = Path(smk.input.generations) / variant / f"{name}.parquet"
     if not gen_path.exists():
         raise FileNotFoundError(f"{gen_path}: no generations for {variant}/{name}")
-    df = grade_frame(pl.read_parquet(smk.input.bench), pl.read_parquet(gen_path))
+    bench, gens = pl.read_parquet(smk.input.bench), pl.read_parquet(gen_path)
+    df = grade_frame(bench, gens, fallback=smk.params.fallback)
     write_parquet(df, smk.output.samples)
     log.info(
-        "%s/%s: accuracy %.4f (%d/%d), %d unparsed",
+        "%s/%s: accuracy %.4f (%d/%d), %d unparsed, %d without answer marker",
         variant,
         name,
         df["correct"].mean(),
         df["correct"].sum(),
         df.height,
         df["extracted"].null_count(),
+        (df["graded_from"] != "answer").sum(),
     )

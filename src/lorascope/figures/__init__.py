@@ -7,4 +7,5 @@
 - `table_image`: Tables 1 and 2 as images.
 - `steering`: the steering sweep.
 - `style`: shared geometry, fonts, colours, footers and atomic saving.
+- `readme`: downscaled copies for docs/figures/ (`make readme-figures`).
 """

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import shutil
 import time
 from pathlib import Path
@@ -47,16 +48,27 @@ def pretrain_config(toy_cfg: dict) -> PretrainConfig:
 
 
 def check_base_model(path: Path | str) -> None:
-    """Load the model dir and generate a few tokens; raise naming what is wrong."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """Load the model dir as the pipeline does and generate a few tokens.
+
+    Raises naming the missing file, or when the tokenizer that loads from the
+    folder does not reproduce the toy text (whitespace is part of the task).
+    """
+    from transformers import AutoModelForCausalLM
 
     from lorascope.chat import build_prompt
+    from lorascope.models import load_tokenizer
 
     path = Path(path)
     missing = [f for f in REQUIRED_FILES if not (path / f).is_file()]
     if missing:
         raise FileNotFoundError(f"toy base model {path}: missing {', '.join(missing)}")
-    tok = AutoTokenizer.from_pretrained(path)
+    tok = load_tokenizer(str(path))
+    sample = tasks.reasoning_trace(12, 34, random.Random(0), slip_rate=0.0)[0]
+    if tok.decode(tok(sample, add_special_tokens=False)["input_ids"]) != sample:
+        raise ValueError(
+            f"toy base model {path}: the tokenizer loaded from it "
+            f"({type(tok).__name__}) does not round-trip the toy text"
+        )
     model = AutoModelForCausalLM.from_pretrained(path).eval()
     ids = tok(build_prompt(tok, tasks.question_text(12, 34)), return_tensors="pt")
     with torch.no_grad():
