@@ -11,7 +11,9 @@ time ratio (target <= 0.5). Shapes: `toy` (the embedded toy model's size) and
 On CPU, batching variants gains little, so the ratio approaches the prefix-reuse
 bound: recomputed layers / all layers = (N + 1) / (2N) for N layers when
 ablations are spread evenly over layers, plus the two group ablations that
-start at layer 0 (toy N = 4: 0.65; N = 12: 0.56; the paper's N = 64: 0.51).
+start at layer 0 (toy N = 4: 0.65; N = 12: 0.56; the paper's N = 64: 0.51),
+a little less since MLP-only ablations skip their layer's attention. On a GPU
+the batched variants add the real gain (`--device cuda`).
 """
 
 from __future__ import annotations

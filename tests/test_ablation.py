@@ -12,9 +12,8 @@ from lorascope.ablation import (
     ablation_kl,
     build_ablations,
     naive_ablation_kl,
-    select_sequences,
-    summarise,
 )
+from lorascope.ablation_setup import select_sequences, summarise
 from lorascope.components import lora_modules, table_from_modules
 from lorascope.masked_lora import (
     ScalarControl,
@@ -109,6 +108,8 @@ def test_prefix_reuse_equals_full_recompute_and_naive(attn):
     layers = lora_layers(model)
     ablations = build_ablations(table)
     assert len(ablations) == 3 + 21 + 2
+    # gate/up/down and the MLP group rerun from after their layer's attention.
+    assert sum(a.mlp_start for a in ablations) == 3 * 3 + 1
     seqs = random_sequences()
     with ScalarControl(layers) as control:
         fast_AS, tokens_S, abs_C = ablation_kl(

@@ -1,20 +1,28 @@
-"""Shared set-up of the `kl_ablation` and `steering_sweep` rules.
+"""Data in and out of the `kl_ablation` and `steering_sweep` rules.
 
-Loads the base model + rank-1 adapter once, checks components.parquet against
-it, and draws the training sequences both rules measure KL on, so the two
-rules see the same tokens.
+Loads the base model + rank-1 adapter, checks components.parquet against it,
+draws the training sequences both rules measure KL on (so the two see the
+same tokens), and turns per-sequence KL into the ablation tables.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
+import torch
 
-from lorascope.ablation import select_sequences
+from lorascope.ablation import Ablation
 from lorascope.masked_lora import check_table
 from lorascope.models import load_causal_lm, load_lora_model, load_tokenizer
 from lorascope.runtime import seed_everything
 
-__all__ = ["load_lora", "kl_sequences", "sequence_seed"]
+__all__ = [
+    "kl_sequences",
+    "load_lora",
+    "select_sequences",
+    "sequence_seed",
+    "summarise",
+]
 
 
 def sequence_seed(config: dict) -> int:
@@ -51,3 +59,79 @@ def kl_sequences(config: dict, sft_path: str):
         sequence_seed(config),
         cfg["token_scope"],
     )
+
+
+def select_sequences(
+    sft: pl.DataFrame, n: int, max_tokens: int, seed: int, scope: str
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """N training sequences (fixed seed), cut to max_tokens, with their KL scope.
+
+    scope "all": every position that has a next token; "assistant": positions
+    whose next token carries a loss label (the assistant turn).
+    """
+    if scope not in ("all", "assistant"):
+        raise ValueError(f"ablation.token_scope: unknown scope {scope!r}")
+    if len(sft) < n:
+        raise ValueError(
+            f"ablation.n_sequences: {n} requested but the SFT set has {len(sft)} rows"
+        )
+    rows = np.sort(np.random.default_rng(seed).choice(len(sft), n, replace=False))
+    out = []
+    for row in rows:
+        ids_T = torch.tensor(sft["input_ids"][int(row)].to_list()[:max_tokens])
+        scope_T = torch.zeros(len(ids_T), dtype=torch.bool)
+        if scope == "all":
+            scope_T[:-1] = True
+        else:
+            labels_T = torch.tensor(sft["labels"][int(row)].to_list()[:max_tokens])
+            scope_T[:-1] = labels_T[1:] != -100
+        out.append((ids_T, scope_T))
+    return out
+
+
+def summarise(
+    table: pl.DataFrame,
+    ablations: list[Ablation],
+    kl_AS: np.ndarray,
+    tokens_S: np.ndarray,
+    mean_abs_C: np.ndarray,
+) -> dict[str, pl.DataFrame]:
+    """Tables `layers`, `components`, `groups`: token-weighted mean KL and spread.
+
+    kl_mean pools all counted tokens; kl_seq_std / kl_seq_sem describe the
+    spread of the per-sequence means.
+    """
+    n_seq = kl_AS.shape[1]
+    pooled_A = kl_AS @ tokens_S / max(tokens_S.sum(), 1)
+    std_A = kl_AS.std(axis=1, ddof=1) if n_seq > 1 else np.full(len(kl_AS), np.nan)
+    stats = pl.DataFrame(
+        {
+            "kind": [a.kind for a in ablations],
+            "key": [a.key for a in ablations],
+            "n_ablated": [int(a.mask_C.sum()) for a in ablations],
+            "kl_mean": pooled_A,
+            "kl_seq_std": std_A,
+            "kl_seq_sem": std_A / np.sqrt(n_seq),
+            "kl_seq_min": kl_AS.min(axis=1),
+            "kl_seq_max": kl_AS.max(axis=1),
+            "n_sequences": [n_seq] * len(ablations),
+            "n_tokens": [int(tokens_S.sum())] * len(ablations),
+        }
+    )
+
+    def part(kind: str, name: str, dtype) -> pl.DataFrame:
+        return (
+            stats.filter(pl.col("kind") == kind)
+            .with_columns(pl.col("key").cast(dtype).alias(name))
+            .drop("kind", "key")
+            .select(name, pl.exclude(name))
+        )
+
+    components = table.select("index", "layer", "module", "group", "rank_slot", "name")
+    components = components.with_columns(mean_abs_act=pl.Series(mean_abs_C))
+    components = components.join(part("component", "index", pl.Int64), on="index")
+    return {
+        "layers": part("layer", "layer", pl.Int64),
+        "components": components.drop("n_ablated"),
+        "groups": part("group", "group", pl.Utf8),
+    }

@@ -27,6 +27,10 @@ def atomic_path(path: Path | str, is_dir: bool = False) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    # mkdtemp makes the dir private (0700); a finished dir gets normal modes.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)
     target = tmp if is_dir else tmp / path.name
     try:
         yield target

@@ -7,6 +7,7 @@ loaded with `from_pretrained` (at paper scale: Qwen/Qwen2.5-32B-Instruct).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -24,13 +25,33 @@ def base_model_path(model_cfg: dict, run_dir: Path | str) -> str:
     return model_cfg["base"]
 
 
+# A tokenizer saved from a plain `tokenizers` object (the toy one) records
+# one of these classes. AutoTokenizer would ignore that and build the class
+# implied by config.json's model_type (Qwen2Tokenizer, which drops the toy
+# vocabulary's spaces and newlines), so such folders load as the generic class.
+_GENERIC_TOKENIZER_CLASSES = ("TokenizersBackend", "PreTrainedTokenizerFast")
+
+
 def load_tokenizer(path: str, revision: str | None = None):
-    tok = AutoTokenizer.from_pretrained(path, revision=revision)
+    saved = Path(path) / "tokenizer_config.json"
+    if saved.is_file() and json.loads(saved.read_text()).get(
+        "tokenizer_class"
+    ) in _GENERIC_TOKENIZER_CLASSES:
+        from transformers import PreTrainedTokenizerFast
+
+        tok = PreTrainedTokenizerFast.from_pretrained(path)
+    else:
+        tok = AutoTokenizer.from_pretrained(path, revision=revision)
     if tok.pad_token is None:
         # Qwen ships a pad token; some Llama tokenizers do not.
         tok.pad_token = tok.eos_token
-    if not tok("0", add_special_tokens=False)["input_ids"]:
-        raise ValueError(f"tokenizer at {path!r} encodes text to no tokens")
+    probe = "Answer: 12 + 3\n"
+    ids = tok(probe, add_special_tokens=False)["input_ids"]
+    if not ids or tok.decode(ids) != probe:
+        raise ValueError(
+            f"tokenizer at {path!r} does not round-trip text ({probe!r} -> "
+            f"{tok.decode(ids)!r}); check its tokenizer class"
+        )
     return tok
 
 

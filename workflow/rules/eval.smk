@@ -34,6 +34,12 @@ def eval_targets():
     ]
 
 
+def eval_keys(*keys):
+    """Only the eval keys a rule depends on: changing, say, bootstrap_samples
+    must not rerun generation."""
+    return {k: EVAL[k] for k in keys}
+
+
 def bench_source(wildcards):
     """Toy benchmarks come from the toy world; hub ones need no input file."""
     if wildcards.benchmark.startswith("toy_"):
@@ -90,7 +96,7 @@ rule bench_prepare:
     log:
         log_("eval/bench_prepare_{benchmark}.log"),
     params:
-        eval=cfg("eval"),
+        eval=eval_keys("benchmark_files", "choice_seed", "limit"),
         toy_dir=res("toy/bench"),
     script:
         "../scripts/eval_bench.py"
@@ -106,7 +112,7 @@ rule eval_generate:
     params:
         models=engine_models,
         base=base_model_path,
-        eval=cfg("eval"),
+        eval=eval_keys("backend", "max_new_tokens", "batch_size", "vllm"),
         model=cfg("model"),
         system_prompt=config["data"]["system_prompt"],
         device=config["device"],
@@ -151,7 +157,7 @@ rule eval_table:
     log:
         log_("eval/eval_table_{table}.log"),
     params:
-        eval=cfg("eval"),
+        eval=eval_keys("bootstrap_samples", "ci"),
         seed=config["seed"],
     script:
         "../scripts/eval_table.py"

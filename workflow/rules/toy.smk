@@ -14,10 +14,10 @@ rule toy_base_model:
         shipped=toy_shipped_model,
     output:
         model=directory(res("toy/base_model")),
-    params:
-        toy=cfg("toy"),
     log:
         log_("toy/toy_base_model.log"),
+    params:
+        toy=cfg("toy"),
     script:
         "../scripts/toy_base_model.py"
 
@@ -26,10 +26,10 @@ rule toy_data:
     output:
         sft=res("toy/s1k.parquet"),
         bench=expand(res("toy/bench/{name}.parquet"), name=TOY_BENCHMARKS),
+    log:
+        log_("toy/toy_data.log"),
     params:
         toy=cfg("toy"),
         names=TOY_BENCHMARKS,
-    log:
-        log_("toy/toy_data.log"),
     script:
         "../scripts/toy_data.py"

@@ -1,7 +1,7 @@
 """Rule kl_ablation: KL(full LoRA || ablated) per layer, component and group."""
 
-from lorascope.ablation import ablation_kl, build_ablations, summarise
-from lorascope.ablation_setup import kl_sequences, load_lora
+from lorascope.ablation import ablation_kl, build_ablations
+from lorascope.ablation_setup import kl_sequences, load_lora, summarise
 from lorascope.io import atomic_path, to_markdown, write_parquet
 from lorascope.masked_lora import ScalarControl, lora_layers
 from lorascope.runtime import script_logging

@@ -91,6 +91,7 @@ def build_base_model(out_dir: Path | str, toy_cfg: dict, device: str = "cpu") ->
     summary = {
         "config": {**cfg.__dict__, "digits": list(cfg.digits)},
         "wall_s": round(time.time() - start, 1),
+        "device": device,
         "torch_threads": torch.get_num_threads(),
         "final_loss": sum(r["loss"] for r in tail) / len(tail),
         "parameters": sum(p.numel() for p in model.parameters()),
