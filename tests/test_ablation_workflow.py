@@ -6,6 +6,7 @@ SAELens SAE, features and explanations), so only this stage's rules run.
 """
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -98,11 +99,13 @@ def test_rules_run_and_fail_clearly(tmp_path, toy_tokenizer):
     assert snakemake(tmp_path, config).returncode != 0
     log = (tmp_path / "logs/toy/ablation/steering_sweep.log").read_text()
     assert "steering.components: no component 99" in log
-    assert (tmp_path / "results/toy/ablation/kl_components.parquet").exists()
+    kl_file = tmp_path / "results/toy/ablation/kl_components.parquet"
+    kl_mtime = kl_file.stat().st_mtime
 
     config["steering"]["components"] = []
     ok = snakemake(tmp_path, config)
     assert ok.returncode == 0, ok.stderr[-3000:]
+    assert kl_file.stat().st_mtime == kl_mtime  # steering keys do not rerun KL
     run = tmp_path / "results/toy"
     layers = pl.read_parquet(run / "ablation/kl_layers.parquet")["layer"]
     assert layers.to_list() == [0, 1]
@@ -112,3 +115,12 @@ def test_rules_run_and_fail_clearly(tmp_path, toy_tokenizer):
     assert set(sweep["selection"]) == {"top_kl", "sae_keyword"}
     assert (sweep.filter(pl.col("alpha") == 0)["kl_to_unsteered"] < 1e-6).all()
     assert (run / "steering/sweep.md").read_text().startswith("# Steering sweep")
+
+    # No SAE part: the SAE files are not needed, only components are steered.
+    shutil.rmtree(run / "sae")
+    config["steering"]["max_sae_features"] = 0
+    ok = snakemake(tmp_path, config)
+    assert ok.returncode == 0, ok.stderr[-3000:]
+    sweep = pl.read_parquet(run / "steering/sweep.parquet")
+    assert set(sweep["selection"]) == {"top_kl"}
+    assert set(sweep["kind"]) == {"component"}

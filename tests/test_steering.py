@@ -158,6 +158,8 @@ def test_choose_targets_config_keywords_and_fallback():
         ("component", 2, "top_kl_fallback"),
     ]
     assert choose_targets(cfg, kl, None)[0] == ("component", 1, "top_kl_fallback")
+    no_sae = dict(cfg, max_sae_features=0)
+    assert choose_targets(no_sae, kl, expl)[0] == ("component", 1, "top_kl")
     explicit = dict(cfg, components=[2], sae_latents=[5])
     assert choose_targets(explicit, kl, expl) == [
         ("component", 2, "config"),

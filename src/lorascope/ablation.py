@@ -191,9 +191,15 @@ class PrefixRunner:
         return kl_sum_V / max(int(scope_T.sum()), 1)
 
     @torch.no_grad()
-    def ref_logp(self) -> None:
+    def ref_logp(self, logit_chunk: int = 512) -> None:
         """Keep the reference next-token log-probs [T, X] of the last reference()."""
-        self.ref_logp_TX = self.log_probs(self.final[0])
+        final_TD = self.final[0]
+        self.ref_logp_TX = torch.cat(
+            [
+                self.log_probs(final_TD[t : t + logit_chunk])
+                for t in range(0, len(final_TD), logit_chunk)
+            ]
+        )
 
     def log_probs(self, hidden_VTD: torch.Tensor) -> torch.Tensor:
         return F.log_softmax(self.lm_head(self.norm(hidden_VTD)).float(), dim=-1)
@@ -239,7 +245,7 @@ def ablation_kl(
         scalars_TC = runner.reference(ids_T[None].to(device))
         abs_sum_C += scalars_TC[scope_T].abs().sum(0).double().cpu()
         tokens_S[s] = int(scope_T.sum())
-        runner.ref_logp()
+        runner.ref_logp(logit_chunk)
         for start, mlp_start in sorted(set(start_of.values())):
             group = [a for a in start_of if start_of[a] == (start, mlp_start)]
             for b in range(0, len(group), variants_per_forward):

@@ -96,8 +96,8 @@ def choose_targets(
     Explicit `components` / `sae_latents` win. Otherwise: the `top_kl`
     components by KL, plus up to `max_sae_features` SAE features whose
     explanation matches `explanation_keywords` (`sae_explanations` needs
-    columns latent, explanation); when none match, only top-KL components,
-    marked `top_kl_fallback`.
+    columns latent, explanation); when SAE features were wanted but none
+    match, only top-KL components, marked `top_kl_fallback`.
     """
     if cfg["components"] or cfg["sae_latents"]:
         out = [("component", int(i), "config") for i in cfg["components"]]
@@ -110,8 +110,9 @@ def choose_targets(
             pl.col("explanation").fill_null("").str.contains(f"(?i){words}")
         )
         matched = hits["latent"].to_list()[: cfg["max_sae_features"]]
-    why = "top_kl" if matched else "top_kl_fallback"
-    if not matched:
+    wanted_sae = cfg["max_sae_features"] > 0
+    why = "top_kl_fallback" if wanted_sae and not matched else "top_kl"
+    if wanted_sae and not matched:
         log.warning(
             "no SAE explanation matches %s: steering top-KL components only",
             cfg["explanation_keywords"],
@@ -208,7 +209,7 @@ def steering_kl(
     for ids_T, scope_T in sequences:
         scope_T = scope_T.to(device)
         runner.reference(ids_T[None].to(device))
-        runner.ref_logp()
+        runner.ref_logp(logit_chunk)
         n = int(scope_T.sum())
         for g, target in enumerate(targets):
             # Nothing before the first shifted component's layer changes.
@@ -285,9 +286,12 @@ def sweep(
         words=words, max_new_tokens=max_new_tokens, batch_size=batch_size, system=system
     )
     # alpha = 0 adds nothing, so one unsteered generation serves every target.
-    unsteered = generation_metrics(
-        model, tokenizer, control, bench_rows, np.zeros(control.n_components), **gen
-    )
+    unsteered = None
+    if 0 in alphas:
+        zero_C = np.zeros(control.n_components)
+        unsteered = generation_metrics(
+            model, tokenizer, control, bench_rows, zero_C, **gen
+        )
     rows = []
     for g, target in enumerate(targets):
         for a, alpha in enumerate(alphas):

@@ -13,7 +13,12 @@ def ablation_targets():
 
 
 def ablation_params(wildcards):
-    """The config sections the KL ablation and the steering sweep read."""
+    """The config sections the KL ablation reads (a change reruns it)."""
+    return {k: config[k] for k in ("seed", "device", "model", "ablation")}
+
+
+def steering_params(wildcards):
+    """The config sections the steering sweep reads."""
     keys = ("seed", "device", "model", "data", "eval", "ablation", "steering")
     return {k: config[k] for k in keys}
 
@@ -25,11 +30,12 @@ def steering_benchmark():
 def steering_sae_inputs(wildcards):
     """SAE model and explanations, only when the sweep can pick SAE features."""
     st = config["steering"]
-    explicit = st["components"] or st["sae_latents"]
-    if explicit and not st["sae_latents"]:
-        return {}
-    inputs = {"sae": res("sae/model")}
-    if not explicit and st["max_sae_features"] > 0:
+    explicit = bool(st["components"] or st["sae_latents"])
+    auto_sae = not explicit and st["max_sae_features"] > 0
+    inputs = {}
+    if st["sae_latents"] or auto_sae:
+        inputs["sae"] = res("sae/model")
+    if auto_sae:
         inputs["sae_features"] = res("features/sae/features.parquet")
         inputs["explanations"] = res("autointerp/explanations/sae.parquet")
     return inputs
@@ -68,7 +74,7 @@ rule steering_sweep:
     log:
         log_("ablation/steering_sweep.log"),
     params:
-        config=ablation_params,
+        config=steering_params,
         base=base_model_path,
     script:
         "../scripts/steering_sweep.py"

@@ -66,7 +66,7 @@ def base_model_input(wildcards=None):
 
 
 def toy_sft_input(wildcards):
-    return res("toy/s1k.parquet") if config["data"]["dataset"] == "toy" else []
+    return [res("toy/s1k.parquet")] if config["data"]["dataset"] == "toy" else []
 
 
 def train_config(wildcards):
