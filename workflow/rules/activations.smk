@@ -4,25 +4,6 @@
 # the feature table, streamed top-k and context windows.
 
 
-def activations_targets():
-    return [
-        res(f"features/{kind}/{name}.parquet")
-        for kind in ("lora", "mlp")
-        for name in ("features", "topk", "contexts")
-    ]
-
-
-def extract_settings(wildcards=None):
-    """activations config minus display-only keys: changing them keeps shards."""
-    return {k: v for k, v in cfg("activations").items() if k != "context_width"}
-
-
-def extraction_model(wildcards=None):
-    """The model keys that change the measured values (not full_finetune)."""
-    m = cfg("model")
-    return {k: m.get(k) for k in ("base", "revision", "dtype", "attn_implementation")}
-
-
 rule extract_activations:
     input:
         sft=res("data/sft.parquet"),
@@ -31,20 +12,20 @@ rule extract_activations:
         base=base_model_input,
     output:
         manifest=res("activations/manifest.json"),
+    log:
+        log_("activations/extract_activations.log"),
+    conda:
+        "../../envs/train.yaml"
     params:
         act=extract_settings(),
         model=extraction_model(),
         base=base_model_path,
         device=config["device"],
-    log:
-        log_("activations/extract_activations.log"),
     script:
         "../scripts/activations_extract.py"
 
 
 rule activation_features:
-    wildcard_constraints:
-        kind="lora|mlp",
     input:
         manifest=res("activations/manifest.json"),
         sft=res("data/sft.parquet"),
@@ -55,12 +36,16 @@ rule activation_features:
         features=res("features/{kind}/features.parquet"),
         topk=res("features/{kind}/topk.parquet"),
         contexts=res("features/{kind}/contexts.parquet"),
+    log:
+        log_("activations/activation_features_{kind}.log"),
+    wildcard_constraints:
+        kind="lora|mlp",
+    conda:
+        "../../envs/train.yaml"
     params:
         act=cfg("activations"),
         model=extraction_model(),
         base=base_model_path,
         device=config["device"],
-    log:
-        log_("activations/activation_features_{kind}.log"),
     script:
         "../scripts/activations_features.py"

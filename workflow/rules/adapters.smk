@@ -4,11 +4,6 @@
 ABLATED_VARIANTS = ["rank1-attn-ablated", "rank1-mlp-ablated"]
 
 
-def ablated_group(wildcards):
-    """The component group a derived variant removes."""
-    return {"rank1-attn-ablated": "attn", "rank1-mlp-ablated": "mlp"}[wildcards.variant]
-
-
 rule adapters_ablate:
     input:
         adapter=res("train/rank1/adapter"),
@@ -18,6 +13,8 @@ rule adapters_ablate:
         log_("adapters/adapters_ablate_{variant}.log"),
     wildcard_constraints:
         variant="|".join(ABLATED_VARIANTS),
+    conda:
+        "../../envs/train.yaml"
     params:
         group=ablated_group,
     script:

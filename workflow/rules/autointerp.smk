@@ -4,25 +4,7 @@
 # LLM replies are cached in autointerp.cache, so reruns never pay twice.
 
 
-def autointerp_targets():
-    return [
-        res("autointerp/usage.json"),
-        *expand(res("autointerp/summary/{name}.parquet"), name=AUTOINTERP_SUMMARIES),
-    ]
-
-
 AUTOINTERP_SUMMARIES = ["classes", "category_shares", "sae_category_density"]
-
-
-def autointerp_params(wildcards=None):
-    """The autointerp section, the run tag for the spend ledger, the cache path."""
-    section = cfg("autointerp")
-    cache = section["cache"]
-    return {
-        "section": section,
-        "run": RUN,
-        "cache": cache if os.path.isabs(cache) else res(cache),
-    }
 
 
 rule autointerp_explain:
@@ -32,10 +14,12 @@ rule autointerp_explain:
     output:
         explanations=res("autointerp/explanations/{kind}.parquet"),
         usage=res("autointerp/usage/explain_{kind}.parquet"),
-    params:
-        ai=autointerp_params,
     log:
         log_("autointerp/explain_{kind}.log"),
+    conda:
+        "../../envs/interp.yaml"
+    params:
+        ai=autointerp_params,
     script:
         "../scripts/autointerp_explain.py"
 
@@ -46,11 +30,13 @@ rule autointerp_categories:
     output:
         categories=res("autointerp/categories.json"),
         usage=res("autointerp/usage/categories.parquet"),
+    log:
+        log_("autointerp/categories.log"),
+    conda:
+        "../../envs/interp.yaml"
     params:
         ai=autointerp_params,
         kinds=KINDS,
-    log:
-        log_("autointerp/categories.log"),
     script:
         "../scripts/autointerp_categories.py"
 
@@ -63,10 +49,12 @@ rule autointerp_assign:
     output:
         assignments=res("autointerp/assignments/{kind}.parquet"),
         usage=res("autointerp/usage/assign_{kind}.parquet"),
-    params:
-        ai=autointerp_params,
     log:
         log_("autointerp/assign_{kind}.log"),
+    conda:
+        "../../envs/interp.yaml"
+    params:
+        ai=autointerp_params,
     script:
         "../scripts/autointerp_assign.py"
 
@@ -78,10 +66,12 @@ rule autointerp_score:
     output:
         scores=res("autointerp/scores/{kind}.parquet"),
         usage=res("autointerp/usage/score_{kind}.parquet"),
-    params:
-        ai=autointerp_params,
     log:
         log_("autointerp/score_{kind}.log"),
+    conda:
+        "../../envs/interp.yaml"
+    params:
+        ai=autointerp_params,
     script:
         "../scripts/autointerp_score.py"
 
@@ -104,10 +94,12 @@ rule autointerp_summary:
             res("autointerp/summary/{name}.parquet"), name=AUTOINTERP_SUMMARIES
         ),
         usage=res("autointerp/usage.json"),
+    log:
+        log_("autointerp/summary.log"),
+    conda:
+        "../../envs/interp.yaml"
     params:
         ai=autointerp_params,
         kinds=KINDS,
-    log:
-        log_("autointerp/summary.log"),
     script:
         "../scripts/autointerp_summary.py"

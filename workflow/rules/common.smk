@@ -100,6 +100,197 @@ def train_targets():
     return [res("components.parquet"), res("train/full/model")]
 
 
+# --- stage toy (used by workflow/rules/toy.smk) ---
+
+
+def toy_shipped_model(wildcards):
+    """The shipped weights are an input only when they are copied, not rebuilt."""
+    return [] if config["toy"]["rebuild"] else "resources/toy/base_model"
+
+
+# --- stage adapters (used by workflow/rules/adapters.smk) ---
+
+
+def ablated_group(wildcards):
+    """The component group a derived variant removes."""
+    return {"rank1-attn-ablated": "attn", "rank1-mlp-ablated": "mlp"}[wildcards.variant]
+
+
+# --- stage eval (used by workflow/rules/eval.smk) ---
+
+
+def eval_targets():
+    return [
+        *expand(res("eval/{variant}/summary.json"), variant=VARIANTS),
+        *expand(
+            res("tables/{table}.{ext}"),
+            table=["table1", "table2"],
+            ext=["parquet", "md"],
+        ),
+    ]
+
+
+def eval_keys(*keys):
+    """Only the eval keys a rule depends on; changing, say, bootstrap_samples
+    must not rerun generation."""
+    return {k: EVAL[k] for k in keys}
+
+
+def bench_source(wildcards):
+    """Toy benchmarks come from the toy world; hub ones need no input file."""
+    if wildcards.benchmark.startswith("toy_"):
+        return res(f"toy/bench/{wildcards.benchmark}.parquet")
+    return []
+
+
+def variant_model(variant):
+    """(model dir, adapter dir or None) a variant generates with."""
+    if variant == "full":
+        return res("train/full/model"), None
+    adapter = {"rank1": res("train/rank1/adapter")}.get(
+        variant, res(f"adapters/{variant}")
+    )
+    return base_model_path(), (None if variant == "base" else adapter)
+
+
+def engine_models(wildcards):
+    return {v: variant_model(v) for v in ENGINES[wildcards.engine]}
+
+
+def engine_inputs(wildcards):
+    models = engine_models(wildcards).values()
+    local = [m for m, _ in models if m.startswith("results/")]
+    return {
+        "bench": expand(res("data/bench/{benchmark}.parquet"), benchmark=BENCHMARKS),
+        "models": sorted(set(local + [a for _, a in models if a])),
+        "base": base_model_input(),
+    }
+
+
+def generations_of(wildcards):
+    return res(f"eval/generations/{ENGINE_OF[wildcards.variant]}")
+
+
+def table_inputs(wildcards):
+    variants = (
+        ["base", "rank1", "full"]
+        if wildcards.table == "table1"
+        else ["base", *LORA_VARIANTS]
+    )
+    return expand(
+        res("eval/{variant}/{benchmark}.parquet"),
+        variant=variants,
+        benchmark=BENCHMARKS,
+    )
+
+
+# --- stage activations (used by workflow/rules/activations.smk) ---
+
+
+def activations_targets():
+    return [
+        res(f"features/{kind}/{name}.parquet")
+        for kind in ("lora", "mlp")
+        for name in ("features", "topk", "contexts")
+    ]
+
+
+def extract_settings(wildcards=None):
+    """activations config minus display-only keys: changing them keeps shards."""
+    return {k: v for k, v in cfg("activations").items() if k != "context_width"}
+
+
+def extraction_model(wildcards=None):
+    """The model keys that change the measured values (not full_finetune)."""
+    m = cfg("model")
+    return {k: m.get(k) for k in ("base", "revision", "dtype", "attn_implementation")}
+
+
+# --- stage sae (used by workflow/rules/sae.smk) ---
+
+
+def sae_targets():
+    return [
+        res("sae/metrics.json"),
+        *expand(res("features/sae/{table}.parquet"), table=SAE_TABLES),
+    ]
+
+
+def sae_params(wildcards):
+    """The `sae:` section plus the top-level seed/device it inherits when null."""
+    return {"seed": config["seed"], "device": config["device"], "sae": cfg("sae")}
+
+
+# --- stage autointerp (used by workflow/rules/autointerp.smk) ---
+
+
+def autointerp_targets():
+    return [
+        res("autointerp/usage.json"),
+        *expand(res("autointerp/summary/{name}.parquet"), name=AUTOINTERP_SUMMARIES),
+    ]
+
+
+def autointerp_params(wildcards=None):
+    """The autointerp section, the run tag for the spend ledger, the cache path."""
+    section = cfg("autointerp")
+    cache = section["cache"]
+    return {
+        "section": section,
+        "run": RUN,
+        "cache": cache if os.path.isabs(cache) else res(cache),
+    }
+
+
+# --- stage figures (used by workflow/rules/figures.smk) ---
+
+
+def figures_targets():
+    return [
+        *expand(res("figures/{name}.{ext}"), name=FIGURES, ext=["png", "pdf"]),
+        res("dashboards"),
+    ]
+
+
+def figure_code(*modules):
+    """The package files a figure is drawn by: editing them reruns the figure."""
+    pkg = os.path.join(workflow.basedir, "src", "lorascope")
+    return [os.path.join(pkg, m) for m in modules]
+
+
+def figure_style(wildcards=None):
+    return {k: config["figures"][k] for k in ("width_in", "font_size", "dpi")}
+
+
+def figure_outputs(name):
+    return {
+        "png": report(
+            res(f"figures/{name}.png"),
+            caption=f"../report/{name}.rst",
+            category=FIGURES[name],
+        ),
+        "pdf": res(f"figures/{name}.pdf"),
+    }
+
+
+def table_columns(wildcards):
+    return config["figures"]["tables"][wildcards.table]
+
+
+def dashboard_inputs(wildcards):
+    kinds = config["figures"]["dashboards"]["kinds"]
+    return {
+        f"{part}_{kind}": res(path.format(kind=kind))
+        for kind in kinds
+        for part, path in (
+            ("features", "features/{kind}/features.parquet"),
+            ("contexts", "features/{kind}/contexts.parquet"),
+            ("explanations", "autointerp/explanations/{kind}.parquet"),
+            ("assignments", "autointerp/assignments/{kind}.parquet"),
+            ("scores", "autointerp/scores/{kind}.parquet"),
+        )
+    }
+
 
 def get_final_output():
     """Everything `snakemake all` builds: each stage lists its final targets."""

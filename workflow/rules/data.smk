@@ -8,11 +8,13 @@ rule sft_dataset:
     output:
         sft=res("data/sft.parquet"),
         stats=res("data/sft_stats.json"),
+    log:
+        log_("data/sft_dataset.log"),
+    conda:
+        "../../envs/train.yaml"
     params:
         data=cfg("data"),
         model=cfg("model"),
         base=base_model_path,
-    log:
-        log_("data/sft_dataset.log"),
     script:
         "../scripts/data_sft.py"

@@ -23,71 +23,6 @@ wildcard_constraints:
     table="table1|table2",
 
 
-def eval_targets():
-    return [
-        *expand(res("eval/{variant}/summary.json"), variant=VARIANTS),
-        *expand(
-            res("tables/{table}.{ext}"),
-            table=["table1", "table2"],
-            ext=["parquet", "md"],
-        ),
-    ]
-
-
-def eval_keys(*keys):
-    """Only the eval keys a rule depends on: changing, say, bootstrap_samples
-    must not rerun generation."""
-    return {k: EVAL[k] for k in keys}
-
-
-def bench_source(wildcards):
-    """Toy benchmarks come from the toy world; hub ones need no input file."""
-    if wildcards.benchmark.startswith("toy_"):
-        return res(f"toy/bench/{wildcards.benchmark}.parquet")
-    return []
-
-
-def variant_model(variant):
-    """(model dir, adapter dir or None) a variant generates with."""
-    if variant == "full":
-        return res("train/full/model"), None
-    adapter = {"rank1": res("train/rank1/adapter")}.get(
-        variant, res(f"adapters/{variant}")
-    )
-    return base_model_path(), (None if variant == "base" else adapter)
-
-
-def engine_models(wildcards):
-    return {v: variant_model(v) for v in ENGINES[wildcards.engine]}
-
-
-def engine_inputs(wildcards):
-    models = engine_models(wildcards).values()
-    local = [m for m, _ in models if m.startswith("results/")]
-    return {
-        "bench": expand(res("data/bench/{benchmark}.parquet"), benchmark=BENCHMARKS),
-        "models": sorted(set(local + [a for _, a in models if a])),
-        "base": base_model_input(),
-    }
-
-
-def generations_of(wildcards):
-    return res(f"eval/generations/{ENGINE_OF[wildcards.variant]}")
-
-
-def table_inputs(wildcards):
-    variants = (
-        ["base", "rank1", "full"]
-        if wildcards.table == "table1"
-        else ["base", *LORA_VARIANTS]
-    )
-    return expand(
-        res("eval/{variant}/{benchmark}.parquet"),
-        variant=variants,
-        benchmark=BENCHMARKS,
-    )
-
-
 rule bench_prepare:
     input:
         source=bench_source,
@@ -95,6 +30,8 @@ rule bench_prepare:
         bench=res("data/bench/{benchmark}.parquet"),
     log:
         log_("eval/bench_prepare_{benchmark}.log"),
+    conda:
+        "../../envs/interp.yaml"
     params:
         eval=eval_keys("benchmark_files", "choice_seed", "limit"),
         toy_dir=res("toy/bench"),
@@ -109,6 +46,8 @@ rule eval_generate:
         generations=directory(res("eval/generations/{engine}")),
     log:
         log_("eval/eval_generate_{engine}.log"),
+    conda:
+        "../../envs/vllm.yaml"
     params:
         models=engine_models,
         base=base_model_path,
@@ -129,6 +68,8 @@ rule eval_grade:
         samples=res("eval/{variant}/{benchmark}.parquet"),
     log:
         log_("eval/eval_grade_{variant}_{benchmark}.log"),
+    conda:
+        "../../envs/interp.yaml"
     params:
         fallback=config["eval"]["grade_without_answer_marker"],
     script:
@@ -144,6 +85,8 @@ rule eval_summary:
         summary=res("eval/{variant}/summary.json"),
     log:
         log_("eval/eval_summary_{variant}.log"),
+    conda:
+        "../../envs/interp.yaml"
     script:
         "../scripts/eval_summary.py"
 
@@ -156,6 +99,8 @@ rule eval_table:
         markdown=res("tables/{table}.md"),
     log:
         log_("eval/eval_table_{table}.log"),
+    conda:
+        "../../envs/interp.yaml"
     params:
         eval=eval_keys("bootstrap_samples", "ci"),
         seed=config["seed"],

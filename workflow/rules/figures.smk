@@ -14,53 +14,6 @@ FIGURES = {
 }
 
 
-def figures_targets():
-    return [
-        *expand(res("figures/{name}.{ext}"), name=FIGURES, ext=["png", "pdf"]),
-        res("dashboards"),
-    ]
-
-
-def figure_code(*modules):
-    """The package files a figure is drawn by: editing them reruns the figure."""
-    pkg = os.path.join(workflow.basedir, "src", "lorascope")
-    return [os.path.join(pkg, m) for m in modules]
-
-
-def figure_style(wildcards=None):
-    return {k: config["figures"][k] for k in ("width_in", "font_size", "dpi")}
-
-
-def figure_outputs(name):
-    return {
-        "png": report(
-            res(f"figures/{name}.png"),
-            caption=f"../report/{name}.rst",
-            category=FIGURES[name],
-        ),
-        "pdf": res(f"figures/{name}.pdf"),
-    }
-
-
-def table_columns(wildcards):
-    return config["figures"]["tables"][wildcards.table]
-
-
-def dashboard_inputs(wildcards):
-    kinds = config["figures"]["dashboards"]["kinds"]
-    return {
-        f"{part}_{kind}": res(path.format(kind=kind))
-        for kind in kinds
-        for part, path in (
-            ("features", "features/{kind}/features.parquet"),
-            ("contexts", "features/{kind}/contexts.parquet"),
-            ("explanations", "autointerp/explanations/{kind}.parquet"),
-            ("assignments", "autointerp/assignments/{kind}.parquet"),
-            ("scores", "autointerp/scores/{kind}.parquet"),
-        )
-    }
-
-
 rule figure_classes:
     input:
         classes=res("autointerp/summary/classes.parquet"),
@@ -70,6 +23,8 @@ rule figure_classes:
         **figure_outputs("fig1_classes"),
     log:
         log_("figures/figure_classes.log"),
+    conda:
+        "../../envs/interp.yaml"
     params:
         style=figure_style,
         kinds=config["figures"]["classes"]["kinds"],
@@ -87,6 +42,8 @@ rule figure_categories:
         **figure_outputs("fig1_categories"),
     log:
         log_("figures/figure_categories.log"),
+    conda:
+        "../../envs/interp.yaml"
     params:
         style=figure_style,
     script:
@@ -103,6 +60,8 @@ rule figure_sae_density:
         **figure_outputs("fig2_sae_density"),
     log:
         log_("figures/figure_sae_density.log"),
+    conda:
+        "../../envs/interp.yaml"
     params:
         style=figure_style,
         options=config["figures"]["sae_density"],
@@ -119,6 +78,8 @@ rule figure_ablation:
         **figure_outputs("fig3_ablation"),
     log:
         log_("figures/figure_ablation.log"),
+    conda:
+        "../../envs/interp.yaml"
     params:
         style=figure_style,
         options=config["figures"]["ablation"],
@@ -134,6 +95,8 @@ rule figure_steering:
         **figure_outputs("steering_sweep"),
     log:
         log_("figures/figure_steering.log"),
+    conda:
+        "../../envs/interp.yaml"
     params:
         style=figure_style,
         options=config["figures"]["steering"],
@@ -156,6 +119,8 @@ rule figure_table:
         log_("figures/figure_{table}.log"),
     wildcard_constraints:
         table="table1|table2",
+    conda:
+        "../../envs/interp.yaml"
     params:
         style=figure_style,
         columns=table_columns,
@@ -184,6 +149,8 @@ rule dashboards:
         ),
     log:
         log_("figures/dashboards.log"),
+    conda:
+        "../../envs/interp.yaml"
     params:
         options=config["figures"]["dashboards"],
     script:

@@ -3,19 +3,7 @@
 # as the LoRA and MLP features.
 
 
-def sae_targets():
-    return [
-        res("sae/metrics.json"),
-        *expand(res("features/sae/{table}.parquet"), table=SAE_TABLES),
-    ]
-
-
 SAE_TABLES = ["features", "topk", "contexts"]
-
-
-def sae_params(wildcards):
-    """The `sae:` section plus the top-level seed/device it inherits when null."""
-    return {"seed": config["seed"], "device": config["device"], "sae": cfg("sae")}
 
 
 rule train_sae:
@@ -26,9 +14,11 @@ rule train_sae:
         metrics=res("sae/metrics.json"),
     log:
         log_("sae/train_sae.log"),
+    conda:
+        "../../envs/train.yaml"
     params:
         config=sae_params,
-        provenance=res("sae"),
+        provenance=output_parent,
     script:
         "../scripts/sae_train.py"
 
@@ -44,6 +34,8 @@ rule sae_features:
         **{table: res(f"features/sae/{table}.parquet") for table in SAE_TABLES},
     log:
         log_("sae/sae_features.log"),
+    conda:
+        "../../envs/train.yaml"
     params:
         config=sae_params,
         activations=cfg("activations"),

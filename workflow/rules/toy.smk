@@ -4,11 +4,6 @@
 TOY_BENCHMARKS = list(config["toy"]["benchmarks"])
 
 
-def toy_shipped_model(wildcards):
-    """The shipped weights are an input only when they are copied, not rebuilt."""
-    return [] if config["toy"]["rebuild"] else "resources/toy/base_model"
-
-
 rule toy_base_model:
     input:
         shipped=toy_shipped_model,
@@ -16,6 +11,8 @@ rule toy_base_model:
         model=directory(res("toy/base_model")),
     log:
         log_("toy/toy_base_model.log"),
+    conda:
+        "../../envs/train.yaml"
     params:
         toy=cfg("toy"),
     script:
@@ -28,6 +25,8 @@ rule toy_data:
         bench=expand(res("toy/bench/{name}.parquet"), name=TOY_BENCHMARKS),
     log:
         log_("toy/toy_data.log"),
+    conda:
+        "../../envs/train.yaml"
     params:
         toy=cfg("toy"),
         names=TOY_BENCHMARKS,

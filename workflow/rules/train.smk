@@ -8,13 +8,15 @@ rule train_rank1:
         base=base_model_input,
     output:
         adapter=directory(res("train/rank1/adapter")),
+    log:
+        log_("train/train_rank1.log"),
+    conda:
+        "../../envs/train.yaml"
     params:
         base=base_model_path,
         out=output_parent,
         config=train_config,
         launcher=launcher,
-    log:
-        log_("train/train_rank1.log"),
     shell:
         "{params.launcher} -m lorascope.train --variant rank1 --base {params.base:q}"
         " --sft {input.sft:q} --out {params.out:q} --config {params.config:q}"
@@ -29,13 +31,15 @@ if config["model"]["full_finetune"] == "train":
             base=base_model_input,
         output:
             model=directory(res("train/full/model")),
+        log:
+            log_("train/train_full.log"),
+        conda:
+            "../../envs/train.yaml"
         params:
             base=base_model_path,
             out=output_parent,
             config=train_config,
             launcher=launcher,
-        log:
-            log_("train/train_full.log"),
         shell:
             "{params.launcher} -m lorascope.train --variant full --base {params.base:q}"
             " --sft {input.sft:q} --out {params.out:q} --config {params.config:q}"
@@ -46,10 +50,12 @@ else:
     rule full_checkpoint:
         output:
             model=directory(res("train/full/model")),
-        params:
-            model=cfg("model"),
         log:
             log_("train/full_checkpoint.log"),
+        conda:
+            "../../envs/train.yaml"
+        params:
+            model=cfg("model"),
         script:
             "../scripts/train_full_checkpoint.py"
 
@@ -59,9 +65,11 @@ rule components:
         adapter=res("train/rank1/adapter"),
     output:
         table=res("components.parquet"),
-    params:
-        lora=config["train"]["lora"],
     log:
         log_("train/components.log"),
+    conda:
+        "../../envs/train.yaml"
+    params:
+        lora=config["train"]["lora"],
     script:
         "../scripts/train_components.py"
