@@ -14,16 +14,12 @@ import sys
 import traceback
 from collections.abc import Iterator
 
-import numpy as np
-import torch
-
 log = logging.getLogger("lorascope")
 
-DTYPES = {
-    "float32": torch.float32,
-    "bfloat16": torch.bfloat16,
-    "float16": torch.float16,
-}
+# torch is imported inside the functions that need it: every workflow script
+# imports this module, and most (figures, autointerp, tables) never touch
+# torch, whose import costs seconds per job.
+DTYPE_NAMES = ("float32", "bfloat16", "float16")
 
 
 @contextlib.contextmanager
@@ -51,14 +47,19 @@ def script_logging(smk) -> Iterator[logging.Logger]:
 
 
 def seed_everything(seed: int) -> None:
+    import numpy as np
+    import torch
+
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
     os.environ.setdefault("PYTHONHASHSEED", str(seed))
 
 
-def resolve_device(name: str = "auto") -> torch.device:
+def resolve_device(name: str = "auto"):
     """`auto` picks CUDA when present; asking for CUDA without one is an error."""
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
@@ -66,10 +67,9 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def torch_dtype(name: str) -> torch.dtype:
-    try:
-        return DTYPES[name]
-    except KeyError:
-        raise ValueError(
-            f"unknown dtype {name!r}; choose from {sorted(DTYPES)}"
-        ) from None
+def torch_dtype(name: str):
+    import torch
+
+    if name not in DTYPE_NAMES:
+        raise ValueError(f"unknown dtype {name!r}; choose from {DTYPE_NAMES}")
+    return getattr(torch, name)
