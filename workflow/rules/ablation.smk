@@ -5,42 +5,6 @@
 KL_TABLES = ["kl_layers", "kl_components", "kl_groups"]
 
 
-def ablation_targets():
-    return [
-        *expand(res("ablation/{table}.parquet"), table=KL_TABLES),
-        res("steering/sweep.parquet"),
-    ]
-
-
-def ablation_params(wildcards):
-    """The config sections the KL ablation reads (a change reruns it)."""
-    return {k: config[k] for k in ("seed", "device", "model", "ablation")}
-
-
-def steering_params(wildcards):
-    """The config sections the steering sweep reads."""
-    keys = ("seed", "device", "model", "data", "eval", "ablation", "steering")
-    return {k: config[k] for k in keys}
-
-
-def steering_benchmark():
-    return config["steering"]["benchmark"] or config["eval"]["benchmarks"][0]
-
-
-def steering_sae_inputs(wildcards):
-    """SAE model and explanations, only when the sweep can pick SAE features."""
-    st = config["steering"]
-    explicit = bool(st["components"] or st["sae_latents"])
-    auto_sae = not explicit and st["max_sae_features"] > 0
-    inputs = {}
-    if st["sae_latents"] or auto_sae:
-        inputs["sae"] = res("sae/model")
-    if auto_sae:
-        inputs["sae_features"] = res("features/sae/features.parquet")
-        inputs["explanations"] = res("autointerp/explanations/sae.parquet")
-    return inputs
-
-
 rule kl_ablation:
     input:
         sft=res("data/sft.parquet"),
@@ -52,6 +16,8 @@ rule kl_ablation:
         **{f"{t}_md": res(f"ablation/{t}.md") for t in KL_TABLES},
     log:
         log_("ablation/kl_ablation.log"),
+    conda:
+        "../../envs/train.yaml"
     params:
         config=ablation_params,
         base=base_model_path,
@@ -73,6 +39,8 @@ rule steering_sweep:
         sweep_md=res("steering/sweep.md"),
     log:
         log_("ablation/steering_sweep.log"),
+    conda:
+        "../../envs/train.yaml"
     params:
         config=steering_params,
         base=base_model_path,
