@@ -22,11 +22,15 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
-def make_tiny_qwen(vocab_size: int, layers: int = 2, hidden: int = 32, seed: int = 0):
+def make_tiny_qwen(
+    vocab_size: int, layers: int = 2, hidden: int = 32, seed: int = 0, **overrides
+):
+    """A randomly initialised Qwen2ForCausalLM of tiny size (overrides: any
+    Qwen2Config field)."""
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     torch.manual_seed(seed)
-    cfg = Qwen2Config(
+    fields = dict(
         vocab_size=vocab_size,
         hidden_size=hidden,
         intermediate_size=2 * hidden,
@@ -36,7 +40,7 @@ def make_tiny_qwen(vocab_size: int, layers: int = 2, hidden: int = 32, seed: int
         max_position_embeddings=512,
         tie_word_embeddings=True,
     )
-    return Qwen2ForCausalLM(cfg).eval()
+    return Qwen2ForCausalLM(Qwen2Config(**{**fields, **overrides})).eval()
 
 
 def add_random_lora(model, r: int = 1, seed: int = 0, alpha: float = 16):
@@ -44,8 +48,12 @@ def add_random_lora(model, r: int = 1, seed: int = 0, alpha: float = 16):
     from peft import LoraConfig, get_peft_model
 
     cfg = LoraConfig(
-        r=r, lora_alpha=alpha, use_rslora=True, target_modules=TARGETS,
-        lora_dropout=0.0, task_type="CAUSAL_LM",
+        r=r,
+        lora_alpha=alpha,
+        use_rslora=True,
+        target_modules=TARGETS,
+        lora_dropout=0.0,
+        task_type="CAUSAL_LM",
     )
     peft_model = get_peft_model(model, cfg)
     g = torch.Generator().manual_seed(seed)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
+from lorascope.contexts import CONTEXT_SCHEMA
+
 MODULES = ["q", "k", "v", "o", "gate", "up", "down"]
 WORDS = [
     w if w in ",.:^" else " " + w
@@ -240,16 +242,7 @@ def dashboard_kind(
             )
     contexts = pl.DataFrame(
         ctx,
-        schema={
-            "feature": pl.Int64,
-            "rank": pl.Int64,
-            "doc": pl.Int64,
-            "pos": pl.Int64,
-            "value": pl.Float32,
-            "tokens": pl.List(pl.String),
-            "acts": pl.List(pl.Float32),
-            "center": pl.Int32,
-        },
+        schema=CONTEXT_SCHEMA,
         orient="row",
     )
     cats = [c[0] for c in CATEGORIES]

@@ -23,7 +23,10 @@ def test_table_order_and_shapes(tiny_adapter_dir):
     assert t["layer"].to_list() == [0] * 7 + [1] * 7
     row = t.row(5, named=True)  # layer 0 up_proj: 32 -> 64
     assert (row["module"], row["group"], row["d_in"], row["d_out"]) == (
-        "up", "mlp", 32, 64,
+        "up",
+        "mlp",
+        32,
+        64,
     )
     check_adapter(tiny_adapter_dir, rank=1)
 
@@ -47,10 +50,17 @@ def test_llama_architecture(tmp_path):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=48,
-                      num_hidden_layers=3, num_attention_heads=4)
+    cfg = LlamaConfig(
+        vocab_size=50,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+    )
     targets = [f"{m}_proj" for m in MODULE_ORDER]
-    peft = get_peft_model(LlamaForCausalLM(cfg), LoraConfig(r=1, target_modules=targets))
+    peft = get_peft_model(
+        LlamaForCausalLM(cfg), LoraConfig(r=1, target_modules=targets)
+    )
     peft.save_pretrained(tmp_path)
     t = component_table(tmp_path)
     assert t.height == 21 and t["layer"].max() == 2
@@ -61,8 +71,9 @@ def test_missing_target_modules(tmp_path, toy_tokenizer):
     from peft import LoraConfig, get_peft_model
 
     model = make_tiny_qwen(len(toy_tokenizer))
-    get_peft_model(model, LoraConfig(r=1, target_modules=["q_proj", "v_proj"])) \
-        .save_pretrained(tmp_path)
+    get_peft_model(
+        model, LoraConfig(r=1, target_modules=["q_proj", "v_proj"])
+    ).save_pretrained(tmp_path)
     with pytest.raises(AdapterError, match="missing target modules"):
         check_adapter(tmp_path, rank=1)
 

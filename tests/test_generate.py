@@ -2,7 +2,8 @@
 
 import pytest
 import torch
-from transformers import Qwen2Config, Qwen2ForCausalLM
+from conftest import make_tiny_qwen
+from transformers import Qwen2ForCausalLM
 
 from lorascope.chat import split_completion
 from lorascope.generate import (
@@ -22,17 +23,9 @@ def tok():
 
 @pytest.fixture(scope="module")
 def model(tok):
-    torch.manual_seed(0)
-    cfg = Qwen2Config(
-        vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
+    return make_tiny_qwen(
+        len(tok), max_position_embeddings=256, tie_word_embeddings=False
     )
-    return Qwen2ForCausalLM(cfg).eval()
 
 
 PROBLEMS = ["1+1", "What is 4821 + 1177?", "Add 12 and 30, please.", "9+99"]
@@ -166,19 +159,18 @@ def test_vllm_one_engine_serves_base_and_lora_like_hf(tok, tmp_path):
         pytest.skip("needs CUDA")
     from peft import LoraConfig, get_peft_model
 
-    torch.manual_seed(0)
-    cfg = Qwen2Config(  # head_dim 64: a size every vLLM attention backend takes
-        vocab_size=len(tok),
-        hidden_size=128,
+    # head_dim 64: a size every vLLM attention backend takes
+    gpu_model = make_tiny_qwen(
+        len(tok),
+        hidden=128,
         intermediate_size=256,
-        num_hidden_layers=2,
         num_attention_heads=2,
         num_key_value_heads=2,
-        max_position_embeddings=512,
+        tie_word_embeddings=False,
         eos_token_id=tok.eos_token_id,
     )
     base = tmp_path / "base"
-    Qwen2ForCausalLM(cfg).save_pretrained(base)
+    gpu_model.save_pretrained(base)
     tok.save_pretrained(base)
     lora = LoraConfig(
         r=1,

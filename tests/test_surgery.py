@@ -6,8 +6,8 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
+from conftest import make_tiny_qwen
 from peft import LoraConfig, PeftModel, get_peft_model
-from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from lorascope.components import component_table
 from lorascope.surgery import ABLATION_FILE, ablate_adapter, ablation_mask
@@ -16,17 +16,7 @@ TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down
 
 
 def _tiny_base():
-    torch.manual_seed(0)
-    cfg = Qwen2Config(
-        vocab_size=64,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-    )
-    return Qwen2ForCausalLM(cfg).eval()
+    return make_tiny_qwen(64, max_position_embeddings=64)
 
 
 @pytest.fixture(scope="module")

@@ -20,10 +20,16 @@ from lorascope.train import train
 
 def _config(**train_over):
     train_cfg = {
-        "rank1": {"max_steps": 4, "per_device_batch_size": 2,
-                  "gradient_accumulation_steps": 1},
-        "full": {"max_steps": 2, "per_device_batch_size": 2,
-                 "gradient_accumulation_steps": 1},
+        "rank1": {
+            "max_steps": 4,
+            "per_device_batch_size": 2,
+            "gradient_accumulation_steps": 1,
+        },
+        "full": {
+            "max_steps": 2,
+            "per_device_batch_size": 2,
+            "gradient_accumulation_steps": 1,
+        },
         "save_steps": 2,
         **train_over,
     }
@@ -72,11 +78,28 @@ def test_full_finetune_changes_weights(tmp_path, tiny_model_dir, sft_parquet):
 
 
 def test_killed_training_resumes_from_checkpoint(tmp_path, tiny_model_dir, sft_parquet):
-    cfg, _ = _config(rank1={"max_steps": 30, "per_device_batch_size": 2,
-                            "gradient_accumulation_steps": 1})
-    cmd = [sys.executable, "-m", "lorascope.train", "--variant", "rank1",
-           "--base", str(tiny_model_dir), "--sft", str(sft_parquet),
-           "--out", str(tmp_path), "--config", json.dumps(cfg)]
+    cfg, _ = _config(
+        rank1={
+            "max_steps": 30,
+            "per_device_batch_size": 2,
+            "gradient_accumulation_steps": 1,
+        }
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "lorascope.train",
+        "--variant",
+        "rank1",
+        "--base",
+        str(tiny_model_dir),
+        "--sft",
+        str(sft_parquet),
+        "--out",
+        str(tmp_path),
+        "--config",
+        json.dumps(cfg),
+    ]
     env = {"PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin"}
     proc = subprocess.Popen(cmd, env=env, stderr=subprocess.DEVNULL)
     ckpt = tmp_path / "checkpoints" / "checkpoint-4"
@@ -102,9 +125,14 @@ def test_llama_family_model_trains(tmp_path, toy_tokenizer, sft_parquet):
 
     torch.manual_seed(0)
     base = tmp_path / "llama"
-    cfg = LlamaConfig(vocab_size=len(toy_tokenizer), hidden_size=32,
-                      intermediate_size=48, num_hidden_layers=3,
-                      num_attention_heads=4, num_key_value_heads=2)
+    cfg = LlamaConfig(
+        vocab_size=len(toy_tokenizer),
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+    )
     LlamaForCausalLM(cfg).save_pretrained(base)
     toy_tokenizer.save_pretrained(base)
     train_cfg, _ = _config()

@@ -9,7 +9,10 @@ from conftest import REPO
 def _snakemake(*args, timeout=300):
     return subprocess.run(
         [sys.executable, "-m", "snakemake", *args],
-        cwd=REPO, capture_output=True, text=True, timeout=timeout,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -20,13 +23,23 @@ def test_lint_clean():
 
 def test_paper_scale_dry_run_asks_for_gpus():
     r = _snakemake(
-        "--profile", "profiles/slurm", "--configfile", "config/paper.yaml",
-        "-n", "all", "--quiet", "rules",
+        "--profile",
+        "profiles/slurm",
+        "--configfile",
+        "config/paper.yaml",
+        "-n",
+        "all",
+        "--quiet",
+        "rules",
     )
     assert r.returncode == 0, r.stderr[-4000:]
     r = _snakemake(
-        "--profile", "profiles/slurm", "--configfile", "config/paper.yaml",
-        "-n", "results/qwen32b/train/rank1/adapter",
+        "--profile",
+        "profiles/slurm",
+        "--configfile",
+        "config/paper.yaml",
+        "-n",
+        "results/qwen32b/train/rank1/adapter",
     )
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-4000:]

@@ -34,9 +34,11 @@ _GENERIC_TOKENIZER_CLASSES = ("TokenizersBackend", "PreTrainedTokenizerFast")
 
 def load_tokenizer(path: str, revision: str | None = None):
     saved = Path(path) / "tokenizer_config.json"
-    if saved.is_file() and json.loads(saved.read_text()).get(
-        "tokenizer_class"
-    ) in _GENERIC_TOKENIZER_CLASSES:
+    if (
+        saved.is_file()
+        and json.loads(saved.read_text()).get("tokenizer_class")
+        in _GENERIC_TOKENIZER_CLASSES
+    ):
         from transformers import PreTrainedTokenizerFast
 
         tok = PreTrainedTokenizerFast.from_pretrained(path)

@@ -177,7 +177,9 @@ def train(
         peft_config=lora_config(train_cfg["lora"]) if variant == "rank1" else None,
     )
     fingerprint = dict(
-        variant=variant, base=base_path, sft_sha256=file_sha256(sft_parquet),
+        variant=variant,
+        base=base_path,
+        sft_sha256=file_sha256(sft_parquet),
         config=config,
     )
     if trainer.is_world_process_zero():

@@ -105,7 +105,8 @@ def train_targets():
 
 def toy_shipped_model(wildcards):
     """The shipped weights are an input only when they are copied, not rebuilt."""
-    return [] if config["toy"]["rebuild"] else "resources/toy/base_model"
+    shipped = os.path.join(workflow.basedir, "resources", "toy", "base_model")
+    return [] if config["toy"]["rebuild"] else shipped
 
 
 # --- stage adapters (used by workflow/rules/adapters.smk) ---

@@ -14,6 +14,9 @@ smk = snakemake  # noqa: F821 (injected by Snakemake)
 with script_logging(smk) as log:
     model = smk.params.model
     with atomic_path(smk.output.model, is_dir=True) as tmp:
-        pointer = {"model": model["full_finetune"], "revision": model["full_finetune_revision"]}
+        pointer = {
+            "model": model["full_finetune"],
+            "revision": model["full_finetune_revision"],
+        }
         write_json(pointer, Path(tmp) / "POINTER.json")
     log.info("full fine-tune baseline: %s", pointer)
