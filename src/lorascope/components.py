@@ -156,7 +156,7 @@ def check_adapter(
     if modules:
         present = {(m.layer, m.module) for m in mods}
         missing = [
-            f"L{layer}.{m}"
+            f"layers.{layer}.{m}_proj"
             for layer in layers
             for m in modules
             if (layer, m) not in present

@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
-
 from .runtime import resolve_device, torch_dtype
+
+# torch and transformers are imported inside the loaders: the Snakefile
+# imports this module (base_model_path) and must parse in a second.
 
 TOY = "toy"
 
@@ -33,6 +33,8 @@ _GENERIC_TOKENIZER_CLASSES = ("TokenizersBackend", "PreTrainedTokenizerFast")
 
 
 def load_tokenizer(path: str, revision: str | None = None):
+    from transformers import AutoTokenizer
+
     saved = Path(path) / "tokenizer_config.json"
     if (
         saved.is_file()
@@ -64,6 +66,8 @@ def load_causal_lm(
     device: str = "auto",
     revision: str | None = None,
 ):
+    from transformers import AutoModelForCausalLM
+
     model = AutoModelForCausalLM.from_pretrained(
         path,
         revision=revision,
@@ -98,14 +102,6 @@ def model_kwargs(model_cfg: dict) -> dict:
         "attn_implementation": model_cfg["attn_implementation"],
         "revision": model_cfg.get("revision"),
     }
-
-
-@torch.no_grad()
-def count_parameters(model) -> tuple[int, int]:
-    """(trainable, total) parameter counts."""
-    total = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return trainable, total
 
 
 def resolve_model_dir(path: str | Path) -> tuple[str, str | None]:
