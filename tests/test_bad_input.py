@@ -168,13 +168,18 @@ def corrupt_adapter(adapter_dir, rank=None, drop_module=None):
     [({"rank": 2}, ["rank", "2"]), ({"drop_module": "up_proj"}, ["up_proj"])],
     ids=["rank-2", "missing-up_proj"],
 )
-def test_adapter_not_rank1_rejected_downstream(tmp_path, change, names):
+def test_adapter_not_rank1_rejected_downstream(
+    tmp_path, tmp_path_factory, change, names
+):
     """Swap the trained adapter for a non-conforming one; the first consumer
-    (activation extraction) must fail naming the problem."""
-    work = wfrun.workdir(tmp_path)
+    (the component table, before extraction) must fail naming the problem."""
+    # A copy of the session's shared seed-0 micro run (test_faults uses it too).
+    reference = wfrun.reference_run(tmp_path_factory.getbasetemp())
+    work = wfrun.clone(
+        reference, tmp_path / "w", ["toy", "data", "train/rank1/adapter"]
+    )
     out = wfrun.results(work)
     adapter = out / "train" / "rank1" / "adapter"
-    wfrun.snakemake(work, [adapter])
     corrupt_adapter(adapter, **change)
     manifest = out / "activations" / "manifest.json"
     # Touch nothing else: snakemake must not retrain (the adapter is newer,

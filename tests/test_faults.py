@@ -26,9 +26,8 @@ UP_TO_ACTIVATIONS = [*UP_TO_COMPONENTS, "activations"]
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
-    """The uninterrupted seed-0 micro run up to the activation manifest."""
-    base = tmp_path_factory.getbasetemp()
-    return wfrun.micro_run(base, {"seed": 0}, [wfrun.target(MANIFEST)])
+    """The uninterrupted seed-0 micro run (shared by the whole session)."""
+    return wfrun.reference_run(tmp_path_factory.getbasetemp())
 
 
 def logs_text(work):

@@ -104,7 +104,7 @@ def test_missing_column_fails_naming_file(tmp_path):
 
 @pytest.mark.slow
 def test_style_change_schedules_no_upstream_job(tmp_path_factory):
-    base = wfrun.micro_run(tmp_path_factory.getbasetemp(), {})
+    base = wfrun.reference_run(tmp_path_factory.getbasetemp())
     keep = [p.relative_to(wfrun.results(base)) for p in wfrun.results(base).iterdir()]
     work = wfrun.clone(base, tmp_path_factory.mktemp("style"), keep)
     assert scheduled(wfrun.snakemake(work, extra=["-n"]).stdout) == {}

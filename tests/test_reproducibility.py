@@ -26,7 +26,7 @@ def runs(tmp_path_factory):
     """The shared seed-0 micro run, a second seed-0 run, and a seed-1 run."""
     base = tmp_path_factory.getbasetemp()
     targets = [wfrun.target(MANIFEST)]
-    first = wfrun.micro_run(base, {"seed": 0}, targets)
+    first = wfrun.reference_run(base)  # seed 0
     again = wfrun.workdir(base / "repro-seed0-again", {"seed": 0})
     other = wfrun.workdir(base / "repro-seed1", {"seed": 1})
     for work in (again, other):

@@ -112,7 +112,7 @@ def tree_digest(root):
 def test_micro_config_on_slurm_matches_local(slurm_cluster, tmp_path_factory):
     """The micro config through profiles/slurm gives the local run's outputs."""
     assert (PRODUCTION / "config.yaml").exists(), "profiles/slurm/config.yaml missing"
-    local = wfrun.micro_run(tmp_path_factory.getbasetemp(), {}, ["all"])
+    local = wfrun.reference_run(tmp_path_factory.getbasetemp())
     work = wfrun.workdir(tmp_path_factory.mktemp("slurm-micro"))
     profiles = ["--profile", str(PRODUCTION), "--profile", str(OVERLAY)]
     proc = subprocess.run(

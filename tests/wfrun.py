@@ -194,12 +194,19 @@ def clone(src: Path, dst: Path, keep, overrides: dict | None = None) -> Path:
     return work
 
 
-def micro_run(base: Path, overrides: dict, targets=()) -> Path:
+def micro_run(base: Path, overrides: dict, targets=("all",)) -> Path:
     """A finished micro run with these overrides and targets, made once per
     session (callers must not modify it)."""
-    key = (yaml.safe_dump(overrides), tuple(map(str, targets)))
+    key = (yaml.safe_dump(overrides), tuple(map(str, targets or ("all",))))
     if key not in _RUNS:
         path = workdir(base / f"micro-{len(_RUNS)}", overrides)
         snakemake(path, targets)
         _RUNS[key] = path
     return _RUNS[key]
+
+
+def reference_run(base: Path) -> Path:
+    """The session's one complete micro run (seed 0, every target): the
+    integration test of the whole DAG, and the source every fault, bad-input,
+    reproducibility, figure and SLURM test copies from."""
+    return micro_run(base, {}, ["all"])
