@@ -38,12 +38,16 @@ def targets(run: str) -> list[str]:
 
 
 def scheduled(stdout: str) -> dict[str, int]:
-    """rule -> job count from a dry run's 'Job stats' table ({} = nothing to do)."""
+    """rule -> job count from a dry run's 'Job stats' table ({} = nothing to do).
+
+    The target rule `all` is left out: it is scheduled whenever anything is."""
     m = re.search(r"Job stats:\n.*?\n-+\s+-+\n(.*?)\ntotal", stdout, re.S)
     if not m:
         assert "Nothing to be done" in stdout, stdout[-3000:]
         return {}
-    return {ln.split()[0]: int(ln.split()[1]) for ln in m.group(1).splitlines()}
+    jobs = {ln.split()[0]: int(ln.split()[1]) for ln in m.group(1).splitlines()}
+    jobs.pop("all", None)
+    return jobs
 
 
 def run(path: Path, extra=(), allowed=True, overrides: dict | None = None):
