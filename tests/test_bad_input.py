@@ -18,16 +18,13 @@ pytestmark = pytest.mark.timeout(900)
 @pytest.mark.parametrize(
     "overrides, names",
     [
-        ({"seed": "zero"}, ["seed", "not of type 'integer'"]),
         ({"train": {"lora": {"rank": 1}}}, ["train.lora", "rank", "unknown key"]),
         ({"train": {"lora": {"r": 0}}}, ["train.lora.r", "minimum of 1"]),
-        (
-            {"train": {"rank1": {"learning_rate": -1e-3}}},
-            ["train.rank1.learning_rate", "minimum"],
-        ),
         ({"model": {"base": "/nonexistent/qwen"}}, ["model.base", "/nonexistent/qwen"]),
     ],
-    ids=["wrong-type", "unknown-key", "rank-0", "negative-lr", "missing-model-path"],
+    # Wrong types and negative learning rates go through the same validator:
+    # tests/test_config.py covers them (and more) without a snakemake process.
+    ids=["unknown-key", "rank-0", "missing-model-path"],
 )
 def test_invalid_config_rejected_before_any_job(tmp_path, overrides, names):
     work = wfrun.workdir(tmp_path, overrides)
@@ -41,6 +38,9 @@ def test_invalid_config_rejected_before_any_job(tmp_path, overrides, names):
 
 
 # --- dataset problems (through the data rule) -------------------------------
+# The error texts, and the error/skip/truncate modes for empty and over-long
+# rows, are covered without snakemake in tests/test_chat_data.py; these check
+# that they reach the rule's log and that nothing is left looking finished.
 
 S1K_COLUMNS = ["question", "deepseek_thinking_trajectory", "deepseek_attempt"]
 
@@ -85,20 +85,6 @@ def test_dataset_missing_column_names_it(tmp_path, tiny_model_dir):
     assert not target.exists()
 
 
-def test_empty_rows_error_names_the_row(tmp_path, tiny_model_dir):
-    frame = s1k_frame().with_columns(
-        pl.when(pl.int_range(pl.len()) == 3)
-        .then(pl.lit(""))
-        .otherwise(pl.col("deepseek_thinking_trajectory"))
-        .alias("deepseek_thinking_trajectory")
-    )
-    work, target, proc = data_run(tmp_path, frame, tiny_model_dir, empty_rows="error")
-    assert proc.returncode != 0
-    logs = "".join(p.read_text() for p in (work / "logs").rglob("*.log"))
-    assert "row 3: empty" in logs, logs[-3000:]
-    assert not target.exists()
-
-
 def test_empty_rows_skipped_and_counted(tmp_path, tiny_model_dir):
     frame = s1k_frame().with_columns(
         pl.when(pl.int_range(pl.len()).is_in([1, 4]))
@@ -112,34 +98,6 @@ def test_empty_rows_skipped_and_counted(tmp_path, tiny_model_dir):
     assert sft["doc"].to_list() == [0, 2, 3, 5]
     stats = json.loads((target.parent / "sft_stats.json").read_text())
     assert (stats["empty"], stats["skipped"], stats["kept"]) == (2, 2, 4), stats
-
-
-def test_overlong_error_and_skip(tmp_path, tiny_model_dir):
-    # Row 2 has a trace far past max_length; the others fit.
-    traces = [5, 5, 400, 5, 5, 5]
-    frame = s1k_frame().with_columns(
-        pl.Series(
-            "deepseek_thinking_trajectory",
-            [" ".join(["one plus one is two."] * n) for n in traces],
-        )
-    )
-    work, target, proc = data_run(
-        tmp_path / "err", frame, tiny_model_dir, overlong="error", max_length=256
-    )
-    assert proc.returncode != 0
-    logs = "".join(p.read_text() for p in (work / "logs").rglob("*.log"))
-    assert "row 2:" in logs and "data.max_length=256" in logs, logs[-3000:]
-    assert not target.exists()
-
-    work, target, proc = data_run(
-        tmp_path / "skip", frame, tiny_model_dir, overlong="skip", max_length=256
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    sft = pl.read_parquet(target)
-    assert sft["doc"].to_list() == [0, 1, 3, 4, 5]
-    assert sft["n_tokens"].max() <= 256
-    stats = json.loads((target.parent / "sft_stats.json").read_text())
-    assert (stats["overlong"], stats["skipped"], stats["kept"]) == (1, 1, 5), stats
 
 
 # --- adapters that do not match the rank-1 contract --------------------------
