@@ -112,8 +112,6 @@ def resolve_model_dir(path: str | Path) -> tuple[str, str | None]:
     """
     pointer = Path(path) / "POINTER.json"
     if pointer.exists():
-        import json
-
         with open(pointer) as f:
             p = json.load(f)
         return p["model"], p.get("revision")

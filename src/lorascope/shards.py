@@ -20,7 +20,6 @@ never be stored twice.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from collections.abc import Iterable, Iterator, Sequence
@@ -31,7 +30,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from lorascope.io import atomic_path, read_json, write_json
+from lorascope.io import atomic_path, read_json, sha256_file, write_json
 
 __all__ = [
     "ShardError",
@@ -83,14 +82,6 @@ def shard_plan(n_tokens_per_doc: Sequence[int], shard_tokens: int) -> list[tuple
 def shard_path(shard_dir: Path | str, index: int, extra: str | None = None) -> Path:
     stem = f"shard-{index:05d}"
     return Path(shard_dir) / (f"{stem}.{extra}" if extra else stem)
-
-
-def sha256_file(path: Path | str, chunk: int = 1 << 23) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _save(tensors: dict, path: Path) -> dict:

@@ -20,6 +20,7 @@ from typing import Literal
 import polars as pl
 
 from .config import write_provenance
+from .io import sha256_file
 from .models import load_causal_lm, load_tokenizer
 from .runtime import resolve_device, seed_everything
 
@@ -131,16 +132,6 @@ def discard_stale_checkpoints(checkpoint_dir: Path, fingerprint: dict) -> None:
     stamp.write_text(json.dumps(fingerprint, sort_keys=True))
 
 
-def file_sha256(path: str | Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def train(
     variant: Variant,
     base_path: str,
@@ -179,7 +170,7 @@ def train(
     fingerprint = dict(
         variant=variant,
         base=base_path,
-        sft_sha256=file_sha256(sft_parquet),
+        sft_sha256=sha256_file(sft_parquet),
         config=config,
     )
     if trainer.is_world_process_zero():

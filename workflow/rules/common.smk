@@ -87,12 +87,12 @@ def python_bin():
 def launcher(wildcards, resources):
     """One process on CPU / one GPU; accelerate + FSDP when the profile gives more."""
     gpus = int(getattr(resources, "gpu", 0) or 0)
+    python = python_bin()
     if gpus <= 1:
-        return python_bin()
+        return python
     fsdp = config["train"]["fsdp_config"] or "workflow/accelerate/fsdp.yaml"
-    accelerate = os.path.join(os.path.dirname(python_bin()), "accelerate")
-    if python_bin() == "python":
-        accelerate = "accelerate"
+    # accelerate sits beside the interpreter (a conda env puts both on PATH).
+    accelerate = os.path.join(os.path.dirname(python), "accelerate")
     return f"{accelerate} launch --config_file {fsdp} --num_processes {gpus}"
 
 
