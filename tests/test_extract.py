@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import add_random_lora, make_tiny_qwen
+from numerics import reorder_tol, rounding_tol
 
 from lorascope.activations import ExtractSettings, extract_to_shards, shard_summary
 from lorascope.components import lora_modules
@@ -22,6 +23,19 @@ from lorascope.shards import open_shards
 from lorascope.topk import signed_features
 
 VOCAB = 97
+# Tests that compare two computation paths (hooks vs PEFT's own output,
+# batched vs alone) run the tiny model in float64, so the tolerance from
+# tests/numerics.py holds on every CPU: the hidden size 32 and the MLP width
+# 64 are the longest reductions, ~8 chained per layer.
+F64 = torch.float64
+
+
+def tiny_lora_f64(layers: int, seed: int, r: int = 1):
+    return add_random_lora(make_tiny_qwen(VOCAB, layers=layers), r=r, seed=seed).to(F64)
+
+
+def forward_tol(layers: int, scale) -> dict:
+    return reorder_tol(F64, n=64, depth=8 * layers + 2, scale=scale)
 
 
 def _seqs(n=5, seed=0, lo=3, hi=12):
@@ -44,7 +58,7 @@ def _record_io(peft_model):
 
 @pytest.mark.parametrize("r", [1, 2])
 def test_scalars_rebuild_peft_delta_for_every_module(r):
-    model = add_random_lora(make_tiny_qwen(VOCAB, layers=2), r=r, seed=1)
+    model = tiny_lora_f64(layers=2, seed=1, r=r)
     cap = LoraCapture(model)
     pairs = lora_modules(model)
     assert cap.n_components == r * len(pairs) == r * 14
@@ -59,7 +73,7 @@ def test_scalars_rebuild_peft_delta_for_every_module(r):
     }
     seen, handles = _record_io(model)
     ids, mask = pad_batch(_seqs(3), "cpu")  # padded: lengths differ
-    lora_TC, _ = forward_batch(model, ids, mask, cap, None)
+    lora_TC, _ = forward_batch(model, ids, mask, cap, None, dtype=F64)
     assert lora_TC.shape == (int(mask.sum()), r * 14)
     col = 0
     for info, layer in pairs:
@@ -68,7 +82,9 @@ def test_scalars_rebuild_peft_delta_for_every_module(r):
         B = layer.lora_B["default"].weight  # (d_out, r)
         scalars_Tr = lora_TC[:, col : col + r]
         rebuilt_TO = scalars_Tr @ B.T * layer.scaling["default"]
-        torch.testing.assert_close(rebuilt_TO, delta_TO, rtol=1e-4, atol=1e-5)
+        # delta = y - base(x) cancels: its error scales with |y|, not |delta|.
+        tol = forward_tol(2, y_BLo.abs().max())
+        torch.testing.assert_close(rebuilt_TO, delta_TO, **tol)
         col += r
     for h in handles:
         h.remove()
@@ -92,26 +108,28 @@ def _mlp_inputs(model, ids, mask):
 
 def test_mlp_act_gate_up_equals_base_model_direct():
     n = 5
-    peft_model = add_random_lora(make_tiny_qwen(VOCAB, layers=3), seed=2)
+    peft_model = tiny_lora_f64(layers=3, seed=2)
     mlp = MlpCapture(peft_model, n, "act_gate_up")
     ids, mask = pad_batch(_seqs(4), "cpu")
-    _, mlp_TU = forward_batch(peft_model, ids, mask, LoraCapture(peft_model), mlp)
-    base = make_tiny_qwen(VOCAB, layers=3)  # same seed: the unadapted weights
+    cap = LoraCapture(peft_model)
+    _, mlp_TU = forward_batch(peft_model, ids, mask, cap, mlp, dtype=F64)
+    base = make_tiny_qwen(VOCAB, layers=3).to(F64)  # same seed: unadapted weights
     hs = _mlp_inputs(base, ids, mask)
     want = []
     for i, layer in enumerate(base.model.layers):
         m = layer.mlp
         h = hs[i]
         want.append((m.act_fn(m.gate_proj(h)) * m.up_proj(h))[..., :n][mask])
-    torch.testing.assert_close(mlp_TU, torch.cat(want, dim=1), rtol=1e-5, atol=1e-6)
+    want_TU = torch.cat(want, dim=1)
+    torch.testing.assert_close(mlp_TU, want_TU, **forward_tol(3, want_TU.abs().max()))
 
 
 def test_mlp_up_proj_is_adapted_output_channels():
     n = 4
-    peft_model = add_random_lora(make_tiny_qwen(VOCAB, layers=2), seed=3)
+    peft_model = tiny_lora_f64(layers=2, seed=3)
     mlp = MlpCapture(peft_model, n, "up_proj")
     ids, mask = pad_batch(_seqs(2), "cpu")
-    _, mlp_TU = forward_batch(peft_model, ids, mask, None, mlp)
+    _, mlp_TU = forward_batch(peft_model, ids, mask, None, mlp, dtype=F64)
     hs = _mlp_inputs(peft_model.get_base_model(), ids, mask)  # LoRA on
     want = []
     for i, layer in enumerate(peft_model.get_base_model().model.layers):
@@ -119,7 +137,8 @@ def test_mlp_up_proj_is_adapted_output_channels():
         A, B = up.lora_A["default"].weight, up.lora_B["default"].weight
         out = up.base_layer(hs[i]) + hs[i] @ A.T @ B.T * up.scaling["default"]
         want.append(out[..., :n][mask])
-    torch.testing.assert_close(mlp_TU, torch.cat(want, dim=1), rtol=1e-5, atol=1e-6)
+    want_TU = torch.cat(want, dim=1)
+    torch.testing.assert_close(mlp_TU, want_TU, **forward_tol(2, want_TU.abs().max()))
 
 
 def test_bad_settings_fail_clearly():
@@ -144,7 +163,9 @@ CFG = dict(batch_tokens=24, shard_tokens=20, dtype="float32", top_k=4)
 
 
 def _run(tmp_path, seqs, on_tokens=lambda n: None, fp="fp1", **kw):
-    model = add_random_lora(make_tiny_qwen(VOCAB, layers=2), seed=4)
+    """Shards of a float64 tiny model: what they store (float32) is the
+    float64 value rounded, the same whichever batch computed it."""
+    model = tiny_lora_f64(layers=2, seed=4)
     cfg = ExtractSettings(**{**CFG, "mlp_neurons_per_layer": 3, **kw})
     docs = [10 + i for i in range(len(seqs))]
     return model, extract_to_shards(
@@ -152,12 +173,15 @@ def _run(tmp_path, seqs, on_tokens=lambda n: None, fp="fp1", **kw):
     )
 
 
-def _check_topk(top, values_TF, doc_T, pos_T):
+def _check_topk(top, values_TF, doc_T, pos_T, tol=None):
     """Streamed top-k == brute force. Many tokens tie (layer-0 inputs depend on
     the token id alone), so compare the values, and check that each kept
-    (doc, pos) really has that value."""
+    (doc, pos) really has that value. Exact for the stored values; `tol` for
+    values recomputed in other batches."""
     k = top.k
-    torch.testing.assert_close(top.values_FK, values_TF.topk(k, dim=0).values.T)
+    tol = tol or {"rtol": 0.0, "atol": 0.0}
+    want_FK = values_TF.topk(k, dim=0).values.T
+    torch.testing.assert_close(top.values_FK, want_FK, **tol)
     where = {
         (int(d), int(p)): t for t, (d, p) in enumerate(zip(doc_T, pos_T, strict=True))
     }
@@ -168,7 +192,7 @@ def _check_topk(top, values_TF, doc_T, pos_T):
         ]
     )  # (F, k) token index of each kept example
     got = values_TF.gather(0, rows.T).T
-    torch.testing.assert_close(got, top.values_FK)
+    torch.testing.assert_close(got, top.values_FK, **tol)
     assert all(len(set(r.tolist())) == k for r in rows)  # no token twice
 
 
@@ -185,15 +209,22 @@ def test_shard_pass_stores_tokens_and_streams_exact_topk(tmp_path, polarity):
     cap = LoraCapture(model)
     for d, cols in ss.iter_docs([10, 14, 18]):
         ids, mask = pad_batch([seqs[d - 10]], "cpu")
-        alone, _ = forward_batch(model, ids, mask, cap, None)
-        torch.testing.assert_close(cols["acts"], alone, rtol=1e-5, atol=1e-6)
+        alone, _ = forward_batch(model, ids, mask, cap, None, dtype=F64)
+        tol = rounding_tol(
+            torch.float32, scale=alone.abs().max(), upstream=forward_tol(2, 1)
+        )
+        torch.testing.assert_close(cols["acts"], alone.float(), **tol)
     cap.remove()
     # streamed top-k == brute force over the stored LoRA activations
     top, stats = shard_summary(ss, "lora")
     feats = signed_features(data["acts"].float(), polarity)
     _check_topk(top, feats, data["doc"], data["pos"])
+    # The mean is summed in float64 and stored as float32: one rounding.
+    want_F = feats.double().mean(0)
     torch.testing.assert_close(
-        torch.tensor(stats.to_frame()["mean"].to_numpy()), feats.mean(0)
+        torch.tensor(stats.to_frame()["mean"].to_numpy()).double(),
+        want_F,
+        **rounding_tol(torch.float32, scale=feats.abs().max()),
     )
     # MLP: never stored, so compare with a recomputation of every doc
     mlp = MlpCapture(model, 3)
@@ -205,7 +236,12 @@ def test_shard_pass_stores_tokens_and_streams_exact_topk(tmp_path, polarity):
     )
     mlp_TU = torch.cat([by_doc[10 + i] for i in range(len(seqs))])
     top, _ = shard_summary(ss, "mlp")
-    _check_topk(top, signed_features(mlp_TU, polarity), data["doc"], data["pos"])
+    # Recomputed in other batches: float64 values, each rounded to float32.
+    tol = rounding_tol(
+        torch.float32, scale=mlp_TU.abs().max(), upstream=forward_tol(2, 1)
+    )
+    feats = signed_features(mlp_TU, polarity)
+    _check_topk(top, feats, data["doc"], data["pos"], tol)
     assert manifest["meta"]["mlp_layers"] == 2 and manifest["columns"][0] == "L0.q"
 
 
@@ -296,8 +332,14 @@ def test_feature_tables_and_contexts_for_lora_and_mlp(tmp_path):
         topk = top.to_frame()
         ctx = build_contexts(topk, token_ids, decode, doc_values, "both", 2)
         assert ctx.height == topk.height
+        # lora: the stored values again; mlp: float64 recomputed in other
+        # batches, rounded to float32 (tests/numerics.py).
+        scale = float(topk["value"].abs().max())
+        tol = rounding_tol(torch.float32, scale=scale, upstream=forward_tol(2, 1))
         for row in ctx.iter_rows(named=True):
-            assert row["acts"][row["center"]] == pytest.approx(row["value"], abs=1e-5)
+            assert row["acts"][row["center"]] == pytest.approx(
+                row["value"], rel=tol["rtol"], abs=tol["atol"]
+            )
             assert len(row["tokens"]) == len(row["acts"]) <= 5
             ids = token_ids[row["doc"]]
             assert row["tokens"][row["center"]] == f"<{ids[row['pos']]}>"

@@ -5,6 +5,7 @@ import polars as pl
 import pytest
 import torch
 from conftest import add_random_lora, make_tiny_qwen
+from numerics import reorder_tol, rounding_tol
 from sae_lens import JumpReLUSAE, JumpReLUSAEConfig
 
 from lorascope.ablation import PrefixRunner
@@ -25,12 +26,32 @@ from lorascope.steering import (
 )
 
 
+def _lora(tokenizer, dtype):
+    model = add_random_lora(make_tiny_qwen(len(tokenizer))).to(dtype)
+    table = table_from_modules([m for m, _ in lora_modules(model)])
+    return model, table
+
+
 @pytest.fixture()
 def lora(toy_tokenizer):
-    model = add_random_lora(make_tiny_qwen(len(toy_tokenizer)))
-    table = table_from_modules([m for m, _ in lora_modules(model)])
+    model, table = _lora(toy_tokenizer, torch.float32)
     with ScalarControl(lora_layers(model)) as control:
         yield model, table, control
+
+
+@pytest.fixture()
+def lora64(toy_tokenizer):
+    """float64: for tests comparing the prefix-reusing KL with a full forward,
+    whose summation orders differ (tolerances: tests/numerics.py)."""
+    model, table = _lora(toy_tokenizer, torch.float64)
+    with ScalarControl(lora_layers(model)) as control:
+        yield model, table, control
+
+
+def kl_tol(tokenizer) -> float:
+    """Bound on a KL that is 0 up to summation order: log-probs off by d give
+    KL ~ d^2 / 2, far below d itself, so d bounds it."""
+    return reorder_tol(torch.float64, n=len(tokenizer), depth=2 * 8 + 4)["rtol"]
 
 
 def ids(tokenizer, text="12+34=46. Wait, 12+34=46."):
@@ -49,7 +70,8 @@ def random_sae(n_components: int, d_sae: int = 8) -> JumpReLUSAE:
     return sae
 
 
-def test_alpha_zero_equals_unsteered(lora, toy_tokenizer):
+def test_alpha_zero_is_bitwise_unsteered(lora, toy_tokenizer):
+    """Adding 0.0 to every scalar is exact: the same computation, bitwise."""
     model, table, control = lora
     ids_1T = ids(toy_tokenizer)[None]
     delta_C = component_direction(table.height, 9, 2.5)
@@ -81,9 +103,15 @@ def test_steering_shifts_target_scalar_by_alpha_times_typical(lora, toy_tokenize
             model(input_ids=ids_1T)
             pushed_TC = control.recorded()[0]
     diff_TC = pushed_TC - plain_TC
-    before_TC = diff_TC[:, :target]
-    torch.testing.assert_close(diff_TC[:, target], torch.full_like(diff_TC[:, 0], 2.1))
-    torch.testing.assert_close(before_TC, torch.zeros_like(before_TC))
+    # Upstream scalars are the very same computation: exactly unchanged.
+    assert torch.equal(diff_TC[:, :target], torch.zeros_like(diff_TC[:, :target]))
+    # (s + 2.1) - s in float32: two roundings at the scale of |s| + 2.1.
+    scale = plain_TC[:, target].abs().max() + 2.1
+    torch.testing.assert_close(
+        diff_TC[:, target],
+        torch.full_like(diff_TC[:, 0], 2.1),
+        **rounding_tol(torch.float32, scale=2 * scale),
+    )
     assert diff_TC[:, target + 1 :].abs().max() > 0  # downstream scalars respond
 
 
@@ -94,7 +122,10 @@ def test_sae_direction_is_scaled_decoder_row_and_lands_on_scalars(lora, toy_toke
     latent = int(np.argmax(typical_F))
     delta_C = sae_direction(sae, latent, typical_F[latent])
     expected = typical_F[latent] * sae.W_dec[latent].detach().double().numpy()
-    np.testing.assert_allclose(delta_C, expected, rtol=1e-5)
+    # decode(t e) - decode(0) in float32 cancels b_dec: error at its scale.
+    scale = np.abs(expected).max() + sae.b_dec.abs().max().item()
+    tol = rounding_tol(torch.float32, scale=4 * scale)
+    np.testing.assert_allclose(delta_C, expected, **tol)
     with pytest.raises(ValueError, match="SAE latent 2 never fires"):
         sae_direction(sae, 2, 0.0)
     with torch.no_grad():
@@ -108,11 +139,13 @@ def test_sae_direction_is_scaled_decoder_row_and_lands_on_scalars(lora, toy_toke
     # q, k, v of layer 0 read the embeddings, so they move by exactly the delta.
     want = torch.tensor(2.0 * delta_C[:3], dtype=torch.float32)
     want = want.expand_as(diff_TC[:, :3])
-    torch.testing.assert_close(diff_TC[:, :3], want)
+    scale = plain_TC[:, :3].abs().max() + want.abs().max()
+    tol = rounding_tol(torch.float32, scale=2 * scale)
+    torch.testing.assert_close(diff_TC[:, :3], want, **tol)
 
 
-def test_steering_kl_matches_full_forward(lora, toy_tokenizer):
-    model, table, control = lora
+def test_steering_kl_matches_full_forward(lora64, toy_tokenizer):
+    model, table, control = lora64
     ids_T = ids(toy_tokenizer)
     scope_T = torch.arange(len(ids_T)) < len(ids_T) - 1
     delta_C = component_direction(table.height, 10, 0.5)
@@ -131,8 +164,10 @@ def test_steering_kl_matches_full_forward(lora, toy_tokenizer):
             with steered(control, delta_C, alpha):
                 logq = torch.log_softmax(model(input_ids=ids_T[None]).logits[0], -1)
             kl = (ref.exp() * (ref - logq)).sum(-1)[scope_T].mean()
-            assert kl_GA[0, a] == pytest.approx(float(kl), abs=1e-6)
-    assert kl_GA[0, 0] == pytest.approx(0.0, abs=1e-7) and kl_GA[0, 2] > kl_GA[0, 1] > 0
+            tol = kl_tol(toy_tokenizer)
+            assert kl_GA[0, a] == pytest.approx(float(kl), rel=tol, abs=tol)
+    assert kl_GA[0, 0] == pytest.approx(0.0, abs=kl_tol(toy_tokenizer))
+    assert kl_GA[0, 2] > kl_GA[0, 1] > 1e3 * kl_tol(toy_tokenizer)
 
 
 def test_choose_targets_config_keywords_and_fallback():
@@ -180,8 +215,8 @@ def test_component_direction_rejects_zero_typical():
         component_direction(7, 4, 0.0)
 
 
-def test_sweep_rows_and_alpha_zero(lora, toy_tokenizer):
-    model, table, control = lora
+def test_sweep_rows_and_alpha_zero(lora64, toy_tokenizer):
+    model, table, control = lora64
     bench = [
         {"problem": "What is 1+2?", "answer": "3", "choices": None, "grader": "math"},
         {"problem": "What is 2+2?", "answer": "4", "choices": None, "grader": "math"},
@@ -207,8 +242,8 @@ def test_sweep_rows_and_alpha_zero(lora, toy_tokenizer):
         batch_size=2,
     )
     assert out.height == 2 and out["alpha"].to_list() == [0.0, 100.0]
-    assert out["kl_to_unsteered"][0] == pytest.approx(0.0, abs=1e-7)
-    assert out["kl_to_unsteered"][1] > 0
+    assert out["kl_to_unsteered"][0] == pytest.approx(0.0, abs=kl_tol(toy_tokenizer))
+    assert out["kl_to_unsteered"][1] > 1e3 * kl_tol(toy_tokenizer)
     assert set(out.columns) >= {"accuracy", "backtrack_per_1k_tokens", "selection"}
     assert control.add_VC is None and control.mult_VC is None  # nothing left on
 

@@ -202,7 +202,13 @@ class PrefixRunner:
         )
 
     def log_probs(self, hidden_VTD: torch.Tensor) -> torch.Tensor:
-        return F.log_softmax(self.lm_head(self.norm(hidden_VTD)).float(), dim=-1)
+        return log_softmax(self.lm_head(self.norm(hidden_VTD)))
+
+
+def log_softmax(logits: torch.Tensor) -> torch.Tensor:
+    """Log-probs in at least float32 (bf16 logits would lose the small KLs)."""
+    dtype = torch.promote_types(logits.dtype, torch.float32)
+    return F.log_softmax(logits.to(dtype), -1)
 
 
 def token_kl(ref_logp_TX: torch.Tensor, logq_VTX: torch.Tensor) -> torch.Tensor:
@@ -273,10 +279,10 @@ def naive_ablation_kl(
     for s, (ids_T, scope_T) in enumerate(sequences):
         ids_1T, scope_T = ids_T[None].to(device), scope_T.to(device)
         logits = peft_model(input_ids=ids_1T, use_cache=False).logits
-        ref_logp_TX = F.log_softmax(logits[0].float(), -1)
+        ref_logp_TX = log_softmax(logits[0])
         for a, ablation in enumerate(ablations):
             with zeroed_lora_b(lora_layers, torch.from_numpy(ablation.mask_C)):
                 logits = peft_model(input_ids=ids_1T, use_cache=False).logits
-            kl_T = token_kl(ref_logp_TX, F.log_softmax(logits.float(), -1))[0]
+            kl_T = token_kl(ref_logp_TX, log_softmax(logits))[0]
             kl_AS[a, s] = float((kl_T * scope_T).sum() / max(int(scope_T.sum()), 1))
     return kl_AS

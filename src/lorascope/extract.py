@@ -199,8 +199,9 @@ def forward_batch(
     mask_BL: torch.Tensor,
     lora: LoraCapture | None,
     mlp: MlpCapture | None,
+    dtype: torch.dtype = torch.float32,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """Run the batch; return `lora [T, C]` and `mlp [T, U]` (fp32, on device).
+    """Run the batch; return `lora [T, C]` and `mlp [T, U]` (`dtype`, on device).
 
     T = the batch's real tokens, sequence by sequence (padding dropped).
     """
@@ -209,8 +210,9 @@ def forward_batch(
     backbone = _backbone(model)
     kw = dict(input_ids=ids_BL, attention_mask=mask_BL.long(), use_cache=False)
     keep = mask_BL.flatten().nonzero().squeeze(1)  # (T,)
-    lora_buf = torch.empty(B, L, lora.n_components, device=dev) if lora else None
-    mlp_buf = torch.empty(B, L, mlp.n_units, device=dev) if mlp else None
+    buf = dict(device=dev, dtype=dtype)
+    lora_buf = torch.empty(B, L, lora.n_components, **buf) if lora else None
+    mlp_buf = torch.empty(B, L, mlp.n_units, **buf) if mlp else None
     same_pass = mlp is not None and mlp.tensor == "up_proj"
     if lora is not None or same_pass:
         with contextlib.ExitStack() as stack:
