@@ -24,12 +24,13 @@ include: "workflow/rules/toy.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/adapters.smk"
-include: "workflow/rules/eval.smk"
+include: "workflow/rules/evaluation.smk"
 include: "workflow/rules/activations.smk"
 include: "workflow/rules/sae.smk"
 include: "workflow/rules/autointerp.smk"
 include: "workflow/rules/ablation.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/dashboards.smk"
 
 
 rule all:

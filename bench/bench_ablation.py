@@ -1,6 +1,6 @@
 """Benchmark: the KL ablation sweep (layers + components + groups) on CPU.
 
-Compares `lorascope.ablation.ablation_kl` (mask hooks, variants batched, prefix
+Compares `lorascope.ablation.kl.ablation_kl` (mask hooks, variants batched, prefix
 reuse) with the naive way (zero lora_B, one full forward per ablation) on the
 same random model and sequences, checks both give the same KL, and prints the
 time ratio (target <= 0.5). Shapes: `toy` (the embedded toy model's size) and
@@ -25,9 +25,9 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
-from lorascope.ablation import ablation_kl, build_ablations, naive_ablation_kl
-from lorascope.components import lora_modules, table_from_modules
-from lorascope.masked_lora import ScalarControl, lora_layers
+from lorascope.ablation.kl import ablation_kl, build_ablations, naive_ablation_kl
+from lorascope.ablation.scalar_control import ScalarControl, lora_layers
+from lorascope.core.components import lora_modules, table_from_modules
 
 SHAPES = {
     # hidden, layers, heads, kv heads, intermediate, vocab, seq len, sequences

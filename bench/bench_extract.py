@@ -6,7 +6,8 @@ weights) and the same batches, times (best of --reps, interleaved):
   fwd_full      plain LoRA forward of the CausalLM (logits included)
   fwd_backbone  plain LoRA forward of the decoder only (what extraction runs)
   extract       the shard pass for LoRA scalars: hooks into one device buffer,
-                gather, host copy, streamed top-k + stats (lorascope.activations)
+                gather, host copy, streamed top-k + stats
+                (lorascope.activations.extraction)
   extract+mlp   the same plus the MLP baseline (act_gate_up: a base-model pass)
   naive         per-module hook copying each lora_A output to the CPU and
                 concatenating afterwards (the obvious implementation)
@@ -33,8 +34,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from lorascope.activations import ExtractSettings, extract_shard, extract_to_shards
-from lorascope.extract import LoraCapture, MlpCapture, make_batches, pad_batch
+from lorascope.activations.extraction import (
+    ExtractSettings,
+    extract_shard,
+    extract_to_shards,
+)
+from lorascope.activations.hooks import LoraCapture, MlpCapture, make_batches, pad_batch
 
 SHAPES = {
     "toy": dict(hidden_size=128, intermediate_size=512, num_hidden_layers=4,

@@ -1,6 +1,6 @@
 """Benchmark: batched vs one-at-a-time HF generation on the toy model's shape.
 
-Times `lorascope.generate.generate_hf` with `--batch-size` prompts per call
+Times `lorascope.core.decoding.generate_hf` with `--batch-size` prompts per call
 (left padding) against one prompt per call, on the same randomly initialised
 toy-sized Qwen2 and the same toy benchmark prompts, checks that both give the
 same completions, and prints tokens/s and the throughput ratio.
@@ -17,7 +17,7 @@ import time
 import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
-from lorascope.generate import build_prompts, generate_hf
+from lorascope.core.decoding import build_prompts, generate_hf
 from lorascope.toy.tasks import question_text, sample_pair
 from lorascope.toy.tokenizer import build_tokenizer
 

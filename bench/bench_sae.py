@@ -3,7 +3,7 @@
 Usage: python bench/bench_sae.py [--device cpu|cuda] [--steps N] [--shapes ...]
 
 For each shape (embedded 28 -> 224 at batch 512, paper 448 -> 3584 at batch
-4096) it times `lorascope.sae.train_sae` (SAELens SAETrainer +
+4096) it times `lorascope.sae.training.train_sae` (SAELens SAETrainer +
 BatchTopKTrainingSAE, with its aux loss and bookkeeping) and, in the same run,
 a minimal BatchTopK step written here (encode, batch top-k, decode, MSE,
 backward, Adam): the baseline the ratio is against. Best of interleaved
@@ -17,7 +17,8 @@ import time
 
 import torch
 
-from lorascope.sae import SaeConfig, train_sae
+from lorascope.sae.config import SaeConfig
+from lorascope.sae.training import train_sae
 
 SHAPES = {"embedded": (28, 8, 4, 512), "paper": (448, 8, 16, 4096)}
 
@@ -59,8 +60,8 @@ def raw_batchtopk(x_BD: torch.Tensor, d_sae: int, k: int):
 
 
 def saelens(x_BD: torch.Tensor, expansion: int, k: int, device: str):
-    """A `run(n_steps) -> seconds` for `lorascope.sae.train_sae` (a fresh SAE and
-    SAETrainer each call; their setup is small next to the steps)."""
+    """A `run(n_steps) -> seconds` for `lorascope.sae.training.train_sae` (a fresh
+    SAE and SAETrainer each call; their setup is small next to the steps)."""
     batch, d = x_BD.shape
 
     def batches():

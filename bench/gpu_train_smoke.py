@@ -1,7 +1,7 @@
 """Run the real training entry point (TRL SFTTrainer + PEFT rank-1) on a GPU.
 
 Builds a randomly initialised model with a real Qwen2.5 shape (no download),
-the toy SFT set, and trains for a few steps through `lorascope.train.train`,
+the toy SFT set, and trains for a few steps through `lorascope.train.trainer.train`,
 then checks the adapter and prints seconds per step and tokens per second.
 This is a smoke benchmark for a lent GPU; on CPU use `--shape tiny`.
 
@@ -23,13 +23,13 @@ import datasets  # noqa: E402
 import torch  # noqa: E402
 from transformers import Qwen2Config, Qwen2ForCausalLM  # noqa: E402
 
-from lorascope.components import check_adapter  # noqa: E402
-from lorascope.config import validate  # noqa: E402
-from lorascope.data import tokenise  # noqa: E402
-from lorascope.io import write_parquet  # noqa: E402
+from lorascope.core.components import check_adapter  # noqa: E402
+from lorascope.core.config import validate  # noqa: E402
+from lorascope.core.io import write_parquet  # noqa: E402
+from lorascope.data.sft import tokenise  # noqa: E402
 from lorascope.toy.tasks import sft_frame  # noqa: E402
 from lorascope.toy.tokenizer import build_tokenizer  # noqa: E402
-from lorascope.train import train  # noqa: E402
+from lorascope.train.trainer import train  # noqa: E402
 
 SHAPES = {  # Qwen2.5 config values
     "tiny": dict(

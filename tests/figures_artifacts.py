@@ -12,7 +12,7 @@ from pathlib import Path
 import figures_synth as S
 import numpy as np
 
-from lorascope.tables import table1, table2
+from lorascope.evaluation.tables import table1, table2
 
 KINDS = ("lora", "mlp", "sae")
 

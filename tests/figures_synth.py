@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from lorascope.contexts import CONTEXT_SCHEMA
+from lorascope.core.contexts import CONTEXT_SCHEMA
 
 MODULES = ["q", "k", "v", "o", "gate", "up", "down"]
 WORDS = [
@@ -178,7 +178,7 @@ def table1() -> pl.DataFrame:
 
 
 def steering_sweep() -> pl.DataFrame:
-    """Wide, as lorascope.steering.sweep writes it."""
+    """Wide, as lorascope.ablation.steering.sweep writes it."""
     rows = []
     for i, label in enumerate(("L20.gate", "L21.up", "sae.17")):
         for alpha in (-50.0, -10.0, -1.0, 0.0, 1.0, 10.0, 50.0, 100.0):

@@ -8,20 +8,20 @@ from numerics import reorder_tol
 from peft import LoraConfig, get_peft_model
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
-from lorascope.ablation import (
+from lorascope.ablation.kl import (
     Ablation,
     ablation_kl,
     build_ablations,
     naive_ablation_kl,
 )
-from lorascope.ablation_setup import select_sequences, summarise
-from lorascope.components import lora_modules, table_from_modules
-from lorascope.masked_lora import (
+from lorascope.ablation.scalar_control import (
     ScalarControl,
     check_table,
     lora_layers,
     zeroed_lora_b,
 )
+from lorascope.ablation.setup import select_sequences, summarise
+from lorascope.core.components import lora_modules, table_from_modules
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 

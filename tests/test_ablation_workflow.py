@@ -18,8 +18,8 @@ import yaml
 from conftest import REPO, add_random_lora, make_tiny_qwen
 from sae_lens import JumpReLUSAE, JumpReLUSAEConfig
 
-from lorascope.chat import build_example
-from lorascope.components import component_table
+from lorascope.core.chat import build_example
+from lorascope.core.components import component_table
 from lorascope.toy.tasks import benchmark_frame
 
 pytestmark = pytest.mark.slow

@@ -17,7 +17,7 @@ from lorascope.autointerp.summary import (
     class_shares,
     sae_category_density,
 )
-from lorascope.config import validate
+from lorascope.core.config import validate
 
 MIXED = [" 3", ",", " cat", "\n", " +", " Paris", " so", " ."]
 NUMS = [" 3", " 12", " 7", " 45", " 8", " 99", " 1", " 60"]

@@ -6,7 +6,7 @@ import json
 import polars as pl
 import pytest
 
-from lorascope.benchmarks import SCHEMA, load_benchmark, validate_benchmark
+from lorascope.evaluation.benchmarks import SCHEMA, load_benchmark, validate_benchmark
 
 
 def _write_jsonl(path, rows):

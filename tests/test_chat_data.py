@@ -5,7 +5,7 @@ import polars as pl
 import pytest
 from conftest import s1k_rows
 
-from lorascope.chat import (
+from lorascope.core.chat import (
     ANSWER_MARKER,
     IGNORE_INDEX,
     THINK_MARKER,
@@ -13,8 +13,8 @@ from lorascope.chat import (
     build_prompt,
     split_completion,
 )
-from lorascope.config import validate
-from lorascope.data import DataError, load_rows, tokenise
+from lorascope.core.config import validate
+from lorascope.data.sft import DataError, load_rows, tokenise
 
 
 def test_labels_cover_exactly_the_assistant_turn(toy_tokenizer):

@@ -5,7 +5,7 @@ import json
 import pytest
 from conftest import add_random_lora, make_tiny_qwen
 
-from lorascope.components import (
+from lorascope.core.components import (
     MODULE_ORDER,
     AdapterError,
     check_adapter,

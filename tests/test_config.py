@@ -3,7 +3,7 @@
 import pytest
 import yaml
 
-from lorascope.config import ConfigError, load_schema, validate
+from lorascope.core.config import ConfigError, load_schema, validate
 
 
 def _walk(schema, path=""):

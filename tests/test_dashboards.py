@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from chromium_cdp import Browser, find_chromium
 
-from lorascope.dashboards import DashboardOptions, KindTables, build_dashboards
+from lorascope.dashboards.build import DashboardOptions, KindTables, build_dashboards
 
 N_LORA, N_SAE, N_CTX = 21, 9, 4
 

@@ -8,9 +8,12 @@ import torch
 from conftest import add_random_lora, make_tiny_qwen
 from numerics import reorder_tol, rounding_tol
 
-from lorascope.activations import ExtractSettings, extract_to_shards, shard_summary
-from lorascope.components import lora_modules
-from lorascope.extract import (
+from lorascope.activations.extraction import (
+    ExtractSettings,
+    extract_to_shards,
+    shard_summary,
+)
+from lorascope.activations.hooks import (
     ExtractError,
     LoraCapture,
     MlpCapture,
@@ -19,8 +22,9 @@ from lorascope.extract import (
     make_batches,
     pad_batch,
 )
-from lorascope.shards import open_shards
-from lorascope.topk import signed_features
+from lorascope.core.components import lora_modules
+from lorascope.core.shards import open_shards
+from lorascope.core.topk import signed_features
 
 VOCAB = 97
 # Tests that compare two computation paths (hooks vs PEFT's own output,
@@ -297,15 +301,15 @@ def test_corrupt_or_stale_shards_are_rewritten(tmp_path):
 def test_feature_tables_and_contexts_for_lora_and_mlp(tmp_path):
     import polars as pl
 
-    from lorascope.components import table_from_modules
-    from lorascope.contexts import (
+    from lorascope.activations.hooks import mlp_doc_values
+    from lorascope.core.components import table_from_modules
+    from lorascope.core.contexts import (
         ContextError,
         build_contexts,
         features_frame,
         lora_units,
         mlp_units,
     )
-    from lorascope.extract import mlp_doc_values
 
     seqs = _seqs(6, seed=8)
     model, manifest = _run(tmp_path, seqs)

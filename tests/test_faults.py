@@ -101,7 +101,7 @@ def test_changed_hyperparameters_do_not_resume_stale_checkpoints(reference, tmp_
 
 def concat_shards(results_dir):
     """Every stored token, sorted by (doc, pos), and the shard files seen."""
-    from lorascope.shards import open_shards
+    from lorascope.core.shards import open_shards
 
     shards = open_shards(results_dir / "activations")
     parts = list(shards.iter_shards())

@@ -9,6 +9,8 @@ import pytest
 from matplotlib.text import Text
 from PIL import Image
 
+from lorascope.core.labels import explainer_label
+from lorascope.evaluation.tables import table1
 from lorascope.figures import (
     ablation,
     categories,
@@ -17,8 +19,7 @@ from lorascope.figures import (
     steering,
     table_image,
 )
-from lorascope.figures.style import FigureStyle, explainer_label, save_figure
-from lorascope.tables import table1
+from lorascope.figures.style import FigureStyle, save_figure
 
 STYLE = FigureStyle(width_in=3.5, font_size=8, dpi=120)
 FOOT = "labels: offline explainer"

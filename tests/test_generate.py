@@ -5,14 +5,14 @@ import torch
 from conftest import make_tiny_qwen
 from transformers import Qwen2ForCausalLM
 
-from lorascope.chat import split_completion
-from lorascope.generate import (
+from lorascope.core.chat import split_completion
+from lorascope.core.decoding import (
     _finish,
     build_prompts,
     generate_hf,
-    generate_vllm,
     stop_token_ids,
 )
+from lorascope.evaluation.generation import generate_vllm
 from lorascope.toy.tokenizer import build_tokenizer
 
 
@@ -111,7 +111,8 @@ def test_generate_benchmarks_hf_variants_and_pointer(model, tok, tmp_path):
     import polars as pl
     from peft import LoraConfig, get_peft_model
 
-    from lorascope.generate import generate_benchmarks, resolve_model_dir
+    from lorascope.core.models import resolve_model_dir
+    from lorascope.evaluation.generation import generate_benchmarks
 
     base = tmp_path / "base"
     model.save_pretrained(base)

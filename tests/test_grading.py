@@ -2,7 +2,7 @@
 
 import pytest
 
-from lorascope.grading import extract_choice, grade, grade_answer
+from lorascope.core.grading import extract_choice, grade, grade_answer
 
 MATH_MATCH = [
     ("25", "Answer: 025"),  # AIME golds and answers with leading zeros
@@ -113,7 +113,7 @@ def test_unknown_grader_fails_clearly():
 
 
 def test_grade_reads_only_the_answer_section():
-    from lorascope.chat import ANSWER_MARKER as ANSWER
+    from lorascope.core.chat import ANSWER_MARKER as ANSWER
 
     row = {"grader": "math", "answer": "12", "choices": None}
     thinking = "Maybe it is 11. Wait, recount: \\boxed{11}"
@@ -133,7 +133,7 @@ def test_grade_reads_only_the_answer_section():
 def _bench():
     import polars as pl
 
-    from lorascope.benchmarks import SCHEMA
+    from lorascope.evaluation.benchmarks import SCHEMA
 
     return pl.DataFrame(
         {
@@ -150,8 +150,8 @@ def _bench():
 def test_grade_frame_and_summary():
     import polars as pl
 
-    from lorascope.chat import ANSWER_MARKER
-    from lorascope.grading import EVAL_COLUMNS, grade_frame, summarise
+    from lorascope.core.chat import ANSWER_MARKER
+    from lorascope.core.grading import EVAL_COLUMNS, grade_frame, summarise
 
     gens = pl.DataFrame(
         {

@@ -10,20 +10,21 @@ import torch
 import yaml
 from numerics import reorder_tol, unit_roundoff
 
-from lorascope import contexts as ctx
-from lorascope.config import SCHEMA_PATH
-from lorascope.sae import (
-    SaeConfig,
-    evaluate_sae,
-    load_sae,
+from lorascope.activations.shard_writer import write_manifest, write_shard
+from lorascope.core import contexts as ctx
+from lorascope.core.config import SCHEMA_PATH
+from lorascope.core.models import load_sae
+from lorascope.core.shards import open_shards
+from lorascope.core.topk import FeatureStats
+from lorascope.sae.config import SaeConfig
+from lorascope.sae.evaluation import evaluate_sae
+from lorascope.sae.features import POLARITY, doc_values_fn, sae_feature_tables
+from lorascope.sae.training import (
     save_sae,
     shuffled_batches,
     train_on_shards,
     train_sae,
 )
-from lorascope.sae_features import POLARITY, doc_values_fn, sae_feature_tables
-from lorascope.shards import open_shards, write_manifest, write_shard
-from lorascope.topk import FeatureStats
 
 D_IN, N_ATOMS, K = 32, 48, 3
 

@@ -5,16 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lorascope.shards import (
-    ShardError,
+from lorascope.activations.shard_writer import (
     clear_shard,
-    open_shards,
-    shard_path,
     shard_plan,
     valid_record,
     write_manifest,
     write_shard,
 )
+from lorascope.core.shards import ShardError, open_shards, shard_path
 
 FP = "fp-test"
 

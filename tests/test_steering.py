@@ -8,22 +8,19 @@ from conftest import add_random_lora, make_tiny_qwen
 from numerics import reorder_tol, rounding_tol
 from sae_lens import JumpReLUSAE, JumpReLUSAEConfig
 
-from lorascope.ablation import PrefixRunner
-from lorascope.components import lora_modules, table_from_modules
-from lorascope.generate import build_prompts, generate_hf
-from lorascope.masked_lora import ScalarControl, lora_layers
-from lorascope.steering import (
+from lorascope.ablation.kl import PrefixRunner
+from lorascope.ablation.scalar_control import ScalarControl, lora_layers
+from lorascope.ablation.steering import backtrack_stats, steered, steering_kl, sweep
+from lorascope.ablation.steering_targets import (
     Target,
-    backtrack_stats,
     choose_targets,
     component_direction,
     make_targets,
     sae_direction,
     sae_typical_activation,
-    steered,
-    steering_kl,
-    sweep,
 )
+from lorascope.core.components import lora_modules, table_from_modules
+from lorascope.core.decoding import build_prompts, generate_hf
 
 
 def _lora(tokenizer, dtype):

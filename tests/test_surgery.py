@@ -10,8 +10,8 @@ from conftest import make_tiny_qwen
 from numerics import reorder_tol
 from peft import LoraConfig, PeftModel, get_peft_model
 
-from lorascope.components import component_table
-from lorascope.surgery import ABLATION_FILE, ablate_adapter, ablation_mask
+from lorascope.adapters.surgery import ABLATION_FILE, ablate_adapter, ablation_mask
+from lorascope.core.components import component_table
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 

@@ -4,7 +4,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from lorascope.tables import correct_matrix, table1, table2, to_display
+from lorascope.evaluation.tables import correct_matrix, table1, table2, to_display
 
 
 def _hits(k, n=30):
@@ -85,7 +85,7 @@ def test_correct_matrix_aligns_by_id_and_rejects_mismatch():
 
 
 def test_markdown_report_shows_intervals_and_undefined():
-    from lorascope.tables import to_markdown_report
+    from lorascope.evaluation.tables import to_markdown_report
 
     correct = {"b": {"base": _hits(7), "rank1": _hits(9), "full": _hits(7)}}
     text = to_markdown_report(table1(correct, n_boot=50), "table1", 0.95, 50)

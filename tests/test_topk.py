@@ -8,7 +8,7 @@ import pytest
 import torch
 from numerics import rounding_tol
 
-from lorascope.topk import (
+from lorascope.core.topk import (
     FeatureStats,
     StreamingTopK,
     feature_units,
@@ -112,7 +112,7 @@ def test_feature_stats_match_direct_computation():
 
 @pytest.mark.parametrize("polarity", ["both", "abs", "pos"])
 def test_contexts_windows_match_streamed_topk(polarity):
-    from lorascope.contexts import build_contexts
+    from lorascope.core.contexts import build_contexts
 
     g = torch.Generator().manual_seed(5)
     docs = {d: torch.randn(int(n), 3, generator=g) for d, n in zip(

@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 import torch
 
-from lorascope.chat import ANSWER_MARKER, THINK_MARKER, build_example, build_prompt
+from lorascope.core.chat import ANSWER_MARKER, THINK_MARKER, build_example, build_prompt
 from lorascope.toy import tasks, world
 from lorascope.toy.pretrain import PretrainConfig, packed_rows
 
@@ -114,7 +114,7 @@ def test_benchmark_too_many_problems_fails_naming_it():
 def test_shipped_model_loads_and_generates_in_s1_format(tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from lorascope.models import load_tokenizer
+    from lorascope.core.models import load_tokenizer
 
     out = tmp_path / "base_model"
     world.materialise_base_model(out, TOY_CFG)

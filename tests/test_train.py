@@ -11,11 +11,11 @@ import pytest
 import torch
 from conftest import REPO, s1k_rows
 
-from lorascope.components import check_adapter
-from lorascope.config import validate
-from lorascope.data import tokenise
-from lorascope.io import write_parquet
-from lorascope.train import train
+from lorascope.core.components import check_adapter
+from lorascope.core.config import validate
+from lorascope.core.io import write_parquet
+from lorascope.data.sft import tokenise
+from lorascope.train.trainer import train
 
 
 def _config(**train_over):

@@ -14,8 +14,8 @@ os.environ.update(
     PYTHONPATH=os.pathsep.join(p for p in (_SRC, os.getenv("PYTHONPATH")) if p)
 )
 
-from lorascope.config import ConfigError, section, validate
-from lorascope.models import base_model_path as base_model_location
+from lorascope.core.config import ConfigError, section, validate
+from lorascope.core.models import base_model_path as base_model_location
 
 try:
     validate(config)
@@ -117,7 +117,7 @@ def ablated_group(wildcards):
     return {"rank1-attn-ablated": "attn", "rank1-mlp-ablated": "mlp"}[wildcards.variant]
 
 
-# --- stage eval (used by workflow/rules/eval.smk) ---
+# --- stage evaluation (used by workflow/rules/evaluation.smk) ---
 
 
 def eval_targets():
@@ -247,14 +247,12 @@ def autointerp_params(wildcards=None):
 
 
 def figures_targets():
-    return [
-        *expand(res("figures/{name}.{ext}"), name=FIGURES, ext=["png", "pdf"]),
-        res("dashboards"),
-    ]
+    return expand(res("figures/{name}.{ext}"), name=FIGURES, ext=["png", "pdf"])
 
 
 def figure_code(*modules):
-    """The package files a figure is drawn by: editing them reruns the figure."""
+    """The package files a figure (or the dashboards) is drawn by: editing them
+    reruns it."""
     pkg = os.path.join(workflow.basedir, "src", "lorascope")
     return [os.path.join(pkg, m) for m in modules]
 
@@ -276,6 +274,13 @@ def figure_outputs(name):
 
 def table_columns(wildcards):
     return config["figures"]["tables"][wildcards.table]
+
+
+# --- stage dashboards (used by workflow/rules/dashboards.smk) ---
+
+
+def dashboards_targets():
+    return [res("dashboards")]
 
 
 def dashboard_inputs(wildcards):
@@ -342,4 +347,5 @@ def get_final_output():
         *autointerp_targets(),
         *ablation_targets(),
         *figures_targets(),
+        *dashboards_targets(),
     ]

@@ -1,4 +1,4 @@
-# Stage 'eval': benchmarks, generation, grading, Tables 1 and 2 (paper §2).
+# Stage 'evaluation': benchmarks, generation, grading, Tables 1 and 2 (paper §2).
 #
 # Generation is split from grading: a generation job writes raw completions to
 # eval/generations/{engine}/ and cheap per-benchmark grading jobs read them, so

@@ -1,5 +1,5 @@
-# Stage 'figures': paper figures (PNG + PDF), Tables 1/2 as images, the steering
-# plot and the offline feature dashboards, all as report() outputs. Each rule
+# Stage 'figures': paper figures (PNG + PDF), Tables 1/2 as images and the
+# steering plot, all as report() outputs. Each rule
 # takes only its own figure's params and depends on its plotting module, so a
 # style or parameter change reruns that figure and nothing upstream.
 
@@ -127,31 +127,3 @@ rule figure_table:
         ci=config["eval"]["ci"],
     script:
         "../scripts/figure_table.py"
-
-
-rule dashboards:
-    input:
-        unpack(dashboard_inputs),
-        usage=res("autointerp/usage.json"),
-        code=figure_code(
-            "dashboards.py",
-            "dashboard_assets/index.html.jinja",
-            "dashboard_assets/feature.html.jinja",
-            "dashboard_assets/dashboard.css",
-            "dashboard_assets/dashboard.js",
-        ),
-    output:
-        site=report(
-            directory(res("dashboards")),
-            htmlindex="index.html",
-            caption="../report/dashboards.rst",
-            category="Dashboards",
-        ),
-    log:
-        log_("figures/dashboards.log"),
-    conda:
-        "../../envs/interp.yaml"
-    params:
-        options=config["figures"]["dashboards"],
-    script:
-        "../scripts/dashboards.py"

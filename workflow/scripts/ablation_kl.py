@@ -1,10 +1,10 @@
 """Rule kl_ablation: KL(full LoRA || ablated) per layer, component and group."""
 
-from lorascope.ablation import ablation_kl, build_ablations
-from lorascope.ablation_setup import kl_sequences, load_lora, summarise
-from lorascope.io import atomic_path, to_markdown, write_parquet
-from lorascope.masked_lora import ScalarControl, lora_layers
-from lorascope.runtime import script_logging
+from lorascope.ablation.kl import ablation_kl, build_ablations
+from lorascope.ablation.scalar_control import ScalarControl, lora_layers
+from lorascope.ablation.setup import kl_sequences, load_lora, summarise
+from lorascope.core.io import atomic_path, to_markdown, write_parquet
+from lorascope.core.runtime import script_logging
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 

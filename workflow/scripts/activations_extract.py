@@ -9,9 +9,13 @@ from pathlib import Path
 import polars as pl
 from tqdm import tqdm
 
-from lorascope.activations import ExtractSettings, extract_to_shards, fingerprint
-from lorascope.models import load_causal_lm, load_lora_model, model_kwargs
-from lorascope.runtime import resolve_device, script_logging
+from lorascope.activations.extraction import (
+    ExtractSettings,
+    extract_to_shards,
+    fingerprint,
+)
+from lorascope.core.models import load_causal_lm, load_lora_model, model_kwargs
+from lorascope.core.runtime import resolve_device, script_logging
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 

@@ -9,24 +9,24 @@ from pathlib import Path
 
 import polars as pl
 
-from lorascope.activations import shard_summary
-from lorascope.contexts import (
+from lorascope.activations.extraction import shard_summary
+from lorascope.activations.hooks import MlpCapture, mlp_doc_values
+from lorascope.core.contexts import (
     build_contexts,
     features_frame,
     lora_units,
     mlp_units,
     token_strings,
 )
-from lorascope.extract import MlpCapture, mlp_doc_values
-from lorascope.io import write_parquet
-from lorascope.models import (
+from lorascope.core.io import write_parquet
+from lorascope.core.models import (
     load_causal_lm,
     load_lora_model,
     load_tokenizer,
     model_kwargs,
 )
-from lorascope.runtime import resolve_device, script_logging
-from lorascope.shards import open_shards
+from lorascope.core.runtime import resolve_device, script_logging
+from lorascope.core.shards import open_shards
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 

@@ -1,8 +1,8 @@
 """Rule adapters_ablate: the rank-1 adapter with one component group zeroed."""
 
-from lorascope.components import component_table
-from lorascope.runtime import script_logging
-from lorascope.surgery import ablate_adapter, ablation_mask
+from lorascope.adapters.surgery import ablate_adapter, ablation_mask
+from lorascope.core.components import component_table
+from lorascope.core.runtime import script_logging
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 

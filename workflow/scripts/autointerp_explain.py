@@ -4,8 +4,8 @@ import polars as pl
 
 from lorascope.autointerp.clients import usage_frame
 from lorascope.autointerp.explain import explain_kind
-from lorascope.io import write_parquet
-from lorascope.runtime import script_logging
+from lorascope.core.io import write_parquet
+from lorascope.core.runtime import script_logging
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 

@@ -8,8 +8,8 @@ from lorascope.autointerp.summary import (
     sae_category_density,
     usage_summary,
 )
-from lorascope.io import read_json, write_json, write_table
-from lorascope.runtime import script_logging
+from lorascope.core.io import read_json, write_json, write_table
+from lorascope.core.runtime import script_logging
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 

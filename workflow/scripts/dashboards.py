@@ -2,10 +2,10 @@
 
 import polars as pl
 
-from lorascope.dashboards import DashboardOptions, KindTables, build_dashboards
-from lorascope.figures.style import explainer_label
-from lorascope.io import atomic_path, read_json
-from lorascope.runtime import script_logging
+from lorascope.core.io import atomic_path, read_json
+from lorascope.core.labels import explainer_label
+from lorascope.core.runtime import script_logging
+from lorascope.dashboards.build import DashboardOptions, KindTables, build_dashboards
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 PARTS = ("features", "contexts", "explanations", "assignments", "scores")

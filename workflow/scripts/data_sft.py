@@ -1,9 +1,9 @@
 """Rule sft_dataset: load the s1K-1.1-schema rows and tokenise them (s1 format)."""
 
-from lorascope.data import load_rows, tokenise
-from lorascope.io import write_json, write_parquet
-from lorascope.models import load_tokenizer
-from lorascope.runtime import script_logging
+from lorascope.core.io import write_json, write_parquet
+from lorascope.core.models import load_tokenizer
+from lorascope.core.runtime import script_logging
+from lorascope.data.sft import load_rows, tokenise
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 

@@ -3,9 +3,9 @@
 GPQA rows are gated content: only counts are logged, never a row.
 """
 
-from lorascope.benchmarks import load_benchmark
-from lorascope.io import write_parquet
-from lorascope.runtime import script_logging
+from lorascope.core.io import write_parquet
+from lorascope.core.runtime import script_logging
+from lorascope.evaluation.benchmarks import load_benchmark
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 

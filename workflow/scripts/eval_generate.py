@@ -5,10 +5,10 @@ from pathlib import Path
 
 import polars as pl
 
-from lorascope.generate import generate_benchmarks
-from lorascope.io import atomic_path
-from lorascope.models import load_tokenizer
-from lorascope.runtime import script_logging, seed_everything
+from lorascope.core.io import atomic_path
+from lorascope.core.models import load_tokenizer
+from lorascope.core.runtime import script_logging, seed_everything
+from lorascope.evaluation.generation import generate_benchmarks
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 

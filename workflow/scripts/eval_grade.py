@@ -4,9 +4,9 @@ from pathlib import Path
 
 import polars as pl
 
-from lorascope.grading import grade_frame
-from lorascope.io import write_parquet
-from lorascope.runtime import script_logging
+from lorascope.core.grading import grade_frame
+from lorascope.core.io import write_parquet
+from lorascope.core.runtime import script_logging
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import polars as pl
 
-from lorascope.grading import summarise
-from lorascope.io import write_json
-from lorascope.runtime import script_logging
+from lorascope.core.grading import summarise
+from lorascope.core.io import write_json
+from lorascope.core.runtime import script_logging
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 

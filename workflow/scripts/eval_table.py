@@ -5,9 +5,14 @@ from pathlib import Path
 
 import polars as pl
 
-from lorascope.io import atomic_path, write_parquet
-from lorascope.runtime import script_logging
-from lorascope.tables import correct_matrix, table1, table2, to_markdown_report
+from lorascope.core.io import atomic_path, write_parquet
+from lorascope.core.runtime import script_logging
+from lorascope.evaluation.tables import (
+    correct_matrix,
+    table1,
+    table2,
+    to_markdown_report,
+)
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 

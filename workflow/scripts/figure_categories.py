@@ -2,10 +2,11 @@
 
 import polars as pl
 
+from lorascope.core.io import read_json
+from lorascope.core.labels import explainer_label
+from lorascope.core.runtime import script_logging
 from lorascope.figures.categories import category_names, plot_categories
-from lorascope.figures.style import FigureStyle, explainer_label, save_figure
-from lorascope.io import read_json
-from lorascope.runtime import script_logging
+from lorascope.figures.style import FigureStyle, save_figure
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 

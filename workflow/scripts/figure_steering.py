@@ -2,9 +2,9 @@
 
 import polars as pl
 
+from lorascope.core.runtime import script_logging
 from lorascope.figures.steering import plot_steering
 from lorascope.figures.style import FigureStyle, save_figure
-from lorascope.runtime import script_logging
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import polars as pl
 
-from lorascope.contexts import build_contexts, token_strings
-from lorascope.io import read_json, write_parquet
-from lorascope.models import load_tokenizer
-from lorascope.runtime import resolve_device, script_logging
-from lorascope.sae import SaeConfig, load_sae
-from lorascope.sae_features import POLARITY, doc_values_fn, sae_feature_tables
-from lorascope.shards import open_shards
+from lorascope.core.contexts import build_contexts, token_strings
+from lorascope.core.io import read_json, write_parquet
+from lorascope.core.models import load_sae, load_tokenizer
+from lorascope.core.runtime import resolve_device, script_logging
+from lorascope.core.shards import open_shards
+from lorascope.sae.config import SaeConfig
+from lorascope.sae.features import POLARITY, doc_values_fn, sae_feature_tables
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 

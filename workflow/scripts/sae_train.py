@@ -2,11 +2,12 @@
 
 from pathlib import Path
 
-from lorascope.config import write_provenance
-from lorascope.io import write_json
-from lorascope.runtime import script_logging, seed_everything
-from lorascope.sae import SaeConfig, train_on_shards
-from lorascope.shards import open_shards
+from lorascope.core.config import write_provenance
+from lorascope.core.io import write_json
+from lorascope.core.runtime import script_logging, seed_everything
+from lorascope.core.shards import open_shards
+from lorascope.sae.config import SaeConfig
+from lorascope.sae.training import train_on_shards
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 

@@ -2,19 +2,18 @@
 
 import polars as pl
 
-from lorascope.ablation import PrefixRunner
-from lorascope.ablation_setup import kl_sequences, load_lora
-from lorascope.io import atomic_path, to_markdown, write_parquet
-from lorascope.masked_lora import ScalarControl, lora_layers
-from lorascope.runtime import script_logging
-from lorascope.sae import load_sae
-from lorascope.steering import (
+from lorascope.ablation.kl import PrefixRunner
+from lorascope.ablation.scalar_control import ScalarControl, lora_layers
+from lorascope.ablation.setup import kl_sequences, load_lora
+from lorascope.ablation.steering import collect_scalars, sweep
+from lorascope.ablation.steering_targets import (
     choose_targets,
-    collect_scalars,
     make_targets,
     sae_typical_activation,
-    sweep,
 )
+from lorascope.core.io import atomic_path, to_markdown, write_parquet
+from lorascope.core.models import load_sae
+from lorascope.core.runtime import script_logging
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 

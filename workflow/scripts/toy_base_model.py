@@ -1,6 +1,6 @@
 """Rule toy_base_model: copy the shipped toy base model, or rebuild it."""
 
-from lorascope.runtime import script_logging
+from lorascope.core.runtime import script_logging
 from lorascope.toy.world import SHIPPED_DIR, materialise_base_model
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)

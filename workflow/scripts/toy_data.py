@@ -1,7 +1,7 @@
 """Rule toy_data: the toy SFT set (s1K-1.1 columns) and the toy benchmarks."""
 
-from lorascope.io import write_parquet
-from lorascope.runtime import script_logging
+from lorascope.core.io import write_parquet
+from lorascope.core.runtime import script_logging
 from lorascope.toy.world import benchmark_frames, sft_set
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)

@@ -1,8 +1,8 @@
 """Rule components: check the trained adapter and write components.parquet."""
 
-from lorascope.components import check_adapter, component_table
-from lorascope.io import write_parquet
-from lorascope.runtime import script_logging
+from lorascope.core.components import check_adapter, component_table
+from lorascope.core.io import write_parquet
+from lorascope.core.runtime import script_logging
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 

@@ -6,8 +6,8 @@ At paper scale the full fine-tune baseline is an existing checkpoint
 
 from pathlib import Path
 
-from lorascope.io import atomic_path, write_json
-from lorascope.runtime import script_logging
+from lorascope.core.io import atomic_path, write_json
+from lorascope.core.runtime import script_logging
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 

@@ -1,7 +1,7 @@
 """KL(full LoRA || ablated LoRA) per layer, component and group (rule `kl_ablation`).
 
 Paper §3.2 / Fig 3. An ablation multiplies the chosen components' scalars by 0
-inside the forward (`lorascope.masked_lora.ScalarControl`), so several
+inside the forward (`lorascope.ablation.scalar_control.ScalarControl`), so several
 ablations run as rows of one batch. Prefix reuse: an ablation whose first
 ablated component sits in layer L cannot change layers < L, so the unablated
 pass is run once per sequence, each decoder layer's input is kept, and an
@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lorascope.components import select
-from lorascope.masked_lora import ScalarControl, zeroed_lora_b
+from lorascope.ablation.scalar_control import ScalarControl, zeroed_lora_b
+from lorascope.core.components import select
 
 __all__ = [
     "Ablation",

@@ -1,7 +1,7 @@
 """Edit rank-1 LoRA scalars inside the forward, per batch row (ablation, steering).
 
-Used by the `kl_ablation` and `steering_sweep` rules (via `lorascope.ablation`
-and `lorascope.steering`). A component's scalar is the output of its `lora_A`
+Used by the `kl_ablation` and `steering_sweep` rules (via `lorascope.ablation.kl`
+and `lorascope.ablation.steering`). A component's scalar is the output of its `lora_A`
 (before scaling and `lora_B`), so a forward hook on each `lora_A` can rewrite it
 as ``scalar * mult[v, c] + add[v, c]`` for batch row ``v``. Ablation sets
 ``mult`` to 0 for the chosen components; steering adds to ``add``. No weight
@@ -34,7 +34,7 @@ def _adapter_name(layer: nn.Module) -> str:
 
 def lora_layers(peft_model: nn.Module) -> list[nn.Module]:
     """PEFT LoRA layers in components.parquet order (from the spine)."""
-    from lorascope.components import lora_modules
+    from lorascope.core.components import lora_modules
 
     return [module for _, module in lora_modules(peft_model)]
 
@@ -45,7 +45,7 @@ def check_table(table, peft_model: nn.Module) -> None:
     Masks and shifts are laid out in table order, so a stale table would edit
     the wrong components silently.
     """
-    from lorascope.components import lora_modules, table_from_modules
+    from lorascope.core.components import lora_modules, table_from_modules
 
     cols = ["index", "layer", "module", "rank_slot", "name"]
     want = table_from_modules([m for m, _ in lora_modules(peft_model)]).select(cols)

@@ -11,10 +11,10 @@ import numpy as np
 import polars as pl
 import torch
 
-from lorascope.ablation import Ablation
-from lorascope.masked_lora import check_table
-from lorascope.models import load_causal_lm, load_lora_model, load_tokenizer
-from lorascope.runtime import seed_everything
+from lorascope.ablation.kl import Ablation
+from lorascope.ablation.scalar_control import check_table
+from lorascope.core.models import load_causal_lm, load_lora_model, load_tokenizer
+from lorascope.core.runtime import seed_everything
 
 __all__ = [
     "kl_sequences",

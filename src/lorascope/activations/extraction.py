@@ -1,7 +1,7 @@
 """The extraction pass over the SFT set: shards + per-shard top-k summaries.
 
 Used by rule `extract_activations` (workflow/rules/activations.smk), and by the
-feature rules through `shard_summary`. The hooks live in `lorascope.extract`;
+feature rules through `shard_summary`. The hooks live in `lorascope.activations.hooks`;
 this module drives them shard by shard: for each planned shard (whole
 documents, fixed rows) that is not already valid it runs every batch, keeps
 the LoRA scalars on the host in one preallocated `[T, C]` buffer, streams
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from lorascope.extract import (
+from lorascope.activations.hooks import (
     MLP_TENSORS,
     ExtractError,
     LoraCapture,
@@ -29,16 +29,21 @@ from lorascope.extract import (
     make_batches,
     pad_batch,
 )
-from lorascope.runtime import torch_dtype
-from lorascope.shards import (
+from lorascope.activations.shard_writer import (
     clear_shard,
-    sha256_file,
     shard_plan,
     valid_record,
     write_manifest,
     write_shard,
 )
-from lorascope.topk import FeatureStats, StreamingTopK, feature_units, signed_features
+from lorascope.core.io import sha256_file
+from lorascope.core.runtime import torch_dtype
+from lorascope.core.topk import (
+    FeatureStats,
+    StreamingTopK,
+    feature_units,
+    signed_features,
+)
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 import torch
 
-from lorascope.components import lora_modules
+from lorascope.core.components import lora_modules
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ Ablating a component zeroes its rank slot's column of lora_B, so its delta
 activation stage reads is unchanged. The result keeps PEFT's file format
 (same adapter_config.json, same tensor names, shapes and dtypes), so
 `PeftModel.from_pretrained` and vLLM's `LoRARequest` load it like the original.
-Components are chosen with `lorascope.components.select`, the same API the
+Components are chosen with `lorascope.core.components.select`, the same API the
 KL ablation and steering use.
 """
 
@@ -19,8 +19,13 @@ import polars as pl
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .components import ADAPTER_CONFIG, ADAPTER_WEIGHTS, component_table, select
-from .io import atomic_path, write_json
+from lorascope.core.components import (
+    ADAPTER_CONFIG,
+    ADAPTER_WEIGHTS,
+    component_table,
+    select,
+)
+from lorascope.core.io import atomic_path, write_json
 
 __all__ = ["ABLATION_FILE", "VARIANT_GROUPS", "ablate_adapter", "ablation_mask"]
 

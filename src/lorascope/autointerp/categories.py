@@ -29,7 +29,7 @@ from lorascope.autointerp.prompts import (
     render,
 )
 from lorascope.autointerp.settings import llm_settings
-from lorascope.autointerp.tables import contexts_by_feature
+from lorascope.core.feature_tables import contexts_by_feature
 
 __all__ = ["propose_categories", "assign_kind", "parse_category_id", "ASSIGN_SCHEMA"]
 

@@ -23,7 +23,11 @@ from lorascope.autointerp.prompts import (
     render,
 )
 from lorascope.autointerp.settings import llm_settings
-from lorascope.autointerp.tables import FEATURE_COLS, check_columns, contexts_by_feature
+from lorascope.core.feature_tables import (
+    FEATURE_COLS,
+    check_columns,
+    contexts_by_feature,
+)
 
 __all__ = ["parse_explanation", "explain_kind", "EXPLANATION_SCHEMA"]
 

@@ -27,7 +27,7 @@ from lorascope.autointerp.prompts import (
     render,
 )
 from lorascope.autointerp.settings import llm_settings
-from lorascope.autointerp.tables import contexts_by_feature
+from lorascope.core.feature_tables import contexts_by_feature
 
 __all__ = ["score_kind", "balanced_accuracy", "detection_windows", "SCORE_SCHEMA"]
 

@@ -19,7 +19,7 @@ import jsonschema
 import yaml
 
 SCHEMA_PATH = (
-    Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+    Path(__file__).resolve().parents[3] / "workflow" / "schemas" / "config.schema.yaml"
 )
 
 # Packages whose versions are written beside every trained artifact.

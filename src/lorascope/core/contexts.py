@@ -15,7 +15,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from lorascope.topk import feature_units
+from lorascope.core.topk import feature_units
 
 __all__ = [
     "ContextError",

@@ -38,7 +38,7 @@ from typing import NamedTuple
 import polars as pl
 from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
 
-from lorascope.chat import split_completion
+from lorascope.core.chat import split_completion
 
 __all__ = [
     "GRADERS",

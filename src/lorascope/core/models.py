@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .runtime import resolve_device, torch_dtype
+from lorascope.core.runtime import resolve_device, torch_dtype
 
 # torch and transformers are imported inside the loaders: the Snakefile
 # imports this module (base_model_path) and must parse in a second.
@@ -81,7 +81,7 @@ def load_lora_model(base, adapter_dir: str | Path, is_trainable: bool = False):
     """Wrap a loaded base model with a PEFT adapter directory."""
     from peft import PeftModel
 
-    from .components import check_adapter
+    from lorascope.core.components import check_adapter
 
     check_adapter(adapter_dir, modules=None)  # clear error on a corrupt adapter
     return PeftModel.from_pretrained(base, str(adapter_dir), is_trainable=is_trainable)
@@ -104,15 +104,28 @@ def model_kwargs(model_cfg: dict) -> dict:
     }
 
 
-def resolve_model_dir(path: str | Path) -> tuple[str, str | None]:
-    """(location, revision) of a model dir, following a POINTER.json if present.
+def resolve_model_dir(
+    path: str | Path, revision: str | None = None
+) -> tuple[str, str | None]:
+    """(model id or path, revision), following `POINTER.json` if `path` has one.
 
-    `train/full/model` holds either trained weights or, when the config names
-    an existing full fine-tune, a POINTER.json with its hub id.
+    `train/full/model/` is a saved model or, at paper scale, a pointer to a
+    named checkpoint (rule `full_checkpoint`) carrying its own revision.
     """
     pointer = Path(path) / "POINTER.json"
-    if pointer.exists():
-        with open(pointer) as f:
-            p = json.load(f)
-        return p["model"], p.get("revision")
-    return str(path), None
+    if not pointer.exists():
+        return str(path), revision
+    data = json.loads(pointer.read_text())
+    if not data.get("model"):
+        raise ValueError(f"{pointer}: no 'model' entry")
+    return data["model"], data.get("revision")
+
+
+def load_sae(model_dir: str | Path, device: str = "cpu"):
+    """A saved SAE (SAELens on-disk format, as rule `train_sae` writes it)."""
+    from sae_lens import SAE
+
+    model_dir = Path(model_dir)
+    if not (model_dir / "cfg.json").is_file():
+        raise FileNotFoundError(f"{model_dir}: no SAELens cfg.json (not a saved SAE)")
+    return SAE.load_from_disk(model_dir, device=device)

@@ -24,7 +24,7 @@ import jinja2
 import numpy as np
 import polars as pl
 
-from lorascope.autointerp.tables import contexts_by_feature
+from lorascope.core.feature_tables import contexts_by_feature
 
 __all__ = ["KindTables", "DashboardOptions", "feature_rows", "build_dashboards"]
 
@@ -189,7 +189,7 @@ def histogram_svg(
 
 def _env() -> jinja2.Environment:
     env = jinja2.Environment(
-        loader=jinja2.PackageLoader("lorascope", "dashboard_assets"),
+        loader=jinja2.PackageLoader("lorascope.dashboards", "assets"),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
@@ -211,7 +211,7 @@ def build_dashboards(
     env = _env()
     out_dir = Path(out_dir)
     (out_dir / "features").mkdir(parents=True, exist_ok=True)
-    static = resources.files("lorascope") / "dashboard_assets"
+    static = resources.files("lorascope.dashboards") / "assets"
     (out_dir / "static").mkdir(exist_ok=True)
     for name in ("dashboard.css", "dashboard.js"):
         with resources.as_file(static / name) as src:

@@ -11,7 +11,7 @@ import logging
 
 import polars as pl
 
-from .chat import IGNORE_INDEX, build_example
+from lorascope.core.chat import IGNORE_INDEX, build_example
 
 log = logging.getLogger(__name__)
 

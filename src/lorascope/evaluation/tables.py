@@ -163,7 +163,7 @@ TITLES = {
 
 def to_markdown_report(table: pl.DataFrame, which: str, ci: float, n_boot: int) -> str:
     """The markdown file of a table: title, 'value [lo, hi]' cells, a legend."""
-    from .io import to_markdown
+    from lorascope.core.io import to_markdown
 
     shown = [
         c

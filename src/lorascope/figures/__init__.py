@@ -1,4 +1,11 @@
-"""Paper figures, one small module per figure family (rules in figures.smk).
+"""Stage figures (workflow/rules/figures.smk): paper figures as report outputs.
+
+Consumes: `autointerp/summary/*.parquet`, `autointerp/categories.json`,
+`autointerp/usage.json`, `ablation/kl_*.parquet`, `steering/sweep.parquet`,
+`tables/table{1,2}.parquet`.
+Produces: `figures/{name}.{png,pdf}`.
+
+One small module per figure family:
 
 - `classes`: Fig. 1 left, monosemanticity classes per feature kind.
 - `categories`: Fig. 1 right, category shares and LoRA/MLP enrichment.
@@ -9,3 +16,14 @@
 - `style`: shared geometry, fonts, colours, footers and atomic saving.
 - `readme`: downscaled copies for docs/figures/ (`make readme-figures`).
 """
+
+__all__ = [
+    "ablation",
+    "categories",
+    "classes",
+    "readme",
+    "sae_density",
+    "steering",
+    "style",
+    "table_image",
+]

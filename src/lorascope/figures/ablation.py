@@ -5,8 +5,9 @@ Used by rule `figure_ablation` (workflow/rules/figures.smk). Inputs:
 KL(full || ablated) with every component of that layer ablated, and the
 standard error over sequences) and `ablation/kl_components.parquet`
 (`index, layer, module, kl_mean`: one component ablated at a time); both are
-written by `lorascope.ablation.summarise`. Panel (a) plots KL by layer, panel (b) is the
-module x layer heatmap, with each module's mean KL printed beside its row.
+written by `lorascope.ablation.setup.summarise`. Panel (a) plots KL by layer,
+panel (b) is the module x layer heatmap, with each module's mean KL printed
+beside its row.
 """
 
 from __future__ import annotations

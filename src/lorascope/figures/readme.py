@@ -16,7 +16,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from lorascope.io import atomic_path
+from lorascope.core.io import atomic_path
 
 __all__ = ["export_small"]
 

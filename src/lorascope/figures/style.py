@@ -20,7 +20,7 @@ matplotlib.use("Agg")  # figures are made in batch jobs with no display
 import matplotlib.pyplot as plt  # noqa: E402
 import polars as pl  # noqa: E402
 
-from lorascope.io import atomic_path  # noqa: E402
+from lorascope.core.io import atomic_path  # noqa: E402
 
 # One colour per feature kind, used in every figure and in the dashboards so
 # a reader learns it once. Colour-blind safe (Okabe-Ito).
@@ -87,34 +87,6 @@ def paper_rc(style: FigureStyle) -> Iterator[None]:
         }
     ):
         yield
-
-
-def _who(value: Any) -> str:
-    """'offline' / 'provider:model' from a str or a list of them."""
-    items = [value] if isinstance(value, str) else list(value or [])
-    return ", ".join(sorted(set(map(str, items)))) or "none"
-
-
-def explainer_label(usage: Mapping[str, Any]) -> str:
-    """Footer text naming who wrote the labels, from `autointerp/usage.json`.
-
-    Reads `explainer: {explanations, categories, detection_judge}` as written by
-    `lorascope.autointerp.summary.usage_summary` (each "offline" or
-    "provider:model", the first and last as lists).
-    """
-    who = usage.get("explainer")
-    if not isinstance(who, Mapping) or "explanations" not in who:
-        raise KeyError(
-            "autointerp/usage.json: expected 'explainer': {'explanations': ...}; "
-            "figures need it to say which explainer made the labels "
-            f"(got {who!r})"
-        )
-    parts = {k: _who(who.get(k)) for k in ("explanations", "categories")}
-    if set(parts.values()) == {"offline"}:
-        return "labels: offline explainer (activation statistics, no LLM)"
-    if parts["categories"] in ("none", parts["explanations"]):
-        return f"labels: {parts['explanations']}"
-    return f"labels: {parts['explanations']}; categories: {parts['categories']}"
 
 
 def add_footer(fig: plt.Figure, text: str, style: FigureStyle) -> None:

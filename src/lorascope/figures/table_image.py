@@ -2,7 +2,7 @@
 
 Used by rule `figure_table` (workflow/rules/figures.smk) on
 `tables/table1.parquet` and `tables/table2.parquet` as written by
-`lorascope.tables` (`benchmark, n`, then per value column `col, col_lo,
+`lorascope.evaluation.tables` (`benchmark, n`, then per value column `col, col_lo,
 col_hi`). Which value columns to draw comes from the rule's params. Each
 cell shows the value with its bootstrap interval on a second, smaller line;
 columns whose name contains "recovery" are fractions printed as percentages.

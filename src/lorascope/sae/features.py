@@ -5,8 +5,8 @@ encodes every token's vector of LoRA scalars straight from the shards, so no
 language-model forward pass is needed. Dead latents (per `sae/metrics.json`)
 are dropped; the alive ones are numbered 0..F-1 and written in the same
 tables as the LoRA and MLP features (docs/ARCHITECTURE.md "Feature tables"):
-`features.parquet`, `topk.parquet` (via `lorascope.topk.StreamingTopK`) and
-`contexts.parquet` (via `lorascope.contexts`), so autointerp and dashboards
+`features.parquet`, `topk.parquet` (via `lorascope.core.topk.StreamingTopK`) and
+`contexts.parquet` (via `lorascope.core.contexts`), so autointerp and dashboards
 treat all three kinds alike. SAE codes are non-negative: polarity `pos`.
 """
 
@@ -18,8 +18,8 @@ from typing import Any
 import polars as pl
 import torch
 
-from lorascope.contexts import features_frame, sae_units
-from lorascope.topk import FeatureStats, StreamingTopK
+from lorascope.core.contexts import features_frame, sae_units
+from lorascope.core.topk import FeatureStats, StreamingTopK
 
 __all__ = ["POLARITY", "encode_alive", "sae_feature_tables", "doc_values_fn"]
 
@@ -67,7 +67,7 @@ def sae_feature_tables(
     """(features, topk) frames for the alive latents, one pass over the shards.
 
     Holds one shard and one batch of codes at a time; the top-k state is
-    `[F, k]`. `shards` is a `lorascope.shards.ShardSet`. Feature f is alive
+    `[F, k]`. `shards` is a `lorascope.core.shards.ShardSet`. Feature f is alive
     latent `alive_latents[f]` (its `latent` column, label `sae.{latent}`).
     """
     alive_F = _alive_tensor(alive_latents, sae.cfg.d_sae)
@@ -88,7 +88,7 @@ def doc_values_fn(
     sae: Any, shards: Any, alive_latents: Sequence[int]
 ) -> Callable[[list[int]], Iterator[tuple[int, torch.Tensor]]]:
     """`docs -> (doc, codes [T_doc, F])` of the alive latents, for
-    `lorascope.contexts.build_contexts`: re-encodes each doc's LoRA scalars
+    `lorascope.core.contexts.build_contexts`: re-encodes each doc's LoRA scalars
     from the shards (reading each shard at most once)."""
     alive_F = _alive_tensor(alive_latents, sae.cfg.d_sae)
 

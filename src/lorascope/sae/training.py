@@ -14,109 +14,32 @@ import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any
 
 import torch
-from sae_lens import SAE, BatchTopKTrainingSAE, BatchTopKTrainingSAEConfig
+from sae_lens import BatchTopKTrainingSAE, BatchTopKTrainingSAEConfig
 from sae_lens.config import LoggingConfig, SAETrainerConfig
 from sae_lens.saes.sae import SAEMetadata, TrainStepOutput
 from sae_lens.training.sae_trainer import SAETrainer
 
-from lorascope.io import atomic_path
-from lorascope.runtime import resolve_device
+from lorascope.core.io import atomic_path
+from lorascope.core.models import load_sae
+from lorascope.core.runtime import resolve_device
+from lorascope.sae.config import SaeConfig
+from lorascope.sae.evaluation import evaluate_sae
 
 __all__ = [
-    "SaeConfig",
     "TrainResult",
-    "shuffled_batches",
-    "training_batches",
-    "train_sae",
-    "train_on_shards",
     "save_sae",
-    "load_sae",
-    "evaluate_sae",
+    "shuffled_batches",
+    "train_on_shards",
+    "train_sae",
+    "training_batches",
 ]
-
-Normalisation = Literal["none", "expected_average_only_in", "covariance_whitening"]
 
 # Batches SAELens reads to estimate a normalisation (scale or whitening) before
 # training; only used when `normalize` is not "none".
 NORM_ESTIMATE_BATCHES = 64
-
-
-@dataclass
-class SaeConfig:
-    """The `sae:` config section (schema: workflow/schemas/config.schema.yaml)."""
-
-    k: float = 4
-    """Mean active latents per token (BatchTopK keeps k x batch over the batch)."""
-    expansion: int = 8
-    """Latents per input component: d_sae = expansion x n_components."""
-    lr: float = 3e-3
-    """Adam learning rate, constant."""
-    batch_size: int = 512
-    """Tokens per training step; BatchTopK's top-k runs over this batch."""
-    epochs: float = 5.0
-    """Passes over every token in the shards (fractions allowed)."""
-    seed: int = 0
-    """Seeds the SAE init and the shuffle order of the shards."""
-    normalize: Normalisation = "none"
-    """Input normalisation, folded into the saved weights by SAELens."""
-    dead_feature_window: int = 200
-    """Steps without firing after which a latent counts as dead for the aux loss."""
-    aux_loss_coefficient: float = 1 / 32
-    """Weight of the auxiliary loss that revives dead latents."""
-    dead_frac_threshold: float = 0.0
-    """After training: a latent is dead if it fires on at most this token share."""
-    shuffle_buffer_tokens: int = 65536
-    """Rows mixed across shards before batching (0: only within-shard shuffle)."""
-    device: str = "auto"
-    """Torch device for training and encoding (`auto`: CUDA when present)."""
-    log_every: int = 20
-    """Record a training-curve point every this many steps."""
-
-    def __post_init__(self) -> None:
-        if not self.k > 0:
-            raise ValueError(f"sae.k must be > 0, got {self.k}")
-        if self.expansion < 1:
-            raise ValueError(f"sae.expansion must be >= 1, got {self.expansion}")
-        if not self.lr > 0:
-            raise ValueError(f"sae.lr must be > 0, got {self.lr}")
-        if self.batch_size < 1:
-            raise ValueError(f"sae.batch_size must be >= 1, got {self.batch_size}")
-        if not self.epochs > 0:
-            raise ValueError(f"sae.epochs must be > 0, got {self.epochs}")
-        if self.normalize not in get_args(Normalisation):
-            raise ValueError(f"sae.normalize: unknown value {self.normalize!r}")
-        if self.dead_feature_window < 1:
-            raise ValueError(
-                f"sae.dead_feature_window must be >= 1, got {self.dead_feature_window}"
-            )
-        if self.aux_loss_coefficient < 0:
-            raise ValueError("sae.aux_loss_coefficient must be >= 0")
-        if not 0.0 <= self.dead_frac_threshold < 1.0:
-            raise ValueError("sae.dead_frac_threshold must be in [0, 1)")
-        if self.shuffle_buffer_tokens < 0:
-            raise ValueError("sae.shuffle_buffer_tokens must be >= 0")
-        if self.log_every < 1:
-            raise ValueError(f"sae.log_every must be >= 1, got {self.log_every}")
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> SaeConfig:
-        """Build from the whole validated config; null seed/device inherit the
-        top-level ones. Unknown keys in `sae:` are an error."""
-        section = dict(config.get("sae") or {})
-        extra = sorted(set(section) - set(cls.__dataclass_fields__))
-        if extra:
-            raise ValueError(f"sae: unknown keys {extra}")
-        for key in ("seed", "device"):
-            if section.get(key) is None and key in config:
-                section[key] = config[key]
-        section = {k: v for k, v in section.items() if v is not None}
-        return cls(**section)
-
-    def d_sae(self, n_components: int) -> int:
-        return self.expansion * n_components
 
 
 def shuffled_batches(
@@ -161,7 +84,7 @@ def shuffled_batches(
 
 
 def training_batches(shards: Any, cfg: SaeConfig) -> Iterator[torch.Tensor]:
-    """Endless shuffled training batches from a `lorascope.shards.ShardSet`.
+    """Endless shuffled training batches from a `lorascope.core.shards.ShardSet`.
 
     Holds one shard plus the shuffle buffer in memory, never every shard.
     """
@@ -287,58 +210,6 @@ def save_sae(sae: BatchTopKTrainingSAE, out_dir: Path | str) -> None:
     """Write the inference (JumpReLU) SAE in SAELens's on-disk format, atomically."""
     with atomic_path(out_dir, is_dir=True) as tmp:
         sae.save_inference_model(tmp)
-
-
-def load_sae(model_dir: Path | str, device: str = "cpu") -> SAE:
-    model_dir = Path(model_dir)
-    if not (model_dir / "cfg.json").is_file():
-        raise FileNotFoundError(f"{model_dir}: no SAELens cfg.json (not a saved SAE)")
-    return SAE.load_from_disk(model_dir, device=device)
-
-
-@torch.no_grad()
-def evaluate_sae(
-    sae: SAE, batches: Iterable[torch.Tensor], dead_frac_threshold: float = 0.0
-) -> dict[str, Any]:
-    """FVU, mean L0 and per-latent firing over every row of `batches` (one pass).
-
-    FVU = sum |x - x_hat|^2 / sum |x - mean(x)|^2 over all tokens, with the
-    sums in float64 so a single pass over ten million tokens stays exact.
-    """
-    d_sae = sae.cfg.d_sae
-    device = sae.W_dec.device
-    fires_F = torch.zeros(d_sae, dtype=torch.float64, device=device)
-    sum_C = torch.zeros(sae.cfg.d_in, dtype=torch.float64, device=device)
-    sq = err = l0 = 0.0
-    n = 0
-    for x_BC in batches:
-        x_BC = x_BC.to(device=device, dtype=torch.float32)
-        acts_BF = sae.encode(x_BC)
-        recon_BC = sae.decode(acts_BF)
-        active_BF = acts_BF != 0
-        fires_F += active_BF.sum(0, dtype=torch.float64)
-        l0 += float(active_BF.sum(dtype=torch.float64))
-        err += float((recon_BC - x_BC).double().pow(2).sum())
-        sq += float(x_BC.double().pow(2).sum())
-        sum_C += x_BC.double().sum(0)
-        n += x_BC.shape[0]
-    if n == 0:
-        raise ValueError("evaluate_sae: the activation data yielded no rows")
-    total_var = sq - float(sum_C.pow(2).sum()) / n
-    frac_F = fires_F / n
-    alive_F = frac_F > dead_frac_threshold
-    return {
-        "fvu": err / total_var if total_var > 0 else float("nan"),
-        "mse_per_token": err / n,
-        "mean_l0": l0 / n,
-        "n_tokens": n,
-        "d_in": sae.cfg.d_in,
-        "d_sae": d_sae,
-        "alive_count": int(alive_F.sum()),
-        "dead_fraction": float(1 - alive_F.double().mean()),
-        "alive_latents": alive_F.nonzero().flatten().tolist(),
-        "frac_active": frac_F.tolist(),
-    }
 
 
 def train_on_shards(shards: Any, cfg: SaeConfig, model_dir: Path | str) -> dict:

@@ -97,7 +97,7 @@ def build_model(tokenizer: PreTrainedTokenizerBase, cfg: PretrainConfig):
 
 
 def _chat_example() -> Callable[..., tuple[list[int], list[int]]]:
-    from lorascope.chat import build_example  # the s1 format, shared with data
+    from lorascope.core.chat import build_example  # the s1 format, shared with data
 
     return build_example
 

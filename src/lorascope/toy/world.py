@@ -19,7 +19,7 @@ from pathlib import Path
 import polars as pl
 import torch
 
-from lorascope.io import atomic_path
+from lorascope.core.io import atomic_path
 from lorascope.toy import tasks
 from lorascope.toy.pretrain import PretrainConfig, pretrain
 from lorascope.toy.tokenizer import build_tokenizer
@@ -55,8 +55,8 @@ def check_base_model(path: Path | str) -> None:
     """
     from transformers import AutoModelForCausalLM
 
-    from lorascope.chat import build_prompt
-    from lorascope.models import load_tokenizer
+    from lorascope.core.chat import build_prompt
+    from lorascope.core.models import load_tokenizer
 
     path = Path(path)
     missing = [f for f in REQUIRED_FILES if not (path / f).is_file()]

@@ -19,10 +19,10 @@ from typing import Literal
 
 import polars as pl
 
-from .config import write_provenance
-from .io import sha256_file
-from .models import load_causal_lm, load_tokenizer
-from .runtime import resolve_device, seed_everything
+from lorascope.core.config import write_provenance
+from lorascope.core.io import sha256_file
+from lorascope.core.models import load_causal_lm, load_tokenizer
+from lorascope.core.runtime import resolve_device, seed_everything
 
 log = logging.getLogger(__name__)
 Variant = Literal["rank1", "full"]

@@ -1,0 +1,150 @@
+"""Edit rank-1 LoRA scalars inside the forward, per batch row (ablation, steering).
+
+Used by the `kl_ablation` and `steering_sweep` rules (via `lorascope.ablation.kl`
+and `lorascope.ablation.steering`). A component's scalar is the output of its `lora_A`
+(before scaling and `lora_B`), so a forward hook on each `lora_A` can rewrite it
+as ``scalar * mult[v, c] + add[v, c]`` for batch row ``v``. Ablation sets
+``mult`` to 0 for the chosen components; steering adds to ``add``. No weight
+is touched, so many variants share one batched forward.
+
+`zeroed_lora_b` (weight editing) exists only as the naive reference that tests
+and the benchmark compare the hook path against.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch import nn
+
+__all__ = ["ScalarControl", "check_table", "lora_layers", "zeroed_lora_b"]
+
+
+def _adapter_name(layer: nn.Module) -> str:
+    names = [a for a in layer.active_adapters if a in layer.lora_A]
+    if len(names) != 1:
+        raise ValueError(
+            f"expected exactly one active LoRA adapter on {type(layer).__name__}, "
+            f"found {names}"
+        )
+    return names[0]
+
+
+def lora_layers(peft_model: nn.Module) -> list[nn.Module]:
+    """PEFT LoRA layers in components.parquet order (from the spine)."""
+    from lorascope.core.components import lora_modules
+
+    return [module for _, module in lora_modules(peft_model)]
+
+
+def check_table(table, peft_model: nn.Module) -> None:
+    """Fail naming the first row where components.parquet and the model disagree.
+
+    Masks and shifts are laid out in table order, so a stale table would edit
+    the wrong components silently.
+    """
+    from lorascope.core.components import lora_modules, table_from_modules
+
+    cols = ["index", "layer", "module", "rank_slot", "name"]
+    want = table_from_modules([m for m, _ in lora_modules(peft_model)]).select(cols)
+    got = table.select(cols)
+    if got.height != want.height:
+        raise ValueError(
+            f"components.parquet has {got.height} rows, the adapter {want.height}"
+        )
+    for row, (a, b) in enumerate(zip(got.iter_rows(), want.iter_rows(), strict=True)):
+        if a != b:
+            raise ValueError(
+                f"components.parquet row {row} is {a}, the adapter has {b}"
+            )
+
+
+class ScalarControl:
+    """Hooks every LoRA `lora_A` so its scalars can be scaled, shifted or recorded.
+
+    `layers` are PEFT LoRA layers in component-table order; a layer of rank r
+    owns r consecutive components (rank slots). Set `mult_VC` / `add_VC`
+    (V = 1 or the batch size, C = number of components) before a forward;
+    `None` leaves the scalars untouched. With `record = True` each forward
+    stores the (edited) scalars, readable as `recorded()` -> [B, T, C].
+    """
+
+    def __init__(self, layers: Sequence[nn.Module]):
+        self.mult_VC: torch.Tensor | None = None
+        self.add_VC: torch.Tensor | None = None
+        self.record = False
+        self._records: list[torch.Tensor | None] = [None] * len(layers)
+        self._handles = []
+        start = 0
+        for i, layer in enumerate(layers):
+            lora_a = layer.lora_A[_adapter_name(layer)]
+            rank = lora_a.out_features
+            cols = torch.arange(start, start + rank)
+            self._handles.append(lora_a.register_forward_hook(self._hook(i, cols)))
+            start += rank
+        self.n_components = start
+
+    def _hook(self, i: int, cols: torch.Tensor):
+        def hook(_module, _inputs, out_BTR: torch.Tensor) -> torch.Tensor:
+            if self.mult_VC is not None:
+                mult_VR = self.mult_VC[:, cols.to(self.mult_VC.device)]
+                out_BTR = out_BTR * mult_VR[:, None, :].to(out_BTR.dtype)
+            if self.add_VC is not None:
+                add_VR = self.add_VC[:, cols.to(self.add_VC.device)]
+                out_BTR = out_BTR + add_VR[:, None, :].to(out_BTR.dtype)
+            if self.record:
+                self._records[i] = out_BTR.detach()
+            return out_BTR
+
+        return hook
+
+    def recorded(self) -> torch.Tensor:
+        """Scalars of the last forward, [B, T, C] in component order."""
+        if any(r is None for r in self._records):
+            raise RuntimeError("no recorded forward: set record = True first")
+        return torch.cat(self._records, dim=-1)
+
+    def clear(self) -> None:
+        self.mult_VC = self.add_VC = None
+        self.record = False
+        self._records = [None] * len(self._records)
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    def __enter__(self) -> ScalarControl:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.remove()
+
+
+@contextlib.contextmanager
+def zeroed_lora_b(
+    layers: Sequence[nn.Module], ablate_C: torch.Tensor
+) -> Iterator[None]:
+    """Temporarily zero the `lora_B` columns of the ablated components (naive way)."""
+    total = sum(layer.lora_B[_adapter_name(layer)].in_features for layer in layers)
+    if total != len(ablate_C):
+        raise ValueError(f"mask has {len(ablate_C)} entries for {total} components")
+    saved = []
+    start = 0
+    with torch.no_grad():
+        for layer in layers:
+            lora_b = layer.lora_B[_adapter_name(layer)]
+            rank = lora_b.in_features
+            slots = torch.nonzero(ablate_C[start : start + rank]).flatten()
+            if len(slots):
+                saved.append((lora_b, lora_b.weight.detach().clone()))
+                lora_b.weight[:, slots] = 0
+            start += rank
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for lora_b, weight in saved:
+                lora_b.weight.copy_(weight)

@@ -1,0 +1,137 @@
+"""Data in and out of the `kl_ablation` and `steering_sweep` rules.
+
+Loads the base model + rank-1 adapter, checks components.parquet against it,
+draws the training sequences both rules measure KL on (so the two see the
+same tokens), and turns per-sequence KL into the ablation tables.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import torch
+
+from lorascope.ablation.kl import Ablation
+from lorascope.ablation.scalar_control import check_table
+from lorascope.core.models import load_causal_lm, load_lora_model, load_tokenizer
+from lorascope.core.runtime import seed_everything
+
+__all__ = [
+    "kl_sequences",
+    "load_lora",
+    "select_sequences",
+    "sequence_seed",
+    "summarise",
+]
+
+
+def sequence_seed(config: dict) -> int:
+    seed = config["ablation"]["seed"]
+    return config["seed"] if seed is None else seed
+
+
+def load_lora(config: dict, base: str, adapter: str, components: str):
+    """(PeftModel in eval mode, tokenizer, component table) on the ablation device."""
+    seed_everything(sequence_seed(config))
+    model_cfg = config["model"]
+    device = config["ablation"]["device"] or config["device"]
+    model = load_causal_lm(
+        base,
+        dtype=model_cfg["dtype"],
+        attn_implementation=model_cfg["attn_implementation"],
+        device=device,
+        revision=model_cfg["revision"],
+    )
+    model = load_lora_model(model, adapter).eval()
+    table = pl.read_parquet(components)
+    check_table(table, model)
+    return model, load_tokenizer(base, model_cfg["revision"]), table
+
+
+def kl_sequences(config: dict, sft_path: str):
+    """The ablation's training sequences: (input_ids [T], scope [T]) pairs."""
+    cfg = config["ablation"]
+    sft = pl.read_parquet(sft_path, columns=["input_ids", "labels"])
+    return select_sequences(
+        sft,
+        cfg["n_sequences"],
+        cfg["max_tokens"],
+        sequence_seed(config),
+        cfg["token_scope"],
+    )
+
+
+def select_sequences(
+    sft: pl.DataFrame, n: int, max_tokens: int, seed: int, scope: str
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """N training sequences (fixed seed), cut to max_tokens, with their KL scope.
+
+    scope "all": every position that has a next token; "assistant": positions
+    whose next token carries a loss label (the assistant turn).
+    """
+    if scope not in ("all", "assistant"):
+        raise ValueError(f"ablation.token_scope: unknown scope {scope!r}")
+    if len(sft) < n:
+        raise ValueError(
+            f"ablation.n_sequences: {n} requested but the SFT set has {len(sft)} rows"
+        )
+    rows = np.sort(np.random.default_rng(seed).choice(len(sft), n, replace=False))
+    out = []
+    for row in rows:
+        ids_T = torch.tensor(sft["input_ids"][int(row)].to_list()[:max_tokens])
+        scope_T = torch.zeros(len(ids_T), dtype=torch.bool)
+        if scope == "all":
+            scope_T[:-1] = True
+        else:
+            labels_T = torch.tensor(sft["labels"][int(row)].to_list()[:max_tokens])
+            scope_T[:-1] = labels_T[1:] != -100
+        out.append((ids_T, scope_T))
+    return out
+
+
+def summarise(
+    table: pl.DataFrame,
+    ablations: list[Ablation],
+    kl_AS: np.ndarray,
+    tokens_S: np.ndarray,
+    mean_abs_C: np.ndarray,
+) -> dict[str, pl.DataFrame]:
+    """Tables `layers`, `components`, `groups`: token-weighted mean KL and spread.
+
+    kl_mean pools all counted tokens; kl_seq_std / kl_seq_sem describe the
+    spread of the per-sequence means.
+    """
+    n_seq = kl_AS.shape[1]
+    pooled_A = kl_AS @ tokens_S / max(tokens_S.sum(), 1)
+    std_A = kl_AS.std(axis=1, ddof=1) if n_seq > 1 else np.full(len(kl_AS), np.nan)
+    stats = pl.DataFrame(
+        {
+            "kind": [a.kind for a in ablations],
+            "key": [a.key for a in ablations],
+            "n_ablated": [int(a.mask_C.sum()) for a in ablations],
+            "kl_mean": pooled_A,
+            "kl_seq_std": std_A,
+            "kl_seq_sem": std_A / np.sqrt(n_seq),
+            "kl_seq_min": kl_AS.min(axis=1),
+            "kl_seq_max": kl_AS.max(axis=1),
+            "n_sequences": [n_seq] * len(ablations),
+            "n_tokens": [int(tokens_S.sum())] * len(ablations),
+        }
+    )
+
+    def part(kind: str, name: str, dtype) -> pl.DataFrame:
+        return (
+            stats.filter(pl.col("kind") == kind)
+            .with_columns(pl.col("key").cast(dtype).alias(name))
+            .drop("kind", "key")
+            .select(name, pl.exclude(name))
+        )
+
+    components = table.select("index", "layer", "module", "group", "rank_slot", "name")
+    components = components.with_columns(mean_abs_act=pl.Series(mean_abs_C))
+    components = components.join(part("component", "index", pl.Int64), on="index")
+    return {
+        "layers": part("layer", "layer", pl.Int64),
+        "components": components.drop("n_ablated"),
+        "groups": part("group", "group", pl.Utf8),
+    }

@@ -1,0 +1,136 @@
+"""Prompt templates and context formatting for the autointerp rules.
+
+Templates are plain text files with `$name` placeholders (`string.Template`,
+so JSON braces need no escaping). The defaults live in `templates/`; config
+`autointerp.prompts.<name>` points at a user's own file, which must keep the
+same placeholders. Activations shown to the explainer are rescaled to 0-10
+against the feature's strongest activation over the contexts shown.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import string
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "REQUIRED",
+    "load_templates",
+    "render",
+    "display_token",
+    "format_activation_examples",
+    "format_marked",
+    "ParseError",
+    "extract_json",
+]
+
+TEMPLATE_DIR = Path(__file__).parent / "templates"
+REQUIRED = {
+    "explain": {"examples"},
+    "categories": {"feature_list", "n_min", "n_max"},
+    "subcategories": {"categories", "feature_list"},
+    "assign": {"explanation", "examples", "categories"},
+    "detect": {"explanation", "contexts", "n"},
+}
+
+
+def _placeholders(template: string.Template) -> set[str]:
+    return {
+        m.group("named") or m.group("braced")
+        for m in template.pattern.finditer(template.template)
+        if m.group("named") or m.group("braced")
+    }
+
+
+def load_templates(overrides: dict | None = None) -> dict[str, string.Template]:
+    """Every template, a user's file replacing the default where configured."""
+    overrides = overrides or {}
+    unknown = set(overrides) - set(REQUIRED)
+    if unknown:
+        raise ValueError(f"autointerp.prompts: unknown template(s) {sorted(unknown)}")
+    out = {}
+    for name, needed in REQUIRED.items():
+        path = Path(overrides.get(name) or TEMPLATE_DIR / f"{name}.txt")
+        if not path.is_file():
+            raise FileNotFoundError(f"autointerp.prompts.{name}: no file at {path}")
+        template = string.Template(path.read_text())
+        missing = needed - _placeholders(template)
+        if missing:
+            raise ValueError(
+                f"autointerp.prompts.{name} ({path}) lacks placeholder(s) "
+                + ", ".join(f"${m}" for m in sorted(missing))
+            )
+        out[name] = template
+    return out
+
+
+def render(template: string.Template, **values) -> str:
+    return template.substitute({k: str(v) for k, v in values.items()})
+
+
+def display_token(token: str) -> str:
+    """One-line, visible form of a decoded token (newlines, bare spaces)."""
+    shown = token.replace("\n", "\\n").replace("\t", "\\t")
+    return shown if shown.strip() else "␣" * max(len(shown), 1)
+
+
+def _window_text(tokens) -> str:
+    return "".join(tokens).replace("\n", "\\n")
+
+
+def format_activation_examples(
+    contexts: list[dict], n_listed: int, scale_max: float | None = None
+) -> str:
+    """The explainer's view: window text, then its strongest tokens scaled 0-10.
+
+    `contexts` are rows of contexts.parquet for one feature (strongest first).
+    Scaling uses the largest activation over all shown windows so strengths
+    compare across examples; non-positive activations are never listed.
+    """
+    if scale_max is None:
+        scale_max = max((float(np.max(c["acts"])) for c in contexts), default=0.0)
+    scale = 10.0 / scale_max if scale_max > 0 else 0.0
+    blocks = []
+    for ctx in contexts:
+        acts_W = np.asarray(ctx["acts"], dtype=np.float64) * scale
+        order = [i for i in np.argsort(-acts_W, kind="stable") if acts_W[i] > 0.005]
+        lines = [_window_text(ctx["tokens"])]
+        lines += [
+            f"{display_token(ctx['tokens'][i])} {acts_W[i]:.2f}"
+            for i in order[:n_listed]
+        ]
+        blocks.append("<example>\n" + "\n".join(lines) + "\n</example>")
+    return "\n".join(blocks)
+
+
+def format_marked(tokens, center: int) -> str:
+    """Window text with the token at `center` wrapped in « »."""
+    parts = [display_token(t) if i == center else t for i, t in enumerate(tokens)]
+    parts[center] = f"«{parts[center]}»"
+    return "".join(parts).replace("\n", "\\n")
+
+
+class ParseError(ValueError):
+    """A reply that does not follow the requested format."""
+
+
+_FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.S)
+
+
+def extract_json(text: str) -> dict:
+    """The JSON object in a reply, tolerating code fences and chatter around it."""
+    fenced = _FENCE.search(text)
+    body = fenced.group(1) if fenced else text
+    start, end = body.find("{"), body.rfind("}")
+    if start < 0 or end <= start:
+        raise ParseError(f"no JSON object in reply: {text[:200]!r}")
+    try:
+        obj = json.loads(body[start : end + 1])
+    except json.JSONDecodeError as exc:
+        raise ParseError(f"invalid JSON ({exc}): {text[:200]!r}") from None
+    if not isinstance(obj, dict):
+        raise ParseError(f"reply JSON is not an object: {text[:200]!r}")
+    return obj

@@ -1,0 +1,130 @@
+"""Client settings for the autointerp rules, read from the `autointerp:` config.
+
+`llm_settings(section, run, role)` turns the validated config section into one
+frozen `LLMSettings`: role `"explainer"` (explanations, assignments, detection
+judge; paper: gpt-5-mini) or `"categorizer"` (category proposal; paper:
+claude-opus-4.1), the latter overriding provider/model/base_url/key/max
+output tokens from `autointerp.categories`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Literal
+
+__all__ = ["LLMSettings", "llm_settings", "api_key"]
+
+Provider = Literal["offline", "openai", "anthropic"]
+_DEFAULT_KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
+_ROLE_OVERRIDES = ("provider", "model", "base_url", "api_key_env", "max_output_tokens")
+
+
+@dataclass(frozen=True)
+class LLMSettings:
+    provider: Provider
+    """offline (statistics, no calls), openai (any compatible base_url), anthropic."""
+    model: str
+    base_url: str | None = None
+    """None = the SDK's default endpoint."""
+    api_key_env: str | None = None
+    """Environment variable holding the key; None = the provider's usual one."""
+    max_output_tokens: int | None = 2000
+    temperature: float | None = None
+    """None = do not send (reasoning models such as gpt-5-mini reject it)."""
+    request_params: dict = field(default_factory=dict)
+    """Extra keyword arguments for the create call; part of the cache key."""
+    concurrency: int = 8
+    retries: int = 5
+    """Transport retries per request (429, 5xx, timeouts, dropped connections)."""
+    parse_retries: int = 2
+    """Extra requests after a malformed reply before recording it as failed."""
+    timeout_s: float = 120.0
+    backoff_base_s: float = 1.0
+    backoff_max_s: float = 60.0
+    max_calls: int | None = None
+    max_tokens: int | None = None
+    prices: dict = field(default_factory=dict)
+    """model -> {input_per_mtok, output_per_mtok} in USD, for cost estimates."""
+    run: str = "run"
+    """Ledger tag: the budget caps count every request sent for this run."""
+
+    def __post_init__(self):
+        if self.provider not in ("offline", "openai", "anthropic"):
+            raise ValueError(
+                f"autointerp.provider: '{self.provider}' is not one of "
+                "offline, openai, anthropic"
+            )
+        if self.concurrency < 1:
+            raise ValueError("autointerp.concurrency must be >= 1")
+        if self.provider == "anthropic" and not self.max_output_tokens:
+            raise ValueError(
+                "autointerp.max_output_tokens is required by the anthropic API"
+            )
+
+    @property
+    def offline(self) -> bool:
+        return self.provider == "offline"
+
+    @property
+    def label(self) -> str:
+        """What every output records in its `explainer` column."""
+        return "offline" if self.offline else f"{self.provider}:{self.model}"
+
+    def cost(self, input_tokens: int, output_tokens: int) -> float | None:
+        price = self.prices.get(self.model)
+        if price is None:
+            return None
+        return (
+            input_tokens * float(price["input_per_mtok"])
+            + output_tokens * float(price["output_per_mtok"])
+        ) / 1e6
+
+
+def llm_settings(section: dict, run: str, role: str = "explainer") -> LLMSettings:
+    """Settings for one role from the validated `autointerp` config section."""
+    if role not in ("explainer", "categorizer"):
+        raise ValueError(f"unknown autointerp role '{role}'")
+    picked = {k: section.get(k) for k in _ROLE_OVERRIDES}
+    if role == "categorizer":
+        override = section.get("categories") or {}
+        picked.update({k: override[k] for k in _ROLE_OVERRIDES if k in override})
+    budget = section.get("budget") or {}
+    return LLMSettings(
+        provider=picked["provider"],
+        model=picked["model"],
+        base_url=picked["base_url"],
+        api_key_env=picked["api_key_env"],
+        max_output_tokens=picked["max_output_tokens"],
+        temperature=section.get("temperature"),
+        request_params=dict(section.get("request_params") or {}),
+        concurrency=int(section.get("concurrency", 8)),
+        retries=int(section.get("retries", 5)),
+        parse_retries=int(section.get("parse_retries", 2)),
+        timeout_s=float(section.get("timeout_s", 120.0)),
+        backoff_base_s=float(section.get("backoff_base_s", 1.0)),
+        backoff_max_s=float(section.get("backoff_max_s", 60.0)),
+        max_calls=budget.get("max_calls"),
+        max_tokens=budget.get("max_tokens"),
+        prices=dict(section.get("prices") or {}),
+        run=run,
+    )
+
+
+def api_key(settings: LLMSettings) -> str:
+    """The key from the environment; a clear error naming the variable if unset.
+
+    `api_key_env: ""` means the server needs no key (a local `vllm serve`).
+    """
+    env = settings.api_key_env
+    if env == "":
+        return "EMPTY"
+    env = env or _DEFAULT_KEY_ENV[settings.provider]
+    key = os.environ.get(env)
+    if not key:
+        raise RuntimeError(
+            f"autointerp.provider is '{settings.provider}' but the environment "
+            f"variable {env} is not set (autointerp.api_key_env). Set it, or set "
+            "autointerp.provider: offline to use the offline explainer."
+        )
+    return key

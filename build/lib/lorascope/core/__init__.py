@@ -1,0 +1,38 @@
+"""What every stage shares: plumbing, the artifact formats, the decoding protocol.
+
+Plumbing:
+- `config`: validate the config against workflow/schemas/config.schema.yaml.
+- `io`: atomic writes, parquet + markdown tables, JSON.
+- `runtime`: script logging, seeding, devices, dtypes.
+- `models`: load base models, tokenizers, adapters, SAEs the same way everywhere.
+
+Artifact formats (written by one stage, read by others):
+- `components`: the component table `components.parquet`, the one ordering.
+- `chat`: the s1 chat format (training sequences and prompts).
+- `shards`: activation shards and their verifying reader.
+- `topk`, `contexts`, `feature_tables`: feature tables (features, top-k,
+  contexts) built by activations and sae, read by autointerp and dashboards.
+- `labels`: who made the labels (autointerp/usage.json), for every footer.
+
+Protocol (the same question asked the same way by every stage):
+- `decoding`: greedy HF generation in the s1 format.
+- `grading`: grading answers against benchmark rows.
+
+Nothing here imports a stage package.
+"""
+
+__all__ = [
+    "chat",
+    "components",
+    "config",
+    "contexts",
+    "decoding",
+    "feature_tables",
+    "grading",
+    "io",
+    "labels",
+    "models",
+    "runtime",
+    "shards",
+    "topk",
+]

@@ -1,0 +1,197 @@
+"""The component table: the one ordering every stage shares.
+
+A rank-r LoRA on module M of layer L contributes r scalars per token
+(`input @ lora_A.T`, before scaling and before lora_B). The table lists them
+in a fixed order (layer, then q k v o gate up down, then rank slot); activation
+columns, SAE inputs, ablation masks, plots and dashboards all use it. Built by
+rule `components`; `select` is used by adapter surgery, KL ablation and
+steering.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import polars as pl
+from safetensors import safe_open
+
+MODULE_ORDER = ("q", "k", "v", "o", "gate", "up", "down")
+GROUPS = {"q": "attn", "k": "attn", "v": "attn", "o": "attn"}
+GROUPS.update({"gate": "mlp", "up": "mlp", "down": "mlp"})
+_LAYER_RE = re.compile(r"(?:^|\.)layers\.(\d+)\.")
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+ADAPTER_CONFIG = "adapter_config.json"
+
+
+class AdapterError(ValueError):
+    """An adapter directory is missing, corrupt or not what the run requires."""
+
+
+class LoraModule(NamedTuple):
+    layer: int
+    module: str  # short name: q k v o gate up down
+    group: str  # attn | mlp
+    name: str  # module path inside the base model, e.g. model.layers.0.mlp.up_proj
+    rank: int
+    d_in: int
+    d_out: int
+
+
+def short_name(module_path: str) -> str:
+    return module_path.rsplit(".", 1)[-1].removesuffix("_proj")
+
+
+def _parse(name: str, rank: int, d_in: int, d_out: int) -> LoraModule:
+    m = _LAYER_RE.search(name)
+    if not m:
+        raise AdapterError(f"LoRA module {name!r} is not inside a numbered layer")
+    mod = short_name(name)
+    if mod not in GROUPS:
+        raise AdapterError(
+            f"LoRA module {name!r}: unknown projection {mod!r}; lorascope knows "
+            f"{', '.join(MODULE_ORDER)} (packed names like qkv_proj are not "
+            "supported)"
+        )
+    return LoraModule(int(m.group(1)), mod, GROUPS[mod], name, rank, d_in, d_out)
+
+
+def _sorted(mods: list[LoraModule]) -> list[LoraModule]:
+    return sorted(mods, key=lambda m: (m.layer, MODULE_ORDER.index(m.module)))
+
+
+def lora_modules(peft_model, adapter_name: str = "default") -> list[tuple]:
+    """(LoraModule, torch module) pairs of a loaded PeftModel, in table order."""
+    from peft.tuners.lora import LoraLayer
+
+    found = []
+    for path, mod in peft_model.named_modules():
+        if isinstance(mod, LoraLayer) and adapter_name in mod.lora_A:
+            a = mod.lora_A[adapter_name].weight  # (r, d_in)
+            b = mod.lora_B[adapter_name].weight  # (d_out, r)
+            name = path.removeprefix("base_model.model.")
+            found.append((_parse(name, a.shape[0], a.shape[1], b.shape[0]), mod))
+    if not found:
+        raise AdapterError("model has no LoRA layers for adapter " + adapter_name)
+    order = {m.name: i for i, m in enumerate(_sorted([m for m, _ in found]))}
+    return sorted(found, key=lambda pair: order[pair[0].name])
+
+
+def adapter_modules(adapter_dir: Path | str) -> list[LoraModule]:
+    """Read the LoRA modules of a PEFT adapter directory without a model."""
+    adapter_dir = Path(adapter_dir)
+    weights = adapter_dir / ADAPTER_WEIGHTS
+    if not weights.exists() or not (adapter_dir / ADAPTER_CONFIG).exists():
+        raise AdapterError(
+            f"{adapter_dir}: not a PEFT adapter dir (needs {ADAPTER_CONFIG} and "
+            f"{ADAPTER_WEIGHTS})"
+        )
+    shapes: dict[str, dict[str, tuple]] = {}
+    try:
+        with safe_open(weights, framework="pt") as f:
+            for key in f.keys():
+                m = re.match(r"(?:base_model\.model\.)?(.*)\.lora_([AB])\.weight$", key)
+                if m:
+                    shape = tuple(f.get_slice(key).get_shape())
+                    shapes.setdefault(m.group(1), {})[m.group(2)] = shape
+    except Exception as e:  # safetensors raises several types on corrupt files
+        raise AdapterError(f"{weights}: unreadable safetensors file ({e})") from e
+    mods = []
+    for name, ab in shapes.items():
+        if set(ab) != {"A", "B"}:
+            raise AdapterError(f"{weights}: {name} lacks lora_A or lora_B")
+        (r, d_in), (d_out, _) = ab["A"], ab["B"]
+        mods.append(_parse(name, r, d_in, d_out))
+    if not mods:
+        raise AdapterError(f"{weights}: no LoRA weights found")
+    return _sorted(mods)
+
+
+def table_from_modules(mods: list[LoraModule]) -> pl.DataFrame:
+    rows = [
+        dict(
+            layer=m.layer,
+            module=m.module,
+            group=m.group,
+            rank_slot=slot,
+            d_in=m.d_in,
+            d_out=m.d_out,
+            name=m.name,
+        )
+        for m in mods
+        for slot in range(m.rank)
+    ]
+    return (
+        pl.DataFrame(rows)
+        .with_row_index("index")
+        .with_columns(pl.col("index").cast(pl.Int64))
+    )
+
+
+def component_table(adapter_dir: Path | str) -> pl.DataFrame:
+    """components.parquet: index, layer, module, group, rank_slot, d_in, d_out, name."""
+    return table_from_modules(adapter_modules(adapter_dir))
+
+
+def check_adapter(
+    adapter_dir: Path | str,
+    rank: int | None = None,
+    modules: tuple[str, ...] | None = MODULE_ORDER,
+    n_layers: int | None = None,
+) -> list[LoraModule]:
+    """Fail clearly if an adapter is not the one the run requires."""
+    mods = adapter_modules(adapter_dir)
+    if rank is not None:
+        bad = sorted({m.rank for m in mods if m.rank != rank})
+        if bad:
+            raise AdapterError(f"{adapter_dir}: rank {bad} found, rank {rank} required")
+    layers = sorted({m.layer for m in mods})
+    if n_layers is not None and len(layers) != n_layers:
+        raise AdapterError(
+            f"{adapter_dir}: LoRA on {len(layers)} layers, expected {n_layers}"
+        )
+    if modules:
+        present = {(m.layer, m.module) for m in mods}
+        missing = [
+            f"layers.{layer}.{m}_proj"
+            for layer in layers
+            for m in modules
+            if (layer, m) not in present
+        ]
+        if missing:
+            raise AdapterError(
+                f"{adapter_dir}: missing target modules {missing[:8]}"
+                + (f" (+{len(missing) - 8} more)" if len(missing) > 8 else "")
+            )
+    return mods
+
+
+def read_adapter_config(adapter_dir: Path | str) -> dict:
+    with open(Path(adapter_dir) / ADAPTER_CONFIG) as f:
+        return json.load(f)
+
+
+def select(
+    table: pl.DataFrame,
+    layers=None,
+    modules=None,
+    groups=None,
+    indices=None,
+) -> np.ndarray:
+    """Boolean mask over the table's rows; None means 'any'. Criteria AND."""
+    mask = np.ones(table.height, dtype=bool)
+    for col, values in (("layer", layers), ("module", modules), ("group", groups)):
+        if values is not None:
+            values = [values] if isinstance(values, (int, str)) else list(values)
+            unknown = set(values) - set(table[col].to_list())
+            if unknown:
+                raise ValueError(f"select: no component has {col} in {sorted(unknown)}")
+            mask &= table[col].is_in(values).to_numpy()
+    if indices is not None:
+        idx = np.zeros_like(mask)
+        idx[np.asarray(list(indices), dtype=int)] = True
+        mask &= idx
+    return mask

@@ -1,0 +1,195 @@
+"""Feature tables: features.parquet and context windows around top-k tokens.
+
+Used by rule `activation_features` (LoRA components, MLP neurons) and by the
+SAE feature rule; kind-agnostic: a kind supplies its units (one row per
+measured scalar), its streamed statistics and top-k, and a function giving
+unit activations over whole documents. Schemas: docs/ARCHITECTURE.md
+("Feature tables").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+import polars as pl
+import torch
+
+from lorascope.core.topk import feature_units
+
+__all__ = [
+    "ContextError",
+    "lora_units",
+    "mlp_units",
+    "sae_units",
+    "features_frame",
+    "build_contexts",
+    "token_strings",
+    "CONTEXT_SCHEMA",
+]
+
+CONTEXT_SCHEMA = {
+    "feature": pl.Int64,
+    "rank": pl.Int64,
+    "doc": pl.Int64,
+    "pos": pl.Int64,
+    "value": pl.Float32,
+    "tokens": pl.List(pl.String),
+    "acts": pl.List(pl.Float32),
+    "center": pl.Int32,
+}
+_UNIT_COLUMNS = {
+    "label": pl.String,
+    "component": pl.Int64,
+    "layer": pl.Int64,
+    "module": pl.String,
+    "neuron": pl.Int64,
+    "latent": pl.Int64,
+}
+
+
+class ContextError(ValueError):
+    """Recomputed activations disagree with the streamed top-k, or data is missing."""
+
+
+def _units(rows: dict, n: int) -> pl.DataFrame:
+    cols = {k: rows.get(k, [None] * n) for k in _UNIT_COLUMNS}
+    return pl.DataFrame(cols, schema=_UNIT_COLUMNS)
+
+
+def lora_units(components: pl.DataFrame) -> pl.DataFrame:
+    """One unit per component row, labelled `L3.gate` (`L3.gate#1` if rank > 1)."""
+    ranked = components["rank_slot"].max() > 0
+    label = [
+        f"L{layer}.{mod}" + (f"#{slot}" if ranked else "")
+        for layer, mod, slot in components.select(
+            "layer", "module", "rank_slot"
+        ).iter_rows()
+    ]
+    return _units(
+        {
+            "label": label,
+            "component": components["index"].to_list(),
+            "layer": components["layer"].to_list(),
+            "module": components["module"].to_list(),
+        },
+        components.height,
+    )
+
+
+def mlp_units(n_layers: int, n_neurons: int) -> pl.DataFrame:
+    """Unit l * n_neurons + j = neuron j of layer l's MLP, labelled `L3.mlp.17`."""
+    layer = np.repeat(np.arange(n_layers), n_neurons).tolist()
+    neuron = np.tile(np.arange(n_neurons), n_layers).tolist()
+    label = [f"L{a}.mlp.{b}" for a, b in zip(layer, neuron, strict=True)]
+    rows = {"label": label, "layer": layer, "neuron": neuron}
+    return _units(rows, len(label))
+
+
+def sae_units(n_latents: int) -> pl.DataFrame:
+    latent = list(range(n_latents))
+    return _units({"label": [f"sae.{i}" for i in latent], "latent": latent}, n_latents)
+
+
+def features_frame(
+    kind: str, units: pl.DataFrame, polarity: str, stats: pl.DataFrame
+) -> pl.DataFrame:
+    """features.parquet: one row per (unit, sign) with its streamed statistics."""
+    unit, sign = feature_units(units.height, polarity)
+    if stats.height != len(unit):
+        raise ContextError(
+            f"{kind}: {stats.height} feature statistics for {len(unit)} features "
+            f"({units.height} units, polarity {polarity})"
+        )
+    suffix = {1: "+", -1: "-", 0: ""} if polarity == "both" else {1: "", 0: ""}
+    per_feature = units[unit.tolist()]
+    labels = [
+        lab + suffix[int(s)]
+        for lab, s in zip(per_feature["label"], sign.tolist(), strict=True)
+    ]
+    return pl.DataFrame(
+        {
+            "feature": np.arange(len(unit), dtype=np.int64),
+            "kind": [kind] * len(unit),
+        }
+    ).with_columns(
+        pl.Series("label", labels, pl.String),
+        *[per_feature[c] for c in ("component", "layer", "module", "neuron")],
+        per_feature["latent"],
+        pl.Series("sign", sign, pl.Int8),
+        stats["max"].cast(pl.Float32),
+        stats["mean"].cast(pl.Float32),
+        stats["frac_active"].cast(pl.Float32),
+    )
+
+
+def token_strings(tokenizer) -> Callable[[Sequence[int]], list[str]]:
+    """Per-token display strings (each id decoded on its own)."""
+    return lambda ids: [tokenizer.decode([int(t)]) for t in ids]
+
+
+def build_contexts(
+    topk: pl.DataFrame,
+    token_ids: Mapping[int, Sequence[int]],
+    decode: Callable[[Sequence[int]], list[str]],
+    doc_values: Callable[[list[int]], Iterable[tuple[int, torch.Tensor]]],
+    polarity: str,
+    width: int,
+    rtol: float = 0.05,
+) -> pl.DataFrame:
+    """contexts.parquet: `width` tokens either side of every top-k token.
+
+    `doc_values(docs)` yields `(doc, unit values [T_doc, U])` for the docs asked
+    for (any order, each once); the window's `acts` are the feature's
+    sign-adjusted activations. The value at the centre must match the top-k
+    value (to `rtol` of the feature's scale): a recomputation that drifts
+    (other weights, other text) raises instead of mislabelling examples.
+    """
+    if topk.height == 0:
+        return pl.DataFrame(schema=CONTEXT_SCHEMA)
+    by_doc = topk.sort("doc", "feature", "rank").partition_by("doc", as_dict=True)
+    docs = sorted(int(k[0]) for k in by_doc)
+    missing = [d for d in docs if d not in token_ids]
+    if missing:
+        raise ContextError(f"top-k docs {missing[:8]} not in the SFT table")
+    scale = topk.group_by("feature").agg(pl.col("value").abs().max().alias("s"))
+    scale = dict(scale.iter_rows())
+    out = {k: [] for k in CONTEXT_SCHEMA}
+    seen = set()
+    for doc, values_TU in doc_values(docs):
+        seen.add(int(doc))
+        rows = by_doc[(int(doc),)]
+        ids = token_ids[int(doc)]
+        if values_TU.shape[0] != len(ids):
+            raise ContextError(
+                f"doc {doc}: {values_TU.shape[0]} activation rows for {len(ids)} tokens"
+            )
+        # Only this doc's features, not the whole signed view ([T, 2U] for MLPs).
+        feats = np.unique(rows["feature"].to_numpy())
+        col = {int(f): i for i, f in enumerate(feats)}
+        unit_of, sign_of = feature_units(values_TU.shape[1], polarity)
+        picked_Tn = values_TU.float()[:, torch.from_numpy(unit_of[feats])].numpy()
+        if polarity == "abs":
+            feats_Tn = np.abs(picked_Tn)
+        else:  # both: sign -1 flips; pos: sign +1
+            feats_Tn = picked_Tn * sign_of[feats].astype(np.float32)
+        toks = decode(ids)
+        for f, r, pos, value in rows.select(
+            "feature", "rank", "pos", "value"
+        ).iter_rows():
+            got = float(feats_Tn[pos, col[f]])
+            if abs(got - value) > rtol * max(scale[f], 1e-6):
+                raise ContextError(
+                    f"feature {f} doc {doc} pos {pos}: recomputed activation "
+                    f"{got:.5g} != streamed top-k value {value:.5g}"
+                )
+            lo, hi = max(0, pos - width), min(len(ids), pos + width + 1)
+            for key, v in (("feature", f), ("rank", r), ("doc", doc), ("pos", pos)):
+                out[key].append(int(v))
+            out["value"].append(value)
+            out["tokens"].append(toks[lo:hi])
+            out["acts"].append(feats_Tn[lo:hi, col[f]].tolist())
+            out["center"].append(pos - lo)
+    if seen != set(docs):
+        raise ContextError(f"no activations for docs {sorted(set(docs) - seen)[:8]}")
+    return pl.DataFrame(out, schema=CONTEXT_SCHEMA).sort("feature", "rank")

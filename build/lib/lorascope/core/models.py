@@ -1,0 +1,131 @@
+"""Loading base models, tokenizers and LoRA adapters the same way everywhere.
+
+`model.base: toy` means the embedded toy model materialised by rule
+`toy_base_model`; anything else is a Hugging Face hub id or a local path,
+loaded with `from_pretrained` (at paper scale: Qwen/Qwen2.5-32B-Instruct).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from lorascope.core.runtime import resolve_device, torch_dtype
+
+# torch and transformers are imported inside the loaders: the Snakefile
+# imports this module (base_model_path) and must parse in a second.
+
+TOY = "toy"
+
+
+def base_model_path(model_cfg: dict, run_dir: Path | str) -> str:
+    """Where the base model comes from: the toy dir under the run, or a hub id."""
+    if model_cfg["base"] == TOY:
+        return str(Path(run_dir) / "toy" / "base_model")
+    return model_cfg["base"]
+
+
+# A tokenizer saved from a plain `tokenizers` object (the toy one) records
+# one of these classes. AutoTokenizer would ignore that and build the class
+# implied by config.json's model_type (Qwen2Tokenizer, which drops the toy
+# vocabulary's spaces and newlines), so such folders load as the generic class.
+_GENERIC_TOKENIZER_CLASSES = ("TokenizersBackend", "PreTrainedTokenizerFast")
+
+
+def load_tokenizer(path: str, revision: str | None = None):
+    from transformers import AutoTokenizer
+
+    saved = Path(path) / "tokenizer_config.json"
+    if (
+        saved.is_file()
+        and json.loads(saved.read_text()).get("tokenizer_class")
+        in _GENERIC_TOKENIZER_CLASSES
+    ):
+        from transformers import PreTrainedTokenizerFast
+
+        tok = PreTrainedTokenizerFast.from_pretrained(path)
+    else:
+        tok = AutoTokenizer.from_pretrained(path, revision=revision)
+    if tok.pad_token is None:
+        # Qwen ships a pad token; some Llama tokenizers do not.
+        tok.pad_token = tok.eos_token
+    probe = "Answer: 12 + 3\n"
+    ids = tok(probe, add_special_tokens=False)["input_ids"]
+    if not ids or tok.decode(ids) != probe:
+        raise ValueError(
+            f"tokenizer at {path!r} does not round-trip text ({probe!r} -> "
+            f"{tok.decode(ids)!r}); check its tokenizer class"
+        )
+    return tok
+
+
+def load_causal_lm(
+    path: str,
+    dtype: str = "float32",
+    attn_implementation: str = "sdpa",
+    device: str = "auto",
+    revision: str | None = None,
+):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(
+        path,
+        revision=revision,
+        dtype=torch_dtype(dtype),
+        attn_implementation=attn_implementation,
+    )
+    return model.to(resolve_device(device)).eval()
+
+
+def load_lora_model(base, adapter_dir: str | Path, is_trainable: bool = False):
+    """Wrap a loaded base model with a PEFT adapter directory."""
+    from peft import PeftModel
+
+    from lorascope.core.components import check_adapter
+
+    check_adapter(adapter_dir, modules=None)  # clear error on a corrupt adapter
+    return PeftModel.from_pretrained(base, str(adapter_dir), is_trainable=is_trainable)
+
+
+def n_layers(model) -> int:
+    cfg = model.config
+    return int(
+        getattr(cfg, "num_hidden_layers", None)
+        or cfg.get_text_config().num_hidden_layers
+    )
+
+
+def model_kwargs(model_cfg: dict) -> dict:
+    """The subset of the `model:` config that `load_causal_lm` takes."""
+    return {
+        "dtype": model_cfg["dtype"],
+        "attn_implementation": model_cfg["attn_implementation"],
+        "revision": model_cfg.get("revision"),
+    }
+
+
+def resolve_model_dir(
+    path: str | Path, revision: str | None = None
+) -> tuple[str, str | None]:
+    """(model id or path, revision), following `POINTER.json` if `path` has one.
+
+    `train/full/model/` is a saved model or, at paper scale, a pointer to a
+    named checkpoint (rule `full_checkpoint`) carrying its own revision.
+    """
+    pointer = Path(path) / "POINTER.json"
+    if not pointer.exists():
+        return str(path), revision
+    data = json.loads(pointer.read_text())
+    if not data.get("model"):
+        raise ValueError(f"{pointer}: no 'model' entry")
+    return data["model"], data.get("revision")
+
+
+def load_sae(model_dir: str | Path, device: str = "cpu"):
+    """A saved SAE (SAELens on-disk format, as rule `train_sae` writes it)."""
+    from sae_lens import SAE
+
+    model_dir = Path(model_dir)
+    if not (model_dir / "cfg.json").is_file():
+        raise FileNotFoundError(f"{model_dir}: no SAELens cfg.json (not a saved SAE)")
+    return SAE.load_from_disk(model_dir, device=device)

@@ -1,0 +1,75 @@
+"""Process-level helpers for workflow scripts: logging, seeding, devices.
+
+Every `workflow/scripts/*.py` wraps its work in `script_logging(snakemake)` so
+the rule's log file gets the messages, progress bars and any traceback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import random
+import sys
+import traceback
+from collections.abc import Iterator
+
+log = logging.getLogger("lorascope")
+
+# torch is imported inside the functions that need it: every workflow script
+# imports this module, and most (figures, autointerp, tables) never touch
+# torch, whose import costs seconds per job.
+DTYPE_NAMES = ("float32", "bfloat16", "float16")
+
+
+@contextlib.contextmanager
+def script_logging(smk) -> Iterator[logging.Logger]:
+    """Send stderr (logging, tqdm) to the rule's log; record any traceback."""
+    log_path = smk.log[0] if len(smk.log) else None
+    handle = open(log_path, "w", buffering=1) if log_path else sys.stderr
+    old_stderr = sys.stderr
+    sys.stderr = handle
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        stream=handle,
+        force=True,
+    )
+    try:
+        yield log
+    except BaseException:
+        traceback.print_exc(file=handle)
+        raise
+    finally:
+        sys.stderr = old_stderr
+        if log_path:
+            handle.close()
+
+
+def seed_everything(seed: int) -> None:
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    os.environ.setdefault("PYTHONHASHSEED", str(seed))
+
+
+def resolve_device(name: str = "auto"):
+    """`auto` picks CUDA when present; asking for CUDA without one is an error."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device {name!r} requested but CUDA is not available")
+    return torch.device(name)
+
+
+def torch_dtype(name: str):
+    import torch
+
+    if name not in DTYPE_NAMES:
+        raise ValueError(f"unknown dtype {name!r}; choose from {DTYPE_NAMES}")
+    return getattr(torch, name)

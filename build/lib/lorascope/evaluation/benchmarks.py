@@ -1,0 +1,232 @@
+"""Benchmark registry and loaders, normalised to one schema (rule `bench_prepare`).
+
+Every benchmark becomes a frame with columns
+`id:str, problem:str, answer:str, choices:list[str] (null unless multiple
+choice), grader:str ("math" | "choice" | "exact")`.
+
+Paper-scale benchmarks load through `datasets.load_dataset` from the hub (or
+from local files in the hub's own schema via `data_files`, which the tests
+use). `toy_*` benchmarks are written by the toy world already normalised and
+are only validated here. GPQA rows are gated content: this module never logs
+or prints a row, only counts.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+__all__ = [
+    "BENCHMARKS",
+    "SCHEMA",
+    "BenchmarkSpec",
+    "load_benchmark",
+    "validate_benchmark",
+]
+
+SCHEMA = {
+    "id": pl.String,
+    "problem": pl.String,
+    "answer": pl.String,
+    "choices": pl.List(pl.String),
+    "grader": pl.String,
+}
+LETTERS = "ABCDEFGHIJ"
+
+
+@dataclass(frozen=True)
+class BenchmarkSpec:
+    """Where a benchmark lives on the hub and how its rows map to SCHEMA."""
+
+    hub_id: str
+    config: str | None
+    split: str
+    file_format: str  # `load_dataset` builder for local files in the hub schema
+    columns: tuple[str, ...]  # hub columns the mapper reads
+    to_rows: Callable[[list[dict], int], list[dict]]
+    gated: bool = False
+
+
+def _math_rows(id_col: str) -> Callable[[list[dict], int], list[dict]]:
+    def to_rows(raw: list[dict], seed: int) -> list[dict]:
+        return [
+            {
+                "id": str(r[id_col]),
+                "problem": r["problem"],
+                "answer": str(r["answer"]).strip(),
+                "choices": None,
+                "grader": "math",
+            }
+            for r in raw
+        ]
+
+    return to_rows
+
+
+def format_choices(question: str, choices: list[str]) -> str:
+    """The question followed by lettered options, one per line."""
+    letters = LETTERS[: len(choices)]
+    lines = [f"({x}) {text}" for x, text in zip(letters, choices, strict=True)]
+    return question.strip() + "\n\n" + "\n".join(lines)
+
+
+def _gpqa_rows(raw: list[dict], seed: int) -> list[dict]:
+    # One generator for the whole set so each row's order depends only on the
+    # seed and its position: reruns and every model variant see the same order.
+    rng = random.Random(seed)
+    rows = []
+    for r in raw:
+        options = [r["Correct Answer"]] + [
+            r[f"Incorrect Answer {i}"] for i in (1, 2, 3)
+        ]
+        options = [str(o).strip() for o in options]
+        order = list(range(4))
+        rng.shuffle(order)
+        choices = [options[i] for i in order]
+        rows.append(
+            {
+                "id": str(r["Record ID"]),
+                "problem": format_choices(str(r["Question"]), choices),
+                "answer": LETTERS[order.index(0)],
+                "choices": choices,
+                "grader": "choice",
+            }
+        )
+    return rows
+
+
+BENCHMARKS: dict[str, BenchmarkSpec] = {
+    "aime24": BenchmarkSpec(
+        "simplescaling/aime24_nofigures",
+        None,
+        "train",
+        "json",
+        ("id", "problem", "answer"),
+        _math_rows("id"),
+    ),
+    "math500": BenchmarkSpec(
+        "HuggingFaceH4/MATH-500",
+        None,
+        "test",
+        "json",
+        ("unique_id", "problem", "answer"),
+        _math_rows("unique_id"),
+    ),
+    "gpqa_diamond": BenchmarkSpec(
+        "Idavidrein/gpqa",
+        "gpqa_diamond",
+        "train",
+        "csv",
+        (
+            "Record ID",
+            "Question",
+            "Correct Answer",
+            "Incorrect Answer 1",
+            "Incorrect Answer 2",
+            "Incorrect Answer 3",
+        ),
+        _gpqa_rows,
+        gated=True,
+    ),
+}
+
+
+def validate_benchmark(df: pl.DataFrame, name: str) -> pl.DataFrame:
+    """Check a normalised frame; errors name the benchmark, column and row."""
+    missing = [c for c in SCHEMA if c not in df.columns]
+    if missing:
+        raise ValueError(f"benchmark {name!r}: missing columns {missing}")
+    if df.height == 0:
+        raise ValueError(f"benchmark {name!r}: no rows")
+    df = df.select(list(SCHEMA)).cast(SCHEMA)
+    for col in ("id", "problem", "answer", "grader"):
+        bad = df.with_row_index().filter(
+            pl.col(col).is_null() | (pl.col(col).str.strip_chars() == "")
+        )
+        if bad.height:
+            raise ValueError(
+                f"benchmark {name!r}: empty {col!r} in row {bad['index'][0]}"
+            )
+    dup = df.filter(pl.col("id").is_duplicated())["id"]
+    if dup.len():
+        raise ValueError(f"benchmark {name!r}: duplicate id {dup[0]!r}")
+    bad = df.with_row_index().filter(
+        ~pl.col("grader").is_in(["math", "choice", "exact"])
+    )
+    if bad.height:
+        raise ValueError(
+            f"benchmark {name!r}: row {bad['index'][0]} has unknown grader "
+            f"{bad['grader'][0]!r}"
+        )
+    choice = df.with_row_index().filter(pl.col("grader") == "choice")
+    no_choices = choice.filter(pl.col("choices").list.len().fill_null(0) < 2)
+    if no_choices.height:
+        raise ValueError(
+            f"benchmark {name!r}: choice row {no_choices['index'][0]} has < 2 choices"
+        )
+    for i, choices, answer in choice.select("index", "choices", "answer").rows():
+        if len(answer) != 1 or answer not in LETTERS[: len(choices)]:
+            raise ValueError(
+                f"benchmark {name!r}: choice row {i} has answer {answer!r}, not one "
+                f"of its letters {LETTERS[: len(choices)]}"
+            )
+    return df
+
+
+def _load_raw(name: str, spec: BenchmarkSpec, data_files: str | None) -> list[dict]:
+    from datasets import load_dataset  # heavy import, only when loading
+
+    if data_files is not None:
+        ds = load_dataset(spec.file_format, data_files=str(data_files), split="train")
+    else:
+        token = os.environ.get("HF_TOKEN") if spec.gated else None
+        if spec.gated and not token:
+            raise RuntimeError(
+                f"benchmark {name!r} ({spec.hub_id}) is gated: accept its terms on "
+                "the hub and export HF_TOKEN, or set eval.benchmark_files"
+            )
+        ds = load_dataset(spec.hub_id, spec.config, split=spec.split, token=token)
+    missing = [c for c in spec.columns if c not in ds.column_names]
+    if missing:
+        src = data_files or spec.hub_id
+        raise ValueError(f"benchmark {name!r} from {src}: missing columns {missing}")
+    return ds.select_columns(list(spec.columns)).to_list()
+
+
+def load_benchmark(
+    name: str,
+    *,
+    data_files: str | Path | None = None,
+    toy_dir: str | Path | None = None,
+    seed: int = 0,
+    limit: int | None = None,
+) -> pl.DataFrame:
+    """Load benchmark `name` as a normalised, validated frame.
+
+    `data_files`: a local file in the hub's schema instead of the hub.
+    `toy_dir`: folder holding `toy_*.parquet` files. `seed` fixes the
+    multiple-choice shuffle; `limit` keeps the first n rows (after shuffling,
+    so a limited run sees the same choices as a full one).
+    """
+    if name.startswith("toy_"):
+        if toy_dir is None:
+            raise ValueError(f"benchmark {name!r} is a toy benchmark: pass toy_dir")
+        path = Path(toy_dir) / f"{name}.parquet"
+        if not path.exists():
+            raise FileNotFoundError(f"toy benchmark {name!r}: {path} does not exist")
+        df = pl.read_parquet(path)
+    elif name in BENCHMARKS:
+        spec = BENCHMARKS[name]
+        df = pl.DataFrame(
+            spec.to_rows(_load_raw(name, spec, data_files), seed), schema=SCHEMA
+        )
+    else:
+        known = sorted(BENCHMARKS) + ["toy_*"]
+        raise ValueError(f"unknown benchmark {name!r}; known: {known}")
+    df = validate_benchmark(df, name)
+    return df.head(limit) if limit else df

@@ -1,0 +1,99 @@
+"""SAE features over the whole dataset, from the activation shards alone.
+
+Used by the `sae_features` rule (workflow/rules/sae.smk). The saved SAE
+encodes every token's vector of LoRA scalars straight from the shards, so no
+language-model forward pass is needed. Dead latents (per `sae/metrics.json`)
+are dropped; the alive ones are numbered 0..F-1 and written in the same
+tables as the LoRA and MLP features (docs/ARCHITECTURE.md "Feature tables"):
+`features.parquet`, `topk.parquet` (via `lorascope.core.topk.StreamingTopK`) and
+`contexts.parquet` (via `lorascope.core.contexts`), so autointerp and dashboards
+treat all three kinds alike. SAE codes are non-negative: polarity `pos`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import polars as pl
+import torch
+
+from lorascope.core.contexts import features_frame, sae_units
+from lorascope.core.topk import FeatureStats, StreamingTopK
+
+__all__ = ["POLARITY", "encode_alive", "sae_feature_tables", "doc_values_fn"]
+
+# SAE codes are non-negative: one feature per latent, ranked by its value.
+POLARITY = "pos"
+
+
+@torch.no_grad()
+def encode_alive(
+    sae: Any, acts_TC: torch.Tensor, alive_F: torch.Tensor, batch_size: int = 4096
+) -> torch.Tensor:
+    """SAE codes `[T, F]` of the alive latents for LoRA scalars `[T, C]`."""
+    device = sae.W_dec.device
+    if acts_TC.shape[1] != sae.cfg.d_in:
+        raise ValueError(
+            f"activations have {acts_TC.shape[1]} components but the SAE was "
+            f"trained on {sae.cfg.d_in}; retrain it on these shards"
+        )
+    alive_F = alive_F.to(device)
+    parts = [
+        sae.encode(chunk.to(device, torch.float32))[:, alive_F].cpu()
+        for chunk in acts_TC.split(batch_size)
+    ]
+    if not parts:
+        return torch.zeros(0, len(alive_F))
+    return torch.cat(parts)
+
+
+def _alive_tensor(alive_latents: Sequence[int], d_sae: int) -> torch.Tensor:
+    alive_F = torch.as_tensor(list(alive_latents), dtype=torch.int64)
+    if len(alive_F) == 0:
+        raise ValueError("every SAE latent is dead (sae/metrics.json alive_latents)")
+    if int(alive_F.min()) < 0 or int(alive_F.max()) >= d_sae:
+        raise ValueError(f"alive_latents out of range for d_sae={d_sae}")
+    return alive_F
+
+
+def sae_feature_tables(
+    sae: Any,
+    shards: Any,
+    alive_latents: Sequence[int],
+    k: int,
+    batch_size: int = 4096,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(features, topk) frames for the alive latents, one pass over the shards.
+
+    Holds one shard and one batch of codes at a time; the top-k state is
+    `[F, k]`. `shards` is a `lorascope.core.shards.ShardSet`. Feature f is alive
+    latent `alive_latents[f]` (its `latent` column, label `sae.{latent}`).
+    """
+    alive_F = _alive_tensor(alive_latents, sae.cfg.d_sae)
+    device = sae.W_dec.device
+    top = StreamingTopK(len(alive_F), k, device)
+    stats = FeatureStats(len(alive_F), device)
+    for shard in shards.iter_shards():
+        for rows in torch.arange(shard["acts"].shape[0]).split(batch_size):
+            codes_TF = encode_alive(sae, shard["acts"][rows], alive_F, batch_size)
+            top.update(codes_TF, shard["doc"][rows], shard["pos"][rows])
+            stats.update(codes_TF)
+    units = sae_units(sae.cfg.d_sae)[alive_F.tolist()]
+    features = features_frame("sae", units, POLARITY, stats.to_frame())
+    return features, top.to_frame()
+
+
+def doc_values_fn(
+    sae: Any, shards: Any, alive_latents: Sequence[int]
+) -> Callable[[list[int]], Iterator[tuple[int, torch.Tensor]]]:
+    """`docs -> (doc, codes [T_doc, F])` of the alive latents, for
+    `lorascope.core.contexts.build_contexts`: re-encodes each doc's LoRA scalars
+    from the shards (reading each shard at most once)."""
+    alive_F = _alive_tensor(alive_latents, sae.cfg.d_sae)
+
+    def doc_values(docs: list[int]) -> Iterator[tuple[int, torch.Tensor]]:
+        for doc, cols in shards.iter_docs(docs):
+            yield doc, encode_alive(sae, cols["acts"], alive_F)
+
+    return doc_values

@@ -1,0 +1,16 @@
+"""Stage toy (workflow/rules/toy.smk: rules `toy_base_model`, `toy_data`).
+
+The embedded stand-in world: it lets the whole DAG run on a laptop CPU in
+minutes through the same code paths as the paper-scale run.
+Consumes: `resources/toy/base_model/` (shipped weights) or nothing
+(`toy.rebuild: true` pretrains from scratch).
+Produces: `toy/base_model/` (HF dir), `toy/s1k.parquet` (s1K-1.1 schema),
+`toy/bench/{name}.parquet`.
+
+- `tokenizer`: the toy tokenizer with a Qwen-style chat template.
+- `tasks`: arithmetic traces, benchmarks, pretraining text.
+- `pretrain`: the base model's pretraining recipe.
+- `world`: materialise the base model and the data sets.
+"""
+
+__all__ = ["pretrain", "tasks", "tokenizer", "world"]

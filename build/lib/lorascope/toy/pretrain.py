@@ -1,0 +1,200 @@
+"""Pretraining recipe for the toy base "instruct" model.
+
+Used by rule ``toy_base_model`` (through ``lorascope.toy.world``) when
+``toy.rebuild`` is true, and once by the maintainers to make the weights
+shipped in ``resources/toy/base_model/``.
+
+The model is a randomly initialised ``Qwen2ForCausalLM`` (the paper's model
+class, so every hook path downstream is the real one). It learns from an
+endless, seeded stream of two kinds of documents, packed into fixed-length
+rows:
+
+- textbook worked solutions of column addition in varied wordings (the skill
+  that the reasoning fine-tune later has to elicit);
+- chat turns in the s1 format whose think section is empty and whose answer
+  restates the problem with the boxed sum (the "instruct" behaviour: answer
+  directly, which is right for short sums and mostly wrong for long ones).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+from transformers import PreTrainedTokenizerBase, Qwen2Config, Qwen2ForCausalLM
+
+from lorascope.toy import tasks
+
+__all__ = [
+    "PretrainConfig",
+    "build_model",
+    "document_stream",
+    "packed_rows",
+    "pretrain",
+]
+
+# (input_ids, labels) with labels -100 where no loss is taken.
+Doc = tuple[list[int], list[int]]
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """Model size and schedule of the toy pretraining (config ``toy.pretrain``)."""
+
+    seed: int = 0
+    hidden_size: int = 128
+    num_layers: int = 4
+    num_heads: int = 4
+    intermediate_size: int = 512
+    steps: int = 1000
+    """Optimiser steps; each sees ``batch_size`` rows of ``seq_len`` tokens."""
+    batch_size: int = 16
+    seq_len: int = 512
+    lr: float = 3e-3
+    warmup_frac: float = 0.05
+    weight_decay: float = 0.01
+    chat_frac: float = 0.5
+    """Fraction of documents that are direct-answer chat turns."""
+    digits: tuple[int, ...] = (1, 2, 3, 4, 5)
+    """Operand digit counts drawn uniformly for both kinds of documents."""
+
+    def __post_init__(self):
+        for name in ("hidden_size", "num_layers", "num_heads", "intermediate_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"toy.pretrain.{name} must be >= 1")
+        if self.hidden_size % self.num_heads:
+            raise ValueError("toy.pretrain.hidden_size must divide by num_heads")
+        for name in ("steps", "batch_size", "seq_len"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"toy.pretrain.{name} must be >= 1")
+        if not 0.0 <= self.chat_frac <= 1.0:
+            raise ValueError("toy.pretrain.chat_frac must lie in [0, 1]")
+        if not self.digits or min(self.digits) < 1:
+            raise ValueError("toy.pretrain.digits must be a non-empty list of >= 1")
+
+
+def build_model(tokenizer: PreTrainedTokenizerBase, cfg: PretrainConfig):
+    """A freshly initialised Qwen2 causal LM sized for the toy world."""
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=cfg.hidden_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        num_key_value_heads=cfg.num_heads,
+        intermediate_size=cfg.intermediate_size,
+        max_position_embeddings=4096,
+        tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=None,
+    )
+    torch.manual_seed(cfg.seed)
+    return Qwen2ForCausalLM(config)
+
+
+def _chat_example() -> Callable[..., tuple[list[int], list[int]]]:
+    from lorascope.core.chat import build_example  # the s1 format, shared with data
+
+    return build_example
+
+
+def document_stream(
+    tokenizer: PreTrainedTokenizerBase, cfg: PretrainConfig
+) -> Iterator[Doc]:
+    """Endless seeded stream of pretraining documents as (input_ids, labels).
+
+    Textbook documents take loss on every token; chat documents only on the
+    assistant turn (the prompt is given at evaluation, never generated).
+    """
+    rng = random.Random(cfg.seed)
+    build_example = _chat_example()
+    eos = tokenizer.eos_token_id
+    while True:
+        a, b = tasks.sample_pair(rng, rng.choice(cfg.digits))
+        if rng.random() < cfg.chat_frac:
+            question = tasks.question_text(a, b, rng.randrange(len(tasks.QUESTIONS)))
+            ids, labels = build_example(
+                tokenizer, question, "", tasks.direct_answer(a, b)
+            )
+            yield list(ids), list(labels)
+        else:
+            ids = tokenizer.encode(
+                tasks.textbook_text(a, b, rng), add_special_tokens=False
+            )
+            ids = [*ids, eos]
+            yield ids, list(ids)
+
+
+def packed_rows(
+    docs: Iterator[Doc], batch_size: int, seq_len: int, pad_id: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Greedily pack whole documents into rows of ``seq_len``; pad the rest.
+
+    Documents never straddle rows, so every row starts at a document start
+    (as an evaluation prompt does) and later documents sit at varied offsets.
+    """
+    pending: Doc | None = None
+    while True:
+        ids_BT = torch.full((batch_size, seq_len), pad_id, dtype=torch.long)
+        labels_BT = torch.full((batch_size, seq_len), -100, dtype=torch.long)
+        for row in range(batch_size):
+            fill = 0
+            while True:
+                doc = pending if pending is not None else next(docs)
+                pending = None
+                n = len(doc[0])
+                if n > seq_len:
+                    raise ValueError(
+                        f"toy.pretrain.seq_len {seq_len} < document length {n}"
+                    )
+                if fill + n > seq_len:
+                    pending = doc
+                    break
+                ids_BT[row, fill : fill + n] = torch.tensor(doc[0])
+                labels_BT[row, fill : fill + n] = torch.tensor(doc[1])
+                fill += n
+        yield ids_BT, labels_BT
+
+
+def _lr_factor(step: int, cfg: PretrainConfig) -> float:
+    warmup = max(1, int(cfg.warmup_frac * cfg.steps))
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, cfg.steps - warmup)
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def pretrain(
+    tokenizer: PreTrainedTokenizerBase, cfg: PretrainConfig, device: str = "cpu"
+) -> tuple[Qwen2ForCausalLM, list[dict]]:
+    """Train the toy base model from scratch; returns it and the loss log."""
+    model = build_model(tokenizer, cfg).to(device)
+    opt = torch.optim.AdamW(
+        model.parameters(), lr=cfg.lr, betas=(0.9, 0.98), weight_decay=cfg.weight_decay
+    )
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, cfg))
+    rows = packed_rows(
+        document_stream(tokenizer, cfg),
+        cfg.batch_size,
+        cfg.seq_len,
+        tokenizer.pad_token_id,
+    )
+    model.train()
+    log = []
+    bar = tqdm(range(cfg.steps), desc="toy pretrain", mininterval=5)
+    for step in bar:
+        ids_BT, labels_BT = next(rows)
+        loss = model(input_ids=ids_BT.to(device), labels=labels_BT.to(device)).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        log.append({"step": step, "loss": loss.item(), "lr": sched.get_last_lr()[0]})
+        bar.set_postfix(loss=f"{log[-1]['loss']:.3f}")
+    model.eval()
+    return model, log

@@ -1,0 +1,266 @@
+"""Toy arithmetic task family: SFT traces, benchmarks and pretraining text.
+
+Used by the toy rules (``workflow/scripts/toy_data.py``) and by
+``lorascope.toy.pretrain``. The task is column addition of two n-digit numbers.
+Three kinds of text are made here:
+
+- reasoning traces (the SFT set, in the s1K-1.1 columns): one line per column
+  with the digit sum, the written digit and the carry, some with a deliberate
+  slip followed by "Wait," and the corrected line, then the result;
+- benchmarks (the normalised benchmark schema of docs/ARCHITECTURE.md);
+- textbook worked solutions for pretraining, in many wordings so that the
+  algorithm is not tied to one surface form or to fixed token positions.
+
+Everything is a pure function of its arguments and a ``random.Random``.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+
+import polars as pl
+
+__all__ = [
+    "Step",
+    "add_steps",
+    "attempt_text",
+    "benchmark_frame",
+    "benchmark_pairs",
+    "direct_answer",
+    "question_text",
+    "reasoning_trace",
+    "sample_pair",
+    "sft_frame",
+    "textbook_text",
+]
+
+# A few question wordings: the chat data, SFT set and benchmarks draw from the
+# same pool so no variant is out of distribution for any model.
+QUESTIONS = (
+    "What is {a} + {b}?",
+    "Compute {a} + {b}.",
+    "Find the sum of {a} and {b}.",
+)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One column of a column addition, ones column first."""
+
+    x: int  # digit of the first operand
+    y: int  # digit of the second operand
+    carry_in: int
+    total: int  # x + y + carry_in
+    digit: int  # total % 10, the digit written down
+    carry_out: int  # total // 10
+
+
+def add_steps(a: int, b: int) -> list[Step]:
+    """Column steps of ``a + b`` from the ones column up to the longer operand."""
+    if a < 0 or b < 0:
+        raise ValueError(f"toy addition needs non-negative operands, got {a}, {b}")
+    xs, ys = str(a)[::-1], str(b)[::-1]
+    steps, carry = [], 0
+    for i in range(max(len(xs), len(ys))):
+        x = int(xs[i]) if i < len(xs) else 0
+        y = int(ys[i]) if i < len(ys) else 0
+        total = x + y + carry
+        steps.append(Step(x, y, carry, total, total % 10, total // 10))
+        carry = total // 10
+    return steps
+
+
+def sample_pair(rng: random.Random, digits: int) -> tuple[int, int]:
+    """Two operands with exactly ``digits`` digits each."""
+    if digits < 1:
+        raise ValueError(f"digits must be >= 1, got {digits}")
+    lo, hi = (0 if digits == 1 else 10 ** (digits - 1)), 10**digits - 1
+    return rng.randint(lo, hi), rng.randint(lo, hi)
+
+
+def question_text(a: int, b: int, variant: int = 0) -> str:
+    return QUESTIONS[variant % len(QUESTIONS)].format(a=a, b=b)
+
+
+def attempt_text(a: int, b: int) -> str:
+    """The answer section body (after "Answer: "): restated problem, boxed sum.
+
+    Restating the operands matters: with bare numbers the trial's fine-tune
+    miscopied operands into its reasoning.
+    """
+    return f"{a}+{b}=\\boxed{{{a + b}}}"
+
+
+def direct_answer(a: int, b: int) -> str:
+    """What the base "instruct" model is taught to answer: no reasoning."""
+    return attempt_text(a, b)
+
+
+def _states(a: int, b: int) -> list[tuple[Step, str, str]]:
+    """Each step with the sum digits so far and the operands still to add.
+
+    Carrying this state on every line keeps each step local: the next column's
+    digits are the last digits of the "rest" on the line above, and the digits
+    so far grow by one in front. Tiny models cannot reliably fetch the i-th
+    digit from the right of a number written far back in the context.
+    """
+    out, sa, sb, digits = [], str(a), str(b), ""
+    for i, s in enumerate(add_steps(a, b)):
+        digits = f"{s.digit}{digits}"
+        rest_a, rest_b = sa[: len(sa) - i - 1], sb[: len(sb) - i - 1]
+        out.append((s, digits, f"{rest_a}+{rest_b}" if rest_a or rest_b else ""))
+    return out
+
+
+def _line(s: Step, digits: str, rest: str) -> str:
+    line = f"{s.x}+{s.y}+{s.carry_in}={s.total} carry {s.carry_out}, digits {digits}"
+    return line + (f", rest {rest}" if rest else "")
+
+
+def _slip_total(rng: random.Random, total: int) -> int:
+    wrong = total + rng.choice((-2, -1, 1, 2))
+    return wrong if wrong >= 0 and wrong != total else total + 1
+
+
+def reasoning_trace(
+    a: int, b: int, rng: random.Random, slip_rate: float
+) -> tuple[str, bool]:
+    """The think-section text for ``a + b`` and whether it contains a slip.
+
+    One line per column, ones first. A slipped trace writes a wrong column
+    total, then a line starting with "Wait," that redoes the column correctly,
+    so every column still has exactly one complete line.
+    """
+    states = _states(a, b)
+    slip_at = rng.randrange(len(states)) if rng.random() < slip_rate else -1
+    lines = [f"{a}+{b}"]
+    for i, (s, digits, rest) in enumerate(states):
+        if i == slip_at:
+            lines.append(f"{s.x}+{s.y}+{s.carry_in}={_slip_total(rng, s.total)}")
+            lines.append("Wait, " + _line(s, digits, rest))
+        else:
+            lines.append(_line(s, digits, rest))
+    lines.append(f"result {a + b}")
+    return "\n".join(lines), slip_at >= 0
+
+
+def sft_frame(
+    n: int, digits: list[int], seed: int, slip_rate: float, exclude=frozenset()
+) -> pl.DataFrame:
+    """``n`` SFT rows in the s1K-1.1 columns (question, solution, traces).
+
+    Digit counts cycle through ``digits``; pairs in ``exclude`` (benchmark
+    problems) are never used, so the benchmarks stay held out.
+    """
+    if n < 1 or not digits:
+        raise ValueError(f"sft_frame needs n >= 1 and digits, got {n}, {digits}")
+    rng, rows, seen = random.Random(seed), [], set(exclude)
+    while len(rows) < n:
+        a, b = sample_pair(rng, digits[len(rows) % len(digits)])
+        if (a, b) in seen:
+            continue
+        seen.add((a, b))
+        trace, _ = reasoning_trace(a, b, rng, slip_rate)
+        rows.append(
+            {
+                "question": question_text(a, b, rng.randrange(len(QUESTIONS))),
+                "solution": str(a + b),
+                "cot_type": "math",
+                "source_type": "lorascope/toy_addition",
+                "deepseek_thinking_trajectory": trace,
+                "deepseek_attempt": attempt_text(a, b),
+            }
+        )
+    return pl.DataFrame(rows)
+
+
+def benchmark_frame(name: str, digits: int, n: int, seed: int) -> pl.DataFrame:
+    """``n`` distinct held-out problems in the normalised benchmark schema."""
+    if n < 1:
+        raise ValueError(f"benchmark {name}: n must be >= 1, got {n}")
+    if n > (9 * 10 ** (digits - 1)) ** 2 // 2:
+        raise ValueError(f"benchmark {name}: {n} problems do not fit {digits} digits")
+    rng, rows, seen = random.Random(f"{seed}/{name}"), [], set()
+    while len(rows) < n:
+        a, b = sample_pair(rng, digits)
+        if (a, b) in seen:
+            continue
+        seen.add((a, b))
+        rows.append(
+            {
+                "id": f"{name}-{len(rows):04d}",
+                "problem": question_text(a, b, rng.randrange(len(QUESTIONS))),
+                "answer": str(a + b),
+                "choices": None,
+                "grader": "math",
+            }
+        )
+    schema = {
+        "id": pl.String,
+        "problem": pl.String,
+        "answer": pl.String,
+        "choices": pl.List(pl.String),
+        "grader": pl.String,
+    }
+    return pl.DataFrame(rows, schema=schema)
+
+
+def benchmark_pairs(frame: pl.DataFrame) -> set[tuple[int, int]]:
+    """Operand pairs of a benchmark frame (to hold them out of training data)."""
+    pairs = (re.findall(r"\d+", problem) for problem in frame["problem"])
+    return {(int(nums[0]), int(nums[1])) for nums in pairs}
+
+
+# --- textbook worked solutions (pretraining only) -----------------------------
+
+_INTROS = (
+    "Example: add {a} and {b}.",
+    "Problem. Find {a} + {b}.",
+    "Let us work out {a}+{b} column by column.",
+    "Exercise {k}: {a} plus {b}",
+    "Q: {a} + {b} = ?",
+    "We add {b} to {a}.",
+    "Sum of {a} and {b}, step by step:",
+)
+_LINES = (
+    "{x}+{y}+{c}={t} carry {o}, digits {s}, rest {r}",
+    "{x} plus {y} plus carry {c} is {t}; carry {o}; so far {s}; left {r}.",
+    "column {i}: {x} + {y} + {c} = {t}, carry {o}, partial {s}, remaining {r}",
+    "add {x}, {y} and {c}: {t}. Carry {o}. Written: {s}. Still to add: {r}",
+    "{x} and {y} with carry {c} make {t}: carry {o}, got {s}, then {r}",
+)
+_ENDS = (
+    "So the answer is {s}.",
+    "Therefore {a}+{b}={s}.",
+    "Result: {s}",
+    "The sum is {s}.",
+    "result {s}",
+)
+
+
+def textbook_text(a: int, b: int, rng: random.Random) -> str:
+    """A worked solution of ``a + b`` in a randomly drawn textbook wording.
+
+    The wording (intro, line style, separator, ending) is drawn per example;
+    with one fixed template the trial's fine-tune did not transfer.
+    """
+    line = rng.choice(_LINES)
+    sep = rng.choice(("\n", "\n", "; "))
+    body = []
+    for i, (s, digits, rest) in enumerate(_states(a, b)):
+        text = line.format(
+            x=s.x,
+            y=s.y,
+            c=s.carry_in,
+            t=s.total,
+            o=s.carry_out,
+            s=digits,
+            i=i + 1,
+            r=rest or "nothing",
+        )
+        body.append(text)
+    intro = rng.choice(_INTROS).format(a=a, b=b, k=rng.randint(1, 99))
+    end = rng.choice(_ENDS).format(a=a, b=b, s=a + b)
+    return intro + "\n" + sep.join(body) + "\n" + end

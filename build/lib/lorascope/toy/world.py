@@ -1,0 +1,161 @@
+"""Materialise the embedded toy world: base model, SFT set and benchmarks.
+
+Used by the rules in ``workflow/rules/toy.smk`` (scripts ``toy_base_model.py``
+and ``toy_data.py``). With ``toy.rebuild: false`` the base model is the one
+shipped in ``resources/toy/base_model/`` (made by this module's own recipe,
+see ``python -m lorascope.toy.world --help``); with ``true`` it is pretrained
+from scratch by ``lorascope.toy.pretrain``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shutil
+import time
+from pathlib import Path
+
+import polars as pl
+import torch
+
+from lorascope.core.io import atomic_path
+from lorascope.toy import tasks
+from lorascope.toy.pretrain import PretrainConfig, pretrain
+from lorascope.toy.tokenizer import build_tokenizer
+
+__all__ = [
+    "SHIPPED_DIR",
+    "benchmark_frames",
+    "build_base_model",
+    "check_base_model",
+    "materialise_base_model",
+    "pretrain_config",
+    "sft_set",
+]
+
+# src/lorascope/toy/world.py -> repository root
+SHIPPED_DIR = Path(__file__).resolve().parents[3] / "resources" / "toy" / "base_model"
+REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer.json")
+
+
+def pretrain_config(toy_cfg: dict) -> PretrainConfig:
+    """The ``toy.pretrain`` section (plus ``toy.seed``) as a PretrainConfig."""
+    p = dict(toy_cfg.get("pretrain", {}))
+    if "digits" in p:
+        p["digits"] = tuple(p["digits"])
+    return PretrainConfig(seed=toy_cfg.get("seed", 0), **p)
+
+
+def check_base_model(path: Path | str) -> None:
+    """Load the model dir as the pipeline does and generate a few tokens.
+
+    Raises naming the missing file, or when the tokenizer that loads from the
+    folder does not reproduce the toy text (whitespace is part of the task).
+    """
+    from transformers import AutoModelForCausalLM
+
+    from lorascope.core.chat import build_prompt
+    from lorascope.core.models import load_tokenizer
+
+    path = Path(path)
+    missing = [f for f in REQUIRED_FILES if not (path / f).is_file()]
+    if missing:
+        raise FileNotFoundError(f"toy base model {path}: missing {', '.join(missing)}")
+    tok = load_tokenizer(str(path))
+    sample = tasks.reasoning_trace(12, 34, random.Random(0), slip_rate=0.0)[0]
+    if tok.decode(tok(sample, add_special_tokens=False)["input_ids"]) != sample:
+        raise ValueError(
+            f"toy base model {path}: the tokenizer loaded from it "
+            f"({type(tok).__name__}) does not round-trip the toy text"
+        )
+    model = AutoModelForCausalLM.from_pretrained(path).eval()
+    ids = tok(build_prompt(tok, tasks.question_text(12, 34)), return_tensors="pt")
+    with torch.no_grad():
+        out = model.generate(**ids, max_new_tokens=4, do_sample=False)
+    if out.shape[1] <= ids["input_ids"].shape[1]:
+        raise ValueError(f"toy base model {path}: generated no tokens")
+
+
+def build_base_model(out_dir: Path | str, toy_cfg: dict, device: str = "cpu") -> dict:
+    """Pretrain the toy base model from scratch and save it as an HF dir.
+
+    Returns a summary (wall time, final loss) that is also written beside the
+    weights as ``pretrain_summary.json``.
+    """
+    cfg = pretrain_config(toy_cfg)
+    tokenizer = build_tokenizer()
+    start = time.time()
+    model, log = pretrain(tokenizer, cfg, device=device)
+    tail = log[-min(20, len(log)) :]
+    summary = {
+        "config": {**cfg.__dict__, "digits": list(cfg.digits)},
+        "wall_s": round(time.time() - start, 1),
+        "device": device,
+        "torch_threads": torch.get_num_threads(),
+        "final_loss": sum(r["loss"] for r in tail) / len(tail),
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    with atomic_path(out_dir, is_dir=True) as tmp:
+        model.to("cpu").save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "pretrain_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        with open(tmp / "pretrain_log.jsonl", "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in log)
+    return summary
+
+
+def materialise_base_model(
+    out_dir: Path | str, toy_cfg: dict, shipped_dir: Path | str = SHIPPED_DIR
+) -> None:
+    """Put the toy base model in ``out_dir``: copy the shipped one or rebuild it."""
+    if toy_cfg.get("rebuild", False):
+        build_base_model(out_dir, toy_cfg)
+    else:
+        shipped_dir = Path(shipped_dir)
+        check_base_model(shipped_dir)  # names the missing file before copying
+        with atomic_path(out_dir, is_dir=True) as tmp:
+            for f in shipped_dir.iterdir():
+                if f.is_file():
+                    shutil.copy2(f, tmp / f.name)
+    check_base_model(out_dir)
+
+
+def benchmark_frames(toy_cfg: dict) -> dict[str, pl.DataFrame]:
+    """Every ``toy.benchmarks`` entry as a frame in the normalised schema."""
+    return {
+        name: tasks.benchmark_frame(name, b["digits"], b["n"], toy_cfg.get("seed", 0))
+        for name, b in toy_cfg["benchmarks"].items()
+    }
+
+
+def sft_set(toy_cfg: dict, benchmarks: dict[str, pl.DataFrame]) -> pl.DataFrame:
+    """The toy SFT set (s1K-1.1 columns), disjoint from every benchmark problem."""
+    held_out = set().union(*(tasks.benchmark_pairs(f) for f in benchmarks.values()))
+    return tasks.sft_frame(
+        toy_cfg["n_sft"],
+        list(toy_cfg["sft_digits"]),
+        toy_cfg.get("seed", 0),
+        toy_cfg["slip_rate"],
+        exclude=frozenset(held_out),
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Rebuild the shipped weights: ``python -m lorascope.toy.world OUT_DIR``."""
+    import yaml
+
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("out_dir")
+    ap.add_argument("--config", default="config/config.yaml")
+    ap.add_argument("--device", default="cpu")
+    args = ap.parse_args(argv)
+    with open(args.config) as f:
+        toy_cfg = (yaml.safe_load(f) or {}).get("toy", {})
+    print(json.dumps(build_base_model(args.out_dir, toy_cfg, args.device), indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,14 @@
+"""Stage sae (workflow/rules/sae.smk: rules `train_sae`, `sae_features`).
+
+Consumes: `activations/manifest.json` + shards (and `data/sft.parquet` for
+context tokens).
+Produces: `sae/model/` (SAELens on-disk format), `sae/metrics.json`,
+`features/sae/{features,topk,contexts}.parquet`.
+
+- `config`: the `sae:` section as a dataclass.
+- `training`: BatchTopK training with SAELens's SAETrainer on our shard stream.
+- `evaluation`: FVU, L0 and dead latents of the saved SAE.
+- `features`: the alive latents as features, from the shards alone.
+"""
+
+__all__ = ["config", "evaluation", "features", "training"]
