@@ -1,9 +1,22 @@
 """The workflow as a whole: lint-clean, and the paper-scale DAG builds."""
 
+import re
+import shlex
 import subprocess
 import sys
 
 from conftest import REPO
+
+
+def readme_command(prefix: str) -> list[str]:
+    """The README's command line starting with `prefix`, as the user types it."""
+    lines = [
+        line.strip()
+        for line in (REPO / "README.md").read_text().splitlines()
+        if line.strip().startswith(prefix)
+    ]
+    assert len(lines) == 1, f"README should show one `{prefix} ...` line: {lines}"
+    return shlex.split(lines[0])
 
 
 def _snakemake(*args, timeout=300):
@@ -21,11 +34,19 @@ def test_lint_clean():
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
 
 
-def test_paper_scale_dry_run_asks_for_gpus():
-    common = ["--profile", "profiles/slurm", "--configfile", "config/paper.yaml", "-n"]
-    r = _snakemake(*common, "all", "--quiet", "rules")
+def test_readme_paper_command_dry_runs():
+    """The exact line the README shows for paper scale, dry run (-n)."""
+    cmd = readme_command("snakemake --profile profiles/slurm")
+    assert cmd[0] == "snakemake"
+    r = _snakemake(*cmd[1:], "-n", "--quiet", "rules")
     assert r.returncode == 0, r.stderr[-4000:]
-    r = _snakemake(*common, "-p", "results/qwen32b/train/rank1/adapter")
+    assert re.search(r"train_rank1\s+1", r.stdout), r.stdout[-2000:]
+
+
+def test_paper_scale_dry_run_asks_for_gpus():
+    target = "results/qwen32b/train/rank1/adapter"
+    common = ["--profile", "profiles/slurm", "-n", "-p", target]
+    r = _snakemake(*common, "--configfile", "config/paper.yaml")
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-4000:]
     # Training asks the profile for 8 GPUs and launches FSDP over all of them.

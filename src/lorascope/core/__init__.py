@@ -4,7 +4,8 @@ Plumbing:
 - `config`: validate the config against workflow/schemas/config.schema.yaml.
 - `io`: atomic writes, parquet + markdown tables, JSON.
 - `runtime`: script logging, seeding, devices, dtypes.
-- `models`: load base models, tokenizers, adapters, SAEs the same way everywhere.
+- `models`: load base models, tokenizers and adapters the same way everywhere;
+  `saes`: load a saved SAE.
 
 Artifact formats (written by one stage, read by others):
 - `components`: the component table `components.parquet`, the one ordering.
@@ -33,6 +34,7 @@ __all__ = [
     "labels",
     "models",
     "runtime",
+    "saes",
     "shards",
     "topk",
 ]

@@ -119,13 +119,3 @@ def resolve_model_dir(
     if not data.get("model"):
         raise ValueError(f"{pointer}: no 'model' entry")
     return data["model"], data.get("revision")
-
-
-def load_sae(model_dir: str | Path, device: str = "cpu"):
-    """A saved SAE (SAELens on-disk format, as rule `train_sae` writes it)."""
-    from sae_lens import SAE
-
-    model_dir = Path(model_dir)
-    if not (model_dir / "cfg.json").is_file():
-        raise FileNotFoundError(f"{model_dir}: no SAELens cfg.json (not a saved SAE)")
-    return SAE.load_from_disk(model_dir, device=device)
