@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import importlib.metadata
+import importlib.util
 import json
 import platform
 from pathlib import Path
@@ -97,6 +98,19 @@ def _check_semantics(config: dict) -> None:
     base = model["base"]
     if base != "toy" and base.startswith((".", "/")) and not Path(base).exists():
         raise ConfigError(f"model.base: local path {base!r} does not exist")
+    _check_attention(model["attn_implementation"])
+
+
+def _check_attention(kernel: str) -> None:
+    """flash_attention_2 is opt-in: without the package, model loading would
+    fail inside the first GPU job; fail here instead, before any job."""
+    if kernel == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
+        raise ConfigError(
+            "model.attn_implementation: flash_attention_2 needs the flash-attn "
+            "package, which is not installed in this environment. Use sdpa (the "
+            "default), or install flash-attn (config/README.md, 'Attention "
+            "kernels': pip install flash-attn --no-build-isolation, after torch)"
+        )
 
 
 def section(config: dict, name: str) -> dict:
