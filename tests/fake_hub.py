@@ -108,7 +108,9 @@ class FakeHub:
         return {
             "id": key.split("/", 1)[1],
             "sha": COMMIT,
-            "siblings": [{"rfilename": str(p.relative_to(root))} for p in self._files(key)],
+            "siblings": [
+                {"rfilename": str(p.relative_to(root))} for p in self._files(key)
+            ],
         }
 
     def _tree(self, key: str) -> list[dict]:
