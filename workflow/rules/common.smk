@@ -196,9 +196,22 @@ def activations_targets():
     ]
 
 
+# activations keys read only when the feature tables are built: changing
+# them keeps the shards (the streamed top-k state does not depend on them).
+FEATURE_TABLE_KEYS = (
+    "context_width",
+    "min_activation",
+    "min_contexts",
+    "lora_modules",
+    "population_note",
+)
+
+
 def extract_settings(wildcards=None):
-    """activations config minus display-only keys: changing them keeps shards."""
-    return {k: v for k, v in cfg("activations").items() if k != "context_width"}
+    """activations config minus feature-table keys: changing them keeps shards."""
+    return {
+        k: v for k, v in cfg("activations").items() if k not in FEATURE_TABLE_KEYS
+    }
 
 
 def extraction_model(wildcards=None):
