@@ -209,9 +209,7 @@ FEATURE_TABLE_KEYS = (
 
 def extract_settings(wildcards=None):
     """activations config minus feature-table keys: changing them keeps shards."""
-    return {
-        k: v for k, v in cfg("activations").items() if k not in FEATURE_TABLE_KEYS
-    }
+    return {k: v for k, v in cfg("activations").items() if k not in FEATURE_TABLE_KEYS}
 
 
 def extraction_model(wildcards=None):
@@ -254,6 +252,20 @@ def autointerp_params(wildcards=None):
         "run": RUN,
         "cache": cache if os.path.isabs(cache) else res(cache),
     }
+
+
+def autointerp_prompts(wildcards=None):
+    """The user's prompt template files (autointerp.prompts), so editing one
+    reruns the LLM stages; none when every stage is offline or shipped."""
+    ai = config["autointerp"]
+    if ai["provider"] == "offline" and ai["categories"]["provider"] == "offline":
+        return []
+    prompts, names = ai["prompts"], [k for k in ai["prompts"] if k != "dir"]
+    return [
+        prompts[n] or os.path.join(prompts["dir"], f"{n}.txt")
+        for n in names
+        if prompts[n] or prompts["dir"]
+    ]
 
 
 # --- stage figures (used by workflow/rules/figures.smk) ---
