@@ -185,6 +185,13 @@ def table_inputs(wildcards):
     )
 
 
+def table_model_inputs(wildcards):
+    """Table 1 counts the adapter's and the base model's parameters."""
+    if wildcards.table != "table1":
+        return {}
+    return {"adapter": res("train/rank1/adapter"), "base": base_model_input()}
+
+
 # --- stage activations (used by workflow/rules/activations.smk) ---
 
 
