@@ -473,3 +473,40 @@ def test_sweep_grades_truncated_completions_as_evaluation_does(lora, monkeypatch
             max_new_tokens=5, batch_size=1,
         )  # fmt: skip
         assert got["accuracy"] == want and got["truncated_frac"] == float(truncated)
+
+
+@pytest.mark.gpu
+def test_steering_shifts_follow_the_model_onto_cuda(toy_tokenizer):
+    """Shifts are built on the CPU; every hook moves them to the activation's
+    device (scalar and residual shifts, masks, generation and KL)."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    from lorascope.ablation.residual_steering import (
+        ResidualShift,
+        ResidualSpec,
+        lora_a_direction,
+    )
+    from lorascope.ablation.steering import applied
+
+    model, table = _lora(toy_tokenizer, torch.float32)
+    model = model.to("cuda")
+    with ScalarControl(lora_layers(model)) as control:
+        spec = ResidualSpec(1, "up", 5.0 * lora_a_direction(model, 1, "up", 0))
+        shift = ResidualShift(model, spec)
+        prompts = build_prompts(toy_tokenizer, ["What is 1+2?"])
+        gen = dict(max_new_tokens=5, batch_size=1, progress=False)
+        plain = generate_hf(model, toy_tokenizer, prompts, **gen)
+        delta_C = component_direction(table.height, 4, 1.0)
+        for positions in ("all", "generated"):
+            with applied(model, control, delta_C, 100.0, positions, shift):
+                generate_hf(model, toy_tokenizer, prompts, **gen)
+        assert generate_hf(model, toy_tokenizer, prompts, **gen) == plain
+        ids_T = ids(toy_tokenizer)
+        T = len(ids_T)
+        target = Target("residual", 5, "resid L1.up", "config", np.zeros(21), spec)
+        seqs = [(ids_T, torch.arange(T) < T - 1)]
+        kl = steering_kl(PrefixRunner(model, control), seqs, [target], [0.0, 30.0],
+                         table["layer"].to_numpy(), shifts={0: shift},
+                         masks=[torch.arange(T) >= 2])  # fmt: skip
+        shift.remove()
+    assert kl[0, 0] < 1e-6 < kl[0, 1]
