@@ -92,7 +92,9 @@ def third_party_needs(entry: Path) -> set[str]:
         third |= names
         todo += [module_path(m) for m in own]
     third.discard("snakemake")  # injected into scripts by Snakemake itself
-    return {DIST.get(n, n).lower() for n in third if n not in OPTIONAL}
+    return {
+        DIST.get(n, n).lower().replace("_", "-") for n in third if n not in OPTIONAL
+    }
 
 
 def rules() -> list[tuple[str, str, Path]]:

@@ -11,6 +11,7 @@ rule autointerp_explain:
     input:
         features=res("features/{kind}/features.parquet"),
         contexts=res("features/{kind}/contexts.parquet"),
+        prompts=autointerp_prompts,
     output:
         explanations=res("autointerp/explanations/{kind}.parquet"),
         usage=res("autointerp/usage/explain_{kind}.parquet"),
@@ -27,6 +28,7 @@ rule autointerp_explain:
 rule autointerp_categories:
     input:
         explanations=expand(res("autointerp/explanations/{kind}.parquet"), kind=KINDS),
+        prompts=autointerp_prompts,
     output:
         categories=res("autointerp/categories.json"),
         usage=res("autointerp/usage/categories.parquet"),
@@ -46,6 +48,7 @@ rule autointerp_assign:
         categories=res("autointerp/categories.json"),
         explanations=res("autointerp/explanations/{kind}.parquet"),
         contexts=res("features/{kind}/contexts.parquet"),
+        prompts=autointerp_prompts,
     output:
         assignments=res("autointerp/assignments/{kind}.parquet"),
         usage=res("autointerp/usage/assign_{kind}.parquet"),
@@ -63,6 +66,7 @@ rule autointerp_score:
     input:
         explanations=res("autointerp/explanations/{kind}.parquet"),
         contexts=res("features/{kind}/contexts.parquet"),
+        prompts=autointerp_prompts,
     output:
         scores=res("autointerp/scores/{kind}.parquet"),
         usage=res("autointerp/usage/score_{kind}.parquet"),

@@ -185,6 +185,13 @@ def table_inputs(wildcards):
     )
 
 
+def table_model_inputs(wildcards):
+    """Table 1 counts the adapter's and the base model's parameters."""
+    if wildcards.table != "table1":
+        return {}
+    return {"adapter": res("train/rank1/adapter"), "base": base_model_input()}
+
+
 # --- stage activations (used by workflow/rules/activations.smk) ---
 
 
@@ -196,9 +203,20 @@ def activations_targets():
     ]
 
 
+# activations keys read only when the feature tables are built: changing
+# them keeps the shards (the streamed top-k state does not depend on them).
+FEATURE_TABLE_KEYS = (
+    "context_width",
+    "min_activation",
+    "min_contexts",
+    "lora_modules",
+    "population_note",
+)
+
+
 def extract_settings(wildcards=None):
-    """activations config minus display-only keys: changing them keeps shards."""
-    return {k: v for k, v in cfg("activations").items() if k != "context_width"}
+    """activations config minus feature-table keys: changing them keeps shards."""
+    return {k: v for k, v in cfg("activations").items() if k not in FEATURE_TABLE_KEYS}
 
 
 def extraction_model(wildcards=None):
@@ -241,6 +259,20 @@ def autointerp_params(wildcards=None):
         "run": RUN,
         "cache": cache if os.path.isabs(cache) else res(cache),
     }
+
+
+def autointerp_prompts(wildcards=None):
+    """The user's prompt template files (autointerp.prompts), so editing one
+    reruns the LLM stages; none when every stage is offline or shipped."""
+    ai = config["autointerp"]
+    if ai["provider"] == "offline" and ai["categories"]["provider"] == "offline":
+        return []
+    prompts, names = ai["prompts"], [k for k in ai["prompts"] if k != "dir"]
+    return [
+        prompts[n] or os.path.join(prompts["dir"], f"{n}.txt")
+        for n in names
+        if prompts[n] or prompts["dir"]
+    ]
 
 
 # --- stage figures (used by workflow/rules/figures.smk) ---

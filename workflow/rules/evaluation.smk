@@ -93,6 +93,7 @@ rule eval_summary:
 
 rule eval_table:
     input:
+        unpack(table_model_inputs),
         samples=table_inputs,
     output:
         table=res("tables/{table}.parquet"),
@@ -104,5 +105,7 @@ rule eval_table:
     params:
         eval=eval_keys("bootstrap_samples", "ci"),
         seed=config["seed"],
+        base=base_model_path,
+        revision=config["model"]["revision"],
     script:
         "../scripts/eval_table.py"

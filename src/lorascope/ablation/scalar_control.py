@@ -74,6 +74,8 @@ class ScalarControl:
     def __init__(self, layers: Sequence[nn.Module]):
         self.mult_VC: torch.Tensor | None = None
         self.add_VC: torch.Tensor | None = None
+        self.add_mask_T: torch.Tensor | None = None
+        """Positions `add_VC` applies to (bool [T] of the forward); None = all."""
         self.record = False
         self._records: list[torch.Tensor | None] = [None] * len(layers)
         self._handles = []
@@ -128,7 +130,13 @@ class ScalarControl:
                 out_BTR = out_BTR * mult_VC[:, None, cols]
             add_VC = self._edit_like("add", out_BTR)
             if add_VC is not None:
-                out_BTR = out_BTR + add_VC[:, None, cols]
+                add_VTR = add_VC[:, None, cols]
+                if self.add_mask_T is not None:
+                    mask_T = self.add_mask_T.to(
+                        device=out_BTR.device, dtype=out_BTR.dtype
+                    )
+                    add_VTR = add_VTR * mask_T[None, :, None]
+                out_BTR = out_BTR + add_VTR
             if self.record:
                 self._records[i] = out_BTR.detach()
             return out_BTR
@@ -142,7 +150,7 @@ class ScalarControl:
         return torch.cat(self._records, dim=-1)
 
     def clear(self) -> None:
-        self.mult_VC = self.add_VC = None
+        self.mult_VC = self.add_VC = self.add_mask_T = None
         self.record = False
         self._records = [None] * len(self._records)
 

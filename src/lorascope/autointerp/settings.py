@@ -4,7 +4,9 @@
 frozen `LLMSettings`: role `"explainer"` (explanations, assignments, detection
 judge; paper: gpt-5-mini) or `"categorizer"` (category proposal; paper:
 claude-opus-4.1), the latter overriding provider/model/base_url/key/max
-output tokens from `autointerp.categories`.
+output tokens from `autointerp.categories`. `kind_section(section, kind)`
+applies `autointerp.kind_overrides.<kind>` (the public code showed SAE
+features differently from LoRA directions and MLP neurons).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Literal
 
-__all__ = ["LLMSettings", "llm_settings", "api_key"]
+__all__ = ["LLMSettings", "llm_settings", "api_key", "kind_section", "KIND_KEYS"]
 
 Provider = Literal["offline", "openai", "anthropic"]
 _DEFAULT_KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
@@ -79,6 +81,25 @@ class LLMSettings:
             input_tokens * float(price["input_per_mtok"])
             + output_tokens * float(price["output_per_mtok"])
         ) / 1e6
+
+
+# Keys `autointerp.kind_overrides.<kind>` may set for one kind of feature.
+KIND_KEYS = (
+    "n_contexts",
+    "example_window",
+    "shuffle_examples",
+    "max_examples_per_doc",
+    "max_output_tokens",
+)
+
+
+def kind_section(section: dict, kind: str) -> dict:
+    """The autointerp section as one kind sees it: its non-null overrides win."""
+    over = (section.get("kind_overrides") or {}).get(kind) or {}
+    unknown = sorted(set(over) - set(KIND_KEYS))
+    if unknown:
+        raise ValueError(f"autointerp.kind_overrides.{kind}: unknown keys {unknown}")
+    return {**section, **{k: v for k, v in over.items() if v is not None}}
 
 
 def llm_settings(section: dict, run: str, role: str = "explainer") -> LLMSettings:
