@@ -119,10 +119,9 @@ def test_code_version_follows_imports_and_content_only(tmp_path):
     repo = _fake_repo(tmp_path)
 
     def version():
-        from lorascope.core import codeversion
+        from lorascope.core.codeversion import clear_cache
 
-        codeversion._parse.cache_clear()
-        codeversion._file_digest.cache_clear()
+        clear_cache()
         return code_version(repo, "workflow/scripts/s.py")
 
     before = version()

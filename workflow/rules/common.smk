@@ -3,14 +3,14 @@
 # rule depends on so that a rerun rebuilds exactly what a change invalidated.
 #
 # Wiring conventions (docs/ARCHITECTURE.md explains them with examples):
-# - params carry only the config a rule reads: `cfg("sae")` (a whole section),
+# - params carry only the config a rule reads, e.g. `cfg("sae")` (a section),
 #   `cfg("eval", "ci", "limit")` (some keys), `config_of("seed", "model.dtype")`
 #   (keys of several sections), `setting("eval.ci")` (one value). A job that
 #   reads a key its rule did not declare fails naming it (UndeclaredKey).
 # - keys in RUNTIME_KEYS (lorascope/core/wiring.py: batch sizes for memory,
 #   concurrency, retries, checkpoint cadence) are handed to the job but never
 #   recorded: changing one reruns nothing.
-# - every rule has `code=code_of(<its script or entry module>)`: content hashes
+# - every rule has `code=code_of(<its script or entry module>)`, content hashes
 #   of the files its logic lives in (imports found by parsing, not importing).
 #   Editing sae/training.py reruns the SAE and what depends on it; a touch, a
 #   comment, a docstring or a moved checkout reruns nothing.
@@ -20,7 +20,6 @@
 # - profiles/default (loaded by default) sets the rerun triggers: mtime, params,
 #   input, software-env; not `code`, whose only effect on script rules is to
 #   rerun on a script's mtime (code_of tracks content instead).
-import json
 import os
 import sys
 
@@ -36,12 +35,12 @@ os.environ.update(
 # Jobs watch this snakemake and stop if it dies, even by SIGKILL
 # (lorascope.core.runtime.stop_when_snakemake_dies): a paid API job must not
 # outlive the run that started it.
-os.environ["LORASCOPE_SNAKEMAKE_PID"] = str(os.getpid())
+os.environ.update(LORASCOPE_SNAKEMAKE_PID=str(os.getpid()))
 
 from lorascope.core.checks import check_environment
 from lorascope.core.config import ConfigError, load_schema, validate
 from lorascope.core.models import base_model_path as base_model_location
-from lorascope.core.codeversion import code_version
+from lorascope.core.codeversion import code_version, use_disk_cache
 from lorascope.core.wiring import RUNTIME_KEYS, JobConfig, declared
 
 
@@ -53,6 +52,7 @@ def hub_benchmarks():
 
 
 SCHEMA = load_schema()
+use_disk_cache(".snakemake/lorascope/code_hashes.json")
 try:
     validate(config, SCHEMA, benchmarks=hub_benchmarks)
 except ConfigError as err:
@@ -67,12 +67,6 @@ wildcard_constraints:
     variant="|".join(VARIANTS),
     kind="|".join(KINDS),
     benchmark=r"[A-Za-z0-9_.-]+",
-
-
-onstart:
-    # API keys are checked once jobs are about to run (not in a dry run, and
-    # only for the LLM steps scheduled), still before any job starts.
-    check_llm_environment()
 
 
 def res(path):
@@ -118,7 +112,7 @@ def setting(path):
 
 
 def code_of(entry, data=()):
-    """Content hashes of what a rule runs: a script in workflow/scripts/
+    """Content hashes of what a rule runs, i.e. a script in workflow/scripts/
     ("sae_train.py") or a module run with python -m ("lorascope.train"), the
     lorascope modules it imports, their data folders, and `data` (files or
     folders relative to the repo)."""
@@ -128,6 +122,8 @@ def code_of(entry, data=()):
 
 
 def check_llm_environment():
+    """API keys of the LLM steps about to run (the Snakefile's onstart hook:
+    not in a dry run, still before any job starts)."""
     try:
         steps = {job.rule.name for job in workflow.dag.needrun_jobs()}
     except AttributeError:  # Snakemake moved its DAG: check every step

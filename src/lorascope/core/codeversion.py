@@ -16,41 +16,82 @@ from __future__ import annotations
 import ast
 import functools
 import hashlib
+import json
+import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
 
-__all__ = ["code_version"]
+__all__ = ["clear_cache", "code_version", "use_disk_cache"]
+
+# Parsing every module costs ~0.7 s per Snakefile parse; results are kept on
+# disk by (size, mtime, ctime), so later parses only re-read changed files.
+_DISK: dict = {"path": None, "entries": {}, "dirty": False}
 
 _DOCUMENTED = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
+_FOLDER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
 
-def _strip_docstrings(tree: ast.AST) -> ast.AST:
-    for node in ast.walk(tree):
-        body = getattr(node, "body", None)
-        if isinstance(node, _DOCUMENTED) and body:
-            first = body[0]
-            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
-                if isinstance(first.value.value, str):
-                    node.body = body[1:] or [ast.Pass()]
-    return tree
+def use_disk_cache(path: Path | str | None) -> None:
+    """Keep parse results in `path` (a JSON file) across processes."""
+    _DISK.update(path=Path(path) if path else None, entries={}, dirty=False)
+    if path and Path(path).is_file():
+        try:
+            _DISK["entries"] = json.loads(Path(path).read_text())
+        except (OSError, ValueError):
+            pass  # a broken cache is only slower
+
+
+def save_disk_cache() -> None:
+    if not (_DISK["path"] and _DISK["dirty"]):
+        return
+    path = _DISK["path"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text(json.dumps(_DISK["entries"]))
+    os.replace(tmp, path)  # concurrent parses: the last complete one wins
+    _DISK["dirty"] = False
+
+
+def clear_cache() -> None:
+    for f in (_parse, _file_digest, _module_files, _node):
+        f.cache_clear()
 
 
 @functools.cache
 def _parse(path: Path) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
-    """(hash of the code, modules it imports, string constants) of one file."""
+    """(hash of the code without docstrings, modules it imports, short
+    strings that could name a data folder) of one Python file."""
+    st = path.stat()
+    stamp = [st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+    hit = _DISK["entries"].get(str(path))
+    if hit and hit[0] == stamp:
+        return hit[1], tuple(hit[2]), tuple(hit[3])
+    result = _parse_source(path)
+    _DISK["entries"][str(path)] = [stamp, *result]
+    _DISK["dirty"] = True
+    return result
+
+
+def _parse_source(path: Path) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
     tree = ast.parse(path.read_bytes(), filename=str(path))
-    imports, strings = [], []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
+    imports, names = [], set()
+    for node in ast.walk(tree):  # children are queued after the parent is seen
+        if isinstance(node, _DOCUMENTED) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                if isinstance(first.value.value, str):
+                    node.body = node.body[1:] or [ast.Pass()]
+        elif isinstance(node, ast.Import):
             imports += [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
             imports.append(node.module)
             imports += [f"{node.module}.{a.name}" for a in node.names]
         elif isinstance(node, ast.Constant) and isinstance(node.value, str):
-            strings.append(node.value)
-    dump = ast.dump(_strip_docstrings(tree), include_attributes=False)
-    return _digest(dump.encode()), tuple(imports), tuple(strings)
+            if _FOLDER_NAME.match(node.value):
+                names.add(node.value)
+    dump = ast.dump(tree, include_attributes=False)
+    return _digest(dump.encode()), tuple(imports), tuple(sorted(names))
 
 
 def _digest(data: bytes) -> str:
@@ -66,13 +107,14 @@ def _file_digest(path: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def _module_files(src: Path, module: str) -> list[Path]:
+@functools.cache
+def _module_files(src: Path, module: str) -> tuple[Path, ...]:
     """The files importing `module` executes: its package __init__s and the
     module itself (`from lorascope.x import name` names an attribute when no
     such module exists; then the package is what runs)."""
     parts = module.split(".")
     if parts[0] != "lorascope":
-        return []
+        return ()
     found = []
     for i in range(1, len(parts) + 1):
         base = src.joinpath(*parts[:i])
@@ -83,28 +125,28 @@ def _module_files(src: Path, module: str) -> list[Path]:
             break  # a module: whatever follows is one of its attributes
         else:
             break
-    return found
+    return tuple(found)
 
 
-_FOLDER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+@functools.cache
+def _node(path: Path, src: Path) -> tuple[str, tuple[Path, ...], tuple[Path, ...]]:
+    """(hash, lorascope files it imports, data files it names) of one file.
 
-
-def _data_files(module_file: Path, strings: tuple[str, ...]) -> list[Path]:
-    """Files of folders beside a module that it names in a string constant
-    (autointerp/templates, dashboards/assets)."""
-    out = []
-    for name in set(strings):
-        if not _FOLDER_NAME.match(name):
-            continue
-        folder = module_file.parent / name
-        # A subpackage is code, reached through imports, not data.
+    Data files: those of a folder beside the module named in a string
+    constant (autointerp/templates, dashboards/assets); a subpackage is code,
+    reached through imports, not data."""
+    digest, imports, names = _parse(path)
+    modules = tuple(f for m in imports for f in _module_files(src, m))
+    data = []
+    for name in names:
+        folder = path.parent / name
         if folder.is_dir() and not (folder / "__init__.py").exists():
-            out += [
+            data += [
                 p
                 for p in sorted(folder.rglob("*"))
                 if p.is_file() and "__pycache__" not in p.parts
             ]
-    return out
+    return digest, modules, tuple(data)
 
 
 def code_version(
@@ -122,22 +164,23 @@ def code_version(
     if entry.endswith(".py"):
         todo = [repo / entry]
     else:
-        todo = _module_files(src, entry)
+        todo = list(_module_files(src, entry))
         main = src.joinpath(*entry.split("."), "__main__.py")
         todo += [main] if main.is_file() else []
         if not todo:
             raise FileNotFoundError(f"no module {entry!r} under {src}")
     seen: dict[Path, str] = {}
+    todo = list(todo)
     while todo:
         path = todo.pop()
         if path in seen:
             continue
-        digest, imports, strings = _parse(path)
+        digest, modules, data = _node(path, src)
         seen[path] = digest
-        for module in imports:
-            todo += _module_files(src, module)
-        for extra in _data_files(path, strings):
+        todo += modules
+        for extra in data:
             seen.setdefault(extra, _file_digest(extra))
+    save_disk_cache()
     for rel in data:
         target = repo / rel
         files = sorted(p for p in target.rglob("*") if p.is_file())

@@ -37,8 +37,10 @@ class ConfigError(ValueError):
 
 
 def load_schema(path: Path | str = SCHEMA_PATH) -> dict:
+    # libyaml's parser when present: the pure-Python one takes ~1 s on every
+    # Snakefile parse.
     with open(path) as f:
-        return yaml.safe_load(f)
+        return yaml.load(f, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
 
 
 def _fill_defaults(schema: dict, node: Any) -> None:
