@@ -21,6 +21,7 @@ report: "workflow/report/workflow.rst"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/toy.smk"
+include: "workflow/rules/hub.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/adapters.smk"
@@ -31,6 +32,12 @@ include: "workflow/rules/autointerp.smk"
 include: "workflow/rules/ablation.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/dashboards.smk"
+
+
+# API keys are checked once jobs are about to run (not in a dry run, and only
+# for the LLM steps scheduled), still before any job starts.
+onstart:
+    check_llm_environment()
 
 
 rule all:

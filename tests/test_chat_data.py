@@ -103,3 +103,36 @@ def test_overlong_rows(toy_tokenizer):
     assert stats["truncated"] == 3 and df["n_tokens"].max() == 60
     with pytest.raises(DataError, match="no usable rows"):
         tokenise(ds, toy_tokenizer, _cfg(max_length=40, overlong="skip"))
+
+
+def _json_cfg(path):
+    return validate({"data": {"dataset": "json", "data_files": str(path)}})["data"]
+
+
+def test_empty_and_undecodable_files_are_named(tmp_path):
+    empty = tmp_path / "empty.json"
+    empty.write_text("  \n")
+    with pytest.raises(DataError, match=f"data.data_files: {empty} is empty"):
+        load_rows(_json_cfg(empty))
+    bad = tmp_path / "latin1.jsonl"
+    good = '{"question": "q", "deepseek_thinking_trajectory": "t", '
+    bad.write_bytes(
+        (good + '"deepseek_attempt": "a"}\n').encode()
+        + (good + '"deepseek_attempt": "caf').encode()
+        + 'é"}\n'.encode("latin-1")
+    )
+    offset = bad.read_bytes().index(b"\xe9")
+    with pytest.raises(DataError, match=rf"byte offset {offset} \(line 2\)"):
+        load_rows(_json_cfg(bad))
+
+
+def test_duplicate_rows_error_or_counted_skip(toy_tokenizer):
+    rows = s1k_rows(5)
+    for col in rows:
+        rows[col][3] = rows[col][1]  # row 3 repeats row 1
+    ds = datasets.Dataset.from_dict(rows)
+    with pytest.raises(DataError, match=r"1 duplicate row\(s\): row 3 repeats row 1"):
+        tokenise(ds, toy_tokenizer, _cfg())
+    df, stats = tokenise(ds, toy_tokenizer, _cfg(duplicate_rows="skip"))
+    assert stats["duplicates"] == 1 and stats["skipped"] == 1
+    assert df["doc"].to_list() == [0, 1, 2, 4]

@@ -7,12 +7,8 @@ import json
 import pytest
 from fake_hub import COMMIT, FakeHub
 
-from lorascope.hub.fetch import (
-    SNAPSHOT_FILE,
-    fetch_snapshot,
-    parse_snapshot_name,
-    snapshot_name,
-)
+from lorascope.hub.fetch import SNAPSHOT_FILE, fetch_snapshot
+from lorascope.hub.names import parse_snapshot_name, snapshot_name
 
 
 @pytest.fixture(autouse=True)

@@ -52,7 +52,9 @@ def test_paper_scale_dry_run_asks_for_gpus():
     # Training asks the profile for 8 GPUs and launches FSDP over all of them.
     assert "rule train_rank1" in out and "gpu=8" in out
     assert "--num_processes 8" in out and "workflow/accelerate/fsdp.yaml" in out
-    assert "--base Qwen/Qwen2.5-32B-Instruct" in out
+    # hub.prefetch: the GPU job reads the snapshot a CPU job (hub_fetch) made.
+    assert "--base hub/model/Qwen--Qwen2.5-32B-Instruct@main" in out
+    assert "rule hub_fetch" in out
     # No toy value leaks into the paper config (config.yaml is not loaded).
     assert '"max_steps": 200' not in out and "toy/base_model" not in out
 
@@ -72,4 +74,5 @@ def test_one_gpu_config_dry_runs_on_a_workstation():
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-4000:]
     assert "gpu=1" in out and "accelerate launch" not in out
-    assert "-m lorascope.train --variant rank1 --base Qwen/Qwen2.5-1.5B-Instruct" in out
+    snapshot = "hub/model/Qwen--Qwen2.5-1.5B-Instruct@main"
+    assert f"-m lorascope.train --variant rank1 --base {snapshot}" in out

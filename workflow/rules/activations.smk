@@ -20,7 +20,8 @@ rule extract_activations:
         act=extract_settings(),
         model=extraction_model(),
         base=base_model_path,
-        device=config["device"],
+        device=setting("device"),
+        code=code_of("activations_extract.py"),
     script:
         "../scripts/activations_extract.py"
 
@@ -43,9 +44,10 @@ rule activation_features:
     conda:
         "../../envs/train.yaml"
     params:
-        act=cfg("activations"),
+        act=cfg("activations", "batch_tokens", "context_width"),
         model=extraction_model(),
         base=base_model_path,
-        device=config["device"],
+        device=setting("device"),
+        code=code_of("activations_features.py"),
     script:
         "../scripts/activations_features.py"

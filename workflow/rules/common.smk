@@ -1,6 +1,25 @@
 # Helpers shared by every stage; no rules here. Validates the config before
-# any job is scheduled and defines where outputs and logs go.
-import json
+# any job is scheduled, defines where outputs and logs go, and states what each
+# rule depends on so that a rerun rebuilds exactly what a change invalidated.
+#
+# Wiring conventions (docs/ARCHITECTURE.md explains them with examples):
+# - params carry only the config a rule reads, e.g. `cfg("sae")` (a section),
+#   `cfg("eval", "ci", "limit")` (some keys), `config_of("seed", "model.dtype")`
+#   (keys of several sections), `setting("eval.ci")` (one value). A job that
+#   reads a key its rule did not declare fails naming it (UndeclaredKey).
+# - keys in RUNTIME_KEYS (lorascope/core/wiring.py: batch sizes for memory,
+#   concurrency, retries, checkpoint cadence) are handed to the job but never
+#   recorded: changing one reruns nothing.
+# - every rule has `code=code_of(<its script or entry module>)`, content hashes
+#   of the files its logic lives in (imports found by parsing, not importing).
+#   Editing sae/training.py reruns the SAE and what depends on it; a touch, a
+#   comment, a docstring or a moved checkout reruns nothing.
+# - files a rule reads from outside results/ are inputs, as the user wrote
+#   their paths (data.data_files, eval.benchmark_files, autointerp.prompts).
+# - nothing recorded holds an absolute path, so a moved checkout reruns nothing.
+# - profiles/default (loaded by default) sets the rerun triggers: mtime, params,
+#   input, software-env; not `code`, whose only effect on script rules is to
+#   rerun on a script's mtime (code_of tracks content instead).
 import os
 import sys
 
@@ -13,12 +32,30 @@ sys.path.insert(0, _SRC)
 os.environ.update(
     PYTHONPATH=os.pathsep.join(p for p in (_SRC, os.getenv("PYTHONPATH")) if p)
 )
+# Jobs watch this snakemake and stop if it dies, even by SIGKILL
+# (lorascope.core.runtime.stop_when_snakemake_dies): a paid API job must not
+# outlive the run that started it.
+os.environ.update(LORASCOPE_SNAKEMAKE_PID=str(os.getpid()))
 
-from lorascope.core.config import ConfigError, section, validate
+from lorascope.core.checks import check_environment
+from lorascope.core.config import ConfigError, load_schema, validate
 from lorascope.core.models import base_model_path as base_model_location
+from lorascope.core.codeversion import code_version, use_disk_cache
+from lorascope.core.wiring import RUNTIME_KEYS, JobConfig, declared
+from lorascope.hub.names import is_hub_id, snapshot_name
 
+
+def hub_benchmarks():
+    """The benchmark registry's names (imported only when a hub name is used)."""
+    from lorascope.evaluation.benchmarks import BENCHMARKS
+
+    return list(BENCHMARKS)
+
+
+SCHEMA = load_schema()
+use_disk_cache(".snakemake/lorascope/code_hashes.json")
 try:
-    validate(config)
+    validate(config, SCHEMA, benchmarks=hub_benchmarks)
 except ConfigError as err:
     raise WorkflowError(str(err)) from None
 
@@ -43,9 +80,58 @@ def log_(path):
     return f"logs/{RUN}/{path}"
 
 
-def cfg(name):
-    """One config section as a plain dict (a rule's params: a change reruns it)."""
-    return section(config, name)
+# --- wiring: what a rule depends on -------------------------------------------
+
+
+def config_of(*paths):
+    """The config keys a rule reads, by dotted path ("sae" = the whole
+    section), as one JobConfig rooted at the top level (a rule's params)."""
+    return declared(config, paths, SCHEMA)
+
+
+def cfg(path, *keys, exclude=()):
+    """One config section (or subsection, "train.lora") as a rule's params:
+    all of it, only `keys`, or all but `exclude`."""
+    node = config
+    for part in path.split("."):
+        node = node[part]
+    names = keys or [k for k in node if k not in exclude]
+    picked = config_of(*(f"{path}.{k}" for k in names))
+    for part in path.split("."):
+        picked = picked[part]
+    return picked
+
+
+def setting(path):
+    """One config value as a param (a change reruns the rule)."""
+    if path in RUNTIME_KEYS:
+        raise WorkflowError(f"{path} is runtime-only: declare it with cfg(...)")
+    node = config
+    for part in path.split("."):
+        node = node[part]
+    return node
+
+
+def code_of(entry, data=()):
+    """Content hashes of what a rule runs, i.e. a script in workflow/scripts/
+    ("sae_train.py") or a module run with python -m ("lorascope.train"), the
+    lorascope modules it imports, their data folders, and `data` (files or
+    folders relative to the repo)."""
+    if entry.endswith(".py"):
+        entry = f"workflow/scripts/{entry}"
+    return code_version(workflow.basedir, entry, data)
+
+
+def check_llm_environment():
+    """API keys of the LLM steps about to run (the Snakefile's onstart hook:
+    not in a dry run, still before any job starts)."""
+    try:
+        steps = {job.rule.name for job in workflow.dag.needrun_jobs()}
+    except AttributeError:  # Snakemake moved its DAG: check every step
+        steps = None
+    problems = check_environment(config, steps)
+    if problems:
+        raise WorkflowError("invalid environment:\n  " + "\n  ".join(problems))
 
 
 def output_parent(wildcards, output):
@@ -53,25 +139,56 @@ def output_parent(wildcards, output):
     return os.path.dirname(output[0])
 
 
+# --- the base model --------------------------------------------------------------
+
+
 def base_model_path(wildcards=None):
-    """Where the base model loads from: the toy dir or a hub id / path."""
-    return base_model_location(config["model"], f"results/{RUN}")
+    """Where the base model loads from: the toy dir, a local dir, a hub id, or
+    with hub.prefetch the hub id's local snapshot."""
+    model = config["model"]
+    return prefetched("model", model["base"], model["revision"]) or (
+        base_model_location(model, f"results/{RUN}")
+    )
 
 
 def base_model_input(wildcards=None):
-    """The toy base model dir when model.base is 'toy'; nothing for a hub id."""
-    if config["model"]["base"] == "toy":
+    """The toy base model dir, a local model dir (as written) or a prefetched
+    snapshot; nothing for a hub id read from the hub (its revision is a param)."""
+    model = config["model"]
+    if model["base"] == "toy":
         return res("toy/base_model")
-    return []
+    snapshot = prefetched("model", model["base"], model["revision"])
+    return snapshot or (model["base"] if os.path.isdir(model["base"]) else [])
 
 
-def toy_sft_input(wildcards):
-    return [res("toy/s1k.parquet")] if config["data"]["dataset"] == "toy" else []
+# --- hub snapshots (used by workflow/rules/hub.smk and the loading rules) ------
+
+HUB_DIR = config["hub"]["dir"]
 
 
-def train_config(wildcards):
-    """The config sections training depends on, as JSON for the command line."""
-    return json.dumps({k: config[k] for k in ("seed", "device", "model", "train")})
+def hub_repo(name):
+    """Whether a model/dataset name is read from the hub (not toy, not local)."""
+    return name not in ("toy", "train") and not os.path.exists(name) and is_hub_id(name)
+
+
+def prefetched(kind, name, revision, always=False):
+    """The local snapshot `name` is read from when hub.prefetch is on (or
+    `always`; rule hub_fetch makes it), or None: read the name as it is."""
+    if not ((always or config["hub"]["prefetch"]) and name and hub_repo(name)):
+        return None
+    return f"{HUB_DIR}/{kind}/{snapshot_name(name, revision)}"
+
+
+def gated_repos():
+    """Hub repos that need HF_TOKEN (GPQA): only hub_fetch reads the token."""
+    from lorascope.evaluation.benchmarks import BENCHMARKS
+
+    return sorted(spec.hub_id for spec in BENCHMARKS.values() if spec.gated)
+
+
+def model_keys():
+    """The model keys that change a loaded model's outputs."""
+    return [f"model.{k}" for k in ("revision", "dtype", "attn_implementation")]
 
 
 def python_bin():
@@ -85,7 +202,9 @@ def python_bin():
 
 
 def launcher(wildcards, resources):
-    """One process on CPU / one GPU; accelerate + FSDP when the profile gives more."""
+    """One process on CPU / one GPU; accelerate + FSDP when the profile gives more.
+    (Computed from resources, so Snakemake does not record it: a moved
+    interpreter reruns nothing.)"""
     gpus = int(getattr(resources, "gpu", 0) or 0)
     python = python_bin()
     if gpus <= 1:
@@ -96,17 +215,69 @@ def launcher(wildcards, resources):
     return f"{accelerate} launch --config_file {fsdp} --num_processes {gpus}"
 
 
+# --- stage toy (used by workflow/rules/toy.smk) ---
+
+
+def toy_model_keys():
+    """Copying the shipped model reads only `rebuild`; pretraining reads more."""
+    return ("rebuild", "seed", "pretrain") if config["toy"]["rebuild"] else ("rebuild",)
+
+
+def toy_shipped_files():
+    """The shipped weights (repo-relative), versioned by content when copied."""
+    return [] if config["toy"]["rebuild"] else ["resources/toy/base_model"]
+
+
+# --- stage data (used by workflow/rules/data.smk) ---
+
+
+def toy_sft_input(wildcards):
+    return [res("toy/s1k.parquet")] if config["data"]["dataset"] == "toy" else []
+
+
+def sft_snapshot(wildcards):
+    """The SFT dataset's local snapshot, with hub.prefetch."""
+    data = config["data"]
+    snapshot = prefetched("dataset", data["dataset"], data["revision"])
+    return [snapshot] if snapshot else []
+
+
+def sft_data_files(wildcards):
+    """Local SFT files (data.data_files) are inputs: an edit reruns the set."""
+    files = config["data"]["data_files"]
+    if config["data"]["dataset"] not in ("parquet", "json", "csv") or not files:
+        return []
+    return [files] if isinstance(files, str) else list(files)
+
+
+# --- stage train (used by workflow/rules/train.smk) ---
+
+
 def train_targets():
     return [res("components.parquet"), res("train/full/model")]
 
 
-# --- stage toy (used by workflow/rules/toy.smk) ---
+def train_settings(variant):
+    """What training `variant` reads (the full fine-tune has no LoRA)."""
+    keys = ["bf16", "gradient_checkpointing", "logging_steps", "save_steps", variant]
+    keys += ["lora"] if variant == "rank1" else []
+    return config_of("seed", "device", *model_keys(), *(f"train.{k}" for k in keys))
 
 
-def toy_shipped_model(wildcards):
-    """The shipped weights are an input only when they are copied, not rebuilt."""
-    shipped = os.path.join(workflow.basedir, "resources", "toy", "base_model")
-    return [] if config["toy"]["rebuild"] else shipped
+def adapter_source(wildcards):
+    """An existing adapter: a local dir, or for a hub id its snapshot (always
+    fetched by rule hub_fetch, so the import job needs no network)."""
+    model = config["model"]
+    snap = prefetched("model", model["adapter"], model["adapter_revision"], True)
+    return snap or model["adapter"]
+
+
+def full_snapshot(wildcards):
+    """A named full fine-tune's prefetched snapshot (hub.prefetch), or nothing."""
+    model = config["model"]
+    name = model["full_finetune"]
+    snapshot = prefetched("model", name, model["full_finetune_revision"])
+    return [snapshot] if snapshot else []
 
 
 # --- stage adapters (used by workflow/rules/adapters.smk) ---
@@ -134,14 +305,45 @@ def eval_targets():
 def eval_keys(*keys):
     """Only the eval keys a rule depends on; changing, say, bootstrap_samples
     must not rerun generation."""
-    return {k: EVAL[k] for k in keys}
+    return cfg("eval", *keys)
+
+
+def bench_file(name):
+    return config["eval"]["benchmark_files"].get(name)
 
 
 def bench_source(wildcards):
-    """Toy benchmarks come from the toy world; hub ones need no input file."""
+    """Toy benchmarks come from the toy world; a hub one from its local file
+    (eval.benchmark_files) when set, else its prefetched snapshot, else from
+    the hub (no input)."""
     if wildcards.benchmark.startswith("toy_"):
         return res(f"toy/bench/{wildcards.benchmark}.parquet")
-    return []
+    return bench_file(wildcards.benchmark) or bench_snapshot(wildcards) or []
+
+
+def bench_snapshot(wildcards):
+    """A hub benchmark's local snapshot (hub.prefetch, no local file), or None."""
+    name = wildcards.benchmark
+    if name.startswith("toy_") or bench_file(name):
+        return None
+    from lorascope.evaluation.benchmarks import BENCHMARKS
+
+    return prefetched("dataset", BENCHMARKS[name].hub_id, None)
+
+
+def bench_settings(wildcards):
+    """The eval keys one benchmark is prepared with (only its own file)."""
+    settings = cfg("eval", "choice_seed", "limit", "duplicate_rows")
+    own = bench_file(wildcards.benchmark)
+    settings["benchmark_files"] = {wildcards.benchmark: own} if own else {}
+    return settings
+
+
+def generation_settings(wildcards=None):
+    """Generation keys of the chosen backend (vLLM schedules its own batches)."""
+    backend = config["eval"]["backend"]
+    extra = ("vllm",) if backend == "vllm" else ("batch_size",)
+    return cfg("eval", "backend", "max_new_tokens", *extra)
 
 
 def variant_model(variant):
@@ -195,14 +397,6 @@ def table_model_inputs(wildcards):
 # --- stage activations (used by workflow/rules/activations.smk) ---
 
 
-def activations_targets():
-    return [
-        res(f"features/{kind}/{name}.parquet")
-        for kind in ("lora", "mlp")
-        for name in ("features", "topk", "contexts")
-    ]
-
-
 # activations keys read only when the feature tables are built: changing
 # them keeps the shards (the streamed top-k state does not depend on them).
 FEATURE_TABLE_KEYS = (
@@ -216,16 +410,28 @@ FEATURE_TABLE_KEYS = (
 
 def extract_settings(wildcards=None):
     """activations config minus feature-table keys: changing them keeps shards."""
-    return {k: v for k, v in cfg("activations").items() if k not in FEATURE_TABLE_KEYS}
+    return cfg("activations", exclude=FEATURE_TABLE_KEYS)
 
 
 def extraction_model(wildcards=None):
     """The model keys that change the measured values (not full_finetune)."""
-    m = cfg("model")
-    return {k: m.get(k) for k in ("base", "revision", "dtype", "attn_implementation")}
+    return cfg("model", "revision", "dtype", "attn_implementation")
+
+
+def activations_targets():
+    return [
+        res(f"features/{kind}/{name}.parquet")
+        for kind in ("lora", "mlp")
+        for name in ("features", "topk", "contexts")
+    ]
 
 
 # --- stage sae (used by workflow/rules/sae.smk) ---
+
+
+def sae_params(wildcards):
+    """The `sae:` section plus the top-level seed/device it inherits when null."""
+    return config_of("seed", "device", "sae")
 
 
 def sae_targets():
@@ -233,11 +439,6 @@ def sae_targets():
         res("sae/metrics.json"),
         *expand(res("features/sae/{table}.parquet"), table=SAE_TABLES),
     ]
-
-
-def sae_params(wildcards):
-    """The `sae:` section plus the top-level seed/device it inherits when null."""
-    return {"seed": config["seed"], "device": config["device"], "sae": cfg("sae")}
 
 
 # --- stage autointerp (used by workflow/rules/autointerp.smk) ---
@@ -250,29 +451,58 @@ def autointerp_targets():
     ]
 
 
-def autointerp_params(wildcards=None):
-    """The autointerp section, the run tag for the spend ledger, the cache path."""
-    section = cfg("autointerp")
-    cache = section["cache"]
-    return {
-        "section": section,
-        "run": RUN,
-        "cache": cache if os.path.isabs(cache) else res(cache),
-    }
+# What the LLM client of each role reads (autointerp/settings.py), runtime
+# knobs included (declared, never recorded).
+_LLM_COMMON = ["temperature", "request_params", "parse_retries", "prices"]
+_LLM_RUNTIME = ["concurrency", "retries", "timeout_s", "backoff_base_s"]
+_LLM_RUNTIME += ["backoff_max_s", "budget", "cache"]
+_EXPLAINER = ["provider", "model", "base_url", "api_key_env", "max_output_tokens"]
+# What the explainer is shown of each feature (per kind: kind_overrides).
+_EXAMPLES = ["n_contexts", "example_window", "shuffle_examples"]
+_EXAMPLES += ["max_examples_per_doc", "kind_overrides"]
+AUTOINTERP_KEYS = {
+    "explain": [*_EXPLAINER, *_EXAMPLES, "tokens_listed", "offline", "seed"],
+    "categories": ["categories", "seed"],
+    "assign": [*_EXPLAINER, *_EXAMPLES, "categories.n_examples"],
+    "score": [*_EXPLAINER, *_EXAMPLES, "detection", "seed"],
+    "summary": ["bootstrap_samples", "seed"],
+}
+# The template files each step renders (autointerp.prompts: a file per name,
+# or a directory holding them all).
+AUTOINTERP_PROMPT = {
+    "explain": ["explain"],
+    "categories": ["categories", "subcategories", "sae_categories"],
+    "assign": ["assign"],
+    "score": ["detect"],
+}
 
 
-def autointerp_prompts(wildcards=None):
-    """The user's prompt template files (autointerp.prompts), so editing one
-    reruns the LLM stages; none when every stage is offline or shipped."""
-    ai = config["autointerp"]
-    if ai["provider"] == "offline" and ai["categories"]["provider"] == "offline":
-        return []
-    prompts, names = ai["prompts"], [k for k in ai["prompts"] if k != "dir"]
-    return [
-        prompts[n] or os.path.join(prompts["dir"], f"{n}.txt")
-        for n in names
-        if prompts[n] or prompts["dir"]
-    ]
+def autointerp_params(step):
+    """What autointerp step `step` reads: its `autointerp:` keys (section),
+    the run tag of the spend ledger, and the cache path (runtime: a moved
+    cache reruns nothing)."""
+    keys = list(AUTOINTERP_KEYS[step])
+    if step != "summary":
+        keys += _LLM_COMMON + _LLM_RUNTIME + ["prompts"]
+    section = config_of(*(f"autointerp.{k}" for k in keys))["autointerp"]
+    cache = config["autointerp"]["cache"]
+    cache = cache if os.path.isabs(cache) else res(cache)
+    # Path "autointerp": its "cache" entry is the runtime key autointerp.cache.
+    return JobConfig({"section": section, "run": RUN, "cache": cache}, "autointerp")
+
+
+def autointerp_prompts(step):
+    """The user's prompt template files step `step` reads: inputs, so an edit
+    in place reruns the step (also with the offline explainer, for
+    simplicity)."""
+    prompts = config["autointerp"]["prompts"]
+    files = []
+    for name in AUTOINTERP_PROMPT[step]:
+        if prompts[name]:
+            files.append(prompts[name])
+        elif prompts["dir"]:
+            files.append(os.path.join(prompts["dir"], f"{name}.txt"))
+    return files
 
 
 # --- stage figures (used by workflow/rules/figures.smk) ---
@@ -282,15 +512,8 @@ def figures_targets():
     return expand(res("figures/{name}.{ext}"), name=FIGURES, ext=["png", "pdf"])
 
 
-def figure_code(*modules):
-    """The package files a figure (or the dashboards) is drawn by: editing them
-    reruns it."""
-    pkg = os.path.join(workflow.basedir, "src", "lorascope")
-    return [os.path.join(pkg, m) for m in modules]
-
-
 def figure_style(wildcards=None):
-    return {k: config["figures"][k] for k in ("width_in", "font_size", "dpi")}
+    return cfg("figures", "width_in", "font_size", "dpi")
 
 
 def figure_outputs(name):
@@ -305,7 +528,7 @@ def figure_outputs(name):
 
 
 def table_columns(wildcards):
-    return config["figures"]["tables"][wildcards.table]
+    return setting(f"figures.tables.{wildcards.table}")
 
 
 # --- stage dashboards (used by workflow/rules/dashboards.smk) ---
@@ -341,14 +564,19 @@ def ablation_targets():
 
 
 def ablation_params(wildcards):
-    """The config sections the KL ablation reads (a change reruns it)."""
-    return {k: config[k] for k in ("seed", "device", "model", "ablation")}
+    """The config the KL ablation reads (a change reruns it)."""
+    return config_of("seed", "device", *model_keys(), "ablation")
 
 
 def steering_params(wildcards):
-    """The config sections the steering sweep reads."""
-    keys = ("seed", "device", "model", "data", "eval", "ablation", "steering")
-    return {k: config[k] for k in keys}
+    """The config the steering sweep reads; eval's generation budget and
+    batch only where steering leaves its own null."""
+    st = config["steering"]
+    ablation = ["seed", "device", "n_sequences", "max_tokens", "token_scope"]
+    keys = [*model_keys(), "data.system_prompt", "steering"]
+    keys += [f"ablation.{k}" for k in (*ablation, "logit_chunk")]
+    keys += [f"eval.{k}" for k in ("max_new_tokens", "batch_size") if st[k] is None]
+    return config_of("seed", "device", *keys)
 
 
 def steering_benchmark():

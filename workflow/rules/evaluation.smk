@@ -33,8 +33,10 @@ rule bench_prepare:
     conda:
         "../../envs/interp.yaml"
     params:
-        eval=eval_keys("benchmark_files", "choice_seed", "limit"),
+        eval=bench_settings,
         toy_dir=res("toy/bench"),
+        snapshot=bench_snapshot,
+        code=code_of("eval_bench.py"),
     script:
         "../scripts/eval_bench.py"
 
@@ -51,11 +53,12 @@ rule eval_generate:
     params:
         models=engine_models,
         base=base_model_path,
-        eval=eval_keys("backend", "max_new_tokens", "batch_size", "vllm"),
-        model=cfg("model"),
-        system_prompt=config["data"]["system_prompt"],
-        device=config["device"],
-        seed=config["seed"],
+        eval=generation_settings(),
+        model=cfg("model", "revision", "dtype", "attn_implementation"),
+        system_prompt=setting("data.system_prompt"),
+        device=setting("device"),
+        seed=setting("seed"),
+        code=code_of("eval_generate.py"),
     script:
         "../scripts/eval_generate.py"
 
@@ -71,7 +74,8 @@ rule eval_grade:
     conda:
         "../../envs/interp.yaml"
     params:
-        fallback=config["eval"]["grade_without_answer_marker"],
+        fallback=setting("eval.grade_without_answer_marker"),
+        code=code_of("eval_grade.py"),
     script:
         "../scripts/eval_grade.py"
 
@@ -87,6 +91,8 @@ rule eval_summary:
         log_("eval/eval_summary_{variant}.log"),
     conda:
         "../../envs/interp.yaml"
+    params:
+        code=code_of("eval_summary.py"),
     script:
         "../scripts/eval_summary.py"
 
@@ -104,8 +110,9 @@ rule eval_table:
         "../../envs/interp.yaml"
     params:
         eval=eval_keys("bootstrap_samples", "ci"),
-        seed=config["seed"],
+        seed=setting("seed"),
         base=base_model_path,
-        revision=config["model"]["revision"],
+        revision=setting("model.revision"),
+        code=code_of("eval_table.py"),
     script:
         "../scripts/eval_table.py"

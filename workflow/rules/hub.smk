@@ -5,7 +5,7 @@
 
 rule hub_fetch:
     output:
-        snapshot=directory(HUB_DIR + "/{kind}/{snapshot}"),
+        snapshot=directory(f"{HUB_DIR}/{{kind}}/{{snapshot}}"),
     log:
         "logs/hub/{kind}/{snapshot}.log",
     wildcard_constraints:
@@ -14,7 +14,8 @@ rule hub_fetch:
     conda:
         "../../envs/interp.yaml"
     params:
-        endpoint=config["hub"]["endpoint"],
-        gated=GATED_REPOS,
+        endpoint=setting("hub.endpoint"),
+        gated=gated_repos(),
+        code=code_of("hub_fetch.py"),
     script:
         "../scripts/hub_fetch.py"

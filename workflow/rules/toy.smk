@@ -5,8 +5,6 @@ TOY_BENCHMARKS = list(config["toy"]["benchmarks"])
 
 
 rule toy_base_model:
-    input:
-        shipped=toy_shipped_model,
     output:
         model=directory(res("toy/base_model")),
     log:
@@ -14,7 +12,8 @@ rule toy_base_model:
     conda:
         "../../envs/train.yaml"
     params:
-        toy=cfg("toy"),
+        toy=cfg("toy", *toy_model_keys()),
+        code=code_of("toy_base_model.py", data=toy_shipped_files()),
     script:
         "../scripts/toy_base_model.py"
 
@@ -28,7 +27,8 @@ rule toy_data:
     conda:
         "../../envs/train.yaml"
     params:
-        toy=cfg("toy"),
+        toy=cfg("toy", "seed", "n_sft", "sft_digits", "slip_rate", "benchmarks"),
         names=TOY_BENCHMARKS,
+        code=code_of("toy_data.py"),
     script:
         "../scripts/toy_data.py"

@@ -4,7 +4,8 @@ The only job that needs the network (and, for gated repos, HF_TOKEN).
 """
 
 from lorascope.core.runtime import script_logging
-from lorascope.hub.fetch import fetch_snapshot, parse_snapshot_name
+from lorascope.hub.fetch import fetch_snapshot
+from lorascope.hub.names import parse_snapshot_name
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 

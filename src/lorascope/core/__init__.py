@@ -1,9 +1,13 @@
 """What every stage shares: plumbing, the artifact formats, the decoding protocol.
 
 Plumbing:
-- `config`: validate the config against workflow/schemas/config.schema.yaml.
-- `io`: atomic writes, parquet + markdown tables, JSON.
-- `runtime`: script logging, seeding, devices, dtypes.
+- `config`: validate the config against workflow/schemas/config.schema.yaml;
+  `checks`: what the schema cannot express (paths, names, SAE width, keys).
+- `wiring`, `codeversion`: what a rule depends on (declared config, runtime
+  keys, secrets redacted; content hashes of its code), for common.smk.
+- `io`: atomic writes, parquet + markdown tables, JSON, data-file checks.
+- `runtime`: script logging, seeding, devices, dtypes; jobs stop when
+  snakemake dies.
 - `models`: load base models, tokenizers and adapters the same way everywhere;
   `saes`: load a saved SAE.
 
@@ -24,6 +28,8 @@ Nothing here imports a stage package.
 
 __all__ = [
     "chat",
+    "checks",
+    "codeversion",
     "components",
     "config",
     "contexts",
@@ -37,4 +43,5 @@ __all__ = [
     "saes",
     "shards",
     "topk",
+    "wiring",
 ]

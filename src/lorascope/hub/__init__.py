@@ -7,7 +7,8 @@ Produces: `{hub.dir}/{model,dataset}/{org}--{name}@{revision}/`, a plain
 snapshot of the repo plus `SNAPSHOT.json` (repo, revision, commit), which the
 GPU jobs read as local paths.
 
-- `fetch`: names of snapshot dirs, and the download itself.
+- `names`: snapshot dir names (`org--name@revision`), hub id detection.
+- `fetch`: the download itself.
 """
 
-__all__ = ["fetch"]
+__all__ = ["fetch", "names"]

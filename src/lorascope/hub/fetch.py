@@ -11,32 +11,15 @@ written to a temporary sibling and renamed into place when complete, with a
 from __future__ import annotations
 
 import os
-import re
 import shutil
 from pathlib import Path
 
 from lorascope.core.io import atomic_path, write_json
 
-__all__ = ["SNAPSHOT_FILE", "fetch_snapshot", "snapshot_name", "parse_snapshot_name"]
+__all__ = ["KINDS", "SNAPSHOT_FILE", "fetch_snapshot"]
 
 SNAPSHOT_FILE = "SNAPSHOT.json"
 KINDS = ("model", "dataset")
-_NAME = re.compile(r"^(?P<org>[^/@]+?)--(?P<name>[^/@]+)@(?P<revision>[^/@]+)$")
-
-
-def snapshot_name(repo_id: str, revision: str | None) -> str:
-    """`Org/Name` at `revision` -> `Org--Name@revision` (one path component)."""
-    if repo_id.count("/") != 1 or "--" in repo_id:
-        raise ValueError(f"hub id {repo_id!r}: expected 'org/name'")
-    return repo_id.replace("/", "--") + "@" + (revision or "main")
-
-
-def parse_snapshot_name(name: str) -> tuple[str, str]:
-    """Inverse of `snapshot_name`: (repo_id, revision)."""
-    m = _NAME.match(name)
-    if not m:
-        raise ValueError(f"{name!r} is not a snapshot name (org--name@revision)")
-    return f"{m['org']}/{m['name']}", m["revision"]
 
 
 def fetch_snapshot(
