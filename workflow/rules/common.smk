@@ -508,8 +508,10 @@ def steering_params(wildcards):
     batch only where steering leaves its own null."""
     st = config["steering"]
     ablation = ["seed", "device", "n_sequences", "max_tokens", "token_scope"]
+    ablation += ["draw_rng", "average", "logit_chunk"]
     keys = [*model_keys(), "data.system_prompt", "steering"]
-    keys += [f"ablation.{k}" for k in (*ablation, "logit_chunk")]
+    keys += [f"ablation.{k}" for k in ablation]
+    keys += ["eval.grade_without_answer_marker"]
     keys += [f"eval.{k}" for k in ("max_new_tokens", "batch_size") if st[k] is None]
     return config_of("seed", "device", *keys)
 
