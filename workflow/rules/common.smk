@@ -168,6 +168,39 @@ def engine_inputs(wildcards):
     }
 
 
+def generation_spec(wildcards):
+    """Everything one generation job reads, as JSON for its command line."""
+    keys = ("backend", "max_new_tokens", "batch_size", "context_length")
+    return json.dumps(
+        {
+            "models": engine_models(wildcards),
+            "base": base_model_path(),
+            "eval": eval_keys(*keys, "think_prefill", "vllm"),
+            "model": cfg("model"),
+            "system_prompt": config["data"]["system_prompt"],
+            "device": config["device"],
+            "seed": config["seed"],
+        }
+    )
+
+
+def generation_python(wildcards=None):
+    """The interpreter of generation jobs: eval.vllm.python with backend vllm
+    (relative to the repository), else the one python_bin() gives."""
+    path = EVAL["vllm"]["python"]
+    if EVAL["backend"] != "vllm" or path is None:
+        return python_bin()
+    full = os.path.join(workflow.basedir, path)
+    if not (os.path.isfile(full) and os.access(full, os.X_OK)):
+        raise WorkflowError(
+            f"eval.backend is 'vllm' and eval.vllm.python is {path!r}, but "
+            f"{full} is not an executable: build it with `make vllm-env` (the "
+            "README's setup does), point eval.vllm.python at a Python that "
+            "has vllm, or set eval.backend: hf"
+        )
+    return full
+
+
 def generations_of(wildcards):
     return res(f"eval/generations/{ENGINE_OF[wildcards.variant]}")
 

@@ -6,6 +6,8 @@
 # job) serves the base and every LoRA variant through LoRARequest and the full
 # fine-tune, a different model, gets a second engine; with backend hf each
 # variant is its own job, so a local or SLURM run generates them in parallel.
+# Generation is a command (python -m lorascope.evaluation), not a script:
+# vLLM runs in its own interpreter (eval.vllm.python) and spawns its engine.
 
 EVAL = config["eval"]
 BENCHMARKS = EVAL["benchmarks"]
@@ -49,15 +51,11 @@ rule eval_generate:
     conda:
         "../../envs/vllm.yaml"
     params:
-        models=engine_models,
-        base=base_model_path,
-        eval=eval_keys("backend", "max_new_tokens", "batch_size", "vllm"),
-        model=cfg("model"),
-        system_prompt=config["data"]["system_prompt"],
-        device=config["device"],
-        seed=config["seed"],
-    script:
-        "../scripts/eval_generate.py"
+        python=generation_python,
+        spec=generation_spec,
+    shell:
+        "{params.python} -m lorascope.evaluation --spec {params.spec:q}"
+        " --bench {input.bench:q} --out {output.generations:q} > {log:q} 2>&1"
 
 
 rule eval_grade:
@@ -72,6 +70,7 @@ rule eval_grade:
         "../../envs/interp.yaml"
     params:
         fallback=config["eval"]["grade_without_answer_marker"],
+        timeout_s=config["eval"]["grade_timeout_s"],
     script:
         "../scripts/eval_grade.py"
 
@@ -102,7 +101,7 @@ rule eval_table:
     conda:
         "../../envs/interp.yaml"
     params:
-        eval=eval_keys("bootstrap_samples", "ci"),
+        eval=eval_keys("bootstrap_samples", "ci", "think_prefill"),
         seed=config["seed"],
     script:
         "../scripts/eval_table.py"
