@@ -189,3 +189,20 @@ def test_vllm_prompt_longer_than_the_context_fails_before_the_engine(
     assert f"the model's context is {CONTEXT}" in proc.stderr
     assert "Initializing a V1 LLM engine" not in proc.stderr  # failed first
     assert not (tmp_path / "out").exists()
+
+
+def test_missing_vllm_interpreter_stops_the_run_before_any_job(tmp_path):
+    """The embedded default runs vLLM in .venv-vllm: without it the run fails
+    at once, naming the key, the path and how to build it."""
+    import wfrun
+
+    overrides = {"eval": {"backend": "vllm", "vllm": {"python": "no/such/python"}}}
+    work = wfrun.workdir(tmp_path / "w", overrides)
+    target = wfrun.target("eval/rank1/summary.json", work)
+    proc = wfrun.snakemake(work, [target], extra=["-n"], check=False)
+    assert proc.returncode != 0
+    err = " ".join((proc.stdout + proc.stderr).split())
+    assert "eval.vllm.python is 'no/such/python'" in err
+    assert f"{REPO}/no/such/python is not an executable" in err
+    assert "make vllm-env" in err
+    assert not (work / "results").exists()
