@@ -116,7 +116,7 @@ def generate_vllm(
         # with LoRA ones get that adapter (vllm-project/vllm PR 48421/49656;
         # reproduced here). A spare, never-filled slot keeps them clean.
         max_loras += 1
-    kv_gib = vllm_cfg.get("kv_cache_gib")
+    kv_gib = vllm_cfg["kv_cache_gib"]
     engine_len = min(ctx, longest)
     log.info("vllm: context %d, engine max_model_len %d", ctx, engine_len)
     llm = vllm.LLM(
