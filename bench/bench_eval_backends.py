@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -121,6 +122,7 @@ def main() -> None:
     print(f"vllm total: {totals['vllm']:7.1f} s")
     print(f"identical completions: {same}/{total}")
     print(f"time ratio vllm / hf: {totals['vllm'] / totals['hf']:.2f}")
+    shutil.rmtree(out_dir)
 
 
 if __name__ == "__main__":
