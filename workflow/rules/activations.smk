@@ -44,7 +44,7 @@ rule activation_features:
     conda:
         "../../envs/train.yaml"
     params:
-        act=cfg("activations", "batch_tokens", "context_width"),
+        act=cfg("activations"),
         model=extraction_model(),
         base=base_model_path,
         device=setting("device"),

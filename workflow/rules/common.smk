@@ -370,6 +370,48 @@ def engine_inputs(wildcards):
     }
 
 
+def generation_spec(wildcards):
+    """Everything one generation job reads (its --spec): the variants' models,
+    where the tokenizer loads from, and the declared config (recorded without
+    runtime keys such as eval.vllm.kv_cache_gib)."""
+    spec = config_of(
+        "seed",
+        "device",
+        "data.system_prompt",
+        *model_keys(),
+        *(f"eval.{k}" for k in generation_settings()),
+        "eval.context_length",
+        "eval.think_prefill",
+    )
+    spec["models"] = engine_models(wildcards)
+    spec["base"] = base_model_path()
+    return spec
+
+
+def job_gpus(wildcards, resources):
+    """GPUs the profile gives the job (0 on CPU); not recorded."""
+    return int(getattr(resources, "gpu", 0) or 0)
+
+
+def generation_python(wildcards, resources):
+    """The interpreter of generation jobs: eval.vllm.python with backend vllm
+    (relative to the repository), else the one python_bin() gives. Computed
+    from resources, so Snakemake does not record it: a moved checkout reruns
+    nothing."""
+    path = EVAL["vllm"]["python"]
+    if EVAL["backend"] != "vllm" or path is None:
+        return python_bin()
+    full = os.path.join(workflow.basedir, path)
+    if not (os.path.isfile(full) and os.access(full, os.X_OK)):
+        raise WorkflowError(
+            f"eval.backend is 'vllm' and eval.vllm.python is {path!r}, but "
+            f"{full} is not an executable: build it with `make vllm-env` (the "
+            "README's setup does), point eval.vllm.python at a Python that "
+            "has vllm, or set eval.backend: hf"
+        )
+    return full
+
+
 def generations_of(wildcards):
     return res(f"eval/generations/{ENGINE_OF[wildcards.variant]}")
 
@@ -573,8 +615,10 @@ def steering_params(wildcards):
     batch only where steering leaves its own null."""
     st = config["steering"]
     ablation = ["seed", "device", "n_sequences", "max_tokens", "token_scope"]
+    ablation += ["draw_rng", "average", "logit_chunk"]
     keys = [*model_keys(), "data.system_prompt", "steering"]
-    keys += [f"ablation.{k}" for k in (*ablation, "logit_chunk")]
+    keys += [f"ablation.{k}" for k in ablation]
+    keys += ["eval.grade_without_answer_marker"]
     keys += [f"eval.{k}" for k in ("max_new_tokens", "batch_size") if st[k] is None]
     return config_of("seed", "device", *keys)
 

@@ -6,6 +6,8 @@
 # job) serves the base and every LoRA variant through LoRARequest and the full
 # fine-tune, a different model, gets a second engine; with backend hf each
 # variant is its own job, so a local or SLURM run generates them in parallel.
+# Generation is a command (python -m lorascope.evaluation), not a script:
+# vLLM runs in its own interpreter (eval.vllm.python) and spawns its engine.
 
 EVAL = config["eval"]
 BENCHMARKS = EVAL["benchmarks"]
@@ -51,16 +53,14 @@ rule eval_generate:
     conda:
         "../../envs/vllm.yaml"
     params:
-        models=engine_models,
-        base=base_model_path,
-        eval=generation_settings(),
-        model=cfg("model", "revision", "dtype", "attn_implementation"),
-        system_prompt=setting("data.system_prompt"),
-        device=setting("device"),
-        seed=setting("seed"),
-        code=code_of("eval_generate.py"),
-    script:
-        "../scripts/eval_generate.py"
+        python=generation_python,
+        spec=generation_spec,
+        gpus=job_gpus,
+        code=code_of("lorascope.evaluation"),
+    shell:
+        "{params.python} -m lorascope.evaluation --spec {params.spec.as_json:q}"
+        " --bench {input.bench:q} --out {output.generations:q} --gpus {params.gpus}"
+        " > {log:q} 2>&1"
 
 
 rule eval_grade:
@@ -75,6 +75,7 @@ rule eval_grade:
         "../../envs/interp.yaml"
     params:
         fallback=setting("eval.grade_without_answer_marker"),
+        timeout_s=setting("eval.grade_timeout_s"),
         code=code_of("eval_grade.py"),
     script:
         "../scripts/eval_grade.py"
@@ -109,7 +110,7 @@ rule eval_table:
     conda:
         "../../envs/interp.yaml"
     params:
-        eval=eval_keys("bootstrap_samples", "ci"),
+        eval=eval_keys("bootstrap_samples", "ci", "think_prefill"),
         seed=setting("seed"),
         base=base_model_path,
         revision=setting("model.revision"),

@@ -39,7 +39,7 @@ rule sae_features:
         "../../envs/train.yaml"
     params:
         config=sae_params,
-        activations=cfg("activations", "top_k", "context_width"),
+        activations=cfg("activations", "top_k", *FEATURE_TABLE_KEYS),
         model=cfg("model", "revision"),
         base=base_model_path,
         code=code_of("sae_features.py"),

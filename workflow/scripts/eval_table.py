@@ -5,6 +5,7 @@ from pathlib import Path
 
 import polars as pl
 
+from lorascope.core.chat import THINK_PREFILL
 from lorascope.core.io import atomic_path, write_parquet
 from lorascope.core.runtime import script_logging
 from lorascope.evaluation.tables import (
@@ -15,6 +16,7 @@ from lorascope.evaluation.tables import (
     table2,
     to_markdown_report,
     with_param_fraction,
+    with_prompting,
 )
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
@@ -36,7 +38,11 @@ with script_logging(smk) as log:
         base, how = base_param_count(smk.params.base, smk.params.revision)
         table = with_param_fraction(table, safetensors_numel(adapter), base)
         log.info("base parameters counted from its %s", how)
-    text = to_markdown_report(table, which, ci, n_boot)
+    prefill = ecfg["think_prefill"]
+    table = with_prompting(table, prefill)
+    text = to_markdown_report(
+        table, which, ci, n_boot, f"{prefill}: {THINK_PREFILL[prefill]}"
+    )
     write_parquet(table, smk.output.table)
     with atomic_path(smk.output.markdown) as tmp:
         tmp.write_text(text)

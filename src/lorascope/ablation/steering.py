@@ -158,6 +158,7 @@ def generation_metrics(
             prompts,
             max_new_tokens=max_new_tokens,
             batch_size=batch_size,
+            names=[f"problem {r.get('id', i)!r}" for i, r in enumerate(bench_rows)],
             progress=False,
         )
     correct = [

@@ -50,6 +50,8 @@ RUNTIME_KEYS = frozenset(
         "autointerp.cache",
         "train.save_steps",
         "train.fsdp_config",
+        "eval.vllm.kv_cache_gib",
+        "eval.vllm.python",
     }
 )
 

@@ -18,6 +18,9 @@ and recovery. A recovery whose denominator is zero or negative is undefined
 (null), never a number; its interval uses only the resamples where it is
 defined, and `*_defined` reports that share so a reader sees how often the
 gain it divides by vanished.
+
+Both tables record how the variants were prompted (`eval.think_prefill`): a
+`think_prefill` column and a line under the markdown table.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ __all__ = [
     "table2",
     "to_display",
     "to_markdown_report",
+    "with_prompting",
 ]
 
 
@@ -221,16 +225,29 @@ TITLES = {
 }
 
 
-def to_markdown_report(table: pl.DataFrame, which: str, ci: float, n_boot: int) -> str:
-    """The markdown file of a table: title, 'value [lo, hi]' cells, a legend."""
+def with_prompting(table: pl.DataFrame, think_prefill: str) -> pl.DataFrame:
+    """The table with the eval.think_prefill its variants were prompted with."""
+    return table.with_columns(think_prefill=pl.lit(think_prefill))
+
+
+def to_markdown_report(
+    table: pl.DataFrame,
+    which: str,
+    ci: float,
+    n_boot: int,
+    prompting: str | None = None,
+) -> str:
+    """The markdown file of a table: title, 'value [lo, hi]' cells, a legend
+    and, given `prompting`, a line saying how the variants were prompted."""
     from lorascope.core.io import to_markdown
 
     shown = [
         c
         for c in table.columns
-        if c not in ("benchmark", "n", *PARAM_COLUMNS)
+        if c not in ("benchmark", "n", "think_prefill", *PARAM_COLUMNS)
         and not c.endswith(("_lo", "_hi", "_defined"))
     ]
+    note = f"Prompts (eval.think_prefill): {prompting}.\n" if prompting else ""
     params = ""
     if "trainable_fraction" in table.columns and table.height:
         row = table.row(0, named=True)
@@ -244,5 +261,5 @@ def to_markdown_report(table: pl.DataFrame, which: str, ci: float, n_boot: int) 
         + to_markdown(to_display(table, shown))
         + f"\nBrackets: {ci:.0%} paired bootstrap intervals over problems "
         f"({n_boot} resamples). 'undefined': the gain divided by is zero or "
-        "negative.\n" + params
+        "negative.\n" + note + params
     )
