@@ -24,11 +24,18 @@ GPU_RULES = {
     "train_rank1": 8,
     "eval_generate": 4,
     "extract_activations": 1,
+    "mlp_features": 1,
     "kl_ablation": 1,
     "steering_sweep": 1,
     "train_sae": 1,
 }
-CPU_RULES = ["sft_dataset", "components", "adapters_ablate", "eval_grade"]
+CPU_RULES = [
+    "sft_dataset",
+    "components",
+    "adapters_ablate",
+    "eval_grade",
+    "lora_features",
+]
 
 
 class Resources(dict):

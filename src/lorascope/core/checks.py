@@ -168,6 +168,28 @@ def _file_problems(config: dict) -> list[str]:
     return out
 
 
+def _adapter_problem(config: dict) -> str | None:
+    """A local model.adapter is checked now (a hub one by rule adapter_import)."""
+    from lorascope.core.components import AdapterError, check_existing_adapter
+
+    model = config["model"]
+    adapter = model["adapter"]
+    if adapter is None or not Path(adapter).exists():
+        if adapter and _looks_local(adapter):
+            return f"model.adapter: local path {adapter!r} does not exist"
+        return None
+    base = model["base"]
+    if base == "toy":
+        base = f"results/{config['run']}/toy/base_model"
+    try:
+        check_existing_adapter(
+            adapter, config["train"]["lora"], base, None, model["adapter_check_base"]
+        )
+    except (AdapterError, OSError, ValueError) as err:
+        return f"model.adapter: {err}"
+    return None
+
+
 def _attention_problem(kernel: str) -> str | None:
     """flash_attention_2 is opt-in: without the package, model loading would
     fail inside the first GPU job; say so here instead, before any job."""
@@ -195,6 +217,7 @@ def semantic_problems(config: dict, benchmarks=None) -> list[str]:
             out.append(_model_problem(f"model.{key}", name))
     out.append(_sae_problem(config))
     out.append(_attention_problem(config["model"]["attn_implementation"]))
+    out.append(_adapter_problem(config))
     out += _benchmark_problems(config, benchmarks)
     out += _file_problems(config)
     return [p for p in out if p]
