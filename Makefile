@@ -60,7 +60,7 @@ format: setup
 	$(BIN)/snakefmt Snakefile workflow/rules
 
 dryrun-paper: setup
-	$(SNAKEMAKE) --profile profiles/slurm --configfile config/paper.yaml -n all
+	$(SNAKEMAKE) --profile profiles/slurm all -n --configfile config/paper.yaml
 
 report: setup
 	$(SNAKEMAKE) --profile profiles/local --report results/report.zip all

@@ -2,6 +2,7 @@
 
 import pytest
 import yaml
+from conftest import REPO
 
 from lorascope.core.config import ConfigError, load_schema, validate
 
@@ -72,6 +73,28 @@ def test_micro_overlay_validates():
     with open(REPO / "tests/configs/micro.yaml") as f:
         update_config(cfg, yaml.safe_load(f))
     assert validate(cfg)["run"] == "micro"
+
+
+def test_flash_attention_is_opt_in_and_checked_up_front(monkeypatch):
+    """Without flash-attn installed, asking for it fails at validation, naming
+    the key and the fix; the paper config itself does not ask for it."""
+    import importlib.util
+
+    from lorascope.core import config as cfg_mod
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "flash_attn" else real(name, *a),
+    )
+    config = {"model": {"attn_implementation": "flash_attention_2"}}
+    with pytest.raises(
+        cfg_mod.ConfigError, match="model.attn_implementation.*flash-attn"
+    ):
+        cfg_mod.validate(config)
+    paper = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
+    assert cfg_mod.validate(paper)["model"]["attn_implementation"] == "sdpa"
 
 
 # --- checks a schema cannot express (lorascope.core.checks) ------------------

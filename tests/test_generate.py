@@ -266,3 +266,12 @@ def test_hf_greedy_ignores_the_models_generation_config(tok, tmp_path):
         out[name] = generate_hf(model, tok, prompts, max_new_tokens=24)
     assert models["dirty"].generation_config.do_sample is True  # restored
     assert out["dirty"] == out["clean"]
+
+
+def test_tensor_parallel_follows_the_jobs_gpus():
+    from lorascope.evaluation.job import tensor_parallel
+
+    assert tensor_parallel(None, 4) == 4 and tensor_parallel(None, 0) == 1
+    assert tensor_parallel(2, 0) == 2 and tensor_parallel(4, 4) == 4
+    with pytest.raises(ValueError, match="tensor_parallel_size is 2 but the job has 4"):
+        tensor_parallel(2, 4)

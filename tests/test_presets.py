@@ -80,7 +80,10 @@ def test_feature_table_keys_rerun_tables_not_extraction(tmp_path_factory):
                             "min_activation": 0.01, "min_contexts": 3}}  # fmt: skip
     work = wfrun.clone(base, tmp_path_factory.mktemp("population"), keep, over)
     jobs = scheduled(wfrun.snakemake(work, extra=["-n"]).stdout)
-    assert jobs.get("activation_features") == 2 and jobs.get("sae_features") == 1
+    assert (
+        jobs.get("lora_features") == jobs.get("mlp_features") == 1
+        and jobs.get("sae_features") == 1
+    )
     assert not {"extract_activations", "train_sae", "kl_ablation"} & set(jobs)
     target = wfrun.target("features/lora/features.parquet", work)
     wfrun.snakemake(work, [target])

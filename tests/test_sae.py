@@ -14,7 +14,7 @@ from numerics import reorder_tol, unit_roundoff
 from lorascope.activations.shard_writer import write_manifest, write_shard
 from lorascope.core import contexts as ctx
 from lorascope.core.config import SCHEMA_PATH
-from lorascope.core.models import load_sae
+from lorascope.core.saes import load_sae
 from lorascope.core.shards import open_shards
 from lorascope.core.topk import FeatureStats
 from lorascope.sae.config import SaeConfig

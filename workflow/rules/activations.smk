@@ -26,7 +26,37 @@ rule extract_activations:
         "../scripts/activations_extract.py"
 
 
-rule activation_features:
+# Two rules, one script: the LoRA tables read the stored scalars (a CPU job),
+# the MLP baseline's context windows are recomputed with the model (a GPU job
+# at paper scale), so the profiles can give each what it uses.
+
+
+rule lora_features:
+    input:
+        manifest=res("activations/manifest.json"),
+        sft=res("data/sft.parquet"),
+        components=res("components.parquet"),
+        base=base_model_input,
+    output:
+        features=res("features/lora/features.parquet"),
+        topk=res("features/lora/topk.parquet"),
+        contexts=res("features/lora/contexts.parquet"),
+    log:
+        log_("activations/lora_features.log"),
+    conda:
+        "../../envs/train.yaml"
+    params:
+        kind="lora",
+        act=cfg("activations"),
+        model=extraction_model(),
+        base=base_model_path,
+        device=setting("device"),
+        code=code_of("activations_features.py"),
+    script:
+        "../scripts/activations_features.py"
+
+
+rule mlp_features:
     input:
         manifest=res("activations/manifest.json"),
         sft=res("data/sft.parquet"),
@@ -34,16 +64,15 @@ rule activation_features:
         components=res("components.parquet"),
         base=base_model_input,
     output:
-        features=res("features/{kind}/features.parquet"),
-        topk=res("features/{kind}/topk.parquet"),
-        contexts=res("features/{kind}/contexts.parquet"),
+        features=res("features/mlp/features.parquet"),
+        topk=res("features/mlp/topk.parquet"),
+        contexts=res("features/mlp/contexts.parquet"),
     log:
-        log_("activations/activation_features_{kind}.log"),
-    wildcard_constraints:
-        kind="lora|mlp",
+        log_("activations/mlp_features.log"),
     conda:
         "../../envs/train.yaml"
     params:
+        kind="mlp",
         act=cfg("activations"),
         model=extraction_model(),
         base=base_model_path,

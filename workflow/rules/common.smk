@@ -46,6 +46,7 @@ from lorascope.core.config import ConfigError, load_schema, validate
 from lorascope.core.models import base_model_path as base_model_location
 from lorascope.core.codeversion import code_version, use_disk_cache
 from lorascope.core.wiring import RUNTIME_KEYS, JobConfig, declared
+from lorascope.hub.names import is_hub_id, snapshot_name
 
 
 def hub_benchmarks():
@@ -146,17 +147,47 @@ def output_parent(wildcards, output):
 
 
 def base_model_path(wildcards=None):
-    """Where the base model loads from: the toy dir or a hub id / path."""
-    return base_model_location(config["model"], f"results/{RUN}")
+    """Where the base model loads from: the toy dir, a local dir, a hub id, or
+    with hub.prefetch the hub id's local snapshot."""
+    model = config["model"]
+    return prefetched("model", model["base"], model["revision"]) or (
+        base_model_location(model, f"results/{RUN}")
+    )
 
 
 def base_model_input(wildcards=None):
-    """The toy base model dir, or a local model dir (as written); nothing for a
-    hub id (its revision is a param)."""
-    base = config["model"]["base"]
-    if base == "toy":
+    """The toy base model dir, a local model dir (as written) or a prefetched
+    snapshot; nothing for a hub id read from the hub (its revision is a param)."""
+    model = config["model"]
+    if model["base"] == "toy":
         return res("toy/base_model")
-    return base if os.path.isdir(base) else []
+    snapshot = prefetched("model", model["base"], model["revision"])
+    return snapshot or (model["base"] if os.path.isdir(model["base"]) else [])
+
+
+# --- hub snapshots (used by workflow/rules/hub.smk and the loading rules) ------
+
+HUB_DIR = config["hub"]["dir"]
+
+
+def hub_repo(name):
+    """Whether a model/dataset name is read from the hub (not toy, not local)."""
+    return name not in ("toy", "train") and not os.path.exists(name) and is_hub_id(name)
+
+
+def prefetched(kind, name, revision, always=False):
+    """The local snapshot `name` is read from when hub.prefetch is on (or
+    `always`; rule hub_fetch makes it), or None: read the name as it is."""
+    if not ((always or config["hub"]["prefetch"]) and name and hub_repo(name)):
+        return None
+    return f"{HUB_DIR}/{kind}/{snapshot_name(name, revision)}"
+
+
+def gated_repos():
+    """Hub repos that need HF_TOKEN (GPQA): only hub_fetch reads the token."""
+    from lorascope.evaluation.benchmarks import BENCHMARKS
+
+    return sorted(spec.hub_id for spec in BENCHMARKS.values() if spec.gated)
 
 
 def model_keys():
@@ -208,6 +239,13 @@ def toy_sft_input(wildcards):
     return [res("toy/s1k.parquet")] if config["data"]["dataset"] == "toy" else []
 
 
+def sft_snapshot(wildcards):
+    """The SFT dataset's local snapshot, with hub.prefetch."""
+    data = config["data"]
+    snapshot = prefetched("dataset", data["dataset"], data["revision"])
+    return [snapshot] if snapshot else []
+
+
 def sft_data_files(wildcards):
     """Local SFT files (data.data_files) are inputs: an edit reruns the set."""
     files = config["data"]["data_files"]
@@ -228,6 +266,22 @@ def train_settings(variant):
     keys = ["bf16", "gradient_checkpointing", "logging_steps", "save_steps", variant]
     keys += ["lora"] if variant == "rank1" else []
     return config_of("seed", "device", *model_keys(), *(f"train.{k}" for k in keys))
+
+
+def adapter_source(wildcards):
+    """An existing adapter: a local dir, or for a hub id its snapshot (always
+    fetched by rule hub_fetch, so the import job needs no network)."""
+    model = config["model"]
+    snap = prefetched("model", model["adapter"], model["adapter_revision"], True)
+    return snap or model["adapter"]
+
+
+def full_snapshot(wildcards):
+    """A named full fine-tune's prefetched snapshot (hub.prefetch), or nothing."""
+    model = config["model"]
+    name = model["full_finetune"]
+    snapshot = prefetched("model", name, model["full_finetune_revision"])
+    return [snapshot] if snapshot else []
 
 
 # --- stage adapters (used by workflow/rules/adapters.smk) ---
@@ -264,10 +318,21 @@ def bench_file(name):
 
 def bench_source(wildcards):
     """Toy benchmarks come from the toy world; a hub one from its local file
-    (eval.benchmark_files) when set, else from the hub (no input)."""
+    (eval.benchmark_files) when set, else its prefetched snapshot, else from
+    the hub (no input)."""
     if wildcards.benchmark.startswith("toy_"):
         return res(f"toy/bench/{wildcards.benchmark}.parquet")
-    return bench_file(wildcards.benchmark) or []
+    return bench_file(wildcards.benchmark) or bench_snapshot(wildcards) or []
+
+
+def bench_snapshot(wildcards):
+    """A hub benchmark's local snapshot (hub.prefetch, no local file), or None."""
+    name = wildcards.benchmark
+    if name.startswith("toy_") or bench_file(name):
+        return None
+    from lorascope.evaluation.benchmarks import BENCHMARKS
+
+    return prefetched("dataset", BENCHMARKS[name].hub_id, None)
 
 
 def bench_settings(wildcards):
@@ -325,6 +390,11 @@ def generation_spec(wildcards):
     spec["models"] = engine_models(wildcards)
     spec["base"] = base_model_path()
     return spec
+
+
+def job_gpus(wildcards, resources):
+    """GPUs the profile gives the job (0 on CPU); not recorded."""
+    return int(getattr(resources, "gpu", 0) or 0)
 
 
 def generation_python(wildcards, resources):

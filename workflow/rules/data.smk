@@ -6,6 +6,7 @@ rule sft_dataset:
         base=base_model_input,
         toy=toy_sft_input,
         files=sft_data_files,
+        snapshot=sft_snapshot,
     output:
         sft=res("data/sft.parquet"),
         stats=res("data/sft_stats.json"),

@@ -37,6 +37,7 @@ rule bench_prepare:
     params:
         eval=bench_settings,
         toy_dir=res("toy/bench"),
+        snapshot=bench_snapshot,
         code=code_of("eval_bench.py"),
     script:
         "../scripts/eval_bench.py"
@@ -54,10 +55,12 @@ rule eval_generate:
     params:
         python=generation_python,
         spec=generation_spec,
+        gpus=job_gpus,
         code=code_of("lorascope.evaluation"),
     shell:
         "{params.python} -m lorascope.evaluation --spec {params.spec.as_json:q}"
-        " --bench {input.bench:q} --out {output.generations:q} > {log:q} 2>&1"
+        " --bench {input.bench:q} --out {output.generations:q} --gpus {params.gpus}"
+        " > {log:q} 2>&1"
 
 
 rule eval_grade:

@@ -1,28 +1,53 @@
 # Stage 'train': the rank-1 LoRA and the full fine-tune baseline (paper §2),
-# plus the component table every later stage indexes by.
+# plus the component table every later stage indexes by. With model.adapter an
+# existing adapter (the paper's published one, say) takes the trained one's
+# place at the same path, and every later stage runs from it.
 
 
-rule train_rank1:
-    input:
-        sft=res("data/sft.parquet"),
-        base=base_model_input,
-    output:
-        adapter=directory(res("train/rank1/adapter")),
-    log:
-        log_("train/train_rank1.log"),
-    conda:
-        "../../envs/train.yaml"
-    params:
-        base=base_model_path,
-        out=output_parent,
-        config=train_settings("rank1"),
-        launcher=launcher,
-        code=code_of("lorascope.train"),
-    shell:
-        "{params.launcher} -m lorascope.train --variant rank1 --base {params.base:q}"
-        " --sft {input.sft:q} --out {params.out:q}"
-        " --config {params.config.as_json:q}"
-        " > {log:q} 2>&1"
+if config["model"]["adapter"] is None:
+
+    rule train_rank1:
+        input:
+            sft=res("data/sft.parquet"),
+            base=base_model_input,
+        output:
+            adapter=directory(res("train/rank1/adapter")),
+        log:
+            log_("train/train_rank1.log"),
+        conda:
+            "../../envs/train.yaml"
+        params:
+            base=base_model_path,
+            out=output_parent,
+            config=train_settings("rank1"),
+            launcher=launcher,
+            code=code_of("lorascope.train"),
+        shell:
+            "{params.launcher} -m lorascope.train --variant rank1 --base {params.base:q}"
+            " --sft {input.sft:q} --out {params.out:q}"
+            " --config {params.config.as_json:q}"
+            " > {log:q} 2>&1"
+
+else:
+
+    rule adapter_import:
+        input:
+            source=adapter_source,
+            base=base_model_input,
+        output:
+            adapter=directory(res("train/rank1/adapter")),
+        log:
+            log_("train/adapter_import.log"),
+        conda:
+            "../../envs/train.yaml"
+        params:
+            lora=cfg("train.lora"),
+            model=cfg("model", "adapter", "adapter_revision", "adapter_check_base"),
+            base=base_model_path,
+            base_repo=setting("model.base"),
+            code=code_of("train_adapter_import.py"),
+        script:
+            "../scripts/train_adapter_import.py"
 
 
 if config["model"]["full_finetune"] == "train":
@@ -52,6 +77,8 @@ if config["model"]["full_finetune"] == "train":
 else:
 
     rule full_checkpoint:
+        input:
+            snapshot=full_snapshot,
         output:
             model=directory(res("train/full/model")),
         log:

@@ -1,4 +1,5 @@
-"""Rule activation_features: features, top-k and context windows of one kind.
+"""Rules lora_features, mlp_features: features, top-k and context windows of
+one kind.
 
 kind `lora`: the stored LoRA scalars. kind `mlp`: the MLP-neuron baseline,
 whose activations were never stored, so the windows around its top-k tokens
@@ -28,7 +29,7 @@ from lorascope.core.shards import open_shards
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 
 with script_logging(smk) as log:
-    kind, act = smk.wildcards.kind, smk.params.act
+    kind, act = smk.params.kind, smk.params.act
     shards = open_shards(Path(smk.input.manifest).parent)
     meta = shards.meta  # what was extracted, not what the config says now
     polarity = meta["polarity"] if kind == "lora" else meta["mlp_polarity"]

@@ -10,7 +10,8 @@ smk = snakemake  # noqa: F821 (injected by Snakemake)
 with script_logging(smk) as log:
     data_cfg = smk.params.data
     toy = smk.input.toy[0] if smk.input.toy else None
-    rows = load_rows(data_cfg, toy_parquet=toy)
+    snapshot = smk.input.snapshot[0] if smk.input.snapshot else None
+    rows = load_rows(data_cfg, toy_parquet=toy, snapshot=snapshot)
     tokenizer = load_tokenizer(smk.params.base, smk.params.model["revision"])
     df, stats = tokenise(rows, tokenizer, data_cfg)
     write_parquet(df, smk.output.sft)

@@ -19,6 +19,7 @@ with script_logging(smk) as log:
         seed=ecfg["choice_seed"],
         limit=ecfg["limit"],
         duplicates=ecfg["duplicate_rows"],
+        snapshot=smk.params.snapshot,
     )
     write_parquet(df, smk.output.bench)
     log.info("%s: %d problems, graders %s", name, df.height, sorted(set(df["grader"])))

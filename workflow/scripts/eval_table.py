@@ -5,9 +5,9 @@ from pathlib import Path
 
 import polars as pl
 
+from lorascope.core.chat import THINK_PREFILL
 from lorascope.core.io import atomic_path, write_parquet
 from lorascope.core.runtime import script_logging
-from lorascope.evaluation.generation import THINK_PREFILL
 from lorascope.evaluation.tables import (
     base_param_count,
     correct_matrix,
@@ -38,11 +38,6 @@ with script_logging(smk) as log:
         base, how = base_param_count(smk.params.base, smk.params.revision)
         table = with_param_fraction(table, safetensors_numel(adapter), base)
         log.info("base parameters counted from its %s", how)
-    prefill = ecfg["think_prefill"]
-    table = with_prompting(table, prefill)
-    text = to_markdown_report(
-        table, which, ci, n_boot, f"{prefill}: {THINK_PREFILL[prefill]}"
-    )
     prefill = ecfg["think_prefill"]
     table = with_prompting(table, prefill)
     text = to_markdown_report(

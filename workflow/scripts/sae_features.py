@@ -13,8 +13,9 @@ import polars as pl
 
 from lorascope.core.contexts import build_contexts, finish_features, token_strings
 from lorascope.core.io import read_json, write_parquet
-from lorascope.core.models import load_sae, load_tokenizer
+from lorascope.core.models import load_tokenizer
 from lorascope.core.runtime import resolve_device, script_logging
+from lorascope.core.saes import load_sae
 from lorascope.core.shards import open_shards
 from lorascope.sae.config import SaeConfig
 from lorascope.sae.features import (

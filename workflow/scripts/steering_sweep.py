@@ -13,8 +13,8 @@ from lorascope.ablation.steering_targets import (
     sae_typical_activation,
 )
 from lorascope.core.io import atomic_path, to_markdown, write_parquet
-from lorascope.core.models import load_sae
 from lorascope.core.runtime import script_logging
+from lorascope.core.saes import load_sae
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 

@@ -14,9 +14,11 @@ smk = snakemake  # noqa: F821 (injected by Snakemake)
 with script_logging(smk) as log:
     model = smk.params.model
     with atomic_path(smk.output.model, is_dir=True) as tmp:
+        # With hub.prefetch the checkpoint is read from its local snapshot.
+        snapshot = smk.input.snapshot[0] if smk.input.snapshot else None
         pointer = {
-            "model": model["full_finetune"],
-            "revision": model["full_finetune_revision"],
+            "model": snapshot or model["full_finetune"],
+            "revision": None if snapshot else model["full_finetune_revision"],
         }
         write_json(pointer, Path(tmp) / "POINTER.json")
     log.info("full fine-tune baseline: %s", pointer)

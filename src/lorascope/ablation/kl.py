@@ -182,13 +182,14 @@ class PrefixRunner:
         Needs `reference()` and `ref_logp()` of the same sequence first.
         """
         hidden_VTD = self.run_from(start, mult_VC, add_VC, mlp_start)
-        kl_sum_V = torch.zeros(len(hidden_VTD), dtype=torch.float64)
-        kl_sum_V = kl_sum_V.to(hidden_VTD.device)
+        device = hidden_VTD.device
+        kl_sum_V = torch.zeros(len(hidden_VTD), dtype=torch.float64, device=device)
         for t in range(0, hidden_VTD.shape[1], logit_chunk):
             sl = slice(t, t + logit_chunk)
             kl_VT = token_kl(self.ref_logp_TX[sl], self.log_probs(hidden_VTD[:, sl]))
             kl_sum_V += (kl_VT * scope_T[sl]).sum(-1).double()
-        return kl_sum_V / max(int(scope_T.sum()), 1)
+        # Divided on the device: no host sync per batch of variants.
+        return kl_sum_V / scope_T.sum().clamp_min(1)
 
     @torch.no_grad()
     def ref_logp(self, logit_chunk: int = 512) -> None:

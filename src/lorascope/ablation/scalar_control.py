@@ -83,24 +83,59 @@ class ScalarControl:
         for i, layer in enumerate(layers):
             lora_a = layer.lora_A[_adapter_name(layer)]
             rank = lora_a.out_features
-            cols = torch.arange(start, start + rank)
+            cols = slice(start, start + rank)
             self._handles.append(lora_a.register_forward_hook(self._hook(i, cols)))
             start += rank
         self.n_components = start
 
-    def _hook(self, i: int, cols: torch.Tensor):
+    # mult_VC / add_VC may be set from anywhere (numpy on the host, a config);
+    # every hook mixes them in on the activation's own device and dtype, each
+    # moved once per forward setting, not once per layer (tests/test_devices.py).
+    @property
+    def mult_VC(self) -> torch.Tensor | None:
+        return self._edits["mult"]
+
+    @mult_VC.setter
+    def mult_VC(self, value: torch.Tensor | None) -> None:
+        self._set("mult", value)
+
+    @property
+    def add_VC(self) -> torch.Tensor | None:
+        return self._edits["add"]
+
+    @add_VC.setter
+    def add_VC(self, value: torch.Tensor | None) -> None:
+        self._set("add", value)
+
+    def _set(self, name: str, value: torch.Tensor | None) -> None:
+        if not hasattr(self, "_edits"):
+            self._edits: dict[str, torch.Tensor | None] = {"mult": None, "add": None}
+        self._edits[name] = value
+        self._moved: dict[tuple, torch.Tensor] = {}
+
+    def _edit_like(self, name: str, out: torch.Tensor) -> torch.Tensor | None:
+        """The edit `name` on `out`'s device and dtype (cached per pair)."""
+        value = self._edits[name]
+        if value is None:
+            return None
+        key = (name, out.device, out.dtype)
+        if key not in self._moved:
+            self._moved[key] = value.to(device=out.device, dtype=out.dtype)
+        return self._moved[key]
+
+    def _hook(self, i: int, cols: slice):
         def hook(_module, _inputs, out_BTR: torch.Tensor) -> torch.Tensor:
-            # Every tensor mixed in follows the activation's device and dtype
-            # (shifts are built on the CPU; the model may sit on a GPU).
-            like = dict(device=out_BTR.device, dtype=out_BTR.dtype)
-            if self.mult_VC is not None:
-                mult_VR = self.mult_VC[:, cols.to(self.mult_VC.device)]
-                out_BTR = out_BTR * mult_VR[:, None, :].to(**like)
-            if self.add_VC is not None:
-                add_VR = self.add_VC[:, cols.to(self.add_VC.device)]
-                add_VTR = add_VR[:, None, :].to(**like)
+            mult_VC = self._edit_like("mult", out_BTR)
+            if mult_VC is not None:
+                out_BTR = out_BTR * mult_VC[:, None, cols]
+            add_VC = self._edit_like("add", out_BTR)
+            if add_VC is not None:
+                add_VTR = add_VC[:, None, cols]
                 if self.add_mask_T is not None:
-                    add_VTR = add_VTR * self.add_mask_T[None, :, None].to(**like)
+                    mask_T = self.add_mask_T.to(
+                        device=out_BTR.device, dtype=out_BTR.dtype
+                    )
+                    add_VTR = add_VTR * mask_T[None, :, None]
                 out_BTR = out_BTR + add_VTR
             if self.record:
                 self._records[i] = out_BTR.detach()

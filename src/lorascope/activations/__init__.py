@@ -1,5 +1,5 @@
 """Stage activations (workflow/rules/activations.smk: rules
-`extract_activations`, `activation_features`).
+`extract_activations`, `lora_features`, `mlp_features`).
 
 Consumes: `data/sft.parquet`, the base model, `train/rank1/adapter/`,
 `components.parquet`.

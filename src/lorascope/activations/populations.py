@@ -1,4 +1,4 @@
-"""Which features the LoRA and MLP tables hold (rule `activation_features`).
+"""Which features the LoRA and MLP tables hold (rules `lora_features`, `mlp_features`).
 
 The extraction pass streams top-k and statistics for every LoRA component and
 every recorded MLP neuron, with the streamed polarity (`dominant` is streamed

@@ -8,7 +8,8 @@ Plumbing:
 - `io`: atomic writes, parquet + markdown tables, JSON, data-file checks.
 - `runtime`: script logging, seeding, devices, dtypes; jobs stop when
   snakemake dies.
-- `models`: load base models, tokenizers, adapters, SAEs the same way everywhere.
+- `models`: load base models, tokenizers and adapters the same way everywhere;
+  `saes`: load a saved SAE.
 
 Artifact formats (written by one stage, read by others):
 - `components`: the component table `components.parquet`, the one ordering.
@@ -39,6 +40,7 @@ __all__ = [
     "labels",
     "models",
     "runtime",
+    "saes",
     "shards",
     "topk",
     "wiring",

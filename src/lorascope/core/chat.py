@@ -21,6 +21,13 @@ ANSWER_MARKER = "\n<|im_start|>answer\n"
 ANSWER_PREFIX = "Answer: "
 IGNORE_INDEX = -100  # label value that the loss skips
 
+# eval.think_prefill: how evaluation prompts the variants (Tables 1 and 2 say).
+THINK_PREFILL = {
+    "all": "every variant's prompt ends with the think marker",
+    "not_base": "the base model gets the plain chat template; the other "
+    "variants' prompts end with the think marker",
+}
+
 
 class Example(NamedTuple):
     input_ids: list[int]

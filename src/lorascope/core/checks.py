@@ -10,6 +10,7 @@ key). Every message starts with the key path.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -187,6 +188,41 @@ def _file_problems(config: dict) -> list[str]:
     return out
 
 
+def _adapter_problem(config: dict) -> str | None:
+    """A local model.adapter is checked now (a hub one by rule adapter_import)."""
+    from lorascope.core.components import AdapterError, check_existing_adapter
+
+    model = config["model"]
+    adapter = model["adapter"]
+    if adapter is None or not Path(adapter).exists():
+        if adapter and _looks_local(adapter):
+            return f"model.adapter: local path {adapter!r} does not exist"
+        return None
+    base = model["base"]
+    if base == "toy":
+        base = f"results/{config['run']}/toy/base_model"
+    try:
+        check_existing_adapter(
+            adapter, config["train"]["lora"], base, None, model["adapter_check_base"]
+        )
+    except (AdapterError, OSError, ValueError) as err:
+        return f"model.adapter: {err}"
+    return None
+
+
+def _attention_problem(kernel: str) -> str | None:
+    """flash_attention_2 is opt-in: without the package, model loading would
+    fail inside the first GPU job; say so here instead, before any job."""
+    if kernel == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
+        return (
+            "model.attn_implementation: flash_attention_2 needs the flash-attn "
+            "package, which is not installed in this environment. Use sdpa (the "
+            "default), or install flash-attn (config/README.md, 'Attention "
+            "kernels': pip install flash-attn --no-build-isolation, after torch)"
+        )
+    return None
+
+
 def semantic_problems(config: dict, benchmarks=None) -> list[str]:
     """Every problem found, each starting with its key path.
 
@@ -200,6 +236,8 @@ def semantic_problems(config: dict, benchmarks=None) -> list[str]:
         if name not in ("toy", "train"):
             out.append(_model_problem(f"model.{key}", name))
     out.append(_sae_problem(config))
+    out.append(_attention_problem(config["model"]["attn_implementation"]))
+    out.append(_adapter_problem(config))
     out += _benchmark_problems(config, benchmarks)
     out += _file_problems(config)
     return [p for p in out if p]

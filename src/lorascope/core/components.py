@@ -195,3 +195,55 @@ def select(
         idx[np.asarray(list(indices), dtype=int)] = True
         mask &= idx
     return mask
+
+
+def _same_base(declared: str | None, base: str, base_repo: str | None) -> bool:
+    """Whether the adapter's declared base is the configured one: equal hub ids,
+    or the same final path component (a local copy of the same model)."""
+    if not declared:
+        return False
+    names = {base, base_repo} - {None}
+    tail = lambda s: s.rstrip("/").split("/")[-1].lower()  # noqa: E731
+    return declared in names or tail(declared) in {tail(n) for n in names}
+
+
+def check_existing_adapter(
+    adapter_dir: Path | str,
+    lora_cfg: dict,
+    base: str,
+    base_repo: str | None = None,
+    check_base: bool = True,
+) -> dict:
+    """Fail clearly unless `adapter_dir` is the adapter this config analyses.
+
+    `base` is the configured base model (hub id or local path); `base_repo`
+    the hub id a local snapshot was fetched from, if any. Returns the
+    adapter's config.
+    """
+    adapter_dir = Path(adapter_dir)
+    cfg = read_adapter_config(adapter_dir)
+    if cfg.get("peft_type", "LORA") != "LORA":
+        raise AdapterError(f"{adapter_dir}: peft_type {cfg['peft_type']}, not LORA")
+    want_modules = sorted(lora_cfg["target_modules"])
+    have = cfg.get("target_modules")
+    have = sorted([have] if isinstance(have, str) else have or [])
+    if have != want_modules:
+        raise AdapterError(
+            f"{adapter_dir}: adapts {have}, the config expects {want_modules} "
+            "(set train.lora.target_modules to analyse this adapter)"
+        )
+    if cfg.get("r") != lora_cfg["r"]:
+        raise AdapterError(
+            f"{adapter_dir}: rank {cfg.get('r')}, the config expects "
+            f"train.lora.r = {lora_cfg['r']}"
+        )
+    modules = tuple(m.removesuffix("_proj") for m in lora_cfg["target_modules"])
+    check_adapter(adapter_dir, rank=lora_cfg["r"], modules=modules)
+    declared = cfg.get("base_model_name_or_path")
+    if check_base and not _same_base(declared, base, base_repo):
+        raise AdapterError(
+            f"{adapter_dir}: trained on {declared!r}, but model.base is {base!r} "
+            "(point model.base at that model, or set model.adapter_check_base: "
+            "false if it is the same model under another name)"
+        )
+    return cfg

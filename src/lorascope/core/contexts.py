@@ -1,6 +1,6 @@
 """Feature tables: features.parquet and context windows around top-k tokens.
 
-Used by rule `activation_features` (LoRA components, MLP neurons) and by the
+Used by rules `lora_features` and `mlp_features` and by the
 SAE feature rule; kind-agnostic: a kind supplies its units (one row per
 measured scalar), its streamed statistics and top-k, and a function giving
 unit activations over whole documents. Schemas: docs/ARCHITECTURE.md

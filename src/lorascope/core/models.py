@@ -63,9 +63,12 @@ def load_causal_lm(
     path: str,
     dtype: str = "float32",
     attn_implementation: str = "sdpa",
-    device: str = "auto",
+    device: str | None = "auto",
     revision: str | None = None,
 ):
+    """A causal LM in eval mode on `device`; `device=None` leaves it where
+    `from_pretrained` put it (training: on the meta device on the FSDP ranks
+    that receive their shard from rank 0, see lorascope.train.trainer)."""
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(
@@ -74,7 +77,9 @@ def load_causal_lm(
         dtype=torch_dtype(dtype),
         attn_implementation=attn_implementation,
     )
-    return model.to(resolve_device(device)).eval()
+    if device is not None:
+        model = model.to(resolve_device(device))
+    return model.eval()
 
 
 def load_lora_model(base, adapter_dir: str | Path, is_trainable: bool = False):
@@ -119,13 +124,3 @@ def resolve_model_dir(
     if not data.get("model"):
         raise ValueError(f"{pointer}: no 'model' entry")
     return data["model"], data.get("revision")
-
-
-def load_sae(model_dir: str | Path, device: str = "cpu"):
-    """A saved SAE (SAELens on-disk format, as rule `train_sae` writes it)."""
-    from sae_lens import SAE
-
-    model_dir = Path(model_dir)
-    if not (model_dir / "cfg.json").is_file():
-        raise FileNotFoundError(f"{model_dir}: no SAELens cfg.json (not a saved SAE)")
-    return SAE.load_from_disk(model_dir, device=device)

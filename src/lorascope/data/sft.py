@@ -21,8 +21,14 @@ class DataError(ValueError):
     """The dataset is unusable; the message names the file/column/row."""
 
 
-def load_rows(data_cfg: dict, toy_parquet: str | None = None):
-    """Load the raw SFT rows as a `datasets.Dataset` through `load_dataset`."""
+def load_rows(
+    data_cfg: dict, toy_parquet: str | None = None, snapshot: str | None = None
+):
+    """Load the raw SFT rows as a `datasets.Dataset` through `load_dataset`.
+
+    `snapshot`: a local copy of the hub dataset (hub.prefetch), read in its
+    place with the same split.
+    """
     from datasets import load_dataset
 
     name = data_cfg["dataset"]
@@ -49,6 +55,9 @@ def load_rows(data_cfg: dict, toy_parquet: str | None = None):
                 f"data.data_files {files}: not readable as {name}: "
                 f"{type(err).__name__}: {err}"
             ) from err
+    elif snapshot:
+        source = f"{snapshot} (snapshot of {name}):{data_cfg['split']}"
+        ds = load_dataset(str(snapshot), split=data_cfg["split"])
     else:
         source = f"{name}@{data_cfg['revision'] or 'default'}:{data_cfg['split']}"
         ds = load_dataset(name, revision=data_cfg["revision"], split=data_cfg["split"])

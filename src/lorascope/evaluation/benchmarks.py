@@ -214,10 +214,14 @@ def validate_benchmark(
     return df
 
 
-def _load_raw(name: str, spec: BenchmarkSpec, data_files: str | None) -> list[dict]:
+def _load_raw(
+    name: str, spec: BenchmarkSpec, data_files: str | None, snapshot: str | None
+) -> list[dict]:
     from datasets import load_dataset  # heavy import, only when loading
 
-    if data_files is not None:
+    if snapshot is not None:  # a local copy of the hub repo (hub.prefetch)
+        ds = load_dataset(str(snapshot), spec.config, split=spec.split)
+    elif data_files is not None:
         if spec.file_format in TEXT_FORMATS:
             check_text_file(data_files, f"eval.benchmark_files.{name}")
         try:
@@ -265,6 +269,7 @@ def load_benchmark(
     seed: int = 0,
     limit: int | None = None,
     duplicates: str = "error",
+    snapshot: str | Path | None = None,
 ) -> pl.DataFrame:
     """Load benchmark `name` as a normalised, validated frame.
 
@@ -272,7 +277,8 @@ def load_benchmark(
     `toy_dir`: folder holding `toy_*.parquet` files. `seed` fixes the
     multiple-choice shuffle; `limit` keeps the first n rows (after shuffling,
     so a limited run sees the same choices as a full one). `duplicates`:
-    eval.duplicate_rows.
+    eval.duplicate_rows. `snapshot`: a local copy of the benchmark's hub repo
+    (hub.prefetch), read instead of the hub.
     """
     if name.startswith("toy_"):
         if toy_dir is None:
@@ -284,7 +290,8 @@ def load_benchmark(
     elif name in BENCHMARKS:
         spec = BENCHMARKS[name]
         df = pl.DataFrame(
-            spec.to_rows(_load_raw(name, spec, data_files), seed), schema=SCHEMA
+            spec.to_rows(_load_raw(name, spec, data_files, snapshot), seed),
+            schema=SCHEMA,
         )
     else:
         known = sorted(BENCHMARKS) + ["toy_*"]

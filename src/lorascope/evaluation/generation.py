@@ -22,19 +22,14 @@ from collections.abc import Mapping
 
 import polars as pl
 
+from lorascope.core.chat import THINK_PREFILL
 from lorascope.core.decoding import build_prompts, context_length, generate_hf
 from lorascope.core.models import resolve_model_dir
 
-__all__ = ["THINK_PREFILL", "generate_benchmarks", "think_prefilled"]
+__all__ = ["generate_benchmarks", "think_prefilled"]
+
 
 # eval.think_prefill values, and how Tables 1 and 2 describe them.
-THINK_PREFILL = {
-    "all": "every variant's prompt ends with the think marker",
-    "not_base": "the base model gets the plain chat template; the other "
-    "variants' prompts end with the think marker",
-}
-
-
 def think_prefilled(variant: str, mode: str) -> bool:
     """Whether `variant`'s prompts end with the think marker."""
     if mode not in THINK_PREFILL:

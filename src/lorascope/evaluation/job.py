@@ -34,11 +34,26 @@ __all__ = ["main"]
 log = logging.getLogger("lorascope")
 
 
+def tensor_parallel(configured: int | None, gpus: int) -> int:
+    """One engine over every GPU the job has, unless the config says otherwise
+    and agrees with the profile (the two are kept equal by construction)."""
+    if configured is None:
+        return max(gpus, 1)
+    if gpus and configured != gpus:
+        raise ValueError(
+            f"eval.vllm.tensor_parallel_size is {configured} but the job has "
+            f"{gpus} GPUs (the profile's gpu for eval_generate): set it to null "
+            "to follow the profile"
+        )
+    return configured
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m lorascope.evaluation")
     ap.add_argument("--spec", required=True, help="the rule's params as JSON")
     ap.add_argument("--bench", nargs="+", required=True, help="benchmark parquets")
     ap.add_argument("--out", required=True, help="generations directory")
+    ap.add_argument("--gpus", type=int, default=0, help="GPUs the job was given")
     args = ap.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO,
@@ -46,6 +61,11 @@ def main(argv: list[str] | None = None) -> None:
         stream=sys.stderr,
     )
     spec = json.loads(args.spec)
+    if "vllm" in spec["eval"]:
+        vllm = spec["eval"]["vllm"]
+        vllm["tensor_parallel_size"] = tensor_parallel(
+            vllm["tensor_parallel_size"], args.gpus
+        )
     log.info("python %s, backend %s", sys.executable, spec["eval"]["backend"])
     seed_everything(spec["seed"])
     benchmarks = {Path(p).stem: pl.read_parquet(p) for p in args.bench}

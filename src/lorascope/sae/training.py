@@ -23,8 +23,8 @@ from sae_lens.saes.sae import SAEMetadata, TrainStepOutput
 from sae_lens.training.sae_trainer import SAETrainer
 
 from lorascope.core.io import atomic_path
-from lorascope.core.models import load_sae
 from lorascope.core.runtime import resolve_device
+from lorascope.core.saes import load_sae
 from lorascope.sae.config import SaeConfig
 from lorascope.sae.evaluation import evaluate_sae
 

@@ -85,6 +85,26 @@ def sft_config(out_dir: Path, train_cfg: dict, variant: Variant, seed: int, devi
     )
 
 
+def load_for_training(base_path: str, model_cfg: dict, args):
+    """The base model, loaded so that FSDP ranks do not each hold a copy.
+
+    Under `accelerate launch` with FSDP and `fsdp_cpu_ram_efficient_loading`,
+    transformers keeps the weights on local rank 0 only (the other ranks
+    receive their shards from it), but it can only tell the ranks apart once
+    the process group exists. So the Trainer's own distributed setup
+    (`args.device` creates it, with the backend the arguments choose) runs
+    before the model is loaded. Outside a launcher it only picks the device.
+    """
+    args.device  # noqa: B018 (the property sets up the process group)
+    return load_causal_lm(
+        base_path,
+        dtype=model_cfg["dtype"],
+        attn_implementation=model_cfg["attn_implementation"],
+        device=None,  # the Trainer (or FSDP) moves it to its device(s)
+        revision=model_cfg["revision"],
+    )
+
+
 def load_sft(sft_parquet: str):
     from datasets import Dataset
 
@@ -155,15 +175,9 @@ def train(
     device = resolve_device(config["device"])
     seed_everything(config["seed"])
     tokenizer = load_tokenizer(base_path, model_cfg["revision"])
-    model = load_causal_lm(
-        base_path,
-        dtype=model_cfg["dtype"],
-        attn_implementation=model_cfg["attn_implementation"],
-        device="cpu",  # the Trainer (or FSDP) moves it to its device(s)
-        revision=model_cfg["revision"],
-    )
-    model.config.use_cache = False
     args = sft_config(out_dir, train_cfg, variant, config["seed"], device)
+    model = load_for_training(base_path, model_cfg, args)
+    model.config.use_cache = False
     trainer = SFTTrainer(
         model=model,
         args=args,
@@ -187,6 +201,12 @@ def train(
 
     final = out_dir / ("adapter" if variant == "rank1" else "model")
     partial = out_dir / f".{final.name}.partial"
+    if trainer.is_fsdp_enabled:
+        # Checkpoints are sharded (workflow/accelerate/fsdp.yaml): each rank
+        # writes its shard of the trainable parameters, and no checkpoint
+        # gathers the frozen base. The final artifact is a plain PEFT/HF dir,
+        # so it is gathered once, here.
+        trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
     trainer.save_model(str(partial))  # every rank: FSDP gathers the weights here
     if trainer.is_world_process_zero():
         write_provenance(partial, config)

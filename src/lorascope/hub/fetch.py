@@ -1,0 +1,76 @@
+"""Snapshots of hub repos on local disk, fetched once by a CPU job.
+
+Used by rule `hub_fetch` (workflow/rules/hub.smk). Compute nodes often have
+no internet and little home space; with `hub.prefetch` on, every model,
+adapter and dataset the run needs is downloaded here, into `hub.dir`, and
+GPU jobs load the local directory instead of a hub id. The snapshot is
+written to a temporary sibling and renamed into place when complete, with a
+`SNAPSHOT.json` recording which commit it holds.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from lorascope.core.io import atomic_path, write_json
+
+__all__ = ["KINDS", "SNAPSHOT_FILE", "fetch_snapshot"]
+
+SNAPSHOT_FILE = "SNAPSHOT.json"
+KINDS = ("model", "dataset")
+
+
+def fetch_snapshot(
+    repo_id: str,
+    kind: str,
+    dest: Path | str,
+    *,
+    revision: str | None = None,
+    endpoint: str | None = None,
+    gated: bool = False,
+) -> dict:
+    """Download `repo_id` (kind model|dataset) into `dest`; return the record.
+
+    The token is read from `HF_TOKEN` here and only here; a gated repo without
+    one fails naming the variable before any request.
+    """
+    from huggingface_hub import HfApi, snapshot_download
+
+    if kind not in KINDS:
+        raise ValueError(f"hub snapshot kind must be one of {KINDS}, got {kind!r}")
+    token = os.environ.get("HF_TOKEN") or None
+    if gated and token is None:
+        raise RuntimeError(
+            f"{repo_id} is gated: accept its terms on the hub and export HF_TOKEN "
+            "for the hub_fetch job (no other job needs it)"
+        )
+    api = HfApi(endpoint=endpoint, token=token if token else False)
+    # Resolve the revision to a commit first: the snapshot is one commit,
+    # recorded beside it, even if the branch moves during the download.
+    commit = api.repo_info(repo_id, repo_type=kind, revision=revision).sha
+    with atomic_path(dest, is_dir=True) as tmp:
+        local = snapshot_download(
+            repo_id,
+            repo_type=kind,
+            revision=commit,
+            local_dir=tmp,
+            endpoint=endpoint,
+            token=token if token else False,
+        )
+        shutil.rmtree(Path(local) / ".cache", ignore_errors=True)  # hub bookkeeping
+        files = sorted(
+            str(p.relative_to(tmp)) for p in Path(tmp).rglob("*") if p.is_file()
+        )
+        if not files:
+            raise RuntimeError(f"{repo_id}@{revision or 'main'}: the snapshot is empty")
+        record = {
+            "repo_id": repo_id,
+            "kind": kind,
+            "revision": revision or "main",
+            "commit": commit,
+            "files": files,
+        }
+        write_json(record, Path(tmp) / SNAPSHOT_FILE)
+    return record

@@ -1,0 +1,69 @@
+"""Hub snapshots: fetched once, from a local stand-in for the hub."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from fake_hub import COMMIT, FakeHub
+
+from lorascope.hub.fetch import SNAPSHOT_FILE, fetch_snapshot
+from lorascope.hub.names import parse_snapshot_name, snapshot_name
+
+
+@pytest.fixture(autouse=True)
+def online(monkeypatch):
+    """The suite runs offline (conftest); these tests talk to a local hub."""
+    import huggingface_hub.constants as hf
+
+    monkeypatch.setattr(hf, "HF_HUB_OFFLINE", False)
+
+
+@pytest.fixture()
+def repos(tmp_path):
+    model = tmp_path / "repo_model"
+    (model / "sub").mkdir(parents=True)
+    (model / "config.json").write_text('{"model_type": "qwen2"}')
+    (model / "sub" / "weights.bin").write_bytes(b"\x00" * 1000)
+    data = tmp_path / "repo_data"
+    data.mkdir()
+    (data / "train.jsonl").write_text('{"question": "q"}\n')
+    return {"models/Org/Model": model, "datasets/Org/Gated": data}
+
+
+def test_snapshot_names_round_trip():
+    name = snapshot_name("Qwen/Qwen2.5-32B-Instruct", None)
+    assert name == "Qwen--Qwen2.5-32B-Instruct@main"
+    assert parse_snapshot_name(name) == ("Qwen/Qwen2.5-32B-Instruct", "main")
+    with pytest.raises(ValueError, match="expected 'org/name'"):
+        snapshot_name("no-org", None)
+
+
+def test_fetch_writes_the_snapshot_and_its_commit(repos, tmp_path, monkeypatch):
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    dest = tmp_path / "hub" / "model" / snapshot_name("Org/Model", "main")
+    with FakeHub(repos) as hub:
+        record = fetch_snapshot("Org/Model", "model", dest, endpoint=hub.url)
+    assert (dest / "sub" / "weights.bin").read_bytes() == b"\x00" * 1000
+    assert json.loads((dest / SNAPSHOT_FILE).read_text()) == record
+    assert record["commit"] == COMMIT and record["files"] == [
+        "config.json",
+        "sub/weights.bin",
+    ]
+    assert not (dest / ".cache").exists()
+
+
+def test_gated_repo_needs_the_token_and_fails_cleanly(repos, tmp_path, monkeypatch):
+    dest = tmp_path / "hub" / "dataset" / "Org--Gated@main"
+    with FakeHub(repos, gated={"datasets/Org/Gated"}, token="hf_secret") as hub:
+        monkeypatch.delenv("HF_TOKEN", raising=False)
+        with pytest.raises(RuntimeError, match="export HF_TOKEN"):
+            fetch_snapshot("Org/Gated", "dataset", dest, endpoint=hub.url, gated=True)
+        assert hub.requests == []  # failed before asking anything
+        monkeypatch.setenv("HF_TOKEN", "hf_wrong")
+        with pytest.raises(Exception, match="401"):
+            fetch_snapshot("Org/Gated", "dataset", dest, endpoint=hub.url, gated=True)
+        assert not dest.exists() and not list(dest.parent.glob(".*"))
+        monkeypatch.setenv("HF_TOKEN", "hf_secret")
+        fetch_snapshot("Org/Gated", "dataset", dest, endpoint=hub.url, gated=True)
+    assert (dest / "train.jsonl").exists()

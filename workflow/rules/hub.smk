@@ -1,0 +1,21 @@
+# Stage 'hub': snapshots of the hub repos a run needs (hub.prefetch), fetched
+# on a CPU job with network access, so that GPU jobs on compute nodes without
+# internet read local paths. One job per repo; HF_TOKEN is needed only here.
+
+
+rule hub_fetch:
+    output:
+        snapshot=directory(f"{HUB_DIR}/{{kind}}/{{snapshot}}"),
+    log:
+        "logs/hub/{kind}/{snapshot}.log",
+    wildcard_constraints:
+        kind="model|dataset",
+        snapshot=r"[^/]+--[^/]+@[^/]+",
+    conda:
+        "../../envs/interp.yaml"
+    params:
+        endpoint=setting("hub.endpoint"),
+        gated=gated_repos(),
+        code=code_of("hub_fetch.py"),
+    script:
+        "../scripts/hub_fetch.py"
