@@ -76,6 +76,9 @@ class ScalarControl:
         self.add_VC: torch.Tensor | None = None
         self.add_mask_T: torch.Tensor | None = None
         """Positions `add_VC` applies to (bool [T] of the forward); None = all."""
+        self.set_VTC: torch.Tensor | None = None
+        """Replacement scalars per row and position (feature ablation); applied
+        before mult/add; None = keep the computed scalars."""
         self.record = False
         self._records: list[torch.Tensor | None] = [None] * len(layers)
         self._handles = []
@@ -93,6 +96,9 @@ class ScalarControl:
             # Every tensor mixed in follows the activation's device and dtype
             # (shifts are built on the CPU; the model may sit on a GPU).
             like = dict(device=out_BTR.device, dtype=out_BTR.dtype)
+            if self.set_VTC is not None:
+                set_VTR = self.set_VTC[:, :, cols.to(self.set_VTC.device)]
+                out_BTR = set_VTR.to(**like).expand_as(out_BTR)
             if self.mult_VC is not None:
                 mult_VR = self.mult_VC[:, cols.to(self.mult_VC.device)]
                 out_BTR = out_BTR * mult_VR[:, None, :].to(**like)
@@ -115,7 +121,7 @@ class ScalarControl:
         return torch.cat(self._records, dim=-1)
 
     def clear(self) -> None:
-        self.mult_VC = self.add_VC = self.add_mask_T = None
+        self.mult_VC = self.add_VC = self.add_mask_T = self.set_VTC = None
         self.record = False
         self._records = [None] * len(self._records)
 
