@@ -532,12 +532,21 @@ def ablation_targets():
     return [
         *expand(res("ablation/{table}.parquet"), table=KL_TABLES),
         res("steering/sweep.parquet"),
+        res("ablation/feature_kl.parquet"),
+        res("ablation/direct_effects.parquet"),
+        res("ablation/sae_decoder.parquet"),
     ]
 
 
 def ablation_params(wildcards):
     """The config the KL ablation reads (a change reruns it)."""
     return config_of("seed", "device", *model_keys(), "ablation")
+
+
+def direct_effect_params(wildcards):
+    """What the direct-effect job reads to load the LoRA (no sequences)."""
+    keys = ("ablation.seed", "ablation.device")
+    return config_of("seed", "device", *model_keys(), *keys)
 
 
 def steering_params(wildcards):
