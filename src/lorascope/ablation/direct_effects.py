@@ -32,14 +32,15 @@ def writes(peft_model: nn.Module) -> tuple[torch.Tensor, np.ndarray]:
     """Residual write per unit scalar, [C, D] in component order (zero rows for
     components that do not write the residual stream), and the writer mask [C]."""
     rows, writer = [], []
+    zero_D = torch.zeros(peft_model.get_base_model().config.hidden_size)
     for info, layer in lora_modules(peft_model):
         (name,) = [a for a in layer.active_adapters if a in layer.lora_B]
-        b_DR = layer.lora_B[name].weight.float() * float(layer.scaling[name])
+        b_DR = layer.lora_B[name].weight.float().cpu() * float(layer.scaling[name])
         for slot in range(b_DR.shape[1]):
             is_writer = info.module in RESIDUAL_WRITERS
-            rows.append(b_DR[:, slot] if is_writer else torch.zeros_like(b_DR[:, 0]))
+            rows.append(b_DR[:, slot] if is_writer else zero_D)
             writer.append(is_writer)
-    return torch.stack(rows).cpu(), np.array(writer)
+    return torch.stack(rows), np.array(writer)
 
 
 @torch.no_grad()
