@@ -68,7 +68,7 @@ rule feature_ablation:
     conda:
         "../../envs/train.yaml"
     params:
-        config=ablation_params,
+        config=feature_ablation_params,
         base=base_model_path,
         code=code_of("ablation_features.py"),
     script:

@@ -543,6 +543,11 @@ def ablation_params(wildcards):
     return config_of("seed", "device", *model_keys(), "ablation")
 
 
+def feature_ablation_params(wildcards):
+    """The KL ablation's config (same sequences) and the feature subset size."""
+    return config_of("seed", "device", *model_keys(), "ablation", "causal.kl_sequences")
+
+
 def direct_effect_params(wildcards):
     """What the direct-effect job reads to load the LoRA (no sequences)."""
     keys = ("ablation.seed", "ablation.device")

@@ -25,6 +25,7 @@ with script_logging(smk) as log:
     remove_GF = np.zeros((sae_features.height, sae_map.dir_FC.shape[0]), bool)
     remove_GF[np.arange(sae_features.height), sae_features["latent"].to_numpy()] = 1
     sequences = kl_sequences(config, smk.input.sft)
+    sequences = sequences[: config["causal"]["kl_sequences"] or len(sequences)]
     log.info(
         "%d SAE features x %d sequences (%d tokens), %d variants per forward",
         len(remove_GF), len(sequences), sum(len(s[0]) for s in sequences),

@@ -82,7 +82,7 @@ def decoder_fingerprint(
     """Long frame: per SAE feature (features.parquet rows) and component, the
     decoder weight in raw-scalar space (for the dashboards' layer x module map)."""
     latent_G = features["latent"].to_numpy()
-    weight_GC = dir_FC[torch.from_numpy(latent_G)].double().numpy()
+    weight_GC = dir_FC[torch.tensor(latent_G.tolist())].double().numpy()
     n_c = table.height
     comp = table.select("index", "layer", "module", "rank_slot")
     return pl.DataFrame(

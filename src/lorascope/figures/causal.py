@@ -87,8 +87,8 @@ def rank_correlation(
 def _rho_text(name: str, r: tuple[float, float, float, int]) -> str:
     rho, lo, hi, n = r
     if np.isnan(rho):
-        return f"ρ({name}) n/a (n={n})"
-    return f"ρ({name}) = {rho:.2f} [{lo:.2f}, {hi:.2f}], n={n}"
+        return f"ρ({name}) n/a, n={n}"
+    return f"ρ({name}) = {rho:.2f}\n[{lo:.2f}, {hi:.2f}], n={n}"
 
 
 def plot_causal(
@@ -103,7 +103,7 @@ def plot_causal(
     stats = []
     with paper_rc(style):
         fig, axes = plt.subplots(
-            2, len(kinds), figsize=style.size(0.95), squeeze=False, sharey="col"
+            2, len(kinds), figsize=style.size(1.15), squeeze=False, sharey="col"
         )
         for col, kind in enumerate(kinds):
             sub = frame.filter(pl.col("kind") == kind)
@@ -126,9 +126,11 @@ def plot_causal(
                     )  # fmt: skip
             for ax in (top, bottom):
                 ax.set_yscale("symlog", linthresh=thresh)
-            top.set_title(f"{KIND_TITLES.get(kind, kind)}\n{_rho_text('det', r_det)}")
+            small = style.font_size - 1
+            title = f"{KIND_TITLES.get(kind, kind)}\n{_rho_text('det', r_det)}"
+            top.set_title(title, fontsize=small)
             top.set_xlabel("detection score")
-            bottom.set_title(_rho_text("class", r_cls))
+            bottom.set_title(_rho_text("class", r_cls), fontsize=small)
             bottom.set_xticks(list(CLASSES), list(CLASSES.values()))
             bottom.set_xlim(-0.6, 2.6)
         axes[0, 0].set_ylabel("ablation KL")
