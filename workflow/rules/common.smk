@@ -582,6 +582,8 @@ def steering_sae_inputs(wildcards):
     if auto_sae:
         inputs["sae_features"] = res("features/sae/features.parquet")
         inputs["explanations"] = res("autointerp/explanations/sae.parquet")
+    if auto_sae and st["sae_select"] != "keyword":
+        inputs["feature_kl"] = res("ablation/feature_kl.parquet")
     return inputs
 
 
