@@ -59,9 +59,14 @@ class SaeMap:
         recon_TC = sae.decode(z_TF).to(self.dtype).cpu()
         z_TF = z_TF.to(self.dtype).cpu()
         affine_TC = self.bias_C + z_TF @ self.dir_FC
-        scale = float(recon_TC.abs().max()) + 1.0
-        tol = 1e3 * torch.finfo(sae.W_dec.dtype).eps * scale * max(z_TF.shape[1], 1)
-        if not torch.allclose(recon_TC, affine_TC, rtol=0, atol=tol):
+        # Rounding of a sum of the (few) active terms: n_active * eps * sum|term|
+        # (Higham §3.1), with margin; a per-token normalisation moves outputs
+        # by O(|output|).
+        bound_TC = self.bias_C.abs() + z_TF.abs() @ self.dir_FC.abs()
+        n_terms = int((z_TF != 0).sum(1).max()) + 2 if len(z_TF) else 2
+        eps = max(torch.finfo(sae.W_dec.dtype).eps, torch.finfo(self.dtype).eps)
+        tol_TC = 10 * n_terms * eps * (bound_TC + recon_TC.abs())
+        if not ((recon_TC - affine_TC).abs() <= tol_TC).all():
             raise ValueError(
                 "the SAE's decode is not affine in its codes (output normalisation "
                 "per token?): feature contributions are not defined for it"
@@ -101,11 +106,13 @@ def start_layers(
 
 
 def _targets(recon_TC, z_TF, dir_FC, remove_GF, groups) -> torch.Tensor:
-    """Scalars with feature sets `groups` removed: [V, T, C]."""
-    sel_VF = torch.from_numpy(remove_GF[groups]).to(z_TF.dtype)
-    # sum_f sel[v, f] z[t, f] dir[f, c]
-    removed_VTC = torch.einsum("vf,tf,fc->vtc", sel_VF, z_TF, dir_FC)
-    return recon_TC[None] - removed_VTC
+    """Scalars with feature sets `groups` removed: [V, T, C]. Each set costs
+    T x |set| x C (its own codes and decoder rows only)."""
+    out = []
+    for g in groups:
+        idx = torch.from_numpy(np.flatnonzero(remove_GF[g]))
+        out.append(recon_TC - z_TF[:, idx] @ dir_FC[idx])
+    return torch.stack(out)
 
 
 @torch.no_grad()
