@@ -55,6 +55,8 @@ def write_inputs(run_dir: Path, seed: int = 0) -> list[Path]:
                 "contexts": "features/{k}/contexts",
             }.get(name, f"autointerp/{name}/{{k}}")
             put(folder.format(k=kind) + ".parquet", df)
+    for name, df in S.causal_tables(rng, 28, 12).items():
+        put(f"ablation/{name}.parquet", df)
     for rel, obj in (
         ("autointerp/categories.json", S.categories_json()),
         (

@@ -279,3 +279,48 @@ def dashboard_kind(
         "assignments": assignments,
         "scores": scores,
     }
+
+
+def causal_tables(
+    rng: np.random.Generator, n_lora: int, n_sae: int, n_layers: int = 4
+) -> dict[str, pl.DataFrame]:
+    """ablation/{feature_kl, direct_effects, sae_decoder} frames (issue 18)."""
+    kinds = ["lora"] * n_lora + ["sae"] * n_sae
+    features = [*range(n_lora), *range(n_sae)]
+    kl = rng.gamma(1.0, 0.02, n_lora + n_sae)
+    feature_kl = pl.DataFrame(
+        {
+            "kind": kinds,
+            "feature": features,
+            "kl_mean": kl,
+            "kl_full_mean": kl + 0.1,
+            "kl_floor": [0.0] * n_lora + [0.1] * n_sae,
+        }
+    ).with_columns(  # fmt: skip
+        kl_rank=pl.col("kl_mean").rank("ordinal", descending=True).over("kind")
+    )
+    effects = pl.DataFrame(
+        [
+            (k, f, d, r, WORDS[(f + r) % len(WORDS)])
+            for k, f in zip(kinds, features, strict=True)
+            for d in ("promoted", "suppressed")
+            for r in range(3)
+        ],
+        schema=["kind", "feature", "direction", "rank", "token"],
+        orient="row",
+    )
+    fingerprint = pl.DataFrame(
+        [
+            (f, layer, m, float(rng.normal()))
+            for f in range(n_sae)
+            for layer in range(n_layers)
+            for m in MODULES
+        ],
+        schema=["feature", "layer", "module", "weight"],
+        orient="row",
+    )
+    return {
+        "feature_kl": feature_kl,
+        "direct_effects": effects,
+        "sae_decoder": fingerprint,
+    }

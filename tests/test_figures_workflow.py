@@ -21,11 +21,11 @@ from figures_artifacts import write_inputs
 
 FIGURE_RULES = {
     "figure_classes", "figure_categories", "figure_sae_density", "figure_ablation",
-    "figure_steering", "figure_table", "dashboards",
+    "figure_steering", "figure_table", "dashboards", "figure_causal",
 }  # fmt: skip
 NAMES = [
     "fig1_classes", "fig1_categories", "fig2_sae_density", "fig3_ablation",
-    "steering_sweep", "table1", "table2",
+    "steering_sweep", "table1", "table2", "fig_causal",
 ]  # fmt: skip
 REPO = Path(__file__).resolve().parents[1]
 

@@ -53,6 +53,10 @@ TABLES = {"eval_table[table=table1]", "eval_table[table=table2]"}
 TABLE_FIGURES = {"figure_table[table=table1]", "figure_table[table=table2]"}
 AUTOINTERP_FIGURES = {"figure_classes", "figure_categories", "figure_sae_density"}
 FIGURES = AUTOINTERP_FIGURES | TABLE_FIGURES | {"figure_ablation", "figure_steering"}
+FIGURES |= {"figure_causal"}
+# Feature ablation and direct effects read the SAE, the LoRA features and the
+# adapter; the causal figure also reads the explanations and scores.
+CAUSAL = {"feature_ablation", "direct_effects", "figure_causal"}
 SUMMARY_ON = {"autointerp_summary", *AUTOINTERP_FIGURES, "dashboards"}
 STEERING = {"steering_sweep", "figure_steering"}
 EXPLAIN_ON = {
@@ -62,6 +66,7 @@ EXPLAIN_ON = {
     *_kinds("autointerp_score", *ALL_KINDS),
     *SUMMARY_ON,
     *STEERING,  # picks SAE features by their explanations
+    "figure_causal",
 }
 SAE_ON = {
     "train_sae",
@@ -72,6 +77,7 @@ SAE_ON = {
     "autointerp_score[kind=sae]",
     *SUMMARY_ON,
     *STEERING,
+    *CAUSAL,
 }
 LORA_VARIANTS = ("rank1", "rank1-attn-ablated", "rank1-mlp-ablated")
 ADAPTER_ON = {
@@ -88,6 +94,7 @@ ADAPTER_ON = {
     *SAE_ON,
     "kl_ablation",
     "figure_ablation",
+    *CAUSAL,
 }
 FULL_ON = {*_eval("full"), "eval_table[table=table1]", "figure_table[table=table1]"}
 SFT_ON = {"sft_dataset", "train_rank1", *ADAPTER_ON, "train_full", *FULL_ON}
@@ -104,7 +111,7 @@ REBUILD_MATRIX = [
         "an autointerp setting",
         "config",
         {"autointerp": {"detection": {"n_nonactivating": 4}}},
-        {*_kinds("autointerp_score", *ALL_KINDS), *SUMMARY_ON},
+        {*_kinds("autointerp_score", *ALL_KINDS), *SUMMARY_ON, "figure_causal"},
     ),
     (
         "the rank-1 learning rate",

@@ -175,6 +175,7 @@ def test_choose_targets_config_keywords_and_fallback():
         top_kl=2,
         max_sae_features=1,
         explanation_keywords=["wait", "backtrack"],
+        sae_select="keyword",
     )
     expl = pl.DataFrame(
         {"latent": [4, 7, 9], "explanation": ["digits", "Wait, then redo", None]}
@@ -197,6 +198,30 @@ def test_choose_targets_config_keywords_and_fallback():
         ("component", 2, "config"),
         ("sae", 5, "config"),
     ]
+
+
+def test_choose_sae_targets_by_causal_ranking():
+    kl = pl.DataFrame({"index": [0, 1], "kl_mean": [0.1, 0.5]})
+    cfg = dict(
+        components=[], sae_latents=[], top_kl=1, max_sae_features=2,
+        explanation_keywords=["wait"], sae_select="keyword_by_kl",
+    )  # fmt: skip
+    expl = pl.DataFrame(
+        {"latent": [4, 7, 9, 2], "explanation": ["Wait a", "digits", "wait b", "wait"]}
+    )
+    sae_kl = pl.DataFrame({"latent": [2, 4, 7, 9], "kl_mean": [0.01, 0.2, 0.9, 0.5]})
+    # keyword matches 4, 9, 2; ranked by feature KL: 9 (0.5), 4 (0.2)
+    assert choose_targets(cfg, kl, expl, sae_kl)[1:] == [
+        ("sae", 9, "sae_keyword_kl"),
+        ("sae", 4, "sae_keyword_kl"),
+    ]
+    top = dict(cfg, sae_select="top_kl")
+    assert choose_targets(top, kl, None, sae_kl)[1:] == [
+        ("sae", 7, "sae_top_kl"),
+        ("sae", 9, "sae_top_kl"),
+    ]
+    with pytest.raises(ValueError, match="sae_select 'top_kl' needs the feature KL"):
+        choose_targets(top, kl, expl)
 
 
 def test_backtrack_stats_counts_whole_words():

@@ -48,3 +48,52 @@ rule steering_sweep:
         code=code_of("steering_sweep.py"),
     script:
         "../scripts/steering_sweep.py"
+
+
+rule feature_ablation:
+    input:
+        sft=res("data/sft.parquet"),
+        adapter=res("train/rank1/adapter"),
+        components=res("components.parquet"),
+        sae=res("sae/model"),
+        sae_features=res("features/sae/features.parquet"),
+        lora_features=res("features/lora/features.parquet"),
+        kl_components=res("ablation/kl_components.parquet"),
+        base=base_model_input,
+    output:
+        table=res("ablation/feature_kl.parquet"),
+        md=res("ablation/feature_kl.md"),
+    log:
+        log_("ablation/feature_ablation.log"),
+    conda:
+        "../../envs/train.yaml"
+    params:
+        config=feature_ablation_params,
+        base=base_model_path,
+        code=code_of("ablation_features.py"),
+    script:
+        "../scripts/ablation_features.py"
+
+
+rule direct_effects:
+    input:
+        adapter=res("train/rank1/adapter"),
+        components=res("components.parquet"),
+        sae=res("sae/model"),
+        sae_features=res("features/sae/features.parquet"),
+        lora_features=res("features/lora/features.parquet"),
+        base=base_model_input,
+    output:
+        effects=res("ablation/direct_effects.parquet"),
+        fingerprint=res("ablation/sae_decoder.parquet"),
+    log:
+        log_("ablation/direct_effects.log"),
+    conda:
+        "../../envs/train.yaml"
+    params:
+        config=direct_effect_params,
+        base=base_model_path,
+        n_tokens=setting("causal.direct_tokens"),
+        code=code_of("ablation_direct.py"),
+    script:
+        "../scripts/ablation_direct.py"

@@ -609,12 +609,26 @@ def ablation_targets():
     return [
         *expand(res("ablation/{table}.parquet"), table=KL_TABLES),
         res("steering/sweep.parquet"),
+        res("ablation/feature_kl.parquet"),
+        res("ablation/direct_effects.parquet"),
+        res("ablation/sae_decoder.parquet"),
     ]
 
 
 def ablation_params(wildcards):
     """The config the KL ablation reads (a change reruns it)."""
     return config_of("seed", "device", *model_keys(), "ablation")
+
+
+def feature_ablation_params(wildcards):
+    """The KL ablation's config (same sequences) and the feature subset size."""
+    return config_of("seed", "device", *model_keys(), "ablation", "causal.kl_sequences")
+
+
+def direct_effect_params(wildcards):
+    """What the direct-effect job reads to load the LoRA (no sequences)."""
+    keys = ("ablation.seed", "ablation.device")
+    return config_of("seed", "device", *model_keys(), *keys)
 
 
 def steering_params(wildcards):
@@ -645,6 +659,8 @@ def steering_sae_inputs(wildcards):
     if auto_sae:
         inputs["sae_features"] = res("features/sae/features.parquet")
         inputs["explanations"] = res("autointerp/explanations/sae.parquet")
+    if auto_sae and st["sae_select"] != "keyword":
+        inputs["feature_kl"] = res("ablation/feature_kl.parquet")
     return inputs
 
 

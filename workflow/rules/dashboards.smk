@@ -7,6 +7,9 @@ rule dashboards:
     input:
         unpack(dashboard_inputs),
         usage=res("autointerp/usage.json"),
+        feature_kl=res("ablation/feature_kl.parquet"),
+        direct_effects=res("ablation/direct_effects.parquet"),
+        fingerprint=res("ablation/sae_decoder.parquet"),
     output:
         site=report(
             directory(res("dashboards")),

@@ -9,6 +9,7 @@ FIGURES = {
     "fig2_sae_density": "Figures",
     "fig3_ablation": "Figures",
     "steering_sweep": "Figures",
+    "fig_causal": "Figures",
     "table1": "Tables",
     "table2": "Tables",
 }
@@ -127,3 +128,29 @@ rule figure_table:
         ci=setting("eval.ci"),
     script:
         "../scripts/figure_table.py"
+
+
+rule figure_causal:
+    input:
+        **{
+            f"{part}_{kind}": res(f"autointerp/{part}/{kind}.parquet")
+            for part in ("explanations", "scores")
+            for kind in ("lora", "sae")
+        },
+        feature_kl=res("ablation/feature_kl.parquet"),
+        usage=res("autointerp/usage.json"),
+    output:
+        **figure_outputs("fig_causal"),
+        stats=res("figures/fig_causal.parquet"),
+        stats_md=res("figures/fig_causal.md"),
+    log:
+        log_("figures/figure_causal.log"),
+    conda:
+        "../../envs/interp.yaml"
+    params:
+        code=code_of("figure_causal.py"),
+        style=figure_style,
+        options=cfg("causal", "bootstrap_samples"),
+        seed=setting("seed"),
+    script:
+        "../scripts/figure_causal.py"

@@ -6,6 +6,7 @@ from lorascope.core.io import atomic_path, read_json
 from lorascope.core.labels import explainer_label
 from lorascope.core.runtime import script_logging
 from lorascope.dashboards.build import DashboardOptions, KindTables, build_dashboards
+from lorascope.dashboards.causal import CausalTables
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 PARTS = ("features", "contexts", "explanations", "assignments", "scores")
@@ -16,6 +17,11 @@ with script_logging(smk) as log:
     kinds = {k: KindTables(**{p: read(p, k) for p in PARTS}) for k in opts["kinds"]}
     options = DashboardOptions(opts["contexts_per_feature"], opts["histogram_bins"])
     label = explainer_label(read_json(smk.input.usage))
+    causal = CausalTables(
+        pl.read_parquet(smk.input.feature_kl),
+        pl.read_parquet(smk.input.direct_effects),
+        pl.read_parquet(smk.input.fingerprint),
+    )
     with atomic_path(smk.output.site, is_dir=True) as tmp:
-        n = build_dashboards(kinds, tmp, label, options)
+        n = build_dashboards(kinds, tmp, label, options, causal)
     log.info("wrote %d feature pages to %s", n, smk.output.site)

@@ -33,7 +33,10 @@ with script_logging(smk) as log:
         explanations = pl.read_parquet(smk.input.explanations).join(
             features, on="feature"
         )
-    chosen = choose_targets(st, kl, explanations)
+    sae_kl = None
+    if "feature_kl" in smk.input.keys():
+        sae_kl = pl.read_parquet(smk.input.feature_kl).filter(pl.col("kind") == "sae")
+    chosen = choose_targets(st, kl, explanations, sae_kl)
     sequences = kl_sequences(config, smk.input.sft)[: st["kl_sequences"]]
     masks = assistant_masks(config, smk.input.sft)[: st["kl_sequences"]]
     bench = pl.read_parquet(smk.input.bench).head(st["limit"] or None).to_dicts()

@@ -88,8 +88,11 @@ class PrefixRunner:
         self.split = all(type(x).__name__ in SPLIT_LAYERS for x in self.layers)
 
     @torch.no_grad()
-    def reference(self, input_ids_1T: torch.Tensor) -> torch.Tensor:
-        """Run unablated; keep each layer's input and kwargs. Returns scalars [T, C]."""
+    def reference(
+        self, input_ids_1T: torch.Tensor, set_1TC: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Run unablated (or with scalars `set_1TC`); keep each layer's input and
+        kwargs. Returns scalars [T, C]."""
         self.inputs: list[torch.Tensor] = [None] * len(self.layers)
         self.kwargs: list[dict] = [None] * len(self.layers)
 
@@ -124,13 +127,13 @@ class PrefixRunner:
             ]
         handles.append(self.norm.register_forward_pre_hook(keep_final))
         self.control.clear()
-        self.control.record = True
+        self.control.record, self.control.set_VTC = True, set_1TC
         try:
             self.model(input_ids=input_ids_1T, use_cache=False, logits_to_keep=1)
         finally:
             for handle in handles:
                 handle.remove()
-            self.control.record = False
+            self.control.record, self.control.set_VTC = False, None
         return self.control.recorded()[0]
 
     @torch.no_grad()
@@ -140,15 +143,17 @@ class PrefixRunner:
         mult_VC: torch.Tensor | None = None,
         add_VC: torch.Tensor | None = None,
         mlp_start: bool = False,
+        set_VTC: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Final pre-norm hidden states [V, T, D], scalars edited from layer `start`.
 
         mlp_start: begin at layer `start`'s MLP half (needs `self.split`).
         """
-        n_variants = len(mult_VC if mult_VC is not None else add_VC)
+        n_variants = len(next(x for x in (mult_VC, add_VC, set_VTC) if x is not None))
         if mlp_start and not self.split:
             raise ValueError("mlp_start needs decoder layers listed in SPLIT_LAYERS")
         self.control.mult_VC, self.control.add_VC = mult_VC, add_VC
+        self.control.set_VTC = set_VTC
         try:
             if mlp_start:
                 layer = self.layers[start]
@@ -164,7 +169,7 @@ class PrefixRunner:
                 if isinstance(hidden_VTD, tuple):
                     hidden_VTD = hidden_VTD[0]
         finally:
-            self.control.mult_VC = self.control.add_VC = None
+            self.control.mult_VC = self.control.add_VC = self.control.set_VTC = None
         return hidden_VTD
 
     @torch.no_grad()

@@ -76,6 +76,9 @@ class ScalarControl:
         self.add_VC: torch.Tensor | None = None
         self.add_mask_T: torch.Tensor | None = None
         """Positions `add_VC` applies to (bool [T] of the forward); None = all."""
+        self.set_VTC: torch.Tensor | None = None
+        """Replacement scalars per row and position (feature ablation); applied
+        before mult/add; None = keep the computed scalars."""
         self.record = False
         self._records: list[torch.Tensor | None] = [None] * len(layers)
         self._handles = []
@@ -107,9 +110,19 @@ class ScalarControl:
     def add_VC(self, value: torch.Tensor | None) -> None:
         self._set("add", value)
 
+    @property
+    def set_VTC(self) -> torch.Tensor | None:
+        return self._edits["set"]
+
+    @set_VTC.setter
+    def set_VTC(self, value: torch.Tensor | None) -> None:
+        self._set("set", value)
+
     def _set(self, name: str, value: torch.Tensor | None) -> None:
         if not hasattr(self, "_edits"):
-            self._edits: dict[str, torch.Tensor | None] = {"mult": None, "add": None}
+            self._edits: dict[str, torch.Tensor | None] = dict.fromkeys(
+                ("mult", "add", "set")
+            )
         self._edits[name] = value
         self._moved: dict[tuple, torch.Tensor] = {}
 
@@ -125,6 +138,9 @@ class ScalarControl:
 
     def _hook(self, i: int, cols: slice):
         def hook(_module, _inputs, out_BTR: torch.Tensor) -> torch.Tensor:
+            set_VTC = self._edit_like("set", out_BTR)
+            if set_VTC is not None:
+                out_BTR = set_VTC[:, :, cols].expand_as(out_BTR)
             mult_VC = self._edit_like("mult", out_BTR)
             if mult_VC is not None:
                 out_BTR = out_BTR * mult_VC[:, None, cols]
@@ -150,7 +166,7 @@ class ScalarControl:
         return torch.cat(self._records, dim=-1)
 
     def clear(self) -> None:
-        self.mult_VC = self.add_VC = self.add_mask_T = None
+        self.mult_VC = self.add_VC = self.add_mask_T = self.set_VTC = None
         self.record = False
         self._records = [None] * len(self._records)
 

@@ -40,7 +40,7 @@ class Target:
     kind: str  # component | sae | residual
     id: int  # component index (component, residual) or SAE latent
     label: str
-    selection: str  # config | top_kl | sae_keyword | top_kl_fallback
+    selection: str  # config | top_kl | sae_keyword(_kl) | sae_top_kl | top_kl_fallback
     delta_C: np.ndarray
     residual: Any = None  # residual_steering.ResidualSpec for kind residual
 
@@ -84,35 +84,51 @@ def choose_targets(
     cfg: dict,
     kl_components: pl.DataFrame,
     sae_explanations: pl.DataFrame | None = None,
+    sae_kl: pl.DataFrame | None = None,
 ) -> list[tuple[str, int, str]]:
     """(kind, id, why) per target from the `steering:` config section.
 
     Explicit `components` / `sae_latents` win. Otherwise: the `top_kl`
-    components by KL, plus up to `max_sae_features` SAE features whose
-    explanation matches `explanation_keywords` (`sae_explanations` needs
-    columns latent, explanation); when SAE features were wanted but none
-    match, only top-KL components, marked `top_kl_fallback`.
+    components by KL, plus up to `max_sae_features` SAE features picked by
+    `sae_select`: `keyword` (explanation matches `explanation_keywords`, in
+    feature order; `sae_explanations` needs columns latent, explanation),
+    `keyword_by_kl` (those matches, largest feature-ablation KL first) or
+    `top_kl` (largest feature-ablation KL, explanation ignored); `sae_kl`
+    needs columns latent, kl_mean (ablation/feature_kl.parquet, kind sae).
+    When SAE features were wanted but none match, only top-KL components,
+    marked `top_kl_fallback`.
     """
     if cfg["components"] or cfg["sae_latents"]:
         out = [("component", int(i), "config") for i in cfg["components"]]
         return out + [("sae", int(i), "config") for i in cfg["sae_latents"]]
     top = kl_components.sort("kl_mean", descending=True)["index"][: cfg["top_kl"]]
+    select = cfg["sae_select"]
+    wanted_sae = cfg["max_sae_features"] > 0
+    if wanted_sae and select != "keyword" and sae_kl is None:
+        raise ValueError(f"steering.sae_select {select!r} needs the feature KL table")
     matched: list[int] = []
-    if sae_explanations is not None and cfg["max_sae_features"] > 0:
+    if wanted_sae and select == "top_kl":
+        ranked = sae_kl.sort("kl_mean", descending=True, maintain_order=True)
+        matched = ranked["latent"].to_list()[: cfg["max_sae_features"]]
+    elif wanted_sae and sae_explanations is not None:
         words = "|".join(re.escape(w) for w in cfg["explanation_keywords"])
         hits = sae_explanations.filter(
             pl.col("explanation").fill_null("").str.contains(f"(?i){words}")
         )
+        if select == "keyword_by_kl":
+            hits = hits.join(sae_kl.select("latent", "kl_mean"), on="latent")
+            hits = hits.sort("kl_mean", descending=True, maintain_order=True)
         matched = hits["latent"].to_list()[: cfg["max_sae_features"]]
-    wanted_sae = cfg["max_sae_features"] > 0
     why = "top_kl_fallback" if wanted_sae and not matched else "top_kl"
     if wanted_sae and not matched:
         log.warning(
             "no SAE explanation matches %s: steering top-KL components only",
             cfg["explanation_keywords"],
         )
+    sae_why = {"keyword": "sae_keyword", "keyword_by_kl": "sae_keyword_kl"}
+    sae_why["top_kl"] = "sae_top_kl"
     out = [("component", int(i), why) for i in top]
-    return out + [("sae", int(latent), "sae_keyword") for latent in matched]
+    return out + [("sae", int(latent), sae_why[select]) for latent in matched]
 
 
 def make_targets(

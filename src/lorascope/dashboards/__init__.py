@@ -2,11 +2,12 @@
 
 Consumes: `features/{kind}/{features,contexts}.parquet`,
 `autointerp/{explanations,assignments,scores}/{kind}.parquet`,
-`autointerp/usage.json`.
+`autointerp/usage.json`, `ablation/{feature_kl,direct_effects,sae_decoder}.parquet`.
 Produces: `dashboards/` (index.html, one page per feature, static assets),
 static HTML that opens from disk.
 
 - `build`: the pages; `assets/`: templates, CSS and JS.
+- `causal`: ablation KL, promoted/suppressed tokens and SAE decoder maps.
 """
 
-__all__ = ["build"]
+__all__ = ["build", "causal"]

@@ -25,6 +25,7 @@ import numpy as np
 import polars as pl
 
 from lorascope.core.feature_tables import contexts_by_feature
+from lorascope.dashboards.causal import CausalTables, causal_views
 
 __all__ = ["KindTables", "DashboardOptions", "feature_rows", "build_dashboards"]
 
@@ -32,6 +33,10 @@ CLASS_NAMES = {0: "monosemantic", 1: "broad but consistent", 2: "polysemantic"}
 # The detection score: balanced accuracy of the judge telling a feature's top
 # contexts from others, given only the explanation (lorascope.autointerp.scoring).
 DETECTION = "balanced_accuracy"
+# Columns of feature_rows shown in their own places (the rest: score rows).
+SHOWN = ("feature", "label", "layer", "module", "max", "mean", "frac_active")
+SHOWN += ("explanation", "classification", "category", "subcategory")
+SHOWN += ("detection", "kind", "page")
 
 
 @dataclass
@@ -204,8 +209,10 @@ def build_dashboards(
     out_dir: Path,
     explainer: str,
     options: DashboardOptions = DashboardOptions(),
+    causal: CausalTables | None = None,
 ) -> int:
-    """Write the dashboard site into `out_dir` (created); returns #feature pages."""
+    """Write the dashboard site into `out_dir` (created); returns #feature pages.
+    With `causal`, pages show ablation KL, token effects and SAE decoder maps."""
     if not kinds:
         raise ValueError("figures.dashboards.kinds is empty: no feature kind to show")
     env = _env()
@@ -225,27 +232,8 @@ def build_dashboards(
             options.contexts_per_feature,
             f"features/{kind}/contexts.parquet",
         )
-        score_cols = [
-            c
-            for c in rows.columns
-            if c
-            not in (
-                "feature",
-                "label",
-                "layer",
-                "module",
-                "max",
-                "mean",
-                "frac_active",
-                "explanation",
-                "classification",
-                "category",
-                "subcategory",
-                "detection",
-                "kind",
-                "page",
-            )
-        ]
+        score_cols = [c for c in rows.columns if c not in SHOWN]
+        views = causal_views(kind, causal) if causal is not None else None
         for row in rows.iter_rows(named=True):
             contexts, scale = context_view(ctx.get(row["feature"], []))
             acts = np.array([t["act"] for c in contexts for t in c["tokens"]])
@@ -258,10 +246,13 @@ def build_dashboards(
                 explainer=explainer,
                 hist=histogram_svg(acts, options.histogram_bins),
                 scores={c: row[c] for c in score_cols},
+                causal=None if views is None else views.get(row["feature"]),
+                has_causal=views is not None,
             )
             (out_dir / row["page"]).write_text(html, encoding="utf-8")
+        kl = [(views or {}).get(f, {}).get("kl") for f in rows["feature"]]
         all_rows.append(
-            rows.select(
+            rows.with_columns(kl=pl.Series(kl, dtype=pl.Float64)).select(
                 "kind",
                 "feature",
                 "label",
@@ -270,6 +261,7 @@ def build_dashboards(
                 "classification",
                 "category",
                 "detection",
+                "kl",
                 "explanation",
                 "page",
             )
@@ -281,6 +273,7 @@ def build_dashboards(
             class_names=CLASS_NAMES,
             explainer=explainer,
             kinds=list(kinds),
+            has_causal=causal is not None,
         ),
         encoding="utf-8",
     )

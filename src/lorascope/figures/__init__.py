@@ -2,7 +2,8 @@
 
 Consumes: `autointerp/summary/*.parquet`, `autointerp/categories.json`,
 `autointerp/usage.json`, `ablation/kl_*.parquet`, `steering/sweep.parquet`,
-`tables/table{1,2}.parquet`.
+`tables/table{1,2}.parquet`, `ablation/feature_kl.parquet` and
+`autointerp/{explanations,scores}/{lora,sae}.parquet` (causal figure).
 Produces: `figures/{name}.{png,pdf}`.
 
 One small module per figure family:
@@ -13,6 +14,7 @@ One small module per figure family:
 - `ablation`: Fig. 3, KL by ablated layer and module x layer heatmap.
 - `table_image`: Tables 1 and 2 as images.
 - `steering`: the steering sweep.
+- `causal`: ablation KL against interpretability (beyond the paper).
 - `style`: shared geometry, fonts, colours, footers and atomic saving.
 - `readme`: downscaled copies for docs/figures/ (`make readme-figures`).
 """
@@ -20,6 +22,7 @@ One small module per figure family:
 __all__ = [
     "ablation",
     "categories",
+    "causal",
     "classes",
     "readme",
     "sae_density",

@@ -1,0 +1,53 @@
+"""Issue 18 on the shared micro reference run: the feature-ablation table,
+direct effects, causal figure and dashboard panels are built by `all` and
+agree with the tables they come from."""
+
+import polars as pl
+import pytest
+import wfrun
+
+pytestmark = pytest.mark.timeout(1800)
+
+
+@pytest.fixture(scope="module")
+def res(tmp_path_factory):
+    return wfrun.results(wfrun.reference_run(tmp_path_factory.getbasetemp()))
+
+
+def test_feature_kl_table_covers_both_kinds(res):
+    df = pl.read_parquet(res / "ablation/feature_kl.parquet")
+    sae = df.filter(pl.col("kind") == "sae")
+    lora = df.filter(pl.col("kind") == "lora")
+    assert sae.height == pl.read_parquet(res / "features/sae/features.parquet").height
+    assert lora.height == pl.read_parquet(res / "features/lora/features.parquet").height
+    # the SAE is lossy: a positive floor, the same for every row
+    assert sae["kl_floor"].n_unique() == 1 and sae["kl_floor"][0] > 0
+    assert (sae["kl_mean"] >= 0).all() and (sae["kl_mean"] > 0).any()
+    assert set(sae["n_sequences"]) == {2}  # causal.kl_sequences in micro.yaml
+    comps = pl.read_parquet(res / "ablation/kl_components.parquet")
+    joined = lora.join(comps, left_on="component", right_on="index", suffix="_c")
+    assert (joined["kl_mean"] == joined["kl_mean_c"]).all()
+    md = (res / "ablation/feature_kl.md").read_text()
+    assert "reconstruction floor" in md
+
+
+def test_direct_effects_and_fingerprints(res):
+    fx = pl.read_parquet(res / "ablation/direct_effects.parquet")
+    lora = pl.read_parquet(res / "features/lora/features.parquet")
+    writers = lora.filter(pl.col("module").is_in(["o", "down"]))["feature"]
+    assert set(fx.filter(pl.col("kind") == "lora")["feature"]) == set(writers)
+    assert fx.group_by("kind", "feature", "direction").len()["len"].max() == 10
+    fp = pl.read_parquet(res / "ablation/sae_decoder.parquet")
+    comps = pl.read_parquet(res / "components.parquet")
+    n_sae = pl.read_parquet(res / "features/sae/features.parquet").height
+    assert fp.height == n_sae * comps.height
+
+
+def test_figure_and_dashboard_panels(res):
+    assert (res / "figures/fig_causal.png").stat().st_size > 5000
+    stats = pl.read_parquet(res / "figures/fig_causal.parquet")
+    assert set(stats["kind"]) == {"lora", "sae"}
+    index = (res / "dashboards/index.html").read_text()
+    assert 'data-key="kl"' in index
+    page = (res / "dashboards/features/sae-0.html").read_text()
+    assert 'id="ablation-kl"' in page and "svg class='fingerprint'" in page
