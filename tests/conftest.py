@@ -118,6 +118,34 @@ def s1k_rows(n: int = 6) -> dict[str, list]:
     }
 
 
+# Seconds a test file takes on 2 busy cores (pytest --durations), for the
+# order below; files not listed are quick.
+HEAVY_FILES = {
+    "test_faults.py": 430, "test_reproducibility.py": 290,
+    "test_eval_backends.py": 250, "test_slurm.py": 270, "test_rebuild.py": 235,
+    "test_ablation_workflow.py": 215, "test_figures_workflow.py": 180,
+    "test_vllm.py": 175, "test_bad_input.py": 150, "test_hub_workflow.py": 80,
+    "test_existing_adapter_workflow.py": 60, "test_causal_workflow.py": 40,
+}  # fmt: skip
+
+
+def _needs_reference(path: Path) -> bool:
+    return "reference_run(" in path.read_text()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Heavy files first, and the ones that need the shared reference run
+    last: with two xdist workers (make test) each file runs on one worker,
+    so this keeps both busy while the reference run builds in the
+    background, and no worker ends with a long file alone."""
+    order = {}
+    for i, item in enumerate(items):
+        if item.path not in order:
+            heavy = HEAVY_FILES.get(item.path.name, 0)
+            order[item.path] = (_needs_reference(item.path), -heavy, i)
+    items.sort(key=lambda item: order[item.path])
+
+
 def pytest_collection_finish(session):
     """Start the shared micro reference run in the background as soon as the
     session knows it will need it (one xdist worker starts it; every test
@@ -129,8 +157,7 @@ def pytest_collection_finish(session):
         or os.environ.get("LORASCOPE_REFERENCE_RUN")
     ):
         return
-    files = {item.path for item in session.items}
-    if any("reference_run(" in f.read_text() for f in files):
+    if any(_needs_reference(path) for path in {item.path for item in session.items}):
         import wfrun
 
         wfrun.start_reference_build(session.config._tmp_path_factory.getbasetemp())

@@ -1,6 +1,6 @@
 """Same seed, same machine, same bytes: two micro runs on one CPU give
-bitwise-identical adapters and activation shards; another seed gives different
-ones. Through the real workflow (snakemake in temp dirs), up to the activation
+bitwise-identical adapters and activation shards; another seed gives a
+different adapter. Through the real workflow (snakemake in temp dirs), up to the activation
 manifest."""
 
 import pytest
@@ -30,8 +30,10 @@ def runs(tmp_path_factory):
     first = wfrun.reference_run(base)  # seed 0
     again = wfrun.workdir(base / "repro-seed0-again", {"seed": 0})
     other = wfrun.workdir(base / "repro-seed1", {"seed": 1})
-    for work in (again, other):
-        wfrun.snakemake(work, targets)
+    wfrun.snakemake(again, targets)
+    # Another seed changes the adapter from the first step on: training is
+    # enough to show it (shards of another adapter differ a fortiori).
+    wfrun.snakemake(other, [wfrun.target(ADAPTER)])
     return first, again, other
 
 
@@ -50,6 +52,3 @@ def test_different_seed_differs(runs):
     first, _, other = runs
     a, c = artifacts(first), artifacts(other)
     assert a[ADAPTER] != c[ADAPTER], "seed 1 trained the same adapter as seed 0"
-    shards_a = [v for k, v in sorted(a.items()) if "shards" in k]
-    shards_c = [v for k, v in sorted(c.items()) if "shards" in k]
-    assert shards_a != shards_c, "seed 1 gave the same activation shards"
