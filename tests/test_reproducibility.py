@@ -1,7 +1,6 @@
 """Same seed, same machine, same bytes: two micro runs on one CPU give
 bitwise-identical adapters and activation shards; another seed gives a
-different adapter. Through the real workflow (snakemake in temp dirs), up to the activation
-manifest."""
+different adapter. Through the real workflow (snakemake in temp dirs)."""
 
 import pytest
 import wfrun
