@@ -13,8 +13,8 @@ from lorascope.ablation.feature_kl import SaeMap
 from lorascope.ablation.setup import load_lora
 from lorascope.core.contexts import token_strings
 from lorascope.core.io import write_parquet
-from lorascope.core.models import load_sae
 from lorascope.core.runtime import script_logging
+from lorascope.core.saes import load_sae
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 

@@ -8,8 +8,8 @@ from lorascope.ablation.feature_kl import SaeMap, feature_ablation_kl
 from lorascope.ablation.scalar_control import ScalarControl, lora_layers
 from lorascope.ablation.setup import kl_sequences, load_lora
 from lorascope.core.io import atomic_path, to_markdown, write_parquet
-from lorascope.core.models import load_sae
 from lorascope.core.runtime import script_logging
+from lorascope.core.saes import load_sae
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 
