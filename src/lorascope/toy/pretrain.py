@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase, Qwen2Config, Qwen2ForCausalLM
 
 from lorascope.toy import tasks
+from lorascope.toy.textbook import textbook_text
 
 __all__ = [
     "PretrainConfig",
@@ -58,9 +59,18 @@ class PretrainConfig:
     warmup_frac: float = 0.05
     weight_decay: float = 0.01
     chat_frac: float = 0.5
-    """Fraction of documents that are direct-answer chat turns."""
+    """Fraction of documents that are chat turns (the rest are textbook text)."""
+    reason_frac: float = 0.0
+    """Fraction of chat turns whose think section holds a worked solution in
+    textbook wording (the rest answer directly, with an empty think section)."""
+    slip_rate: float = 0.1
+    """Textbook solutions with a mis-added column and a correction."""
+    carry_slip_rate: float = 0.2
+    """Textbook solutions whose first incoming carry is forgotten, then corrected."""
     digits: tuple[int, ...] = (1, 2, 3, 4, 5)
-    """Operand digit counts drawn uniformly for both kinds of documents."""
+    """Operand digit counts of textbook documents (drawn uniformly)."""
+    chat_digits: tuple[int, ...] = (1, 2, 3, 4)
+    """Operand digit counts of chat documents (drawn uniformly)."""
 
     def __post_init__(self):
         for name in ("hidden_size", "num_layers", "num_heads", "intermediate_size"):
@@ -71,10 +81,12 @@ class PretrainConfig:
         for name in ("steps", "batch_size", "seq_len"):
             if getattr(self, name) < 1:
                 raise ValueError(f"toy.pretrain.{name} must be >= 1")
-        if not 0.0 <= self.chat_frac <= 1.0:
-            raise ValueError("toy.pretrain.chat_frac must lie in [0, 1]")
-        if not self.digits or min(self.digits) < 1:
-            raise ValueError("toy.pretrain.digits must be a non-empty list of >= 1")
+        for name in ("chat_frac", "reason_frac", "slip_rate", "carry_slip_rate"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"toy.pretrain.{name} must lie in [0, 1]")
+        for name in ("digits", "chat_digits"):
+            if not getattr(self, name) or min(getattr(self, name)) < 1:
+                raise ValueError(f"toy.pretrain.{name} must be a non-empty list of >= 1")
 
 
 def build_model(tokenizer: PreTrainedTokenizerBase, cfg: PretrainConfig):
@@ -114,17 +126,20 @@ def document_stream(
     build_example = _chat_example()
     eos = tokenizer.eos_token_id
     while True:
-        a, b = tasks.sample_pair(rng, rng.choice(cfg.digits))
         if rng.random() < cfg.chat_frac:
+            a, b = tasks.sample_pair(rng, rng.choice(cfg.chat_digits))
             question = tasks.question_text(a, b, rng.randrange(len(tasks.QUESTIONS)))
+            think = ""
+            if rng.random() < cfg.reason_frac:
+                think = textbook_text(a, b, rng, cfg.slip_rate, cfg.carry_slip_rate)
             ids, labels = build_example(
-                tokenizer, question, "", tasks.direct_answer(a, b)
+                tokenizer, question, think, tasks.direct_answer(a, b)
             )
             yield list(ids), list(labels)
         else:
-            ids = tokenizer.encode(
-                tasks.textbook_text(a, b, rng), add_special_tokens=False
-            )
+            a, b = tasks.sample_pair(rng, rng.choice(cfg.digits))
+            text = textbook_text(a, b, rng, cfg.slip_rate, cfg.carry_slip_rate)
+            ids = tokenizer.encode(text, add_special_tokens=False)
             ids = [*ids, eos]
             yield ids, list(ids)
 

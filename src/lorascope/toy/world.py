@@ -42,8 +42,9 @@ REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer.json")
 def pretrain_config(toy_cfg: dict) -> PretrainConfig:
     """The ``toy.pretrain`` section (plus ``toy.seed``) as a PretrainConfig."""
     p = dict(toy_cfg.get("pretrain", {}))
-    if "digits" in p:
-        p["digits"] = tuple(p["digits"])
+    for key in ("digits", "chat_digits"):
+        if key in p:
+            p[key] = tuple(p[key])
     return PretrainConfig(seed=toy_cfg.get("seed", 0), **p)
 
 
@@ -89,7 +90,11 @@ def build_base_model(out_dir: Path | str, toy_cfg: dict, device: str = "cpu") ->
     model, log = pretrain(tokenizer, cfg, device=device)
     tail = log[-min(20, len(log)) :]
     summary = {
-        "config": {**cfg.__dict__, "digits": list(cfg.digits)},
+        "config": {
+            **cfg.__dict__,
+            "digits": list(cfg.digits),
+            "chat_digits": list(cfg.chat_digits),
+        },
         "wall_s": round(time.time() - start, 1),
         "device": device,
         "torch_threads": torch.get_num_threads(),
@@ -139,6 +144,7 @@ def sft_set(toy_cfg: dict, benchmarks: dict[str, pl.DataFrame]) -> pl.DataFrame:
         list(toy_cfg["sft_digits"]),
         toy_cfg.get("seed", 0),
         toy_cfg["slip_rate"],
+        toy_cfg["carry_slip_rate"],
         exclude=frozenset(held_out),
     )
 
