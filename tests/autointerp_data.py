@@ -35,6 +35,9 @@ def make_tables(
                 "max": 5.0,
                 "mean": 0.1 * (f + 1),
                 "frac_active": 0.5,
+                "n_contexts": n_ctx,
+                "few_contexts": False,
+                "population": f"{kind} test population",
             }
         )
         for r in range(n_ctx):

@@ -4,8 +4,9 @@ client tests. Not a mock of the SDKs: the SDKs talk to it over TCP.
 
 Faults are consumed one per request from `script` ("ok", "429:<seconds>",
 "500", "hang:<seconds>", "garbage"); `down = True` answers 500 to everything.
-`requests` records each request's path and JSON body; `on_request(n)` is
-called with the running count (used to kill a client midway).
+`requests` records each request's path and JSON body, `headers` its HTTP
+headers (names lower-cased); `on_request(n)` is called with the running count
+(used to kill a client midway).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ class FakeLLMServer:
         self.responder = responder
         self.script = list(script or [])
         self.requests: list[tuple[str, dict]] = []
+        self.headers: list[dict[str, str]] = []
         self.down = False
         self.on_request = None
         self._lock = threading.Lock()
@@ -44,6 +46,9 @@ class FakeLLMServer:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 with server._lock:
                     server.requests.append((self.path, body))
+                    server.headers.append(
+                        {k.lower(): v for k, v in self.headers.items()}
+                    )
                     n = len(server.requests)
                     action = server.script.pop(0) if server.script else "ok"
                     if server.down:

@@ -208,6 +208,36 @@ def test_summarise_tables():
     assert comps["kl_mean"][5] == pytest.approx((row[0] + 3 * row[1]) / 4)
     assert comps["kl_seq_std"][5] == pytest.approx(np.std(row, ddof=1))
     assert out["layers"]["n_ablated"].to_list() == [7, 7, 7]
+    # ablation.average sequences: the plain mean of the per-sequence means.
+    seq = summarise(table, ablations, kl_AS, tokens_S, np.ones(21), "sequences")
+    assert seq["components"]["kl_mean"][5] == pytest.approx(row.mean())
+    assert seq["components"]["kl_token_mean"][5] == comps["kl_mean"][5]
+    assert comps["kl_sequence_mean"][5] == pytest.approx(row.mean())
+    with pytest.raises(ValueError, match="ablation.average"):
+        summarise(table, ablations, kl_AS, tokens_S, np.ones(21), "median")
+
+
+def test_legacy_draw_reproduces_numpy_global_seeded_choice():
+    """ablation.draw_rng legacy = the public code's np.random.seed(42) then
+    np.random.choice(np.arange(N), 16, replace=False), sorted."""
+    from lorascope.ablation.setup import draw_rows
+
+    state = np.random.get_state()
+    try:
+        np.random.seed(42)
+        want = sorted(np.random.choice(np.arange(1000), size=16, replace=False))
+    finally:
+        np.random.set_state(state)
+    assert draw_rows(1000, 16, 42, "legacy").tolist() == [int(i) for i in want]
+    ours = draw_rows(1000, 16, 42)
+    assert ours.tolist() != want and len(set(ours.tolist())) == 16
+    sft = pl.DataFrame({"input_ids": [[i, i + 1] for i in range(30)],
+                        "labels": [[-100, i] for i in range(30)]})  # fmt: skip
+    rows = draw_rows(30, 3, 42, "legacy")
+    got = select_sequences(sft, 3, 8, 42, "all", "legacy")
+    assert [int(ids[0]) for ids, _ in got] == rows.tolist()
+    with pytest.raises(ValueError, match="ablation.draw_rng"):
+        draw_rows(30, 3, 42, "mt19937")
 
 
 def test_check_table_names_first_mismatched_row():

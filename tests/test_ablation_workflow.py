@@ -72,7 +72,12 @@ def snakemake(root: Path, config: dict) -> subprocess.CompletedProcess:
         f'include: "{REPO}/workflow/rules/ablation.smk"\n'
     )
     cmd = [sys.executable, "-m", "snakemake", *TARGETS, "--cores", "1"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # The Snakefile here sits in a temp dir, so common.smk cannot find src/
+    # beside it: point the jobs at this checkout's package explicitly.
+    pythonpath = os.pathsep.join(
+        p for p in (str(REPO / "src"), os.environ.get("PYTHONPATH")) if p
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": pythonpath}
     return subprocess.run(
         cmd, cwd=root, capture_output=True, text=True, timeout=600, env=env
     )
@@ -124,3 +129,19 @@ def test_rules_run_and_fail_clearly(tmp_path, toy_tokenizer):
     sweep = pl.read_parquet(run / "steering/sweep.parquet")
     assert set(sweep["selection"]) == {"top_kl"}
     assert set(sweep["kind"]) == {"component"}
+
+    # The sweep's own options reach the script: generated positions, negative
+    # alphas, residual-stream variants (L0.q and L1.gate read the residual).
+    config["steering"].update(
+        components=[0, 11], alphas=[0, -100], positions="generated", residual=True
+    )
+    ok = snakemake(tmp_path, config)
+    assert ok.returncode == 0, ok.stderr[-3000:]
+    assert kl_file.stat().st_mtime == kl_mtime
+    sweep = pl.read_parquet(run / "steering/sweep.parquet")
+    assert sweep["label"].unique(maintain_order=True).to_list() == [
+        "L0.q", "L1.gate", "resid L0.q", "resid L1.gate"]  # fmt: skip
+    assert set(sweep["positions"]) == {"generated"}
+    assert sorted(set(sweep["alpha"])) == [-100.0, 0.0]
+    pushed = sweep.filter(pl.col("alpha") == -100)
+    assert (pushed["kl_to_unsteered"] > 0).all() and (pushed["shift_norm"] > 0).all()

@@ -169,3 +169,190 @@ def test_llm_pipeline_against_fake_server(tmp_path, monkeypatch):
             explain_kind(*tabs[k], sec, "t", db, k)
         propose_categories(expl, sec, "t", db)
         assert len(server.requests) == n
+
+
+def test_few_context_features_are_left_out_of_shares_and_counted(tmp_path):
+    """A feature marked few_contexts (activations.min_contexts) is not
+    explained, keeps that status through assign and score, and the summaries
+    count it as excluded, not failed."""
+    sec = _section()
+    tabs = {}
+    for k in ("lora", "mlp", "sae"):
+        feats, ctx = _tables(k)
+        feats = feats.with_columns(
+            few_contexts=pl.col("feature") == 2,
+            n_contexts=pl.when(pl.col("feature") == 2).then(3).otherwise(8),
+        )
+        ctx = ctx.filter((pl.col("feature") != 2) | (pl.col("rank") < 3))
+        tabs[k] = (feats, ctx)
+    expl = {k: explain_kind(*tabs[k], sec, "t", tmp_path, k)[0] for k in tabs}
+    row = expl["lora"].filter(pl.col("feature") == 2).row(0, named=True)
+    assert row["status"] == "few_contexts" and row["explanation"] is None
+    assert "3 real contexts" in row["error"]
+    assert set(expl["lora"]["population"]) == {"lora test population"}
+    cats, _ = propose_categories(expl, sec, "t", tmp_path)
+    assign = assign_kind(
+        expl["lora"], tabs["lora"][1], cats, sec, "t", tmp_path, "lora"
+    )
+    score = score_kind(expl["lora"], tabs["lora"][1], sec, "t", tmp_path, "lora")
+    for table in (assign[0], score[0]):
+        assert table.filter(pl.col("feature") == 2)["status"].item() == "few_contexts"
+    classes = class_shares(expl, 50, 0).filter(pl.col("kind") == "lora")
+    assert set(classes["n_ok"]) == {5} and set(classes["n_excluded"]) == {1}
+    assert set(classes["n_failed"]) == {0}
+    assert set(classes["population"]) == {"lora test population"}
+    shares = category_shares({"lora": assign[0]}, 50, 0)
+    assert set(shares["n_excluded"]) == {1} and shares["n"].sum() == 5
+
+
+def test_example_selection_count_window_per_doc_and_shuffle():
+    from lorascope.autointerp.explain import select_examples
+
+    ctxs = [
+        {"doc": d, "rank": r, "tokens": [str(i) for i in range(9)],
+         "acts": [float(i) for i in range(9)], "center": 4}
+        for r, d in enumerate([0, 0, 0, 1, 0, 2, 3])
+    ]  # fmt: skip
+    base = dict(n_contexts=64, example_window=None, shuffle_examples=False,
+                max_examples_per_doc=None)  # fmt: skip
+    assert select_examples(ctxs, base, 0, 1) == ctxs
+    assert [c["rank"] for c in select_examples(ctxs, {**base, "n_contexts": 3}, 0, 1)
+            ] == [0, 1, 2]  # fmt: skip
+    capped = select_examples(ctxs, {**base, "max_examples_per_doc": 2}, 0, 1)
+    assert [c["rank"] for c in capped] == [0, 1, 3, 5, 6]
+    cut = select_examples(ctxs, {**base, "example_window": 1}, 0, 1)[0]
+    assert cut["tokens"] == ["3", "4", "5"] and cut["center"] == 1
+    assert cut["acts"] == [3.0, 4.0, 5.0]
+    shuffled = select_examples(ctxs, {**base, "shuffle_examples": True}, 0, 1)
+    assert sorted(c["rank"] for c in shuffled) == list(range(7))
+    assert [c["rank"] for c in shuffled] != list(range(7))
+    assert shuffled == select_examples(ctxs, {**base, "shuffle_examples": True}, 0, 1)
+
+
+def test_kind_overrides_change_the_explainer_prompt_and_cap(tmp_path, monkeypatch):
+    monkeypatch.setenv("FAKE_LLM_KEY", "k")
+    with FakeLLMServer(_responder) as server:
+        sec = _section(
+            provider="openai", model="m", base_url=server.openai_url,
+            api_key_env="FAKE_LLM_KEY", n_contexts=5,
+            kind_overrides={"sae": {"n_contexts": 2, "example_window": 1,
+                                    "max_output_tokens": 77}},
+        )  # fmt: skip
+        for kind in ("lora", "sae"):
+            explain_kind(*_tables(kind, 1), sec, "t", tmp_path / "c.db", kind)
+        (_, lora_body), (_, sae_body) = server.requests
+    lora_prompt = lora_body["messages"][-1]["content"]
+    sae_prompt = sae_body["messages"][-1]["content"]
+    assert lora_prompt.count("<example>") == 5 + 1  # + the template's sample
+    assert sae_prompt.count("<example>") == 2 + 1
+    assert lora_body["max_completion_tokens"] == 4000
+    assert sae_body["max_completion_tokens"] == 77
+    # window 1: three tokens per example line (the explainer template's own
+    # sample block is first)
+    first = sae_prompt.split("<examples>")[1].split("<example>\n")[1]
+    assert len(first.splitlines()[0]) < len(
+        lora_prompt.split("<examples>")[1].split("<example>\n")[1].splitlines()[0]
+    )
+
+
+def _template_dir(tmp_path, marker):
+    from lorascope.autointerp.prompts import REQUIRED
+
+    d = tmp_path / "prompts"
+    d.mkdir()
+    for name, needed in REQUIRED.items():
+        body = f"{marker} {name}: " + " ".join(f"${p}" for p in sorted(needed))
+        (d / f"{name}.txt").write_text(body)
+    return d
+
+
+def test_prompts_dir_points_every_stage_at_the_users_files(tmp_path, monkeypatch):
+    monkeypatch.setenv("FAKE_LLM_KEY", "k")
+    d = _template_dir(tmp_path, "MINE")
+
+    def responder(prompt):
+        stage = prompt.split(":")[0].removeprefix("MINE ")
+        return {
+            "categories": _responder("Group them by the job"),
+            "sae_categories": _responder("Group them by the job"),
+            "subcategories": _responder("finer subcategories"),
+            "assign": "tokens",
+            "detect": '{"activating": [1]}',
+        }.get(stage, _responder("explain"))
+
+    with FakeLLMServer(responder) as server:
+        common = dict(base_url=server.openai_url, api_key_env="FAKE_LLM_KEY")
+        sec = _section(provider="openai", model="m", prompts={"dir": str(d)},
+                       categories=dict(provider="openai", model="m", sae_taxonomy="own",
+                                       **common), **common)  # fmt: skip
+        db = tmp_path / "c.db"
+        tabs = {k: _tables(k, 2) for k in ("lora", "mlp", "sae")}
+        expl = {k: explain_kind(*tabs[k], sec, "t", db, k)[0] for k in tabs}
+        cats, _ = propose_categories(expl, sec, "t", db)
+        assign_kind(expl["lora"], tabs["lora"][1], cats, sec, "t", db, "lora")
+        score_kind(expl["lora"], tabs["lora"][1], sec, "t", db, "lora")
+        stages = {p.split(":")[0] for p in server.prompts()}
+    assert stages == {f"MINE {n}" for n in (
+        "explain", "categories", "sae_categories", "subcategories", "assign",
+        "detect")}  # fmt: skip
+    (d / "detect.txt").unlink()
+    with pytest.raises(FileNotFoundError, match=r"prompts.dir .* lacks detect.txt"):
+        explain_kind(*tabs["lora"], sec, "t", db, "lora")
+    (d / "explain.txt").write_text("no placeholder")
+    mine = tmp_path / "detect.txt"
+    mine.write_text("$explanation $contexts $n")
+    sec["prompts"]["detect"] = str(mine)  # a per-template path fills the gap
+    with pytest.raises(ValueError, match=r"prompts.explain .*\$examples"):
+        explain_kind(*tabs["lora"], sec, "t", db, "lora")
+
+
+def _taxonomy_responder(prompt):
+    if "dictionary features" in prompt:  # the sae_categories template
+        return json.dumps({"categories": [
+            {"string_id": "operators", "name": "Operators", "definition": "d"},
+            {"string_id": "control", "name": "Control flow", "definition": "d"}],
+            "summary": "sae"})  # fmt: skip
+    if "finer subcategories" in prompt:
+        return json.dumps(
+            {
+                "subcategories": {
+                    "operators": [{"string_id": "plus"}],
+                    "control": [{"string_id": "wait"}],
+                }
+            }
+        )
+    if "exactly one of the categories" in prompt:
+        return "control/wait" if "control/wait" in prompt else "tokens"
+    return _responder(prompt)
+
+
+def test_sae_taxonomy_own_gives_sae_features_their_own_categories(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setenv("FAKE_LLM_KEY", "k")
+    with FakeLLMServer(_taxonomy_responder) as server:
+        common = dict(base_url=server.openai_url, api_key_env="FAKE_LLM_KEY")
+        db = tmp_path / "c.db"
+        tabs = {k: _tables(k, 2) for k in ("lora", "mlp", "sae")}
+        out = {}
+        for taxonomy in ("shared", "own"):
+            cat = dict(provider="openai", model="m", sae_taxonomy=taxonomy)
+            sec = _section(
+                provider="openai", model="m", **common, categories={**cat, **common}
+            )
+            expl = {k: explain_kind(*tabs[k], sec, "t", db, k)[0] for k in tabs}
+            cats, _ = propose_categories(expl, sec, "t", db)
+            sae = assign_kind(expl["sae"], tabs["sae"][1], cats, sec, "t", db, "sae")
+            lora = assign_kind(expl["lora"], tabs["lora"][1], cats, sec, "t", db,
+                               "lora")  # fmt: skip
+            out[taxonomy] = (cats, sae[0], lora[0])
+    shared_cats, shared_sae, _ = out["shared"]
+    assert "sae_categories" not in shared_cats
+    assert set(shared_sae["category"]) <= {"tokens", "math"}
+    own_cats, own_sae, own_lora = out["own"]
+    assert [c["string_id"] for c in own_cats["sae_categories"]] == [
+        "operators", "control"]  # fmt: skip
+    assert all(not c["subcategories"] for c in own_cats["categories"])
+    assert set(zip(own_sae["category"], own_sae["subcategory"], strict=True)) == {
+        ("control", "wait")}  # fmt: skip
+    assert set(own_lora["category"]) == {"tokens"}  # LoRA/MLP keep theirs

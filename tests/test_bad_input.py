@@ -150,3 +150,47 @@ def test_adapter_not_rank1_rejected_downstream(
     for name in names:
         assert name in logs, f"{name!r} not in the logs:\n{logs[-3000:]}"
     assert not manifest.exists()
+
+
+# --- config errors on a finished run -----------------------------------------
+
+
+def test_config_errors_keep_a_finished_run_intact(tmp_path, tmp_path_factory):
+    """An SAE k wider than the SAE and a toy benchmark nobody defined are
+    rejected while parsing, naming the keys: no job starts, so the finished
+    SAE and tables (which a failing job would have deleted) stay."""
+    reference = wfrun.reference_run(tmp_path_factory.getbasetemp())
+    bad = {"sae": {"k": 1000}, "eval": {"benchmarks": ["toy_add9"]}}
+    work = wfrun.clone(reference, tmp_path / "w", ["sae", "tables"], bad)
+    before = {p: p.stat().st_mtime_ns for p in wfrun.results(work).rglob("*")}
+    proc = wfrun.snakemake(work, ["all"], check=False, timeout=300)
+    assert proc.returncode != 0
+    assert "sae.k: 1000 is larger than the SAE width 224" in proc.stderr
+    assert "eval.benchmarks: 'toy_add9' is not defined in toy.benchmarks" in (
+        proc.stderr
+    )
+    after = {p: p.stat().st_mtime_ns for p in wfrun.results(work).rglob("*")}
+    assert after == before and (wfrun.results(work) / "sae/model").is_dir()
+    assert not (work / "logs").exists()
+
+
+def test_missing_api_key_rejected_before_any_job(
+    tmp_path, tmp_path_factory, monkeypatch
+):
+    monkeypatch.delenv("LS_NO_SUCH_KEY", raising=False)
+    reference = wfrun.reference_run(tmp_path_factory.getbasetemp())
+    llm = {"provider": "openai", "api_key_env": "LS_NO_SUCH_KEY"}
+    work = wfrun.clone(
+        reference,
+        tmp_path / "w",
+        ["toy", "data", "train/rank1/adapter", "components.parquet", "activations"]
+        + ["features"],
+        {"autointerp": llm},
+    )
+    target = [wfrun.target("autointerp/explanations/lora.parquet")]
+    dry = wfrun.snakemake(work, target, extra=["-n"], check=False, timeout=300)
+    assert dry.returncode == 0, "a dry run needs no key"
+    proc = wfrun.snakemake(work, target, check=False, timeout=300)
+    assert proc.returncode != 0
+    assert "autointerp.api_key_env" in proc.stderr and "LS_NO_SUCH_KEY" in proc.stderr
+    assert not list((work / "logs").rglob("*.log")), "a job ran before the check"

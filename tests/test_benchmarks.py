@@ -199,3 +199,36 @@ def test_validation_names_the_row(change, message):
 def test_unknown_benchmark_lists_known():
     with pytest.raises(ValueError, match="unknown benchmark 'aime25'.*math500"):
         load_benchmark("aime25")
+
+
+@pytest.mark.parametrize("row", [{"answer": None}, {}], ids=["null", "missing"])
+def test_missing_gold_answer_names_benchmark_and_row(math_file, row):
+    rows = [json.loads(line) for line in math_file.read_text().splitlines()]
+    rows[1].pop("answer")
+    rows[1] |= row
+    _write_jsonl(math_file, rows)
+    with pytest.raises(
+        ValueError, match="benchmark 'math500' .* row 1 has no 'answer'"
+    ):
+        load_benchmark("math500", data_files=math_file)
+
+
+def test_empty_or_undecodable_benchmark_file_is_named(tmp_path):
+    path = tmp_path / "test.jsonl"
+    path.write_text("")
+    with pytest.raises(ValueError, match=r"eval.benchmark_files.math500: .* is empty"):
+        load_benchmark("math500", data_files=path)
+    path.write_bytes(b'{"problem": "\xff"}\n')
+    with pytest.raises(ValueError, match=r"byte offset 13 \(line 1\)"):
+        load_benchmark("math500", data_files=path)
+
+
+def test_duplicate_rows_error_or_skip(math_file):
+    rows = [json.loads(line) for line in math_file.read_text().splitlines()]
+    _write_jsonl(math_file, [*rows, rows[0] | {"unique_id": "test/copy.json"}])
+    with pytest.raises(
+        ValueError, match=r"duplicate problem and answer in row 2 \(first in row 0\)"
+    ):
+        load_benchmark("math500", data_files=math_file)
+    df = load_benchmark("math500", data_files=math_file, duplicates="skip")
+    assert df["id"].to_list() == [r["unique_id"] for r in rows]

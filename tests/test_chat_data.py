@@ -9,6 +9,7 @@ from lorascope.core.chat import (
     ANSWER_MARKER,
     IGNORE_INDEX,
     THINK_MARKER,
+    assistant_turn,
     build_example,
     build_prompt,
     split_completion,
@@ -40,6 +41,54 @@ def test_prompt_is_the_example_prefix(toy_tokenizer):
     ids = toy_tokenizer(prompt, add_special_tokens=False)["input_ids"]
     assert ex.input_ids[: len(ids)] == ids
     assert prompt.endswith(THINK_MARKER)
+    plain = build_prompt(toy_tokenizer, "Q?", think=False)
+    assert prompt == plain + THINK_MARKER
+
+
+def test_s1_formatting_details():
+    """s1's data/tokenization.py: trace and answer stripped, `Answer: ` added
+    only when the attempt has no `Answer:` of its own."""
+    assert assistant_turn("  t \n", " 5 ") == (
+        THINK_MARKER + "t" + ANSWER_MARKER + "Answer:  5"
+    )
+    assert assistant_turn("t", "So Answer: 5\n") == (
+        THINK_MARKER + "t" + ANSWER_MARKER + "So Answer: 5"
+    )
+    assert assistant_turn("t", "5").endswith(ANSWER_MARKER + "Answer: 5")
+
+
+def merging_tokenizer():
+    """A BPE tokenizer that merges "\n\n" into one token, as Qwen's does."""
+    import string
+
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    from lorascope.toy.tokenizer import CHAT_TEMPLATE, SPECIAL_TOKENS
+
+    chars = [c for c in string.printable if c not in "\t\r\x0b\x0c"]
+    vocab = {t: i for i, t in enumerate([*SPECIAL_TOKENS, *chars, "\n\n"])}
+    core = Tokenizer(models.BPE(vocab=vocab, merges=[("\n", "\n")], unk_token="<unk>"))
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        pad_token="<pad>",
+        unk_token="<unk>",
+        eos_token="<|im_end|>",
+        additional_special_tokens=["<|im_start|>"],
+    )
+    tok.chat_template = CHAT_TEMPLATE
+    assert len(tok("a\n\nb", add_special_tokens=False)["input_ids"]) == 3
+    return tok
+
+
+def test_trace_starting_with_a_newline_keeps_the_prompt_a_token_prefix():
+    """Unstripped, "think\n" + "\nStep" would tokenise "\n\n" as one token
+    and the eval prompt's last token would not start the training sequence."""
+    tok = merging_tokenizer()
+    ex = build_example(tok, "Q?", "\nStep one.\n", "a")
+    for think in (True, False):
+        ids = tok(build_prompt(tok, "Q?", think=think), add_special_tokens=False)
+        assert ex.input_ids[: len(ids["input_ids"])] == ids["input_ids"]
 
 
 def test_split_completion():
@@ -106,3 +155,36 @@ def test_overlong_rows(toy_tokenizer):
     assert stats["truncated"] == 3 and df["n_tokens"].max() == limit
     with pytest.raises(DataError, match="no usable rows"):
         tokenise(ds, toy_tokenizer, _cfg(max_length=limit, overlong="skip"))
+
+
+def _json_cfg(path):
+    return validate({"data": {"dataset": "json", "data_files": str(path)}})["data"]
+
+
+def test_empty_and_undecodable_files_are_named(tmp_path):
+    empty = tmp_path / "empty.json"
+    empty.write_text("  \n")
+    with pytest.raises(DataError, match=f"data.data_files: {empty} is empty"):
+        load_rows(_json_cfg(empty))
+    bad = tmp_path / "latin1.jsonl"
+    good = '{"question": "q", "deepseek_thinking_trajectory": "t", '
+    bad.write_bytes(
+        (good + '"deepseek_attempt": "a"}\n').encode()
+        + (good + '"deepseek_attempt": "caf').encode()
+        + 'é"}\n'.encode("latin-1")
+    )
+    offset = bad.read_bytes().index(b"\xe9")
+    with pytest.raises(DataError, match=rf"byte offset {offset} \(line 2\)"):
+        load_rows(_json_cfg(bad))
+
+
+def test_duplicate_rows_error_or_counted_skip(toy_tokenizer):
+    rows = s1k_rows(5)
+    for col in rows:
+        rows[col][3] = rows[col][1]  # row 3 repeats row 1
+    ds = datasets.Dataset.from_dict(rows)
+    with pytest.raises(DataError, match=r"1 duplicate row\(s\): row 3 repeats row 1"):
+        tokenise(ds, toy_tokenizer, _cfg())
+    df, stats = tokenise(ds, toy_tokenizer, _cfg(duplicate_rows="skip"))
+    assert stats["duplicates"] == 1 and stats["skipped"] == 1
+    assert df["doc"].to_list() == [0, 1, 2, 4]

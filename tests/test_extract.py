@@ -379,3 +379,103 @@ def test_stale_shards_of_a_longer_plan_are_removed(tmp_path):
         f"shard-{i:05d}.json" for i in range(n)
     ]
     assert open_shards(tmp_path).n_tokens == sum(map(len, seqs[:3]))
+
+
+def test_mlp_lora_switch_reads_the_other_model():
+    """activations.mlp_lora: act_gate_up with the LoRA on equals the adapted
+    MLP; up_proj with it off equals the base model's up_proj."""
+    n = 3
+    peft_model = tiny_lora_f64(layers=2, seed=3)
+    ids, mask = pad_batch(_seqs(2), "cpu")
+    on = MlpCapture(peft_model, n, "act_gate_up", lora=True)
+    assert on.lora and not MlpCapture(peft_model, n, "act_gate_up").lora
+    _, on_TU = forward_batch(peft_model, ids, mask, None, on, dtype=F64)
+    on.remove()
+    adapted = peft_model.get_base_model()
+    hs = _mlp_inputs(adapted, ids, mask)  # LoRA on
+    want = []
+    for i, layer in enumerate(adapted.model.layers):
+        m = layer.mlp  # PEFT-wrapped gate/up: their outputs carry the LoRA delta
+        want.append((m.act_fn(m.gate_proj(hs[i])) * m.up_proj(hs[i]))[..., :n][mask])
+    want_TU = torch.cat(want, dim=1)
+    torch.testing.assert_close(on_TU, want_TU, **forward_tol(2, want_TU.abs().max()))
+    off = MlpCapture(peft_model, n, "up_proj", lora=False)
+    _, off_TU = forward_batch(peft_model, ids, mask, None, off, dtype=F64)
+    base = make_tiny_qwen(VOCAB, layers=2).to(F64)  # same seed: unadapted weights
+    hs = _mlp_inputs(base, ids, mask)
+    want_TU = torch.cat(
+        [layer.mlp.up_proj(hs[i])[..., :n][mask] for i, layer in enumerate(
+            base.model.layers)], dim=1)  # fmt: skip
+    torch.testing.assert_close(off_TU, want_TU, **forward_tol(2, want_TU.abs().max()))
+
+
+def test_populations_modules_dominant_sign_and_real_contexts(tmp_path):
+    """lora_modules, polarity dominant, min_activation and min_contexts each
+    change the feature tables as documented (one extraction serves all)."""
+    import polars as pl
+
+    from lorascope.activations.populations import build_feature_tables
+    from lorascope.core.components import table_from_modules
+    from lorascope.core.contexts import lora_units, mlp_units
+
+    seqs = _seqs(6, seed=8)
+    model, manifest = _run(tmp_path, seqs, top_k=8, mlp_polarity="dominant")
+    assert manifest["meta"]["mlp_polarity"] == "dominant"
+    assert manifest["meta"]["polarity"] == "both" and not manifest["meta"]["mlp_lora"]
+    ss = open_shards(tmp_path)
+    tokens = {10 + i: s for i, s in enumerate(seqs)}
+    act = dict(top_k=8, min_activation=0.0, min_contexts=0, context_width=2)
+
+    def tables(kind, polarity, **over):
+        top, stats = shard_summary(ss, kind)
+        units = (
+            lora_units(table_from_modules([i for i, _ in lora_modules(model)]))
+            if kind == "lora"
+            else mlp_units(2, 3)
+        )
+        if kind == "lora":
+            doc_values = lambda docs: ((d, c["acts"]) for d, c in ss.iter_docs(docs))  # noqa: E731
+        else:
+            from lorascope.activations.hooks import mlp_doc_values
+
+            doc_values = mlp_doc_values(model, MlpCapture(model, 3), tokens, 30, "cpu")
+        return build_feature_tables(
+            kind, units, top, stats, polarity, {**act, **over},
+            lambda docs: {d: tokens[d] for d in docs},
+            lambda ids: [f"<{t}>" for t in ids], doc_values, "pop",
+        )  # fmt: skip
+
+    every, _, _ = tables("lora", "both")
+    assert every.height == 2 * 7 * 2
+    feats, topk, ctx = tables("lora", "both", lora_modules=["gate", "up", "down"])
+    assert feats["label"].to_list()[:3] == ["L0.gate+", "L0.gate-", "L0.up+"]
+    assert feats.height == 2 * 3 * 2 and feats["feature"].to_list() == list(range(12))
+    assert set(feats["module"]) == {"gate", "up", "down"}
+    # renumbered top-k rows still point at the right (streamed) values
+    assert topk.select("feature", "rank", "value").equals(
+        ctx.select("feature", "rank", "value"))  # fmt: skip
+    kept = every.filter(pl.col("module").is_in(["gate", "up", "down"]))
+    assert feats["max"].to_list() == kept["max"].to_list()
+    # dominant: one feature per neuron, the side with the larger max
+    both, _, _ = tables("mlp", "both")
+    dom, dtopk, _ = tables("mlp", "dominant")
+    assert dom.height == 2 * 3 and both.height == 12
+    for u, row in enumerate(dom.iter_rows(named=True)):
+        plus, minus = both["max"][2 * u], both["max"][2 * u + 1]
+        assert row["sign"] == (1 if plus >= minus else -1)
+        assert row["max"] == max(plus, minus)
+    assert dtopk["value"].min() > 0
+    # thresholds: only values above min_activation; marks below min_contexts
+    all_f, all_t, _ = tables("lora", "both")
+    hi = float(all_t["value"].median())
+    thr_f, thr_t, thr_c = tables("lora", "both", min_activation=hi, min_contexts=3)
+    assert thr_t["value"].min() > hi and thr_c.height == thr_t.height
+    counts = thr_t.group_by("feature").len()
+    n_of = dict(zip(counts["feature"], counts["len"], strict=True))
+    assert thr_f["n_contexts"].to_list() == [n_of.get(f, 0) for f in range(28)]
+    assert thr_f["few_contexts"].to_list() == [n_of.get(f, 0) < 3 for f in range(28)]
+    assert thr_f["few_contexts"].any() and not all_f["few_contexts"].any()
+    with pytest.raises(ValueError, match="min_contexts=9 exceeds"):
+        tables("lora", "both", min_contexts=9)
+    with pytest.raises(ValueError, match="unknown module"):
+        tables("lora", "both", lora_modules=["mlp"])

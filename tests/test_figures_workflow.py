@@ -2,14 +2,12 @@
 
 - On synthetic upstream artifacts (fast): every figure and the dashboards are
   built by their rules, and a params-only change reruns only that figure.
-- On a finished micro run (slow): after a figure's styling module or its
-  params change, the dry run schedules that figure and no training,
-  extraction, SAE or autointerp job.
+- What a style key, a plotting script or a package module edit reruns on a
+  finished micro run is part of the rebuild matrix (tests/test_rebuild.py).
 """
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import zipfile
@@ -104,31 +102,6 @@ def test_missing_column_fails_naming_file(tmp_path):
     res = wfrun.results(path)
     assert not (res / "figures" / "fig3_ablation.png").exists()
     assert (res / "figures" / "fig1_classes.png").exists()  # the rest still built
-
-
-@pytest.mark.slow
-def test_style_change_schedules_no_upstream_job(tmp_path_factory):
-    base = wfrun.reference_run(tmp_path_factory.getbasetemp())
-    keep = [p.relative_to(wfrun.results(base)) for p in wfrun.results(base).iterdir()]
-    work = wfrun.clone(base, tmp_path_factory.mktemp("style"), keep)
-    assert scheduled(wfrun.snakemake(work, extra=["-n"]).stdout) == {}
-    # 1. the figure rule lists its plotting module among its inputs ...
-    out = wfrun.snakemake(
-        work, [targets("micro")[6]], extra=["-n", "--forcerun", "figure_ablation"]
-    ).stdout
-    assert str(REPO / "src/lorascope/figures/ablation.py") in out
-    # 2. ... so an edit there (an output older than the module) reruns it alone
-    module_mtime = (REPO / "src/lorascope/figures/ablation.py").stat().st_mtime
-    for ext in ("png", "pdf"):
-        fig = wfrun.results(work) / "figures" / f"fig3_ablation.{ext}"
-        os.utime(fig, (module_mtime - 60, module_mtime - 60))
-    assert scheduled(wfrun.snakemake(work, extra=["-n"]).stdout) == {
-        "figure_ablation": 1
-    }
-    # 3. a figure parameter reruns only the figure jobs
-    (work / "overrides.yaml").write_text(yaml.safe_dump({"figures": {"dpi": 150}}))
-    jobs = scheduled(wfrun.snakemake(work, extra=["-n"]).stdout)
-    assert jobs and set(jobs) <= FIGURE_RULES - {"dashboards"}, jobs
 
 
 def test_report_embeds_every_figure(synthetic_run, tmp_path):

@@ -1,4 +1,9 @@
-"""HF generation: batched == one at a time, stop/truncation bookkeeping."""
+"""HF generation: batched == one at a time, stop/truncation bookkeeping, the
+context budget, greedy whatever the model's generation config says. (The
+vLLM backend is tested against this decode in test_vllm.py.)"""
+
+import json
+import shutil
 
 import pytest
 import torch
@@ -7,12 +12,14 @@ from transformers import Qwen2ForCausalLM
 
 from lorascope.core.chat import split_completion
 from lorascope.core.decoding import (
-    _finish,
     build_prompts,
+    context_length,
+    finish,
     generate_hf,
     stop_token_ids,
+    token_budgets,
 )
-from lorascope.evaluation.generation import generate_vllm
+from lorascope.evaluation.vllm_engine import generate_vllm
 from lorascope.toy.tokenizer import build_tokenizer
 
 
@@ -61,12 +68,14 @@ def test_finish_cuts_at_the_first_stop_token(tok):
     body = tok("x\n<|im_start|>answer\nAnswer: 42", add_special_tokens=False)[
         "input_ids"
     ]
-    done = _finish(tok, body + [im_end, 5, 6], stops, limit=64)
+    done = finish(tok, body + [im_end, 5, 6], stops, limit=64)
     assert done.text == "x\n<|im_start|>answer\nAnswer: 42"
     assert done.n_generated_tokens == len(body) + 1 and not done.truncated
     assert split_completion(done.text)[1] == "42"
-    cut = _finish(tok, body[:5], stops, limit=5)
+    cut = finish(tok, body[:5], stops, limit=5)
     assert cut.truncated and cut.n_generated_tokens == 5
+    # Ids past the budget (padding after a row stopped) are never read.
+    assert finish(tok, body[:5] + [im_end], stops, limit=5) == cut
 
 
 def test_generation_reuses_a_hook_modified_model(model, tok):
@@ -86,18 +95,22 @@ def test_generation_reuses_a_hook_modified_model(model, tok):
     assert generate_hf(model, tok, prompts, max_new_tokens=8, batch_size=2) == plain
 
 
-def test_vllm_missing_is_a_clear_error(tok):
-    pytest.importorskip("torch")
+def test_vllm_missing_is_a_clear_error(tok, tiny_model_dir):
     try:
         import vllm  # noqa: F401
     except ImportError:
         pass
     else:
         pytest.skip("vllm is installed here")
-    with pytest.raises(
-        RuntimeError, match="eval.backend is 'vllm'.*set eval.backend: hf"
-    ):
-        generate_vllm("m", tok, ["p"], {"base": None}, max_new_tokens=4, vllm_cfg={})
+    with pytest.raises(RuntimeError, match="eval.backend is 'vllm'.*eval.vllm.python"):
+        generate_vllm(
+            str(tiny_model_dir),
+            tok,
+            {"base": ["p"]},
+            {"base": None},
+            max_new_tokens=4,
+            vllm_cfg={},
+        )
 
 
 def test_bad_arguments_fail_clearly(model, tok):
@@ -131,7 +144,13 @@ def test_generate_benchmarks_hf_variants_and_pointer(model, tok, tmp_path):
     assert resolve_model_dir(pointer) == (str(base), None)
 
     bench = {"t": pl.DataFrame({"id": ["x", "y"], "problem": ["1+1", "22+3"]})}
-    eval_cfg = {"backend": "hf", "max_new_tokens": 6, "batch_size": 2}
+    eval_cfg = {
+        "backend": "hf",
+        "max_new_tokens": 6,
+        "batch_size": 2,
+        "context_length": None,
+        "think_prefill": "all",
+    }
     model_cfg = {"dtype": "float32", "attn_implementation": "sdpa"}
     models = {
         "base": (str(base), None),
@@ -156,62 +175,94 @@ def test_generate_benchmarks_hf_variants_and_pointer(model, tok, tmp_path):
         generate_benchmarks(
             models, tok, bench, eval_cfg | {"backend": "tgi"}, model_cfg
         )
+    # not_base: the base is asked with the plain chat template, the others
+    # with the think marker; the tuned variants' completions do not change.
+    plain = generate_benchmarks(
+        models, tok, bench, eval_cfg | {"think_prefill": "not_base"}, model_cfg
+    )
+    assert plain["base"]["t"]["prompt"][0].endswith("<|im_start|>assistant\n")
+    assert plain["rank1"]["t"].equals(out["rank1"]["t"])
 
 
-@pytest.mark.gpu
-def test_vllm_one_engine_serves_base_and_lora_like_hf(tok, tmp_path):
-    """On a GPU with vllm: base + LoRA from one engine, greedy as in hf."""
-    pytest.importorskip("vllm")
-    if not torch.cuda.is_available():
-        pytest.skip("needs CUDA")
-    from peft import LoraConfig, get_peft_model
+def test_token_budgets_share_the_context():
+    assert token_budgets([10, 50, 90], 64, context=100) == [64, 50, 10]
+    with pytest.raises(ValueError, match="aime24 problem '7'.*100 tokens.*is 100"):
+        token_budgets([10, 100], 64, 100, names=["a", "aime24 problem '7'"])
+    cfg = make_tiny_qwen(40).config
+    assert context_length(cfg) == 512
+    assert context_length(cfg, 300) == 300
+    with pytest.raises(ValueError, match="context_length 600 exceeds.*512"):
+        context_length(cfg, 600)
 
-    # head_dim 64: a size every vLLM attention backend takes
-    gpu_model = make_tiny_qwen(
-        len(tok),
-        hidden=128,
-        intermediate_size=256,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        tie_word_embeddings=False,
-        eos_token_id=tok.eos_token_id,
-    )
-    base = tmp_path / "base"
-    gpu_model.save_pretrained(base)
-    tok.save_pretrained(base)
-    lora = LoraConfig(
-        r=1,
-        lora_alpha=16,
-        use_rslora=True,
-        init_lora_weights=False,
-        target_modules=["q_proj", "v_proj", "gate_proj", "down_proj"],
-    )
-    get_peft_model(Qwen2ForCausalLM.from_pretrained(base), lora).save_pretrained(
-        tmp_path / "adapter"
-    )
-    prompts = build_prompts(tok, PROBLEMS)
-    vcfg = {
-        "tensor_parallel_size": 1,
-        "gpu_memory_utilization": 0.3,
-        "max_lora_rank": 8,
-        "max_loras": 2,
+
+def test_hf_each_prompt_generates_what_fits_in_the_context(tok):
+    """A model with fewer positions than prompt + max_new_tokens: each row of
+    a batch stops at its own budget, exactly as if generated alone with
+    max_new_tokens = its budget (float64: no near-tie can flip the argmax)."""
+    small = make_tiny_qwen(
+        len(tok), max_position_embeddings=64, tie_word_embeddings=False
+    ).to(torch.float64)
+    prompts = build_prompts(tok, ["1+1", "What is 4821 + 1177?", "Add 12 and 30."])
+    lengths = [len(tok(p, add_special_tokens=False)["input_ids"]) for p in prompts]
+    budgets = [min(30, 64 - n) for n in lengths]
+    assert len(set(budgets)) == 3 and max(budgets) == 30  # both limits bind
+    batched = generate_hf(small, tok, prompts, max_new_tokens=30, batch_size=3)
+    for prompt, budget, got in zip(prompts, budgets, batched, strict=True):
+        alone = generate_hf(small, tok, [prompt], max_new_tokens=budget)
+        assert got == alone[0]
+        assert got.n_generated_tokens <= budget
+        assert got.truncated == (got.n_generated_tokens == budget)
+    long = ["What is " + " + ".join(["1234"] * 10) + "?"]
+    with pytest.raises(ValueError, match="problem 'q9': the prompt has"):
+        generate_hf(small, tok, long, max_new_tokens=4, names=["problem 'q9'"])
+
+
+def sampling_model_dir(src, dst):
+    """A copy of a model dir whose generation_config.json asks for sampling
+    with a repetition penalty, as Qwen2.5's does."""
+    shutil.copytree(src, dst)
+    path = dst / "generation_config.json"
+    gen = json.loads(path.read_text())
+    gen |= {
+        "do_sample": True,
+        "repetition_penalty": 1.05,
+        "temperature": 0.7,
+        "top_p": 0.8,
+        "top_k": 20,
     }
-    out = generate_vllm(
-        str(base),
-        tok,
-        prompts,
-        {"base": None, "rank1": str(tmp_path / "adapter")},
-        max_new_tokens=16,
-        vllm_cfg=vcfg,
-        dtype="float32",
+    path.write_text(json.dumps(gen))
+    return dst
+
+
+def test_hf_greedy_ignores_the_models_generation_config(tok, tmp_path):
+    """Weights saved with Qwen2.5-style sampling defaults decode exactly like
+    the same weights with a clean config, and their config is left as it
+    was. The random float64 model is flat enough that the inherited 1.05
+    repetition penalty alone changes its greedy output (checked first), so
+    the comparison has power; float64 keeps near-ties from deciding."""
+    from lorascope.core.models import load_causal_lm
+
+    clean_dir = tmp_path / "clean"
+    make_tiny_qwen(len(tok), tie_word_embeddings=False).to(
+        torch.float64
+    ).save_pretrained(clean_dir)
+    dirty_dir = sampling_model_dir(clean_dir, tmp_path / "sampling")
+    prompts = build_prompts(tok, PROBLEMS)
+    models = {
+        name: load_causal_lm(str(path), dtype="float32").to(torch.float64)
+        for name, path in (("clean", clean_dir), ("dirty", dirty_dir))
+    }
+    ids = tok(prompts[:1], return_tensors="pt")["input_ids"]
+    plain, penalised = (
+        models["clean"].generate(
+            ids, do_sample=False, max_new_tokens=24, repetition_penalty=p
+        )
+        for p in (1.0, 1.05)
     )
-    hf = generate_hf(
-        Qwen2ForCausalLM.from_pretrained(base).cuda().eval(),
-        tok,
-        prompts,
-        max_new_tokens=16,
-        batch_size=4,
-        progress=False,
-    )
-    assert [c.text for c in out["base"]] == [c.text for c in hf]
-    assert [c.text for c in out["rank1"]] != [c.text for c in out["base"]]
+    assert not torch.equal(plain, penalised), "the test model ignores the penalty"
+    out = {}
+    for name, model in models.items():
+        torch.manual_seed(0)  # sampling, if it happened, would draw from here
+        out[name] = generate_hf(model, tok, prompts, max_new_tokens=24)
+    assert models["dirty"].generation_config.do_sample is True  # restored
+    assert out["dirty"] == out["clean"]

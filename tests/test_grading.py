@@ -1,8 +1,11 @@
 """Grading on realistic answer sections, including ones that must not match."""
 
+import time
+
 import pytest
 
 from lorascope.core.grading import extract_choice, grade, grade_answer
+from lorascope.core.math_answers import MathChecker
 
 MATH_MATCH = [
     ("25", "Answer: 025"),  # AIME golds and answers with leading zeros
@@ -38,6 +41,16 @@ MATH_MISMATCH = [
     ("25", ""),
 ]
 
+# An answer section that is one bare LaTeX expression (no `$`, no `\boxed`)
+# is read whole: it matches its own value and not the fragment a bare read
+# would keep (`3` of `3\sqrt{13}`, `5` of `6 - 5i`).
+BARE_LATEX = [
+    ("Answer: 3\\sqrt{13}", "3\\sqrt{13}", ["3", "13"]),
+    ("Answer: \\frac{14}{3}", "\\frac{14}{3}", ["14", "3"]),
+    ("Answer: (-2, 1)", "(-2,1)", ["1", "-2"]),
+    ("Answer: 6 - 5i", "6-5i", ["6", "5", "-5i"]),
+]
+
 
 @pytest.mark.parametrize("gold,section", MATH_MATCH)
 def test_math_equivalent_forms_match(gold, section):
@@ -51,9 +64,34 @@ def test_math_wrong_answers_do_not_match(gold, section):
     assert not grade_answer("math", gold, section, None).correct
 
 
+@pytest.mark.parametrize("section,gold,fragments", BARE_LATEX)
+def test_math_bare_latex_is_read_whole(section, gold, fragments):
+    assert grade_answer("math", gold, section, None).correct
+    for fragment in fragments:
+        assert not grade_answer("math", fragment, section, None).correct
+
+
 def test_math_unparseable_answer_is_wrong_with_no_extraction():
     verdict = grade_answer("math", "7", "Answer: no idea", None)
-    assert verdict == (None, False)
+    assert verdict == (None, False, False)
+
+
+def test_math_answers_that_never_finish_are_wrong_within_the_limit():
+    """math-verify alone never returns on these (sympy builds the tower);
+    each gets the time limit, grades wrong, and the next answer still grades."""
+    with MathChecker(timeout_s=1.5) as checker:
+        checker.check("1", "1")  # start the child outside the timed part
+        start = time.monotonic()
+        for tower in ("\\boxed{10^{10^{10}}}", "\\boxed{9^{9^{9^{9}}}}"):
+            verdict = grade_answer("math", "10", "Answer: " + tower, None, checker)
+            assert verdict == (None, False, True)
+        assert time.monotonic() - start < 2 * 1.5 + 10  # two limits + restarts
+        assert grade_answer("math", "12", "Answer: 12", None, checker).correct
+
+
+def test_math_unparseable_gold_fails_clearly_through_the_child():
+    with pytest.raises(ValueError, match="not parseable"):
+        grade_answer("math", "", "Answer: 1", None)
 
 
 CHOICES = ["3.2 eV", "1.6 eV", "0.8 eV", "6.4 eV"]
@@ -172,9 +210,10 @@ def test_grade_frame_and_summary():
     assert df["correct"].to_list() == [True, False, True]
     assert df["extracted"].to_list() == ["2", None, "B"]
     assert df["graded_from"].to_list() == ["answer", "completion", "answer"]
+    assert df["grade_timed_out"].to_list() == [False] * 3
     s = summarise({"toy": df})["toy"]
     assert s["accuracy"] == 2 / 3 and s["n_unparsed"] == 1
     assert s["truncation_rate"] == 1 / 3 and s["max_generated_tokens"] == 64
-    assert s["n_without_answer_marker"] == 1
+    assert s["n_without_answer_marker"] == 1 and s["n_grade_timeouts"] == 0
     with pytest.raises(ValueError, match="no generation, e.g. 'b'"):
         grade_frame(_bench(), gens.filter(pl.col("id") != "b"))

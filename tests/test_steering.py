@@ -266,3 +266,247 @@ def test_make_targets_labels_directions_and_clear_errors():
     sae = random_sae(2)
     with pytest.raises(ValueError, match="steering.sae_latents: no latent 9"):
         make_targets([("sae", 9, "config")], kl, sae, np.ones(8))
+
+
+def test_negative_alpha_shifts_the_other_way(lora, toy_tokenizer):
+    model, table, control = lora
+    ids_1T = ids(toy_tokenizer)[None]
+    delta_C = component_direction(table.height, 9, 0.7)
+    with torch.no_grad():
+        control.record = True
+        model(input_ids=ids_1T)
+        plain_TC = control.recorded()[0]
+        with steered(control, delta_C, -3.0):
+            control.record = True
+            model(input_ids=ids_1T)
+            diff_T = control.recorded()[0][:, 9] - plain_TC[:, 9]
+    tol = rounding_tol(torch.float32, scale=2 * (plain_TC[:, 9].abs().max() + 2.1))
+    torch.testing.assert_close(diff_T, torch.full_like(diff_T, -2.1), **tol)
+
+
+def test_add_mask_shifts_only_the_masked_positions(lora, toy_tokenizer):
+    model, table, control = lora
+    ids_1T = ids(toy_tokenizer)[None]
+    T = ids_1T.shape[1]
+    mask_T = torch.arange(T) >= T // 2
+    with torch.no_grad():
+        control.record = True
+        model(input_ids=ids_1T)
+        plain_TC = control.recorded()[0]
+        with steered(control, component_direction(table.height, 0, 1.0), 5.0):
+            control.add_mask_T = mask_T
+            control.record = True
+            model(input_ids=ids_1T)
+            got_TC = control.recorded()[0]
+    # causal: positions before the first shifted one are the same computation
+    assert torch.equal(got_TC[: T // 2], plain_TC[: T // 2])
+    assert (got_TC[T // 2 :, 0] - plain_TC[T // 2 :, 0] - 5.0).abs().max() < 1e-5
+
+
+def _probe(model, layer_index: int):
+    """Record the target lora_A's (edited) output of every forward."""
+    calls = []
+    lora_a = lora_layers(model)[layer_index].lora_A["default"]
+    handle = lora_a.register_forward_hook(lambda m, i, o: calls.append(o.detach()))
+    return calls, handle
+
+
+def test_generated_positions_leave_the_prompt_pass_alone(lora, toy_tokenizer):
+    """steering.positions generated: the prompt's forward is unsteered, every
+    decode step is shifted; all: the prompt's forward is shifted too."""
+    from lorascope.ablation.steering import applied
+
+    model, table, control = lora
+    prompts = build_prompts(toy_tokenizer, ["What is 1+2?"])
+    gen = dict(max_new_tokens=4, batch_size=1, progress=False)
+    delta_C = component_direction(table.height, 0, 1.0)
+    runs = {}
+    for name, alpha, positions in (("plain", 0.0, "all"), ("gen", 50.0, "generated"),
+                                   ("all", 50.0, "all")):  # fmt: skip
+        calls, handle = _probe(model, 0)  # after ScalarControl's hook
+        with applied(model, control, delta_C, alpha, positions):
+            generate_hf(model, toy_tokenizer, prompts, **gen)
+        handle.remove()
+        runs[name] = calls
+    assert control.add_VC is None
+    assert len(runs["plain"]) == len(runs["gen"]) > 1
+    assert torch.equal(runs["gen"][0], runs["plain"][0])  # prompt pass alone
+    assert not torch.allclose(runs["all"][0], runs["plain"][0])
+    # First decode step: its input token came from the unsteered prompt pass,
+    # so it is the plain run's too, and layer 0's q reads only that token's
+    # embedding: the scalar differs by exactly the shift (float32 rounding).
+    first_decode = runs["gen"][1][0, -1, 0] - runs["plain"][1][0, -1, 0]
+    tol = rounding_tol(torch.float32, scale=2 * (50 + runs["plain"][1].abs().max()))
+    assert abs(float(first_decode) - 50.0) <= tol["atol"] + 50 * tol["rtol"]
+    with pytest.raises(ValueError, match="steering.positions"):
+        with applied(model, control, delta_C, 1.0, "prompt"):
+            pass
+
+
+def test_steering_kl_masks_and_sequence_average(lora64, toy_tokenizer):
+    model, table, control = lora64
+    ids_T = ids(toy_tokenizer)
+    T = len(ids_T)
+    scope_T = torch.arange(T) < T - 1
+    target = Target("component", 2, "L0.v", "config",
+                    component_direction(table.height, 2, 0.5))  # fmt: skip
+    runner = PrefixRunner(model, control)
+    layer_C = table["layer"].to_numpy()
+    args = ([(ids_T, scope_T)], [target], [0.0, 20.0], layer_C)
+    full = steering_kl(runner, *args)
+    none = steering_kl(runner, *args, masks=[torch.zeros(T, dtype=torch.bool)])
+    half = steering_kl(runner, *args, masks=[torch.arange(T) >= T // 2])
+    every = steering_kl(runner, *args, masks=[torch.ones(T, dtype=torch.bool)])
+    tol = kl_tol(toy_tokenizer)
+    assert none[0, 1] == pytest.approx(0.0, abs=tol)
+    assert every[0, 1] == pytest.approx(full[0, 1], rel=tol, abs=tol)
+    assert tol < half[0, 1] < full[0, 1]
+    # two sequences of different length: pooled vs mean of per-sequence means
+    short = (ids_T[:6], torch.arange(6) < 5)
+    seqs = [(ids_T, scope_T), short]
+    pooled = steering_kl(runner, seqs, [target], [20.0], layer_C)
+    per_seq = [steering_kl(runner, [s], [target], [20.0], layer_C)[0, 0] for s in seqs]
+    means = steering_kl(runner, seqs, [target], [20.0], layer_C, average="sequences")
+    assert means[0, 0] == pytest.approx(np.mean(per_seq), rel=1e-9)
+    n = [int(scope_T.sum()), 5]
+    assert pooled[0, 0] == pytest.approx(np.average(per_seq, weights=n), rel=1e-9)
+
+
+def test_residual_shift_lands_in_the_residual_stream(lora64, toy_tokenizer):
+    from lorascope.ablation.residual_steering import (
+        ResidualShift,
+        ResidualSpec,
+        lora_a_direction,
+        mean_residual_norm,
+        residual_targets,
+    )
+
+    model, table, control = lora64
+    ids_T = ids(toy_tokenizer)
+    runner = PrefixRunner(model, control)
+    q_D = lora_a_direction(model, 1, "q", 0)
+    assert np.linalg.norm(q_D) == pytest.approx(1.0)
+    raw = lora_a_direction(model, 1, "q", 0, unit=False)
+    np.testing.assert_allclose(q_D * np.linalg.norm(raw), raw, rtol=1e-12)
+    with pytest.raises(ValueError, match="down_proj reads no residual"):
+        lora_a_direction(model, 1, "down", 0)
+    with torch.no_grad():
+        runner.reference(ids_T[None])
+        inputs = [x.clone() for x in runner.inputs]
+        mids = [x.clone() for x in runner.mids]
+        for module, kept in (("q", inputs), ("up", mids)):
+            vec = 3.0 * lora_a_direction(model, 1, module, 0)
+            shift = ResidualShift(model, ResidualSpec(1, module, vec))
+            shift.scale_V = torch.tensor([2.0])
+            runner.reference(ids_T[None])
+            shift.remove()
+            got = (runner.inputs if module == "q" else runner.mids)[1] - kept[1]
+            want = torch.as_tensor(2.0 * vec).expand_as(got)
+            torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
+            # upstream of the injection point nothing changes
+            assert torch.equal(runner.inputs[0], inputs[0])
+    norm = mean_residual_norm(runner, [(ids_T, torch.ones(len(ids_T), dtype=bool))],
+                              1, "up")  # fmt: skip
+    assert norm == pytest.approx(float(mids[1][0].norm(dim=-1).mean()), rel=1e-9)
+    targets = make_targets(
+        [("component", i, "config") for i in (7, 10, 11)], _kl(table)
+    )  # fmt: skip  (L1.q, L1.o, L1.gate)
+    extra = residual_targets(targets, table, model, runner,
+                             [(ids_T, torch.ones(len(ids_T), dtype=bool))])  # fmt: skip
+    assert [(t.kind, t.id, t.label) for t in extra] == [
+        ("residual", 7, "resid L1.q"), ("residual", 11, "resid L1.gate")]  # fmt: skip
+    assert not extra[0].delta_C.any()
+
+
+def _kl(table):
+    return table.select("index", "layer", "module", "rank_slot").with_columns(
+        mean_abs_act=pl.lit(1.0), kl_mean=pl.lit(0.1)
+    )
+
+
+def test_residual_target_kl_matches_full_forward(lora64, toy_tokenizer):
+    from lorascope.ablation.residual_steering import (
+        ResidualShift,
+        ResidualSpec,
+        lora_a_direction,
+    )
+
+    model, table, control = lora64
+    ids_T = ids(toy_tokenizer)
+    scope_T = torch.arange(len(ids_T)) < len(ids_T) - 1
+    spec = ResidualSpec(1, "gate", 4.0 * lora_a_direction(model, 1, "gate", 0))
+    target = Target("residual", 11, "resid L1.gate", "config",
+                    np.zeros(table.height), spec)  # fmt: skip
+    shift = ResidualShift(model, spec)
+    runner = PrefixRunner(model, control)
+    layer_C = table["layer"].to_numpy()
+    seqs = [(ids_T, scope_T)]
+    kl_GA = steering_kl(runner, seqs, [target], [0.0, 5.0], layer_C, shifts={0: shift})
+    with torch.no_grad():
+        ref = torch.log_softmax(model(input_ids=ids_T[None]).logits[0], -1)
+        shift.scale_V = torch.tensor([5.0])
+        logq = torch.log_softmax(model(input_ids=ids_T[None]).logits[0], -1)
+    shift.remove()
+    kl = float((ref.exp() * (ref - logq)).sum(-1)[scope_T].mean())
+    tol = kl_tol(toy_tokenizer)
+    assert kl_GA[0, 0] == pytest.approx(0.0, abs=tol)
+    assert kl_GA[0, 1] == pytest.approx(kl, rel=tol, abs=tol) and kl > 1e3 * tol
+
+
+def test_sweep_grades_truncated_completions_as_evaluation_does(lora, monkeypatch):
+    """A truncated completion without the answer marker is wrong, even if its
+    text holds the right number (the grader gets `truncated`)."""
+    from lorascope.ablation import steering as steering_mod
+    from lorascope.core.decoding import Completion
+
+    model, table, control = lora
+    bench = [{"problem": "What is 1+2?", "answer": "3", "choices": None,
+              "grader": "math"}]  # fmt: skip
+    for truncated, want in ((False, 1.0), (True, 0.0)):
+        monkeypatch.setattr(
+            steering_mod, "generate_hf",
+            lambda *a, t=truncated, **k: [Completion("so \\boxed{3}", 5, t)],
+        )  # fmt: skip
+        monkeypatch.setattr(steering_mod, "build_prompts", lambda tok, p, s: p)
+        got = steering_mod.generation_metrics(
+            model, None, control, bench, np.zeros(table.height), words=["Wait"],
+            max_new_tokens=5, batch_size=1,
+        )  # fmt: skip
+        assert got["accuracy"] == want and got["truncated_frac"] == float(truncated)
+
+
+@pytest.mark.gpu
+def test_steering_shifts_follow_the_model_onto_cuda(toy_tokenizer):
+    """Shifts are built on the CPU; every hook moves them to the activation's
+    device (scalar and residual shifts, masks, generation and KL)."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    from lorascope.ablation.residual_steering import (
+        ResidualShift,
+        ResidualSpec,
+        lora_a_direction,
+    )
+    from lorascope.ablation.steering import applied
+
+    model, table = _lora(toy_tokenizer, torch.float32)
+    model = model.to("cuda")
+    with ScalarControl(lora_layers(model)) as control:
+        spec = ResidualSpec(1, "up", 5.0 * lora_a_direction(model, 1, "up", 0))
+        shift = ResidualShift(model, spec)
+        prompts = build_prompts(toy_tokenizer, ["What is 1+2?"])
+        gen = dict(max_new_tokens=5, batch_size=1, progress=False)
+        plain = generate_hf(model, toy_tokenizer, prompts, **gen)
+        delta_C = component_direction(table.height, 4, 1.0)
+        for positions in ("all", "generated"):
+            with applied(model, control, delta_C, 100.0, positions, shift):
+                generate_hf(model, toy_tokenizer, prompts, **gen)
+        assert generate_hf(model, toy_tokenizer, prompts, **gen) == plain
+        ids_T = ids(toy_tokenizer)
+        T = len(ids_T)
+        target = Target("residual", 5, "resid L1.up", "config", np.zeros(21), spec)
+        seqs = [(ids_T, torch.arange(T) < T - 1)]
+        kl = steering_kl(PrefixRunner(model, control), seqs, [target], [0.0, 30.0],
+                         table["layer"].to_numpy(), shifts={0: shift},
+                         masks=[torch.arange(T) >= 2])  # fmt: skip
+        shift.remove()
+    assert kl[0, 0] < 1e-6 < kl[0, 1]

@@ -4,7 +4,13 @@ import numpy as np
 import polars as pl
 import pytest
 
-from lorascope.evaluation.tables import correct_matrix, table1, table2, to_display
+from lorascope.evaluation.tables import (
+    correct_matrix,
+    table1,
+    table2,
+    to_display,
+    to_markdown_report,
+)
 
 
 def _hits(k, n=30):
@@ -92,3 +98,38 @@ def test_markdown_report_shows_intervals_and_undefined():
     assert text.startswith("# Table 1")
     assert "| b | 30 | 0.2333 [" in text
     assert "| undefined |" in text and "95% paired bootstrap" in text
+
+
+def test_trainable_fraction_from_headers_and_config(
+    tiny_adapter_dir, tiny_model_dir, tmp_path, toy_tokenizer
+):
+    """Table 1's parameter fraction: adapter and base counted without loading
+    weights (safetensors headers; a config on the meta device)."""
+    from conftest import add_random_lora, make_tiny_qwen
+
+    from lorascope.evaluation.tables import (
+        base_param_count,
+        safetensors_numel,
+        with_param_fraction,
+    )
+
+    lora = add_random_lora(make_tiny_qwen(len(toy_tokenizer)))
+    want_adapter = sum(p.numel() for n, p in lora.named_parameters() if "lora_" in n)
+    got = safetensors_numel(tiny_adapter_dir / "adapter_model.safetensors")
+    assert got == want_adapter
+    model = make_tiny_qwen(len(toy_tokenizer))
+    want_base = sum(p.numel() for p in model.parameters())  # tied embedding once
+    assert base_param_count(str(tiny_model_dir)) == (want_base, "safetensors headers")
+    config_only = tmp_path / "config_only"
+    model.config.save_pretrained(config_only)
+    assert base_param_count(str(config_only)) == (want_base, "config")
+    correct = {
+        "b": {v: np.array([1, 0, 1, 1], bool) for v in ("base", "rank1", "full")}
+    }
+    table = with_param_fraction(table1(correct, n_boot=20), got, want_base)
+    assert table["trainable_fraction"][0] == pytest.approx(got / want_base)
+    text = to_markdown_report(table, "table1", 0.95, 20)
+    assert f"{got:,} of the base model's {want_base:,}" in text
+    assert "adapter_params" not in text.split("Brackets")[0]  # not a table column
+    with pytest.raises(ValueError, match="base model has 0 parameters"):
+        with_param_fraction(table, got, 0)

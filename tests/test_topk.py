@@ -24,10 +24,12 @@ def _stream(T=300, U=6, seed=0):
     return values, doc, pos
 
 
-def _brute(values_TF, doc, pos, k):
+def _brute(values_TF, doc, pos, k, min_value=0.0):
+    """Per feature, the k largest values above min_value (real activations)."""
     rows = []
     for f in range(values_TF.shape[1]):
         order = torch.argsort(values_TF[:, f], descending=True)[:k]
+        order = order[values_TF[order, f] > min_value]
         for r, t in enumerate(order.tolist()):
             rows.append((f, r, int(doc[t]), int(pos[t]), float(values_TF[t, f])))
     return rows
@@ -82,7 +84,7 @@ def test_merge_and_state_roundtrip_equal_single_stream():
 
 def test_unfilled_slots_are_dropped_and_shapes_checked():
     top = StreamingTopK(3, 10)
-    top.update(torch.randn(4, 3), torch.zeros(4), torch.arange(4))
+    top.update(torch.rand(4, 3) + 0.1, torch.zeros(4), torch.arange(4))
     frame = top.to_frame()
     assert frame.height == 12 and frame["rank"].max() == 3
     with pytest.raises(ValueError, match="expected 3"):
@@ -136,3 +138,58 @@ def test_contexts_windows_match_streamed_topk(polarity):
         assert row["acts"][row["center"]] == pytest.approx(row["value"], abs=1e-6)
         assert row["tokens"][row["center"]] == str(100 + row["pos"])
         assert 0 <= row["center"] <= 2 and len(row["acts"]) <= 5
+
+
+def test_a_feature_firing_three_times_has_exactly_three_rows():
+    """The bug: k = 64 kept fillers (zero or negative values at arbitrary
+    positions) for a feature that fired fewer than 64 times."""
+    T = 500
+    values = torch.zeros(T, 3)
+    fired = torch.tensor([17, 230, 481])
+    values[fired, 0] = torch.tensor([0.5, 2.0, 1.0])  # fires 3 times
+    values[:, 1] = -torch.rand(T) - 0.1  # never positive
+    values[:, 2] = torch.rand(T) + 0.1  # fires everywhere
+    doc, pos = torch.zeros(T, dtype=torch.long), torch.arange(T)
+    top = StreamingTopK(3, 64)
+    for sl in torch.arange(T).split(97):
+        top.update(values[sl], doc[sl], pos[sl])
+    frame = top.to_frame()
+    f0 = frame.filter(pl.col("feature") == 0).sort("rank")
+    assert f0["pos"].to_list() == [230, 481, 17]
+    assert f0["rank"].to_list() == [0, 1, 2]
+    assert frame.filter(pl.col("feature") == 1).height == 0
+    assert frame.filter(pl.col("feature") == 2).height == 64
+    # A threshold: only values strictly above it; the `both` view of a signed
+    # unit keeps its negative side as a feature of its own.
+    assert top.to_frame(min_value=0.9).filter(pl.col("feature") == 0)[
+        "pos"
+    ].to_list() == [230, 481]
+    both = signed_features(values[:, 1:2], "both")
+    top2 = StreamingTopK(2, 8)
+    top2.update(both, doc, pos)
+    assert top2.to_frame()["feature"].unique().to_list() == [1]
+
+
+def test_dominant_sign_subset_and_marks():
+    from lorascope.core.contexts import (
+        dominant_features,
+        finish_features,
+        subset_features,
+    )
+
+    feats = pl.DataFrame(
+        {"feature": [0, 1, 2, 3, 4, 5], "max": [2.0, 1.0, 0.5, 3.0, 1.0, 1.0]}
+    )
+    # unit 0: + wins; unit 1: - wins; unit 2: a tie goes to +
+    assert dominant_features(feats).tolist() == [0, 3, 4]
+    topk = pl.DataFrame({"feature": [0, 0, 3, 5], "rank": [0, 1, 0, 0]})
+    sub_f, sub_t = subset_features([0, 3, 4], feats, topk)
+    assert sub_f["feature"].to_list() == [0, 1, 2]
+    assert sub_f["max"].to_list() == [2.0, 3.0, 1.0]
+    assert sub_t["feature"].to_list() == [0, 0, 1]  # feature 5's row dropped
+    marked = finish_features(sub_f, sub_t, 2, "pop")
+    assert marked["n_contexts"].to_list() == [2, 1, 0]
+    assert marked["few_contexts"].to_list() == [False, True, True]
+    assert set(marked["population"]) == {"pop"}
+    with pytest.raises(ValueError, match="ascending"):
+        subset_features([3, 0], feats)

@@ -196,12 +196,34 @@ def test_benchmarks_schema_distinct_and_held_out_of_sft():
         assert df["choices"].null_count() == df.height
         assert set(df["grader"]) == {"math"}
         assert df["id"][0].startswith(name)
-    sft = world.sft_set(TOY_CFG, benches)
+    sft = world.sft_set(TOY_CFG)
     assert sft.height == 300
     sft_pairs = tasks.benchmark_pairs(sft.rename({"question": "problem"}))
     for df in benches.values():
         assert not sft_pairs & tasks.benchmark_pairs(df)
     assert world.benchmark_frames(TOY_CFG)["toy_add4"].equals(benches["toy_add4"])
+
+
+def test_adding_a_benchmark_changes_neither_the_sft_set_nor_other_benchmarks():
+    """The held-out pool is fixed: a new benchmark (even one with the digit
+    count of the SFT problems) retrains nothing and redraws no other one."""
+    more = {**TOY_CFG["benchmarks"], "toy_add3": {"digits": 3, "n": 80}}
+    bigger = {**TOY_CFG, "benchmarks": more}
+    assert world.sft_set(bigger).equals(world.sft_set(TOY_CFG))
+    new, old = world.benchmark_frames(bigger), world.benchmark_frames(TOY_CFG)
+    assert all(new[name].equals(old[name]) for name in old)
+    sft_pairs = tasks.benchmark_pairs(
+        world.sft_set(bigger).rename({"question": "problem"})
+    )
+    assert not sft_pairs & tasks.benchmark_pairs(new["toy_add3"])
+    pool = [(a, b) for a in range(10, 100) for b in range(10, 100)]
+    share = sum(tasks.held_out(a, b) for a, b in pool) / len(pool)
+    assert abs(share - 1 / tasks.HELD_OUT_EVERY) < 0.02  # 8100 pairs: sd 0.0044
+
+
+def test_unknown_benchmark_fails_naming_it_and_the_key():
+    with pytest.raises(KeyError, match=r"toy_add9.*toy\.benchmarks.*toy_add2"):
+        world.benchmark_frame_of(TOY_CFG, "toy_add9")
 
 
 def test_benchmark_too_many_problems_fails_naming_it():

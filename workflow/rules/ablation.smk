@@ -21,6 +21,7 @@ rule kl_ablation:
     params:
         config=ablation_params,
         base=base_model_path,
+        code=code_of("ablation_kl.py"),
     script:
         "../scripts/ablation_kl.py"
 
@@ -44,5 +45,6 @@ rule steering_sweep:
     params:
         config=steering_params,
         base=base_model_path,
+        code=code_of("steering_sweep.py"),
     script:
         "../scripts/steering_sweep.py"

@@ -20,7 +20,8 @@ rule extract_activations:
         act=extract_settings(),
         model=extraction_model(),
         base=base_model_path,
-        device=config["device"],
+        device=setting("device"),
+        code=code_of("activations_extract.py"),
     script:
         "../scripts/activations_extract.py"
 
@@ -46,6 +47,7 @@ rule activation_features:
         act=cfg("activations"),
         model=extraction_model(),
         base=base_model_path,
-        device=config["device"],
+        device=setting("device"),
+        code=code_of("activations_features.py"),
     script:
         "../scripts/activations_features.py"

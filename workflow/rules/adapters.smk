@@ -17,5 +17,6 @@ rule adapters_ablate:
         "../../envs/train.yaml"
     params:
         group=ablated_group,
+        code=code_of("adapters_ablate.py"),
     script:
         "../scripts/adapters_ablate.py"

@@ -11,6 +11,7 @@ rule autointerp_explain:
     input:
         features=res("features/{kind}/features.parquet"),
         contexts=res("features/{kind}/contexts.parquet"),
+        prompts=autointerp_prompts("explain"),
     output:
         explanations=res("autointerp/explanations/{kind}.parquet"),
         usage=res("autointerp/usage/explain_{kind}.parquet"),
@@ -19,7 +20,8 @@ rule autointerp_explain:
     conda:
         "../../envs/interp.yaml"
     params:
-        ai=autointerp_params,
+        ai=autointerp_params("explain"),
+        code=code_of("autointerp_explain.py"),
     script:
         "../scripts/autointerp_explain.py"
 
@@ -27,6 +29,7 @@ rule autointerp_explain:
 rule autointerp_categories:
     input:
         explanations=expand(res("autointerp/explanations/{kind}.parquet"), kind=KINDS),
+        prompts=autointerp_prompts("categories"),
     output:
         categories=res("autointerp/categories.json"),
         usage=res("autointerp/usage/categories.parquet"),
@@ -35,7 +38,8 @@ rule autointerp_categories:
     conda:
         "../../envs/interp.yaml"
     params:
-        ai=autointerp_params,
+        ai=autointerp_params("categories"),
+        code=code_of("autointerp_categories.py"),
         kinds=KINDS,
     script:
         "../scripts/autointerp_categories.py"
@@ -46,6 +50,7 @@ rule autointerp_assign:
         categories=res("autointerp/categories.json"),
         explanations=res("autointerp/explanations/{kind}.parquet"),
         contexts=res("features/{kind}/contexts.parquet"),
+        prompts=autointerp_prompts("assign"),
     output:
         assignments=res("autointerp/assignments/{kind}.parquet"),
         usage=res("autointerp/usage/assign_{kind}.parquet"),
@@ -54,7 +59,8 @@ rule autointerp_assign:
     conda:
         "../../envs/interp.yaml"
     params:
-        ai=autointerp_params,
+        ai=autointerp_params("assign"),
+        code=code_of("autointerp_assign.py"),
     script:
         "../scripts/autointerp_assign.py"
 
@@ -63,6 +69,7 @@ rule autointerp_score:
     input:
         explanations=res("autointerp/explanations/{kind}.parquet"),
         contexts=res("features/{kind}/contexts.parquet"),
+        prompts=autointerp_prompts("score"),
     output:
         scores=res("autointerp/scores/{kind}.parquet"),
         usage=res("autointerp/usage/score_{kind}.parquet"),
@@ -71,7 +78,8 @@ rule autointerp_score:
     conda:
         "../../envs/interp.yaml"
     params:
-        ai=autointerp_params,
+        ai=autointerp_params("score"),
+        code=code_of("autointerp_score.py"),
     script:
         "../scripts/autointerp_score.py"
 
@@ -99,7 +107,8 @@ rule autointerp_summary:
     conda:
         "../../envs/interp.yaml"
     params:
-        ai=autointerp_params,
+        ai=autointerp_params("summary"),
+        code=code_of("autointerp_summary.py"),
         kinds=KINDS,
     script:
         "../scripts/autointerp_summary.py"

@@ -1,6 +1,25 @@
 # Helpers shared by every stage; no rules here. Validates the config before
-# any job is scheduled and defines where outputs and logs go.
-import json
+# any job is scheduled, defines where outputs and logs go, and states what each
+# rule depends on so that a rerun rebuilds exactly what a change invalidated.
+#
+# Wiring conventions (docs/ARCHITECTURE.md explains them with examples):
+# - params carry only the config a rule reads, e.g. `cfg("sae")` (a section),
+#   `cfg("eval", "ci", "limit")` (some keys), `config_of("seed", "model.dtype")`
+#   (keys of several sections), `setting("eval.ci")` (one value). A job that
+#   reads a key its rule did not declare fails naming it (UndeclaredKey).
+# - keys in RUNTIME_KEYS (lorascope/core/wiring.py: batch sizes for memory,
+#   concurrency, retries, checkpoint cadence) are handed to the job but never
+#   recorded: changing one reruns nothing.
+# - every rule has `code=code_of(<its script or entry module>)`, content hashes
+#   of the files its logic lives in (imports found by parsing, not importing).
+#   Editing sae/training.py reruns the SAE and what depends on it; a touch, a
+#   comment, a docstring or a moved checkout reruns nothing.
+# - files a rule reads from outside results/ are inputs, as the user wrote
+#   their paths (data.data_files, eval.benchmark_files, autointerp.prompts).
+# - nothing recorded holds an absolute path, so a moved checkout reruns nothing.
+# - profiles/default (loaded by default) sets the rerun triggers: mtime, params,
+#   input, software-env; not `code`, whose only effect on script rules is to
+#   rerun on a script's mtime (code_of tracks content instead).
 import os
 import sys
 
@@ -13,12 +32,29 @@ sys.path.insert(0, _SRC)
 os.environ.update(
     PYTHONPATH=os.pathsep.join(p for p in (_SRC, os.getenv("PYTHONPATH")) if p)
 )
+# Jobs watch this snakemake and stop if it dies, even by SIGKILL
+# (lorascope.core.runtime.stop_when_snakemake_dies): a paid API job must not
+# outlive the run that started it.
+os.environ.update(LORASCOPE_SNAKEMAKE_PID=str(os.getpid()))
 
-from lorascope.core.config import ConfigError, section, validate
+from lorascope.core.checks import check_environment
+from lorascope.core.config import ConfigError, load_schema, validate
 from lorascope.core.models import base_model_path as base_model_location
+from lorascope.core.codeversion import code_version, use_disk_cache
+from lorascope.core.wiring import RUNTIME_KEYS, JobConfig, declared
 
+
+def hub_benchmarks():
+    """The benchmark registry's names (imported only when a hub name is used)."""
+    from lorascope.evaluation.benchmarks import BENCHMARKS
+
+    return list(BENCHMARKS)
+
+
+SCHEMA = load_schema()
+use_disk_cache(".snakemake/lorascope/code_hashes.json")
 try:
-    validate(config)
+    validate(config, SCHEMA, benchmarks=hub_benchmarks)
 except ConfigError as err:
     raise WorkflowError(str(err)) from None
 
@@ -43,14 +79,66 @@ def log_(path):
     return f"logs/{RUN}/{path}"
 
 
-def cfg(name):
-    """One config section as a plain dict (a rule's params: a change reruns it)."""
-    return section(config, name)
+# --- wiring: what a rule depends on -------------------------------------------
+
+
+def config_of(*paths):
+    """The config keys a rule reads, by dotted path ("sae" = the whole
+    section), as one JobConfig rooted at the top level (a rule's params)."""
+    return declared(config, paths, SCHEMA)
+
+
+def cfg(path, *keys, exclude=()):
+    """One config section (or subsection, "train.lora") as a rule's params:
+    all of it, only `keys`, or all but `exclude`."""
+    node = config
+    for part in path.split("."):
+        node = node[part]
+    names = keys or [k for k in node if k not in exclude]
+    picked = config_of(*(f"{path}.{k}" for k in names))
+    for part in path.split("."):
+        picked = picked[part]
+    return picked
+
+
+def setting(path):
+    """One config value as a param (a change reruns the rule)."""
+    if path in RUNTIME_KEYS:
+        raise WorkflowError(f"{path} is runtime-only: declare it with cfg(...)")
+    node = config
+    for part in path.split("."):
+        node = node[part]
+    return node
+
+
+def code_of(entry, data=()):
+    """Content hashes of what a rule runs, i.e. a script in workflow/scripts/
+    ("sae_train.py") or a module run with python -m ("lorascope.train"), the
+    lorascope modules it imports, their data folders, and `data` (files or
+    folders relative to the repo)."""
+    if entry.endswith(".py"):
+        entry = f"workflow/scripts/{entry}"
+    return code_version(workflow.basedir, entry, data)
+
+
+def check_llm_environment():
+    """API keys of the LLM steps about to run (the Snakefile's onstart hook:
+    not in a dry run, still before any job starts)."""
+    try:
+        steps = {job.rule.name for job in workflow.dag.needrun_jobs()}
+    except AttributeError:  # Snakemake moved its DAG: check every step
+        steps = None
+    problems = check_environment(config, steps)
+    if problems:
+        raise WorkflowError("invalid environment:\n  " + "\n  ".join(problems))
 
 
 def output_parent(wildcards, output):
     """The directory holding a rule's first output (params, never hard-coded)."""
     return os.path.dirname(output[0])
+
+
+# --- the base model --------------------------------------------------------------
 
 
 def base_model_path(wildcards=None):
@@ -59,19 +147,17 @@ def base_model_path(wildcards=None):
 
 
 def base_model_input(wildcards=None):
-    """The toy base model dir when model.base is 'toy'; nothing for a hub id."""
-    if config["model"]["base"] == "toy":
+    """The toy base model dir, or a local model dir (as written); nothing for a
+    hub id (its revision is a param)."""
+    base = config["model"]["base"]
+    if base == "toy":
         return res("toy/base_model")
-    return []
+    return base if os.path.isdir(base) else []
 
 
-def toy_sft_input(wildcards):
-    return [res("toy/s1k.parquet")] if config["data"]["dataset"] == "toy" else []
-
-
-def train_config(wildcards):
-    """The config sections training depends on, as JSON for the command line."""
-    return json.dumps({k: config[k] for k in ("seed", "device", "model", "train")})
+def model_keys():
+    """The model keys that change a loaded model's outputs."""
+    return [f"model.{k}" for k in ("revision", "dtype", "attn_implementation")]
 
 
 def python_bin():
@@ -85,7 +171,9 @@ def python_bin():
 
 
 def launcher(wildcards, resources):
-    """One process on CPU / one GPU; accelerate + FSDP when the profile gives more."""
+    """One process on CPU / one GPU; accelerate + FSDP when the profile gives more.
+    (Computed from resources, so Snakemake does not record it: a moved
+    interpreter reruns nothing.)"""
     gpus = int(getattr(resources, "gpu", 0) or 0)
     python = python_bin()
     if gpus <= 1:
@@ -96,17 +184,57 @@ def launcher(wildcards, resources):
     return f"{accelerate} launch --config_file {fsdp} --num_processes {gpus}"
 
 
+# --- stage toy (used by workflow/rules/toy.smk) ---
+
+
+def toy_model_keys():
+    """Copying the shipped model reads only `rebuild`; pretraining reads more."""
+    return ("rebuild", "seed", "pretrain") if config["toy"]["rebuild"] else ("rebuild",)
+
+
+def toy_shipped_files():
+    """The shipped weights (repo-relative), versioned by content when copied."""
+    return [] if config["toy"]["rebuild"] else ["resources/toy/base_model"]
+
+
+def toy_bench_config(wildcards):
+    """toy.seed and this benchmark's own toy.benchmarks entry: adding or
+    changing another benchmark reruns nothing of this one."""
+    if wildcards.name not in config["toy"]["benchmarks"]:
+        raise WorkflowError(
+            f"toy benchmark {wildcards.name!r} is not in toy.benchmarks "
+            f"(configured: {', '.join(config['toy']['benchmarks']) or 'none'})"
+        )
+    return config_of("toy.seed", f"toy.benchmarks.{wildcards.name}")["toy"]
+
+
+# --- stage data (used by workflow/rules/data.smk) ---
+
+
+def toy_sft_input(wildcards):
+    return [res("toy/s1k.parquet")] if config["data"]["dataset"] == "toy" else []
+
+
+def sft_data_files(wildcards):
+    """Local SFT files (data.data_files) are inputs: an edit reruns the set."""
+    files = config["data"]["data_files"]
+    if config["data"]["dataset"] not in ("parquet", "json", "csv") or not files:
+        return []
+    return [files] if isinstance(files, str) else list(files)
+
+
+# --- stage train (used by workflow/rules/train.smk) ---
+
+
 def train_targets():
     return [res("components.parquet"), res("train/full/model")]
 
 
-# --- stage toy (used by workflow/rules/toy.smk) ---
-
-
-def toy_shipped_model(wildcards):
-    """The shipped weights are an input only when they are copied, not rebuilt."""
-    shipped = os.path.join(workflow.basedir, "resources", "toy", "base_model")
-    return [] if config["toy"]["rebuild"] else shipped
+def train_settings(variant):
+    """What training `variant` reads (the full fine-tune has no LoRA)."""
+    keys = ["bf16", "gradient_checkpointing", "logging_steps", "save_steps", variant]
+    keys += ["lora"] if variant == "rank1" else []
+    return config_of("seed", "device", *model_keys(), *(f"train.{k}" for k in keys))
 
 
 # --- stage adapters (used by workflow/rules/adapters.smk) ---
@@ -134,14 +262,34 @@ def eval_targets():
 def eval_keys(*keys):
     """Only the eval keys a rule depends on; changing, say, bootstrap_samples
     must not rerun generation."""
-    return {k: EVAL[k] for k in keys}
+    return cfg("eval", *keys)
+
+
+def bench_file(name):
+    return config["eval"]["benchmark_files"].get(name)
 
 
 def bench_source(wildcards):
-    """Toy benchmarks come from the toy world; hub ones need no input file."""
+    """Toy benchmarks come from the toy world; a hub one from its local file
+    (eval.benchmark_files) when set, else from the hub (no input)."""
     if wildcards.benchmark.startswith("toy_"):
         return res(f"toy/bench/{wildcards.benchmark}.parquet")
-    return []
+    return bench_file(wildcards.benchmark) or []
+
+
+def bench_settings(wildcards):
+    """The eval keys one benchmark is prepared with (only its own file)."""
+    settings = cfg("eval", "choice_seed", "limit", "duplicate_rows")
+    own = bench_file(wildcards.benchmark)
+    settings["benchmark_files"] = {wildcards.benchmark: own} if own else {}
+    return settings
+
+
+def generation_settings(wildcards=None):
+    """Generation keys of the chosen backend (vLLM schedules its own batches)."""
+    backend = config["eval"]["backend"]
+    extra = ("vllm",) if backend == "vllm" else ("batch_size",)
+    return cfg("eval", "backend", "max_new_tokens", *extra)
 
 
 def variant_model(variant):
@@ -168,6 +316,43 @@ def engine_inputs(wildcards):
     }
 
 
+def generation_spec(wildcards):
+    """Everything one generation job reads (its --spec): the variants' models,
+    where the tokenizer loads from, and the declared config (recorded without
+    runtime keys such as eval.vllm.kv_cache_gib)."""
+    spec = config_of(
+        "seed",
+        "device",
+        "data.system_prompt",
+        *model_keys(),
+        *(f"eval.{k}" for k in generation_settings()),
+        "eval.context_length",
+        "eval.think_prefill",
+    )
+    spec["models"] = engine_models(wildcards)
+    spec["base"] = base_model_path()
+    return spec
+
+
+def generation_python(wildcards, resources):
+    """The interpreter of generation jobs: eval.vllm.python with backend vllm
+    (relative to the repository), else the one python_bin() gives. Computed
+    from resources, so Snakemake does not record it: a moved checkout reruns
+    nothing."""
+    path = EVAL["vllm"]["python"]
+    if EVAL["backend"] != "vllm" or path is None:
+        return python_bin()
+    full = os.path.join(workflow.basedir, path)
+    if not (os.path.isfile(full) and os.access(full, os.X_OK)):
+        raise WorkflowError(
+            f"eval.backend is 'vllm' and eval.vllm.python is {path!r}, but "
+            f"{full} is not an executable: build it with `make vllm-env` (the "
+            "README's setup does), point eval.vllm.python at a Python that "
+            "has vllm, or set eval.backend: hf"
+        )
+    return full
+
+
 def generations_of(wildcards):
     return res(f"eval/generations/{ENGINE_OF[wildcards.variant]}")
 
@@ -185,7 +370,35 @@ def table_inputs(wildcards):
     )
 
 
+def table_model_inputs(wildcards):
+    """Table 1 counts the adapter's and the base model's parameters."""
+    if wildcards.table != "table1":
+        return {}
+    return {"adapter": res("train/rank1/adapter"), "base": base_model_input()}
+
+
 # --- stage activations (used by workflow/rules/activations.smk) ---
+
+
+# activations keys read only when the feature tables are built: changing
+# them keeps the shards (the streamed top-k state does not depend on them).
+FEATURE_TABLE_KEYS = (
+    "context_width",
+    "min_activation",
+    "min_contexts",
+    "lora_modules",
+    "population_note",
+)
+
+
+def extract_settings(wildcards=None):
+    """activations config minus feature-table keys: changing them keeps shards."""
+    return cfg("activations", exclude=FEATURE_TABLE_KEYS)
+
+
+def extraction_model(wildcards=None):
+    """The model keys that change the measured values (not full_finetune)."""
+    return cfg("model", "revision", "dtype", "attn_implementation")
 
 
 def activations_targets():
@@ -196,18 +409,12 @@ def activations_targets():
     ]
 
 
-def extract_settings(wildcards=None):
-    """activations config minus display-only keys: changing them keeps shards."""
-    return {k: v for k, v in cfg("activations").items() if k != "context_width"}
-
-
-def extraction_model(wildcards=None):
-    """The model keys that change the measured values (not full_finetune)."""
-    m = cfg("model")
-    return {k: m.get(k) for k in ("base", "revision", "dtype", "attn_implementation")}
-
-
 # --- stage sae (used by workflow/rules/sae.smk) ---
+
+
+def sae_params(wildcards):
+    """The `sae:` section plus the top-level seed/device it inherits when null."""
+    return config_of("seed", "device", "sae")
 
 
 def sae_targets():
@@ -215,11 +422,6 @@ def sae_targets():
         res("sae/metrics.json"),
         *expand(res("features/sae/{table}.parquet"), table=SAE_TABLES),
     ]
-
-
-def sae_params(wildcards):
-    """The `sae:` section plus the top-level seed/device it inherits when null."""
-    return {"seed": config["seed"], "device": config["device"], "sae": cfg("sae")}
 
 
 # --- stage autointerp (used by workflow/rules/autointerp.smk) ---
@@ -232,15 +434,58 @@ def autointerp_targets():
     ]
 
 
-def autointerp_params(wildcards=None):
-    """The autointerp section, the run tag for the spend ledger, the cache path."""
-    section = cfg("autointerp")
-    cache = section["cache"]
-    return {
-        "section": section,
-        "run": RUN,
-        "cache": cache if os.path.isabs(cache) else res(cache),
-    }
+# What the LLM client of each role reads (autointerp/settings.py), runtime
+# knobs included (declared, never recorded).
+_LLM_COMMON = ["temperature", "request_params", "parse_retries", "prices"]
+_LLM_RUNTIME = ["concurrency", "retries", "timeout_s", "backoff_base_s"]
+_LLM_RUNTIME += ["backoff_max_s", "budget", "cache"]
+_EXPLAINER = ["provider", "model", "base_url", "api_key_env", "max_output_tokens"]
+# What the explainer is shown of each feature (per kind: kind_overrides).
+_EXAMPLES = ["n_contexts", "example_window", "shuffle_examples"]
+_EXAMPLES += ["max_examples_per_doc", "kind_overrides"]
+AUTOINTERP_KEYS = {
+    "explain": [*_EXPLAINER, *_EXAMPLES, "tokens_listed", "offline", "seed"],
+    "categories": ["categories", "seed"],
+    "assign": [*_EXPLAINER, *_EXAMPLES, "categories.n_examples"],
+    "score": [*_EXPLAINER, *_EXAMPLES, "detection", "seed"],
+    "summary": ["bootstrap_samples", "seed"],
+}
+# The template files each step renders (autointerp.prompts: a file per name,
+# or a directory holding them all).
+AUTOINTERP_PROMPT = {
+    "explain": ["explain"],
+    "categories": ["categories", "subcategories", "sae_categories"],
+    "assign": ["assign"],
+    "score": ["detect"],
+}
+
+
+def autointerp_params(step):
+    """What autointerp step `step` reads: its `autointerp:` keys (section),
+    the run tag of the spend ledger, and the cache path (runtime: a moved
+    cache reruns nothing)."""
+    keys = list(AUTOINTERP_KEYS[step])
+    if step != "summary":
+        keys += _LLM_COMMON + _LLM_RUNTIME + ["prompts"]
+    section = config_of(*(f"autointerp.{k}" for k in keys))["autointerp"]
+    cache = config["autointerp"]["cache"]
+    cache = cache if os.path.isabs(cache) else res(cache)
+    # Path "autointerp": its "cache" entry is the runtime key autointerp.cache.
+    return JobConfig({"section": section, "run": RUN, "cache": cache}, "autointerp")
+
+
+def autointerp_prompts(step):
+    """The user's prompt template files step `step` reads: inputs, so an edit
+    in place reruns the step (also with the offline explainer, for
+    simplicity)."""
+    prompts = config["autointerp"]["prompts"]
+    files = []
+    for name in AUTOINTERP_PROMPT[step]:
+        if prompts[name]:
+            files.append(prompts[name])
+        elif prompts["dir"]:
+            files.append(os.path.join(prompts["dir"], f"{name}.txt"))
+    return files
 
 
 # --- stage figures (used by workflow/rules/figures.smk) ---
@@ -250,15 +495,8 @@ def figures_targets():
     return expand(res("figures/{name}.{ext}"), name=FIGURES, ext=["png", "pdf"])
 
 
-def figure_code(*modules):
-    """The package files a figure (or the dashboards) is drawn by: editing them
-    reruns it."""
-    pkg = os.path.join(workflow.basedir, "src", "lorascope")
-    return [os.path.join(pkg, m) for m in modules]
-
-
 def figure_style(wildcards=None):
-    return {k: config["figures"][k] for k in ("width_in", "font_size", "dpi")}
+    return cfg("figures", "width_in", "font_size", "dpi")
 
 
 def figure_outputs(name):
@@ -273,7 +511,7 @@ def figure_outputs(name):
 
 
 def table_columns(wildcards):
-    return config["figures"]["tables"][wildcards.table]
+    return setting(f"figures.tables.{wildcards.table}")
 
 
 # --- stage dashboards (used by workflow/rules/dashboards.smk) ---
@@ -309,14 +547,21 @@ def ablation_targets():
 
 
 def ablation_params(wildcards):
-    """The config sections the KL ablation reads (a change reruns it)."""
-    return {k: config[k] for k in ("seed", "device", "model", "ablation")}
+    """The config the KL ablation reads (a change reruns it)."""
+    return config_of("seed", "device", *model_keys(), "ablation")
 
 
 def steering_params(wildcards):
-    """The config sections the steering sweep reads."""
-    keys = ("seed", "device", "model", "data", "eval", "ablation", "steering")
-    return {k: config[k] for k in keys}
+    """The config the steering sweep reads; eval's generation budget and
+    batch only where steering leaves its own null."""
+    st = config["steering"]
+    ablation = ["seed", "device", "n_sequences", "max_tokens", "token_scope"]
+    ablation += ["draw_rng", "average", "logit_chunk"]
+    keys = [*model_keys(), "data.system_prompt", "steering"]
+    keys += [f"ablation.{k}" for k in ablation]
+    keys += ["eval.grade_without_answer_marker"]
+    keys += [f"eval.{k}" for k in ("max_new_tokens", "batch_size") if st[k] is None]
+    return config_of("seed", "device", *keys)
 
 
 def steering_benchmark():

@@ -1,19 +1,12 @@
 # Stage 'dashboards': static, offline feature dashboards (paper App. A), one
-# page per feature of every kind, as a report() output. The rule depends on
-# its own package files, so a template edit rebuilds only the dashboards.
+# page per feature of every kind, as a report() output. Its code param hashes
+# its package files and assets, so a template edit rebuilds only the dashboards.
 
 
 rule dashboards:
     input:
         unpack(dashboard_inputs),
         usage=res("autointerp/usage.json"),
-        code=figure_code(
-            "dashboards/build.py",
-            "dashboards/assets/index.html.jinja",
-            "dashboards/assets/feature.html.jinja",
-            "dashboards/assets/dashboard.css",
-            "dashboards/assets/dashboard.js",
-        ),
     output:
         site=report(
             directory(res("dashboards")),
@@ -26,6 +19,7 @@ rule dashboards:
     conda:
         "../../envs/interp.yaml"
     params:
-        options=config["figures"]["dashboards"],
+        options=cfg("figures.dashboards"),
+        code=code_of("dashboards.py"),
     script:
         "../scripts/dashboards.py"

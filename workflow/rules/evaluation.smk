@@ -6,6 +6,8 @@
 # job) serves the base and every LoRA variant through LoRARequest and the full
 # fine-tune, a different model, gets a second engine; with backend hf each
 # variant is its own job, so a local or SLURM run generates them in parallel.
+# Generation is a command (python -m lorascope.evaluation), not a script:
+# vLLM runs in its own interpreter (eval.vllm.python) and spawns its engine.
 
 EVAL = config["eval"]
 BENCHMARKS = EVAL["benchmarks"]
@@ -33,8 +35,9 @@ rule bench_prepare:
     conda:
         "../../envs/interp.yaml"
     params:
-        eval=eval_keys("benchmark_files", "choice_seed", "limit"),
+        eval=bench_settings,
         toy_dir=res("toy/bench"),
+        code=code_of("eval_bench.py"),
     script:
         "../scripts/eval_bench.py"
 
@@ -49,15 +52,12 @@ rule eval_generate:
     conda:
         "../../envs/vllm.yaml"
     params:
-        models=engine_models,
-        base=base_model_path,
-        eval=eval_keys("backend", "max_new_tokens", "batch_size", "vllm"),
-        model=cfg("model"),
-        system_prompt=config["data"]["system_prompt"],
-        device=config["device"],
-        seed=config["seed"],
-    script:
-        "../scripts/eval_generate.py"
+        python=generation_python,
+        spec=generation_spec,
+        code=code_of("lorascope.evaluation"),
+    shell:
+        "{params.python} -m lorascope.evaluation --spec {params.spec.as_json:q}"
+        " --bench {input.bench:q} --out {output.generations:q} > {log:q} 2>&1"
 
 
 rule eval_grade:
@@ -71,7 +71,9 @@ rule eval_grade:
     conda:
         "../../envs/interp.yaml"
     params:
-        fallback=config["eval"]["grade_without_answer_marker"],
+        fallback=setting("eval.grade_without_answer_marker"),
+        timeout_s=setting("eval.grade_timeout_s"),
+        code=code_of("eval_grade.py"),
     script:
         "../scripts/eval_grade.py"
 
@@ -87,12 +89,15 @@ rule eval_summary:
         log_("eval/eval_summary_{variant}.log"),
     conda:
         "../../envs/interp.yaml"
+    params:
+        code=code_of("eval_summary.py"),
     script:
         "../scripts/eval_summary.py"
 
 
 rule eval_table:
     input:
+        unpack(table_model_inputs),
         samples=table_inputs,
     output:
         table=res("tables/{table}.parquet"),
@@ -102,7 +107,10 @@ rule eval_table:
     conda:
         "../../envs/interp.yaml"
     params:
-        eval=eval_keys("bootstrap_samples", "ci"),
-        seed=config["seed"],
+        eval=eval_keys("bootstrap_samples", "ci", "think_prefill"),
+        seed=setting("seed"),
+        base=base_model_path,
+        revision=setting("model.revision"),
+        code=code_of("eval_table.py"),
     script:
         "../scripts/eval_table.py"

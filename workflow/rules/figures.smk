@@ -1,7 +1,7 @@
 # Stage 'figures': paper figures (PNG + PDF), Tables 1/2 as images and the
-# steering plot, all as report() outputs. Each rule
-# takes only its own figure's params and depends on its plotting module, so a
-# style or parameter change reruns that figure and nothing upstream.
+# steering plot, all as report() outputs. Each rule takes only its own
+# figure's params and the hashes of its plotting code (code_of), so a style,
+# parameter or plotting change reruns that figure and nothing upstream.
 
 FIGURES = {
     "fig1_classes": "Figures",
@@ -18,7 +18,6 @@ rule figure_classes:
     input:
         classes=res("autointerp/summary/classes.parquet"),
         usage=res("autointerp/usage.json"),
-        code=figure_code("figures/classes.py", "figures/style.py"),
     output:
         **figure_outputs("fig1_classes"),
     log:
@@ -26,8 +25,9 @@ rule figure_classes:
     conda:
         "../../envs/interp.yaml"
     params:
+        code=code_of("figure_classes.py"),
         style=figure_style,
-        kinds=config["figures"]["classes"]["kinds"],
+        kinds=setting("figures.classes.kinds"),
     script:
         "../scripts/figure_classes.py"
 
@@ -37,7 +37,6 @@ rule figure_categories:
         shares=res("autointerp/summary/category_shares.parquet"),
         categories=res("autointerp/categories.json"),
         usage=res("autointerp/usage.json"),
-        code=figure_code("figures/categories.py", "figures/style.py"),
     output:
         **figure_outputs("fig1_categories"),
     log:
@@ -45,6 +44,7 @@ rule figure_categories:
     conda:
         "../../envs/interp.yaml"
     params:
+        code=code_of("figure_categories.py"),
         style=figure_style,
     script:
         "../scripts/figure_categories.py"
@@ -55,7 +55,6 @@ rule figure_sae_density:
         density=res("autointerp/summary/sae_category_density.parquet"),
         categories=res("autointerp/categories.json"),
         usage=res("autointerp/usage.json"),
-        code=figure_code("figures/sae_density.py", "figures/style.py"),
     output:
         **figure_outputs("fig2_sae_density"),
     log:
@@ -63,8 +62,9 @@ rule figure_sae_density:
     conda:
         "../../envs/interp.yaml"
     params:
+        code=code_of("figure_sae_density.py"),
         style=figure_style,
-        options=config["figures"]["sae_density"],
+        options=cfg("figures.sae_density"),
     script:
         "../scripts/figure_sae_density.py"
 
@@ -73,7 +73,6 @@ rule figure_ablation:
     input:
         layers=res("ablation/kl_layers.parquet"),
         components=res("ablation/kl_components.parquet"),
-        code=figure_code("figures/ablation.py", "figures/style.py"),
     output:
         **figure_outputs("fig3_ablation"),
     log:
@@ -81,8 +80,9 @@ rule figure_ablation:
     conda:
         "../../envs/interp.yaml"
     params:
+        code=code_of("figure_ablation.py"),
         style=figure_style,
-        options=config["figures"]["ablation"],
+        options=cfg("figures.ablation"),
     script:
         "../scripts/figure_ablation.py"
 
@@ -90,7 +90,6 @@ rule figure_ablation:
 rule figure_steering:
     input:
         sweep=res("steering/sweep.parquet"),
-        code=figure_code("figures/steering.py", "figures/style.py"),
     output:
         **figure_outputs("steering_sweep"),
     log:
@@ -98,8 +97,9 @@ rule figure_steering:
     conda:
         "../../envs/interp.yaml"
     params:
+        code=code_of("figure_steering.py"),
         style=figure_style,
-        options=config["figures"]["steering"],
+        options=cfg("figures.steering"),
     script:
         "../scripts/figure_steering.py"
 
@@ -107,7 +107,6 @@ rule figure_steering:
 rule figure_table:
     input:
         table=res("tables/{table}.parquet"),
-        code=figure_code("figures/table_image.py", "figures/style.py"),
     output:
         png=report(
             res("figures/{table}.png"),
@@ -122,8 +121,9 @@ rule figure_table:
     conda:
         "../../envs/interp.yaml"
     params:
+        code=code_of("figure_table.py"),
         style=figure_style,
         columns=table_columns,
-        ci=config["eval"]["ci"],
+        ci=setting("eval.ci"),
     script:
         "../scripts/figure_table.py"

@@ -19,6 +19,7 @@ rule train_sae:
     params:
         config=sae_params,
         provenance=output_parent,
+        code=code_of("sae_train.py"),
     script:
         "../scripts/sae_train.py"
 
@@ -38,8 +39,9 @@ rule sae_features:
         "../../envs/train.yaml"
     params:
         config=sae_params,
-        activations=cfg("activations"),
-        model=cfg("model"),
+        activations=cfg("activations", "top_k", *FEATURE_TABLE_KEYS),
+        model=cfg("model", "revision"),
         base=base_model_path,
+        code=code_of("sae_features.py"),
     script:
         "../scripts/sae_features.py"

@@ -15,11 +15,13 @@ rule train_rank1:
     params:
         base=base_model_path,
         out=output_parent,
-        config=train_config,
+        config=train_settings("rank1"),
         launcher=launcher,
+        code=code_of("lorascope.train"),
     shell:
         "{params.launcher} -m lorascope.train --variant rank1 --base {params.base:q}"
-        " --sft {input.sft:q} --out {params.out:q} --config {params.config:q}"
+        " --sft {input.sft:q} --out {params.out:q}"
+        " --config {params.config.as_json:q}"
         " > {log:q} 2>&1"
 
 
@@ -38,11 +40,13 @@ if config["model"]["full_finetune"] == "train":
         params:
             base=base_model_path,
             out=output_parent,
-            config=train_config,
+            config=train_settings("full"),
             launcher=launcher,
+            code=code_of("lorascope.train"),
         shell:
             "{params.launcher} -m lorascope.train --variant full --base {params.base:q}"
-            " --sft {input.sft:q} --out {params.out:q} --config {params.config:q}"
+            " --sft {input.sft:q} --out {params.out:q}"
+            " --config {params.config.as_json:q}"
             " > {log:q} 2>&1"
 
 else:
@@ -55,7 +59,8 @@ else:
         conda:
             "../../envs/train.yaml"
         params:
-            model=cfg("model"),
+            model=cfg("model", "full_finetune", "full_finetune_revision"),
+            code=code_of("train_full_checkpoint.py"),
         script:
             "../scripts/train_full_checkpoint.py"
 
@@ -70,6 +75,7 @@ rule components:
     conda:
         "../../envs/train.yaml"
     params:
-        lora=config["train"]["lora"],
+        lora=cfg("train.lora"),
+        code=code_of("train_components.py"),
     script:
         "../scripts/train_components.py"

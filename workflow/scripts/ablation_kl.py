@@ -36,7 +36,7 @@ with script_logging(smk) as log:
             variants_per_forward=cfg["variants_per_forward"],
             logit_chunk=cfg["logit_chunk"],
         )
-    tables = summarise(table, ablations, kl_AS, tokens_S, mean_abs_C)
+    tables = summarise(table, ablations, kl_AS, tokens_S, mean_abs_C, cfg["average"])
     for name, title in TITLES.items():
         df = tables[name.removeprefix("kl_")]
         write_parquet(df, smk.output[name])

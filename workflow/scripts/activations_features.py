@@ -3,6 +3,8 @@
 kind `lora`: the stored LoRA scalars. kind `mlp`: the MLP-neuron baseline,
 whose activations were never stored, so the windows around its top-k tokens
 are recomputed with the same hooks (and checked against the streamed values).
+Which features are kept (modules, dominant sign, real activations only):
+lorascope.activations.populations.
 """
 
 from pathlib import Path
@@ -11,13 +13,8 @@ import polars as pl
 
 from lorascope.activations.extraction import shard_summary
 from lorascope.activations.hooks import MlpCapture, mlp_doc_values
-from lorascope.core.contexts import (
-    build_contexts,
-    features_frame,
-    lora_units,
-    mlp_units,
-    token_strings,
-)
+from lorascope.activations.populations import build_feature_tables, describe_population
+from lorascope.core.contexts import lora_units, mlp_units, token_strings
 from lorascope.core.io import write_parquet
 from lorascope.core.models import (
     load_causal_lm,
@@ -34,13 +31,14 @@ with script_logging(smk) as log:
     kind, act = smk.wildcards.kind, smk.params.act
     shards = open_shards(Path(smk.input.manifest).parent)
     meta = shards.meta  # what was extracted, not what the config says now
+    polarity = meta["polarity"] if kind == "lora" else meta["mlp_polarity"]
     top, stats = shard_summary(shards, kind)
-    topk = top.to_frame()
     sft = pl.read_parquet(smk.input.sft, columns=["doc", "input_ids"])
-    needed = sft.filter(pl.col("doc").is_in(topk["doc"].unique().implode()))
-    token_ids = dict(
-        zip(needed["doc"].to_list(), needed["input_ids"].to_list(), strict=True)
-    )
+
+    def token_ids(docs):
+        needed = sft.filter(pl.col("doc").is_in(list(docs)))
+        return dict(zip(needed["doc"], needed["input_ids"].to_list(), strict=True))
+
     if kind == "lora":
         units = lora_units(pl.read_parquet(smk.input.components))
 
@@ -54,19 +52,32 @@ with script_logging(smk) as log:
             smk.params.base, device=str(device), **model_kwargs(smk.params.model)
         )
         model = load_lora_model(base, smk.input.adapter)
-        mlp = MlpCapture(model, meta["mlp_neurons_per_layer"], meta["mlp_tensor"])
-        doc_values = mlp_doc_values(model, mlp, token_ids, act["batch_tokens"], device)
+        mlp = MlpCapture(
+            model, meta["mlp_neurons_per_layer"], meta["mlp_tensor"], meta["mlp_lora"]
+        )
 
-    features = features_frame(kind, units, meta["polarity"], stats.to_frame())
-    contexts = build_contexts(
-        topk,
+        def doc_values(docs):
+            rows = token_ids(docs)
+            fn = mlp_doc_values(model, mlp, rows, act["batch_tokens"], device)
+            return fn(docs)
+
+    features, topk, contexts = build_feature_tables(
+        kind,
+        units,
+        top,
+        stats,
+        polarity,
+        act,
         token_ids,
         token_strings(load_tokenizer(smk.params.base)),
         doc_values,
-        meta["polarity"],
-        act["context_width"],
+        describe_population(kind, meta, act),
     )
-    log.info("%s: %d features, %d top-k rows", kind, features.height, topk.height)
+    log.info(
+        "%s: %d features (%d with fewer than %d contexts), %d top-k rows",
+        kind, features.height, int(features["few_contexts"].sum()),
+        act["min_contexts"], topk.height,
+    )  # fmt: skip
     write_parquet(features, smk.output.features)
     write_parquet(topk, smk.output.topk)
     write_parquet(contexts, smk.output.contexts)

@@ -6,6 +6,7 @@ from lorascope.autointerp.summary import (
     category_shares,
     class_shares,
     sae_category_density,
+    status_counts,
     usage_summary,
 )
 from lorascope.core.io import read_json, write_json, write_table
@@ -44,5 +45,9 @@ with script_logging(smk) as log:
         for k in kinds
     }
     summary = usage_summary(usage, explainers, failures)
+    # Left out for lack of real contexts (activations.min_contexts), not failed.
+    summary["excluded_features"] = {
+        k: status_counts(expl[k])["n_excluded"] for k in kinds
+    }
     log.info("usage: %s", summary["total"])
     write_json(summary, smk.output.usage)

@@ -18,6 +18,7 @@ with script_logging(smk) as log:
         toy_dir=smk.params.toy_dir,
         seed=ecfg["choice_seed"],
         limit=ecfg["limit"],
+        duplicates=ecfg["duplicate_rows"],
     )
     write_parquet(df, smk.output.bench)
     log.info("%s: %d problems, graders %s", name, df.height, sorted(set(df["grader"])))

@@ -16,10 +16,11 @@ with script_logging(smk) as log:
     if not gen_path.exists():
         raise FileNotFoundError(f"{gen_path}: no generations for {variant}/{name}")
     bench, gens = pl.read_parquet(smk.input.bench), pl.read_parquet(gen_path)
-    df = grade_frame(bench, gens, fallback=smk.params.fallback)
+    df = grade_frame(bench, gens, smk.params.fallback, smk.params.timeout_s)
     write_parquet(df, smk.output.samples)
     log.info(
-        "%s/%s: accuracy %.4f (%d/%d), %d unparsed, %d without answer marker",
+        "%s/%s: accuracy %.4f (%d/%d), %d unparsed, %d without answer marker, "
+        "%d grading timeouts",
         variant,
         name,
         df["correct"].mean(),
@@ -27,4 +28,5 @@ with script_logging(smk) as log:
         df.height,
         df["extracted"].null_count(),
         (df["graded_from"] != "answer").sum(),
+        df["grade_timed_out"].sum(),
     )

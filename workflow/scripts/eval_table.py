@@ -7,11 +7,16 @@ import polars as pl
 
 from lorascope.core.io import atomic_path, write_parquet
 from lorascope.core.runtime import script_logging
+from lorascope.evaluation.generation import THINK_PREFILL
 from lorascope.evaluation.tables import (
+    base_param_count,
     correct_matrix,
+    safetensors_numel,
     table1,
     table2,
     to_markdown_report,
+    with_param_fraction,
+    with_prompting,
 )
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
@@ -28,7 +33,21 @@ with script_logging(smk) as log:
     make = table1 if which == "table1" else table2
     n_boot, ci = ecfg["bootstrap_samples"], ecfg["ci"]
     table = make(correct, n_boot=n_boot, ci=ci, seed=smk.params.seed)
-    text = to_markdown_report(table, which, ci, n_boot)
+    if which == "table1":  # the paper's "< 0.03% trainable parameters"
+        adapter = Path(smk.input.adapter) / "adapter_model.safetensors"
+        base, how = base_param_count(smk.params.base, smk.params.revision)
+        table = with_param_fraction(table, safetensors_numel(adapter), base)
+        log.info("base parameters counted from its %s", how)
+    prefill = ecfg["think_prefill"]
+    table = with_prompting(table, prefill)
+    text = to_markdown_report(
+        table, which, ci, n_boot, f"{prefill}: {THINK_PREFILL[prefill]}"
+    )
+    prefill = ecfg["think_prefill"]
+    table = with_prompting(table, prefill)
+    text = to_markdown_report(
+        table, which, ci, n_boot, f"{prefill}: {THINK_PREFILL[prefill]}"
+    )
     write_parquet(table, smk.output.table)
     with atomic_path(smk.output.markdown) as tmp:
         tmp.write_text(text)

@@ -2,31 +2,43 @@
 
 Encodes every token's LoRA scalars from the shards with the saved SAE (no
 language-model pass); the windows around top-k tokens are re-encoded from the
-shards and checked against the streamed values by build_contexts.
+shards and checked against the streamed values by build_contexts. Only codes
+above activations.min_activation count; features with fewer than
+activations.min_contexts of them are marked few_contexts.
 """
 
 from pathlib import Path
 
 import polars as pl
 
-from lorascope.core.contexts import build_contexts, token_strings
+from lorascope.core.contexts import build_contexts, finish_features, token_strings
 from lorascope.core.io import read_json, write_parquet
 from lorascope.core.models import load_sae, load_tokenizer
 from lorascope.core.runtime import resolve_device, script_logging
 from lorascope.core.shards import open_shards
 from lorascope.sae.config import SaeConfig
-from lorascope.sae.features import POLARITY, doc_values_fn, sae_feature_tables
+from lorascope.sae.features import (
+    POLARITY,
+    describe_population,
+    doc_values_fn,
+    sae_feature_tables,
+)
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 
 with script_logging(smk) as log:
     cfg = SaeConfig.from_config(smk.params.config)
     act = smk.params.activations
+    if act["min_contexts"] > act["top_k"]:
+        raise ValueError(
+            f"activations.min_contexts={act['min_contexts']} exceeds "
+            f"activations.top_k={act['top_k']}: every feature would be left out"
+        )
     sae = load_sae(smk.input.model, device=str(resolve_device(cfg.device)))
     alive = read_json(smk.input.metrics)["alive_latents"]
     shards = open_shards(Path(smk.input.manifest).parent)
     features, topk = sae_feature_tables(
-        sae, shards, alive, act["top_k"], cfg.batch_size
+        sae, shards, alive, act["top_k"], cfg.batch_size, act["min_activation"]
     )
     sft = pl.read_parquet(smk.input.sft, columns=["doc", "input_ids"])
     needed = sft.filter(pl.col("doc").is_in(topk["doc"].unique().implode()))
@@ -41,7 +53,13 @@ with script_logging(smk) as log:
         POLARITY,
         act["context_width"],
     )
-    log.info("sae: %d alive features, %d top-k rows", features.height, topk.height)
+    population = describe_population(len(alive), sae.cfg.d_sae, act)
+    features = finish_features(features, topk, act["min_contexts"], population)
+    log.info(
+        "sae: %d alive features (%d with fewer than %d contexts), %d top-k rows",
+        features.height, int(features["few_contexts"].sum()),
+        act["min_contexts"], topk.height,
+    )  # fmt: skip
     write_parquet(features, smk.output.features)
     write_parquet(topk, smk.output.topk)
     write_parquet(contexts, smk.output.contexts)

@@ -3,8 +3,9 @@
 import polars as pl
 
 from lorascope.ablation.kl import PrefixRunner
+from lorascope.ablation.residual_steering import residual_targets
 from lorascope.ablation.scalar_control import ScalarControl, lora_layers
-from lorascope.ablation.setup import kl_sequences, load_lora
+from lorascope.ablation.setup import assistant_masks, kl_sequences, load_lora
 from lorascope.ablation.steering import collect_scalars, sweep
 from lorascope.ablation.steering_targets import (
     choose_targets,
@@ -34,6 +35,7 @@ with script_logging(smk) as log:
         )
     chosen = choose_targets(st, kl, explanations)
     sequences = kl_sequences(config, smk.input.sft)[: st["kl_sequences"]]
+    masks = assistant_masks(config, smk.input.sft)[: st["kl_sequences"]]
     bench = pl.read_parquet(smk.input.bench).head(st["limit"] or None).to_dicts()
     with ScalarControl(lora_layers(model)) as control:
         sae = typical_F = None
@@ -42,6 +44,11 @@ with script_logging(smk) as log:
             scalars_NC = collect_scalars(PrefixRunner(model, control), sequences)
             typical_F = sae_typical_activation(sae, scalars_NC)
         targets = make_targets(chosen, kl, sae, typical_F)
+        if st["residual"]:
+            targets += residual_targets(
+                targets, table, model, PrefixRunner(model, control), sequences,
+                unit=st["residual_direction"] == "unit",
+            )  # fmt: skip
         log.info("targets: %s", [(t.label, t.selection) for t in targets])
         df = sweep(
             model, tokenizer, control, targets, st["alphas"], bench, sequences,
@@ -51,6 +58,9 @@ with script_logging(smk) as log:
             batch_size=st["batch_size"] or ev["batch_size"],
             logit_chunk=config["ablation"]["logit_chunk"],
             system=config["data"]["system_prompt"],
+            positions=st["positions"], masks=masks,
+            average=config["ablation"]["average"],
+            fallback=ev["grade_without_answer_marker"],
         )  # fmt: skip
     write_parquet(df, smk.output.sweep)
     with atomic_path(smk.output.sweep_md) as tmp:

@@ -11,6 +11,16 @@ Produces: `ablation/kl_{layers,components,groups}.{parquet,md}`,
 - `kl`: KL(full LoRA || ablated) with batched, prefix-reusing forwards.
 - `setup`: loading, the KL sequences, the result tables.
 - `steering_targets`, `steering`: what the sweep pushes, and the sweep.
+- `steering_apply`: switching a shift on at all or only generated positions.
+- `residual_steering`: lora_A directions injected into the residual stream.
 """
 
-__all__ = ["kl", "scalar_control", "setup", "steering", "steering_targets"]
+__all__ = [
+    "kl",
+    "residual_steering",
+    "scalar_control",
+    "setup",
+    "steering",
+    "steering_apply",
+    "steering_targets",
+]

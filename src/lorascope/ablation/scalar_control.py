@@ -74,6 +74,8 @@ class ScalarControl:
     def __init__(self, layers: Sequence[nn.Module]):
         self.mult_VC: torch.Tensor | None = None
         self.add_VC: torch.Tensor | None = None
+        self.add_mask_T: torch.Tensor | None = None
+        """Positions `add_VC` applies to (bool [T] of the forward); None = all."""
         self.record = False
         self._records: list[torch.Tensor | None] = [None] * len(layers)
         self._handles = []
@@ -88,12 +90,18 @@ class ScalarControl:
 
     def _hook(self, i: int, cols: torch.Tensor):
         def hook(_module, _inputs, out_BTR: torch.Tensor) -> torch.Tensor:
+            # Every tensor mixed in follows the activation's device and dtype
+            # (shifts are built on the CPU; the model may sit on a GPU).
+            like = dict(device=out_BTR.device, dtype=out_BTR.dtype)
             if self.mult_VC is not None:
                 mult_VR = self.mult_VC[:, cols.to(self.mult_VC.device)]
-                out_BTR = out_BTR * mult_VR[:, None, :].to(out_BTR.dtype)
+                out_BTR = out_BTR * mult_VR[:, None, :].to(**like)
             if self.add_VC is not None:
                 add_VR = self.add_VC[:, cols.to(self.add_VC.device)]
-                out_BTR = out_BTR + add_VR[:, None, :].to(out_BTR.dtype)
+                add_VTR = add_VR[:, None, :].to(**like)
+                if self.add_mask_T is not None:
+                    add_VTR = add_VTR * self.add_mask_T[None, :, None].to(**like)
+                out_BTR = out_BTR + add_VTR
             if self.record:
                 self._records[i] = out_BTR.detach()
             return out_BTR
@@ -107,7 +115,7 @@ class ScalarControl:
         return torch.cat(self._records, dim=-1)
 
     def clear(self) -> None:
-        self.mult_VC = self.add_VC = None
+        self.mult_VC = self.add_VC = self.add_mask_T = None
         self.record = False
         self._records = [None] * len(self._records)
 

@@ -3,6 +3,13 @@
 Loads the base model + rank-1 adapter, checks components.parquet against it,
 draws the training sequences both rules measure KL on (so the two see the
 same tokens), and turns per-sequence KL into the ablation tables.
+
+The draw: `ablation.draw_rng` `default_rng` (numpy's Generator) or `legacy`
+(numpy's global RandomState, as the paper's public code drew its 16 rows
+with `np.random.seed(42); np.random.choice(...)`: with seed 42 the same row
+indices). The average: `ablation.average` `tokens` pools every counted token
+of every sequence; `sequences` averages the per-sequence means (the public
+code's `np.mean` over sequences).
 """
 
 from __future__ import annotations
@@ -17,6 +24,8 @@ from lorascope.core.models import load_causal_lm, load_lora_model, load_tokenize
 from lorascope.core.runtime import seed_everything
 
 __all__ = [
+    "assistant_masks",
+    "draw_rows",
     "kl_sequences",
     "load_lora",
     "select_sequences",
@@ -58,11 +67,43 @@ def kl_sequences(config: dict, sft_path: str):
         cfg["max_tokens"],
         sequence_seed(config),
         cfg["token_scope"],
+        cfg["draw_rng"],
     )
 
 
+def assistant_masks(config: dict, sft_path: str) -> list[torch.Tensor]:
+    """Per KL sequence (same draw and cut as `kl_sequences`), its assistant
+    tokens (bool [T]: a loss label): the positions a model generates, which
+    `steering.positions: generated` shifts on these training sequences."""
+    cfg = config["ablation"]
+    sft = pl.read_parquet(sft_path, columns=["labels"])
+    rows = draw_rows(
+        len(sft), cfg["n_sequences"], sequence_seed(config), cfg["draw_rng"]
+    )
+    return [
+        torch.tensor(sft["labels"][int(r)].to_list()[: cfg["max_tokens"]]) != -100
+        for r in rows
+    ]
+
+
+def draw_rows(n_rows: int, n: int, seed: int, rng: str = "default_rng") -> np.ndarray:
+    """Sorted row indices of the `n` sequences drawn without replacement."""
+    if rng == "default_rng":
+        rows = np.random.default_rng(seed).choice(n_rows, n, replace=False)
+    elif rng == "legacy":  # = np.random.seed(seed); np.random.choice(arange, n)
+        rows = np.random.RandomState(seed).choice(np.arange(n_rows), n, replace=False)
+    else:
+        raise ValueError(f"ablation.draw_rng: unknown generator {rng!r}")
+    return np.sort(rows)
+
+
 def select_sequences(
-    sft: pl.DataFrame, n: int, max_tokens: int, seed: int, scope: str
+    sft: pl.DataFrame,
+    n: int,
+    max_tokens: int,
+    seed: int,
+    scope: str,
+    rng: str = "default_rng",
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """N training sequences (fixed seed), cut to max_tokens, with their KL scope.
 
@@ -75,7 +116,7 @@ def select_sequences(
         raise ValueError(
             f"ablation.n_sequences: {n} requested but the SFT set has {len(sft)} rows"
         )
-    rows = np.sort(np.random.default_rng(seed).choice(len(sft), n, replace=False))
+    rows = draw_rows(len(sft), n, seed, rng)
     out = []
     for row in rows:
         ids_T = torch.tensor(sft["input_ids"][int(row)].to_list()[:max_tokens])
@@ -95,21 +136,29 @@ def summarise(
     kl_AS: np.ndarray,
     tokens_S: np.ndarray,
     mean_abs_C: np.ndarray,
+    average: str = "tokens",
 ) -> dict[str, pl.DataFrame]:
-    """Tables `layers`, `components`, `groups`: token-weighted mean KL and spread.
+    """Tables `layers`, `components`, `groups`: mean KL and its spread.
 
-    kl_mean pools all counted tokens; kl_seq_std / kl_seq_sem describe the
-    spread of the per-sequence means.
+    kl_token_mean pools all counted tokens, kl_sequence_mean averages the
+    per-sequence means; kl_mean is the one `average` names (ablation.average).
+    kl_seq_std / kl_seq_sem describe the spread of the per-sequence means.
     """
     n_seq = kl_AS.shape[1]
     pooled_A = kl_AS @ tokens_S / max(tokens_S.sum(), 1)
+    seq_mean_A = kl_AS.mean(axis=1)
+    means = {"tokens": pooled_A, "sequences": seq_mean_A}
+    if average not in means:
+        raise ValueError(f"ablation.average: unknown average {average!r}")
     std_A = kl_AS.std(axis=1, ddof=1) if n_seq > 1 else np.full(len(kl_AS), np.nan)
     stats = pl.DataFrame(
         {
             "kind": [a.kind for a in ablations],
             "key": [a.key for a in ablations],
             "n_ablated": [int(a.mask_C.sum()) for a in ablations],
-            "kl_mean": pooled_A,
+            "kl_mean": means[average],
+            "kl_token_mean": pooled_A,
+            "kl_sequence_mean": seq_mean_A,
             "kl_seq_std": std_A,
             "kl_seq_sem": std_A / np.sqrt(n_seq),
             "kl_seq_min": kl_AS.min(axis=1),

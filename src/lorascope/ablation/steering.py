@@ -3,12 +3,21 @@
 The paper's limitations section reports that steering needed > 50x normal
 activation magnitudes before anything changed, and then mostly produced
 backtracking ("Wait"). This module measures that: a target is one component
-(its scalar shifted by alpha x its typical |activation|) or one SAE feature
+(its scalar shifted by alpha x its typical |activation|), one SAE feature
 (its decoder direction, at alpha x its typical activation, added to all
-scalars). Per alpha it records backtracking-word rate and accuracy of greedy
-generations on a benchmark, and the KL to the unsteered LoRA on training
-sequences. Edits go through `lorascope.ablation.scalar_control.ScalarControl`;
-targets come from `lorascope.ablation.steering_targets`.
+scalars) or a component's lora_A direction in the residual stream
+(`lorascope.ablation.residual_steering`). Alphas may be negative. Per alpha it
+records backtracking-word rate and accuracy of greedy generations on a
+benchmark (graded as evaluation grades: a truncated completion without an
+answer is wrong), and the KL to the unsteered LoRA on training sequences.
+
+Positions (`steering.positions`): `all` shifts every position, the prompt
+included (the public SAE steering script); `generated` only positions whose
+input token was generated (the public lora_A script): during generation the
+prompt's forward is left alone and every later step is shifted; on the KL's
+training sequences, the assistant turn (tokens with a loss label). Edits go
+through `lorascope.ablation.scalar_control.ScalarControl`; targets come from
+`lorascope.ablation.steering_targets`.
 """
 
 from __future__ import annotations
@@ -21,12 +30,23 @@ import polars as pl
 import torch
 
 from lorascope.ablation.kl import PrefixRunner
+from lorascope.ablation.residual_steering import ResidualShift
 from lorascope.ablation.scalar_control import ScalarControl
+from lorascope.ablation.steering_apply import POSITIONS, applied, steered
 from lorascope.ablation.steering_targets import Target
 from lorascope.core.decoding import build_prompts, generate_hf
 from lorascope.core.grading import grade
 
-__all__ = ["backtrack_stats", "collect_scalars", "steered", "steering_kl", "sweep"]
+__all__ = [
+    "POSITIONS",
+    "applied",
+    "backtrack_stats",
+    "collect_scalars",
+    "steered",
+    "steering_kl",
+    "sweep",
+]
+
 
 log = logging.getLogger(__name__)
 
@@ -57,22 +77,6 @@ def backtrack_stats(
     }
 
 
-class steered:
-    """Context: every forward adds alpha x delta_C to the scalars (generation)."""
-
-    def __init__(self, control: ScalarControl, delta_C: np.ndarray, alpha: float):
-        self.control = control
-        self.add_1C = torch.as_tensor(alpha * delta_C, dtype=torch.float32)[None]
-
-    def __enter__(self) -> steered:
-        self.control.clear()
-        self.control.add_VC = self.add_1C
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.control.clear()
-
-
 @torch.no_grad()
 def steering_kl(
     runner: PrefixRunner,
@@ -81,26 +85,50 @@ def steering_kl(
     alphas: list[float],
     layer_C: np.ndarray,
     logit_chunk: int = 512,
+    *,
+    shifts: dict[int, ResidualShift] | None = None,
+    masks: list[torch.Tensor] | None = None,
+    average: str = "tokens",
 ) -> np.ndarray:
-    """Token-weighted mean KL(unsteered || steered), [targets, alphas]."""
+    """Mean KL(unsteered || steered), [targets, alphas].
+
+    `shifts[g]`: the residual hook of target g (kind residual). `masks`: per
+    sequence, the positions shifted (bool [T]; None = all). `average`:
+    `tokens` pools every counted token, `sequences` averages per-sequence means.
+    """
+    if average not in ("tokens", "sequences"):
+        raise ValueError(f"ablation.average: unknown average {average!r}")
     device = next(runner.model.parameters()).device
+    shifts = shifts or {}
     kl_GA = np.zeros((len(targets), len(alphas)))
-    n_tokens = 0
-    for ids_T, scope_T in sequences:
+    total = 0
+    for s, (ids_T, scope_T) in enumerate(sequences):
         scope_T = scope_T.to(device)
         runner.reference(ids_T[None].to(device))
         runner.ref_logp(logit_chunk)
-        n = int(scope_T.sum())
+        weight = int(scope_T.sum()) if average == "tokens" else 1
+        mask_T = None if masks is None else masks[s].to(device)
         for g, target in enumerate(targets):
-            # Nothing before the first shifted component's layer changes.
-            start = int(layer_C[target.delta_C != 0].min())
+            # Nothing before the first shifted layer changes.
+            if target.residual is not None:
+                start = target.residual.layer
+                shifts[g].scale_V = torch.tensor(alphas, dtype=torch.float32)
+                shifts[g].mask_T = mask_T
+            else:
+                start = int(layer_C[target.delta_C != 0].min())
             add_AC = torch.tensor(np.outer(alphas, target.delta_C), dtype=torch.float32)
-            kl_A = runner.mean_kl(
-                start, scope_T, add_VC=add_AC.to(device), logit_chunk=logit_chunk
-            )
-            kl_GA[g] += kl_A.cpu().numpy() * n
-        n_tokens += n
-    return kl_GA / max(n_tokens, 1)
+            runner.control.add_mask_T = mask_T
+            try:
+                kl_A = runner.mean_kl(
+                    start, scope_T, add_VC=add_AC.to(device), logit_chunk=logit_chunk
+                )
+            finally:
+                runner.control.add_mask_T = None
+                if g in shifts:
+                    shifts[g].scale_V = shifts[g].mask_T = None
+            kl_GA[g] += kl_A.cpu().numpy() * weight
+        total += weight
+    return kl_GA / max(total, 1)
 
 
 def generation_metrics(
@@ -114,20 +142,28 @@ def generation_metrics(
     max_new_tokens: int,
     batch_size: int,
     system: str | None = None,
+    alpha: float = 1.0,
+    positions: str = "all",
+    shift: ResidualShift | None = None,
+    fallback: bool = True,
 ) -> dict[str, float]:
-    """Greedy generations with `add_C` added to the scalars: accuracy, backtracking."""
+    """Greedy generations with alpha x `add_C` added to the scalars (and alpha
+    x the residual `shift`): accuracy, backtracking. Grading passes
+    `truncated` (and eval.grade_without_answer_marker as `fallback`)."""
     prompts = build_prompts(tokenizer, [r["problem"] for r in bench_rows], system)
-    with steered(control, add_C, 1.0):
+    with applied(model, control, add_C, alpha, positions, shift):
         comps = generate_hf(
             model,
             tokenizer,
             prompts,
             max_new_tokens=max_new_tokens,
             batch_size=batch_size,
+            names=[f"problem {r.get('id', i)!r}" for i, r in enumerate(bench_rows)],
             progress=False,
         )
     correct = [
-        grade(row, c.text).correct for row, c in zip(bench_rows, comps, strict=True)
+        grade(row, c.text, truncated=c.truncated, fallback=fallback).correct
+        for row, c in zip(bench_rows, comps, strict=True)
     ]
     texts, n_gen = [c.text for c in comps], [c.n_generated_tokens for c in comps]
     return {
@@ -154,42 +190,69 @@ def sweep(
     batch_size: int,
     logit_chunk: int = 512,
     system: str | None = None,
+    positions: str = "all",
+    masks: list[torch.Tensor] | None = None,
+    average: str = "tokens",
+    fallback: bool = True,
 ) -> pl.DataFrame:
-    """steering/sweep.parquet: one row per target x alpha."""
-    kl_GA = steering_kl(
-        PrefixRunner(model, control), sequences, targets, alphas, layer_C, logit_chunk
-    )
-    gen = dict(
-        words=words, max_new_tokens=max_new_tokens, batch_size=batch_size, system=system
-    )
-    # alpha = 0 adds nothing, so one unsteered generation serves every target.
-    unsteered = None
-    if 0 in alphas:
-        zero_C = np.zeros(control.n_components)
-        unsteered = generation_metrics(
-            model, tokenizer, control, bench_rows, zero_C, **gen
-        )
-    rows = []
-    for g, target in enumerate(targets):
-        for a, alpha in enumerate(alphas):
-            log.info("steering %s at alpha %s", target.label, alpha)
-            metrics = (
-                unsteered
-                if alpha == 0
-                else generation_metrics(
-                    model, tokenizer, control, bench_rows, alpha * target.delta_C, **gen
+    """steering/sweep.parquet: one row per target x alpha.
+
+    `masks`: per KL sequence, its generated (assistant) positions; needed when
+    `positions` is `generated`.
+    """
+    if positions == "generated" and masks is None:
+        raise ValueError("steering.positions generated needs the sequences' masks")
+    shifts = {
+        g: ResidualShift(model, t.residual)
+        for g, t in enumerate(targets)
+        if t.residual is not None
+    }
+    try:
+        kl_GA = steering_kl(
+            PrefixRunner(model, control), sequences, targets, alphas, layer_C,
+            logit_chunk, shifts=shifts,
+            masks=masks if positions == "generated" else None, average=average,
+        )  # fmt: skip
+        gen = dict(
+            words=words, max_new_tokens=max_new_tokens, batch_size=batch_size,
+            system=system, positions=positions, fallback=fallback,
+        )  # fmt: skip
+        # alpha = 0 adds nothing, so one unsteered generation serves every target.
+        unsteered = None
+        if 0 in alphas:
+            zero_C = np.zeros(control.n_components)
+            unsteered = generation_metrics(
+                model, tokenizer, control, bench_rows, zero_C, **gen
+            )
+        rows = []
+        for g, target in enumerate(targets):
+            size = (
+                np.linalg.norm(target.residual.vec_D)
+                if target.residual is not None
+                else np.linalg.norm(target.delta_C)
+            )
+            for a, alpha in enumerate(alphas):
+                log.info("steering %s at alpha %s", target.label, alpha)
+                metrics = unsteered
+                if alpha != 0:
+                    metrics = generation_metrics(
+                        model, tokenizer, control, bench_rows, target.delta_C,
+                        alpha=alpha, shift=shifts.get(g), **gen,
+                    )  # fmt: skip
+                rows.append(
+                    {
+                        "kind": target.kind,
+                        "id": target.id,
+                        "label": target.label,
+                        "selection": target.selection,
+                        "alpha": float(alpha),
+                        "positions": positions,
+                        "shift_norm": float(abs(alpha) * size),
+                        "kl_to_unsteered": float(kl_GA[g, a]),
+                        **metrics,
+                    }
                 )
-            )
-            rows.append(
-                {
-                    "kind": target.kind,
-                    "id": target.id,
-                    "label": target.label,
-                    "selection": target.selection,
-                    "alpha": float(alpha),
-                    "shift_norm": float(alpha * np.linalg.norm(target.delta_C)),
-                    "kl_to_unsteered": float(kl_GA[g, a]),
-                    **metrics,
-                }
-            )
+    finally:
+        for shift in shifts.values():
+            shift.remove()
     return pl.DataFrame(rows)

@@ -2,9 +2,12 @@
 scalar shifts.
 
 A target is one LoRA component (its scalar shifted by its typical
-|activation|) or one SAE feature (its decoder direction at its typical
-activation, spread over every scalar). `choose_targets` reads the `steering:`
-config section; `make_targets` turns the choice into shift vectors.
+|activation|), one SAE feature (its decoder direction at its typical
+activation, spread over every scalar) or, with `steering.residual`, a
+component's lora_A direction in the residual stream (`residual` set, no
+scalar shift; lorascope.ablation.residual_steering). `choose_targets` reads
+the `steering:` config section; `make_targets` turns the choice into shift
+vectors.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -33,11 +37,12 @@ log = logging.getLogger(__name__)
 class Target:
     """What one sweep pushes: `delta_C` is the scalar shift at alpha = 1."""
 
-    kind: str  # component | sae
-    id: int  # component index or SAE latent
+    kind: str  # component | sae | residual
+    id: int  # component index (component, residual) or SAE latent
     label: str
     selection: str  # config | top_kl | sae_keyword | top_kl_fallback
     delta_C: np.ndarray
+    residual: Any = None  # residual_steering.ResidualSpec for kind residual
 
 
 def component_direction(n_components: int, index: int, typical: float) -> np.ndarray:

@@ -27,6 +27,7 @@ from lorascope.activations.hooks import (
     MlpCapture,
     forward_batch,
     make_batches,
+    mlp_lora_on,
     pad_batch,
 )
 from lorascope.activations.shard_writer import (
@@ -39,10 +40,12 @@ from lorascope.activations.shard_writer import (
 from lorascope.core.io import sha256_file
 from lorascope.core.runtime import torch_dtype
 from lorascope.core.topk import (
+    CONFIG_POLARITIES,
     FeatureStats,
     StreamingTopK,
     feature_units,
     signed_features,
+    stream_polarity,
 )
 
 log = logging.getLogger(__name__)
@@ -59,17 +62,31 @@ class ExtractSettings:
     dtype: str = "bfloat16"
     mlp_neurons_per_layer: int = 60
     mlp_tensor: str = "act_gate_up"
+    mlp_lora: bool | None = None
+    """null = off for act_gate_up, on for up_proj (hooks.mlp_lora_on)."""
     polarity: str = "both"
+    mlp_polarity: str | None = None
+    """null = `polarity`."""
     top_k: int = 64
 
     def __post_init__(self):
         if self.mlp_tensor not in MLP_TENSORS:
             raise ValueError(f"mlp_tensor: {self.mlp_tensor!r} not in {MLP_TENSORS}")
+        for name in ("polarity", "mlp_polarity"):
+            value = getattr(self, name)
+            if value is not None and value not in CONFIG_POLARITIES:
+                raise ValueError(f"{name}: {value!r} not in {CONFIG_POLARITIES}")
         for name in ("batch_tokens", "shard_tokens", "top_k"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
         if self.mlp_neurons_per_layer < 0:
             raise ValueError("mlp_neurons_per_layer must be >= 0")
+
+    def kind_polarity(self, kind: str) -> str:
+        """The configured polarity of `kind` ("lora"/"mlp"), dominant included."""
+        if kind == "mlp" and self.mlp_polarity is not None:
+            return self.mlp_polarity
+        return self.polarity
 
 
 def _observe(top, stats, values_TU, doc_T, pos_T, polarity: str) -> None:
@@ -107,7 +124,9 @@ def extract_shard(
     kinds = {"lora": lora.n_components, "mlp": mlp.n_units if mlp else 0}
     summary = {}
     for kind, n_units in kinds.items():
-        n_feat = len(feature_units(n_units, cfg.polarity)[0])
+        n_feat = len(
+            feature_units(n_units, stream_polarity(cfg.kind_polarity(kind)))[0]
+        )
         summary[kind] = (
             StreamingTopK(n_feat, cfg.top_k, device),
             FeatureStats(n_feat, device),
@@ -119,9 +138,11 @@ def extract_shard(
         lora_TC = lora_TC.to(store)  # features see exactly what is stored
         acts_TC[dest_T] = lora_TC.cpu()
         doc_T, pos_T = cols["doc"][dest_T].to(device), cols["pos"][dest_T].to(device)
-        _observe(*summary["lora"], lora_TC.float(), doc_T, pos_T, cfg.polarity)
+        lora_pol = stream_polarity(cfg.kind_polarity("lora"))
+        _observe(*summary["lora"], lora_TC.float(), doc_T, pos_T, lora_pol)
         if mlp is not None:
-            _observe(*summary["mlp"], mlp_TU, doc_T, pos_T, cfg.polarity)
+            mlp_pol = stream_polarity(cfg.kind_polarity("mlp"))
+            _observe(*summary["mlp"], mlp_TU, doc_T, pos_T, mlp_pol)
         on_tokens(len(dest_T))
     extras = {}
     for kind, (top, stats) in summary.items():
@@ -152,7 +173,7 @@ def extract_to_shards(
     model.eval()
     lora = LoraCapture(model)
     mlp = (
-        MlpCapture(model, cfg.mlp_neurons_per_layer, cfg.mlp_tensor)
+        MlpCapture(model, cfg.mlp_neurons_per_layer, cfg.mlp_tensor, cfg.mlp_lora)
         if (cfg.mlp_neurons_per_layer)
         else None
     )
@@ -200,10 +221,12 @@ def extract_to_shards(
     meta = {
         "fingerprint": fingerprint,
         "n_docs": len(seqs_by_row),
-        "polarity": cfg.polarity,
+        "polarity": cfg.kind_polarity("lora"),
+        "mlp_polarity": cfg.kind_polarity("mlp"),
         "top_k": cfg.top_k,
         "dtype": cfg.dtype,
         "mlp_tensor": cfg.mlp_tensor,
+        "mlp_lora": mlp_lora_on(cfg.mlp_tensor, cfg.mlp_lora),
         "mlp_neurons_per_layer": cfg.mlp_neurons_per_layer,
         "mlp_layers": mlp.n_layers if mlp else 0,
     }

@@ -7,9 +7,11 @@ a forward hook on each `lora_A` Linear writes it into one preallocated
 `[B, L, C]` buffer on the device, in the component table's column order.
 
 The MLP baseline records the first N hidden units of every layer's MLP:
-`act_gate_up` (default) = act(gate(x)) * up(x), the input to down_proj, with
-the LoRA disabled (a second, base-model pass); `up_proj` = up_proj's output
-channels with the LoRA on, in the same pass (what the paper's public code did).
+`act_gate_up` (default) = act(gate(x)) * up(x), the input to down_proj;
+`up_proj` = up_proj's output channels (what the paper's public code read).
+With the LoRA off (default for act_gate_up) they come from a second,
+base-model pass; with it on (default for up_proj, as the public code ran),
+from the same pass as the LoRA scalars.
 
 Only the decoder runs (no lm_head): the vocab projection would cost a
 `[T, vocab]` logits tensor per batch for nothing.
@@ -37,6 +39,7 @@ __all__ = [
     "iter_doc_values",
     "mlp_doc_values",
     "MLP_TENSORS",
+    "mlp_lora_on",
 ]
 
 MLP_TENSORS = ("act_gate_up", "up_proj")
@@ -108,15 +111,28 @@ class LoraCapture:
             h.remove()
 
 
+def mlp_lora_on(tensor: str, lora: bool | None) -> bool:
+    """`activations.mlp_lora`; null = off for act_gate_up, on for up_proj."""
+    return (tensor == "up_proj") if lora is None else bool(lora)
+
+
 class MlpCapture:
     """Hooks recording the first `n_neurons` MLP hidden units of every layer."""
 
-    def __init__(self, model, n_neurons: int, tensor: str = "act_gate_up"):
+    def __init__(
+        self,
+        model,
+        n_neurons: int,
+        tensor: str = "act_gate_up",
+        lora: bool | None = None,
+    ):
         if tensor not in MLP_TENSORS:
             raise ExtractError(f"mlp_tensor must be one of {MLP_TENSORS}: {tensor!r}")
         target = "down_proj" if tensor == "act_gate_up" else "up_proj"
         layers = _backbone(model).layers
         self.tensor, self.n_neurons, self.n_layers = tensor, n_neurons, len(layers)
+        # LoRA on = recorded in the LoRA pass; off = a base-model pass.
+        self.lora = mlp_lora_on(tensor, lora)
         self.n_units = n_neurons * len(layers)
         self.buf = None
         self.handles = []
@@ -213,7 +229,7 @@ def forward_batch(
     buf = dict(device=dev, dtype=dtype)
     lora_buf = torch.empty(B, L, lora.n_components, **buf) if lora else None
     mlp_buf = torch.empty(B, L, mlp.n_units, **buf) if mlp else None
-    same_pass = mlp is not None and mlp.tensor == "up_proj"
+    same_pass = mlp is not None and mlp.lora
     if lora is not None or same_pass:
         with contextlib.ExitStack() as stack:
             if lora is not None:

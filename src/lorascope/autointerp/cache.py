@@ -1,10 +1,13 @@
 """SQLite response cache and spend ledger for the autointerp LLM calls.
 
 Used by every autointerp rule (explain, categories, assign, score). A reply is
-stored the moment it arrives, keyed by a hash of provider, model, prompt and
-request parameters, so a rerun or a crashed run never pays for the same call
-twice. The ledger counts every HTTP request sent for a run, across processes
-and reruns, so the budget cap is a cap on what the run actually spent.
+stored the moment it arrives, keyed by a hash of provider, endpoint, model,
+prompt and request parameters (credentials redacted, environment references
+by name: see clients.LLMEngine._request), so a rerun or a crashed run never
+pays for the same call twice, and the same model name at another endpoint
+never gets this one's answers. The ledger counts every HTTP request sent for
+a run, across processes and reruns, so the budget cap is a cap on what the
+run actually spent.
 
 Several Snakemake jobs may share one database: WAL mode, a busy timeout and
 short `BEGIN IMMEDIATE` transactions make that safe.
@@ -56,7 +59,8 @@ class CachedReply:
 
 
 def cache_key(request: dict) -> str:
-    """Stable hash of a request (provider, model, messages, params, attempt)."""
+    """Stable hash of a request (provider, endpoint, model, messages, params,
+    attempt)."""
     blob = json.dumps(request, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(blob.encode()).hexdigest()
 

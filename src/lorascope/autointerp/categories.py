@@ -3,13 +3,21 @@ autointerp_categories and autointerp_assign).
 
 `propose_categories` makes one call on an equal-size seeded sample of LoRA and
 MLP explanations (5-8 categories), then one call splitting each category into
-subcategories from a sample of SAE explanations. `assign_kind` puts every
+subcategories from a sample of SAE explanations. With
+`autointerp.categories.sae_taxonomy: own` the SAE features get top-level
+categories of their own, proposed from the SAE sample (the paper's Fig 2
+names SAE-specific ones; the public code used a separate hierarchical
+category file for them), stored as `sae_categories` in categories.json;
+`shared` (default) splits the LoRA/MLP categories. `assign_kind` puts every
 feature into one category (SAE: one `category/subcategory` pair). Offline, the
-categories are the token-class taxonomy of `offline.TAXONOMY` and a feature's
-category is the class holding most of its top-activation weight.
+categories are the token-class taxonomy of `offline.TAXONOMY` (for every
+kind, whatever `sae_taxonomy` says) and a feature's category is the class
+holding most of its top-activation weight.
 
 assignments/{kind}.parquet: feature:i64, kind, category:str?, subcategory:str?,
-status ("ok" | "failed" | "no_contexts"), error:str?, raw:str?, explainer.
+status ("ok" | "failed" | "no_contexts" | "few_contexts"), error:str?,
+raw:str?, explainer. Features whose explanation was left out (no or too few
+contexts) keep that status.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ import numpy as np
 import polars as pl
 
 from lorascope.autointerp.clients import run_prompts
+from lorascope.autointerp.explain import EXCLUDED
 from lorascope.autointerp.offline import TAXONOMY, feature_stats
 from lorascope.autointerp.prompts import (
     ParseError,
@@ -109,54 +118,78 @@ def propose_categories(
             "summary": "offline: fixed token-class taxonomy",
         }, []
     t = load_templates(section["prompts"])
-    listing = "\n".join(f"- {e}" for e in sample)
-    prompt = render(
-        t["categories"], feature_list=listing, n_min=cfg["n_min"], n_max=cfg["n_max"]
-    )
-    got, usage = run_prompts(
-        settings, cache_path, "categories", [("categories", prompt)], _parse_categories
-    )
-    if got["categories"].status != "ok":
-        raise RuntimeError(
-            f"category proposal failed ({got['categories'].error}); raw reply: "
-            f"{got['categories'].raw!r}. Raise autointerp.parse_retries or change "
-            "autointerp.categories.model; answered calls stay cached."
-        )
-    proposal = got["categories"].value
+    call = _Caller(settings, cache_path, cfg)
+    proposal = call.categories(t["categories"], sample, "categories")
     cats = proposal["categories"]
-    cat_list = "\n".join(
-        f"- {c['string_id']}: {c.get('name', '')}: {c.get('definition', '')}"
-        for c in cats
-    )
-    prompt = render(
-        t["subcategories"],
-        categories=cat_list,
-        feature_list="\n".join(f"- {e}" for e in sae_sample),
-    )
-    got2, usage2 = run_prompts(
-        settings, cache_path, "subcategories", [("sub", prompt)], _parse_subcategories
-    )
-    if got2["sub"].status != "ok":
-        raise RuntimeError(
-            f"subcategory proposal failed ({got2['sub'].error}); "
-            f"raw reply: {got2['sub'].raw!r}"
-        )
-    for c in cats:
-        subs = got2["sub"].value.get(c["string_id"]) or []
+    result = {**out, "categories": cats, "summary": proposal.get("summary", "")}
+    if cfg["sae_taxonomy"] == "own":
+        own = call.categories(t["sae_categories"], sae_sample, "sae_categories")
+        result["sae_categories"] = own["categories"]
+        result["sae_summary"] = own.get("summary", "")
+    sae_cats = result.get("sae_categories", cats)
+    subs = call.subcategories(t["subcategories"], sae_cats, sae_sample)
+    for c in sae_cats:
         c["subcategories"] = [
-            s for s in subs if isinstance(s, dict) and s.get("string_id")
+            s
+            for s in subs.get(c["string_id"]) or []
+            if isinstance(s, dict) and s.get("string_id")
         ]
-    return {
-        **out,
-        "categories": cats,
-        "summary": proposal.get("summary", ""),
-    }, usage + usage2
+    if "sae_categories" in result:
+        for c in cats:  # LoRA/MLP categories are never split
+            c["subcategories"] = []
+    return result, call.usage
+
+
+class _Caller:
+    """The proposal calls of one run, failing loudly, usage collected."""
+
+    def __init__(self, settings, cache_path, cfg: dict):
+        self.settings, self.cache_path, self.cfg = settings, cache_path, cfg
+        self.usage: list[dict] = []
+
+    def _one(self, step: str, prompt: str, parse):
+        got, usage = run_prompts(
+            self.settings, self.cache_path, step, [(step, prompt)], parse
+        )
+        self.usage += usage
+        if got[step].status != "ok":
+            raise RuntimeError(
+                f"{step} proposal failed ({got[step].error}); raw reply: "
+                f"{got[step].raw!r}. Raise autointerp.parse_retries or change "
+                "autointerp.categories.model; answered calls stay cached."
+            )
+        return got[step].value
+
+    def categories(self, template, sample: list[str], step: str) -> dict:
+        listing = "\n".join(f"- {e}" for e in sample)
+        prompt = render(
+            template,
+            feature_list=listing,
+            n_min=self.cfg["n_min"],
+            n_max=self.cfg["n_max"],
+        )
+        return self._one(step, prompt, _parse_categories)
+
+    def subcategories(self, template, cats: list[dict], sample: list[str]) -> dict:
+        cat_list = "\n".join(
+            f"- {c['string_id']}: {c.get('name', '')}: {c.get('definition', '')}"
+            for c in cats
+        )
+        prompt = render(
+            template,
+            categories=cat_list,
+            feature_list="\n".join(f"- {e}" for e in sample),
+        )
+        return self._one("subcategories", prompt, _parse_subcategories)
 
 
 def _choices(categories: dict, kind: str) -> list[tuple[str, str | None, str]]:
     """(category, subcategory, line shown to the model) per allowed answer."""
     out = []
-    for c in categories["categories"]:
+    cats = categories["categories"]
+    if kind == "sae":
+        cats = categories.get("sae_categories") or cats
+    for c in cats:
         subs = (c.get("subcategories") or []) if kind == "sae" else []
         if not subs:
             out.append(
@@ -208,7 +241,9 @@ def assign_kind(explanations, contexts, categories, section, run, cache_path, ki
         row = dict.fromkeys(ASSIGN_SCHEMA)
         row.update(feature=fid, kind=kind, status="ok", explainer=settings.label)
         rows[fid] = row
-        if not ctxs:
+        if e["status"] in EXCLUDED:
+            row.update(status=e["status"], error=e["error"])
+        elif not ctxs:
             row.update(status="no_contexts", error="feature has no contexts")
         elif settings.offline or offline_cats:
             (cat, sub), _ = feature_stats(ctxs)["subclasses"][0]

@@ -4,11 +4,10 @@
 per prompt through the `openai` SDK (any OpenAI-compatible base_url) or the
 `anthropic` SDK, at most `concurrency` at a time. Transport failures (429
 honouring retry-after, 5xx, timeouts, dropped connections) are retried with
-exponential backoff; a reply that `parse` rejects is asked for again (a new
-cache key per attempt) and, after `parse_retries`, recorded as failed with its
-raw text. Every reply is cached the moment it arrives, so when the API goes
-down midway the run fails with `LLMUnavailable` and the rerun only makes the
-missing calls. One usage row per request (tokens, estimated cost, cached).
+exponential backoff; a reply `parse` rejects is asked for again (a new cache
+key per attempt), then recorded as failed with its raw text. Replies are
+cached as they arrive: if the API goes down midway (`LLMUnavailable`), the
+rerun makes only the missing calls. One usage row per request.
 """
 
 from __future__ import annotations
@@ -31,7 +30,8 @@ from lorascope.autointerp.cache import (
     cache_key,
 )
 from lorascope.autointerp.prompts import ParseError
-from lorascope.autointerp.settings import LLMSettings, api_key
+from lorascope.autointerp.settings import LLMSettings, api_key, resolve_env_refs
+from lorascope.core.wiring import redact
 
 __all__ = [
     "Outcome",
@@ -134,14 +134,16 @@ class LLMEngine:
         return anthropic.AsyncAnthropic(**common)
 
     def _request(self, prompt: str, attempt: int) -> dict:
+        # All that can change the answer; credentials redacted, env refs by name.
         s = self.settings
         return {
             "provider": s.provider,
+            "endpoint": str(self._client.base_url).rstrip("/"),
             "model": s.model,
             "messages": [{"role": "user", "content": prompt}],
             "max_output_tokens": s.max_output_tokens,
             "temperature": s.temperature,
-            "params": s.request_params,
+            "params": redact(s.request_params),
             "attempt": attempt,
         }
 
@@ -212,7 +214,7 @@ class LLMEngine:
         ) from last
 
     async def _send(self, request: dict) -> CachedReply:
-        s, kwargs = self.settings, dict(self.settings.request_params)
+        s, kwargs = self.settings, resolve_env_refs(self.settings.request_params)
         if s.temperature is not None:
             kwargs["temperature"] = s.temperature
         if s.provider == "openai":

@@ -5,12 +5,20 @@ row per feature of features.parquet (none is dropped) and the usage rows:
 
     feature:i64, kind, label, explanation:str?, classification:i8? (0 specific,
     1 broad but every example fits, 2 polysemantic), reasoning:str?,
-    status ("ok" | "failed" | "no_contexts"), error:str?, raw:str? (the reply),
-    n_contexts:i32, explainer ("offline" or "provider:model")
+    status ("ok" | "failed" | "no_contexts" | "few_contexts"), error:str?,
+    raw:str? (the reply), n_contexts:i32 (contexts shown), explainer
+    ("offline" or "provider:model"), population (from features.parquet)
+
+A feature marked `few_contexts` in features.parquet (fewer real top-k
+contexts than activations.min_contexts) is not explained: status
+`few_contexts`, left out of the shares and counted. The examples shown follow
+`select_examples` (count, window, per-document cap, shuffle; per kind via
+autointerp.kind_overrides), for the LLM and the offline explainer alike.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
 
 from lorascope.autointerp.clients import run_prompts
@@ -22,14 +30,23 @@ from lorascope.autointerp.prompts import (
     load_templates,
     render,
 )
-from lorascope.autointerp.settings import llm_settings
+from lorascope.autointerp.settings import kind_section, llm_settings
 from lorascope.core.feature_tables import (
     FEATURE_COLS,
     check_columns,
     contexts_by_feature,
 )
 
-__all__ = ["parse_explanation", "explain_kind", "EXPLANATION_SCHEMA"]
+__all__ = [
+    "EXCLUDED",
+    "EXPLANATION_SCHEMA",
+    "explain_kind",
+    "parse_explanation",
+    "select_examples",
+]
+
+# Statuses of features left out of every share (counted as n_excluded).
+EXCLUDED = ("no_contexts", "few_contexts")
 
 EXPLANATION_SCHEMA = {
     "feature": pl.Int64,
@@ -43,6 +60,7 @@ EXPLANATION_SCHEMA = {
     "raw": pl.String,
     "n_contexts": pl.Int32,
     "explainer": pl.String,
+    "population": pl.String,
 }
 
 
@@ -59,6 +77,45 @@ def parse_explanation(text: str) -> dict:
     return {"explanation": expl.strip(), "classification": cls, "reasoning": reason}
 
 
+def _trim(ctx: dict, window: int | None) -> dict:
+    """The context cut to `window` tokens either side of its centre."""
+    c = int(ctx["center"])
+    if window is None or (c <= window and len(ctx["tokens"]) - c - 1 <= window):
+        return ctx
+    lo, hi = max(0, c - window), c + window + 1
+    return {
+        **ctx,
+        "tokens": list(ctx["tokens"])[lo:hi],
+        "acts": list(ctx["acts"])[lo:hi],
+        "center": c - lo,
+    }
+
+
+def select_examples(ctxs: list[dict], cfg: dict, seed: int, fid: int) -> list[dict]:
+    """The contexts one feature's explainer sees, from its contexts by rank.
+
+    At most `max_examples_per_doc` per document (strongest kept), then the
+    first `n_contexts`, shuffled (seeded per feature) if `shuffle_examples`,
+    each cut to `example_window` tokens either side (null = as stored). The
+    public code: top 10, shuffled, +/-8 for LoRA/MLP; at most 4 per rollout,
+    top 12, +/-16 for SAE features.
+    """
+    per_doc = cfg.get("max_examples_per_doc")
+    if per_doc is not None:
+        seen: dict[int, int] = {}
+        kept = []
+        for c in ctxs:
+            seen[c["doc"]] = seen.get(c["doc"], 0) + 1
+            if seen[c["doc"]] <= per_doc:
+                kept.append(c)
+        ctxs = kept
+    ctxs = ctxs[: cfg["n_contexts"]]
+    if cfg.get("shuffle_examples"):
+        order = np.random.default_rng([seed, fid]).permutation(len(ctxs))
+        ctxs = [ctxs[i] for i in order]
+    return [_trim(c, cfg.get("example_window")) for c in ctxs]
+
+
 def explain_kind(
     features: pl.DataFrame,
     contexts: pl.DataFrame,
@@ -68,15 +125,17 @@ def explain_kind(
     kind: str,
 ) -> tuple[pl.DataFrame, list[dict]]:
     check_columns(features, FEATURE_COLS, f"features/{kind}/features.parquet")
+    section = kind_section(section, kind)
     settings = llm_settings(section, run, "explainer")
     by_feature = contexts_by_feature(
-        contexts, section["n_contexts"], f"features/{kind}/contexts.parquet"
+        contexts, None, f"features/{kind}/contexts.parquet"
     )
     offline_cfg = section["offline"]
     templates = None if settings.offline else load_templates(section["prompts"])
     rows, prompts = {}, []
     for f in features.sort("feature").iter_rows(named=True):
-        fid, ctxs = int(f["feature"]), by_feature.get(int(f["feature"]), [])
+        fid = int(f["feature"])
+        ctxs = select_examples(by_feature.get(fid, []), section, section["seed"], fid)
         row = dict.fromkeys(EXPLANATION_SCHEMA)
         row.update(
             feature=fid,
@@ -85,9 +144,17 @@ def explain_kind(
             n_contexts=len(ctxs),
             explainer=settings.label,
             status="ok",
+            population=f["population"],
         )
         rows[fid] = row
-        if not ctxs:
+        if f["few_contexts"] and ctxs:
+            row.update(
+                status="few_contexts",
+                n_contexts=0,
+                error=f"{f['n_contexts']} real contexts, fewer than "
+                "activations.min_contexts",
+            )
+        elif not ctxs:
             row.update(status="no_contexts", error="feature has no contexts")
         elif settings.offline:
             got = explain_offline(

@@ -1,10 +1,16 @@
 """Prompt templates and context formatting for the autointerp rules.
 
 Templates are plain text files with `$name` placeholders (`string.Template`,
-so JSON braces need no escaping). The defaults live in `templates/`; config
-`autointerp.prompts.<name>` points at a user's own file, which must keep the
-same placeholders. Activations shown to the explainer are rescaled to 0-10
-against the feature's strongest activation over the contexts shown.
+so JSON braces need no escaping). The defaults live in `templates/` (our own
+words). `autointerp.prompts.dir` points every stage at a directory holding
+one file per template (`explain.txt`, `categories.txt`, `sae_categories.txt`,
+`subcategories.txt`, `assign.txt`, `detect.txt`; e.g. a copy of `templates/`
+reworded, or the paper's App. B wording from your copy of the paper), and
+`autointerp.prompts.<name>` replaces one file (it wins over the directory).
+Every file must keep its template's placeholders (`REQUIRED`); a missing
+file or placeholder is an error naming it. Activations shown to the explainer
+are rescaled to 0-10 against the feature's strongest activation over the
+contexts shown.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import numpy as np
 __all__ = [
     "REQUIRED",
     "load_templates",
+    "template_paths",
     "render",
     "display_token",
     "format_activation_examples",
@@ -31,6 +38,7 @@ TEMPLATE_DIR = Path(__file__).parent / "templates"
 REQUIRED = {
     "explain": {"examples"},
     "categories": {"feature_list", "n_min", "n_max"},
+    "sae_categories": {"feature_list", "n_min", "n_max"},
     "subcategories": {"categories", "feature_list"},
     "assign": {"explanation", "examples", "categories"},
     "detect": {"explanation", "contexts", "n"},
@@ -45,15 +53,35 @@ def _placeholders(template: string.Template) -> set[str]:
     }
 
 
-def load_templates(overrides: dict | None = None) -> dict[str, string.Template]:
-    """Every template, a user's file replacing the default where configured."""
-    overrides = overrides or {}
-    unknown = set(overrides) - set(REQUIRED)
+def template_paths(prompts: dict | None = None) -> dict[str, Path]:
+    """Path of every template under `autointerp.prompts` (dir, then per file)."""
+    prompts = dict(prompts or {})
+    folder = prompts.pop("dir", None)
+    unknown = set(prompts) - set(REQUIRED)
     if unknown:
         raise ValueError(f"autointerp.prompts: unknown template(s) {sorted(unknown)}")
+    base = Path(folder) if folder else TEMPLATE_DIR
+    if folder:
+        if not base.is_dir():
+            raise FileNotFoundError(f"autointerp.prompts.dir: no directory at {base}")
+        missing = [
+            f"{n}.txt"
+            for n in REQUIRED
+            if not prompts.get(n) and not (base / f"{n}.txt").is_file()
+        ]
+        if missing:
+            raise FileNotFoundError(
+                f"autointerp.prompts.dir ({base}) lacks {', '.join(missing)}: copy "
+                f"them from {TEMPLATE_DIR} (every stage reads its own template)"
+            )
+    return {n: Path(prompts.get(n) or base / f"{n}.txt") for n in REQUIRED}
+
+
+def load_templates(prompts: dict | None = None) -> dict[str, string.Template]:
+    """Every template: a user's directory or file replacing the shipped one."""
     out = {}
-    for name, needed in REQUIRED.items():
-        path = Path(overrides.get(name) or TEMPLATE_DIR / f"{name}.txt")
+    for name, path in template_paths(prompts).items():
+        needed = REQUIRED[name]
         if not path.is_file():
             raise FileNotFoundError(f"autointerp.prompts.{name}: no file at {path}")
         template = string.Template(path.read_text())

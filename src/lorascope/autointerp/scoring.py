@@ -9,7 +9,8 @@ rate on activating and the correct-rejection rate on non-activating windows.
 Offline, `offline.judge_offline` predicts from the explanation's tokens.
 
 scores/{kind}.parquet: feature:i64, kind, n_pos, n_neg, tp, fn, tn, fp,
-balanced_accuracy:f64?, status, error:str?, raw:str?, judge.
+balanced_accuracy:f64?, status, error:str?, raw:str?, judge. Features left
+out of the explanations (status no_contexts / few_contexts) keep that status.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 import polars as pl
 
 from lorascope.autointerp.clients import run_prompts
+from lorascope.autointerp.explain import EXCLUDED
 from lorascope.autointerp.offline import judge_offline
 from lorascope.autointerp.prompts import (
     ParseError,
@@ -93,6 +95,9 @@ def score_kind(explanations, contexts, section, run, cache_path, kind):
         row = dict.fromkeys(SCORE_SCHEMA)
         row.update(feature=fid, kind=kind, status="ok", judge=settings.label)
         rows[fid] = row
+        if e["status"] in EXCLUDED:  # left out, not failed
+            row.update(status=e["status"], error=e["error"])
+            continue
         if e["status"] != "ok" or fid not in by_feature:
             row.update(status="failed", error=f"explanation {e['status']}")
             continue

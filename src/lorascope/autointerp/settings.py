@@ -4,7 +4,9 @@
 frozen `LLMSettings`: role `"explainer"` (explanations, assignments, detection
 judge; paper: gpt-5-mini) or `"categorizer"` (category proposal; paper:
 claude-opus-4.1), the latter overriding provider/model/base_url/key/max
-output tokens from `autointerp.categories`.
+output tokens from `autointerp.categories`. `kind_section(section, kind)`
+applies `autointerp.kind_overrides.<kind>` (the public code showed SAE
+features differently from LoRA directions and MLP neurons).
 """
 
 from __future__ import annotations
@@ -13,7 +15,14 @@ import os
 from dataclasses import dataclass, field
 from typing import Literal
 
-__all__ = ["LLMSettings", "llm_settings", "api_key"]
+__all__ = [
+    "KIND_KEYS",
+    "LLMSettings",
+    "api_key",
+    "kind_section",
+    "llm_settings",
+    "resolve_env_refs",
+]
 
 Provider = Literal["offline", "openai", "anthropic"]
 _DEFAULT_KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
@@ -33,7 +42,10 @@ class LLMSettings:
     temperature: float | None = None
     """None = do not send (reasoning models such as gpt-5-mini reject it)."""
     request_params: dict = field(default_factory=dict)
-    """Extra keyword arguments for the create call; part of the cache key."""
+    """Extra keyword arguments for the create call; part of the cache key.
+    A value `{env: NAME}` is read from the environment when sent (the cache
+    key and every record keep the name); credential-looking values are
+    redacted wherever they are written."""
     concurrency: int = 8
     retries: int = 5
     """Transport retries per request (429, 5xx, timeouts, dropped connections)."""
@@ -81,32 +93,50 @@ class LLMSettings:
         ) / 1e6
 
 
+# Keys `autointerp.kind_overrides.<kind>` may set for one kind of feature.
+KIND_KEYS = (
+    "n_contexts",
+    "example_window",
+    "shuffle_examples",
+    "max_examples_per_doc",
+    "max_output_tokens",
+)
+
+
+def kind_section(section: dict, kind: str) -> dict:
+    """The autointerp section as one kind sees it: its non-null overrides win."""
+    over = (section.get("kind_overrides") or {}).get(kind) or {}
+    unknown = sorted(set(over) - set(KIND_KEYS))
+    if unknown:
+        raise ValueError(f"autointerp.kind_overrides.{kind}: unknown keys {unknown}")
+    return {**section, **{k: v for k, v in over.items() if v is not None}}
+
+
 def llm_settings(section: dict, run: str, role: str = "explainer") -> LLMSettings:
-    """Settings for one role from the validated `autointerp` config section."""
+    """Settings for one role from the validated `autointerp` config section.
+
+    Reads only what the role uses (the categorizer's provider, model, endpoint,
+    key and output cap come from `autointerp.categories`), so a rule declares
+    exactly those keys (workflow/rules/common.smk).
+    """
     if role not in ("explainer", "categorizer"):
         raise ValueError(f"unknown autointerp role '{role}'")
-    picked = {k: section.get(k) for k in _ROLE_OVERRIDES}
-    if role == "categorizer":
-        override = section.get("categories") or {}
-        picked.update({k: override[k] for k in _ROLE_OVERRIDES if k in override})
-    budget = section.get("budget") or {}
+    source = section["categories"] if role == "categorizer" else section
+    picked = {k: source[k] for k in _ROLE_OVERRIDES}
+    budget = section["budget"]
     return LLMSettings(
-        provider=picked["provider"],
-        model=picked["model"],
-        base_url=picked["base_url"],
-        api_key_env=picked["api_key_env"],
-        max_output_tokens=picked["max_output_tokens"],
-        temperature=section.get("temperature"),
-        request_params=dict(section.get("request_params") or {}),
-        concurrency=int(section.get("concurrency", 8)),
-        retries=int(section.get("retries", 5)),
-        parse_retries=int(section.get("parse_retries", 2)),
-        timeout_s=float(section.get("timeout_s", 120.0)),
-        backoff_base_s=float(section.get("backoff_base_s", 1.0)),
-        backoff_max_s=float(section.get("backoff_max_s", 60.0)),
-        max_calls=budget.get("max_calls"),
-        max_tokens=budget.get("max_tokens"),
-        prices=dict(section.get("prices") or {}),
+        **picked,
+        temperature=section["temperature"],
+        request_params=dict(section["request_params"]),
+        concurrency=int(section["concurrency"]),
+        retries=int(section["retries"]),
+        parse_retries=int(section["parse_retries"]),
+        timeout_s=float(section["timeout_s"]),
+        backoff_base_s=float(section["backoff_base_s"]),
+        backoff_max_s=float(section["backoff_max_s"]),
+        max_calls=budget["max_calls"],
+        max_tokens=budget["max_tokens"],
+        prices=dict(section["prices"]),
         run=run,
     )
 
@@ -128,3 +158,19 @@ def api_key(settings: LLMSettings) -> str:
             "autointerp.provider: offline to use the offline explainer."
         )
     return key
+
+
+def resolve_env_refs(value, where: str = "autointerp.request_params"):
+    """`value` with every `{env: NAME}` replaced by that variable's value."""
+    if isinstance(value, dict) and set(value) == {"env"}:
+        got = os.environ.get(value["env"])
+        if not got:
+            raise RuntimeError(
+                f"{where}: environment variable {value['env']} is not set"
+            )
+        return got
+    if isinstance(value, dict):
+        return {k: resolve_env_refs(v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, list):
+        return [resolve_env_refs(v, where) for v in value]
+    return value

@@ -8,7 +8,10 @@
   SAE feature activations (each feature's mean activation over the tokens it
   was measured on, from features.parquet) (Fig 2).
 - `usage_summary`: calls, tokens, estimated cost and failures per step.
-Failed features are counted (`n_failed`), never folded into a class.
+Failed features are counted (`n_failed`), never folded into a class; features
+left out for lack of real contexts (status `no_contexts` / `few_contexts`,
+activations.min_contexts) are counted apart (`n_excluded`). `population`
+says what a kind's features are (from features.parquet), for figures.
 """
 
 from __future__ import annotations
@@ -16,7 +19,11 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
+from lorascope.autointerp.explain import EXCLUDED
+
 __all__ = [
+    "EXCLUDED",
+    "status_counts",
     "bootstrap_shares",
     "class_shares",
     "category_shares",
@@ -48,6 +55,24 @@ def bootstrap_shares(values, levels, n_boot: int, seed: int) -> dict:
     }
 
 
+def status_counts(df: pl.DataFrame) -> dict:
+    """n_ok, n_failed and n_excluded (left out for lack of contexts) of a table."""
+    status = df["status"]
+    n_excluded = int(status.is_in(list(EXCLUDED)).sum())
+    n_ok = int((status == "ok").sum())
+    return {
+        "n_ok": n_ok,
+        "n_failed": df.height - n_ok - n_excluded,
+        "n_excluded": n_excluded,
+    }
+
+
+def _population(df: pl.DataFrame) -> str | None:
+    if "population" not in df.columns:
+        return None
+    return "; ".join(sorted(set(df["population"].drop_nulls().to_list()))) or None
+
+
 def class_shares(explanations: dict[str, pl.DataFrame], n_boot: int, seed: int):
     rows = []
     for kind, df in explanations.items():
@@ -59,15 +84,15 @@ def class_shares(explanations: dict[str, pl.DataFrame], n_boot: int, seed: int):
                     "kind": kind,
                     "classification": cls,
                     "n": int((ok["classification"] == cls).sum()),
-                    "n_ok": ok.height,
-                    "n_failed": df.height - ok.height,
+                    **status_counts(df),
                     "share": share,
                     "ci_low": lo,
                     "ci_high": hi,
                     "explainer": ",".join(sorted(set(df["explainer"].to_list()))),
+                    "population": _population(df),
                 }
             )
-    return pl.DataFrame(rows)
+    return pl.DataFrame(rows, infer_schema_length=None)
 
 
 def category_shares(assignments: dict[str, pl.DataFrame], n_boot: int, seed: int):
@@ -84,8 +109,7 @@ def category_shares(assignments: dict[str, pl.DataFrame], n_boot: int, seed: int
                 "kind": kind,
                 "category": cat,
                 "n": int((oks[kind]["category"] == cat).sum()),
-                "n_ok": oks[kind].height,
-                "n_failed": assignments[kind].height - oks[kind].height,
+                **status_counts(assignments[kind]),
                 "share": share,
                 "ci_low": lo,
                 "ci_high": hi,

@@ -1,9 +1,13 @@
 """What every stage shares: plumbing, the artifact formats, the decoding protocol.
 
 Plumbing:
-- `config`: validate the config against workflow/schemas/config.schema.yaml.
-- `io`: atomic writes, parquet + markdown tables, JSON.
-- `runtime`: script logging, seeding, devices, dtypes.
+- `config`: validate the config against workflow/schemas/config.schema.yaml;
+  `checks`: what the schema cannot express (paths, names, SAE width, keys).
+- `wiring`, `codeversion`: what a rule depends on (declared config, runtime
+  keys, secrets redacted; content hashes of its code), for common.smk.
+- `io`: atomic writes, parquet + markdown tables, JSON, data-file checks.
+- `runtime`: script logging, seeding, devices, dtypes; jobs stop when
+  snakemake dies.
 - `models`: load base models, tokenizers, adapters, SAEs the same way everywhere.
 
 Artifact formats (written by one stage, read by others):
@@ -23,6 +27,8 @@ Nothing here imports a stage package.
 
 __all__ = [
     "chat",
+    "checks",
+    "codeversion",
     "components",
     "config",
     "contexts",
@@ -35,4 +41,5 @@ __all__ = [
     "runtime",
     "shards",
     "topk",
+    "wiring",
 ]

@@ -2,9 +2,14 @@
 
 s1 puts the reasoning trace and the final answer in one assistant turn:
 `<|im_start|>think\n` + trace + `\n<|im_start|>answer\n` + `Answer: ` + attempt,
-inside the model's own chat template. Generation prompts end right after the
-think marker so every model variant is asked in exactly the format the LoRA
-was trained on.
+inside the model's own chat template. As in s1's `data/tokenization.py`, the
+trace is stripped and `Answer: ` is added only when the attempt does not
+already contain `Answer:` (then the whole answer part is stripped).
+
+Generation prompts end right after the think marker (`think=True`), so a
+variant is asked in exactly the format the LoRA was trained on, or at the
+assistant header (`think=False`, the plain chat template s1's harness gives
+a model it did not train; `eval.think_prefill`).
 """
 
 from __future__ import annotations
@@ -37,16 +42,22 @@ def _require_template(tokenizer) -> None:
 
 
 def assistant_turn(trace: str, attempt: str) -> str:
-    return THINK_MARKER + trace + ANSWER_MARKER + ANSWER_PREFIX + attempt
+    """s1's assistant content (its data/tokenization.py, in our words)."""
+    answer = attempt if "Answer:" in attempt else ANSWER_PREFIX + attempt
+    # A stripped trace also keeps the eval prompt a token prefix: a leading
+    # newline would merge with the marker's "\n" in Qwen's BPE ("\n\n").
+    return THINK_MARKER + trace.strip() + ANSWER_MARKER + answer.strip()
 
 
-def build_prompt(tokenizer, question: str, system: str | None = None) -> str:
-    """Chat-templated user turn + assistant header + think marker."""
+def build_prompt(
+    tokenizer, question: str, system: str | None = None, think: bool = True
+) -> str:
+    """Chat-templated user turn + assistant header (+ the think marker)."""
     _require_template(tokenizer)
     head = tokenizer.apply_chat_template(
         _messages(question, system), tokenize=False, add_generation_prompt=True
     )
-    return head + THINK_MARKER
+    return head + THINK_MARKER if think else head
 
 
 def build_example(
@@ -62,12 +73,20 @@ def build_example(
         msgs + [{"role": "assistant", "content": assistant_turn(trace, attempt)}],
         tokenize=False,
     )
-    if not full.startswith(head):
+    if not full.startswith(head + THINK_MARKER):
         raise ValueError("chat template does not render the prompt as a prefix")
-    head_ids = tokenizer(head, add_special_tokens=False)["input_ids"]
-    full_ids = tokenizer(full, add_special_tokens=False)["input_ids"]
-    if full_ids[: len(head_ids)] != head_ids:
-        raise ValueError("tokenisation of the prompt is not a prefix of the example")
+    head_ids, think_ids, full_ids = (
+        tokenizer(text, add_special_tokens=False)["input_ids"]
+        for text in (head, head + THINK_MARKER, full)
+    )
+    # Both eval prompts (with and without the think marker) must be token
+    # prefixes of the training sequence, or generation starts off-format.
+    for ids in (head_ids, think_ids):
+        if full_ids[: len(ids)] != ids:
+            raise ValueError(
+                "tokenisation of the prompt is not a prefix of the example "
+                f"(question {question[:40]!r})"
+            )
     n = len(head_ids)
     return Example(full_ids, [IGNORE_INDEX] * n + full_ids[n:])
 

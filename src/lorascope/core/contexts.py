@@ -19,6 +19,10 @@ from lorascope.core.topk import feature_units
 
 __all__ = [
     "ContextError",
+    "dominant_features",
+    "finish_features",
+    "population_text",
+    "subset_features",
     "lora_units",
     "mlp_units",
     "sae_units",
@@ -121,6 +125,62 @@ def features_frame(
         stats["mean"].cast(pl.Float32),
         stats["frac_active"].cast(pl.Float32),
     )
+
+
+def dominant_features(features: pl.DataFrame) -> np.ndarray:
+    """Polarity `dominant`: per unit of a `both` frame, the side that reaches the
+    larger activation (feature 2u if max(a) >= max(-a), else 2u + 1; ties go to
+    `+`, as the paper's public MLP code did). Returns the kept feature ids."""
+    max_U2 = features.sort("feature")["max"].to_numpy().reshape(-1, 2)
+    return 2 * np.arange(len(max_U2)) + (max_U2[:, 1] > max_U2[:, 0])
+
+
+def subset_features(
+    keep, features: pl.DataFrame, *tables: pl.DataFrame
+) -> tuple[pl.DataFrame, ...]:
+    """Keep features `keep` (ids, ascending) and renumber them 0..n-1 in
+    `features` and in each table with a `feature` column (topk, contexts)."""
+    keep = np.asarray(keep, dtype=np.int64)
+    if len(keep) and np.any(np.diff(keep) <= 0):
+        raise ValueError("subset_features: ids must be unique and ascending")
+    new = pl.DataFrame({"feature": keep, "_new": np.arange(len(keep), dtype=np.int64)})
+
+    def renumber(df: pl.DataFrame) -> pl.DataFrame:
+        cols = df.columns
+        out = df.join(new, on="feature", how="inner").with_columns(
+            pl.col("_new").alias("feature")
+        )
+        return out.drop("_new").select(cols).sort("feature", maintain_order=True)
+
+    return (renumber(features), *(renumber(t) for t in tables))
+
+
+def finish_features(
+    features: pl.DataFrame, topk: pl.DataFrame, min_contexts: int, population: str
+) -> pl.DataFrame:
+    """Add `n_contexts` (real top-k rows), `few_contexts` (fewer than
+    `min_contexts`: left out of the autointerp shares) and `population`."""
+    counts = topk.group_by("feature").agg(pl.len().cast(pl.Int32).alias("n"))
+    return (
+        features.join(counts, on="feature", how="left")
+        .with_columns(
+            pl.col("n").fill_null(0).cast(pl.Int32).alias("n_contexts"),
+            (pl.col("n").fill_null(0) < min_contexts).alias("few_contexts"),
+            pl.lit(population, pl.String).alias("population"),
+        )
+        .drop("n")
+        .sort("feature")
+    )
+
+
+def population_text(what: str, act: Mapping) -> str:
+    """`what` plus the filters every kind shares (`activations:` keys)."""
+    text = (
+        f"{what}; top {act['top_k']} with activation > {act['min_activation']:g}; "
+        f"under {act['min_contexts']} contexts left out"
+    )
+    note = act.get("population_note")
+    return f"{text} ({note})" if note else text
 
 
 def token_strings(tokenizer) -> Callable[[Sequence[int]], list[str]]:

@@ -11,7 +11,15 @@ import polars as pl
 
 __all__ = ["check_columns", "contexts_by_feature", "FEATURE_COLS", "CONTEXT_COLS"]
 
-FEATURE_COLS = ("feature", "kind", "label", "mean")
+FEATURE_COLS = (
+    "feature",
+    "kind",
+    "label",
+    "mean",
+    "n_contexts",
+    "few_contexts",
+    "population",
+)
 CONTEXT_COLS = ("feature", "rank", "doc", "pos", "value", "tokens", "acts", "center")
 
 

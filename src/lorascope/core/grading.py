@@ -2,13 +2,13 @@
 
 Three grader kinds, named by the benchmark row's `grader` column:
 
-- `math`: math-verify on the answer section. The gold answer is wrapped in
-  `\\boxed{}` and parsed first; the prediction is parsed with boxed answers
-  taking priority, then "Answer:"-anchored and bare expressions. Equivalent
-  forms match ("025" == 25, 14/3 == \\frac{14}{3}, \\sqrt{117} == 3\\sqrt{13},
-  intervals, 90^\\circ == 90). Golds that are words (`\\text{Evelyn}`) are
-  also compared as normalised text, because math-verify does not extract
-  bare words from a prediction.
+- `math`: math-verify on the answer section (`lorascope.core.math_answers`:
+  boxed answers first, a bare LaTeX section read whole, every answer under
+  a wall-clock limit, `eval.grade_timeout_s`; one that runs out is wrong
+  and flagged `grade_timed_out`). Equivalent forms match ("025" == 25,
+  14/3 == \\frac{14}{3}, \\sqrt{117} == 3\\sqrt{13}, intervals,
+  90^\\circ == 90). Golds that are words (`\\text{Evelyn}`) are also
+  compared as normalised text.
 - `choice`: a letter A-D (or up to the number of choices). Extraction order
   on the answer section, first hit wins:
     1. an explicit statement: `Answer: (C)`, `answer is C`, `option C`;
@@ -23,22 +23,20 @@ The answer section (after the s1 answer marker) is graded. A completion that
 stopped on its own without the marker (a base model never trained on the s1
 format answers in its own) is graded on its whole text
 unless `eval.grade_without_answer_marker` is off; a truncated completion
-without the marker is wrong (it holds only intermediate answers). math-verify's
-timeouts use signals, so they are off here (`parsing_timeout=None`,
-`timeout_seconds=None`) to keep `grade` safe in threads.
+without the marker is wrong (it holds only intermediate answers).
 """
 
 from __future__ import annotations
 
-import logging
+import atexit
 import re
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 import polars as pl
-from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
 
 from lorascope.core.chat import split_completion
+from lorascope.core.math_answers import MathChecker, normalise_text
 
 __all__ = [
     "GRADERS",
@@ -51,9 +49,7 @@ __all__ = [
 ]
 
 GRADERS = ("math", "choice", "exact")
-
-# math-verify warns once per process that timeouts are off; that is intended.
-logging.getLogger("math_verify").setLevel(logging.ERROR)
+DEFAULT_TIMEOUT_S = 10.0  # the schema's eval.grade_timeout_s default
 
 
 class Grade(NamedTuple):
@@ -61,6 +57,19 @@ class Grade(NamedTuple):
 
     extracted: str | None
     correct: bool
+    timed_out: bool = False  # math-verify ran out of time: graded wrong
+
+
+_shared: MathChecker | None = None
+
+
+def shared_checker() -> MathChecker:
+    """One checker per process for callers that grade a row at a time."""
+    global _shared
+    if _shared is None:
+        _shared = MathChecker(DEFAULT_TIMEOUT_S)
+        atexit.register(_shared.close)
+    return _shared
 
 
 _ANSWER_PREFIX = re.compile(r"^\s*\**answer\**\s*:\s*", re.IGNORECASE)
@@ -69,40 +78,6 @@ _ANSWER_PREFIX = re.compile(r"^\s*\**answer\**\s*:\s*", re.IGNORECASE)
 def _answer_body(answer_section: str) -> str:
     """Strip the leading `Answer:` the s1 format puts in the answer section."""
     return _ANSWER_PREFIX.sub("", answer_section, count=1).strip()
-
-
-def _normalise_text(text: str) -> str:
-    text = re.sub(r"\\(?:text|textbf|mathrm|boxed)\s*{([^{}]*)}", r"\1", text)
-    text = text.replace("$", "").replace("\\", "")
-    text = re.sub(r"[^\w\s]", " ", text.lower())
-    return " ".join(text.split())
-
-
-def _grade_math(gold: str, body: str) -> Grade:
-    gold_parsed = parse(
-        "\\boxed{" + gold + "}",
-        extraction_config=[LatexExtractionConfig()],
-        parsing_timeout=None,
-    )
-    if not gold_parsed:
-        raise ValueError(f"gold answer {gold!r} is not parseable by math-verify")
-    pred = parse(
-        body,
-        extraction_config=[
-            LatexExtractionConfig(boxed_match_priority=0),
-            ExprExtractionConfig(),
-        ],
-        parsing_timeout=None,
-    )
-    if pred:
-        ok = verify(gold_parsed, pred, timeout_seconds=None)
-        return Grade(str(pred[-1]), bool(ok))
-    # Word answers: math-verify parses the gold `\text{...}` but not a bare word.
-    if "\\text" in gold:
-        pred_text = _normalise_text(body)
-        if pred_text:
-            return Grade(pred_text, pred_text == _normalise_text(gold))
-    return Grade(None, False)
 
 
 def extract_choice(body: str, choices: Sequence[str]) -> str | None:
@@ -122,9 +97,9 @@ def extract_choice(body: str, choices: Sequence[str]) -> str | None:
     alone = re.fullmatch(rf"[\s*]*[\(\[]?({cls})[\)\]\.]?[\s*.]*", body)
     if alone:
         return alone.group(1)
-    text = _normalise_text(body)
+    text = normalise_text(body)
     for letter, choice in zip(letters, choices, strict=True):
-        if text and text == _normalise_text(choice):
+        if text and text == normalise_text(choice):
             return letter
     return None
 
@@ -135,26 +110,37 @@ def _grade_choice(gold: str, body: str, choices: Sequence[str]) -> Grade:
 
 
 def grade_answer(
-    grader: str, gold: str, answer_section: str, choices: Sequence[str] | None
+    grader: str,
+    gold: str,
+    answer_section: str,
+    choices: Sequence[str] | None,
+    checker: MathChecker | None = None,
 ) -> Grade:
-    """Grade an answer section (the text after the s1 answer marker)."""
+    """Grade an answer section (the text after the s1 answer marker).
+
+    `checker` runs math answers (default: this process's shared one, with
+    the default time limit)."""
     body = _answer_body(answer_section)
     if not body:
         return Grade(None, False)
     if grader == "math":
-        return _grade_math(gold, body)
+        return Grade(*(checker or shared_checker()).check(gold, body))
     if grader == "choice":
         if not choices:
             raise ValueError("grader 'choice' needs a non-empty `choices` list")
         return _grade_choice(gold, body, choices)
     if grader == "exact":
-        pred = _normalise_text(body)
-        return Grade(pred, pred == _normalise_text(gold))
+        pred = normalise_text(body)
+        return Grade(pred, pred == normalise_text(gold))
     raise ValueError(f"unknown grader {grader!r}; expected one of {GRADERS}")
 
 
 def grade(
-    row: Mapping, completion: str, truncated: bool = False, fallback: bool = True
+    row: Mapping,
+    completion: str,
+    truncated: bool = False,
+    fallback: bool = True,
+    checker: MathChecker | None = None,
 ) -> Grade:
     """Grade a generated completion (think + answer) for one benchmark row.
 
@@ -169,7 +155,7 @@ def grade(
             return Grade(None, False)
         answer_section = text
     return grade_answer(
-        row["grader"], str(row["answer"]), answer_section, row.get("choices")
+        row["grader"], str(row["answer"]), answer_section, row.get("choices"), checker
     )
 
 
@@ -183,13 +169,19 @@ EVAL_COLUMNS = [
     "n_generated_tokens",
     "truncated",
     "graded_from",  # "answer" (the answer section) or "completion" (fallback)
+    "grade_timed_out",  # math-verify ran out of time (graded wrong)
 ]
 
 
 def grade_frame(
-    bench: pl.DataFrame, generations: pl.DataFrame, fallback: bool = True
+    bench: pl.DataFrame,
+    generations: pl.DataFrame,
+    fallback: bool = True,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> pl.DataFrame:
     """Per-sample eval frame (EVAL_COLUMNS) from a benchmark and its generations.
+
+    Each math answer gets `timeout_s` seconds (eval.grade_timeout_s).
 
     Every benchmark id must have exactly one generation: a missing one is an
     error naming the id, not a silently smaller denominator.
@@ -203,7 +195,10 @@ def grade_frame(
             f"{missing.len()} benchmark ids have no generation, e.g. {missing[0]!r}"
         )
     rows = list(joined.iter_rows(named=True))
-    verdicts = [grade(r, r["completion"], r["truncated"], fallback) for r in rows]
+    with MathChecker(timeout_s) as checker:
+        verdicts = [
+            grade(r, r["completion"], r["truncated"], fallback, checker) for r in rows
+        ]
     has_marker = [split_completion(r["completion"])[1] is not None for r in rows]
     return joined.with_columns(
         extracted=pl.Series([v.extracted for v in verdicts], dtype=pl.String),
@@ -212,6 +207,7 @@ def grade_frame(
         graded_from=pl.Series(
             ["answer" if m else "completion" for m in has_marker], dtype=pl.String
         ),
+        grade_timed_out=pl.Series([v.timed_out for v in verdicts], dtype=pl.Boolean),
     ).select(EVAL_COLUMNS)
 
 
@@ -225,6 +221,7 @@ def summarise(frames: Mapping[str, pl.DataFrame]) -> dict:
             "accuracy": float(df["correct"].mean()),
             "n_unparsed": int(df["extracted"].is_null().sum()),
             "n_without_answer_marker": int((df["graded_from"] != "answer").sum()),
+            "n_grade_timeouts": int(df["grade_timed_out"].sum()),
             "truncation_rate": float(df["truncated"].mean()),
             "mean_generated_tokens": float(df["n_generated_tokens"].mean()),
             "max_generated_tokens": int(df["n_generated_tokens"].max()),

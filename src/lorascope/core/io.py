@@ -95,3 +95,32 @@ def write_table(df: pl.DataFrame, stem: Path | str, title: str | None = None) ->
     text = (f"# {title}\n\n" if title else "") + to_markdown(df)
     with atomic_path(stem.with_suffix(".md")) as tmp:
         tmp.write_text(text)
+
+
+class DataFileError(ValueError):
+    """An input data file is unusable; the message names the file and where."""
+
+
+TEXT_FORMATS = ("json", "jsonl", "csv")
+
+
+def check_text_file(path: Path | str, what: str) -> None:
+    """Fail naming `path` if a json/jsonl/csv data file is empty or not UTF-8.
+
+    Read before the `datasets` loaders, which report an empty JSON file as a
+    bare StopIteration and a bad byte without the file or where it is.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataFileError(f"{what}: no file at {path}")
+    data = path.read_bytes()
+    if not data.strip():
+        raise DataFileError(f"{what}: {path} is empty")
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise DataFileError(
+            f"{what}: {path} is not UTF-8 text: byte offset {err.start} (line "
+            f"{line}) has {data[err.start : err.end]!r}; re-save the file as UTF-8"
+        ) from None

@@ -10,7 +10,15 @@ default each unit becomes two features: `+` ranks by a and `-` ranks by -a
 (`signed_features`, polarity `both`). `abs` ranks by |a| (one feature per
 unit); `pos` keeps a as is (SAE latents, which are non-negative).
 Feature f of unit u is `2u` (+) and `2u + 1` (-) under `both`, `u` otherwise.
-Every value stored here is sign-adjusted: larger = stronger.
+Every value stored here is sign-adjusted: larger = stronger. Polarity
+`dominant` (`stream_polarity`) streams like `both`; the feature tables then
+keep, per unit, the side whose largest activation is larger.
+
+Real activations only. The running state keeps the k largest values even when
+a feature fired fewer than k times, so `to_frame` keeps only entries above
+`min_value` (default 0: strictly positive, sign-adjusted). Top-k then filter
+equals filter then top-k, so the threshold needs no re-extraction; a feature
+that fired 3 times has exactly 3 rows, one that never fired has none.
 """
 
 from __future__ import annotations
@@ -21,13 +29,26 @@ import torch
 
 __all__ = [
     "POLARITIES",
+    "CONFIG_POLARITIES",
     "StreamingTopK",
     "FeatureStats",
     "signed_features",
     "feature_units",
+    "stream_polarity",
 ]
 
 POLARITIES = ("both", "abs", "pos")
+# Config polarities: `dominant` is streamed as `both` and resolved per unit.
+CONFIG_POLARITIES = ("both", "abs", "dominant")
+
+
+def stream_polarity(polarity: str) -> str:
+    """The polarity a config value is streamed with (`dominant` -> `both`)."""
+    if polarity == "dominant":
+        return "both"
+    if polarity not in POLARITIES:
+        raise ValueError(f"polarity must be one of {CONFIG_POLARITIES}: {polarity!r}")
+    return polarity
 
 
 def signed_features(values_TU: torch.Tensor, polarity: str) -> torch.Tensor:
@@ -122,10 +143,15 @@ class StreamingTopK:
         top.pos_FK = state[prefix + "pos"].to(top.device, torch.int64)
         return top
 
-    def to_frame(self) -> pl.DataFrame:
-        """topk.parquet: feature, rank (0 = strongest), doc, pos, value."""
+    def to_frame(self, min_value: float = 0.0) -> pl.DataFrame:
+        """topk.parquet: feature, rank (0 = strongest), doc, pos, value.
+
+        Only entries with value > `min_value` (sign-adjusted): slots never
+        filled and fillers at or below the threshold are dropped, so a feature
+        has between 0 and k rows, ranks 0..n-1.
+        """
         v = self.values_FK.cpu().numpy()
-        keep = np.isfinite(v)  # slots never filled (fewer than k tokens seen)
+        keep = np.isfinite(v) & (v > min_value)  # sorted rows: a prefix per row
         feat, rank = np.nonzero(keep)
         return pl.DataFrame(
             {

@@ -12,6 +12,7 @@ import logging
 import polars as pl
 
 from lorascope.core.chat import IGNORE_INDEX, build_example
+from lorascope.core.io import TEXT_FORMATS, DataFileError, check_text_file
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,20 @@ def load_rows(data_cfg: dict, toy_parquet: str | None = None):
         if not data_cfg["data_files"]:
             raise DataError(f"data.dataset is {name!r}: set data.data_files")
         source = data_cfg["data_files"]
-        ds = load_dataset(name, data_files=source, split="train")
+        files = [source] if isinstance(source, str) else list(source)
+        for f in files:
+            if name in TEXT_FORMATS:
+                try:
+                    check_text_file(f, "data.data_files")
+                except DataFileError as err:
+                    raise DataError(str(err)) from None
+        try:
+            ds = load_dataset(name, data_files=files, split="train")
+        except Exception as err:  # the loaders' errors rarely name the file
+            raise DataError(
+                f"data.data_files {files}: not readable as {name}: "
+                f"{type(err).__name__}: {err}"
+            ) from err
     else:
         source = f"{name}@{data_cfg['revision'] or 'default'}:{data_cfg['split']}"
         ds = load_dataset(name, revision=data_cfg["revision"], split=data_cfg["split"])
@@ -52,6 +66,31 @@ def load_rows(data_cfg: dict, toy_parquet: str | None = None):
     return ds
 
 
+def duplicate_rows(rows, cols: tuple[str, ...], policy: str) -> set[int]:
+    """Rows identical to an earlier one in `cols` (question, trace, attempt).
+
+    policy "error" raises naming the first pair and the count; "skip" returns
+    them to be dropped (counted in data/sft_stats.json).
+    """
+    first: dict[tuple, int] = {}
+    dup: dict[int, int] = {}
+    for i, row in enumerate(rows):
+        key = tuple(row[c] for c in cols)
+        if key in first:
+            dup[i] = first[key]
+        else:
+            first[key] = i
+    if dup and policy == "error":
+        i, j = next(iter(dup.items()))
+        raise DataError(
+            f"{len(dup)} duplicate row(s): row {i} repeats row {j} in "
+            f"{list(cols)} (set data.duplicate_rows: skip to drop them)"
+        )
+    if dup:
+        log.warning("skipping %d duplicate row(s), e.g. row %d", len(dup), min(dup))
+    return set(dup)
+
+
 def tokenise(rows, tokenizer, data_cfg: dict) -> tuple[pl.DataFrame, dict]:
     """Format every row in the s1 chat format; labels only on the assistant turn.
 
@@ -62,8 +101,14 @@ def tokenise(rows, tokenizer, data_cfg: dict) -> tuple[pl.DataFrame, dict]:
     )
     max_len = data_cfg["max_length"]
     out: dict[str, list] = {k: [] for k in ("doc", "input_ids", "labels")}
-    stats = dict(rows=len(rows), empty=0, overlong=0, truncated=0, skipped=0)
+    duplicates = duplicate_rows(rows, (q_col, t_col, a_col), data_cfg["duplicate_rows"])
+    stats = dict(
+        rows=len(rows), empty=0, overlong=0, truncated=0, duplicates=len(duplicates)
+    )
+    stats["skipped"] = len(duplicates)
     for i, row in enumerate(rows):
+        if i in duplicates:
+            continue
         values = [row[q_col], row[t_col], row[a_col]]
         if any(v is None or not str(v).strip() for v in values):
             stats["empty"] += 1

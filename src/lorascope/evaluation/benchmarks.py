@@ -13,6 +13,7 @@ or prints a row, only counts.
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 from collections.abc import Callable
@@ -20,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
+
+from lorascope.core.io import TEXT_FORMATS, check_text_file
 
 __all__ = [
     "BENCHMARKS",
@@ -37,6 +40,7 @@ SCHEMA = {
     "grader": pl.String,
 }
 LETTERS = "ABCDEFGHIJ"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -136,8 +140,42 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
 }
 
 
-def validate_benchmark(df: pl.DataFrame, name: str) -> pl.DataFrame:
-    """Check a normalised frame; errors name the benchmark, column and row."""
+def _drop_duplicates(df: pl.DataFrame, name: str, policy: str) -> pl.DataFrame:
+    """Rows repeating an earlier id, or an earlier problem and answer: an error
+    naming the rows and the count, or dropped (policy skip) and logged."""
+    indexed = df.with_row_index()
+    dup = indexed.filter(
+        pl.col("id").is_duplicated() & ~pl.col("id").is_first_distinct()
+        | ~pl.struct("problem", "answer").is_first_distinct()
+    )
+    if dup.height == 0:
+        return df
+    row = dup.row(0, named=True)
+    first = indexed.filter(
+        (pl.col("id") == row["id"])
+        | (pl.col("problem") == row["problem"]) & (pl.col("answer") == row["answer"])
+    )["index"][0]
+    what = (
+        f"duplicate id {row['id']!r}"
+        if indexed["id"][first] == row["id"]
+        else "duplicate problem and answer"
+    )
+    if policy == "error":
+        raise ValueError(
+            f"benchmark {name!r}: {what} in row {row['index']} (first in row "
+            f"{first}); {dup.height} duplicate row(s) in all (set "
+            "eval.duplicate_rows: skip to drop them)"
+        )
+    log.warning("benchmark %r: dropped %d duplicate row(s)", name, dup.height)
+    return indexed.filter(~pl.col("index").is_in(dup["index"].implode())).drop("index")
+
+
+def validate_benchmark(
+    df: pl.DataFrame, name: str, duplicates: str = "error"
+) -> pl.DataFrame:
+    """Check a normalised frame; errors name the benchmark, column and row.
+
+    `duplicates`: "error" or "skip" (eval.duplicate_rows)."""
     missing = [c for c in SCHEMA if c not in df.columns]
     if missing:
         raise ValueError(f"benchmark {name!r}: missing columns {missing}")
@@ -152,9 +190,7 @@ def validate_benchmark(df: pl.DataFrame, name: str) -> pl.DataFrame:
             raise ValueError(
                 f"benchmark {name!r}: empty {col!r} in row {bad['index'][0]}"
             )
-    dup = df.filter(pl.col("id").is_duplicated())["id"]
-    if dup.len():
-        raise ValueError(f"benchmark {name!r}: duplicate id {dup[0]!r}")
+    df = _drop_duplicates(df, name, duplicates)
     bad = df.with_row_index().filter(
         ~pl.col("grader").is_in(["math", "choice", "exact"])
     )
@@ -182,7 +218,17 @@ def _load_raw(name: str, spec: BenchmarkSpec, data_files: str | None) -> list[di
     from datasets import load_dataset  # heavy import, only when loading
 
     if data_files is not None:
-        ds = load_dataset(spec.file_format, data_files=str(data_files), split="train")
+        if spec.file_format in TEXT_FORMATS:
+            check_text_file(data_files, f"eval.benchmark_files.{name}")
+        try:
+            ds = load_dataset(
+                spec.file_format, data_files=str(data_files), split="train"
+            )
+        except Exception as err:  # the loaders' errors rarely name the file
+            raise ValueError(
+                f"eval.benchmark_files.{name}: {data_files} is not readable as "
+                f"{spec.file_format}: {type(err).__name__}: {err}"
+            ) from err
     else:
         token = os.environ.get("HF_TOKEN") if spec.gated else None
         if spec.gated and not token:
@@ -195,7 +241,20 @@ def _load_raw(name: str, spec: BenchmarkSpec, data_files: str | None) -> list[di
     if missing:
         src = data_files or spec.hub_id
         raise ValueError(f"benchmark {name!r} from {src}: missing columns {missing}")
-    return ds.select_columns(list(spec.columns)).to_list()
+    if len(ds) == 0:
+        raise ValueError(
+            f"benchmark {name!r} from {data_files or spec.hub_id}: no rows"
+        )
+    rows = ds.select_columns(list(spec.columns)).to_list()
+    # A null gold answer would become the string "None" and be graded wrong.
+    for i, r in enumerate(rows):
+        for col in spec.columns:
+            if r[col] is None:
+                raise ValueError(
+                    f"benchmark {name!r} from {data_files or spec.hub_id}: row {i} "
+                    f"has no {col!r} (null or missing)"
+                )
+    return rows
 
 
 def load_benchmark(
@@ -205,13 +264,15 @@ def load_benchmark(
     toy_dir: str | Path | None = None,
     seed: int = 0,
     limit: int | None = None,
+    duplicates: str = "error",
 ) -> pl.DataFrame:
     """Load benchmark `name` as a normalised, validated frame.
 
     `data_files`: a local file in the hub's schema instead of the hub.
     `toy_dir`: folder holding `toy_*.parquet` files. `seed` fixes the
     multiple-choice shuffle; `limit` keeps the first n rows (after shuffling,
-    so a limited run sees the same choices as a full one).
+    so a limited run sees the same choices as a full one). `duplicates`:
+    eval.duplicate_rows.
     """
     if name.startswith("toy_"):
         if toy_dir is None:
@@ -228,5 +289,5 @@ def load_benchmark(
     else:
         known = sorted(BENCHMARKS) + ["toy_*"]
         raise ValueError(f"unknown benchmark {name!r}; known: {known}")
-    df = validate_benchmark(df, name)
+    df = validate_benchmark(df, name, duplicates)
     return df.head(limit) if limit else df

@@ -6,28 +6,45 @@ Table 2: accuracy of the rank-1 LoRA and its attention- and MLP-ablated
 versions, each ablated variant's recovery relative to the LoRA's own gain:
 (ablated - base) / (rank1 - base).
 
+Table 1 also reports the adapter's trainable-parameter fraction (paper §2:
+"less than 0.03% as many trainable parameters as the base model"): adapter
+parameters counted from the adapter file's safetensors header, base
+parameters from the base model's safetensors headers (a local directory) or
+from its config on the meta device (a hub id): no weights are loaded.
+
 Beyond the paper: a paired percentile bootstrap over problems (the same
 resampled problems for every variant) gives a 95% interval for each accuracy
 and recovery. A recovery whose denominator is zero or negative is undefined
 (null), never a number; its interval uses only the resamples where it is
 defined, and `*_defined` reports that share so a reader sees how often the
 gain it divides by vanished.
+
+Both tables record how the variants were prompted (`eval.think_prefill`): a
+`think_prefill` column and a line under the markdown table.
 """
 
 from __future__ import annotations
 
+import json
+import struct
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 import polars as pl
 
 __all__ = [
+    "PARAM_COLUMNS",
+    "base_param_count",
+    "safetensors_numel",
+    "with_param_fraction",
     "bootstrap_table",
     "correct_matrix",
     "table1",
     "table2",
     "to_display",
     "to_markdown_report",
+    "with_prompting",
 ]
 
 
@@ -127,6 +144,53 @@ def table2(correct, *, n_boot: int, ci: float = 0.95, seed: int = 0):
     return bootstrap_table(sub, ratios, n_boot=n_boot, ci=ci, seed=seed)
 
 
+PARAM_COLUMNS = ("adapter_params", "base_params", "trainable_fraction")
+
+
+def safetensors_numel(path: str | Path) -> int:
+    """Number of parameters in a .safetensors file, from its header alone."""
+    with open(path, "rb") as f:
+        (size,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(size))
+    return sum(
+        int(np.prod(t["shape"], dtype=np.int64))
+        for name, t in header.items()
+        if name != "__metadata__"
+    )
+
+
+def base_param_count(path: str, revision: str | None = None) -> tuple[int, str]:
+    """(parameters of the base model, how counted), loading no weights.
+
+    A local directory: its safetensors headers (tied weights are stored
+    once). A hub id: its config instantiated on the meta device.
+    """
+    local = Path(path)
+    files = sorted(local.glob("*.safetensors")) if local.is_dir() else []
+    if files:
+        return sum(safetensors_numel(f) for f in files), "safetensors headers"
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(path, revision=revision)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    return sum(p.numel() for p in model.parameters()), "config"
+
+
+def with_param_fraction(
+    table: pl.DataFrame, adapter_params: int, base_params: int
+) -> pl.DataFrame:
+    """Table 1 plus the adapter's trainable-parameter fraction (every row)."""
+    if base_params <= 0:
+        raise ValueError(f"base model has {base_params} parameters")
+    return table.with_columns(
+        adapter_params=pl.lit(adapter_params, pl.Int64),
+        base_params=pl.lit(base_params, pl.Int64),
+        trainable_fraction=pl.lit(adapter_params / base_params, pl.Float64),
+    )
+
+
 def _cell(value, lo, hi, pct: bool) -> str:
     if value is None:
         return "undefined"
@@ -161,19 +225,41 @@ TITLES = {
 }
 
 
-def to_markdown_report(table: pl.DataFrame, which: str, ci: float, n_boot: int) -> str:
-    """The markdown file of a table: title, 'value [lo, hi]' cells, a legend."""
+def with_prompting(table: pl.DataFrame, think_prefill: str) -> pl.DataFrame:
+    """The table with the eval.think_prefill its variants were prompted with."""
+    return table.with_columns(think_prefill=pl.lit(think_prefill))
+
+
+def to_markdown_report(
+    table: pl.DataFrame,
+    which: str,
+    ci: float,
+    n_boot: int,
+    prompting: str | None = None,
+) -> str:
+    """The markdown file of a table: title, 'value [lo, hi]' cells, a legend
+    and, given `prompting`, a line saying how the variants were prompted."""
     from lorascope.core.io import to_markdown
 
     shown = [
         c
         for c in table.columns
-        if c not in ("benchmark", "n") and not c.endswith(("_lo", "_hi", "_defined"))
+        if c not in ("benchmark", "n", "think_prefill", *PARAM_COLUMNS)
+        and not c.endswith(("_lo", "_hi", "_defined"))
     ]
+    note = f"Prompts (eval.think_prefill): {prompting}.\n" if prompting else ""
+    params = ""
+    if "trainable_fraction" in table.columns and table.height:
+        row = table.row(0, named=True)
+        params = (
+            f"\nTrainable parameters of the adapter: {row['adapter_params']:,} of "
+            f"the base model's {row['base_params']:,} "
+            f"({100 * row['trainable_fraction']:.4f}%; paper: less than 0.03%).\n"
+        )
     return (
         f"# {TITLES[which]}\n\n"
         + to_markdown(to_display(table, shown))
         + f"\nBrackets: {ci:.0%} paired bootstrap intervals over problems "
         f"({n_boot} resamples). 'undefined': the gain divided by is zero or "
-        "negative.\n"
+        "negative.\n" + note + params
     )

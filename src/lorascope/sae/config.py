@@ -21,7 +21,9 @@ class SaeConfig:
     expansion: int = 8
     """Latents per input component: d_sae = expansion x n_components."""
     lr: float = 3e-3
-    """Adam learning rate, constant."""
+    """Adam learning rate, constant after the warm-up."""
+    lr_warmup_steps: int = 0
+    """Steps of linear warm-up from 0 to `lr` (the public code: 100)."""
     batch_size: int = 512
     """Tokens per training step; BatchTopK's top-k runs over this batch."""
     epochs: float = 5.0
@@ -50,6 +52,10 @@ class SaeConfig:
             raise ValueError(f"sae.expansion must be >= 1, got {self.expansion}")
         if not self.lr > 0:
             raise ValueError(f"sae.lr must be > 0, got {self.lr}")
+        if self.lr_warmup_steps < 0:
+            raise ValueError(
+                f"sae.lr_warmup_steps must be >= 0, got {self.lr_warmup_steps}"
+            )
         if self.batch_size < 1:
             raise ValueError(f"sae.batch_size must be >= 1, got {self.batch_size}")
         if not self.epochs > 0:

@@ -7,7 +7,9 @@ are dropped; the alive ones are numbered 0..F-1 and written in the same
 tables as the LoRA and MLP features (docs/ARCHITECTURE.md "Feature tables"):
 `features.parquet`, `topk.parquet` (via `lorascope.core.topk.StreamingTopK`) and
 `contexts.parquet` (via `lorascope.core.contexts`), so autointerp and dashboards
-treat all three kinds alike. SAE codes are non-negative: polarity `pos`.
+treat all three kinds alike. SAE codes are non-negative: polarity `pos`, and
+only codes above `activations.min_activation` (default 0: the latent fired)
+are top-k entries, so a latent that fired 3 times has 3 contexts.
 """
 
 from __future__ import annotations
@@ -18,10 +20,16 @@ from typing import Any
 import polars as pl
 import torch
 
-from lorascope.core.contexts import features_frame, sae_units
+from lorascope.core.contexts import features_frame, population_text, sae_units
 from lorascope.core.topk import FeatureStats, StreamingTopK
 
-__all__ = ["POLARITY", "encode_alive", "sae_feature_tables", "doc_values_fn"]
+__all__ = [
+    "POLARITY",
+    "describe_population",
+    "doc_values_fn",
+    "encode_alive",
+    "sae_feature_tables",
+]
 
 # SAE codes are non-negative: one feature per latent, ranked by its value.
 POLARITY = "pos"
@@ -63,8 +71,11 @@ def sae_feature_tables(
     alive_latents: Sequence[int],
     k: int,
     batch_size: int = 4096,
+    min_activation: float = 0.0,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(features, topk) frames for the alive latents, one pass over the shards.
+
+    topk holds, per feature, at most `k` codes above `min_activation`.
 
     Holds one shard and one batch of codes at a time; the top-k state is
     `[F, k]`. `shards` is a `lorascope.core.shards.ShardSet`. Feature f is alive
@@ -81,7 +92,12 @@ def sae_feature_tables(
             stats.update(codes_TF)
     units = sae_units(sae.cfg.d_sae)[alive_F.tolist()]
     features = features_frame("sae", units, POLARITY, stats.to_frame())
-    return features, top.to_frame()
+    return features, top.to_frame(min_activation)
+
+
+def describe_population(n_alive: int, d_sae: int, act: dict) -> str:
+    """One line naming the SAE feature population (see core.contexts)."""
+    return population_text(f"alive SAE latents ({n_alive} of {d_sae})", act)
 
 
 def doc_values_fn(

@@ -34,6 +34,7 @@ __all__ = [
     "shuffled_batches",
     "train_on_shards",
     "train_sae",
+    "trainer_config",
     "training_batches",
 ]
 
@@ -175,13 +176,32 @@ def train_sae(
         metadata=SAEMetadata(hook_name="lora_scalars", model_name="lorascope"),
     )
     sae = BatchTopKTrainingSAE(sae_cfg)
-    trainer_cfg = SAETrainerConfig(
+    trainer = _CurveTrainer(
+        trainer_config(cfg, total, device), sae, batches, log_every=cfg.log_every
+    )
+    trained = trainer.fit()
+    return TrainResult(
+        sae=trained,
+        curve=trainer.curve,
+        n_steps=trainer.n_training_steps,
+        n_samples=trainer.n_training_samples,
+    )
+
+
+def trainer_config(cfg: SaeConfig, total: int, device: str) -> SAETrainerConfig:
+    """SAELens trainer settings for `total` training samples (every field set)."""
+    if cfg.lr_warmup_steps >= total // cfg.batch_size:
+        raise ValueError(
+            f"sae.lr_warmup_steps={cfg.lr_warmup_steps} is not below the "
+            f"{total // cfg.batch_size} training steps"
+        )
+    return SAETrainerConfig(
         total_training_samples=total,
         train_batch_size_samples=cfg.batch_size,
         lr=cfg.lr,
         lr_end=cfg.lr,
         lr_scheduler_name="constant",
-        lr_warm_up_steps=0,
+        lr_warm_up_steps=cfg.lr_warmup_steps,
         lr_decay_steps=0,
         n_restart_cycles=1,
         adam_beta1=0.9,
@@ -195,14 +215,6 @@ def train_sae(
         save_final_checkpoint=False,
         logger=LoggingConfig(log_to_wandb=False),
         n_batches_for_norm_estimate=NORM_ESTIMATE_BATCHES,
-    )
-    trainer = _CurveTrainer(trainer_cfg, sae, batches, log_every=cfg.log_every)
-    trained = trainer.fit()
-    return TrainResult(
-        sae=trained,
-        curve=trainer.curve,
-        n_steps=trainer.n_training_steps,
-        n_samples=trainer.n_training_samples,
     )
 
 

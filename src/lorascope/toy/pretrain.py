@@ -86,7 +86,9 @@ class PretrainConfig:
                 raise ValueError(f"toy.pretrain.{name} must lie in [0, 1]")
         for name in ("digits", "chat_digits"):
             if not getattr(self, name) or min(getattr(self, name)) < 1:
-                raise ValueError(f"toy.pretrain.{name} must be a non-empty list of >= 1")
+                raise ValueError(
+                    f"toy.pretrain.{name} must be a non-empty list of >= 1"
+                )
 
 
 def build_model(tokenizer: PreTrainedTokenizerBase, cfg: PretrainConfig):

