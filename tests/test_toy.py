@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import re
 
@@ -12,7 +13,12 @@ import torch
 
 from lorascope.core.chat import ANSWER_MARKER, THINK_MARKER, build_example, build_prompt
 from lorascope.toy import tasks, world
-from lorascope.toy.pretrain import PretrainConfig, document_stream, packed_rows
+from lorascope.toy.pretrain import (
+    PretrainConfig,
+    document_stream,
+    packed_rows,
+    stages,
+)
 from lorascope.toy.textbook import CORRECTIONS, textbook_text
 
 TOY_CFG = {
@@ -286,6 +292,37 @@ def test_rebuild_recipe_runs_on_tiny_sizes(tmp_path):
     summary = (out / "pretrain_summary.json").read_text()
     assert '"steps": 3' in summary
     assert len((out / "pretrain_log.jsonl").read_text().splitlines()) == 3
+
+
+def test_chat_phase_is_a_second_stage_on_the_same_weights(tmp_path):
+    base = PretrainConfig(steps=3, chat_phase={"steps": 2, "chat_digits": [1, 2]})
+    first, second = stages(base)
+    assert first.chat_phase is None and first.steps == 3 and first.seed == 0
+    assert second.steps == 2 and second.chat_digits == (1, 2) and second.seed == 1
+    assert second.lr == first.lr and second.chat_frac == first.chat_frac
+    cfg = {
+        **TOY_CFG,
+        "rebuild": True,
+        "pretrain": {
+            "hidden_size": 16,
+            "num_layers": 1,
+            "num_heads": 2,
+            "intermediate_size": 32,
+            "steps": 3,
+            "batch_size": 2,
+            "seq_len": 512,
+            "chat_phase": {"steps": 2, "lr": 1e-3},
+        },
+    }
+    out = tmp_path / "rebuilt"
+    world.materialise_base_model(out, cfg)
+    log = [json.loads(r) for r in (out / "pretrain_log.jsonl").read_text().splitlines()]
+    assert [r["stage"] for r in log] == [0, 0, 0, 1, 1]
+    # each stage has its own optimiser and schedule, peaking at its own lr
+    assert max(r["lr"] for r in log[:3]) == pytest.approx(3e-3)
+    assert max(r["lr"] for r in log[3:]) == pytest.approx(1e-3)
+    with pytest.raises(ValueError, match=r"chat_phase.*'step'"):
+        PretrainConfig(chat_phase={"step": 2})
 
 
 def test_pretrain_config_rejects_bad_values_naming_the_key():

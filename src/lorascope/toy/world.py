@@ -1,10 +1,10 @@
 """Materialise the embedded toy world: base model, SFT set and benchmarks.
 
-Used by the rules in ``workflow/rules/toy.smk`` (scripts ``toy_base_model.py``
-``toy_sft.py`` and ``toy_bench.py``). With ``toy.rebuild: false`` the base model is the one
-shipped in ``resources/toy/base_model/`` (made by this module's own recipe,
-see ``python -m lorascope.toy.world --help``); with ``true`` it is pretrained
-from scratch by ``lorascope.toy.pretrain``.
+Used by the rules in ``workflow/rules/toy.smk`` (scripts ``toy_base_model.py``,
+``toy_sft.py`` and ``toy_bench.py``). With ``toy.rebuild: false`` the base
+model is the one shipped in ``resources/toy/base_model/`` (made by this
+module's own recipe, see ``python -m lorascope.toy.world --help``); with
+``true`` it is pretrained from scratch by ``lorascope.toy.pretrain``.
 """
 
 from __future__ import annotations
@@ -46,6 +46,8 @@ def pretrain_config(toy_cfg: dict) -> PretrainConfig:
     for key in ("digits", "chat_digits"):
         if key in p:
             p[key] = tuple(p[key])
+    if p.get("chat_phase") is not None:
+        p["chat_phase"] = dict(p["chat_phase"])
     return PretrainConfig(seed=toy_cfg.get("seed", 0), **p)
 
 
@@ -95,6 +97,7 @@ def build_base_model(out_dir: Path | str, toy_cfg: dict, device: str = "cpu") ->
             **cfg.__dict__,
             "digits": list(cfg.digits),
             "chat_digits": list(cfg.chat_digits),
+            "chat_phase": cfg.chat_phase and dict(cfg.chat_phase),
         },
         "wall_s": round(time.time() - start, 1),
         "device": device,
