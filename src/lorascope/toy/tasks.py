@@ -1,6 +1,6 @@
 """Toy arithmetic task family: SFT traces, benchmarks, direct answers.
 
-Used by the toy rules (``workflow/scripts/toy_data.py``), by
+Used by the toy rules (``workflow/scripts/toy_sft.py``, ``toy_bench.py``), by
 ``lorascope.toy.textbook`` and ``lorascope.toy.pretrain``. The task is column
 addition of two n-digit numbers. Made here:
 
