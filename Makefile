@@ -40,8 +40,13 @@ run: setup
 
 # LORASCOPE_VLLM_PYTHON makes the vLLM tests required (they fail, not skip,
 # if that interpreter cannot run them): CI runs vLLM for real.
+# Two pytest-xdist workers, one per core of the CI machine (each workflow job
+# is single-threaded); the shared micro reference run is built once, in the
+# background, while the tests that do not need it run. TEST_WORKERS=0 runs
+# in one process.
+TEST_WORKERS ?= 2
 test: setup
-	LORASCOPE_VLLM_PYTHON=$(abspath $(VLLM_BIN))/python $(BIN)/python -m pytest -q -ra
+	LORASCOPE_VLLM_PYTHON=$(abspath $(VLLM_BIN))/python $(BIN)/python -m pytest -q -ra -n $(TEST_WORKERS) --dist loadfile
 
 lint: setup
 	$(BIN)/ruff check src tests bench workflow/scripts

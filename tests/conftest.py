@@ -116,3 +116,21 @@ def s1k_rows(n: int = 6) -> dict[str, list]:
         "deepseek_grade": ["Yes"] * n,
         "deepseek_grade_reason": [""] * n,
     }
+
+
+def pytest_collection_finish(session):
+    """Start the shared micro reference run in the background as soon as the
+    session knows it will need it (one xdist worker starts it; every test
+    that needs it waits on its lock): the other tests run meanwhile."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if (
+        worker not in (None, "gw0")
+        or session.config.option.collectonly
+        or os.environ.get("LORASCOPE_REFERENCE_RUN")
+    ):
+        return
+    files = {item.path for item in session.items}
+    if any("reference_run(" in f.read_text() for f in files):
+        import wfrun
+
+        wfrun.start_reference_build(session.config._tmp_path_factory.getbasetemp())

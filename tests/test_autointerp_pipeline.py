@@ -17,7 +17,7 @@ from lorascope.autointerp.summary import (
     class_shares,
     sae_category_density,
 )
-from lorascope.core.config import validate
+from lorascope.core.config import ConfigError, validate
 
 MIXED = [" 3", ",", " cat", "\n", " +", " Paris", " so", " ."]
 NUMS = [" 3", " 12", " 7", " 45", " 8", " 99", " 1", " 60"]
@@ -296,8 +296,12 @@ def test_prompts_dir_points_every_stage_at_the_users_files(tmp_path, monkeypatch
         "explain", "categories", "sae_categories", "subcategories", "assign",
         "detect")}  # fmt: skip
     (d / "detect.txt").unlink()
+    # Each step reads only its own templates; the config check asks for all.
+    explain_kind(*tabs["lora"], sec, "t", db, "lora")
     with pytest.raises(FileNotFoundError, match=r"prompts.dir .* lacks detect.txt"):
-        explain_kind(*tabs["lora"], sec, "t", db, "lora")
+        score_kind(expl["lora"], tabs["lora"][1], sec, "t", db, "lora")
+    with pytest.raises(ConfigError, match=r"prompts.dir: .* lacks detect.txt"):
+        _section(prompts={"dir": str(d)})
     (d / "explain.txt").write_text("no placeholder")
     mine = tmp_path / "detect.txt"
     mine.write_text("$explanation $contexts $n")

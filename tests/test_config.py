@@ -5,6 +5,15 @@ import yaml
 
 from lorascope.core.config import ConfigError, load_schema, validate
 
+TEMPLATES = [
+    "explain",
+    "categories",
+    "sae_categories",
+    "subcategories",
+    "assign",
+    "detect",
+]
+
 
 def _walk(schema, path=""):
     for key, sub in schema.get("properties", {}).items():
@@ -144,6 +153,14 @@ def test_local_paths_that_do_not_exist_are_named(tmp_path, monkeypatch):
         validate(bad)
     assert "data.data_files: no file at 's1k.json'" in str(e.value)
     assert "autointerp.prompts.explain: no file at 'my/explain.txt'" in str(e.value)
+    with pytest.raises(ConfigError, match="autointerp.prompts.dir: no directory at"):
+        validate({"autointerp": {"prompts": {"dir": "my_prompts"}}})
+    (tmp_path / "my_prompts").mkdir()
+    with pytest.raises(ConfigError, match="'my_prompts' lacks explain.txt, categ"):
+        validate({"autointerp": {"prompts": {"dir": "my_prompts"}}})
+    for name in TEMPLATES:
+        (tmp_path / "my_prompts" / f"{name}.txt").write_text("$x")
+    validate({"autointerp": {"prompts": {"dir": "my_prompts"}}})
 
 
 def test_api_keys_of_the_providers_used(monkeypatch):

@@ -90,7 +90,7 @@ def spec_for(models, base_dir):
             "vllm": vllm_cfg,
         },
         "model": {"revision": None, "dtype": "float32", "attn_implementation": "sdpa"},
-        "system_prompt": None,
+        "data": {"system_prompt": None},
         "device": "cpu",
         "seed": 0,
     }

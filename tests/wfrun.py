@@ -7,11 +7,13 @@ test_slurm.py. Runs of the micro config are cached per pytest session
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -205,8 +207,55 @@ def micro_run(base: Path, overrides: dict, targets=("all",)) -> Path:
     return _RUNS[key]
 
 
+def shared_base(base: Path) -> Path:
+    """The folder all pytest-xdist workers of a session share (a worker's own
+    basetemp is popen-gwN inside it); without xdist, the basetemp."""
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+def _build_reference(shared: Path) -> Path:
+    """Build the reference run in `shared` once per session, whichever
+    worker or thread asks first; the others wait on the lock and reuse it.
+    A failed build is recorded, so every waiter reports it instead of
+    building again."""
+    done, failed = shared / ".reference-done", shared / ".reference-failed"
+    with open(f"{shared}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if failed.exists():
+            raise AssertionError(failed.read_text())
+        if not done.exists():
+            try:
+                snakemake(workdir(shared, {}), ["all"], timeout=1800)
+            except BaseException as e:
+                failed.write_text(f"the reference run failed: {e}")
+                raise
+            done.write_text("ok")
+    return shared
+
+
+def start_reference_build(base: Path) -> threading.Thread:
+    """Start the reference run in the background (conftest does, at the
+    start of a session that will need it): the tests that do not need it
+    run meanwhile, on the other core."""
+    shared = shared_base(base) / "reference"
+
+    def build():
+        try:
+            _build_reference(shared)
+        except BaseException:  # recorded in .reference-failed for the tests
+            pass
+
+    thread = threading.Thread(target=build, name="reference-run")
+    thread.start()
+    return thread
+
+
 def reference_run(base: Path) -> Path:
     """The session's one complete micro run (seed 0, every target): the
     integration test of the whole DAG, and the source every fault, bad-input,
-    reproducibility, figure and SLURM test copies from."""
+    reproducibility, figure and SLURM test copies from. Shared by the
+    session's xdist workers; callers must not modify it."""
+    key = (yaml.safe_dump({}), ("all",))
+    if key not in _RUNS and not os.environ.get("LORASCOPE_REFERENCE_RUN"):
+        _RUNS[key] = _build_reference(shared_base(base) / "reference")
     return micro_run(base, {}, ["all"])

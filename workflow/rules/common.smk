@@ -25,9 +25,13 @@ import sys
 
 from snakemake.exceptions import WorkflowError
 
+# The repository holding this file: scripts, src/ and the code hashes are
+# found from here, not from the main Snakefile's folder (a Snakefile elsewhere
+# may include these rules).
+REPO = os.path.abspath(os.path.join(str(workflow.current_basedir), "..", ".."))
 # The package lives in src/; make it importable here and in every job
 # (jobs inherit the environment, on SLURM too).
-_SRC = os.path.join(workflow.basedir, "src")
+_SRC = os.path.join(REPO, "src")
 sys.path.insert(0, _SRC)
 os.environ.update(
     PYTHONPATH=os.pathsep.join(p for p in (_SRC, os.getenv("PYTHONPATH")) if p)
@@ -118,7 +122,7 @@ def code_of(entry, data=()):
     folders relative to the repo)."""
     if entry.endswith(".py"):
         entry = f"workflow/scripts/{entry}"
-    return code_version(workflow.basedir, entry, data)
+    return code_version(REPO, entry, data)
 
 
 def check_llm_environment():
@@ -342,7 +346,7 @@ def generation_python(wildcards, resources):
     path = EVAL["vllm"]["python"]
     if EVAL["backend"] != "vllm" or path is None:
         return python_bin()
-    full = os.path.join(workflow.basedir, path)
+    full = os.path.join(REPO, path)
     if not (os.path.isfile(full) and os.access(full, os.X_OK)):
         raise WorkflowError(
             f"eval.backend is 'vllm' and eval.vllm.python is {path!r}, but "
@@ -466,7 +470,10 @@ def autointerp_params(step):
     cache reruns nothing)."""
     keys = list(AUTOINTERP_KEYS[step])
     if step != "summary":
-        keys += _LLM_COMMON + _LLM_RUNTIME + ["prompts"]
+        # Only this step's templates: another step's template path is not
+        # a reason to rerun it.
+        names = ["dir", *AUTOINTERP_PROMPT[step]]
+        keys += _LLM_COMMON + _LLM_RUNTIME + [f"prompts.{n}" for n in names]
     section = config_of(*(f"autointerp.{k}" for k in keys))["autointerp"]
     cache = config["autointerp"]["cache"]
     cache = cache if os.path.isabs(cache) else res(cache)

@@ -117,7 +117,9 @@ def propose_categories(
             "categories": cats,
             "summary": "offline: fixed token-class taxonomy",
         }, []
-    t = load_templates(section["prompts"])
+    t = load_templates(
+        section["prompts"], ["categories", "subcategories", "sae_categories"]
+    )
     call = _Caller(settings, cache_path, cfg)
     proposal = call.categories(t["categories"], sample, "categories")
     cats = proposal["categories"]
@@ -235,7 +237,7 @@ def assign_kind(explanations, contexts, categories, section, run, cache_path, ki
             f"{categories['explainer']}: set autointerp.categories.provider: offline "
             "too, or give autointerp.provider an LLM"
         )
-    t = None if settings.offline else load_templates(section["prompts"])
+    t = None if settings.offline else load_templates(section["prompts"], ["assign"])
     for e in explanations.sort("feature").iter_rows(named=True):
         fid, ctxs = int(e["feature"]), by_feature.get(int(e["feature"]), [])
         row = dict.fromkeys(ASSIGN_SCHEMA)

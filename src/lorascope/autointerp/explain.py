@@ -131,7 +131,9 @@ def explain_kind(
         contexts, None, f"features/{kind}/contexts.parquet"
     )
     offline_cfg = section["offline"]
-    templates = None if settings.offline else load_templates(section["prompts"])
+    templates = (
+        None if settings.offline else load_templates(section["prompts"], ["explain"])
+    )
     rows, prompts = {}, []
     for f in features.sort("feature").iter_rows(named=True):
         fid = int(f["feature"])

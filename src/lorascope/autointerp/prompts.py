@@ -53,20 +53,24 @@ def _placeholders(template: string.Template) -> set[str]:
     }
 
 
-def template_paths(prompts: dict | None = None) -> dict[str, Path]:
-    """Path of every template under `autointerp.prompts` (dir, then per file)."""
+def template_paths(prompts: dict | None = None, names=None) -> dict[str, Path]:
+    """Path of each template in `names` (default: all) under
+    `autointerp.prompts`: a per-template file, else the directory's, else the
+    shipped one. Each step reads only its own templates, so its params name
+    only those (the config check asks the directory for all of them)."""
     prompts = dict(prompts or {})
     folder = prompts.pop("dir", None)
     unknown = set(prompts) - set(REQUIRED)
     if unknown:
         raise ValueError(f"autointerp.prompts: unknown template(s) {sorted(unknown)}")
+    names = list(names or REQUIRED)
     base = Path(folder) if folder else TEMPLATE_DIR
     if folder:
         if not base.is_dir():
             raise FileNotFoundError(f"autointerp.prompts.dir: no directory at {base}")
         missing = [
             f"{n}.txt"
-            for n in REQUIRED
+            for n in names
             if not prompts.get(n) and not (base / f"{n}.txt").is_file()
         ]
         if missing:
@@ -74,13 +78,16 @@ def template_paths(prompts: dict | None = None) -> dict[str, Path]:
                 f"autointerp.prompts.dir ({base}) lacks {', '.join(missing)}: copy "
                 f"them from {TEMPLATE_DIR} (every stage reads its own template)"
             )
-    return {n: Path(prompts.get(n) or base / f"{n}.txt") for n in REQUIRED}
+    return {n: Path(prompts.get(n) or base / f"{n}.txt") for n in names}
 
 
-def load_templates(prompts: dict | None = None) -> dict[str, string.Template]:
-    """Every template: a user's directory or file replacing the shipped one."""
+def load_templates(
+    prompts: dict | None = None, names=None
+) -> dict[str, string.Template]:
+    """The templates in `names` (default: all), a user's directory or file
+    replacing the shipped one; a missing file or placeholder raises."""
     out = {}
-    for name, path in template_paths(prompts).items():
+    for name, path in template_paths(prompts, names).items():
         needed = REQUIRED[name]
         if not path.is_file():
             raise FileNotFoundError(f"autointerp.prompts.{name}: no file at {path}")

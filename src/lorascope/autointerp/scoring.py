@@ -88,7 +88,7 @@ def score_kind(explanations, contexts, section, run, cache_path, kind):
         contexts, None, f"features/{kind}/contexts.parquet"
     )
     pool = [c for rows in by_feature.values() for c in rows]
-    t = None if settings.offline else load_templates(section["prompts"])
+    t = None if settings.offline else load_templates(section["prompts"], ["detect"])
     rows, prompts, labels = {}, [], {}
     for e in explanations.sort("feature").iter_rows(named=True):
         fid = int(e["feature"])

@@ -152,6 +152,24 @@ def _benchmark_problems(config: dict, benchmarks) -> list[str]:
     return out
 
 
+def _prompt_dir_problems(prompts: dict) -> list[str]:
+    """autointerp.prompts.dir holds every template not given a file of its
+    own (each step reads only its own, so this is the one check of all)."""
+    folder = prompts["dir"]
+    if not folder:
+        return []
+    if not Path(folder).is_dir():
+        return [f"autointerp.prompts.dir: no directory at {folder!r}"]
+    missing = [
+        f"{name}.txt"
+        for name, path in prompts.items()
+        if name != "dir" and not path and not (Path(folder) / f"{name}.txt").is_file()
+    ]
+    if missing:
+        return [f"autointerp.prompts.dir: {folder!r} lacks {', '.join(missing)}"]
+    return []
+
+
 def _file_problems(config: dict) -> list[str]:
     out = []
     files = config["data"]["data_files"]
@@ -159,7 +177,9 @@ def _file_problems(config: dict) -> list[str]:
         if not Path(path).is_file():
             out.append(f"data.data_files: no file at {path!r}")
     for name, path in config["autointerp"]["prompts"].items():
-        if path and not Path(path).is_file():
+        if name == "dir":
+            out += _prompt_dir_problems(config["autointerp"]["prompts"])
+        elif path and not Path(path).is_file():
             out.append(f"autointerp.prompts.{name}: no file at {path!r}")
     fsdp = config["train"]["fsdp_config"]
     if fsdp and not (Path(fsdp).is_file() or (REPO / fsdp).is_file()):
