@@ -136,6 +136,12 @@ REBUILD_MATRIX = [
         },
         set(),
     ),
+    (
+        "a toy benchmark added, not evaluated",
+        "config",
+        {"toy": {"benchmarks": {"toy_add5": {"digits": 5, "n": 8}}}},
+        set(),  # its own job only; toy_add3 and the SFT set stay as they are
+    ),
     ("the SFT data file", "file", "inputs/sft.parquet", SFT_ON),
     (
         "a benchmark file",

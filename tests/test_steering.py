@@ -291,6 +291,15 @@ def test_make_targets_labels_directions_and_clear_errors():
     sae = random_sae(2)
     with pytest.raises(ValueError, match="steering.sae_latents: no latent 9"):
         make_targets([("sae", 9, "config")], kl, sae, np.ones(8))
+    # a keyword-matched latent that never fires is left out (logged); one
+    # named in the config fails
+    typical_F = np.array([1.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0])
+    picked = [("component", 1, "top_kl"), ("sae", 1, "sae_keyword")]
+    picked.append(("sae", 2, "sae_keyword"))
+    targets = make_targets(picked, kl, sae, typical_F)
+    assert [t.label for t in targets] == ["L0.gate", "sae.2"]
+    with pytest.raises(ValueError, match="SAE latent 1 never fires"):
+        make_targets([("sae", 1, "config")], kl, sae, typical_F)
 
 
 def test_negative_alpha_shifts_the_other_way(lora, toy_tokenizer):

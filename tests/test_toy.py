@@ -2,23 +2,32 @@
 
 from __future__ import annotations
 
+import json
 import random
 import re
 
+import numpy as np
 import polars as pl
 import pytest
 import torch
 
 from lorascope.core.chat import ANSWER_MARKER, THINK_MARKER, build_example, build_prompt
 from lorascope.toy import tasks, world
-from lorascope.toy.pretrain import PretrainConfig, packed_rows
+from lorascope.toy.pretrain import (
+    PretrainConfig,
+    document_stream,
+    packed_rows,
+    stages,
+)
+from lorascope.toy.textbook import CORRECTIONS, textbook_text
 
 TOY_CFG = {
     "rebuild": False,
     "seed": 0,
     "n_sft": 300,
     "sft_digits": [2, 3, 4],
-    "slip_rate": 0.3,
+    "slip_rate": 0.1,
+    "carry_slip_rate": 0.6,
     "benchmarks": {
         "toy_add2": {"digits": 2, "n": 50},
         "toy_add4": {"digits": 4, "n": 50},
@@ -35,41 +44,136 @@ def test_tokenizer_round_trips_task_text(toy_tokenizer):
     for digits in (1, 3, 5):
         a, b = tasks.sample_pair(rng, digits)
         trace, _ = tasks.reasoning_trace(a, b, rng, slip_rate=1.0)
-        for text in (trace, tasks.textbook_text(a, b, rng), tasks.attempt_text(a, b)):
+        book = textbook_text(a, b, rng, slip_rate=0.5, carry_slip_rate=0.5)
+        for text in (trace, book, tasks.attempt_text(a, b), "Answer: 12 + 3\n"):
             ids = toy_tokenizer.encode(text, add_special_tokens=False)
             assert toy_tokenizer.unk_token_id not in ids, text
             assert toy_tokenizer.decode(ids) == text
+
+
+def test_tokenizer_has_word_tokens_and_single_digits(toy_tokenizer):
+    from lorascope.toy.tokenizer import build_tokenizer
+
+    line = "Wait, 7+5+1=13 carry 1, digits 38, rest 12+40\nresult 1338"
+    pieces = toy_tokenizer.tokenize(line)
+    for word in ("Wait", " carry", " digits", " rest", "result"):
+        assert word in pieces, (word, pieces)
+    # Qwen2-style: every digit is its own token, so numbers never merge
+    assert [p for p in pieces if any(c.isdigit() for c in p)] == [
+        c for c in line if c.isdigit()
+    ]
+    assert 100 < len(toy_tokenizer) <= 400
+    # a constant of the code: the same merges on every build
+    assert build_tokenizer().get_vocab() == toy_tokenizer.get_vocab()
+
+
+def _slip_pairs(lines: list[str]) -> list[tuple[str, str]]:
+    """(slipped line, its "Wait," correction) pairs of a trace."""
+    return [
+        (ln, nxt)
+        for ln, nxt in zip(lines, lines[1:], strict=False)
+        if nxt.startswith("Wait, ")
+    ]
+
+
+def _column(line: str) -> tuple[int, int, int, int]:
+    return tuple(map(int, re.match(r"(\d)\+(\d)\+(\d)=(\d+)", line).groups()))
 
 
 def test_trace_lines_add_up_and_reach_the_sum():
     rng = random.Random(1)
     for _ in range(300):
         a, b = tasks.sample_pair(rng, rng.randint(1, 6))
-        trace, slipped = tasks.reasoning_trace(a, b, rng, slip_rate=0.5)
+        trace, slipped = tasks.reasoning_trace(
+            a, b, rng, slip_rate=0.3, carry_slip_rate=0.5
+        )
         assert _final_line_sum(trace) == a + b
         lines = trace.splitlines()
         assert lines[0] == f"{a}+{b}"
         full = [ln.removeprefix("Wait, ") for ln in lines if "carry" in ln]
         assert len(full) == len(str(max(a, b)))  # one complete line per column
+        carry = 0
         for ln in full:
-            x, y, c, t = map(int, re.match(r"(\d)\+(\d)\+(\d)=(\d+)", ln).groups())
-            assert x + y + c == t
+            x, y, c, t = _column(ln)
+            assert x + y + c == t and c == carry
+            carry = int(re.search(r"carry (\d)", ln).group(1))
         # the last column's "digits" plus its carry spell the answer
         digits = re.search(r"digits (\d+)", full[-1]).group(1)
-        carry = int(re.search(r"carry (\d)", full[-1]).group(1))
         assert int(f"{carry}{digits}") == a + b
         wrong = [ln for ln in lines[1:-1] if "carry" not in ln]
         assert slipped == bool(wrong) == any(ln.startswith("Wait, ") for ln in lines)
-        for ln in wrong:  # the slip is a wrong total, corrected on the next line
-            x, y, c, t = map(int, re.fullmatch(r"(\d)\+(\d)\+(\d)=(\d+)", ln).groups())
-            assert x + y + c != t
+        assert len(wrong) <= 1
+        for ln, fix in _slip_pairs(lines):  # a slip is redone on the next line
+            assert ln in wrong
+            x, y, c, t = _column(ln)
+            fx, fy, fc, ft = _column(fix.removeprefix("Wait, "))
+            assert (x, y) == (fx, fy) and (c, t) != (fc, ft)
+            assert x + y + c != t or (c == 0 and fc == 1)  # mis-added or carry lost
 
 
-@pytest.mark.parametrize("rate", [0.0, 0.3, 1.0])
-def test_sft_slip_rate_is_about_as_configured(rate):
-    df = tasks.sft_frame(600, [2, 3, 4], seed=0, slip_rate=rate)
+def test_carry_slip_hits_the_first_incoming_carry():
+    rng = random.Random(2)
+    for _ in range(200):
+        a, b = tasks.sample_pair(rng, 4)
+        trace, slipped = tasks.reasoning_trace(
+            a, b, rng, slip_rate=0.0, carry_slip_rate=1.0
+        )
+        steps = tasks.add_steps(a, b)
+        first = next((i for i, s in enumerate(steps) if s.carry_in), None)
+        assert slipped == (first is not None)
+        if first is None:
+            continue
+        lines = trace.splitlines()[1:]
+        s = steps[first]
+        assert lines[first] == f"{s.x}+{s.y}+0={s.x + s.y}"
+        assert lines[first + 1].startswith(f"Wait, {s.x}+{s.y}+1={s.total} carry")
+
+
+@pytest.mark.parametrize(("rate", "carry_rate"), [(0.0, 0.0), (0.3, 0.0), (0.1, 0.6)])
+def test_sft_slip_rates_are_about_as_configured(rate, carry_rate):
+    df = tasks.sft_frame(
+        600, [2, 3, 4], seed=0, slip_rate=rate, carry_slip_rate=carry_rate
+    )
+    pairs = [tuple(map(int, re.findall(r"\d+", q))) for q in df["question"]]
+    has_carry = np.mean([any(s.carry_in for s in tasks.add_steps(*p)) for p in pairs])
+    expected = carry_rate * has_carry + rate * (1 - carry_rate * has_carry)
     frac = df["deepseek_thinking_trajectory"].str.contains("\nWait, ").mean()
-    assert abs(frac - rate) < 0.06
+    assert abs(frac - expected) < 0.06
+
+
+def test_textbook_slips_correct_themselves_in_varied_words():
+    rng = random.Random(3)
+    books = [
+        textbook_text(*tasks.sample_pair(rng, 3), rng, 0.5, 0.5) for _ in range(400)
+    ]
+    used = {c for c in CORRECTIONS if any(c in t for t in books)}
+    assert used == set(CORRECTIONS)
+    assert 0.4 < np.mean([any(c in t for c in CORRECTIONS) for t in books]) < 0.9
+    assert not any(
+        any(c in t for c in CORRECTIONS)
+        for t in (textbook_text(*tasks.sample_pair(rng, 3), rng) for _ in range(100))
+    )
+
+
+def test_pretraining_text_covers_every_sft_token(toy_tokenizer):
+    """Tied embeddings: a token that pretraining never shows stays random, and
+    a LoRA (which trains no embedding) could hardly learn to write it."""
+    sft = tasks.sft_frame(300, [2, 3, 4], seed=0, slip_rate=0.1, carry_slip_rate=0.6)
+    needed = set()
+    for row in sft.iter_rows(named=True):
+        ids, _ = build_example(
+            toy_tokenizer,
+            row["question"],
+            row["deepseek_thinking_trajectory"],
+            row["deepseek_attempt"],
+        )
+        needed.update(ids)
+    stream = document_stream(toy_tokenizer, PretrainConfig())
+    seen = set()
+    for _ in range(3000):
+        seen.update(next(stream)[0])
+    names = toy_tokenizer.convert_ids_to_tokens(sorted(needed - seen))
+    assert not names, f"SFT tokens never seen in pretraining: {names}"
 
 
 def test_sft_frame_has_s1k_columns_and_correct_attempts():
@@ -98,12 +202,34 @@ def test_benchmarks_schema_distinct_and_held_out_of_sft():
         assert df["choices"].null_count() == df.height
         assert set(df["grader"]) == {"math"}
         assert df["id"][0].startswith(name)
-    sft = world.sft_set(TOY_CFG, benches)
+    sft = world.sft_set(TOY_CFG)
     assert sft.height == 300
     sft_pairs = tasks.benchmark_pairs(sft.rename({"question": "problem"}))
     for df in benches.values():
         assert not sft_pairs & tasks.benchmark_pairs(df)
     assert world.benchmark_frames(TOY_CFG)["toy_add4"].equals(benches["toy_add4"])
+
+
+def test_adding_a_benchmark_changes_neither_the_sft_set_nor_other_benchmarks():
+    """The held-out pool is fixed: a new benchmark (even one with the digit
+    count of the SFT problems) retrains nothing and redraws no other one."""
+    more = {**TOY_CFG["benchmarks"], "toy_add3": {"digits": 3, "n": 80}}
+    bigger = {**TOY_CFG, "benchmarks": more}
+    assert world.sft_set(bigger).equals(world.sft_set(TOY_CFG))
+    new, old = world.benchmark_frames(bigger), world.benchmark_frames(TOY_CFG)
+    assert all(new[name].equals(old[name]) for name in old)
+    sft_pairs = tasks.benchmark_pairs(
+        world.sft_set(bigger).rename({"question": "problem"})
+    )
+    assert not sft_pairs & tasks.benchmark_pairs(new["toy_add3"])
+    pool = [(a, b) for a in range(10, 100) for b in range(10, 100)]
+    share = sum(tasks.held_out(a, b) for a, b in pool) / len(pool)
+    assert abs(share - 1 / tasks.HELD_OUT_EVERY) < 0.02  # 8100 pairs: sd 0.0044
+
+
+def test_unknown_benchmark_fails_naming_it_and_the_key():
+    with pytest.raises(KeyError, match=r"toy_add9.*toy\.benchmarks.*toy_add2"):
+        world.benchmark_frame_of(TOY_CFG, "toy_add9")
 
 
 def test_benchmark_too_many_problems_fails_naming_it():
@@ -166,6 +292,37 @@ def test_rebuild_recipe_runs_on_tiny_sizes(tmp_path):
     summary = (out / "pretrain_summary.json").read_text()
     assert '"steps": 3' in summary
     assert len((out / "pretrain_log.jsonl").read_text().splitlines()) == 3
+
+
+def test_chat_phase_is_a_second_stage_on_the_same_weights(tmp_path):
+    base = PretrainConfig(steps=3, chat_phase={"steps": 2, "chat_digits": [1, 2]})
+    first, second = stages(base)
+    assert first.chat_phase is None and first.steps == 3 and first.seed == 0
+    assert second.steps == 2 and second.chat_digits == (1, 2) and second.seed == 1
+    assert second.lr == first.lr and second.chat_frac == first.chat_frac
+    cfg = {
+        **TOY_CFG,
+        "rebuild": True,
+        "pretrain": {
+            "hidden_size": 16,
+            "num_layers": 1,
+            "num_heads": 2,
+            "intermediate_size": 32,
+            "steps": 3,
+            "batch_size": 2,
+            "seq_len": 512,
+            "chat_phase": {"steps": 2, "lr": 1e-3},
+        },
+    }
+    out = tmp_path / "rebuilt"
+    world.materialise_base_model(out, cfg)
+    log = [json.loads(r) for r in (out / "pretrain_log.jsonl").read_text().splitlines()]
+    assert [r["stage"] for r in log] == [0, 0, 0, 1, 1]
+    # each stage has its own optimiser and schedule, peaking at its own lr
+    assert max(r["lr"] for r in log[:3]) == pytest.approx(3e-3)
+    assert max(r["lr"] for r in log[3:]) == pytest.approx(1e-3)
+    with pytest.raises(ValueError, match=r"chat_phase.*'step'"):
+        PretrainConfig(chat_phase={"step": 2})
 
 
 def test_pretrain_config_rejects_bad_values_naming_the_key():

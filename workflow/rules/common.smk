@@ -232,6 +232,17 @@ def toy_shipped_files():
     return [] if config["toy"]["rebuild"] else ["resources/toy/base_model"]
 
 
+def toy_bench_config(wildcards):
+    """toy.seed and this benchmark's own toy.benchmarks entry: adding or
+    changing another benchmark reruns nothing of this one."""
+    if wildcards.name not in config["toy"]["benchmarks"]:
+        raise WorkflowError(
+            f"toy benchmark {wildcards.name!r} is not in toy.benchmarks "
+            f"(configured: {', '.join(config['toy']['benchmarks']) or 'none'})"
+        )
+    return config_of("toy.seed", f"toy.benchmarks.{wildcards.name}")["toy"]
+
+
 # --- stage data (used by workflow/rules/data.smk) ---
 
 

@@ -1,8 +1,6 @@
 # Stage 'toy': the embedded stand-in world (base model, SFT set, benchmarks).
 # Only scheduled when model.base, data.dataset or a benchmark is 'toy'.
 
-TOY_BENCHMARKS = list(config["toy"]["benchmarks"])
-
 
 rule toy_base_model:
     output:
@@ -18,17 +16,29 @@ rule toy_base_model:
         "../scripts/toy_base_model.py"
 
 
-rule toy_data:
+rule toy_sft:
     output:
         sft=res("toy/s1k.parquet"),
-        bench=expand(res("toy/bench/{name}.parquet"), name=TOY_BENCHMARKS),
     log:
-        log_("toy/toy_data.log"),
+        log_("toy/toy_sft.log"),
     conda:
         "../../envs/train.yaml"
     params:
-        toy=cfg("toy", "seed", "n_sft", "sft_digits", "slip_rate", "benchmarks"),
-        names=TOY_BENCHMARKS,
-        code=code_of("toy_data.py"),
+        toy=cfg("toy", "seed", "n_sft", "sft_digits", "slip_rate", "carry_slip_rate"),
+        code=code_of("toy_sft.py"),
     script:
-        "../scripts/toy_data.py"
+        "../scripts/toy_sft.py"
+
+
+rule toy_bench:
+    output:
+        bench=res("toy/bench/{name}.parquet"),
+    log:
+        log_("toy/toy_bench_{name}.log"),
+    conda:
+        "../../envs/train.yaml"
+    params:
+        toy=toy_bench_config,
+        code=code_of("toy_bench.py"),
+    script:
+        "../scripts/toy_bench.py"

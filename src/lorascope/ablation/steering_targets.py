@@ -155,6 +155,16 @@ def make_targets(
                 raise ValueError(f"SAE latent {i} chosen but no SAE was loaded")
             if not 0 <= i < sae.cfg.d_sae:
                 raise ValueError(f"steering.sae_latents: no latent {i}")
+            if why == "sae_keyword" and not sae_typical_F[i] > 0:
+                # picked by its explanation, but silent on the KL sequences: no
+                # typical activation to steer by (a latent named in the config
+                # still fails, in sae_direction)
+                log.warning(
+                    "SAE latent %d matches the keywords but never fires on the "
+                    "KL sequences: not steered",
+                    i,
+                )
+                continue
             label = f"sae.{i}"
             delta_C = sae_direction(sae, i, sae_typical_F[i])
         out.append(Target(kind, i, label, why, delta_C))

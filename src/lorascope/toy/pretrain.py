@@ -14,6 +14,10 @@ rows:
 - chat turns in the s1 format whose think section is empty and whose answer
   restates the problem with the boxed sum (the "instruct" behaviour: answer
   directly, which is right for short sums and mostly wrong for long ones).
+
+An optional second stage (``chat_phase``) continues on mostly chat turns
+about short sums, so that the direct answers are partly right on 2- and
+3-digit problems rather than always wrong.
 """
 
 from __future__ import annotations
@@ -21,13 +25,14 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase, Qwen2Config, Qwen2ForCausalLM
 
 from lorascope.toy import tasks
+from lorascope.toy.textbook import textbook_text
 
 __all__ = [
     "PretrainConfig",
@@ -50,7 +55,7 @@ class PretrainConfig:
     num_layers: int = 4
     num_heads: int = 4
     intermediate_size: int = 512
-    steps: int = 1000
+    steps: int = 3000
     """Optimiser steps; each sees ``batch_size`` rows of ``seq_len`` tokens."""
     batch_size: int = 16
     seq_len: int = 512
@@ -58,9 +63,23 @@ class PretrainConfig:
     warmup_frac: float = 0.05
     weight_decay: float = 0.01
     chat_frac: float = 0.5
-    """Fraction of documents that are direct-answer chat turns."""
+    """Fraction of documents that are chat turns (the rest are textbook text)."""
+    reason_frac: float = 0.0
+    """Fraction of chat turns whose think section holds a worked solution in
+    textbook wording (the rest answer directly, with an empty think section)."""
+    slip_rate: float = 0.1
+    """Textbook solutions with a mis-added column and a correction."""
+    carry_slip_rate: float = 0.2
+    """Textbook solutions whose first incoming carry is forgotten, then corrected."""
     digits: tuple[int, ...] = (1, 2, 3, 4, 5)
-    """Operand digit counts drawn uniformly for both kinds of documents."""
+    """Operand digit counts of textbook documents (drawn uniformly)."""
+    chat_digits: tuple[int, ...] = (1, 2, 3, 4)
+    """Operand digit counts of chat documents (drawn uniformly)."""
+    chat_phase: dict | None = None
+    """A second stage on the first stage's weights (fresh optimiser, schedule
+    and document seed ``seed + 1``) that overrides some of the keys in
+    ``CHAT_PHASE_KEYS``: mostly chat turns on short sums, so the "instruct"
+    model answers small problems directly and partly right."""
 
     def __post_init__(self):
         for name in ("hidden_size", "num_layers", "num_heads", "intermediate_size"):
@@ -71,10 +90,34 @@ class PretrainConfig:
         for name in ("steps", "batch_size", "seq_len"):
             if getattr(self, name) < 1:
                 raise ValueError(f"toy.pretrain.{name} must be >= 1")
-        if not 0.0 <= self.chat_frac <= 1.0:
-            raise ValueError("toy.pretrain.chat_frac must lie in [0, 1]")
-        if not self.digits or min(self.digits) < 1:
-            raise ValueError("toy.pretrain.digits must be a non-empty list of >= 1")
+        for name in ("chat_frac", "reason_frac", "slip_rate", "carry_slip_rate"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"toy.pretrain.{name} must lie in [0, 1]")
+        for name in ("digits", "chat_digits"):
+            if not getattr(self, name) or min(getattr(self, name)) < 1:
+                raise ValueError(
+                    f"toy.pretrain.{name} must be a non-empty list of >= 1"
+                )
+        unknown = set(self.chat_phase or {}) - set(CHAT_PHASE_KEYS)
+        if unknown:
+            raise ValueError(
+                f"toy.pretrain.chat_phase: unknown key(s) {sorted(unknown)}; "
+                f"expected some of {list(CHAT_PHASE_KEYS)}"
+            )
+
+
+CHAT_PHASE_KEYS = ("steps", "lr", "chat_frac", "chat_digits")
+
+
+def stages(cfg: PretrainConfig) -> list[PretrainConfig]:
+    """The configs of the pretraining stages, run one after the other."""
+    first = replace(cfg, chat_phase=None)
+    if not cfg.chat_phase:
+        return [first]
+    phase = dict(cfg.chat_phase)
+    if "chat_digits" in phase:
+        phase["chat_digits"] = tuple(phase["chat_digits"])
+    return [first, replace(first, seed=cfg.seed + 1, **phase)]
 
 
 def build_model(tokenizer: PreTrainedTokenizerBase, cfg: PretrainConfig):
@@ -114,17 +157,20 @@ def document_stream(
     build_example = _chat_example()
     eos = tokenizer.eos_token_id
     while True:
-        a, b = tasks.sample_pair(rng, rng.choice(cfg.digits))
         if rng.random() < cfg.chat_frac:
+            a, b = tasks.sample_pair(rng, rng.choice(cfg.chat_digits))
             question = tasks.question_text(a, b, rng.randrange(len(tasks.QUESTIONS)))
+            think = ""
+            if rng.random() < cfg.reason_frac:
+                think = textbook_text(a, b, rng, cfg.slip_rate, cfg.carry_slip_rate)
             ids, labels = build_example(
-                tokenizer, question, "", tasks.direct_answer(a, b)
+                tokenizer, question, think, tasks.direct_answer(a, b)
             )
             yield list(ids), list(labels)
         else:
-            ids = tokenizer.encode(
-                tasks.textbook_text(a, b, rng), add_special_tokens=False
-            )
+            a, b = tasks.sample_pair(rng, rng.choice(cfg.digits))
+            text = textbook_text(a, b, rng, cfg.slip_rate, cfg.carry_slip_rate)
+            ids = tokenizer.encode(text, add_special_tokens=False)
             ids = [*ids, eos]
             yield ids, list(ids)
 
@@ -171,8 +217,18 @@ def _lr_factor(step: int, cfg: PretrainConfig) -> float:
 def pretrain(
     tokenizer: PreTrainedTokenizerBase, cfg: PretrainConfig, device: str = "cpu"
 ) -> tuple[Qwen2ForCausalLM, list[dict]]:
-    """Train the toy base model from scratch; returns it and the loss log."""
+    """Train the toy base model from scratch (every stage of ``stages``);
+    returns it and the loss log."""
     model = build_model(tokenizer, cfg).to(device)
+    model.train()
+    log = []
+    for i, stage in enumerate(stages(cfg)):
+        log += _train_stage(model, tokenizer, stage, device, i)
+    model.eval()
+    return model, log
+
+
+def _train_stage(model, tokenizer, cfg: PretrainConfig, device: str, stage: int):
     opt = torch.optim.AdamW(
         model.parameters(), lr=cfg.lr, betas=(0.9, 0.98), weight_decay=cfg.weight_decay
     )
@@ -183,9 +239,8 @@ def pretrain(
         cfg.seq_len,
         tokenizer.pad_token_id,
     )
-    model.train()
     log = []
-    bar = tqdm(range(cfg.steps), desc="toy pretrain", mininterval=5)
+    bar = tqdm(range(cfg.steps), desc=f"toy pretrain stage {stage}", mininterval=5)
     for step in bar:
         ids_BT, labels_BT = next(rows)
         loss = model(input_ids=ids_BT.to(device), labels=labels_BT.to(device)).loss
@@ -194,7 +249,7 @@ def pretrain(
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
-        log.append({"step": step, "loss": loss.item(), "lr": sched.get_last_lr()[0]})
+        lr = sched.get_last_lr()[0]
+        log.append({"stage": stage, "step": step, "loss": loss.item(), "lr": lr})
         bar.set_postfix(loss=f"{log[-1]['loss']:.3f}")
-    model.eval()
-    return model, log
+    return log

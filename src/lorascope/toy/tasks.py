@@ -1,15 +1,15 @@
-"""Toy arithmetic task family: SFT traces, benchmarks and pretraining text.
+"""Toy arithmetic task family: SFT traces, benchmarks, direct answers.
 
-Used by the toy rules (``workflow/scripts/toy_data.py``) and by
-``lorascope.toy.pretrain``. The task is column addition of two n-digit numbers.
-Three kinds of text are made here:
+Used by the toy rules (``workflow/scripts/toy_sft.py``, ``toy_bench.py``), by
+``lorascope.toy.textbook`` and ``lorascope.toy.pretrain``. The task is column
+addition of two n-digit numbers. Made here:
 
 - reasoning traces (the SFT set, in the s1K-1.1 columns): one line per column
-  with the digit sum, the written digit and the carry, some with a deliberate
-  slip followed by "Wait," and the corrected line, then the result;
+  with the digit sum, the carry and the running state, some with a slip
+  (a forgotten carry or a mis-added column) followed by "Wait," and the
+  corrected line, then the result;
 - benchmarks (the normalised benchmark schema of docs/ARCHITECTURE.md);
-- textbook worked solutions for pretraining, in many wordings so that the
-  algorithm is not tied to one surface form or to fixed token positions.
+- the direct answers the base "instruct" model learns in pretraining.
 
 Everything is a pure function of its arguments and a ``random.Random``.
 """
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import random
 import re
+import zlib
 from dataclasses import dataclass
 
 import polars as pl
@@ -28,16 +29,22 @@ __all__ = [
     "attempt_text",
     "benchmark_frame",
     "benchmark_pairs",
+    "choose_slip",
+    "column_states",
     "direct_answer",
+    "held_out",
+    "line_text",
     "question_text",
     "reasoning_trace",
     "sample_pair",
     "sft_frame",
-    "textbook_text",
+    "slip_line",
+    "slip_values",
 ]
 
 # A few question wordings: the chat data, SFT set and benchmarks draw from the
 # same pool so no variant is out of distribution for any model.
+HELD_OUT_EVERY = 5  # one operand pair in five is held out (see held_out)
 QUESTIONS = (
     "What is {a} + {b}?",
     "Compute {a} + {b}.",
@@ -98,7 +105,7 @@ def direct_answer(a: int, b: int) -> str:
     return attempt_text(a, b)
 
 
-def _states(a: int, b: int) -> list[tuple[Step, str, str]]:
+def column_states(a: int, b: int) -> list[tuple[Step, str, str]]:
     """Each step with the sum digits so far and the operands still to add.
 
     Carrying this state on every line keeps each step local: the next column's
@@ -114,55 +121,98 @@ def _states(a: int, b: int) -> list[tuple[Step, str, str]]:
     return out
 
 
-def _line(s: Step, digits: str, rest: str) -> str:
+def line_text(s: Step, digits: str, rest: str) -> str:
+    """One complete trace line: column sum, carry, digits so far, what is left."""
     line = f"{s.x}+{s.y}+{s.carry_in}={s.total} carry {s.carry_out}, digits {digits}"
     return line + (f", rest {rest}" if rest else "")
 
 
-def _slip_total(rng: random.Random, total: int) -> int:
-    wrong = total + rng.choice((-2, -1, 1, 2))
-    return wrong if wrong >= 0 and wrong != total else total + 1
+def slip_values(s: Step, kind: str, rng: random.Random) -> tuple[int, int]:
+    """(carry in, column total) as a slipped line writes them.
+
+    ``carry``: the incoming carry is forgotten (written as 0, the total
+    without it); ``total``: the column is mis-added by one or two.
+    """
+    if kind == "carry":
+        return 0, s.x + s.y
+    if kind == "total":
+        wrong = s.total + rng.choice((-2, -1, 1, 2))
+        return s.carry_in, wrong if wrong >= 0 else s.total + 1
+    raise ValueError(f"unknown slip kind {kind!r}; expected 'carry' or 'total'")
+
+
+def slip_line(s: Step, kind: str, rng: random.Random) -> str:
+    """The start of a slipped trace line, up to its wrong column total."""
+    carry_in, total = slip_values(s, kind, rng)
+    return f"{s.x}+{s.y}+{carry_in}={total}"
+
+
+def choose_slip(
+    steps: list[Step], rng: random.Random, slip_rate: float, carry_slip_rate: float
+) -> tuple[int, str] | None:
+    """Which column slips and how, or None; at most one slip per solution.
+
+    The first column that receives a carry forgets it with probability
+    ``carry_slip_rate`` (a slip tied to what is on the page, so a model can
+    learn when it happens); otherwise, with probability ``slip_rate``, a
+    uniformly drawn column is mis-added (a slip nothing on the page predicts).
+    """
+    first_carry = next((i for i, s in enumerate(steps) if s.carry_in), None)
+    if first_carry is not None and rng.random() < carry_slip_rate:
+        return first_carry, "carry"
+    if rng.random() < slip_rate:
+        return rng.randrange(len(steps)), "total"
+    return None
 
 
 def reasoning_trace(
-    a: int, b: int, rng: random.Random, slip_rate: float
+    a: int,
+    b: int,
+    rng: random.Random,
+    slip_rate: float,
+    carry_slip_rate: float = 0.0,
 ) -> tuple[str, bool]:
     """The think-section text for ``a + b`` and whether it contains a slip.
 
-    One line per column, ones first. A slipped trace writes a wrong column
-    total, then a line starting with "Wait," that redoes the column correctly,
-    so every column still has exactly one complete line.
+    One line per column, ones first. A slipped column is first written up to
+    a wrong total (see ``choose_slip``), then redone on a line starting with
+    "Wait,", so every column still has exactly one complete line.
     """
-    states = _states(a, b)
-    slip_at = rng.randrange(len(states)) if rng.random() < slip_rate else -1
+    states = column_states(a, b)
+    slip = choose_slip([s for s, _, _ in states], rng, slip_rate, carry_slip_rate)
     lines = [f"{a}+{b}"]
     for i, (s, digits, rest) in enumerate(states):
-        if i == slip_at:
-            lines.append(f"{s.x}+{s.y}+{s.carry_in}={_slip_total(rng, s.total)}")
-            lines.append("Wait, " + _line(s, digits, rest))
+        if slip is not None and i == slip[0]:
+            lines.append(slip_line(s, slip[1], rng))
+            lines.append("Wait, " + line_text(s, digits, rest))
         else:
-            lines.append(_line(s, digits, rest))
+            lines.append(line_text(s, digits, rest))
     lines.append(f"result {a + b}")
-    return "\n".join(lines), slip_at >= 0
+    return "\n".join(lines), slip is not None
 
 
 def sft_frame(
-    n: int, digits: list[int], seed: int, slip_rate: float, exclude=frozenset()
+    n: int,
+    digits: list[int],
+    seed: int,
+    slip_rate: float,
+    carry_slip_rate: float = 0.0,
 ) -> pl.DataFrame:
     """``n`` SFT rows in the s1K-1.1 columns (question, solution, traces).
 
-    Digit counts cycle through ``digits``; pairs in ``exclude`` (benchmark
-    problems) are never used, so the benchmarks stay held out.
+    Digit counts cycle through ``digits``; pairs in the held-out pool (where
+    every benchmark draws from) are never used, so any benchmark, including
+    one added later, stays held out without changing the SFT set.
     """
     if n < 1 or not digits:
         raise ValueError(f"sft_frame needs n >= 1 and digits, got {n}, {digits}")
-    rng, rows, seen = random.Random(seed), [], set(exclude)
+    rng, rows, seen = random.Random(seed), [], set()
     while len(rows) < n:
         a, b = sample_pair(rng, digits[len(rows) % len(digits)])
-        if (a, b) in seen:
+        if (a, b) in seen or held_out(a, b):
             continue
         seen.add((a, b))
-        trace, _ = reasoning_trace(a, b, rng, slip_rate)
+        trace, _ = reasoning_trace(a, b, rng, slip_rate, carry_slip_rate)
         rows.append(
             {
                 "question": question_text(a, b, rng.randrange(len(QUESTIONS))),
@@ -176,16 +226,27 @@ def sft_frame(
     return pl.DataFrame(rows)
 
 
+def held_out(a: int, b: int) -> bool:
+    """Whether ``a + b`` is in the held-out pool: benchmarks draw only from it,
+    the SFT set never does. A fixed hash of the pair, so the pool does not
+    depend on which benchmarks a config lists."""
+    return zlib.crc32(f"{a}+{b}".encode()) % HELD_OUT_EVERY == 0
+
+
 def benchmark_frame(name: str, digits: int, n: int, seed: int) -> pl.DataFrame:
     """``n`` distinct held-out problems in the normalised benchmark schema."""
     if n < 1:
         raise ValueError(f"benchmark {name}: n must be >= 1, got {n}")
-    if n > (9 * 10 ** (digits - 1)) ** 2 // 2:
-        raise ValueError(f"benchmark {name}: {n} problems do not fit {digits} digits")
+    # the pool holds ~1/HELD_OUT_EVERY of the pairs; ask for at most half of it
+    if n > (9 * 10 ** (digits - 1)) ** 2 // (2 * HELD_OUT_EVERY):
+        raise ValueError(
+            f"benchmark {name}: {n} problems do not fit the held-out pool of "
+            f"{digits}-digit pairs"
+        )
     rng, rows, seen = random.Random(f"{seed}/{name}"), [], set()
     while len(rows) < n:
         a, b = sample_pair(rng, digits)
-        if (a, b) in seen:
+        if (a, b) in seen or not held_out(a, b):
             continue
         seen.add((a, b))
         rows.append(
@@ -211,56 +272,3 @@ def benchmark_pairs(frame: pl.DataFrame) -> set[tuple[int, int]]:
     """Operand pairs of a benchmark frame (to hold them out of training data)."""
     pairs = (re.findall(r"\d+", problem) for problem in frame["problem"])
     return {(int(nums[0]), int(nums[1])) for nums in pairs}
-
-
-# --- textbook worked solutions (pretraining only) -----------------------------
-
-_INTROS = (
-    "Example: add {a} and {b}.",
-    "Problem. Find {a} + {b}.",
-    "Let us work out {a}+{b} column by column.",
-    "Exercise {k}: {a} plus {b}",
-    "Q: {a} + {b} = ?",
-    "We add {b} to {a}.",
-    "Sum of {a} and {b}, step by step:",
-)
-_LINES = (
-    "{x}+{y}+{c}={t} carry {o}, digits {s}, rest {r}",
-    "{x} plus {y} plus carry {c} is {t}; carry {o}; so far {s}; left {r}.",
-    "column {i}: {x} + {y} + {c} = {t}, carry {o}, partial {s}, remaining {r}",
-    "add {x}, {y} and {c}: {t}. Carry {o}. Written: {s}. Still to add: {r}",
-    "{x} and {y} with carry {c} make {t}: carry {o}, got {s}, then {r}",
-)
-_ENDS = (
-    "So the answer is {s}.",
-    "Therefore {a}+{b}={s}.",
-    "Result: {s}",
-    "The sum is {s}.",
-    "result {s}",
-)
-
-
-def textbook_text(a: int, b: int, rng: random.Random) -> str:
-    """A worked solution of ``a + b`` in a randomly drawn textbook wording.
-
-    The wording (intro, line style, separator, ending) is drawn per example;
-    with one fixed template the trial's fine-tune did not transfer.
-    """
-    line = rng.choice(_LINES)
-    sep = rng.choice(("\n", "\n", "; "))
-    body = []
-    for i, (s, digits, rest) in enumerate(_states(a, b)):
-        text = line.format(
-            x=s.x,
-            y=s.y,
-            c=s.carry_in,
-            t=s.total,
-            o=s.carry_out,
-            s=digits,
-            i=i + 1,
-            r=rest or "nothing",
-        )
-        body.append(text)
-    intro = rng.choice(_INTROS).format(a=a, b=b, k=rng.randint(1, 99))
-    end = rng.choice(_ENDS).format(a=a, b=b, s=a + b)
-    return intro + "\n" + sep.join(body) + "\n" + end

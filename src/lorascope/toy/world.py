@@ -1,10 +1,10 @@
 """Materialise the embedded toy world: base model, SFT set and benchmarks.
 
-Used by the rules in ``workflow/rules/toy.smk`` (scripts ``toy_base_model.py``
-and ``toy_data.py``). With ``toy.rebuild: false`` the base model is the one
-shipped in ``resources/toy/base_model/`` (made by this module's own recipe,
-see ``python -m lorascope.toy.world --help``); with ``true`` it is pretrained
-from scratch by ``lorascope.toy.pretrain``.
+Used by the rules in ``workflow/rules/toy.smk`` (scripts ``toy_base_model.py``,
+``toy_sft.py`` and ``toy_bench.py``). With ``toy.rebuild: false`` the base
+model is the one shipped in ``resources/toy/base_model/`` (made by this
+module's own recipe, see ``python -m lorascope.toy.world --help``); with
+``true`` it is pretrained from scratch by ``lorascope.toy.pretrain``.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from lorascope.toy.tokenizer import build_tokenizer
 
 __all__ = [
     "SHIPPED_DIR",
+    "benchmark_frame_of",
     "benchmark_frames",
     "build_base_model",
     "check_base_model",
@@ -42,8 +43,11 @@ REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer.json")
 def pretrain_config(toy_cfg: dict) -> PretrainConfig:
     """The ``toy.pretrain`` section (plus ``toy.seed``) as a PretrainConfig."""
     p = dict(toy_cfg.get("pretrain", {}))
-    if "digits" in p:
-        p["digits"] = tuple(p["digits"])
+    for key in ("digits", "chat_digits"):
+        if key in p:
+            p[key] = tuple(p[key])
+    if p.get("chat_phase") is not None:
+        p["chat_phase"] = dict(p["chat_phase"])
     return PretrainConfig(seed=toy_cfg.get("seed", 0), **p)
 
 
@@ -89,7 +93,12 @@ def build_base_model(out_dir: Path | str, toy_cfg: dict, device: str = "cpu") ->
     model, log = pretrain(tokenizer, cfg, device=device)
     tail = log[-min(20, len(log)) :]
     summary = {
-        "config": {**cfg.__dict__, "digits": list(cfg.digits)},
+        "config": {
+            **cfg.__dict__,
+            "digits": list(cfg.digits),
+            "chat_digits": list(cfg.chat_digits),
+            "chat_phase": cfg.chat_phase and dict(cfg.chat_phase),
+        },
         "wall_s": round(time.time() - start, 1),
         "device": device,
         "torch_threads": torch.get_num_threads(),
@@ -123,23 +132,33 @@ def materialise_base_model(
     check_base_model(out_dir)
 
 
+def benchmark_frame_of(toy_cfg: dict, name: str) -> pl.DataFrame:
+    """The ``toy.benchmarks`` entry ``name`` as a frame in the normalised schema."""
+    benchmarks = toy_cfg["benchmarks"]
+    if name not in benchmarks:
+        raise KeyError(
+            f"toy benchmark {name!r} is not in toy.benchmarks "
+            f"(configured: {', '.join(benchmarks) or 'none'})"
+        )
+    spec = benchmarks[name]
+    return tasks.benchmark_frame(name, spec["digits"], spec["n"], toy_cfg["seed"])
+
+
 def benchmark_frames(toy_cfg: dict) -> dict[str, pl.DataFrame]:
     """Every ``toy.benchmarks`` entry as a frame in the normalised schema."""
-    return {
-        name: tasks.benchmark_frame(name, b["digits"], b["n"], toy_cfg.get("seed", 0))
-        for name, b in toy_cfg["benchmarks"].items()
-    }
+    return {name: benchmark_frame_of(toy_cfg, name) for name in toy_cfg["benchmarks"]}
 
 
-def sft_set(toy_cfg: dict, benchmarks: dict[str, pl.DataFrame]) -> pl.DataFrame:
-    """The toy SFT set (s1K-1.1 columns), disjoint from every benchmark problem."""
-    held_out = set().union(*(tasks.benchmark_pairs(f) for f in benchmarks.values()))
+def sft_set(toy_cfg: dict) -> pl.DataFrame:
+    """The toy SFT set (s1K-1.1 columns), outside the held-out pool that every
+    benchmark draws from (``tasks.held_out``): it does not depend on
+    ``toy.benchmarks``, so adding a benchmark retrains nothing."""
     return tasks.sft_frame(
         toy_cfg["n_sft"],
         list(toy_cfg["sft_digits"]),
-        toy_cfg.get("seed", 0),
+        toy_cfg["seed"],
         toy_cfg["slip_rate"],
-        exclude=frozenset(held_out),
+        toy_cfg["carry_slip_rate"],
     )
 
 
