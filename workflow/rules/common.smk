@@ -177,7 +177,7 @@ def hub_repo(name):
 
 def prefetched(kind, name, revision, always=False):
     """The local snapshot `name` is read from when hub.prefetch is on (or
-    `always`; rule hub_fetch makes it), or None: read the name as it is."""
+    `always`; made by the hub_fetch rule), else None (read the name as is)."""
     if not ((always or config["hub"]["prefetch"]) and name and hub_repo(name)):
         return None
     return f"{HUB_DIR}/{kind}/{snapshot_name(name, revision)}"
