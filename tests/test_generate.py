@@ -202,7 +202,14 @@ def test_hf_each_prompt_generates_what_fits_in_the_context(tok):
     small = make_tiny_qwen(
         len(tok), max_position_embeddings=64, tie_word_embeddings=False
     ).to(torch.float64)
-    prompts = build_prompts(tok, ["1+1", "What is 4821 + 1177?", "Add 12 and 30."])
+    prompts = build_prompts(
+        tok,
+        [
+            "1+1",
+            "What is 12 + 34 + 56 + 78 + 90 + 12 + 34?",
+            "What is 12 + 34 + 56 + 78 + 90 + 12 + 34 + 56 + 78?",
+        ],
+    )
     lengths = [len(tok(p, add_special_tokens=False)["input_ids"]) for p in prompts]
     budgets = [min(30, 64 - n) for n in lengths]
     assert len(set(budgets)) == 3 and max(budgets) == 30  # both limits bind
@@ -212,7 +219,7 @@ def test_hf_each_prompt_generates_what_fits_in_the_context(tok):
         assert got == alone[0]
         assert got.n_generated_tokens <= budget
         assert got.truncated == (got.n_generated_tokens == budget)
-    long = ["What is " + " + ".join(["1234"] * 10) + "?"]
+    long = ["What is " + " + ".join(["1234"] * 40) + "?"]
     with pytest.raises(ValueError, match="problem 'q9': the prompt has"):
         generate_hf(small, tok, long, max_new_tokens=4, names=["problem 'q9'"])
 

@@ -27,9 +27,10 @@ from lorascope.evaluation.generation import generate_benchmarks
 CONTEXT, MAX_NEW = 64, 24
 PROBLEMS = {
     "p1": "1+1",  # short: max_new_tokens binds
-    "p2": "What is 964 + 494?",  # the context binds
-    "p3": "Find the sum of 141 and 365.",  # the context binds harder
-    "p4": "Compute 876 + 530.",
+    # Longer ones: the word-level toy tokenizer makes a number one token.
+    "p2": "What is 12 + 34 + 56 + 78 + 90 + 12 + 34?",  # the context binds
+    "p3": "What is 12 + 34 + 56 + 78 + 90 + 12 + 34 + 56 + 78?",  # harder
+    "p4": "Compute 876 + 530 + 12 + 34 + 56 + 78 + 90.",
 }
 
 
@@ -181,7 +182,7 @@ def test_vllm_prompt_longer_than_the_context_fails_before_the_engine(
     python, served, tmp_path
 ):
     bench = tmp_path / "toy_long.parquet"
-    long = "What is " + " + ".join(["1234"] * 10) + "?"
+    long = "What is " + " + ".join(["1234"] * 40) + "?"
     pl.DataFrame({"id": ["ok", "big"], "problem": ["1+1", long]}).write_parquet(bench)
     proc = run_job(python, served["spec"], [bench], tmp_path / "out", timeout=300)
     assert proc.returncode != 0
