@@ -118,19 +118,20 @@ def s1k_rows(n: int = 6) -> dict[str, list]:
     }
 
 
-# Seconds a test file takes on 2 busy cores (pytest --durations), for the
-# order below; files not listed are quick.
+# Seconds a test file takes with two workers (pytest --durations of a
+# `make test` run), for the order below; files not listed take seconds.
 HEAVY_FILES = {
-    "test_faults.py": 430, "test_reproducibility.py": 290,
-    "test_eval_backends.py": 250, "test_slurm.py": 270, "test_rebuild.py": 235,
-    "test_ablation_workflow.py": 215, "test_figures_workflow.py": 180,
-    "test_vllm.py": 175, "test_bad_input.py": 150, "test_hub_workflow.py": 80,
-    "test_existing_adapter_workflow.py": 60, "test_causal_workflow.py": 40,
+    "test_faults.py": 258, "test_rebuild.py": 245, "test_slurm.py": 202,
+    "test_eval_backends.py": 181, "test_ablation_workflow.py": 160,
+    "test_vllm.py": 148, "test_reproducibility.py": 141,
+    "test_figures_workflow.py": 106, "test_workflow.py": 70,
+    "test_hub_workflow.py": 59, "test_bad_input.py": 46, "test_train.py": 36,
+    "test_existing_adapter_workflow.py": 24,
 }  # fmt: skip
 
 
 def _needs_reference(path: Path) -> bool:
-    return "reference_run(" in path.read_text()
+    return path.suffix == ".py" and "reference_run(" in path.read_text()
 
 
 def pytest_collection_modifyitems(config, items):
@@ -146,18 +147,48 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: order[item.path])
 
 
-def pytest_collection_finish(session):
-    """Start the shared micro reference run in the background as soon as the
-    session knows it will need it (one xdist worker starts it; every test
-    that needs it waits on its lock): the other tests run meanwhile."""
-    worker = os.environ.get("PYTEST_XDIST_WORKER")
-    if (
-        worker not in (None, "gw0")
-        or session.config.option.collectonly
-        or os.environ.get("LORASCOPE_REFERENCE_RUN")
+def _start_reference(config) -> None:
+    import wfrun
+
+    wfrun.start_reference_build(config._tmp_path_factory.getbasetemp())
+
+
+def pytest_configure(config):
+    """xdist workers run a little below the reference run's priority: it is
+    on every later test's critical path (tests wait for it), they are not."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.nice(5)
+
+
+def pytest_sessionstart(session):
+    """Under xdist the controller starts the reference run (at normal
+    priority) when the paths asked for hold a test that needs it and no
+    -k/-m filter could leave them out; workers only wait on its lock."""
+    config = session.config
+    if os.environ.get("PYTEST_XDIST_WORKER") or not getattr(
+        config.option, "numprocesses", None
     ):
         return
-    if any(_needs_reference(path) for path in {item.path for item in session.items}):
-        import wfrun
+    if config.option.keyword or config.option.markexpr or _no_reference(config):
+        return
+    files = set()
+    for arg in config.args:
+        path = Path(arg.split("::")[0])
+        files |= set(path.rglob("test_*.py")) if path.is_dir() else {path}
+    if any(_needs_reference(f) for f in files if f.exists()):
+        _start_reference(config)
 
-        wfrun.start_reference_build(session.config._tmp_path_factory.getbasetemp())
+
+def _no_reference(config) -> bool:
+    return config.option.collectonly or bool(os.environ.get("LORASCOPE_REFERENCE_RUN"))
+
+
+def pytest_collection_finish(session):
+    """Without xdist: start the reference run in the background as soon as
+    collection shows a test needs it; the other tests run meanwhile."""
+    if os.environ.get("PYTEST_XDIST_WORKER") or _no_reference(session.config):
+        return
+    if getattr(session.config.option, "numprocesses", None):
+        return  # the xdist controller started it (pytest_sessionstart)
+    if any(_needs_reference(path) for path in {item.path for item in session.items}):
+        _start_reference(session.config)
