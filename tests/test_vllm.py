@@ -27,10 +27,11 @@ from lorascope.evaluation.generation import generate_benchmarks
 CONTEXT, MAX_NEW = 64, 24
 PROBLEMS = {
     "p1": "1+1",  # short: max_new_tokens binds
-    # Longer ones: the word-level toy tokenizer makes a number one token.
-    "p2": "What is 12 + 34 + 56 + 78 + 90 + 12 + 34?",  # the context binds
-    "p3": "What is 12 + 34 + 56 + 78 + 90 + 12 + 34 + 56 + 78?",  # harder
-    "p4": "Compute 876 + 530 + 12 + 34 + 56 + 78 + 90.",
+    # The context binds the others (61, 57 and 53 prompt tokens of 64 with
+    # the word-level toy tokenizer: budgets 3, 7 and 11).
+    "p2": "What is 12 + 34 + 56 + 78 + 90 + 11 + 22 + 33 + 44 + 55 + 66 + 77?",
+    "p3": "What is 12 + 34 + 56 + 78 + 90 + 11 + 22 + 33 + 44 + 55 + 66?",
+    "p4": "What is 12 + 34 + 56 + 78 + 90 + 11 + 22 + 33 + 44 + 55?",
 }
 
 
@@ -172,10 +173,12 @@ def test_vllm_generates_what_fits_in_the_models_context(served, hf):
         for row, budget in zip(df.iter_rows(named=True), budgets, strict=True):
             assert row["n_generated_tokens"] <= budget
             assert row["truncated"] == (row["n_generated_tokens"] == budget), row
-        # The trained toy model writes ~40-token answers: context-bound rows
-        # are cut at exactly their budget.
-        bound = [b < MAX_NEW for b in budgets]
-        assert df.filter(pl.Series(bound))["truncated"].all(), variant
+        # The rank-1 model writes a trace (far more than 5 tokens), so its
+        # tightest budgets always cut; the base may answer in a few tokens.
+        if variant == "rank1":
+            bound = [b <= 5 for b in budgets]
+            assert any(bound), budgets
+            assert df.filter(pl.Series(bound))["truncated"].all(), budgets
 
 
 def test_vllm_prompt_longer_than_the_context_fails_before_the_engine(
