@@ -298,6 +298,8 @@ def test_make_targets_labels_directions_and_clear_errors():
     picked.append(("sae", 2, "sae_keyword"))
     targets = make_targets(picked, kl, sae, typical_F)
     assert [t.label for t in targets] == ["L0.gate", "sae.2"]
+    for why in ("sae_keyword_kl", "sae_top_kl"):  # any automatic choice
+        assert make_targets([("sae", 1, why)], kl, sae, typical_F) == []
     with pytest.raises(ValueError, match="SAE latent 1 never fires"):
         make_targets([("sae", 1, "config")], kl, sae, typical_F)
 

@@ -155,14 +155,15 @@ def make_targets(
                 raise ValueError(f"SAE latent {i} chosen but no SAE was loaded")
             if not 0 <= i < sae.cfg.d_sae:
                 raise ValueError(f"steering.sae_latents: no latent {i}")
-            if why == "sae_keyword" and not sae_typical_F[i] > 0:
-                # picked by its explanation, but silent on the KL sequences: no
-                # typical activation to steer by (a latent named in the config
-                # still fails, in sae_direction)
+            if why != "config" and not sae_typical_F[i] > 0:
+                # picked automatically (by explanation or feature KL), but
+                # silent on the KL sequences: no typical activation to steer
+                # by (a latent named in the config still fails, in
+                # sae_direction)
                 log.warning(
-                    "SAE latent %d matches the keywords but never fires on the "
-                    "KL sequences: not steered",
+                    "SAE latent %d (%s) never fires on the KL sequences: not steered",
                     i,
+                    why,
                 )
                 continue
             label = f"sae.{i}"
