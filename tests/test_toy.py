@@ -273,19 +273,23 @@ def test_packed_rows_keep_documents_whole():
     assert labels.tolist() == [[1, 2, 3, -100, 5, -100], [6, 6, 6, 6, -100, -100]]
 
 
+# A pretraining recipe small enough to run in a test.
+TINY_PRETRAIN = {
+    "hidden_size": 16,
+    "num_layers": 1,
+    "num_heads": 2,
+    "intermediate_size": 32,
+    "steps": 3,
+    "batch_size": 2,
+    "seq_len": 512,
+}
+
+
 def test_rebuild_recipe_runs_on_tiny_sizes(tmp_path):
     cfg = {
         **TOY_CFG,
         "rebuild": True,
-        "pretrain": {
-            "hidden_size": 16,
-            "num_layers": 1,
-            "num_heads": 2,
-            "intermediate_size": 32,
-            "steps": 3,
-            "batch_size": 2,
-            "seq_len": 512,
-        },
+        "pretrain": TINY_PRETRAIN,
     }
     out = tmp_path / "rebuilt"
     world.materialise_base_model(out, cfg)
@@ -304,13 +308,7 @@ def test_chat_phase_is_a_second_stage_on_the_same_weights(tmp_path):
         **TOY_CFG,
         "rebuild": True,
         "pretrain": {
-            "hidden_size": 16,
-            "num_layers": 1,
-            "num_heads": 2,
-            "intermediate_size": 32,
-            "steps": 3,
-            "batch_size": 2,
-            "seq_len": 512,
+            **TINY_PRETRAIN,
             "chat_phase": {"steps": 2, "lr": 1e-3},
         },
     }

@@ -61,6 +61,11 @@ def check_table(table, peft_model: nn.Module) -> None:
             )
 
 
+def _edit(name: str) -> property:
+    """An edit attribute: setting it drops the device copies of the old one."""
+    return property(lambda self: self._edits[name], lambda self, v: self._set(name, v))
+
+
 class ScalarControl:
     """Hooks every LoRA `lora_A` so its scalars can be scaled, shifted or recorded.
 
@@ -72,6 +77,9 @@ class ScalarControl:
     """
 
     def __init__(self, layers: Sequence[nn.Module]):
+        self._edits: dict[str, torch.Tensor | None] = dict.fromkeys(
+            ("mult", "add", "set")
+        )
         self.mult_VC: torch.Tensor | None = None
         self.add_VC: torch.Tensor | None = None
         self.add_mask_T: torch.Tensor | None = None
@@ -94,35 +102,11 @@ class ScalarControl:
     # mult_VC / add_VC may be set from anywhere (numpy on the host, a config);
     # every hook mixes them in on the activation's own device and dtype, each
     # moved once per forward setting, not once per layer (tests/test_devices.py).
-    @property
-    def mult_VC(self) -> torch.Tensor | None:
-        return self._edits["mult"]
-
-    @mult_VC.setter
-    def mult_VC(self, value: torch.Tensor | None) -> None:
-        self._set("mult", value)
-
-    @property
-    def add_VC(self) -> torch.Tensor | None:
-        return self._edits["add"]
-
-    @add_VC.setter
-    def add_VC(self, value: torch.Tensor | None) -> None:
-        self._set("add", value)
-
-    @property
-    def set_VTC(self) -> torch.Tensor | None:
-        return self._edits["set"]
-
-    @set_VTC.setter
-    def set_VTC(self, value: torch.Tensor | None) -> None:
-        self._set("set", value)
+    mult_VC = _edit("mult")
+    add_VC = _edit("add")
+    set_VTC = _edit("set")
 
     def _set(self, name: str, value: torch.Tensor | None) -> None:
-        if not hasattr(self, "_edits"):
-            self._edits: dict[str, torch.Tensor | None] = dict.fromkeys(
-                ("mult", "add", "set")
-            )
         self._edits[name] = value
         self._moved: dict[tuple, torch.Tensor] = {}
 
