@@ -121,7 +121,8 @@ def s1k_rows(n: int = 6) -> dict[str, list]:
 # Seconds a test file takes with two workers (pytest --durations of a
 # `make test` run), for the order below; files not listed take seconds.
 HEAVY_FILES = {
-    "test_faults.py": 258, "test_rebuild.py": 245, "test_slurm.py": 202,
+    "test_faults.py": 258, "test_rebuild.py": 125, "test_rebuild_files.py": 125,
+    "test_slurm.py": 202,
     "test_eval_backends.py": 181, "test_ablation_workflow.py": 160,
     "test_vllm.py": 148, "test_reproducibility.py": 141,
     "test_figures_workflow.py": 106, "test_workflow.py": 70,

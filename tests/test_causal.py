@@ -180,10 +180,31 @@ def test_dashboards_show_causal_panels(tmp_path):
             "logit": [1.0, -1.0],
         }  # fmt: skip
     )
-    causal = CausalTables(kl, effects, fingerprint)
+    accuracy = pl.DataFrame(
+        {
+            "benchmark": ["toy_add2"] * 2,
+            "kind": ["sae", "component"],
+            "feature": [0, None],
+            "component": [None, 3],
+            "accuracy": [0.5, 0.25],
+            "delta": [-0.125, -0.5],
+            "delta_lo": [-0.25, -0.75],
+            "delta_hi": [0.0, -0.25],
+            "reference": ["floor", "full"],
+            "n": [32, 32],
+        }
+    )
+    causal = CausalTables(kl, effects, fingerprint, accuracy)
     build_dashboards(kinds, tmp_path / "d", "labels: x", causal=causal)
     page = (tmp_path / "d" / "features" / "sae-0.html").read_text()
     assert 'id="ablation-kl">0.25 (rank 1' in page
+    assert (
+        'id="ablation-accuracy">0.5 on toy_add2 (n = 32): -0.125 [-0.250, +0.000] '
+        "vs the SAE reconstruction" in page
+    )
+    # no accuracy measured for sae feature 1: no row
+    sae_1 = (tmp_path / "d" / "features" / "sae-1.html").read_text()
+    assert "ablation-accuracy" not in sae_1
     assert 'tok-up">Wait<' in page and 'tok-down">so<' in page
     assert len(re.findall(r"<rect [^>]*fill=", page)) == 14  # 2 layers x 7 modules
     assert "L1.down: -0.5" in page and "L0.o: 1<" in page
@@ -192,6 +213,9 @@ def test_dashboards_show_causal_panels(tmp_path):
         'id="ablation-kl">0.7' in lora_page
         and "svg class='fingerprint'" not in lora_page
     )
+    # a LoRA direction shows its component's ablation accuracy
+    assert 'id="ablation-accuracy">0.25 on toy_add2' in lora_page
+    assert "vs the full LoRA" in lora_page
     index = (tmp_path / "d" / "index.html").read_text()
     assert 'data-key="kl"' in index and 'data-kl="0.7"' in index
     with pytest.raises(ValueError, match=r"direct_effects\.parquet.*token"):

@@ -51,3 +51,23 @@ def test_figure_and_dashboard_panels(res):
     assert 'data-key="kl"' in index
     page = (res / "dashboards/features/sae-0.html").read_text()
     assert 'id="ablation-kl"' in page and "svg class='fingerprint'" in page
+
+
+def test_feature_accuracy_table(res):
+    df = pl.read_parquet(res / "ablation/feature_accuracy.parquet")
+    # micro.yaml: causal.accuracy_top_n 1, accuracy_limit 4, one benchmark
+    assert df["kind"].to_list() == ["reference", "reference", "sae", "component"]
+    assert set(df["n"]) == {4} and set(df["benchmark"]) == {"toy_add3"}
+    kl = pl.read_parquet(res / "ablation/feature_kl.parquet")
+    sae = kl.filter((pl.col("kind") == "sae") & (pl.col("frac_active") > 0))
+    top = sae.sort("kl_mean", descending=True)["latent"][0]
+    assert df.filter(pl.col("kind") == "sae")["latent"][0] == top
+    comps = pl.read_parquet(res / "ablation/kl_components.parquet")
+    top_c = comps.sort("kl_mean", descending=True)["index"][0]
+    assert df.filter(pl.col("kind") == "component")["component"][0] == top_c
+    assert df["reference"].to_list() == ["full", "full", "floor", "full"]
+    assert (
+        (df["accuracy_lo"] <= df["accuracy"]) & (df["accuracy"] <= df["accuracy_hi"])
+    ).all()
+    md = (res / "ablation/feature_accuracy.md").read_text()
+    assert "paired bootstrap" in md

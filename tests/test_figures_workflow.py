@@ -3,7 +3,7 @@
 - On synthetic upstream artifacts (fast): every figure and the dashboards are
   built by their rules, and a params-only change reruns only that figure.
 - What a style key, a plotting script or a package module edit reruns on a
-  finished micro run is part of the rebuild matrix (tests/test_rebuild.py).
+  finished micro run is part of the rebuild matrix (tests/rebuild_matrix.py).
 """
 
 from __future__ import annotations

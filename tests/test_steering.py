@@ -492,6 +492,7 @@ def test_residual_target_kl_matches_full_forward(lora64, toy_tokenizer):
 def test_sweep_grades_truncated_completions_as_evaluation_does(lora, monkeypatch):
     """A truncated completion without the answer marker is wrong, even if its
     text holds the right number (the grader gets `truncated`)."""
+    from lorascope.ablation import generation
     from lorascope.ablation import steering as steering_mod
     from lorascope.core.decoding import Completion
 
@@ -500,10 +501,10 @@ def test_sweep_grades_truncated_completions_as_evaluation_does(lora, monkeypatch
               "grader": "math"}]  # fmt: skip
     for truncated, want in ((False, 1.0), (True, 0.0)):
         monkeypatch.setattr(
-            steering_mod, "generate_hf",
+            generation, "generate_hf",
             lambda *a, t=truncated, **k: [Completion("so \\boxed{3}", 5, t)],
         )  # fmt: skip
-        monkeypatch.setattr(steering_mod, "build_prompts", lambda tok, p, s: p)
+        monkeypatch.setattr(generation, "build_prompts", lambda tok, p, s: p)
         got = steering_mod.generation_metrics(
             model, None, control, bench, np.zeros(table.height), words=["Wait"],
             max_new_tokens=5, batch_size=1,

@@ -237,6 +237,21 @@ def test_benchmark_too_many_problems_fails_naming_it():
         tasks.benchmark_frame("toy_tiny", digits=1, n=1000, seed=0)
 
 
+def test_mixed_benchmark_cycles_digit_counts_from_the_held_out_pool():
+    frame = tasks.benchmark_frame("toy_mix", digits=[1, 2, 3], n=12, seed=0)
+    pairs = [tuple(map(int, re.findall(r"\d+", p))) for p in frame["problem"]]
+    widths = [max(len(str(a)), len(str(b))) for a, b in pairs]
+    assert widths == [1, 2, 3] * 4
+    assert all(tasks.held_out(a, b) for a, b in pairs) and len(set(pairs)) == 12
+    # one-digit pairs: 100, ~20 held out, at most half asked for
+    with pytest.raises(ValueError, match=r"toy_mix: 11 problems.*1-digit"):
+        tasks.benchmark_frame("toy_mix", digits=[1, 2], n=22, seed=0)
+    # a one-element list is the same benchmark as the plain count
+    assert tasks.benchmark_frame("b", [2], 5, 0).equals(
+        tasks.benchmark_frame("b", 2, 5, 0)
+    )
+
+
 def test_shipped_model_loads_and_generates_in_s1_format(tmp_path):
     from transformers import AutoModelForCausalLM
 

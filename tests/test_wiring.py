@@ -1,7 +1,7 @@
 """Wiring: what a rule's params record, code hashes, and the rule files' habits.
 
 The rebuild contract as a whole (which jobs an edit reruns) is checked on a
-finished run in tests/test_rebuild.py; these check its parts in milliseconds.
+finished run in tests/rebuild_matrix.py; these check its parts in milliseconds.
 """
 
 import ast

@@ -97,3 +97,28 @@ rule direct_effects:
         code=code_of("ablation_direct.py"),
     script:
         "../scripts/ablation_direct.py"
+
+
+rule feature_accuracy:
+    input:
+        adapter=res("train/rank1/adapter"),
+        components=res("components.parquet"),
+        sae=res("sae/model"),
+        feature_kl=res("ablation/feature_kl.parquet"),
+        kl_components=res("ablation/kl_components.parquet"),
+        bench=res(f"data/bench/{feature_accuracy_benchmark()}.parquet"),
+        base=base_model_input,
+    output:
+        table=res("ablation/feature_accuracy.parquet"),
+        md=res("ablation/feature_accuracy.md"),
+    log:
+        log_("ablation/feature_accuracy.log"),
+    conda:
+        "../../envs/train.yaml"
+    params:
+        config=feature_accuracy_params,
+        base=base_model_path,
+        benchmark=feature_accuracy_benchmark(),
+        code=code_of("ablation_accuracy.py"),
+    script:
+        "../scripts/ablation_accuracy.py"

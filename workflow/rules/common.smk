@@ -600,7 +600,8 @@ def dashboards_targets():
 
 def dashboard_inputs(wildcards):
     kinds = config["figures"]["dashboards"]["kinds"]
-    return {
+    accuracy = {"feature_accuracy": p for p in feature_accuracy_targets()}
+    return accuracy | {
         f"{part}_{kind}": res(path.format(kind=kind))
         for kind in kinds
         for part, path in (
@@ -623,7 +624,33 @@ def ablation_targets():
         res("ablation/feature_kl.parquet"),
         res("ablation/direct_effects.parquet"),
         res("ablation/sae_decoder.parquet"),
+        *feature_accuracy_targets(),
     ]
+
+
+def feature_accuracy_targets():
+    """Feature / component ablation accuracy, unless causal.accuracy_top_n is 0."""
+    if config["causal"]["accuracy_top_n"] == 0:
+        return []
+    return [res("ablation/feature_accuracy.parquet")]
+
+
+def feature_accuracy_benchmark():
+    return config["causal"]["accuracy_benchmark"] or config["eval"]["benchmarks"][0]
+
+
+def feature_accuracy_params(wildcards):
+    """What the feature-accuracy job reads: the LoRA's loading, the variants,
+    generation and grading as evaluation does them, the backtracking words."""
+    keys = ["ablation.seed", "ablation.device", "data.system_prompt"]
+    causal = ("accuracy_top_n", "accuracy_limit", "accuracy_max_new_tokens")
+    keys += [f"causal.{k}" for k in causal]
+    if config["causal"]["accuracy_max_new_tokens"] is None:
+        keys += ["eval.max_new_tokens"]
+    keys += ["eval.batch_size"]
+    keys += ["eval.grade_without_answer_marker", "eval.bootstrap_samples"]
+    keys += ["steering.backtrack_words"]
+    return config_of("seed", "device", *model_keys(), *keys)
 
 
 def ablation_params(wildcards):

@@ -21,6 +21,11 @@ with script_logging(smk) as log:
         pl.read_parquet(smk.input.feature_kl),
         pl.read_parquet(smk.input.direct_effects),
         pl.read_parquet(smk.input.fingerprint),
+        accuracy=(
+            pl.read_parquet(smk.input.feature_accuracy)
+            if "feature_accuracy" in smk.input.keys()
+            else None
+        ),
     )
     with atomic_path(smk.output.site, is_dir=True) as tmp:
         n = build_dashboards(kinds, tmp, label, options, causal)

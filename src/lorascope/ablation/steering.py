@@ -23,19 +23,17 @@ through `lorascope.ablation.scalar_control.ScalarControl`; targets come from
 from __future__ import annotations
 
 import logging
-import re
 
 import numpy as np
 import polars as pl
 import torch
 
+from lorascope.ablation.generation import backtrack_stats, graded_generations
 from lorascope.ablation.kl import PrefixRunner
 from lorascope.ablation.residual_steering import ResidualShift
 from lorascope.ablation.scalar_control import ScalarControl
 from lorascope.ablation.steering_apply import POSITIONS, applied, steered
 from lorascope.ablation.steering_targets import Target
-from lorascope.core.decoding import build_prompts, generate_hf
-from lorascope.core.grading import grade
 
 __all__ = [
     "POSITIONS",
@@ -62,19 +60,6 @@ def collect_scalars(
         for ids_T, scope_T in sequences
     ]
     return torch.cat(rows).float().cpu()
-
-
-def backtrack_stats(
-    texts: list[str], n_tokens: list[int], words: list[str]
-) -> dict[str, float]:
-    """Backtracking words per 1000 generated tokens, and share of samples with any."""
-    pattern = re.compile(r"\b(?:" + "|".join(re.escape(w) for w in words) + r")\b")
-    counts = [len(pattern.findall(t)) for t in texts]
-    return {
-        "backtrack_count": int(sum(counts)),
-        "backtrack_per_1k_tokens": 1000.0 * sum(counts) / max(sum(n_tokens), 1),
-        "backtrack_frac_samples": float(np.mean([c > 0 for c in counts])),
-    }
 
 
 @torch.no_grad()
@@ -150,21 +135,11 @@ def generation_metrics(
     """Greedy generations with alpha x `add_C` added to the scalars (and alpha
     x the residual `shift`): accuracy, backtracking. Grading passes
     `truncated` (and eval.grade_without_answer_marker as `fallback`)."""
-    prompts = build_prompts(tokenizer, [r["problem"] for r in bench_rows], system)
     with applied(model, control, add_C, alpha, positions, shift):
-        comps = generate_hf(
-            model,
-            tokenizer,
-            prompts,
-            max_new_tokens=max_new_tokens,
-            batch_size=batch_size,
-            names=[f"problem {r.get('id', i)!r}" for i, r in enumerate(bench_rows)],
-            progress=False,
-        )
-    correct = [
-        grade(row, c.text, truncated=c.truncated, fallback=fallback).correct
-        for row, c in zip(bench_rows, comps, strict=True)
-    ]
+        correct, comps = graded_generations(
+            model, tokenizer, bench_rows, max_new_tokens=max_new_tokens,
+            batch_size=batch_size, system=system, fallback=fallback,
+        )  # fmt: skip
     texts, n_gen = [c.text for c in comps], [c.n_generated_tokens for c in comps]
     return {
         "accuracy": float(np.mean(correct)),

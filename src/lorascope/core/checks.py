@@ -128,8 +128,10 @@ def _sae_problem(config: dict) -> str | None:
 def _benchmark_problems(config: dict, benchmarks) -> list[str]:
     toy = set(config["toy"]["benchmarks"])
     names = [("eval.benchmarks", b) for b in config["eval"]["benchmarks"]]
-    if config["steering"]["benchmark"]:
-        names.append(("steering.benchmark", config["steering"]["benchmark"]))
+    for key in ("steering.benchmark", "causal.accuracy_benchmark"):
+        section, name = key.split(".")
+        if config[section][name]:
+            names.append((key, config[section][name]))
     hub = [n for _, n in names if not n.startswith("toy_")]
     # The registry is only loaded (it imports polars) when a hub name is used.
     known = None

@@ -3,10 +3,13 @@
 Reads `ablation/feature_kl.parquet` (ablation KL per LoRA direction and SAE
 feature), `ablation/direct_effects.parquet` (promoted / suppressed tokens,
 logit lens) and `ablation/sae_decoder.parquet` (each SAE feature's decoder
-weight per component), and gives, per (kind, feature): the KL numbers for
-the facts table, the token lists, and for SAE features a layer x module
-heatmap of the decoder row (an inline SVG, no JS). Kinds these tables do
-not cover (mlp) get no causal panel; the page says so.
+weight per component), and optionally `ablation/feature_accuracy.parquet`
+(benchmark accuracy with the top features / components removed), and gives,
+per (kind, feature): the KL numbers for the facts table, the accuracy change
+where it was measured, the token lists, and for SAE features a layer x
+module heatmap of the decoder row (an inline SVG, no JS). A LoRA direction's
+accuracy is its component's (ablating a component removes both sign sides).
+Kinds these tables do not cover (mlp) get no causal panel; the page says so.
 """
 
 from __future__ import annotations
@@ -29,15 +32,20 @@ class CausalTables:
     feature_kl: pl.DataFrame
     direct_effects: pl.DataFrame
     fingerprint: pl.DataFrame
+    accuracy: pl.DataFrame | None = None
 
     def __post_init__(self):
         need = {
             "feature_kl": ["kind", "feature", "kl_mean", "kl_rank", "kl_floor"],
             "direct_effects": ["kind", "feature", "direction", "rank", "token"],
             "fingerprint": ["feature", "layer", "module", "weight"],
+            "accuracy": ["benchmark", "kind", "feature", "component", "accuracy"]
+            + ["delta", "delta_lo", "delta_hi", "reference", "n"],
         }
         for name, cols in need.items():
             df = getattr(self, name)
+            if df is None:
+                continue
             missing = [c for c in cols if c not in df.columns]
             if missing:
                 raise ValueError(
@@ -100,6 +108,12 @@ def causal_views(kind: str, t: CausalTables) -> dict[int, dict]:
     for (feature, direction), grp in fx.group_by("feature", "direction"):
         tokens[(feature, direction)] = grp.sort("rank")["token"].to_list()
     prints = {f: grp for (f,), grp in fp.group_by("feature")}
+    acc = {}
+    if t.accuracy is not None:
+        key = "feature" if kind == "sae" else "component"
+        which = "sae" if kind == "sae" else "component"
+        for row in t.accuracy.filter(pl.col("kind") == which).iter_rows(named=True):
+            acc[row[key]] = row
     out = {}
     for row in kl.iter_rows(named=True):
         f = row["feature"]
@@ -111,5 +125,6 @@ def causal_views(kind: str, t: CausalTables) -> dict[int, dict]:
             "promoted": tokens.get((f, "promoted"), []),
             "suppressed": tokens.get((f, "suppressed"), []),
             "fingerprint": fingerprint_svg(prints[f]) if f in prints else None,
+            "accuracy": acc.get(f if kind == "sae" else row.get("component")),
         }
     return out

@@ -233,19 +233,31 @@ def held_out(a: int, b: int) -> bool:
     return zlib.crc32(f"{a}+{b}".encode()) % HELD_OUT_EVERY == 0
 
 
-def benchmark_frame(name: str, digits: int, n: int, seed: int) -> pl.DataFrame:
-    """``n`` distinct held-out problems in the normalised benchmark schema."""
+def benchmark_frame(
+    name: str, digits: int | list[int], n: int, seed: int
+) -> pl.DataFrame:
+    """``n`` distinct held-out problems in the normalised benchmark schema.
+
+    ``digits``: the operands' digit count, or a list of counts cycled through
+    in order (a benchmark of mixed difficulty, e.g. ``[1, 2, 3]``).
+    """
     if n < 1:
         raise ValueError(f"benchmark {name}: n must be >= 1, got {n}")
-    # the pool holds ~1/HELD_OUT_EVERY of the pairs; ask for at most half of it
-    if n > (9 * 10 ** (digits - 1)) ** 2 // (2 * HELD_OUT_EVERY):
-        raise ValueError(
-            f"benchmark {name}: {n} problems do not fit the held-out pool of "
-            f"{digits}-digit pairs"
-        )
+    cycle = [digits] if isinstance(digits, int) else list(digits)
+    if not cycle or min(cycle) < 1:
+        raise ValueError(f"benchmark {name}: digits must be >= 1, got {digits}")
+    for d in sorted(set(cycle)):
+        wanted = sum(cycle[i % len(cycle)] == d for i in range(n))
+        numbers = 10 if d == 1 else 9 * 10 ** (d - 1)
+        # the pool holds ~1/HELD_OUT_EVERY of the pairs; ask for at most half of it
+        if wanted > numbers**2 // (2 * HELD_OUT_EVERY):
+            raise ValueError(
+                f"benchmark {name}: {wanted} problems do not fit the held-out pool "
+                f"of {d}-digit pairs"
+            )
     rng, rows, seen = random.Random(f"{seed}/{name}"), [], set()
     while len(rows) < n:
-        a, b = sample_pair(rng, digits)
+        a, b = sample_pair(rng, cycle[len(rows) % len(cycle)])
         if (a, b) in seen or not held_out(a, b):
             continue
         seen.add((a, b))
