@@ -284,7 +284,8 @@ def dashboard_kind(
 def causal_tables(
     rng: np.random.Generator, n_lora: int, n_sae: int, n_layers: int = 4
 ) -> dict[str, pl.DataFrame]:
-    """ablation/{feature_kl, direct_effects, sae_decoder} frames (issue 18)."""
+    """ablation/{feature_kl, direct_effects, sae_decoder, feature_accuracy}
+    frames (issue 18)."""
     kinds = ["lora"] * n_lora + ["sae"] * n_sae
     features = [*range(n_lora), *range(n_sae)]
     kl = rng.gamma(1.0, 0.02, n_lora + n_sae)
@@ -319,8 +320,24 @@ def causal_tables(
         schema=["feature", "layer", "module", "weight"],
         orient="row",
     )
+    delta = -rng.random(4) * 0.3
+    accuracy = pl.DataFrame(
+        {
+            "benchmark": ["toy_add2"] * 4,
+            "kind": ["sae", "sae", "component", "component"],
+            "feature": [0, 1, None, None],
+            "component": [None, None, 0, 1],
+            "accuracy": 0.5 + delta,
+            "delta": delta,
+            "delta_lo": delta - 0.1,
+            "delta_hi": delta + 0.1,
+            "reference": ["floor", "floor", "full", "full"],
+            "n": [40] * 4,
+        }
+    )
     return {
         "feature_kl": feature_kl,
         "direct_effects": effects,
         "sae_decoder": fingerprint,
+        "feature_accuracy": accuracy,
     }

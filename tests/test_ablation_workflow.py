@@ -88,6 +88,7 @@ def test_rules_run_and_fail_clearly(tmp_path, toy_tokenizer):
     config = {
         "run": "toy",
         "device": "cpu",
+        "toy": {"benchmarks": {"toy_add3": {"digits": 3, "n": 3}}},
         "eval": {"benchmarks": ["toy_add3"], "max_new_tokens": 6, "batch_size": 3},
         "ablation": {"n_sequences": 9, "max_tokens": 48},
         "steering": {"alphas": [0, 100], "limit": 2, "kl_sequences": 1, "top_kl": 1},
