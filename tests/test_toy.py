@@ -349,3 +349,16 @@ def test_base_chat_documents_are_s1_format(toy_tokenizer):
     ids, labels = build_example(toy_tokenizer, "What is 1 + 2?", "", "1+2=\\boxed{3}")
     text = toy_tokenizer.decode(ids)
     assert THINK_MARKER + ANSWER_MARKER + "Answer: 1+2=" in text
+
+
+def test_rebuild_cli_reads_the_toy_section_as_the_rule_does(tmp_path):
+    """`python -m lorascope.toy.world` gets the schema's defaults (the second
+    pretraining stage is one), so it runs the recipe the rule runs."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("toy:\n  pretrain: {steps: 7}\n")
+    toy = world.toy_section(cfg)
+    pc = world.pretrain_config(toy)
+    assert pc.steps == 7 and pc.chat_phase["steps"] == 400
+    cfg.write_text("toy:\n  pretrain: {stepz: 7}\n")
+    with pytest.raises(ValueError, match=r"toy\.pretrain\.stepz"):
+        world.toy_section(cfg)

@@ -96,6 +96,7 @@ def plot_table(
             if c == 0:
                 cell.set_text_props(ha="left")
                 cell.PAD = 0.02
-        note = f"  ({ci:.0%} bootstrap intervals)" if has_ci else ""
+        # on its own line: beside the title it is wider than a narrow table
+        note = f"\n({ci:.0%} bootstrap intervals)" if has_ci else ""
         ax.set_title(title + note, loc="left", fontsize=style.font_size)
     return fig

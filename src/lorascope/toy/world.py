@@ -33,6 +33,7 @@ __all__ = [
     "materialise_base_model",
     "pretrain_config",
     "sft_set",
+    "toy_section",
 ]
 
 # src/lorascope/toy/world.py -> repository root
@@ -162,17 +163,27 @@ def sft_set(toy_cfg: dict) -> pl.DataFrame:
     )
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Rebuild the shipped weights: ``python -m lorascope.toy.world OUT_DIR``."""
+def toy_section(config_path: Path | str) -> dict:
+    """The ``toy`` section of a config file with the schema's defaults filled
+    in and validated, as the workflow's rule gets it (the second pretraining
+    stage, for one, is a schema default)."""
     import yaml
 
+    from lorascope.core.config import validate
+
+    with open(config_path) as f:
+        config = yaml.safe_load(f) or {}
+    return validate(config)["toy"]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Rebuild the shipped weights: ``python -m lorascope.toy.world OUT_DIR``."""
     ap = argparse.ArgumentParser(description=main.__doc__)
     ap.add_argument("out_dir")
     ap.add_argument("--config", default="config/config.yaml")
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args(argv)
-    with open(args.config) as f:
-        toy_cfg = (yaml.safe_load(f) or {}).get("toy", {})
+    toy_cfg = toy_section(args.config)
     print(json.dumps(build_base_model(args.out_dir, toy_cfg, args.device), indent=2))
 
 
