@@ -121,7 +121,7 @@ def s1k_rows(n: int = 6) -> dict[str, list]:
 # Seconds a test file takes with two workers (pytest --durations of a
 # `make test` run), for the order below; files not listed take seconds.
 HEAVY_FILES = {
-    "test_faults.py": 258, "test_rebuild.py": 125, "test_rebuild_files.py": 125,
+    "test_faults.py": 258, "test_rebuild.py": 135, "test_rebuild_files.py": 162,
     "test_slurm.py": 202,
     "test_eval_backends.py": 181, "test_ablation_workflow.py": 160,
     "test_vllm.py": 148, "test_reproducibility.py": 141,
@@ -135,16 +135,24 @@ def _needs_reference(path: Path) -> bool:
     return path.suffix == ".py" and "reference_run(" in path.read_text()
 
 
+def _waits_for_reference_first(path: Path) -> bool:
+    """A file that needs the reference run before its own work (one that sets
+    WAITS_FOR_REFERENCE_LAST runs its own workflow runs first, then waits)."""
+    return _needs_reference(path) and "WAITS_FOR_REFERENCE_LAST = True" not in (
+        path.read_text()
+    )
+
+
 def pytest_collection_modifyitems(config, items):
     """Heavy files first, and the ones that need the shared reference run
-    last: with two xdist workers (make test) each file runs on one worker,
-    so this keeps both busy while the reference run builds in the
-    background, and no worker ends with a long file alone."""
+    before their own work last: with two xdist workers (make test) each file
+    runs on one worker, so this keeps both busy while the reference run
+    builds in the background, and no worker ends with a long file alone."""
     order = {}
     for i, item in enumerate(items):
         if item.path not in order:
             heavy = HEAVY_FILES.get(item.path.name, 0)
-            order[item.path] = (_needs_reference(item.path), -heavy, i)
+            order[item.path] = (_waits_for_reference_first(item.path), -heavy, i)
     items.sort(key=lambda item: order[item.path])
 
 

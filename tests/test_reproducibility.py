@@ -9,6 +9,7 @@ pytestmark = pytest.mark.timeout(1800)
 
 ADAPTER = "train/rank1/adapter/adapter_model.safetensors"
 MANIFEST = "activations/manifest.json"
+WAITS_FOR_REFERENCE_LAST = True  # conftest: schedule early, its runs come first
 
 
 def artifacts(work):
@@ -26,13 +27,14 @@ def runs(tmp_path_factory):
     """The shared seed-0 micro run, a second seed-0 run, and a seed-1 run."""
     base = tmp_path_factory.getbasetemp()
     targets = [wfrun.target(MANIFEST)]
-    first = wfrun.reference_run(base)  # seed 0
     again = wfrun.workdir(base / "repro-seed0-again", {"seed": 0})
     other = wfrun.workdir(base / "repro-seed1", {"seed": 1})
     wfrun.snakemake(again, targets)
     # Another seed changes the adapter from the first step on: training is
     # enough to show it (shards of another adapter differ a fortiori).
     wfrun.snakemake(other, [wfrun.target("train/rank1/adapter")])
+    # Only now wait for the shared seed-0 run (built meanwhile).
+    first = wfrun.reference_run(base)
     return first, again, other
 
 

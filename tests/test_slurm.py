@@ -114,12 +114,12 @@ def tree_digest(root):
 # submission and status polling on one node; the local reference run is the
 # whole-DAG test.)
 SLURM_TARGETS = ["components.parquet", "activations/manifest.json"]
+WAITS_FOR_REFERENCE_LAST = True  # conftest: schedule early, its runs come first
 
 
 def test_micro_config_on_slurm_matches_local(slurm_cluster, tmp_path_factory):
     """The micro config through profiles/slurm gives the local run's outputs."""
     assert (PRODUCTION / "config.yaml").exists(), "profiles/slurm/config.yaml missing"
-    local = wfrun.reference_run(tmp_path_factory.getbasetemp())
     work = wfrun.workdir(tmp_path_factory.mktemp("slurm-micro"))
     profiles = ["--profile", str(PRODUCTION), "--profile", str(OVERLAY)]
     targets = [wfrun.target(t) for t in SLURM_TARGETS]
@@ -133,6 +133,8 @@ def test_micro_config_on_slurm_matches_local(slurm_cluster, tmp_path_factory):
     )
     assert proc.returncode == 0, f"SLURM micro run failed:\n{proc.stderr[-6000:]}"
     assert "slurm" in proc.stderr.lower(), "the jobs did not go through SLURM"
+    # Only now wait for the shared local run (built meanwhile).
+    local = wfrun.reference_run(tmp_path_factory.getbasetemp())
     slurm, ref = tree_digest(wfrun.results(work)), tree_digest(wfrun.results(local))
     assert slurm, "the micro run produced no results"
     for t in SLURM_TARGETS:
