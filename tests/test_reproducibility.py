@@ -9,7 +9,6 @@ pytestmark = pytest.mark.timeout(1800)
 
 ADAPTER = "train/rank1/adapter/adapter_model.safetensors"
 MANIFEST = "activations/manifest.json"
-WAITS_FOR_REFERENCE_LAST = True  # conftest: schedule early, its runs come first
 
 
 def artifacts(work):

@@ -114,7 +114,6 @@ def tree_digest(root):
 # submission and status polling on one node; the local reference run is the
 # whole-DAG test.)
 SLURM_TARGETS = ["components.parquet", "activations/manifest.json"]
-WAITS_FOR_REFERENCE_LAST = True  # conftest: schedule early, its runs come first
 
 
 def test_micro_config_on_slurm_matches_local(slurm_cluster, tmp_path_factory):
