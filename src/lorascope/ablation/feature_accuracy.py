@@ -30,7 +30,7 @@ import torch
 from transformers import DynamicCache
 
 from lorascope.ablation.feature_kl import SaeMap
-from lorascope.ablation.generation import backtrack_stats, graded_generations
+from lorascope.ablation.generation import completion_stats, graded_generations
 from lorascope.ablation.scalar_control import ScalarControl
 
 __all__ = [
@@ -162,27 +162,22 @@ def run_variants(
     backtracking and length statistics. `gen`: graded_generations' keywords."""
     correct, stats = {}, {}
     for v in variants:
-        if v.kind == "component" or v.id == "full":
-            mult_1C = torch.ones(1, control.n_components)
+        control.clear()
+        try:
             if v.kind == "component":
+                mult_1C = torch.ones(1, control.n_components)
                 mult_1C[0, v.extra["component"]] = 0.0
+                control.mult_VC = mult_1C
+            if v.kind == "component" or v.id == "full":
+                ok, comps = graded_generations(model, tokenizer, bench_rows, **gen)
+            else:
+                latent = v.extra.get("latent")
+                with CleanScalars(model, control, sae_edit(sae_map, latent)):
+                    ok, comps = graded_generations(model, tokenizer, bench_rows, **gen)
+        finally:
             control.clear()
-            control.mult_VC = mult_1C
-            try:
-                ok, comps = graded_generations(model, tokenizer, bench_rows, **gen)
-            finally:
-                control.clear()
-        else:
-            latent = v.extra.get("latent")
-            with CleanScalars(model, control, sae_edit(sae_map, latent)):
-                ok, comps = graded_generations(model, tokenizer, bench_rows, **gen)
-        n_gen = [c.n_generated_tokens for c in comps]
         correct[v.name] = ok
-        stats[v.name] = {
-            "mean_generated_tokens": float(np.mean(n_gen)),
-            "truncated_frac": float(np.mean([c.truncated for c in comps])),
-            **backtrack_stats([c.text for c in comps], n_gen, words),
-        }
+        stats[v.name] = completion_stats(comps, words)
     return correct, stats
 
 

@@ -15,7 +15,7 @@ import numpy as np
 from lorascope.core.decoding import Completion, build_prompts, generate_hf
 from lorascope.core.grading import grade
 
-__all__ = ["backtrack_stats", "graded_generations"]
+__all__ = ["backtrack_stats", "completion_stats", "graded_generations"]
 
 
 def backtrack_stats(
@@ -28,6 +28,16 @@ def backtrack_stats(
         "backtrack_count": int(sum(counts)),
         "backtrack_per_1k_tokens": 1000.0 * sum(counts) / max(sum(n_tokens), 1),
         "backtrack_frac_samples": float(np.mean([c > 0 for c in counts])),
+    }
+
+
+def completion_stats(comps: list[Completion], words: list[str]) -> dict[str, float]:
+    """Mean length, truncated share and backtracking of a set of completions."""
+    n_gen = [c.n_generated_tokens for c in comps]
+    return {
+        "mean_generated_tokens": float(np.mean(n_gen)),
+        "truncated_frac": float(np.mean([c.truncated for c in comps])),
+        **backtrack_stats([c.text for c in comps], n_gen, words),
     }
 
 

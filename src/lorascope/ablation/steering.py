@@ -28,7 +28,11 @@ import numpy as np
 import polars as pl
 import torch
 
-from lorascope.ablation.generation import backtrack_stats, graded_generations
+from lorascope.ablation.generation import (
+    backtrack_stats,
+    completion_stats,
+    graded_generations,
+)
 from lorascope.ablation.kl import PrefixRunner
 from lorascope.ablation.residual_steering import ResidualShift
 from lorascope.ablation.scalar_control import ScalarControl
@@ -140,13 +144,10 @@ def generation_metrics(
             model, tokenizer, bench_rows, max_new_tokens=max_new_tokens,
             batch_size=batch_size, system=system, fallback=fallback,
         )  # fmt: skip
-    texts, n_gen = [c.text for c in comps], [c.n_generated_tokens for c in comps]
     return {
         "accuracy": float(np.mean(correct)),
         "n_samples": len(comps),
-        "mean_generated_tokens": float(np.mean(n_gen)),
-        "truncated_frac": float(np.mean([c.truncated for c in comps])),
-        **backtrack_stats(texts, n_gen, words),
+        **completion_stats(comps, words),
     }
 
 
