@@ -19,8 +19,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import anthropic
-import openai
 import polars as pl
 
 from lorascope.autointerp.cache import (
@@ -42,15 +40,26 @@ __all__ = [
     "usage_frame",
 ]
 
-_STATUS_ERRORS = (openai.APIStatusError, anthropic.APIStatusError)
-# Transient: retried with backoff. A 200 whose body is not JSON counts as one.
-_CONNECTION_ERRORS = (
-    openai.APIConnectionError,
-    anthropic.APIConnectionError,
-    openai.APIResponseValidationError,
-    anthropic.APIResponseValidationError,
-    json.JSONDecodeError,
-)
+
+def _sdk_errors() -> tuple[tuple, tuple]:
+    """(status errors, transient errors) of both SDKs. Imported on first use:
+    the SDKs take seconds to import and the offline explainer (every
+    embedded-run job) never needs them."""
+    import anthropic
+    import openai
+
+    status = (openai.APIStatusError, anthropic.APIStatusError)
+    # Transient: retried with backoff. A 200 whose body is not JSON counts as one.
+    transient = (
+        openai.APIConnectionError,
+        anthropic.APIConnectionError,
+        openai.APIResponseValidationError,
+        anthropic.APIResponseValidationError,
+        json.JSONDecodeError,
+    )
+    return status, transient
+
+
 # Request-specific rejections: recorded as a failed item, the run goes on.
 _ITEM_STATUSES = (400, 413, 422)
 
@@ -130,7 +139,11 @@ class LLMEngine:
             api_key=api_key(s), base_url=s.base_url, timeout=s.timeout_s, max_retries=0
         )
         if s.provider == "openai":
+            import openai
+
             return openai.AsyncOpenAI(**common)
+        import anthropic
+
         return anthropic.AsyncAnthropic(**common)
 
     def _request(self, prompt: str, attempt: int) -> dict:
@@ -176,6 +189,7 @@ class LLMEngine:
 
     async def _send_with_retries(self, item, key, request, t0) -> str:
         s, waited = self.settings, 0.0
+        status_errors, transient_errors = _sdk_errors()
         for tries in range(1, s.retries + 2):
             if self._stopped:  # another prompt already stopped the run
                 raise asyncio.CancelledError
@@ -184,7 +198,7 @@ class LLMEngine:
             )
             try:
                 reply = await self._send(request)
-            except _STATUS_ERRORS as exc:
+            except status_errors as exc:
                 status = exc.status_code
                 if status in _ITEM_STATUSES:
                     raise _ItemRejected(f"HTTP {status}: {exc.message}") from exc
@@ -194,7 +208,7 @@ class LLMEngine:
                         f"rejected the request: HTTP {status}: {exc.message}"
                     ) from exc
                 last, wait = exc, _retry_after(exc) if status == 429 else None
-            except _CONNECTION_ERRORS as exc:
+            except transient_errors as exc:
                 last, wait = exc, None
             else:
                 self.cache.settle(ledger_id, reply.input_tokens + reply.output_tokens)

@@ -15,14 +15,19 @@ import random
 import shutil
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import polars as pl
-import torch
 
 from lorascope.core.io import atomic_path
 from lorascope.toy import tasks
-from lorascope.toy.pretrain import PretrainConfig, pretrain
-from lorascope.toy.tokenizer import build_tokenizer
+
+if TYPE_CHECKING:
+    from lorascope.toy.pretrain import PretrainConfig
+
+# torch, transformers and the pretraining recipe are imported inside the
+# functions that use them: the benchmark and SFT-set jobs need neither, and
+# the import costs each of them seconds.
 
 __all__ = [
     "SHIPPED_DIR",
@@ -43,6 +48,8 @@ REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer.json")
 
 def pretrain_config(toy_cfg: dict) -> PretrainConfig:
     """The ``toy.pretrain`` section (plus ``toy.seed``) as a PretrainConfig."""
+    from lorascope.toy.pretrain import PretrainConfig
+
     p = dict(toy_cfg.get("pretrain", {}))
     for key in ("digits", "chat_digits"):
         if key in p:
@@ -58,6 +65,7 @@ def check_base_model(path: Path | str) -> None:
     Raises naming the missing file, or when the tokenizer that loads from the
     folder does not reproduce the toy text (whitespace is part of the task).
     """
+    import torch
     from transformers import AutoModelForCausalLM
 
     from lorascope.core.chat import build_prompt
@@ -88,6 +96,11 @@ def build_base_model(out_dir: Path | str, toy_cfg: dict, device: str = "cpu") ->
     Returns a summary (wall time, final loss) that is also written beside the
     weights as ``pretrain_summary.json``.
     """
+    import torch
+
+    from lorascope.toy.pretrain import pretrain
+    from lorascope.toy.tokenizer import build_tokenizer
+
     cfg = pretrain_config(toy_cfg)
     tokenizer = build_tokenizer()
     start = time.time()
