@@ -15,6 +15,7 @@ the rows can edit them in place. Snakemake runs the way a user runs it: the
 default workflow profile (profiles/default) applies.
 """
 
+import fcntl
 import json
 import os
 import re
@@ -261,21 +262,40 @@ CONFIG_ROWS = [row for row in REBUILD_MATRIX if row[1] == "config"]
 FILE_ROWS = [row for row in REBUILD_MATRIX if row[1] != "config"]
 
 
+def _prepared_checkout(reference, shared):
+    """The checkout with the config pointed at the user files and what those
+    change computed, made once per session in the workers' shared folder
+    (both test files copy it: the real runs below are the matrix's costliest
+    part).
+    What the user files change (the same rows through another loader, and
+    offline explanations, which read no template) takes two runs: a run
+    reruns whatever depends on a job it runs, while a later one sees that the
+    rewritten files have the checksums already recorded."""
+    prepared = shared / "rebuild-checkout"
+    with open(f"{prepared}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (prepared / ".prepared").exists():
+            shutil.rmtree(prepared, ignore_errors=True)
+            work = _checkout(reference, prepared)
+            _snakemake(work, USER_FILES, ["results/micro/data/sft.parquet", MATH500])
+            explanations = "results/micro/autointerp/explanations/{}.parquet"
+            _snakemake(work, USER_FILES, [explanations.format(k) for k in ALL_KINDS])
+            fresh = scheduled(work, USER_FILES)
+            assert fresh == set(), f"a fresh copy is not up to date: {fresh}"
+            (prepared / ".prepared").write_text("ok")
+    return prepared
+
+
 def run_matrix(reference, tmp_path_factory, rows):
     """Dry-run each row's edit on one copy of `reference`; fail listing every
     row whose scheduled jobs differ from its expected set."""
     t0 = time.monotonic()
     cpu0 = sum(resource.getrusage(resource.RUSAGE_CHILDREN)[:2])
-    work = _checkout(reference, tmp_path_factory.mktemp("rebuild") / "checkout")
+    work = tmp_path_factory.mktemp("rebuild") / "checkout"
+    # A copy in another folder is a moved checkout: nothing reruns (a row).
+    shared = wfrun.shared_base(tmp_path_factory.getbasetemp())
+    shutil.copytree(_prepared_checkout(reference, shared), work, symlinks=True)
     user = USER_FILES
-    # What the user files change (the same rows through another loader, and
-    # offline explanations, which read no template), computed once, in two
-    # runs: a run reruns whatever depends on a job it runs, while a later one
-    # sees that the rewritten files have the checksums already recorded.
-    _snakemake(work, user, ["results/micro/data/sft.parquet", MATH500])
-    explanations = "results/micro/autointerp/explanations/{}.parquet"
-    _snakemake(work, user, [explanations.format(k) for k in ALL_KINDS])
-    assert scheduled(work, user) == set(), "a fresh copy is not up to date"
     failures, times = [], {}
     for name, kind, what, expected in rows:
         t = time.monotonic()

@@ -122,17 +122,12 @@ def test_rules_run_and_fail_clearly(tmp_path, toy_tokenizer):
     assert (sweep.filter(pl.col("alpha") == 0)["kl_to_unsteered"] < 1e-6).all()
     assert (run / "steering/sweep.md").read_text().startswith("# Steering sweep")
 
-    # No SAE part: the SAE files are not needed, only components are steered.
+    # No SAE part: the SAE files are not needed, only components are steered;
+    # and the sweep's own options reach the script: generated positions,
+    # negative alphas, residual-stream variants (L0.q and L1.gate read the
+    # residual). One run for both (each run costs the suite half a minute).
     shutil.rmtree(run / "sae")
     config["steering"]["max_sae_features"] = 0
-    ok = snakemake(tmp_path, config)
-    assert ok.returncode == 0, ok.stderr[-3000:]
-    sweep = pl.read_parquet(run / "steering/sweep.parquet")
-    assert set(sweep["selection"]) == {"top_kl"}
-    assert set(sweep["kind"]) == {"component"}
-
-    # The sweep's own options reach the script: generated positions, negative
-    # alphas, residual-stream variants (L0.q and L1.gate read the residual).
     config["steering"].update(
         components=[0, 11], alphas=[0, -100], positions="generated", residual=True
     )
@@ -140,6 +135,7 @@ def test_rules_run_and_fail_clearly(tmp_path, toy_tokenizer):
     assert ok.returncode == 0, ok.stderr[-3000:]
     assert kl_file.stat().st_mtime == kl_mtime
     sweep = pl.read_parquet(run / "steering/sweep.parquet")
+    assert set(sweep["kind"]) <= {"component", "residual"}, set(sweep["kind"])
     assert sweep["label"].unique(maintain_order=True).to_list() == [
         "L0.q", "L1.gate", "resid L0.q", "resid L1.gate"]  # fmt: skip
     assert set(sweep["positions"]) == {"generated"}

@@ -308,8 +308,11 @@ def test_rebuild_recipe_runs_on_tiny_sizes(tmp_path):
     }
     out = tmp_path / "rebuilt"
     world.materialise_base_model(out, cfg)
-    summary = (out / "pretrain_summary.json").read_text()
-    assert '"steps": 3' in summary
+    summary = json.loads((out / "pretrain_summary.json").read_text())
+    assert summary["config"]["steps"] == 3
+    accuracy = summary["direct_accuracy"]
+    assert {"1", "2", "3", "4"} <= accuracy.keys()
+    assert all(0 <= accuracy[d] <= 1 for d in "1234")
     assert len((out / "pretrain_log.jsonl").read_text().splitlines()) == 3
 
 
@@ -362,3 +365,29 @@ def test_rebuild_cli_reads_the_toy_section_as_the_rule_does(tmp_path):
     cfg.write_text("toy:\n  pretrain: {stepz: 7}\n")
     with pytest.raises(ValueError, match=r"toy\.pretrain\.stepz"):
         world.toy_section(cfg)
+
+
+def test_shipped_weights_were_made_by_the_embedded_recipe():
+    """`toy.rebuild: true` (and `python -m lorascope.toy.world`) runs the
+    recipe the shipped weights record: changing the embedded config's toy
+    pretraining without reshipping the weights fails here."""
+    summary = json.loads((world.SHIPPED_DIR / "pretrain_summary.json").read_text())
+    embedded = world.toy_section(world.SHIPPED_DIR.parents[2] / "config/config.yaml")
+    assert summary["config"] == world.recipe_record(world.pretrain_config(embedded))
+
+
+def test_shipped_summary_states_what_the_weights_answer():
+    """The recorded direct-answer accuracy is the shipped weights' own.
+    Greedy decoding is exact up to float32 summation order, which can flip a
+    near-tie between two tokens on another CPU: one problem of slack."""
+    from transformers import AutoModelForCausalLM
+
+    from lorascope.core.models import load_tokenizer
+
+    recorded = json.loads((world.SHIPPED_DIR / "pretrain_summary.json").read_text())
+    model = AutoModelForCausalLM.from_pretrained(world.SHIPPED_DIR)
+    tok = load_tokenizer(str(world.SHIPPED_DIR))
+    measured = world.direct_accuracy(model, tok, digits=(1, 2))
+    for d, acc in measured.items():
+        count = min(40, tasks.held_out_capacity(int(d)))
+        assert abs(acc - recorded["direct_accuracy"][d]) * count <= 1, (d, acc)

@@ -233,6 +233,14 @@ def held_out(a: int, b: int) -> bool:
     return zlib.crc32(f"{a}+{b}".encode()) % HELD_OUT_EVERY == 0
 
 
+def held_out_capacity(digits: int) -> int:
+    """How many distinct ``digits``-digit problems a benchmark may draw: the
+    pool holds ~1/HELD_OUT_EVERY of the pairs; at most half of it is asked
+    for (ten one-digit sums, 810 two-digit ones)."""
+    numbers = 10 if digits == 1 else 9 * 10 ** (digits - 1)
+    return numbers**2 // (2 * HELD_OUT_EVERY)
+
+
 def benchmark_frame(
     name: str, digits: int | list[int], n: int, seed: int
 ) -> pl.DataFrame:
@@ -248,9 +256,7 @@ def benchmark_frame(
         raise ValueError(f"benchmark {name}: digits must be >= 1, got {digits}")
     for d in sorted(set(cycle)):
         wanted = sum(cycle[i % len(cycle)] == d for i in range(n))
-        numbers = 10 if d == 1 else 9 * 10 ** (d - 1)
-        # the pool holds ~1/HELD_OUT_EVERY of the pairs; ask for at most half of it
-        if wanted > numbers**2 // (2 * HELD_OUT_EVERY):
+        if wanted > held_out_capacity(d):
             raise ValueError(
                 f"benchmark {name}: {wanted} problems do not fit the held-out pool "
                 f"of {d}-digit pairs"

@@ -35,8 +35,10 @@ __all__ = [
     "benchmark_frames",
     "build_base_model",
     "check_base_model",
+    "direct_accuracy",
     "materialise_base_model",
     "pretrain_config",
+    "recipe_record",
     "sft_set",
     "toy_section",
 ]
@@ -57,6 +59,22 @@ def pretrain_config(toy_cfg: dict) -> PretrainConfig:
     if p.get("chat_phase") is not None:
         p["chat_phase"] = dict(p["chat_phase"])
     return PretrainConfig(seed=toy_cfg.get("seed", 0), **p)
+
+
+def recipe_record(cfg: PretrainConfig) -> dict:
+    """The recipe as ``pretrain_summary.json`` records it (plain JSON types):
+    a test compares the shipped weights' record with what the embedded
+    config asks for, so the two cannot drift apart unnoticed."""
+    return json.loads(
+        json.dumps(
+            {
+                **cfg.__dict__,
+                "digits": list(cfg.digits),
+                "chat_digits": list(cfg.chat_digits),
+                "chat_phase": cfg.chat_phase and dict(cfg.chat_phase),
+            }
+        )
+    )
 
 
 def check_base_model(path: Path | str) -> None:
@@ -90,11 +108,39 @@ def check_base_model(path: Path | str) -> None:
         raise ValueError(f"toy base model {path}: generated no tokens")
 
 
+def direct_accuracy(
+    model, tokenizer, digits=(1, 2, 3, 4), n: int = 40, seed: int = 0
+) -> dict[str, float]:
+    """Greedy accuracy of the base model's direct answers, per operand digit
+    count, on ``n`` held-out problems each (fewer where the held-out pool is
+    smaller: ten one-digit sums): what Table 1's base column will show,
+    measured in seconds (recorded in ``pretrain_summary.json``)."""
+    from lorascope.core.decoding import build_prompts, generate_hf
+    from lorascope.core.grading import grade
+
+    out = {}
+    for d in digits:
+        count = min(n, tasks.held_out_capacity(d))
+        rows = tasks.benchmark_frame(f"toy_add{d}", d, count, seed).to_dicts()
+        prompts = build_prompts(tokenizer, [r["problem"] for r in rows])
+        completions = generate_hf(
+            model.eval(), tokenizer, prompts, max_new_tokens=40, batch_size=count,
+            progress=False,
+        )  # fmt: skip
+        correct = [
+            grade(r, c.text, c.truncated).correct
+            for r, c in zip(rows, completions, strict=True)
+        ]
+        out[str(d)] = sum(correct) / count
+    return out
+
+
 def build_base_model(out_dir: Path | str, toy_cfg: dict, device: str = "cpu") -> dict:
     """Pretrain the toy base model from scratch and save it as an HF dir.
 
-    Returns a summary (wall time, final loss) that is also written beside the
-    weights as ``pretrain_summary.json``.
+    Returns a summary (config, wall time, final loss, direct-answer accuracy
+    per digit count) that is also written beside the weights as
+    ``pretrain_summary.json``.
     """
     import torch
 
@@ -105,24 +151,25 @@ def build_base_model(out_dir: Path | str, toy_cfg: dict, device: str = "cpu") ->
     tokenizer = build_tokenizer()
     start = time.time()
     model, log = pretrain(tokenizer, cfg, device=device)
+    model = model.to("cpu")
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
     tail = log[-min(20, len(log)) :]
     summary = {
-        "config": {
-            **cfg.__dict__,
-            "digits": list(cfg.digits),
-            "chat_digits": list(cfg.chat_digits),
-            "chat_phase": cfg.chat_phase and dict(cfg.chat_phase),
-        },
+        "config": recipe_record(cfg),
         "wall_s": round(time.time() - start, 1),
         "device": device,
         "torch_threads": torch.get_num_threads(),
         "final_loss": sum(r["loss"] for r in tail) / len(tail),
         "parameters": sum(p.numel() for p in model.parameters()),
+        "direct_accuracy": {
+            "note": "greedy direct answers to 40 held-out problems per digit "
+            "count (the ten one-digit sums of the pool)",
+            **direct_accuracy(model, tokenizer),
+        },
     }
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
     with atomic_path(out_dir, is_dir=True) as tmp:
-        model.to("cpu").save_pretrained(tmp)
+        model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / "pretrain_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         with open(tmp / "pretrain_log.jsonl", "w") as f:
