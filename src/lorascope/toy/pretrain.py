@@ -1,8 +1,8 @@
 """Pretraining recipe for the toy base "instruct" model.
 
 Used by rule ``toy_base_model`` (through ``lorascope.toy.world``) when
-``toy.rebuild`` is true, and once by the maintainers to make the weights
-shipped in ``resources/toy/base_model/``.
+``toy.rebuild`` is true. (The weights shipped in ``resources/toy/base_model/``
+came from an earlier variant of this loop: its ``pretrain_summary.json``.)
 
 The model is a randomly initialised ``Qwen2ForCausalLM`` (the paper's model
 class, so every hook path downstream is the real one). It learns from an
