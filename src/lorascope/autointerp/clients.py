@@ -13,7 +13,7 @@ rerun makes only the missing calls. One usage row per request.
 from __future__ import annotations
 
 import asyncio
-import json
+import importlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +29,7 @@ from lorascope.autointerp.cache import (
 )
 from lorascope.autointerp.prompts import ParseError
 from lorascope.autointerp.settings import LLMSettings, api_key, resolve_env_refs
+from lorascope.autointerp.transport import retry_after, sdk_errors
 from lorascope.core.wiring import redact
 
 __all__ = [
@@ -39,25 +40,6 @@ __all__ = [
     "run_prompts",
     "usage_frame",
 ]
-
-
-def _sdk_errors() -> tuple[tuple, tuple]:
-    """(status errors, transient errors) of both SDKs. Imported on first use:
-    the SDKs take seconds to import and the offline explainer (every
-    embedded-run job) never needs them."""
-    import anthropic
-    import openai
-
-    status = (openai.APIStatusError, anthropic.APIStatusError)
-    # Transient: retried with backoff. A 200 whose body is not JSON counts as one.
-    transient = (
-        openai.APIConnectionError,
-        anthropic.APIConnectionError,
-        openai.APIResponseValidationError,
-        anthropic.APIResponseValidationError,
-        json.JSONDecodeError,
-    )
-    return status, transient
 
 
 # Request-specific rejections: recorded as a failed item, the run goes on.
@@ -85,18 +67,6 @@ class Outcome:
     status: str = "ok"
     raw: str | None = None
     error: str | None = None
-
-
-def _retry_after(exc: Exception) -> float | None:
-    headers = getattr(getattr(exc, "response", None), "headers", None) or {}
-    for name, scale in (("retry-after-ms", 1e-3), ("retry-after", 1.0)):
-        value = headers.get(name)
-        if value is not None:
-            try:
-                return float(value) * scale
-            except ValueError:
-                return None  # an HTTP date: fall back to our own backoff
-    return None
 
 
 class LLMEngine:
@@ -138,13 +108,9 @@ class LLMEngine:
         common = dict(
             api_key=api_key(s), base_url=s.base_url, timeout=s.timeout_s, max_retries=0
         )
-        if s.provider == "openai":
-            import openai
-
-            return openai.AsyncOpenAI(**common)
-        import anthropic
-
-        return anthropic.AsyncAnthropic(**common)
+        sdk = importlib.import_module(s.provider)  # openai or anthropic
+        client = sdk.AsyncOpenAI if s.provider == "openai" else sdk.AsyncAnthropic
+        return client(**common)
 
     def _request(self, prompt: str, attempt: int) -> dict:
         # All that can change the answer; credentials redacted, env refs by name.
@@ -189,7 +155,7 @@ class LLMEngine:
 
     async def _send_with_retries(self, item, key, request, t0) -> str:
         s, waited = self.settings, 0.0
-        status_errors, transient_errors = _sdk_errors()
+        status_errors, transient_errors = sdk_errors()
         for tries in range(1, s.retries + 2):
             if self._stopped:  # another prompt already stopped the run
                 raise asyncio.CancelledError
@@ -207,7 +173,7 @@ class LLMEngine:
                         f"{s.provider} {s.model} at {s.base_url or 'default'} "
                         f"rejected the request: HTTP {status}: {exc.message}"
                     ) from exc
-                last, wait = exc, _retry_after(exc) if status == 429 else None
+                last, wait = exc, retry_after(exc) if status == 429 else None
             except transient_errors as exc:
                 last, wait = exc, None
             else:
