@@ -118,16 +118,17 @@ def s1k_rows(n: int = 6) -> dict[str, list]:
     }
 
 
-# Seconds a test file takes with two workers (pytest --durations of a
+# Seconds a test file takes with two workers (per-test start/end times of a
 # `make test` run), for the order below; files not listed take seconds.
 HEAVY_FILES = {
-    "test_faults.py": 258, "test_rebuild.py": 135, "test_rebuild_files.py": 162,
-    "test_slurm.py": 202,
-    "test_eval_backends.py": 181, "test_ablation_workflow.py": 160,
-    "test_vllm.py": 148, "test_reproducibility.py": 141,
-    "test_figures_workflow.py": 106, "test_workflow.py": 70,
-    "test_hub_workflow.py": 59, "test_bad_input.py": 46, "test_train.py": 36,
-    "test_existing_adapter_workflow.py": 24,
+    "test_eval_backends.py": 211, "test_slurm.py": 205,
+    "test_ablation_workflow.py": 195, "test_vllm.py": 184,
+    "test_rebuild.py": 150, "test_faults.py": 149,
+    "test_figures_workflow.py": 116, "test_rebuild_files.py": 97,
+    "test_reproducibility.py": 92, "test_workflow.py": 89,
+    "test_bad_input.py": 75, "test_bad_input_finished_run.py": 73,
+    "test_existing_adapter_workflow.py": 62, "test_hub_workflow.py": 58,
+    "test_autointerp_safety.py": 43, "test_presets.py": 37, "test_train.py": 24,
 }  # fmt: skip
 
 

@@ -1,6 +1,6 @@
 """Run the real workflow (snakemake CLI) in temp dirs, for workflow-level tests.
 
-Used by test_faults.py, test_bad_input.py, test_reproducibility.py and
+Used by test_faults.py, test_bad_input*.py, test_reproducibility.py and
 test_slurm.py. Runs of the micro config are cached per pytest session
 (`micro_run`), so tests that only read a finished run share one.
 """
