@@ -118,7 +118,7 @@ def s1k_rows(n: int = 6) -> dict[str, list]:
     }
 
 
-# Seconds a test file takes with two workers (per-test start/end times of a
+# Seconds a test file takes with two workers (tests/timeline.py on a
 # `make test` run), for the order below; files not listed take seconds.
 HEAVY_FILES = {
     "test_eval_backends.py": 211, "test_slurm.py": 205,
