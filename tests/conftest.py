@@ -121,14 +121,15 @@ def s1k_rows(n: int = 6) -> dict[str, list]:
 # Seconds a test file takes with two workers (tests/timeline.py on a
 # `make test` run), for the order below; files not listed take seconds.
 HEAVY_FILES = {
-    "test_eval_backends.py": 211, "test_slurm.py": 205,
-    "test_ablation_workflow.py": 195, "test_vllm.py": 184,
-    "test_rebuild.py": 150, "test_faults.py": 149,
-    "test_figures_workflow.py": 116, "test_rebuild_files.py": 97,
-    "test_reproducibility.py": 92, "test_workflow.py": 89,
-    "test_bad_input.py": 75, "test_bad_input_finished_run.py": 73,
-    "test_existing_adapter_workflow.py": 62, "test_hub_workflow.py": 58,
-    "test_autointerp_safety.py": 43, "test_presets.py": 37, "test_train.py": 24,
+    "test_slurm.py": 198, "test_eval_backends.py": 168,
+    "test_ablation_workflow.py": 175, "test_faults.py": 157,
+    "test_vllm.py": 151, "test_rebuild.py": 144,
+    "test_reproducibility.py": 129, "test_figures_workflow.py": 125,
+    "test_rebuild_files.py": 96, "test_workflow.py": 95,
+    "test_bad_input.py": 86, "test_hub_workflow.py": 54,
+    "test_autointerp_safety.py": 46, "test_existing_adapter_workflow.py": 41,
+    "test_train.py": 39, "test_presets.py": 36,
+    "test_bad_input_finished_run.py": 31,
 }  # fmt: skip
 
 
