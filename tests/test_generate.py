@@ -109,7 +109,23 @@ def test_vllm_missing_is_a_clear_error(tok, tiny_model_dir):
             {"base": ["p"]},
             {"base": None},
             max_new_tokens=4,
-            vllm_cfg={},
+            vllm_cfg={"in_process": None, "tensor_parallel_size": None},
+        )
+
+
+@pytest.mark.parametrize("in_process,device", [(True, "cuda"), (None, "cpu")])
+def test_vllm_in_process_cannot_shard(tok, tiny_model_dir, in_process, device):
+    """One in-process worker cannot hold a tensor-parallel engine: the job
+    says so before vLLM is imported (so here, without vLLM, too)."""
+    with pytest.raises(ValueError, match="in_process.*tensor_parallel_size is 2"):
+        generate_vllm(
+            str(tiny_model_dir),
+            tok,
+            {"base": ["p"]},
+            {"base": None},
+            max_new_tokens=4,
+            vllm_cfg={"in_process": in_process, "tensor_parallel_size": 2},
+            device=device,
         )
 
 

@@ -79,6 +79,7 @@ def spec_for(models, base_dir):
         "max_loras": 1,
         "gpu_memory_utilization": 0.9,
         "kv_cache_gib": KV_CACHE_GIB,
+        "in_process": None,  # null: in process, the device is cpu
     }
     return {
         "models": models,
@@ -159,6 +160,10 @@ def test_vllm_greedy_equals_a_clean_hf_decode(served, hf):
     assert base != rank1
     # Both variants went through one engine call.
     assert served["log"].count("requests (['base', 'rank1']), one call") == 1
+    # On CPU (eval.vllm.in_process null) the engine ran inside the job: no
+    # spawned engine-core or worker process logged anything.
+    assert "max_model_len" in served["log"] and ", in process" in served["log"]
+    assert "(EngineCore" not in served["log"] and "(Worker" not in served["log"]
 
 
 def test_vllm_generates_what_fits_in_the_models_context(served, hf):

@@ -114,6 +114,7 @@ def generate_benchmarks(
             revision=revision,
             seed=seed,
             names=names,
+            device=device,
         )
     elif backend == "hf":
         completions = _generate_hf(
