@@ -44,12 +44,6 @@ def generations(run, variant: str) -> dict[str, pl.DataFrame]:
     return {p.stem: pl.read_parquet(p) for p in sorted(folder.glob("*.parquet"))}
 
 
-def jobs_run(stderr: str) -> set[str]:
-    """Rule names in snakemake's 'Job stats' table."""
-    table = stderr.split("Job stats:", 1)[1].split("total", 1)[0]
-    return {line.split()[0] for line in table.splitlines()[3:] if line.strip()}
-
-
 def hf_model(run, variant):
     out = wfrun.results(run)
     path = out / ("train/full/model" if variant == "full" else "toy/base_model")
@@ -74,7 +68,7 @@ def test_the_other_backend_gives_the_same_completions(tmp_path_factory, tmp_path
     targets += [wfrun.target(f"tables/table{i}.md", work) for i in (1, 2)]
     proc = wfrun.snakemake(work, targets, extra=["--rerun-triggers", "mtime"])
     assert backend_of(work) == other
-    assert jobs_run(proc.stderr) <= EVAL_RULES, proc.stderr[-3000:]
+    assert set(wfrun.job_stats(proc.stderr) or {}) <= EVAL_RULES, proc.stderr[-3000:]
     if other == "vllm":
         logs = work / "logs" / wfrun.run_name(work)
         log = (logs / "eval" / "eval_generate_base-and-loras.log").read_text()

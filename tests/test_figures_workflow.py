@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import re
 import subprocess
 import zipfile
 from pathlib import Path
@@ -39,11 +38,10 @@ def scheduled(stdout: str) -> dict[str, int]:
     """rule -> job count from a dry run's 'Job stats' table ({} = nothing to do).
 
     The target rule `all` is left out: it is scheduled whenever anything is."""
-    m = re.search(r"Job stats:\n.*?\n-+\s+-+\n(.*?)\ntotal", stdout, re.S)
-    if not m:
+    jobs = wfrun.job_stats(stdout)
+    if jobs is None:
         assert "Nothing to be done" in stdout, stdout[-3000:]
         return {}
-    jobs = {ln.split()[0]: int(ln.split()[1]) for ln in m.group(1).splitlines()}
     jobs.pop("all", None)
     return jobs
 

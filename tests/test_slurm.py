@@ -110,16 +110,21 @@ def tree_digest(root):
 
 
 # The training and extraction chain: the jobs that become GPU jobs at paper
-# scale. (The whole micro DAG through SLURM takes several minutes of job
-# submission and status polling on one node; the local reference run is the
-# whole-DAG test.)
+# scale. Their inputs (the toy world and the SFT data, CPU jobs) are copies of
+# the local reference run's, so every job this test sends through SLURM is
+# one of them. (The whole micro DAG through SLURM takes several minutes of
+# job submission and status polling on one node; the local reference run is
+# the whole-DAG test.)
 SLURM_TARGETS = ["components.parquet", "activations/manifest.json"]
+SLURM_JOBS = {"train_rank1", "components", "extract_activations"}
+UPSTREAM = ["toy", "data"]
 
 
 def test_micro_config_on_slurm_matches_local(slurm_cluster, tmp_path_factory):
     """The micro config through profiles/slurm gives the local run's outputs."""
     assert (PRODUCTION / "config.yaml").exists(), "profiles/slurm/config.yaml missing"
-    work = wfrun.workdir(tmp_path_factory.mktemp("slurm-micro"))
+    local = wfrun.reference_run(tmp_path_factory.getbasetemp())
+    work = wfrun.clone(local, tmp_path_factory.mktemp("slurm-micro"), UPSTREAM)
     profiles = ["--profile", str(PRODUCTION), "--profile", str(OVERLAY)]
     targets = [wfrun.target(t) for t in SLURM_TARGETS]
     proc = subprocess.run(
@@ -132,8 +137,7 @@ def test_micro_config_on_slurm_matches_local(slurm_cluster, tmp_path_factory):
     )
     assert proc.returncode == 0, f"SLURM micro run failed:\n{proc.stderr[-6000:]}"
     assert "slurm" in proc.stderr.lower(), "the jobs did not go through SLURM"
-    # Only now wait for the shared local run (built meanwhile).
-    local = wfrun.reference_run(tmp_path_factory.getbasetemp())
+    assert set(wfrun.job_stats(proc.stderr) or {}) == SLURM_JOBS, proc.stderr[-3000:]
     slurm, ref = tree_digest(wfrun.results(work)), tree_digest(wfrun.results(local))
     assert slurm, "the micro run produced no results"
     for t in SLURM_TARGETS:

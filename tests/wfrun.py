@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -84,6 +85,15 @@ def command(path: Path, targets=(), extra=()) -> list[str]:
         "--configfile", *cfgs,
         *extra,
     ]  # fmt: skip
+
+
+def job_stats(log: str) -> dict[str, int] | None:
+    """rule -> job count from snakemake's 'Job stats' table (stderr of a run,
+    stdout of a dry run); None when there is no table (nothing to do)."""
+    m = re.search(r"Job stats:\n.*?\n-+\s+-+\n(.*?)\ntotal", log, re.S)
+    if not m:
+        return None
+    return {ln.split()[0]: int(ln.split()[1]) for ln in m.group(1).splitlines()}
 
 
 def env() -> dict[str, str]:
