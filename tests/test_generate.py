@@ -103,14 +103,16 @@ def test_vllm_missing_is_a_clear_error(tok, tiny_model_dir):
     else:
         pytest.skip("vllm is installed here")
     with pytest.raises(RuntimeError, match="eval.backend is 'vllm'.*eval.vllm.python"):
-        generate_vllm(
-            str(tiny_model_dir),
-            tok,
-            {"base": ["p"]},
-            {"base": None},
-            max_new_tokens=4,
-            vllm_cfg={"in_process": None, "tensor_parallel_size": None},
-        )
+        one_vllm_prompt(tok, tiny_model_dir, None, None)
+
+
+def one_vllm_prompt(tok, model_dir, in_process, tensor_parallel_size, device="cpu"):
+    """generate_vllm on one prompt of the base model."""
+    vllm_cfg = {"in_process": in_process, "tensor_parallel_size": tensor_parallel_size}
+    return generate_vllm(
+        str(model_dir), tok, {"base": ["p"]}, {"base": None},
+        max_new_tokens=4, vllm_cfg=vllm_cfg, device=device,
+    )  # fmt: skip
 
 
 @pytest.mark.parametrize("in_process,device", [(True, "cuda"), (None, "cpu")])
@@ -118,15 +120,7 @@ def test_vllm_in_process_cannot_shard(tok, tiny_model_dir, in_process, device):
     """One in-process worker cannot hold a tensor-parallel engine: the job
     says so before vLLM is imported (so here, without vLLM, too)."""
     with pytest.raises(ValueError, match="in_process.*tensor_parallel_size is 2"):
-        generate_vllm(
-            str(tiny_model_dir),
-            tok,
-            {"base": ["p"]},
-            {"base": None},
-            max_new_tokens=4,
-            vllm_cfg={"in_process": in_process, "tensor_parallel_size": 2},
-            device=device,
-        )
+        one_vllm_prompt(tok, tiny_model_dir, in_process, 2, device)
 
 
 def test_bad_arguments_fail_clearly(model, tok):

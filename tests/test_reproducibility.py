@@ -27,13 +27,14 @@ def runs(tmp_path_factory):
     base = tmp_path_factory.getbasetemp()
     targets = [wfrun.target(MANIFEST)]
     again = wfrun.workdir(base / "repro-seed0-again", {"seed": 0})
-    other = wfrun.workdir(base / "repro-seed1", {"seed": 1})
     wfrun.snakemake(again, targets)
-    # Another seed changes the adapter from the first step on: training is
-    # enough to show it (shards of another adapter differ a fortiori).
-    wfrun.snakemake(other, [wfrun.target("train/rank1/adapter")])
-    # Only now wait for the shared seed-0 run (built meanwhile).
     first = wfrun.reference_run(base)
+    # Another seed changes the adapter from the first step on: training is
+    # enough to show it (shards of another adapter differ a fortiori). Its
+    # toy world and data start as copies of the first run's (what the seed
+    # changes there reruns).
+    other = wfrun.clone(first, base / "repro-seed1", ["toy", "data"], {"seed": 1})
+    wfrun.snakemake(other, [wfrun.target("train/rank1/adapter")])
     return first, again, other
 
 
