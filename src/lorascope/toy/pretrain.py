@@ -1,8 +1,8 @@
 """Pretraining recipe for the toy base "instruct" model.
 
 Used by rule ``toy_base_model`` (through ``lorascope.toy.world``) when
-``toy.rebuild`` is true; the weights shipped in ``resources/toy/base_model/``
-came from it (its ``pretrain_summary.json``).
+``toy.rebuild`` is true. (The weights shipped in ``resources/toy/base_model/``
+came from an earlier variant of this loop: its ``pretrain_summary.json``.)
 
 The model is a randomly initialised ``Qwen2ForCausalLM`` (the paper's model
 class, so every hook path downstream is the real one). It learns from an
@@ -16,9 +16,8 @@ rows:
   directly, which is right for short sums and mostly wrong for long ones).
 
 An optional second stage (``chat_phase``) continues on mostly chat turns
-about short sums, which makes the direct answers right on more 2- and 3-digit
-problems (the shipped recipe has none: after its one stage the base model
-answers one-digit sums and a few 2-digit ones).
+about short sums, so that the direct answers are partly right on 2- and
+3-digit problems rather than always wrong.
 """
 
 from __future__ import annotations
@@ -79,8 +78,8 @@ class PretrainConfig:
     chat_phase: dict | None = None
     """A second stage on the first stage's weights (fresh optimiser, schedule
     and document seed ``seed + 1``) that overrides some of the keys in
-    ``CHAT_PHASE_KEYS``: e.g. mostly chat turns on short sums, so that the
-    "instruct" model answers more small problems directly."""
+    ``CHAT_PHASE_KEYS``: mostly chat turns on short sums, so the "instruct"
+    model answers small problems directly and partly right."""
 
     def __post_init__(self):
         for name in ("hidden_size", "num_layers", "num_heads", "intermediate_size"):

@@ -4,9 +4,9 @@ Used by the rules in ``workflow/rules/toy.smk`` (scripts ``toy_base_model.py``,
 ``toy_sft.py`` and ``toy_bench.py``). With ``toy.rebuild: false`` the base
 model is the one shipped in ``resources/toy/base_model/``; with ``true`` it
 is pretrained from scratch by ``lorascope.toy.pretrain`` (also
-``python -m lorascope.toy.world OUT``), the recipe the shipped weights came
-from: their ``pretrain_summary.json`` records its config, its first losses
-and the direct-answer accuracy it reached.
+``python -m lorascope.toy.world OUT``). The shipped weights came from an
+earlier, unrecorded variant of that recipe: their ``pretrain_summary.json``
+says so and records what the current recipe gives instead.
 """
 
 from __future__ import annotations
