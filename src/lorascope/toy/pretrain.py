@@ -55,7 +55,7 @@ class PretrainConfig:
     num_layers: int = 4
     num_heads: int = 4
     intermediate_size: int = 512
-    steps: int = 1500
+    steps: int = 3000
     """Optimiser steps; each sees ``batch_size`` rows of ``seq_len`` tokens."""
     batch_size: int = 16
     seq_len: int = 512
@@ -215,31 +215,20 @@ def _lr_factor(step: int, cfg: PretrainConfig) -> float:
 
 
 def pretrain(
-    tokenizer: PreTrainedTokenizerBase,
-    cfg: PretrainConfig,
-    device: str = "cpu",
-    stop_after: int | None = None,
+    tokenizer: PreTrainedTokenizerBase, cfg: PretrainConfig, device: str = "cpu"
 ) -> tuple[Qwen2ForCausalLM, list[dict]]:
     """Train the toy base model from scratch (every stage of ``stages``);
-    returns it and the loss log. ``stop_after`` ends the run after that many
-    optimiser steps in all (the schedules stay the full run's): the first
-    losses of a recipe, which ``pretrain_summary.json`` records so that a
-    rebuild can be checked against the shipped run in seconds."""
+    returns it and the loss log."""
     model = build_model(tokenizer, cfg).to(device)
     model.train()
     log = []
     for i, stage in enumerate(stages(cfg)):
-        left = None if stop_after is None else stop_after - len(log)
-        if left is not None and left <= 0:
-            break
-        log += _train_stage(model, tokenizer, stage, device, i, left)
+        log += _train_stage(model, tokenizer, stage, device, i)
     model.eval()
     return model, log
 
 
-def _train_stage(
-    model, tokenizer, cfg: PretrainConfig, device: str, stage: int, left=None
-):
+def _train_stage(model, tokenizer, cfg: PretrainConfig, device: str, stage: int):
     opt = torch.optim.AdamW(
         model.parameters(), lr=cfg.lr, betas=(0.9, 0.98), weight_decay=cfg.weight_decay
     )
@@ -251,8 +240,7 @@ def _train_stage(
         tokenizer.pad_token_id,
     )
     log = []
-    steps = cfg.steps if left is None else min(cfg.steps, left)
-    bar = tqdm(range(steps), desc=f"toy pretrain stage {stage}", mininterval=5)
+    bar = tqdm(range(cfg.steps), desc=f"toy pretrain stage {stage}", mininterval=5)
     for step in bar:
         ids_BT, labels_BT = next(rows)
         loss = model(input_ids=ids_BT.to(device), labels=labels_BT.to(device)).loss
