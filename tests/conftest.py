@@ -18,6 +18,9 @@ sys.path.insert(0, str(REPO / "src"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# No SLURM cluster for the tests that do not start one: tests/slurm/no_cluster.conf
+# says why (test_slurm.py drops it for the cluster it starts).
+os.environ.setdefault("SLURM_CONF", str(REPO / "tests" / "slurm" / "no_cluster.conf"))
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 

@@ -25,11 +25,18 @@ NO_PACKAGES = 3
 pytestmark = [pytest.mark.slurm, pytest.mark.timeout(3000)]
 
 
+def on_the_cluster(env) -> dict:
+    """`env` without SLURM_CONF: the test cluster's config sits at SLURM's
+    default path (start_cluster.sh), and conftest.py sets one naming no
+    cluster for every other test."""
+    return {k: v for k, v in env.items() if k != "SLURM_CONF"}
+
+
 @pytest.fixture(scope="module")
 def slurm_cluster(tmp_path_factory):
     """Start the cluster for this module; always stop what was started."""
     env = {
-        **os.environ,
+        **on_the_cluster(os.environ),
         "LORASCOPE_SLURM_STATE": str(tmp_path_factory.mktemp("st")),
         # Jobs inherit PATH: shell rules call the venv's `python`.
         "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]),
@@ -130,7 +137,7 @@ def test_micro_config_on_slurm_matches_local(slurm_cluster, tmp_path_factory):
     proc = subprocess.run(
         wfrun.command(work, targets, extra=profiles),
         cwd=work,
-        env={**slurm_cluster, **wfrun.env()},
+        env=on_the_cluster({**slurm_cluster, **wfrun.env()}),
         capture_output=True,
         text=True,
         timeout=1500,
