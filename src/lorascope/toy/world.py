@@ -4,9 +4,9 @@ Used by the rules in ``workflow/rules/toy.smk`` (scripts ``toy_base_model.py``,
 ``toy_sft.py`` and ``toy_bench.py``). With ``toy.rebuild: false`` the base
 model is the one shipped in ``resources/toy/base_model/``; with ``true`` it
 is pretrained from scratch by ``lorascope.toy.pretrain`` (also
-``python -m lorascope.toy.world OUT``). The shipped weights came from an
-earlier, unrecorded variant of that recipe: their ``pretrain_summary.json``
-says so and records what the current recipe gives instead.
+``python -m lorascope.toy.world OUT``), which is how the shipped weights
+were made: their ``pretrain_summary.json`` records the recipe, the run and
+the recipes tried before it.
 """
 
 from __future__ import annotations
@@ -163,6 +163,8 @@ def build_base_model(out_dir: Path | str, toy_cfg: dict, device: str = "cpu") ->
         "device": device,
         "torch_threads": torch.get_num_threads(),
         "final_loss": sum(r["loss"] for r in tail) / len(tail),
+        # What a later rebuild's first steps must give (tests/test_toy.py).
+        "first_losses": [r["loss"] for r in log[:10]],
         "parameters": sum(p.numel() for p in model.parameters()),
         "direct_accuracy": {
             "note": "greedy direct answers to 40 held-out problems per digit "
