@@ -124,15 +124,15 @@ def s1k_rows(n: int = 6) -> dict[str, list]:
 # Seconds a test file takes with two workers (tests/timeline.py on a
 # `make test` run), for the order below; files not listed take seconds.
 HEAVY_FILES = {
-    "test_slurm.py": 198, "test_eval_backends.py": 168,
-    "test_ablation_workflow.py": 175, "test_faults.py": 157,
-    "test_vllm.py": 151, "test_rebuild.py": 144,
-    "test_reproducibility.py": 129, "test_figures_workflow.py": 125,
-    "test_rebuild_files.py": 96, "test_workflow.py": 95,
-    "test_bad_input.py": 86, "test_hub_workflow.py": 54,
-    "test_autointerp_safety.py": 46, "test_existing_adapter_workflow.py": 41,
-    "test_train.py": 39, "test_presets.py": 36,
-    "test_bad_input_finished_run.py": 31,
+    "test_slurm.py": 132, "test_faults.py": 116,
+    "test_eval_backends.py": 107, "test_ablation_workflow.py": 101,
+    "test_vllm.py": 90, "test_reproducibility.py": 72,
+    "test_figures_workflow.py": 71, "test_bad_input.py": 51,
+    "test_train.py": 50, "test_rebuild.py": 42, "test_hub_workflow.py": 42,
+    "test_workflow.py": 32, "test_rebuild_files.py": 26,
+    "test_autointerp_clients.py": 26, "test_existing_adapter_workflow.py": 24,
+    "test_bad_input_finished_run.py": 24, "test_ablation.py": 22,
+    "test_toy.py": 18, "test_autointerp_safety.py": 18,
 }  # fmt: skip
 
 
