@@ -346,8 +346,8 @@ def test_stop_after_ends_the_run_early_with_the_full_runs_schedule(toy_tokenizer
     recorded losses: the same steps and learning rates as the full run's."""
     from lorascope.toy.pretrain import pretrain
 
-    p = {k: tuple(v) if isinstance(v, list) else v for k, v in TINY_PRETRAIN.items()}
-    cfg = PretrainConfig(**{**p, "chat_phase": {"steps": 2, "lr": 1e-3}})
+    phase = {"steps": 2, "lr": 1e-3}
+    cfg = world.pretrain_config({"pretrain": {**TINY_PRETRAIN, "chat_phase": phase}})
     _, full = pretrain(toy_tokenizer, cfg)
     _, first = pretrain(toy_tokenizer, cfg, stop_after=4)
     assert [(r["stage"], r["step"]) for r in first] == [(0, 0), (0, 1), (0, 2), (1, 0)]
