@@ -30,6 +30,8 @@ include: "workflow/rules/activations.smk"
 include: "workflow/rules/sae.smk"
 include: "workflow/rules/autointerp.smk"
 include: "workflow/rules/ablation.smk"
+include: "workflow/rules/steering.smk"
+include: "workflow/rules/causal.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/dashboards.smk"
 

@@ -1,6 +1,6 @@
 """Benchmark: feature-ablation KL for every SAE feature (rule `feature_ablation`).
 
-Compares `lorascope.ablation.feature_kl.feature_ablation_kl` (frozen scalar
+Compares `lorascope.causal.feature_kl.feature_ablation_kl` (frozen scalar
 replacement through hooks, variants batched, prefix reuse from each feature's
 first decoder layer, no forward for a feature that does not fire in a
 sequence) with the naive way (`naive_feature_kl`: one full forward per
@@ -34,8 +34,8 @@ from transformers.models.qwen2.modeling_qwen2 import (
     Qwen2RotaryEmbedding,
 )
 
-from lorascope.ablation.feature_kl import SaeMap, feature_ablation_kl, naive_feature_kl
 from lorascope.ablation.scalar_control import ScalarControl, lora_layers
+from lorascope.causal.feature_kl import SaeMap, feature_ablation_kl, naive_feature_kl
 from lorascope.core.components import lora_modules, table_from_modules
 
 PAPER = dict(layers=64, hidden=5120, inter=27648, heads=40, kv=8, vocab=152064)

@@ -22,9 +22,9 @@ import torch
 from bench_ablation import SHAPES, build
 from bench_feature_ablation import random_sae
 
-from lorascope.ablation.feature_accuracy import CleanScalars, sae_edit
-from lorascope.ablation.feature_kl import SaeMap
 from lorascope.ablation.scalar_control import ScalarControl, lora_layers
+from lorascope.causal.feature_accuracy import CleanScalars, sae_edit
+from lorascope.causal.feature_kl import SaeMap
 
 
 @torch.no_grad()

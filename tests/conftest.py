@@ -15,6 +15,8 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
+# Helpers shared by test files (run helpers, fake hub, fake LLM server, ...).
+sys.path.insert(0, str(REPO / "tests" / "support"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -121,7 +123,7 @@ def s1k_rows(n: int = 6) -> dict[str, list]:
     }
 
 
-# Seconds a test file takes with two workers (tests/timeline.py on a
+# Seconds a test file takes with two workers (tests/support/timeline.py on a
 # `make test` run), for the order below; files not listed take seconds.
 HEAVY_FILES = {
     "test_slurm.py": 132, "test_faults.py": 116,

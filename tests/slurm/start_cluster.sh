@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Start a one-node SLURM cluster on 127.0.0.1 for tests/test_slurm.py.
+# Start a one-node SLURM cluster on 127.0.0.1 for tests/workflow/test_slurm.py.
 #
 # Installs Debian's slurmctld, slurmd, slurm-client and munge when they are
 # missing, writes /etc/slurm/slurm.conf (the job-step plugin drops SLURM_CONF

@@ -41,11 +41,11 @@ os.environ.update(
 # outlive the run that started it.
 os.environ.update(LORASCOPE_SNAKEMAKE_PID=str(os.getpid()))
 
-from lorascope.core.checks import check_environment
+from lorascope.workflow.environment import check_environment
 from lorascope.core.config import ConfigError, load_schema, validate
 from lorascope.core.models import base_model_path as base_model_location
-from lorascope.core.codeversion import code_version, use_disk_cache
-from lorascope.core.wiring import RUNTIME_KEYS, JobConfig, declared
+from lorascope.workflow.codeversion import code_version, use_disk_cache
+from lorascope.workflow.wiring import RUNTIME_KEYS, JobConfig, declared
 from lorascope.hub.names import is_hub_id, snapshot_name
 
 

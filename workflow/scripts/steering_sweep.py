@@ -3,18 +3,18 @@
 import polars as pl
 
 from lorascope.ablation.kl import PrefixRunner
-from lorascope.ablation.residual_steering import residual_targets
 from lorascope.ablation.scalar_control import ScalarControl, lora_layers
 from lorascope.ablation.setup import assistant_masks, kl_sequences, load_lora
-from lorascope.ablation.steering import collect_scalars, sweep
-from lorascope.ablation.steering_targets import (
+from lorascope.core.io import atomic_path, to_markdown, write_parquet
+from lorascope.core.runtime import script_logging
+from lorascope.core.saes import load_sae
+from lorascope.steering.residual import residual_targets
+from lorascope.steering.sweep import collect_scalars, sweep
+from lorascope.steering.targets import (
     choose_targets,
     make_targets,
     sae_typical_activation,
 )
-from lorascope.core.io import atomic_path, to_markdown, write_parquet
-from lorascope.core.runtime import script_logging
-from lorascope.core.saes import load_sae
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 

@@ -1,7 +1,7 @@
 """Edit rank-1 LoRA scalars inside the forward, per batch row (ablation, steering).
 
 Used by the `kl_ablation` and `steering_sweep` rules (via `lorascope.ablation.kl`
-and `lorascope.ablation.steering`). A component's scalar is the output of its `lora_A`
+and `lorascope.steering.sweep`). A component's scalar is the output of its `lora_A`
 (before scaling and `lora_B`), so a forward hook on each `lora_A` can rewrite it
 as ``scalar * mult[v, c] + add[v, c]`` for batch row ``v``. Ablation sets
 ``mult`` to 0 for the chosen components; steering adds to ``add``. No weight
@@ -101,7 +101,7 @@ class ScalarControl:
 
     # mult_VC / add_VC may be set from anywhere (numpy on the host, a config);
     # every hook mixes them in on the activation's own device and dtype, each
-    # moved once per forward setting, not once per layer (tests/test_devices.py).
+    # moved once per forward setting, not once per layer (tests/unit/test_devices.py).
     mult_VC = _edit("mult")
     add_VC = _edit("add")
     set_VTC = _edit("set")

@@ -30,7 +30,7 @@ from lorascope.autointerp.cache import (
 from lorascope.autointerp.prompts import ParseError
 from lorascope.autointerp.settings import LLMSettings, api_key, resolve_env_refs
 from lorascope.autointerp.transport import retry_after, sdk_errors
-from lorascope.core.wiring import redact
+from lorascope.core.secrets import redact
 
 __all__ = [
     "Outcome",

@@ -1,10 +1,8 @@
 """What every stage shares: plumbing, the artifact formats, the decoding protocol.
 
 Plumbing:
-- `config`: validate the config against workflow/schemas/config.schema.yaml;
-  `checks`: what the schema cannot express (paths, names, SAE width, keys).
-- `wiring`, `codeversion`: what a rule depends on (declared config, runtime
-  keys, secrets redacted; content hashes of its code), for common.smk.
+- `config`: validate the config against workflow/schemas/config.schema.yaml
+  (what the schema cannot express: `lorascope.core.checks`).
 - `io`: atomic writes, parquet + markdown tables, JSON, data-file checks.
 - `runtime`: script logging, seeding, devices, dtypes; jobs stop when
   snakemake dies.
@@ -23,13 +21,12 @@ Protocol (the same question asked the same way by every stage):
 - `decoding`: greedy HF generation in the s1 format.
 - `grading`: grading answers against benchmark rows.
 
-Nothing here imports a stage package.
+Nothing here imports a stage package (nor `lorascope.workflow`, the
+Snakefile machinery).
 """
 
 __all__ = [
     "chat",
-    "checks",
-    "codeversion",
     "components",
     "config",
     "contexts",
@@ -43,5 +40,4 @@ __all__ = [
     "saes",
     "shards",
     "topk",
-    "wiring",
 ]

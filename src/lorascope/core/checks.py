@@ -1,11 +1,9 @@
 """Config checks a JSON schema cannot express, run before any job.
 
 Used by `lorascope.core.config.validate` (numbers written as strings,
-benchmark names, local paths, SAE k against its width) and by the `onstart`
-hook in `workflow/rules/common.smk` (`check_environment`: API keys and
-environment references of the LLM providers the scheduled jobs use, checked
-when jobs are about to run, so a dry run or a training-only run needs no
-key). Every message starts with the key path.
+benchmark names, local paths, SAE k against its width). The environment
+(API keys) is checked by `lorascope.workflow.environment`. Every message
+starts with the key path.
 """
 
 from __future__ import annotations
@@ -17,13 +15,12 @@ import re
 from pathlib import Path
 from typing import Any
 
-__all__ = ["check_environment", "coerce_numbers", "semantic_problems"]
+__all__ = ["coerce_numbers", "semantic_problems"]
 
 REPO = Path(__file__).resolve().parents[3]
 SHIPPED_TOY_MODEL = REPO / "resources" / "toy" / "base_model"
 _NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
-_DEFAULT_KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
 
 
 def _types(schema: dict) -> set[str]:
@@ -243,50 +240,3 @@ def semantic_problems(config: dict, benchmarks=None) -> list[str]:
     out += _benchmark_problems(config, benchmarks)
     out += _file_problems(config)
     return [p for p in out if p]
-
-
-# --- environment -------------------------------------------------------------
-
-
-def _env_refs(value: Any, key: str):
-    if isinstance(value, dict) and set(value) == {"env"}:
-        yield key, value["env"]
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            yield from _env_refs(v, f"{key}.{k}")
-
-
-def check_environment(config: dict, steps: set[str] | None = None) -> list[str]:
-    """Missing API keys and environment references for the LLM roles used.
-
-    `steps`: the autointerp rules about to run (None = all). The explainer
-    serves explain/assign/score, the categorizer the categories rule.
-    """
-    ai = config["autointerp"]
-    roles = []
-    if steps is None or steps & {
-        "autointerp_explain",
-        "autointerp_assign",
-        "autointerp_score",
-    }:
-        roles.append(("autointerp", ai))
-    if steps is None or "autointerp_categories" in steps:
-        roles.append(("autointerp.categories", ai["categories"]))
-    out, used = [], False
-    for key, role in roles:
-        provider = role["provider"]
-        if provider == "offline":
-            continue
-        used, env = True, role["api_key_env"]
-        if env != "" and not os.environ.get(env or _DEFAULT_KEY_ENV[provider]):
-            # env "" = a local server that takes no key
-            out.append(
-                f"{key}.api_key_env: {key}.provider is {provider!r} but the "
-                f"environment variable {env or _DEFAULT_KEY_ENV[provider]} is not "
-                "set (export it, or set the provider to offline)"
-            )
-    if used:  # both roles send autointerp.request_params
-        for where, name in _env_refs(ai["request_params"], "autointerp.request_params"):
-            if not os.environ.get(name):
-                out.append(f"{where}: environment variable {name} is not set")
-    return out

@@ -19,7 +19,7 @@ import jsonschema
 import yaml
 
 from lorascope.core.checks import coerce_numbers, semantic_problems
-from lorascope.core.wiring import redact
+from lorascope.core.secrets import redact
 
 SCHEMA_PATH = (
     Path(__file__).resolve().parents[3] / "workflow" / "schemas" / "config.schema.yaml"

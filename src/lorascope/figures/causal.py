@@ -1,7 +1,7 @@
 """Causal effect against interpretability (beyond the paper; issue 18).
 
 Used by rule `figure_causal` (workflow/rules/figures.smk) on
-`ablation/feature_kl.parquet` (`lorascope.ablation.feature_effects`) and the
+`ablation/feature_kl.parquet` (`lorascope.causal.feature_effects`) and the
 autointerp tables of each kind (`explanations`: classification; `scores`:
 `balanced_accuracy`, the detection score). One column per kind (LoRA
 directions, SAE features): top, ablation KL against the detection score,

@@ -1,7 +1,7 @@
 """The steering sweep: what happens to generations as a LoRA direction is pushed.
 
 Used by rule `figure_steering` (workflow/rules/figures.smk) on
-`steering/sweep.parquet` as written by `lorascope.ablation.steering.sweep`: one row
+`steering/sweep.parquet` as written by `lorascope.steering.sweep.sweep`: one row
 per (target, alpha) with `label, alpha` and one column per metric
 (`accuracy`, `backtrack_per_1k_tokens`, `kl_to_unsteered`, ...). One panel
 per metric named in the rule's params, one line per target; alpha on a

@@ -163,7 +163,7 @@ def build_base_model(out_dir: Path | str, toy_cfg: dict, device: str = "cpu") ->
         "device": device,
         "torch_threads": torch.get_num_threads(),
         "final_loss": sum(r["loss"] for r in tail) / len(tail),
-        # What a later rebuild's first steps must give (tests/test_toy.py).
+        # What a later rebuild's first steps must give (tests/unit/test_toy.py).
         "first_losses": [r["loss"] for r in log[:10]],
         "parameters": sum(p.numel() for p in model.parameters()),
         "direct_accuracy": {

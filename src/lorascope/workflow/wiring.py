@@ -1,0 +1,161 @@
+"""What a rule depends on, stated so that Snakemake reruns exactly what changed.
+
+Used by `workflow/rules/common.smk` while the Snakefile is parsed (nothing
+here imports torch) and, through the params it builds, by every job:
+
+- `declared(config, paths, schema)`: the config keys a rule reads, as a
+  `JobConfig`. Its `repr` is what Snakemake stores in `.snakemake/metadata`
+  and compares to decide a rerun: sorted, without `RUNTIME_KEYS`, with
+  secrets redacted. Reading a key the rule did not declare raises
+  `UndeclaredKey`, so a job cannot silently depend on config its params do
+  not carry.
+- `redact(value)`: secrets in free-form request parameters replaced.
+
+The code a rule runs is versioned by `lorascope.workflow.codeversion`.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from lorascope.core.secrets import REDACTED, SECRET_SUBTREES, redact
+
+__all__ = [
+    "JobConfig",
+    "REDACTED",
+    "RUNTIME_KEYS",
+    "UndeclaredKey",
+    "declared",
+    "redact",
+]
+
+# Keys that never change a result: memory per batch, requests in flight,
+# retries and timeouts, checkpoint cadence, where the paid-reply cache lives,
+# spend caps (a run that hits one fails, it never writes a different result).
+# A rule may read them, but they are never recorded, so changing one reruns
+# nothing (config/README.md lists them).
+RUNTIME_KEYS = frozenset(
+    {
+        "activations.batch_tokens",
+        "ablation.variants_per_forward",
+        "ablation.logit_chunk",
+        "autointerp.concurrency",
+        "autointerp.retries",
+        "autointerp.timeout_s",
+        "autointerp.backoff_base_s",
+        "autointerp.backoff_max_s",
+        "autointerp.budget",
+        "autointerp.cache",
+        "train.save_steps",
+        "train.fsdp_config",
+        "eval.vllm.kv_cache_gib",
+        "eval.vllm.python",
+    }
+)
+
+
+class UndeclaredKey(KeyError):
+    """A job read a config key its rule's params do not declare."""
+
+    def __str__(self) -> str:
+        return (
+            f"config key {self.args[0]!r} is not declared by this rule: add it to "
+            "the rule's cfg(...) params (workflow/rules/common.smk; "
+            "docs/ARCHITECTURE.md, 'Wiring conventions')"
+        )
+
+
+def _canonical(value: Any) -> Any:
+    """Plain containers with sorted keys: the recorded form must not depend
+    on the order keys were written in a YAML file."""
+    if isinstance(value, JobConfig):
+        return value.recorded()
+    if isinstance(value, dict):
+        return {k: _canonical(value[k]) for k in sorted(value, key=str)}
+    if isinstance(value, list | tuple):
+        return [_canonical(v) for v in value]
+    return value
+
+
+class JobConfig(dict):
+    """The config keys one rule declares, handed to its job as a param.
+
+    A plain dict for the job (runtime keys included). Its repr, which
+    Snakemake records and compares, leaves out RUNTIME_KEYS and redacts
+    secrets; a missing key raises UndeclaredKey (every schema key exists
+    after validation, so a missing one was not declared).
+    """
+
+    def __init__(self, data=(), path: str = ""):
+        super().__init__(data)
+        self.path = path
+
+    def _full(self, key) -> str:
+        return f"{self.path}.{key}" if self.path else str(key)
+
+    def __missing__(self, key):
+        raise UndeclaredKey(self._full(key))
+
+    def recorded(self) -> dict:
+        """What a rerun decision sees (and what `.snakemake/metadata` holds)."""
+        out = {}
+        for key in sorted(self, key=str):
+            full = self._full(key)
+            if full in RUNTIME_KEYS:
+                continue
+            value = self[key]
+            if full in SECRET_SUBTREES:
+                value = redact(value)
+            out[key] = _canonical(value)
+        return out
+
+    def __repr__(self) -> str:
+        return repr(self.recorded())
+
+    __str__ = __repr__
+
+    @property
+    def as_json(self) -> str:
+        """Everything declared, runtime keys included (for a shell command)."""
+        return json.dumps(self, sort_keys=True)
+
+    def __reduce__(self):
+        # Pickled into every script job; keep the path, rebuild from items.
+        return (JobConfig, (dict(self), self.path))
+
+
+def _wrap(value: Any, schema: dict | None, path: str) -> Any:
+    """A deep copy of `value`; schema objects with fixed keys become JobConfigs."""
+    if isinstance(value, dict) and schema and "properties" in schema:
+        props = schema["properties"]
+        return JobConfig(
+            {k: _wrap(v, props.get(k), f"{path}.{k}" if path else k)
+             for k, v in value.items()},
+            path,
+        )  # fmt: skip
+    return copy.deepcopy(value)
+
+
+def declared(config: dict, paths: Iterable[str], schema: dict) -> JobConfig:
+    """The parts of a validated `config` named by dotted `paths`, as one
+    JobConfig rooted at the top level ("sae" = the whole section,
+    "eval.ci" = one key)."""
+    root = JobConfig()
+    for dotted in paths:
+        parts = dotted.split(".")
+        node, src, sch, where = root, config, schema, ""
+        for i, part in enumerate(parts):
+            if not isinstance(src, dict) or part not in src:
+                raise KeyError(f"{dotted!r} is not a config key")
+            where = f"{where}.{part}" if where else part
+            sub = (sch or {}).get("properties", {}).get(part)
+            if i == len(parts) - 1:
+                node[part] = _wrap(src[part], sub, where)
+            else:
+                if part not in node:
+                    node[part] = JobConfig(path=where)
+                node, src, sch = node[part], src[part], sub
+    return root

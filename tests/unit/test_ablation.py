@@ -1,0 +1,255 @@
+"""KL ablation: mask hooks vs weight zeroing, prefix reuse vs full recompute."""
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+from numerics import reorder_tol
+from peft import LoraConfig, get_peft_model
+from transformers import Qwen2Config, Qwen2ForCausalLM
+
+from lorascope.ablation.kl import (
+    Ablation,
+    ablation_kl,
+    build_ablations,
+    naive_ablation_kl,
+)
+from lorascope.ablation.scalar_control import (
+    ScalarControl,
+    check_table,
+    lora_layers,
+    zeroed_lora_b,
+)
+from lorascope.ablation.setup import select_sequences, summarise
+from lorascope.core.components import lora_modules, table_from_modules
+
+TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+# Tiny dims: the longest reduction is the vocabulary (61); a forward chains
+# about 8 reductions per layer.
+VOCAB, WIDTH = 61, 16
+
+
+def depth(n_layers: int) -> int:
+    return 8 * n_layers + 2
+
+
+def tiny_lora(
+    attn: str = "sdpa", rank: int = 1, n_layers: int = 3, dtype=torch.float32
+):
+    """A tiny Qwen2 + LoRA. Tests comparing two computation paths (batched vs
+    one row, hooks vs zeroed weights, prefix reuse vs full pass) use float64,
+    so their tolerance (tests/support/numerics.py) holds on every CPU."""
+    torch.manual_seed(0)
+    cfg = Qwen2Config(
+        vocab_size=61,
+        hidden_size=16,
+        intermediate_size=24,
+        num_hidden_layers=n_layers,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=64,
+        attn_implementation=attn,
+    )
+    base = Qwen2ForCausalLM(cfg).eval()
+    # init_lora_weights=False: random lora_B too, so every component matters.
+    lora = LoraConfig(
+        r=rank,
+        lora_alpha=16,
+        use_rslora=True,
+        target_modules=TARGETS,
+        init_lora_weights=False,
+    )
+    model = get_peft_model(base, lora).eval().to(dtype)
+    table = table_from_modules([m for m, _ in lora_modules(model)])
+    return model, table
+
+
+def random_sequences(n: int = 2, length: int = 12, seed: int = 1):
+    gen = torch.Generator().manual_seed(seed)
+    seqs = []
+    for i in range(n):
+        ids_T = torch.randint(0, 61, (length - i,), generator=gen)
+        scope_T = torch.ones(len(ids_T), dtype=torch.bool)
+        scope_T[-1] = False
+        seqs.append((ids_T, scope_T))
+    return seqs
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_batched_mask_equals_zeroed_lora_b(attn):
+    model, table = tiny_lora(attn, rank=2, dtype=torch.float64)
+    layers = lora_layers(model)
+    ids_1T = random_sequences(1)[0][0][None]
+    masks_VC = np.stack(
+        [
+            table["group"].to_numpy() == "mlp",
+            table["index"].to_numpy() == 3,
+            table["rank_slot"].to_numpy() == 1,
+        ]
+    )
+    with torch.no_grad(), ScalarControl(layers) as control:
+        control.mult_VC = torch.from_numpy(~masks_VC).double()
+        hooked = model(input_ids=ids_1T.expand(len(masks_VC), -1)).logits
+        control.clear()
+        tol = reorder_tol(
+            torch.float64, n=VOCAB, depth=depth(3), scale=hooked.abs().max()
+        )
+        for v, mask_C in enumerate(masks_VC):
+            with zeroed_lora_b(layers, torch.from_numpy(mask_C)):
+                zeroed = model(input_ids=ids_1T).logits[0]
+            torch.testing.assert_close(hooked[v], zeroed, **tol)
+        # Ablating changes the output (far beyond the tolerance) ...
+        full = model(input_ids=ids_1T).logits[0]
+        assert (full - hooked[0]).abs().max() > 1e6 * tol["atol"]
+        # ... and the weights come back afterwards: the very same computation
+        # again, so bitwise equal.
+        assert torch.equal(full, model(input_ids=ids_1T).logits[0])
+
+
+def test_recorded_scalars_are_input_times_lora_a():
+    model, _ = tiny_lora(dtype=torch.float64)
+    layers = lora_layers(model)
+    ids_1T = random_sequences(1)[0][0][None]
+    decoder = model.get_base_model().model
+    with torch.no_grad(), ScalarControl(layers) as control:
+        control.record = True
+        model(input_ids=ids_1T)
+        scalars_TC = control.recorded()[0]
+        x_TD = decoder.layers[0].input_layernorm(decoder.embed_tokens(ids_1T))[0]
+        q_weight = layers[0].lora_A["default"].weight  # layer 0 q, rank 1
+    want_T = x_TD @ q_weight[0]
+    tol = reorder_tol(torch.float64, n=WIDTH, depth=2, scale=want_T.abs().max())
+    torch.testing.assert_close(scalars_TC[:, 0], want_T, **tol)
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_prefix_reuse_equals_full_recompute_and_naive(attn):
+    model, table = tiny_lora(attn, dtype=torch.float64)
+    layers = lora_layers(model)
+    ablations = build_ablations(table)
+    assert len(ablations) == 3 + 21 + 2
+    # gate/up/down and the MLP group rerun from after their layer's attention.
+    assert sum(a.mlp_start for a in ablations) == 3 * 3 + 1
+    seqs = random_sequences()
+    with ScalarControl(layers) as control:
+        fast_AS, tokens_S, abs_C = ablation_kl(
+            model, control, ablations, seqs, variants_per_forward=3, logit_chunk=5
+        )
+        full_AS, _, _ = ablation_kl(model, control, ablations, seqs, prefix_reuse=False)
+    naive_AS = naive_ablation_kl(model, layers, ablations, seqs)
+    # KL sums over the vocabulary on top of the forward.
+    tol = reorder_tol(torch.float64, n=VOCAB, depth=depth(3) + 2, scale=fast_AS.max())
+    torch.testing.assert_close(fast_AS, full_AS, **tol)
+    torch.testing.assert_close(fast_AS, naive_AS, **tol)
+    assert (fast_AS > 0).all() and list(tokens_S) == [11, 10]
+    assert abs_C.shape == (21,) and (abs_C > 0).all()
+
+
+def test_kl_zero_when_nothing_ablated_and_never_negative():
+    model, table = tiny_lora(dtype=torch.float64)
+    none_C = np.zeros(table.height, dtype=bool)
+    ablations = [Ablation("none", "0", none_C, 0), Ablation("none", "2", none_C, 2)]
+    ablations += build_ablations(table)
+    with ScalarControl(lora_layers(model)) as control:
+        kl_AS, _, _ = ablation_kl(model, control, ablations, random_sequences())
+    # Nothing ablated: the two passes differ only in summation order, so the
+    # log-probs differ by d ~ tol and KL(p || q) ~ d^2 / 2 (it is quadratic).
+    tol = reorder_tol(torch.float64, n=VOCAB, depth=depth(3) + 2)["rtol"]
+    np.testing.assert_allclose(kl_AS[:2], 0.0, atol=tol)
+    assert kl_AS[2:].min() > 1e3 * tol
+    assert (kl_AS >= 0).all()
+
+
+def test_zeroed_lora_b_rejects_bad_mask_and_touches_nothing():
+    model, _ = tiny_lora()
+    layers = lora_layers(model)
+    before = layers[0].lora_B["default"].weight.clone()
+    with pytest.raises(ValueError, match="mask has 5 entries for 21 components"):
+        with zeroed_lora_b(layers, torch.ones(5, dtype=torch.bool)):
+            pass
+    torch.testing.assert_close(layers[0].lora_B["default"].weight, before)
+
+
+def test_select_sequences_scope_seed_and_clear_errors():
+    sft = pl.DataFrame(
+        {
+            "input_ids": [[1, 2, 3, 4, 5], [6, 7, 8], [9, 10, 11, 12]],
+            "labels": [[-100, -100, 3, 4, 5], [-100, 7, 8], [-100] * 4],
+        }
+    )
+    seqs = select_sequences(sft, 2, 4, seed=0, scope="assistant")
+    again = select_sequences(sft, 2, 4, seed=0, scope="assistant")
+    assert [s[0].tolist() for s in seqs] == [s[0].tolist() for s in again]
+    by_first = {int(ids[0]): scope.tolist() for ids, scope in seqs}
+    expected = {1: [False, True, True, False], 6: [True, True, False]}
+    expected[9] = [False] * 4
+    assert all(by_first[k] == expected[k] for k in by_first)
+    assert select_sequences(sft, 1, 3, 0, "all")[0][1].tolist() == [True, True, False]
+    with pytest.raises(ValueError, match="ablation.n_sequences: 4 requested.*3 rows"):
+        select_sequences(sft, 4, 4, 0, "all")
+    with pytest.raises(ValueError, match="ablation.token_scope"):
+        select_sequences(sft, 1, 4, 0, "loss")
+
+
+def test_summarise_tables():
+    model, table = tiny_lora()
+    ablations = build_ablations(table)
+    kl_AS = np.arange(len(ablations) * 2, dtype=float).reshape(-1, 2)
+    tokens_S = np.array([1, 3])
+    out = summarise(table, ablations, kl_AS, tokens_S, np.ones(table.height))
+    assert out["layers"]["layer"].to_list() == [0, 1, 2]
+    assert out["groups"]["group"].to_list() == ["attn", "mlp"]
+    comps = out["components"]
+    assert comps["index"].to_list() == list(range(21))
+    # Token-weighted mean over sequences: (kl_0 * 1 + kl_1 * 3) / 4.
+    row = kl_AS[3 + 5]
+    assert comps["kl_mean"][5] == pytest.approx((row[0] + 3 * row[1]) / 4)
+    assert comps["kl_seq_std"][5] == pytest.approx(np.std(row, ddof=1))
+    assert out["layers"]["n_ablated"].to_list() == [7, 7, 7]
+    # ablation.average sequences: the plain mean of the per-sequence means.
+    seq = summarise(table, ablations, kl_AS, tokens_S, np.ones(21), "sequences")
+    assert seq["components"]["kl_mean"][5] == pytest.approx(row.mean())
+    assert seq["components"]["kl_token_mean"][5] == comps["kl_mean"][5]
+    assert comps["kl_sequence_mean"][5] == pytest.approx(row.mean())
+    with pytest.raises(ValueError, match="ablation.average"):
+        summarise(table, ablations, kl_AS, tokens_S, np.ones(21), "median")
+
+
+def test_legacy_draw_reproduces_numpy_global_seeded_choice():
+    """ablation.draw_rng legacy = the public code's np.random.seed(42) then
+    np.random.choice(np.arange(N), 16, replace=False), sorted."""
+    from lorascope.ablation.setup import draw_rows
+
+    state = np.random.get_state()
+    try:
+        np.random.seed(42)
+        want = sorted(np.random.choice(np.arange(1000), size=16, replace=False))
+    finally:
+        np.random.set_state(state)
+    assert draw_rows(1000, 16, 42, "legacy").tolist() == [int(i) for i in want]
+    ours = draw_rows(1000, 16, 42)
+    assert ours.tolist() != want and len(set(ours.tolist())) == 16
+    sft = pl.DataFrame({"input_ids": [[i, i + 1] for i in range(30)],
+                        "labels": [[-100, i] for i in range(30)]})  # fmt: skip
+    rows = draw_rows(30, 3, 42, "legacy")
+    got = select_sequences(sft, 3, 8, 42, "all", "legacy")
+    assert [int(ids[0]) for ids, _ in got] == rows.tolist()
+    with pytest.raises(ValueError, match="ablation.draw_rng"):
+        draw_rows(30, 3, 42, "mt19937")
+
+
+def test_check_table_names_first_mismatched_row():
+    model, table = tiny_lora()
+    check_table(table, model)  # the model's own table passes
+    swapped = table.with_columns(
+        pl.when(pl.col("index") == 4)
+        .then(pl.lit("up"))
+        .otherwise("module")
+        .alias("module")
+    )
+    with pytest.raises(ValueError, match="components.parquet row 4 is"):
+        check_table(swapped, model)
+    with pytest.raises(ValueError, match="has 20 rows, the adapter 21"):
+        check_table(table.head(20), model)

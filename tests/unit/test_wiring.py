@@ -1,0 +1,203 @@
+"""Wiring: what a rule's params record, code hashes, and the rule files' habits.
+
+The rebuild contract as a whole (which jobs an edit reruns) is checked on a
+finished run in tests/support/rebuild_matrix.py; these check its parts in milliseconds.
+"""
+
+import ast
+import os
+import pickle
+import re
+
+import pytest
+import yaml
+from conftest import REPO
+
+from lorascope.core.config import load_schema, validate
+from lorascope.workflow.codeversion import code_version
+from lorascope.workflow.wiring import (
+    REDACTED,
+    RUNTIME_KEYS,
+    UndeclaredKey,
+    declared,
+    redact,
+)
+
+RULES = sorted((REPO / "workflow" / "rules").glob("*.smk"))
+SCRIPTS = sorted((REPO / "workflow" / "scripts").glob("*.py"))
+
+
+@pytest.fixture(scope="module")
+def schema():
+    return load_schema()
+
+
+def _config(schema, **over):
+    with open(REPO / "config" / "config.yaml") as f:
+        cfg = yaml.safe_load(f)
+    for section, values in over.items():
+        cfg.setdefault(section, {}).update(values)
+    return validate(cfg, schema)
+
+
+def test_recorded_params_leave_out_runtime_keys_and_key_order(schema):
+    a = declared(_config(schema), ["activations", "seed"], schema)
+    b = declared(
+        _config(schema, activations={"batch_tokens": 7, "top_k": 64}),
+        ["seed", "activations"],
+        schema,
+    )
+    assert a["activations"]["batch_tokens"] != b["activations"]["batch_tokens"]
+    assert repr(a) == repr(b)  # what Snakemake compares
+    assert "batch_tokens" not in repr(a) and "top_k" in repr(a)
+    c = declared(_config(schema, activations={"top_k": 3}), ["activations"], schema)
+    assert repr(c) != repr(declared(_config(schema), ["activations"], schema))
+
+
+def test_undeclared_key_is_an_error_naming_it(schema):
+    params = declared(_config(schema), ["eval.ci", "sae"], schema)
+    assert params["sae"]["k"] == 4 and params["eval"]["ci"] == 0.95
+    with pytest.raises(UndeclaredKey, match="'eval.limit' is not declared"):
+        params["eval"]["limit"]
+    with pytest.raises(KeyError, match="nonsense"):
+        declared(_config(schema), ["eval.nonsense"], schema)
+    # Jobs get it pickled: type, path and strictness survive.
+    back = pickle.loads(pickle.dumps(params, protocol=4))
+    assert repr(back) == repr(params) and back["sae"].path == "sae"
+    with pytest.raises(UndeclaredKey):
+        back["eval"]["limit"]
+
+
+def test_secrets_in_request_params_are_redacted(schema):
+    params = {
+        "reasoning_effort": "low",
+        "api_key": "abc123",
+        "extra_headers": {
+            "Authorization": "Bearer xyz",
+            "X-Org": {"env": "MY_ORG"},
+            "X-Trace": "sk-live-123",
+        },
+        "max_tokens": 5,
+    }
+    cfg = _config(schema, autointerp={"request_params": params})
+    shown = repr(declared(cfg, ["autointerp.request_params"], schema))
+    for secret in ("abc123", "Bearer xyz", "sk-live-123"):
+        assert secret not in shown
+    assert "'low'" in shown and "MY_ORG" in shown and "max_tokens" in shown
+    assert redact(params)["extra_headers"]["Authorization"] == REDACTED
+
+
+def test_runtime_keys_exist_and_are_documented(schema):
+    readme = (REPO / "config" / "README.md").read_text()
+    for key in RUNTIME_KEYS:
+        node = schema
+        for part in key.split("."):
+            node = node["properties"][part]
+        assert f"`{key}`" in readme, f"{key} not listed in config/README.md"
+
+
+def _fake_repo(tmp_path):
+    pkg = tmp_path / "src" / "lorascope" / "stage"
+    (pkg / "templates").mkdir(parents=True)
+    (tmp_path / "src" / "lorascope" / "__init__.py").write_text('"""Top."""\n')
+    (pkg / "__init__.py").write_text('"""Stage."""\n')
+    (pkg / "a.py").write_text(
+        '"""Module a."""\n\nfrom lorascope.stage.b import helper\n\n'
+        "def run():\n    return helper() + 1\n"
+    )
+    (pkg / "b.py").write_text('DIR = "templates"\n\ndef helper():\n    return 1\n')
+    (pkg / "c.py").write_text("UNUSED = 1\n")
+    (pkg / "templates" / "t.txt").write_text("hello $x\n")
+    (tmp_path / "workflow" / "scripts").mkdir(parents=True)
+    (tmp_path / "workflow" / "scripts" / "s.py").write_text(
+        "from lorascope.stage.a import run\n\nrun()\n"
+    )
+    return tmp_path
+
+
+def test_code_version_follows_imports_and_content_only(tmp_path):
+    repo = _fake_repo(tmp_path)
+
+    def version():
+        from lorascope.workflow.codeversion import clear_cache
+
+        clear_cache()
+        return code_version(repo, "workflow/scripts/s.py")
+
+    before = version()
+    assert sorted(before) == [
+        "src/lorascope/__init__.py",
+        "src/lorascope/stage/__init__.py",
+        "src/lorascope/stage/a.py",
+        "src/lorascope/stage/b.py",
+        "src/lorascope/stage/templates/t.txt",
+        "workflow/scripts/s.py",
+    ]  # c.py is not imported
+    b = repo / "src/lorascope/stage/b.py"
+    os.utime(b, (1, 1))  # a touch
+    b.write_text(b.read_text().replace("def helper", "# why\ndef helper"))
+    a = repo / "src/lorascope/stage/a.py"
+    a.write_text(a.read_text().replace('"""Module a."""', '"""Module a, reworded."""'))
+    assert version() == before, "a touch, a comment or a docstring reran code"
+    b.write_text(b.read_text().replace("return 1", "return 2"))
+    after = version()
+    assert after["src/lorascope/stage/b.py"] != before["src/lorascope/stage/b.py"]
+    assert {k for k in after if after[k] != before[k]} == {"src/lorascope/stage/b.py"}
+    (repo / "src/lorascope/stage/templates/t.txt").write_text("bye $x\n")
+    assert (
+        version()["src/lorascope/stage/templates/t.txt"]
+        != after["src/lorascope/stage/templates/t.txt"]
+    )
+
+
+def _rule_blocks():
+    """(file, rule name, block text) of every rule in workflow/rules."""
+    for path in RULES:
+        text = path.read_text()
+        starts = list(re.finditer(r"^( *)rule (\w+):", text, re.M))
+        for m, nxt in zip(starts, [*starts[1:], None], strict=False):
+            yield path.name, m.group(2), text[m.start() : nxt.start() if nxt else None]
+
+
+def _params(block):
+    m = re.search(r"^( +)params:\n((?:\1 +.*\n)+)", block, re.M)
+    return m.group(2) if m else ""
+
+
+def test_every_rule_versions_its_own_code():
+    names = []
+    for file, rule, block in _rule_blocks():
+        if rule == "all":
+            continue
+        names.append(rule)
+        script = re.search(r'script:\s+"\.\./scripts/([\w.]+)"', block)
+        entry = script.group(1) if script else None
+        if entry is None:
+            entry = re.search(r"-m (lorascope[\w.]*)", block).group(1)
+        assert f'code=code_of("{entry}"' in _params(block), (
+            f"{file}: rule {rule} lacks code=code_of({entry!r}, ...) in its params"
+        )
+    assert len(names) >= 25
+
+
+def test_rules_read_config_only_through_the_helpers():
+    for file, rule, block in _rule_blocks():
+        assert "config[" not in _params(block), (
+            f"{file}: rule {rule} reads config directly in its params; declare "
+            "it with cfg(...)/config_of(...)/setting(...) (common.smk)"
+        )
+
+
+def test_scripts_read_config_only_through_params():
+    for path in SCRIPTS:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (
+                isinstance(node, ast.Subscript)
+                and isinstance(node.value, ast.Attribute)
+                and node.value.attr == "config"
+            ):
+                raise AssertionError(
+                    f"{path.name}:{node.lineno} reads snakemake.config[...]: a "
+                    "change to that key would not rerun the rule; read it from "
+                    "params declared in the rule"
+                )
