@@ -51,7 +51,7 @@ def _kinds(rule, *kinds):
 
 ALL_KINDS = ("lora", "mlp", "sae")
 TABLES = {"eval_table[table=table1]", "eval_table[table=table2]"}
-TABLE_FIGURES = {"figure_table[table=table1]", "figure_table[table=table2]"}
+TABLE_FIGURES = {"figure_table1", "figure_table2"}
 AUTOINTERP_FIGURES = {"figure_classes", "figure_categories", "figure_sae_density"}
 FIGURES = AUTOINTERP_FIGURES | TABLE_FIGURES | {"figure_ablation", "figure_steering"}
 FIGURES |= {"figure_causal"}
@@ -98,7 +98,7 @@ ADAPTER_ON = {
     "figure_ablation",
     *CAUSAL,
 }
-FULL_ON = {*_eval("full"), "eval_table[table=table1]", "figure_table[table=table1]"}
+FULL_ON = {*_eval("full"), "eval_table[table=table1]", "figure_table1"}
 SFT_ON = {"sft_dataset", "train_rank1", *ADAPTER_ON, "train_full", *FULL_ON}
 
 # Every edit (kind, what) and the exact set of jobs it must schedule.
@@ -154,9 +154,9 @@ REBUILD_MATRIX = [
     ("a prompt template", "file", "inputs/explain.txt", EXPLAIN_ON),
     ("a package module", "code", "src/lorascope/sae/training.py", SAE_ON),
     (
-        "a workflow script",
+        "a figure's plotting module",
         "code",
-        "workflow/scripts/figure_steering.py",
+        "src/lorascope/figures/steering.py",
         {"figure_steering"},
     ),
     ("touch of a workflow script", "touch", "workflow/scripts/sae_train.py", set()),

@@ -83,6 +83,8 @@ def imports_of(path: Path) -> tuple[frozenset, frozenset]:
 def third_party_needs(entry: Path) -> set[str]:
     """Distributions imported by `entry` and the lorascope modules it reaches."""
     seen, todo, third = set(), [entry], set()
+    if entry.name == "figure.py":  # imports lorascope.figures.<plotter> by name
+        todo += sorted((PKG / "figures").glob("*.py"))
     while todo:
         path = todo.pop()
         if path in seen:
@@ -98,14 +100,23 @@ def third_party_needs(entry: Path) -> set[str]:
 
 
 def rules() -> list[tuple[str, str, Path]]:
-    """(rule, env file, entry point) for every rule that declares a conda env."""
+    """(rule, env file, entry point) for every rule that declares a conda env.
+
+    Rules made by `use rule ... with:` share their parent's env and entry;
+    anonymous `rule:` blocks (the figure table's loop) are named by their
+    script; a shell command built by a helper in the same file (the
+    trainings' `train_command`) is found in the file's text."""
     out = []
     for smk in RULES.glob("*.smk"):
-        blocks = re.split(r"^\s*rule (\w+):", smk.read_text(), flags=re.M)
+        text = smk.read_text()
+        blocks = re.split(r"^\s*rule( \w+)?:", text, flags=re.M)
         for name, body in zip(blocks[1::2], blocks[2::2], strict=True):
             env = re.search(r'conda:\s*\n\s*"\.\./\.\./(envs/[\w.-]+)"', body)
             script = re.search(r'script:\s*\n\s*"\.\./(scripts/[\w.]+\.py)"', body)
-            module = re.search(r"-m (lorascope[\w.]*)", body)
+            module = re.search(r"-m (lorascope[\w.]*)", body) or re.search(
+                r"-m (lorascope[\w.]*)", text
+            )
+            name = (name or "").strip() or f"{smk.stem} (anonymous)"
             if not env:
                 continue
             if script:

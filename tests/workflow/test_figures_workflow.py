@@ -20,7 +20,8 @@ from figures_artifacts import write_inputs
 
 FIGURE_RULES = {
     "figure_classes", "figure_categories", "figure_sae_density", "figure_ablation",
-    "figure_steering", "figure_table", "dashboards", "figure_causal",
+    "figure_steering", "figure_table1", "figure_table2", "dashboards",
+    "figure_causal",
 }  # fmt: skip
 NAMES = [
     "fig1_classes", "fig1_categories", "fig2_sae_density", "fig3_ablation",

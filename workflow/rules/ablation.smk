@@ -1,6 +1,12 @@
 # Stage 'ablation': KL(full LoRA || ablated LoRA) per layer, component and group
 # (paper §3.2, Fig 3).
 
+
+def ablation_params(wildcards):
+    """The config the KL ablation reads (a change reruns it)."""
+    return config_of("seed", "device", *model_keys(), "ablation")
+
+
 KL_TABLES = ["kl_layers", "kl_components", "kl_groups"]
 
 
@@ -23,3 +29,6 @@ rule kl_ablation:
         code=code_of("ablation_kl.py"),
     script:
         "../scripts/ablation_kl.py"
+
+
+final_targets(*expand(res("ablation/{table}.parquet"), table=KL_TABLES))

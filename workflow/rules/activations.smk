@@ -3,6 +3,26 @@
 # reused, and nothing half-written looks finished), then per kind (lora, mlp)
 # the feature table, streamed top-k and context windows.
 
+# activations keys read only when the feature tables are built: changing
+# them keeps the shards (the streamed top-k state does not depend on them).
+FEATURE_TABLE_KEYS = (
+    "context_width",
+    "min_activation",
+    "min_contexts",
+    "lora_modules",
+    "population_note",
+)
+
+
+def extract_settings(wildcards=None):
+    """activations config minus feature-table keys: changing them keeps shards."""
+    return cfg("activations", exclude=FEATURE_TABLE_KEYS)
+
+
+def extraction_model(wildcards=None):
+    """The model keys that change the measured values (not full_finetune)."""
+    return cfg("model", "revision", "dtype", "attn_implementation")
+
 
 rule extract_activations:
     input:
@@ -26,6 +46,13 @@ rule extract_activations:
         "../scripts/activations_extract.py"
 
 
+def feature_tables(kind):
+    """A kind's feature tables (features, top-k, contexts), by name."""
+    return {
+        t: res(f"features/{kind}/{t}.parquet") for t in ("features", "topk", "contexts")
+    }
+
+
 # Two rules, one script: the LoRA tables read the stored scalars (a CPU job),
 # the MLP baseline's context windows are recomputed with the model (a GPU job
 # at paper scale), so the profiles can give each what it uses.
@@ -38,9 +65,7 @@ rule lora_features:
         components=res("components.parquet"),
         base=base_model_input,
     output:
-        features=res("features/lora/features.parquet"),
-        topk=res("features/lora/topk.parquet"),
-        contexts=res("features/lora/contexts.parquet"),
+        **feature_tables("lora"),
     log:
         log_("activations/lora_features.log"),
     conda:
@@ -56,7 +81,7 @@ rule lora_features:
         "../scripts/activations_features.py"
 
 
-rule mlp_features:
+use rule lora_features as mlp_features with:
     input:
         manifest=res("activations/manifest.json"),
         sft=res("data/sft.parquet"),
@@ -64,19 +89,11 @@ rule mlp_features:
         components=res("components.parquet"),
         base=base_model_input,
     output:
-        features=res("features/mlp/features.parquet"),
-        topk=res("features/mlp/topk.parquet"),
-        contexts=res("features/mlp/contexts.parquet"),
+        **feature_tables("mlp"),
     log:
         log_("activations/mlp_features.log"),
-    conda:
-        "../../envs/train.yaml"
     params:
         kind="mlp",
-        act=cfg("activations"),
-        model=extraction_model(),
-        base=base_model_path,
-        device=setting("device"),
-        code=code_of("activations_features.py"),
-    script:
-        "../scripts/activations_features.py"
+
+
+final_targets(*feature_tables("lora").values(), *feature_tables("mlp").values())

@@ -1,7 +1,10 @@
 # Stage 'adapters': derived rank-1 adapters with a component group ablated
 # (lora_B zeroed, same PEFT format) for Table 2.
 
-ABLATED_VARIANTS = ["rank1-attn-ablated", "rank1-mlp-ablated"]
+
+def ablated_group(wildcards):
+    """The component group a derived variant removes."""
+    return ABLATED_GROUP[wildcards.variant]
 
 
 rule adapters_ablate:
@@ -12,7 +15,7 @@ rule adapters_ablate:
     log:
         log_("adapters/adapters_ablate_{variant}.log"),
     wildcard_constraints:
-        variant="|".join(ABLATED_VARIANTS),
+        variant="|".join(ABLATED_GROUP),
     conda:
         "../../envs/train.yaml"
     params:

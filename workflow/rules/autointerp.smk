@@ -3,6 +3,62 @@
 # equal LoRA/MLP samples; one category per feature; detection scores; summaries.
 # LLM replies are cached in autointerp.cache, so reruns never pay twice.
 
+# What the LLM client of each role reads (autointerp/settings.py), runtime
+# knobs included (declared, never recorded).
+_LLM_COMMON = ["temperature", "request_params", "parse_retries", "prices"]
+_LLM_RUNTIME = ["concurrency", "retries", "timeout_s", "backoff_base_s"]
+_LLM_RUNTIME += ["backoff_max_s", "budget", "cache"]
+_EXPLAINER = ["provider", "model", "base_url", "api_key_env", "max_output_tokens"]
+# What the explainer is shown of each feature (per kind: kind_overrides).
+_EXAMPLES = ["n_contexts", "example_window", "shuffle_examples"]
+_EXAMPLES += ["max_examples_per_doc", "kind_overrides"]
+AUTOINTERP_KEYS = {
+    "explain": [*_EXPLAINER, *_EXAMPLES, "tokens_listed", "offline", "seed"],
+    "categories": ["categories", "seed"],
+    "assign": [*_EXPLAINER, *_EXAMPLES, "categories.n_examples"],
+    "score": [*_EXPLAINER, *_EXAMPLES, "detection", "seed"],
+    "summary": ["bootstrap_samples", "seed"],
+}
+# The template files each step renders (autointerp.prompts: a file per name,
+# or a directory holding them all).
+AUTOINTERP_PROMPT = {
+    "explain": ["explain"],
+    "categories": ["categories", "subcategories", "sae_categories"],
+    "assign": ["assign"],
+    "score": ["detect"],
+}
+
+
+def autointerp_params(step):
+    """What autointerp step `step` reads: its `autointerp:` keys (section),
+    the run tag of the spend ledger, and the cache path (runtime: a moved
+    cache reruns nothing)."""
+    keys = list(AUTOINTERP_KEYS[step])
+    if step != "summary":
+        # Only this step's templates: another step's template path is not
+        # a reason to rerun it.
+        names = ["dir", *AUTOINTERP_PROMPT[step]]
+        keys += _LLM_COMMON + _LLM_RUNTIME + [f"prompts.{n}" for n in names]
+    section = config_of(*(f"autointerp.{k}" for k in keys))["autointerp"]
+    cache = config["autointerp"]["cache"]
+    cache = cache if os.path.isabs(cache) else res(cache)
+    # Path "autointerp": its "cache" entry is the runtime key autointerp.cache.
+    return JobConfig({"section": section, "run": RUN, "cache": cache}, "autointerp")
+
+
+def autointerp_prompts(step):
+    """The user's prompt template files step `step` reads: inputs, so an edit
+    in place reruns the step (also with the offline explainer, for
+    simplicity)."""
+    prompts = config["autointerp"]["prompts"]
+    files = []
+    for name in AUTOINTERP_PROMPT[step]:
+        if prompts[name]:
+            files.append(prompts[name])
+        elif prompts["dir"]:
+            files.append(os.path.join(prompts["dir"], f"{name}.txt"))
+    return files
+
 
 AUTOINTERP_SUMMARIES = ["classes", "category_shares", "sae_category_density"]
 
@@ -112,3 +168,9 @@ rule autointerp_summary:
         kinds=KINDS,
     script:
         "../scripts/autointerp_summary.py"
+
+
+final_targets(
+    res("autointerp/usage.json"),
+    *expand(res("autointerp/summary/{name}.parquet"), name=AUTOINTERP_SUMMARIES),
+)

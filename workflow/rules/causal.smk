@@ -3,6 +3,42 @@
 # and accuracy with the strongest removed during generation (feature_accuracy).
 
 
+def feature_accuracy_targets():
+    """Feature / component ablation accuracy, unless causal.accuracy_top_n is 0."""
+    if config["causal"]["accuracy_top_n"] == 0:
+        return []
+    return [res("ablation/feature_accuracy.parquet")]
+
+
+def feature_accuracy_benchmark():
+    return config["causal"]["accuracy_benchmark"] or EVAL_BENCHMARKS[0]
+
+
+def feature_accuracy_params(wildcards):
+    """What the feature-accuracy job reads: the LoRA's loading, the variants,
+    generation and grading as evaluation does them, the backtracking words."""
+    keys = ["ablation.seed", "ablation.device", "data.system_prompt"]
+    causal = ("accuracy_top_n", "accuracy_limit", "accuracy_max_new_tokens")
+    keys += [f"causal.{k}" for k in causal]
+    if config["causal"]["accuracy_max_new_tokens"] is None:
+        keys += ["eval.max_new_tokens"]
+    keys += ["eval.batch_size"]
+    keys += ["eval.grade_without_answer_marker", "eval.bootstrap_samples"]
+    keys += ["steering.backtrack_words"]
+    return config_of("seed", "device", *model_keys(), *keys)
+
+
+def feature_ablation_params(wildcards):
+    """The KL ablation's config (same sequences) and the feature subset size."""
+    return config_of("seed", "device", *model_keys(), "ablation", "causal.kl_sequences")
+
+
+def direct_effect_params(wildcards):
+    """What the direct-effect job reads to load the LoRA (no sequences)."""
+    keys = ("ablation.seed", "ablation.device")
+    return config_of("seed", "device", *model_keys(), *keys)
+
+
 rule feature_ablation:
     input:
         sft=res("data/sft.parquet"),
@@ -75,3 +111,11 @@ rule feature_accuracy:
         code=code_of("causal_accuracy.py"),
     script:
         "../scripts/causal_accuracy.py"
+
+
+final_targets(
+    res("ablation/feature_kl.parquet"),
+    res("ablation/direct_effects.parquet"),
+    res("ablation/sae_decoder.parquet"),
+    *feature_accuracy_targets(),
+)

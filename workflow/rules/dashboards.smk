@@ -3,6 +3,22 @@
 # its package files and assets, so a template edit rebuilds only the dashboards.
 
 
+def dashboard_inputs(wildcards):
+    kinds = config["figures"]["dashboards"]["kinds"]
+    accuracy = {"feature_accuracy": p for p in feature_accuracy_targets()}
+    return accuracy | {
+        f"{part}_{kind}": res(path.format(kind=kind))
+        for kind in kinds
+        for part, path in (
+            ("features", "features/{kind}/features.parquet"),
+            ("contexts", "features/{kind}/contexts.parquet"),
+            ("explanations", "autointerp/explanations/{kind}.parquet"),
+            ("assignments", "autointerp/assignments/{kind}.parquet"),
+            ("scores", "autointerp/scores/{kind}.parquet"),
+        )
+    }
+
+
 rule dashboards:
     input:
         unpack(dashboard_inputs),
@@ -26,3 +42,6 @@ rule dashboards:
         code=code_of("dashboards.py"),
     script:
         "../scripts/dashboards.py"
+
+
+final_targets(res("dashboards"))

@@ -1,6 +1,25 @@
 # Stage 'data': the tokenised SFT set in the s1 chat format (paper §2).
 
 
+def toy_sft_input(wildcards):
+    return [res("toy/s1k.parquet")] if config["data"]["dataset"] == "toy" else []
+
+
+def sft_snapshot(wildcards):
+    """The SFT dataset's local snapshot, with hub.prefetch."""
+    data = config["data"]
+    snapshot = prefetched("dataset", data["dataset"], data["revision"])
+    return [snapshot] if snapshot else []
+
+
+def sft_data_files(wildcards):
+    """Local SFT files (data.data_files) are inputs: an edit reruns the set."""
+    files = config["data"]["data_files"]
+    if config["data"]["dataset"] not in ("parquet", "json", "csv") or not files:
+        return []
+    return [files] if isinstance(files, str) else list(files)
+
+
 rule sft_dataset:
     input:
         base=base_model_input,

@@ -9,9 +9,144 @@
 # Generation is a command (python -m lorascope.evaluation), not a script:
 # vLLM runs in its own interpreter (eval.vllm.python) and spawns its engine.
 
+
+def eval_keys(*keys):
+    """Only the eval keys a rule depends on; changing, say, bootstrap_samples
+    must not rerun generation."""
+    return cfg("eval", *keys)
+
+
+def bench_file(name):
+    return config["eval"]["benchmark_files"].get(name)
+
+
+def bench_source(wildcards):
+    """Toy benchmarks come from the toy world; a hub one from its local file
+    (eval.benchmark_files) when set, else its prefetched snapshot, else from
+    the hub (no input)."""
+    if wildcards.benchmark.startswith("toy_"):
+        return res(f"toy/bench/{wildcards.benchmark}.parquet")
+    return bench_file(wildcards.benchmark) or bench_snapshot(wildcards) or []
+
+
+def bench_snapshot(wildcards):
+    """A hub benchmark's local snapshot (hub.prefetch, no local file), or None."""
+    name = wildcards.benchmark
+    if name.startswith("toy_") or bench_file(name):
+        return None
+    from lorascope.evaluation.benchmarks import BENCHMARKS as REGISTRY
+
+    return prefetched("dataset", REGISTRY[name].hub_id, None)
+
+
+def bench_settings(wildcards):
+    """The eval keys one benchmark is prepared with (only its own file)."""
+    settings = cfg("eval", "choice_seed", "limit", "duplicate_rows")
+    own = bench_file(wildcards.benchmark)
+    settings["benchmark_files"] = {wildcards.benchmark: own} if own else {}
+    return settings
+
+
+def generation_settings(wildcards=None):
+    """Generation keys of the chosen backend (vLLM schedules its own batches)."""
+    backend = config["eval"]["backend"]
+    extra = ("vllm",) if backend == "vllm" else ("batch_size",)
+    return cfg("eval", "backend", "max_new_tokens", *extra)
+
+
+def variant_model(variant):
+    """(model dir, adapter dir or None) a variant generates with."""
+    if variant == "full":
+        return res("train/full/model"), None
+    adapter = {"rank1": res("train/rank1/adapter")}.get(
+        variant, res(f"adapters/{variant}")
+    )
+    return base_model_path(), (None if variant == "base" else adapter)
+
+
+def engine_models(wildcards):
+    return {v: variant_model(v) for v in ENGINES[wildcards.engine]}
+
+
+def engine_inputs(wildcards):
+    models = engine_models(wildcards).values()
+    local = [m for m, _ in models if m.startswith("results/")]
+    return {
+        "bench": expand(
+            res("data/bench/{benchmark}.parquet"), benchmark=EVAL_BENCHMARKS
+        ),
+        "models": sorted(set(local + [a for _, a in models if a])),
+        "base": base_model_input(),
+    }
+
+
+def generation_spec(wildcards):
+    """Everything one generation job reads (its --spec): the variants' models,
+    where the tokenizer loads from, and the declared config (recorded without
+    runtime keys such as eval.vllm.kv_cache_gib)."""
+    spec = config_of(
+        "seed",
+        "device",
+        "data.system_prompt",
+        *model_keys(),
+        *(f"eval.{k}" for k in generation_settings()),
+        "eval.context_length",
+        "eval.think_prefill",
+    )
+    spec["models"] = engine_models(wildcards)
+    spec["base"] = base_model_path()
+    return spec
+
+
+def job_gpus(wildcards, resources):
+    """GPUs the profile gives the job (0 on CPU); not recorded."""
+    return int(getattr(resources, "gpu", 0) or 0)
+
+
+def generation_python(wildcards, resources):
+    """The interpreter of generation jobs: eval.vllm.python with backend vllm
+    (relative to the repository), else the one python_bin() gives. Computed
+    from resources, so Snakemake does not record it: a moved checkout reruns
+    nothing."""
+    path = EVAL["vllm"]["python"]
+    if EVAL["backend"] != "vllm" or path is None:
+        return python_bin()
+    full = os.path.join(REPO, path)
+    if not (os.path.isfile(full) and os.access(full, os.X_OK)):
+        raise WorkflowError(
+            f"eval.backend is 'vllm' and eval.vllm.python is {path!r}, but "
+            f"{full} is not an executable: build it with `make vllm-env` (the "
+            "README's setup does), point eval.vllm.python at a Python that "
+            "has vllm, or set eval.backend: hf"
+        )
+    return full
+
+
+def generations_of(wildcards):
+    return res(f"eval/generations/{ENGINE_OF[wildcards.variant]}")
+
+
+def table_inputs(wildcards):
+    variants = (
+        ["base", "rank1", "full"]
+        if wildcards.table == "table1"
+        else ["base", *LORA_VARIANTS]
+    )
+    return expand(
+        res("eval/{variant}/{benchmark}.parquet"),
+        variant=variants,
+        benchmark=EVAL_BENCHMARKS,
+    )
+
+
+def table_model_inputs(wildcards):
+    """Table 1 counts the adapter's and the base model's parameters."""
+    if wildcards.table != "table1":
+        return {}
+    return {"adapter": res("train/rank1/adapter"), "base": base_model_input()}
+
+
 EVAL = config["eval"]
-BENCHMARKS = EVAL["benchmarks"]
-LORA_VARIANTS = ["rank1", "rank1-attn-ablated", "rank1-mlp-ablated"]
 
 if EVAL["backend"] == "vllm":
     ENGINES = {"base-and-loras": ["base", *LORA_VARIANTS], "full": ["full"]}
@@ -84,7 +219,7 @@ rule eval_grade:
 rule eval_summary:
     input:
         samples=expand(
-            res("eval/{{variant}}/{benchmark}.parquet"), benchmark=BENCHMARKS
+            res("eval/{{variant}}/{benchmark}.parquet"), benchmark=EVAL_BENCHMARKS
         ),
     output:
         summary=res("eval/{variant}/summary.json"),
@@ -117,3 +252,11 @@ rule eval_table:
         code=code_of("eval_table.py"),
     script:
         "../scripts/eval_table.py"
+
+
+final_targets(
+    *expand(res("eval/{variant}/summary.json"), variant=VARIANTS),
+    *expand(
+        res("tables/{table}.{ext}"), table=["table1", "table2"], ext=["parquet", "md"]
+    ),
+)

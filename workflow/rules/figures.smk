@@ -1,156 +1,128 @@
 # Stage 'figures': paper figures (PNG + PDF), Tables 1/2 as images and the
-# steering plot, all as report() outputs. Each rule takes only its own
-# figure's params and the hashes of its plotting code (code_of), so a style,
-# parameter or plotting change reruns that figure and nothing upstream.
+# steering plot, all as report() outputs, from one table: a figure is a row
+# (the rule that draws it, what it reads, the config it reads, its report
+# category), a plotting module `lorascope.figures.<plotter>` with a
+# `draw(data, options, style)` function, and a caption
+# workflow/report/<name>.rst. Each rule records only its own figure's options
+# and the hashes of its plotting code, so a style, option or plotting change
+# reruns that figure and nothing upstream.
 
+
+def figure(plotter, inputs, options=(), category="Figures", tables=(), rule_name=None):
+    """One row of the figure table. `inputs`: name -> path under the run dir;
+    `options`: name -> dotted config key (its value is handed to `draw`);
+    `tables`: names of tables `draw` returns, written beside the figure."""
+    return dict(
+        plotter=plotter,
+        inputs=inputs,
+        options=dict(options),
+        category=category,
+        tables=tables,
+        rule_name=rule_name or f"figure_{plotter}",
+    )
+
+
+USAGE = {"usage": "autointerp/usage.json"}
 FIGURES = {
-    "fig1_classes": "Figures",
-    "fig1_categories": "Figures",
-    "fig2_sae_density": "Figures",
-    "fig3_ablation": "Figures",
-    "steering_sweep": "Figures",
-    "fig_causal": "Figures",
-    "table1": "Tables",
-    "table2": "Tables",
+    "fig1_classes": figure(
+        "classes",
+        {"classes": "autointerp/summary/classes.parquet", **USAGE},
+        {"kinds": "figures.classes.kinds"},
+    ),
+    "fig1_categories": figure(
+        "categories",
+        {
+            "shares": "autointerp/summary/category_shares.parquet",
+            "categories": "autointerp/categories.json",
+            **USAGE,
+        },
+    ),
+    "fig2_sae_density": figure(
+        "sae_density",
+        {
+            "density": "autointerp/summary/sae_category_density.parquet",
+            "categories": "autointerp/categories.json",
+            **USAGE,
+        },
+        {"sae_density": "figures.sae_density"},
+    ),
+    "fig3_ablation": figure(
+        "ablation",
+        {
+            "layers": "ablation/kl_layers.parquet",
+            "components": "ablation/kl_components.parquet",
+        },
+        {"ablation": "figures.ablation"},
+    ),
+    "steering_sweep": figure(
+        "steering",
+        {"sweep": "steering/sweep.parquet"},
+        {"steering": "figures.steering"},
+    ),
+    "fig_causal": figure(
+        "causal",
+        {
+            **{
+                f"{part}_{kind}": f"autointerp/{part}/{kind}.parquet"
+                for part in ("explanations", "scores")
+                for kind in ("lora", "sae")
+            },
+            "feature_kl": "ablation/feature_kl.parquet",
+            **USAGE,
+        },
+        {"bootstrap_samples": "causal.bootstrap_samples", "seed": "seed"},
+        tables=("stats",),
+    ),
+    **{
+        table: figure(
+            "table_image",
+            {"table": f"tables/{table}.parquet"},
+            {"columns": f"figures.tables.{table}", "ci": "eval.ci"},
+            category="Tables",
+            rule_name=f"figure_{table}",
+        )
+        for table in ("table1", "table2")
+    },
 }
 
 
-rule figure_classes:
-    input:
-        classes=res("autointerp/summary/classes.parquet"),
-        usage=res("autointerp/usage.json"),
-    output:
-        **figure_outputs("fig1_classes"),
-    log:
-        log_("figures/figure_classes.log"),
-    conda:
-        "../../envs/interp.yaml"
-    params:
-        code=code_of("figure_classes.py"),
-        style=figure_style,
-        kinds=setting("figures.classes.kinds"),
-    script:
-        "../scripts/figure_classes.py"
+def figure_style(wildcards=None):
+    return cfg("figures", "width_in", "font_size", "dpi")
 
 
-rule figure_categories:
-    input:
-        shares=res("autointerp/summary/category_shares.parquet"),
-        categories=res("autointerp/categories.json"),
-        usage=res("autointerp/usage.json"),
-    output:
-        **figure_outputs("fig1_categories"),
-    log:
-        log_("figures/figure_categories.log"),
-    conda:
-        "../../envs/interp.yaml"
-    params:
-        code=code_of("figure_categories.py"),
-        style=figure_style,
-    script:
-        "../scripts/figure_categories.py"
+def figure_options(name, spec):
+    """The config values a figure's `draw` reads, by the names it uses."""
+    options = {key: setting(path) for key, path in spec["options"].items()}
+    return {**options, "table": name} if spec["plotter"] == "table_image" else options
 
 
-rule figure_sae_density:
-    input:
-        density=res("autointerp/summary/sae_category_density.parquet"),
-        categories=res("autointerp/categories.json"),
-        usage=res("autointerp/usage.json"),
-    output:
-        **figure_outputs("fig2_sae_density"),
-    log:
-        log_("figures/figure_sae_density.log"),
-    conda:
-        "../../envs/interp.yaml"
-    params:
-        code=code_of("figure_sae_density.py"),
-        style=figure_style,
-        options=cfg("figures.sae_density"),
-    script:
-        "../scripts/figure_sae_density.py"
+for name, spec in FIGURES.items():
+
+    rule:
+        name:
+            spec["rule_name"]
+        input:
+            **{key: res(path) for key, path in spec["inputs"].items()},
+        output:
+            **{t: res(f"figures/{name}.parquet") for t in spec["tables"]},
+            **{f"{t}_md": res(f"figures/{name}.md") for t in spec["tables"]},
+            png=report(
+                res(f"figures/{name}.png"),
+                caption=f"../report/{name}.rst",
+                category=spec["category"],
+            ),
+            pdf=res(f"figures/{name}.pdf"),
+        log:
+            log_(f"figures/{spec['rule_name']}.log"),
+        conda:
+            "../../envs/interp.yaml"
+        params:
+            plotter=spec["plotter"],
+            style=figure_style,
+            options=figure_options(name, spec),
+            code=[code_of("figure.py"), code_of(f"lorascope.figures.{spec['plotter']}")],
+        script:
+            "../scripts/figure.py"
 
 
-rule figure_ablation:
-    input:
-        layers=res("ablation/kl_layers.parquet"),
-        components=res("ablation/kl_components.parquet"),
-    output:
-        **figure_outputs("fig3_ablation"),
-    log:
-        log_("figures/figure_ablation.log"),
-    conda:
-        "../../envs/interp.yaml"
-    params:
-        code=code_of("figure_ablation.py"),
-        style=figure_style,
-        options=cfg("figures.ablation"),
-    script:
-        "../scripts/figure_ablation.py"
-
-
-rule figure_steering:
-    input:
-        sweep=res("steering/sweep.parquet"),
-    output:
-        **figure_outputs("steering_sweep"),
-    log:
-        log_("figures/figure_steering.log"),
-    conda:
-        "../../envs/interp.yaml"
-    params:
-        code=code_of("figure_steering.py"),
-        style=figure_style,
-        options=cfg("figures.steering"),
-    script:
-        "../scripts/figure_steering.py"
-
-
-rule figure_table:
-    input:
-        table=res("tables/{table}.parquet"),
-    output:
-        png=report(
-            res("figures/{table}.png"),
-            caption="../report/tables.rst",
-            category="Tables",
-        ),
-        pdf=res("figures/{table}.pdf"),
-    log:
-        log_("figures/figure_{table}.log"),
-    wildcard_constraints:
-        table="table1|table2",
-    conda:
-        "../../envs/interp.yaml"
-    params:
-        code=code_of("figure_table.py"),
-        style=figure_style,
-        columns=table_columns,
-        ci=setting("eval.ci"),
-    script:
-        "../scripts/figure_table.py"
-
-
-rule figure_causal:
-    input:
-        **{
-            f"{part}_{kind}": res(f"autointerp/{part}/{kind}.parquet")
-            for part in ("explanations", "scores")
-            for kind in ("lora", "sae")
-        },
-        feature_kl=res("ablation/feature_kl.parquet"),
-        usage=res("autointerp/usage.json"),
-    output:
-        **figure_outputs("fig_causal"),
-        stats=res("figures/fig_causal.parquet"),
-        stats_md=res("figures/fig_causal.md"),
-    log:
-        log_("figures/figure_causal.log"),
-    conda:
-        "../../envs/interp.yaml"
-    params:
-        code=code_of("figure_causal.py"),
-        style=figure_style,
-        options=cfg("causal", "bootstrap_samples"),
-        seed=setting("seed"),
-    script:
-        "../scripts/figure_causal.py"
+final_targets(*expand(res("figures/{name}.{ext}"), name=FIGURES, ext=["png", "pdf"]))

@@ -3,6 +3,13 @@
 # internet read local paths. One job per repo; HF_TOKEN is needed only here.
 
 
+def gated_repos():
+    """Hub repos that need HF_TOKEN (GPQA): only hub_fetch reads the token."""
+    from lorascope.evaluation.benchmarks import BENCHMARKS as REGISTRY
+
+    return sorted(spec.hub_id for spec in REGISTRY.values() if spec.gated)
+
+
 rule hub_fetch:
     output:
         snapshot=directory(f"{HUB_DIR}/{{kind}}/{{snapshot}}"),

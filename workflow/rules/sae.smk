@@ -3,6 +3,11 @@
 # as the LoRA and MLP features.
 
 
+def sae_params(wildcards):
+    """The `sae:` section plus the top-level seed/device it inherits when null."""
+    return config_of("seed", "device", "sae")
+
+
 SAE_TABLES = ["features", "topk", "contexts"]
 
 
@@ -45,3 +50,9 @@ rule sae_features:
         code=code_of("sae_features.py"),
     script:
         "../scripts/sae_features.py"
+
+
+final_targets(
+    res("sae/metrics.json"),
+    *expand(res("features/sae/{table}.parquet"), table=SAE_TABLES),
+)

@@ -2,6 +2,39 @@
 # KL, backtracking and accuracy (the paper's open question in its limitations).
 
 
+def steering_params(wildcards):
+    """The config the steering sweep reads; eval's generation budget and
+    batch only where steering leaves its own null."""
+    st = config["steering"]
+    ablation = ["seed", "device", "n_sequences", "max_tokens", "token_scope"]
+    ablation += ["draw_rng", "average", "logit_chunk"]
+    keys = [*model_keys(), "data.system_prompt", "steering"]
+    keys += [f"ablation.{k}" for k in ablation]
+    keys += ["eval.grade_without_answer_marker"]
+    keys += [f"eval.{k}" for k in ("max_new_tokens", "batch_size") if st[k] is None]
+    return config_of("seed", "device", *keys)
+
+
+def steering_benchmark():
+    return config["steering"]["benchmark"] or EVAL_BENCHMARKS[0]
+
+
+def steering_sae_inputs(wildcards):
+    """SAE model and explanations, only when the sweep can pick SAE features."""
+    st = config["steering"]
+    explicit = bool(st["components"] or st["sae_latents"])
+    auto_sae = not explicit and st["max_sae_features"] > 0
+    inputs = {}
+    if st["sae_latents"] or auto_sae:
+        inputs["sae"] = res("sae/model")
+    if auto_sae:
+        inputs["sae_features"] = res("features/sae/features.parquet")
+        inputs["explanations"] = res("autointerp/explanations/sae.parquet")
+    if auto_sae and st["sae_select"] != "keyword":
+        inputs["feature_kl"] = res("ablation/feature_kl.parquet")
+    return inputs
+
+
 rule steering_sweep:
     input:
         unpack(steering_sae_inputs),
@@ -24,3 +57,6 @@ rule steering_sweep:
         code=code_of("steering_sweep.py"),
     script:
         "../scripts/steering_sweep.py"
+
+
+final_targets(res("steering/sweep.parquet"))

@@ -2,6 +2,27 @@
 # Only scheduled when model.base, data.dataset or a benchmark is 'toy'.
 
 
+def toy_model_keys():
+    """Copying the shipped model reads only `rebuild`; pretraining reads more."""
+    return ("rebuild", "seed", "pretrain") if config["toy"]["rebuild"] else ("rebuild",)
+
+
+def toy_shipped_files():
+    """The shipped weights (repo-relative), versioned by content when copied."""
+    return [] if config["toy"]["rebuild"] else ["resources/toy/base_model"]
+
+
+def toy_bench_config(wildcards):
+    """toy.seed and this benchmark's own toy.benchmarks entry: adding or
+    changing another benchmark reruns nothing of this one."""
+    if wildcards.name not in config["toy"]["benchmarks"]:
+        raise WorkflowError(
+            f"toy benchmark {wildcards.name!r} is not in toy.benchmarks "
+            f"(configured: {', '.join(config['toy']['benchmarks']) or 'none'})"
+        )
+    return config_of("toy.seed", f"toy.benchmarks.{wildcards.name}")["toy"]
+
+
 rule toy_base_model:
     output:
         model=directory(res("toy/base_model")),

@@ -4,6 +4,63 @@
 # place at the same path, and every later stage runs from it.
 
 
+def train_settings(variant):
+    """What training `variant` reads (the full fine-tune has no LoRA)."""
+    keys = ["bf16", "gradient_checkpointing", "logging_steps", "save_steps", variant]
+    keys += ["lora"] if variant == "rank1" else []
+    return config_of("seed", "device", *model_keys(), *(f"train.{k}" for k in keys))
+
+
+def adapter_source(wildcards):
+    """An existing adapter: a local dir, or for a hub id its snapshot (always
+    fetched by rule hub_fetch, so the import job needs no network)."""
+    model = config["model"]
+    snap = prefetched("model", model["adapter"], model["adapter_revision"], True)
+    return snap or model["adapter"]
+
+
+def full_snapshot(wildcards):
+    """A named full fine-tune's prefetched snapshot (hub.prefetch), or nothing."""
+    model = config["model"]
+    name = model["full_finetune"]
+    snapshot = prefetched("model", name, model["full_finetune_revision"])
+    return [snapshot] if snapshot else []
+
+
+def launcher(wildcards, resources):
+    """One process on CPU / one GPU; accelerate + FSDP when the profile gives more.
+    (Computed from resources, so Snakemake does not record it: a moved
+    interpreter reruns nothing.)"""
+    gpus = int(getattr(resources, "gpu", 0) or 0)
+    python = python_bin()
+    if gpus <= 1:
+        return python
+    fsdp = config["train"]["fsdp_config"] or "workflow/accelerate/fsdp.yaml"
+    # accelerate sits beside the interpreter (a conda env puts both on PATH).
+    accelerate = os.path.join(os.path.dirname(python), "accelerate")
+    return f"{accelerate} launch --config_file {fsdp} --num_processes {gpus}"
+
+
+# The two trainings differ only in the variant and its settings: one command
+# (`python -m lorascope.train`, or accelerate with FSDP on several GPUs).
+# (Not `use rule ... with:`: each exists under its own condition, so neither
+# can be the other's parent.)
+TRAIN_PARAMS = dict(
+    base=base_model_path,
+    out=output_parent,
+    launcher=launcher,
+    code=code_of("lorascope.train"),
+)
+
+
+def train_command(variant):
+    return (
+        f"{{params.launcher}} -m lorascope.train --variant {variant}"
+        " --base {params.base:q} --sft {input.sft:q} --out {params.out:q}"
+        " --config {params.config.as_json:q} > {log:q} 2>&1"
+    )
+
+
 if config["model"]["adapter"] is None:
 
     rule train_rank1:
@@ -17,16 +74,10 @@ if config["model"]["adapter"] is None:
         conda:
             "../../envs/train.yaml"
         params:
-            base=base_model_path,
-            out=output_parent,
+            **TRAIN_PARAMS,
             config=train_settings("rank1"),
-            launcher=launcher,
-            code=code_of("lorascope.train"),
         shell:
-            "{params.launcher} -m lorascope.train --variant rank1 --base {params.base:q}"
-            " --sft {input.sft:q} --out {params.out:q}"
-            " --config {params.config.as_json:q}"
-            " > {log:q} 2>&1"
+            train_command("rank1")
 
 else:
 
@@ -63,16 +114,10 @@ if config["model"]["full_finetune"] == "train":
         conda:
             "../../envs/train.yaml"
         params:
-            base=base_model_path,
-            out=output_parent,
+            **TRAIN_PARAMS,
             config=train_settings("full"),
-            launcher=launcher,
-            code=code_of("lorascope.train"),
         shell:
-            "{params.launcher} -m lorascope.train --variant full --base {params.base:q}"
-            " --sft {input.sft:q} --out {params.out:q}"
-            " --config {params.config.as_json:q}"
-            " > {log:q} 2>&1"
+            train_command("full")
 
 else:
 
@@ -106,3 +151,6 @@ rule components:
         code=code_of("train_components.py"),
     script:
         "../scripts/train_components.py"
+
+
+final_targets(res("components.parquet"), res("train/full/model"))

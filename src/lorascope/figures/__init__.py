@@ -6,7 +6,9 @@ Consumes: `autointerp/summary/*.parquet`, `autointerp/categories.json`,
 `autointerp/{explanations,scores}/{lora,sae}.parquet` (causal figure).
 Produces: `figures/{name}.{png,pdf}`.
 
-One small module per figure family:
+One small module per figure family, each with a `draw(data, options, style)`
+that the rule figure_<name> calls (workflow/scripts/figure.py; the figure
+table in workflow/rules/figures.smk says what each reads):
 
 - `classes`: Fig. 1 left, monosemanticity classes per feature kind.
 - `categories`: Fig. 1 right, category shares and LoRA/MLP enrichment.

@@ -20,6 +20,7 @@ from matplotlib.colors import LogNorm, Normalize
 from lorascope.figures.style import (
     KIND_COLORS,
     MODULE_ORDER,
+    Figure,
     FigureStyle,
     paper_rc,
     require_columns,
@@ -140,3 +141,16 @@ def plot_ablation(
         cbar.set_label("KL(full ‖ ablated)", fontsize=style.font_size - 1)
         cbar.ax.tick_params(labelsize=style.font_size - 2)
     return fig
+
+
+def draw(data: dict, options: dict, style: FigureStyle) -> Figure:
+    """Fig. 3 from the KL ablation tables (rule figure_ablation)."""
+    opts = options["ablation"]
+    fig = plot_ablation(
+        data["layers"],
+        data["components"],
+        style,
+        log_color=opts["log_color"],
+        cmap=opts["cmap"],
+    )
+    return Figure(fig)

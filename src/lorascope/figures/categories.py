@@ -17,9 +17,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 import polars as pl
 
+from lorascope.core.labels import explainer_label
 from lorascope.figures.style import (
     KIND_COLORS,
     KIND_NAMES,
+    Figure,
     FigureStyle,
     add_footer,
     paper_rc,
@@ -146,3 +148,10 @@ def plot_categories(
         )
         add_footer(fig, footer, style)
     return fig
+
+
+def draw(data: dict, options: dict, style: FigureStyle) -> Figure:
+    """Fig. 1 right from the category shares (rule figure_categories)."""
+    footer = explainer_label(data["usage"])
+    names = category_names(data["categories"])
+    return Figure(plot_categories(data["shares"], names, style, footer))

@@ -18,7 +18,14 @@ import numpy as np
 import polars as pl
 from scipy.stats import spearmanr
 
-from lorascope.figures.style import FigureStyle, add_footer, paper_rc, require_columns
+from lorascope.core.labels import explainer_label
+from lorascope.figures.style import (
+    Figure,
+    FigureStyle,
+    add_footer,
+    paper_rc,
+    require_columns,
+)
 
 __all__ = ["causal_frame", "plot_causal", "rank_correlation"]
 
@@ -145,3 +152,21 @@ def plot_causal(
         orient="row",
     )
     return fig, table
+
+
+KINDS = ["lora", "sae"]
+
+
+def draw(data: dict, options: dict, style: FigureStyle) -> Figure:
+    """Ablation KL against interpretability per kind (rule figure_causal);
+    its statistics table is written beside the figure."""
+    footer = explainer_label(data["usage"])
+    frame = causal_frame(
+        data["feature_kl"],
+        {k: data[f"explanations_{k}"] for k in KINDS},
+        {k: data[f"scores_{k}"] for k in KINDS},
+    )
+    fig, stats = plot_causal(
+        frame, KINDS, style, options["bootstrap_samples"], options["seed"], footer
+    )
+    return Figure(fig, {"stats": stats})

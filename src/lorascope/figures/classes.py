@@ -16,10 +16,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 import polars as pl
 
+from lorascope.core.labels import explainer_label
 from lorascope.figures.style import (
     CLASS_NAMES,
     KIND_COLORS,
     KIND_SHORT,
+    Figure,
     FigureStyle,
     add_footer,
     paper_rc,
@@ -128,3 +130,9 @@ def plot_classes(
         )
         add_footer(fig, footer + "; 95% bootstrap intervals", style)
     return fig
+
+
+def draw(data: dict, options: dict, style: FigureStyle) -> Figure:
+    """Fig. 1 left from `autointerp/summary/classes.parquet` (rule figure_classes)."""
+    footer = explainer_label(data["usage"])
+    return Figure(plot_classes(data["classes"], list(options["kinds"]), style, footer))

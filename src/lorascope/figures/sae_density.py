@@ -19,7 +19,15 @@ import matplotlib.pyplot as plt
 import numpy as np
 import polars as pl
 
-from lorascope.figures.style import FigureStyle, add_footer, paper_rc, require_columns
+from lorascope.core.labels import explainer_label
+from lorascope.figures.categories import category_names
+from lorascope.figures.style import (
+    Figure,
+    FigureStyle,
+    add_footer,
+    paper_rc,
+    require_columns,
+)
 
 __all__ = ["density_rows", "plot_sae_density"]
 
@@ -131,3 +139,17 @@ def plot_sae_density(
         ax.set_xlabel("share of SAE activation mass")
         add_footer(fig, footer, style)
     return fig
+
+
+def draw(data: dict, options: dict, style: FigureStyle) -> Figure:
+    """Fig. 2 from the SAE category density (rule figure_sae_density)."""
+    cats = data["categories"]
+    fig = plot_sae_density(
+        data["density"],
+        category_names(cats),
+        subcategory_names(cats),
+        style,
+        explainer_label(data["usage"]),
+        max_subcategories=options["sae_density"]["max_subcategories"],
+    )
+    return Figure(fig)

@@ -19,6 +19,7 @@ import polars as pl
 
 from lorascope.figures.classes import wilson_interval
 from lorascope.figures.style import (
+    Figure,
     FigureStyle,
     add_footer,
     paper_rc,
@@ -91,3 +92,16 @@ def plot_steering(
         if footer:
             add_footer(fig, footer, style)
     return fig
+
+
+def draw(data: dict, options: dict, style: FigureStyle) -> Figure:
+    """The steering sweep (rule figure_steering)."""
+    opts = options["steering"]
+    fig = plot_steering(
+        data["sweep"],
+        list(opts["metrics"]),
+        style,
+        max_targets=opts["max_targets"],
+        source=data.source("sweep"),
+    )
+    return Figure(fig)

@@ -11,7 +11,7 @@ import contextlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import matplotlib
 
@@ -129,3 +129,25 @@ def save_figure(fig: plt.Figure, paths: Iterable[Path | str], dpi: int) -> None:
             # tight bbox keeps footers and long tick labels inside the file
             fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight", pad_inches=0.02)
     plt.close(fig)
+
+
+class Figure(NamedTuple):
+    """What a figure module's `draw` returns."""
+
+    fig: plt.Figure
+    """The figure, saved as PNG and PDF by rule figure_<name>."""
+    tables: dict[str, pl.DataFrame] = {}
+    """Tables written beside it (`figures/<name>.<key>` for each key the
+    figure table lists), e.g. the statistics a figure shows."""
+
+
+class FigureData(dict):
+    """A figure's inputs by name, read (parquet -> DataFrame, json -> dict),
+    and the paths they came from, for footers that name their source."""
+
+    def __init__(self, frames: Mapping[str, Any], paths: Mapping[str, str]):
+        super().__init__(frames)
+        self.paths = dict(paths)
+
+    def source(self, name: str) -> str:
+        return self.paths[name]

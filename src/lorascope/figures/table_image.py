@@ -1,6 +1,6 @@
 """Tables 1 and 2 drawn as images, for the report, the README and slides.
 
-Used by rule `figure_table` (workflow/rules/figures.smk) on
+Used by rules `figure_table1`, `figure_table2` (workflow/rules/figures.smk) on
 `tables/table1.parquet` and `tables/table2.parquet` as written by
 `lorascope.evaluation.tables` (`benchmark, n`, then per value column `col, col_lo,
 col_hi`). Which value columns to draw comes from the rule's params. Each
@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import matplotlib.pyplot as plt
 import polars as pl
 
-from lorascope.figures.style import FigureStyle, paper_rc, require_columns
+from lorascope.figures.style import Figure, FigureStyle, paper_rc, require_columns
 
 __all__ = ["format_cell", "plot_table"]
 
@@ -100,3 +100,23 @@ def plot_table(
         note = f"\n({ci:.0%} bootstrap intervals)" if has_ci else ""
         ax.set_title(title + note, loc="left", fontsize=style.font_size)
     return fig
+
+
+TITLES = {
+    "table1": "Table 1: accuracy and recovery of the rank-1 LoRA",
+    "table2": "Table 2: the LoRA with attention / MLP parts ablated",
+}
+
+
+def draw(data: dict, options: dict, style: FigureStyle) -> Figure:
+    """Table 1 or 2 as an image (rules figure_table1, figure_table2)."""
+    name = options["table"]
+    fig = plot_table(
+        data["table"],
+        list(options["columns"]),
+        TITLES[name],
+        style,
+        source=data.source("table"),
+        ci=options["ci"],
+    )
+    return Figure(fig)

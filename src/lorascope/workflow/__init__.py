@@ -4,8 +4,8 @@ workflow is parsed (nothing here imports torch), not by the stages' logic.
 - `codeversion`: content hashes of the code a rule runs (`code_of`).
 - `wiring`: the config keys a rule declares (`JobConfig`), runtime keys that
   are never recorded, secrets redacted; jobs read their params through it.
-- `checks`: what the schema cannot express (paths, names, SAE width, keys),
-  and the environment (API keys) before any job starts.
+- `environment`: the API keys of the LLM steps about to run, checked before
+  any job starts (what the schema cannot express is `lorascope.core.checks`).
 """
 
-__all__ = ["checks", "codeversion", "wiring"]
+__all__ = ["codeversion", "environment", "wiring"]
