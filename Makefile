@@ -11,7 +11,7 @@ SNAKEMAKE := $(BIN)/snakemake
 VLLM_VENV ?= .venv-vllm
 VLLM_BIN := $(VLLM_VENV)/bin
 
-.PHONY: setup vllm-env run test lint format dryrun-paper report readme-figures
+.PHONY: setup vllm-env run test lint format dryrun-paper report readme-figures config-docs
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -62,6 +62,10 @@ format: setup
 
 dryrun-paper: setup
 	$(SNAKEMAKE) --profile profiles/slurm all -n --configfile config/paper.yaml
+
+# config/README.md's key tables, regenerated from workflow/schemas/config.schema.yaml.
+config-docs: setup
+	PYTHONPATH=src $(BIN)/python -m lorascope.workflow.config_docs
 
 report: setup
 	$(SNAKEMAKE) --profile profiles/local --report results/report.zip all

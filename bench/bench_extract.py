@@ -40,6 +40,13 @@ from lorascope.activations.extraction import (
     extract_to_shards,
 )
 from lorascope.activations.hooks import LoraCapture, MlpCapture, make_batches, pad_batch
+from lorascope.core.config import schema_defaults
+
+
+def settings(**keys) -> ExtractSettings:
+    """Extraction settings: the schema's `activations` defaults, then `keys`."""
+    return ExtractSettings.from_config({**schema_defaults("activations"), **keys})
+
 
 SHAPES = {
     "toy": dict(hidden_size=128, intermediate_size=512, num_hidden_layers=4,
@@ -156,7 +163,7 @@ def long_sequence(model, shape: str, args) -> None:
     """Extraction (+ MLP baseline) of one --long-token sequence: time, memory."""
     seq = sequences(1, args.long, SHAPES[shape]["vocab_size"], seed=1)[0][: args.long]
     seq = seq + seq[: args.long - len(seq)]  # exactly --long tokens
-    cfg = ExtractSettings(batch_tokens=args.long, dtype="bfloat16")
+    cfg = settings(batch_tokens=args.long, dtype="bfloat16")
     cuda = args.device.startswith("cuda")
     if cuda:
         torch.cuda.reset_peak_memory_stats()
@@ -189,7 +196,7 @@ def rss_child(args) -> None:
     """Subprocess body: the whole shard pass over n docs; print peak RSS."""
     model = build(args.shape, args.device, getattr(torch, args.dtype))
     seqs = sequences(args.rss_child, args.len, SHAPES[args.shape]["vocab_size"])
-    cfg = ExtractSettings(
+    cfg = settings(
         batch_tokens=args.batch_tokens,
         shard_tokens=args.shard_tokens,
         dtype="bfloat16",
@@ -228,8 +235,8 @@ def main() -> None:
     for shape in [] if args.rss_only else args.shapes:
         model = build(shape, args.device, getattr(torch, args.dtype))
         seqs = sequences(args.seqs, args.len, SHAPES[shape]["vocab_size"])
-        cfg = ExtractSettings(batch_tokens=args.batch_tokens, dtype="bfloat16",
-                              mlp_neurons_per_layer=60)  # fmt: skip
+        cfg = settings(batch_tokens=args.batch_tokens, dtype="bfloat16",
+                       mlp_neurons_per_layer=60)  # fmt: skip
         t = timings(model, seqs, cfg, args.device, args.reps)
         n_tok = sum(map(len, seqs))
         print(f"\n== {shape} on {args.device} ({args.dtype}): {len(seqs)} seqs, "

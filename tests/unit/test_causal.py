@@ -20,7 +20,8 @@ from lorascope.causal.direct_effects import (
 from lorascope.causal.feature_effects import feature_kl_table, lora_rows, sae_rows
 from lorascope.causal.feature_kl import FeatureKL
 from lorascope.core.components import lora_modules
-from lorascope.dashboards.build import KindTables, build_dashboards
+from lorascope.core.config import schema_defaults
+from lorascope.dashboards.build import DashboardOptions, KindTables, build_dashboards
 from lorascope.dashboards.causal import CausalTables
 from lorascope.figures.causal import causal_frame, plot_causal, rank_correlation
 from lorascope.figures.style import FigureStyle
@@ -144,7 +145,8 @@ def test_causal_figure_renders_with_stats(tmp_path):
         t = S.dashboard_kind(kind, n, rng)
         expl[kind], scores[kind] = t["explanations"], t["scores"]
     frame = causal_frame(kl, expl, scores)
-    fig, stats = plot_causal(frame, ["lora", "sae"], FigureStyle(), 50, 0, "labels: x")
+    style = FigureStyle.from_config(schema_defaults("figures"))
+    fig, stats = plot_causal(frame, ["lora", "sae"], style, 50, 0, "labels: x")
     fig.savefig(tmp_path / "f.png")
     assert stats.height == 4 and set(stats["against"]) == {"detection", "class"}
     assert (tmp_path / "f.png").stat().st_size > 5000
@@ -195,7 +197,8 @@ def test_dashboards_show_causal_panels(tmp_path):
         }
     )
     causal = CausalTables(kl, effects, fingerprint, accuracy)
-    build_dashboards(kinds, tmp_path / "d", "labels: x", causal=causal)
+    options = DashboardOptions.from_config(schema_defaults("figures")["dashboards"])
+    build_dashboards(kinds, tmp_path / "d", "labels: x", options, causal=causal)
     page = (tmp_path / "d" / "features" / "sae-0.html").read_text()
     assert 'id="ablation-kl">0.25 (rank 1' in page
     assert (

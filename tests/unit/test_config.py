@@ -75,6 +75,38 @@ def test_micro_overlay_validates():
     assert validate(cfg)["run"] == "micro"
 
 
+def _leaves(node, path=()):
+    for key, value in node.items():
+        if isinstance(value, dict) and value:
+            yield from _leaves(value, (*path, key))
+        else:
+            yield (*path, key), value
+
+
+def test_one_gpu_overlay_holds_only_what_differs_from_paper():
+    """config/one_gpu.yaml is stacked on config/paper.yaml (`--configfile
+    config/paper.yaml config/one_gpu.yaml`): every key it sets changes the
+    validated paper config, and the two validate together."""
+    from snakemake.utils import update_config
+
+    paper = validate(yaml.safe_load((REPO / "config/paper.yaml").read_text()))
+    overlay = yaml.safe_load((REPO / "config/one_gpu.yaml").read_text())
+    for path, value in _leaves(overlay):
+        node = paper
+        for key in path:
+            node = node[key]
+        assert node != value, f"one_gpu.yaml repeats paper.yaml's {'.'.join(path)}"
+    cfg = yaml.safe_load((REPO / "config/paper.yaml").read_text())
+    update_config(cfg, overlay)
+    cfg = validate(cfg)
+    assert (cfg["run"], cfg["model"]["base"]) == (
+        "qwen1.5b",
+        "Qwen/Qwen2.5-1.5B-Instruct",
+    )
+    assert cfg["train"]["fsdp_config"] is None
+    assert cfg["hub"]["prefetch"] and cfg["autointerp"]["provider"] == "openai"
+
+
 def test_flash_attention_is_opt_in_and_checked_up_front(monkeypatch):
     """Without flash-attn installed, asking for it fails at validation, naming
     the key and the fix; the paper config itself does not ask for it."""

@@ -17,7 +17,10 @@ import numpy as np
 import pytest
 from chromium_cdp import Browser, find_chromium
 
+from lorascope.core.config import schema_defaults
 from lorascope.dashboards.build import DashboardOptions, KindTables, build_dashboards
+
+OPTIONS = DashboardOptions.from_config(schema_defaults("figures")["dashboards"])
 
 N_LORA, N_SAE, N_CTX = 21, 9, 4
 
@@ -33,7 +36,7 @@ def _kinds(seed: int = 0) -> dict[str, KindTables]:
 @pytest.fixture(scope="module")
 def site(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("dash") / "dashboards"
-    n = build_dashboards(_kinds(), out, "labels: offline explainer")
+    n = build_dashboards(_kinds(), out, "labels: offline explainer", OPTIONS)
     assert n == N_LORA + N_SAE
     return out
 
@@ -63,7 +66,7 @@ def test_missing_column_names_file_and_column(tmp_path):
     kinds = _kinds()
     kinds["sae"].scores = kinds["sae"].scores.drop("balanced_accuracy")
     with pytest.raises(ValueError, match=r"scores/sae\.parquet.*balanced_accuracy"):
-        build_dashboards(kinds, tmp_path / "d", "x")
+        build_dashboards(kinds, tmp_path / "d", "x", OPTIONS)
 
 
 def test_duplicate_feature_fails(tmp_path):
@@ -71,15 +74,15 @@ def test_duplicate_feature_fails(tmp_path):
     exp = kinds["lora"].explanations
     kinds["lora"].explanations = exp.vstack(exp.head(1))
     with pytest.raises(ValueError, match="feature 0 appears more than once"):
-        build_dashboards(kinds, tmp_path / "d", "x")
+        build_dashboards(kinds, tmp_path / "d", "x", OPTIONS)
 
 
 def test_contexts_per_feature_option(tmp_path):
     build_dashboards(_kinds(), tmp_path / "d", "x", DashboardOptions(2, 10))
     page = (tmp_path / "d" / "features" / "sae-0.html").read_text()
     assert page.count('class="ctx"') == 2
-    with pytest.raises(ValueError, match="contexts_per_feature"):
-        DashboardOptions(contexts_per_feature=0)
+    with pytest.raises(ValueError, match="figures.dashboards.contexts_per_feature"):
+        schema_defaults("figures", {"dashboards": {"contexts_per_feature": 0}})
 
 
 @pytest.fixture(scope="module")

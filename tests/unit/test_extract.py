@@ -23,6 +23,7 @@ from lorascope.activations.hooks import (
     pad_batch,
 )
 from lorascope.core.components import lora_modules
+from lorascope.core.config import schema_defaults
 from lorascope.core.shards import open_shards
 from lorascope.core.topk import signed_features
 
@@ -151,8 +152,8 @@ def test_bad_settings_fail_clearly():
         MlpCapture(peft_model, 999)
     with pytest.raises(ExtractError, match="mlp_tensor"):
         MlpCapture(peft_model, 2, "down_proj")
-    with pytest.raises(ValueError, match="mlp_tensor"):
-        ExtractSettings(mlp_tensor="nope")
+    with pytest.raises(ValueError, match="activations.mlp_tensor"):
+        schema_defaults("activations", {"mlp_tensor": "nope"})
 
 
 def test_batches_respect_budget_and_cover_all():
@@ -163,14 +164,17 @@ def test_batches_respect_budget_and_cover_all():
         assert len(b) == 1 or len(b) * max(lengths[i] for i in b) <= 10
 
 
-CFG = dict(batch_tokens=24, shard_tokens=20, dtype="float32", top_k=4)
+CFG = {
+    **schema_defaults("activations"),
+    **dict(batch_tokens=24, shard_tokens=20, dtype="float32", top_k=4),
+}
 
 
 def _run(tmp_path, seqs, on_tokens=lambda n: None, fp="fp1", **kw):
     """Shards of a float64 tiny model: what they store (float32) is the
     float64 value rounded, the same whichever batch computed it."""
     model = tiny_lora_f64(layers=2, seed=4)
-    cfg = ExtractSettings(**{**CFG, "mlp_neurons_per_layer": 3, **kw})
+    cfg = ExtractSettings.from_config({**CFG, "mlp_neurons_per_layer": 3, **kw})
     docs = [10 + i for i in range(len(seqs))]
     return model, extract_to_shards(
         model, seqs, docs, tmp_path, cfg, fp, "cpu", on_tokens=on_tokens

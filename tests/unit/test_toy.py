@@ -14,7 +14,6 @@ import torch
 from lorascope.core.chat import ANSWER_MARKER, THINK_MARKER, build_example, build_prompt
 from lorascope.toy import tasks, world
 from lorascope.toy.pretrain import (
-    PretrainConfig,
     document_stream,
     packed_rows,
     stages,
@@ -168,7 +167,7 @@ def test_pretraining_text_covers_every_sft_token(toy_tokenizer):
             row["deepseek_attempt"],
         )
         needed.update(ids)
-    stream = document_stream(toy_tokenizer, PretrainConfig())
+    stream = document_stream(toy_tokenizer, world.pretrain_config({}))
     seen = set()
     for _ in range(3000):
         seen.update(next(stream)[0])
@@ -304,7 +303,7 @@ def test_rebuild_recipe_runs_on_tiny_sizes(tmp_path):
     cfg = {
         **TOY_CFG,
         "rebuild": True,
-        "pretrain": TINY_PRETRAIN,
+        "pretrain": {**TINY_PRETRAIN, "chat_phase": None},  # one stage
     }
     out = tmp_path / "rebuilt"
     world.materialise_base_model(out, cfg)
@@ -317,7 +316,8 @@ def test_rebuild_recipe_runs_on_tiny_sizes(tmp_path):
 
 
 def test_chat_phase_is_a_second_stage_on_the_same_weights(tmp_path):
-    base = PretrainConfig(steps=3, chat_phase={"steps": 2, "chat_digits": [1, 2]})
+    phase = {"steps": 2, "chat_digits": [1, 2]}
+    base = world.pretrain_config({"pretrain": {"steps": 3, "chat_phase": phase}})
     first, second = stages(base)
     assert first.chat_phase is None and first.steps == 3 and first.seed == 0
     assert second.steps == 2 and second.chat_digits == (1, 2) and second.seed == 1
@@ -337,8 +337,8 @@ def test_chat_phase_is_a_second_stage_on_the_same_weights(tmp_path):
     # each stage has its own optimiser and schedule, peaking at its own lr
     assert max(r["lr"] for r in log[:3]) == pytest.approx(3e-3)
     assert max(r["lr"] for r in log[3:]) == pytest.approx(1e-3)
-    with pytest.raises(ValueError, match=r"chat_phase.*'step'"):
-        PretrainConfig(chat_phase={"step": 2})
+    with pytest.raises(ValueError, match=r"toy\.pretrain\.chat_phase\.step"):
+        world.pretrain_config({"pretrain": {"chat_phase": {"step": 2}}})
 
 
 def test_stop_after_ends_the_run_early_with_the_full_runs_schedule(toy_tokenizer):
@@ -355,10 +355,11 @@ def test_stop_after_ends_the_run_early_with_the_full_runs_schedule(toy_tokenizer
 
 
 def test_pretrain_config_rejects_bad_values_naming_the_key():
+    """Bounds come from the schema; the one cross-key rule from the class."""
     with pytest.raises(ValueError, match="toy.pretrain.hidden_size"):
-        PretrainConfig(hidden_size=130, num_heads=4)
+        world.pretrain_config({"pretrain": {"hidden_size": 130, "num_heads": 4}})
     with pytest.raises(ValueError, match="toy.pretrain.chat_frac"):
-        PretrainConfig(chat_frac=1.5)
+        world.pretrain_config({"pretrain": {"chat_frac": 1.5}})
 
 
 def test_base_chat_documents_are_s1_format(toy_tokenizer):

@@ -60,17 +60,17 @@ def test_paper_scale_dry_run_asks_for_gpus():
 
 
 def test_one_gpu_config_dry_runs_on_a_workstation():
-    """config/one_gpu.yaml with profiles/workstation: the whole DAG builds,
-    training is one process (no accelerate/FSDP), every model job takes the
-    one card, and the full fine-tune is the published 1.5B checkpoint."""
+    """config/one_gpu.yaml stacked on config/paper.yaml with
+    profiles/workstation: the whole DAG builds, training is one process (no
+    accelerate/FSDP), every model job takes the one card, and the full
+    fine-tune is the published 1.5B checkpoint."""
     target = "results/qwen1.5b/train/rank1/adapter"
     common = ["--profile", "profiles/workstation", "-n"]
-    r = _snakemake(
-        "all", *common, "--quiet", "rules", "--configfile", "config/one_gpu.yaml"
-    )
+    configs = ["--configfile", "config/paper.yaml", "config/one_gpu.yaml"]
+    r = _snakemake("all", *common, "--quiet", "rules", *configs)
     assert r.returncode == 0, r.stderr[-4000:]
     assert "full_checkpoint" in r.stdout and "train_full " not in r.stdout
-    r = _snakemake(target, *common, "-p", "--configfile", "config/one_gpu.yaml")
+    r = _snakemake(target, *common, "-p", *configs)
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-4000:]
     assert "gpu=1" in out and "accelerate launch" not in out

@@ -21,7 +21,7 @@ smk = snakemake  # noqa: F821 (injected by Snakemake)
 
 with script_logging(smk) as log:
     act = dict(smk.params.act)
-    settings = ExtractSettings(**{k: v for k, v in act.items() if k != "n_docs"})
+    settings = ExtractSettings.from_config(act)
     # The very sequences the LoRA was trained on (s1 chat format, same ids).
     sft = pl.read_parquet(smk.input.sft, columns=["doc", "input_ids"])
     if act["n_docs"]:

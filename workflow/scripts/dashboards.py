@@ -15,7 +15,7 @@ with script_logging(smk) as log:
     opts = smk.params.options
     read = lambda part, kind: pl.read_parquet(smk.input[f"{part}_{kind}"])  # noqa: E731
     kinds = {k: KindTables(**{p: read(p, k) for p in PARTS}) for k in opts["kinds"]}
-    options = DashboardOptions(opts["contexts_per_feature"], opts["histogram_bins"])
+    options = DashboardOptions.from_config(opts)
     label = explainer_label(read_json(smk.input.usage))
     causal = CausalTables(
         pl.read_parquet(smk.input.feature_kl),

@@ -15,13 +15,12 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
 
 from lorascope.activations.hooks import (
-    MLP_TENSORS,
     ExtractError,
     LoraCapture,
     MlpCapture,
@@ -40,7 +39,6 @@ from lorascope.activations.shard_writer import (
 from lorascope.core.io import sha256_file
 from lorascope.core.runtime import torch_dtype
 from lorascope.core.topk import (
-    CONFIG_POLARITIES,
     FeatureStats,
     StreamingTopK,
     feature_units,
@@ -55,32 +53,25 @@ __all__ = ["ExtractSettings", "extract_to_shards", "shard_summary", "fingerprint
 
 @dataclass
 class ExtractSettings:
-    """The `activations:` config keys the extraction pass uses."""
+    """The `activations:` config keys the extraction pass uses, from the
+    schema-filled section (defaults, choices and bounds live in the schema)."""
 
-    batch_tokens: int = 4096
-    shard_tokens: int = 65536
-    dtype: str = "bfloat16"
-    mlp_neurons_per_layer: int = 60
-    mlp_tensor: str = "act_gate_up"
-    mlp_lora: bool | None = None
+    batch_tokens: int
+    shard_tokens: int
+    dtype: str
+    mlp_neurons_per_layer: int
+    mlp_tensor: str
+    mlp_lora: bool | None
     """null = off for act_gate_up, on for up_proj (hooks.mlp_lora_on)."""
-    polarity: str = "both"
-    mlp_polarity: str | None = None
+    polarity: str
+    mlp_polarity: str | None
     """null = `polarity`."""
-    top_k: int = 64
+    top_k: int
 
-    def __post_init__(self):
-        if self.mlp_tensor not in MLP_TENSORS:
-            raise ValueError(f"mlp_tensor: {self.mlp_tensor!r} not in {MLP_TENSORS}")
-        for name in ("polarity", "mlp_polarity"):
-            value = getattr(self, name)
-            if value is not None and value not in CONFIG_POLARITIES:
-                raise ValueError(f"{name}: {value!r} not in {CONFIG_POLARITIES}")
-        for name in ("batch_tokens", "shard_tokens", "top_k"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1")
-        if self.mlp_neurons_per_layer < 0:
-            raise ValueError("mlp_neurons_per_layer must be >= 0")
+    @classmethod
+    def from_config(cls, act_cfg: dict) -> ExtractSettings:
+        """The fields of an `activations` section (its other keys ignored)."""
+        return cls(**{f.name: act_cfg[f.name] for f in fields(cls)})
 
     def kind_polarity(self, kind: str) -> str:
         """The configured polarity of `kind` ("lora"/"mlp"), dominant included."""

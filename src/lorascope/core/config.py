@@ -102,6 +102,14 @@ def validate(config: dict, schema: dict | None = None, benchmarks=None) -> dict:
     return config
 
 
+def schema_defaults(name: str, values: dict | None = None) -> dict:
+    """Config section `name` as a rule gets it: `values` (a partial section,
+    or nothing) with the schema's defaults filled in, validated. For code and
+    tests that build settings without a config file; settings classes have
+    no defaults or bounds of their own."""
+    return validate({name: copy.deepcopy(dict(values or {}))})[name]
+
+
 def section(config: dict, name: str) -> dict:
     """A plain-dict copy of one config section (what a rule passes as params)."""
     return copy.deepcopy(dict(config[name]))

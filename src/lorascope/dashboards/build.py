@@ -52,17 +52,16 @@ class KindTables:
 
 @dataclass(frozen=True)
 class DashboardOptions:
-    """Config key `figures.dashboards`."""
+    """Config key `figures.dashboards` (defaults and bounds in the schema)."""
 
-    contexts_per_feature: int = 20
+    contexts_per_feature: int
     """Top contexts shown on a feature page (the explainer saw up to 64)."""
-    histogram_bins: int = 30
+    histogram_bins: int
 
-    def __post_init__(self):
-        if self.contexts_per_feature < 1:
-            raise ValueError("figures.dashboards.contexts_per_feature must be >= 1")
-        if self.histogram_bins < 2:
-            raise ValueError("figures.dashboards.histogram_bins must be >= 2")
+    @classmethod
+    def from_config(cls, dashboards_cfg: dict) -> DashboardOptions:
+        keys = ("contexts_per_feature", "histogram_bins")
+        return cls(*(dashboards_cfg[k] for k in keys))
 
 
 def _need(df: pl.DataFrame, cols: list[str], what: str) -> None:
@@ -208,7 +207,7 @@ def build_dashboards(
     kinds: dict[str, KindTables],
     out_dir: Path,
     explainer: str,
-    options: DashboardOptions = DashboardOptions(),
+    options: DashboardOptions,
     causal: CausalTables | None = None,
 ) -> int:
     """Write the dashboard site into `out_dir` (created); returns #feature pages.

@@ -34,27 +34,19 @@ MODULE_ORDER = ["q", "k", "v", "o", "gate", "up", "down"]
 
 @dataclass(frozen=True)
 class FigureStyle:
-    """Page geometry and fonts shared by all figures (config key `figures`)."""
+    """Page geometry and fonts shared by all figures (config key `figures`;
+    defaults and bounds in the schema)."""
 
-    width_in: float = 3.5
+    width_in: float
     """Width of one paper column in inches; every figure is drawn at it."""
-    font_size: float = 8.0
+    font_size: float
     """Base font size in points at that width (ticks are one point smaller)."""
-    dpi: int = 300
+    dpi: int
     """Resolution of raster outputs (PNG)."""
-
-    def __post_init__(self) -> None:
-        if self.width_in <= 0:
-            raise ValueError(f"figures.width_in must be > 0, got {self.width_in}")
-        if self.font_size <= 0:
-            raise ValueError(f"figures.font_size must be > 0, got {self.font_size}")
-        if self.dpi < 50:
-            raise ValueError(f"figures.dpi must be >= 50, got {self.dpi}")
 
     @classmethod
     def from_config(cls, figures_cfg: Mapping[str, Any]) -> FigureStyle:
-        keys = ("width_in", "font_size", "dpi")
-        return cls(**{k: figures_cfg[k] for k in keys if k in figures_cfg})
+        return cls(*(figures_cfg[k] for k in ("width_in", "font_size", "dpi")))
 
     def size(self, height_ratio: float) -> tuple[float, float]:
         """(width, height) in inches for a figure `height_ratio` times as tall."""

@@ -51,65 +51,46 @@ Doc = tuple[list[int], list[int]]
 
 @dataclass(frozen=True)
 class PretrainConfig:
-    """Model size and schedule of the toy pretraining (config ``toy.pretrain``)."""
+    """Model size and schedule of the toy pretraining: config ``toy.pretrain``
+    plus ``toy.seed``, built by ``world.pretrain_config`` from the
+    schema-filled section (defaults, bounds and meanings live in the schema)."""
 
-    seed: int = 0
-    hidden_size: int = 128
-    num_layers: int = 4
-    num_heads: int = 4
-    intermediate_size: int = 512
-    steps: int = 1500
+    seed: int
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    intermediate_size: int
+    steps: int
     """Optimiser steps; each sees ``batch_size`` rows of ``seq_len`` tokens."""
-    batch_size: int = 16
-    seq_len: int = 512
-    lr: float = 3e-3
-    warmup_frac: float = 0.05
-    weight_decay: float = 0.01
-    chat_frac: float = 0.5
+    batch_size: int
+    seq_len: int
+    lr: float
+    warmup_frac: float
+    weight_decay: float
+    chat_frac: float
     """Fraction of documents that are chat turns (the rest are textbook text)."""
-    reason_frac: float = 0.0
+    reason_frac: float
     """Fraction of chat turns whose think section holds a worked solution in
     textbook wording (the rest answer directly, with an empty think section)."""
-    slip_rate: float = 0.1
+    slip_rate: float
     """Textbook solutions with a mis-added column and a correction."""
-    carry_slip_rate: float = 0.2
+    carry_slip_rate: float
     """Textbook solutions whose first incoming carry is forgotten, then corrected."""
-    digits: tuple[int, ...] = (1, 2, 3, 4, 5)
+    digits: tuple[int, ...]
     """Operand digit counts of textbook documents (drawn uniformly)."""
-    chat_digits: tuple[int, ...] = (1, 2, 3, 4)
+    chat_digits: tuple[int, ...]
     """Operand digit counts of chat documents (drawn uniformly)."""
-    chat_phase: dict | None = None
+    chat_phase: dict | None
     """A second stage on the first stage's weights (fresh optimiser, schedule
-    and document seed ``seed + 1``) that overrides some of the keys in
-    ``CHAT_PHASE_KEYS``: mostly chat turns on short sums, so the "instruct"
-    model answers small problems directly and partly right."""
+    and document seed ``seed + 1``) that overrides some of the first stage's
+    keys (those the schema lists under ``toy.pretrain.chat_phase``): mostly
+    chat turns on short sums, so the "instruct" model answers small problems
+    directly and partly right."""
 
     def __post_init__(self):
-        for name in ("hidden_size", "num_layers", "num_heads", "intermediate_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"toy.pretrain.{name} must be >= 1")
+        # The one constraint between keys that the schema cannot state.
         if self.hidden_size % self.num_heads:
             raise ValueError("toy.pretrain.hidden_size must divide by num_heads")
-        for name in ("steps", "batch_size", "seq_len"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"toy.pretrain.{name} must be >= 1")
-        for name in ("chat_frac", "reason_frac", "slip_rate", "carry_slip_rate"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"toy.pretrain.{name} must lie in [0, 1]")
-        for name in ("digits", "chat_digits"):
-            if not getattr(self, name) or min(getattr(self, name)) < 1:
-                raise ValueError(
-                    f"toy.pretrain.{name} must be a non-empty list of >= 1"
-                )
-        unknown = set(self.chat_phase or {}) - set(CHAT_PHASE_KEYS)
-        if unknown:
-            raise ValueError(
-                f"toy.pretrain.chat_phase: unknown key(s) {sorted(unknown)}; "
-                f"expected some of {list(CHAT_PHASE_KEYS)}"
-            )
-
-
-CHAT_PHASE_KEYS = ("steps", "lr", "chat_frac", "chat_digits")
 
 
 def stages(cfg: PretrainConfig) -> list[PretrainConfig]:

@@ -51,16 +51,18 @@ REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer.json")
 
 
 def pretrain_config(toy_cfg: dict) -> PretrainConfig:
-    """The ``toy.pretrain`` section (plus ``toy.seed``) as a PretrainConfig."""
+    """The ``toy.pretrain`` section (plus ``toy.seed``) as a PretrainConfig;
+    keys missing from ``toy_cfg`` get the schema's defaults."""
+    from lorascope.core.config import schema_defaults
     from lorascope.toy.pretrain import PretrainConfig
 
-    p = dict(toy_cfg.get("pretrain", {}))
+    toy_cfg = schema_defaults("toy", toy_cfg)
+    p = dict(toy_cfg["pretrain"])
     for key in ("digits", "chat_digits"):
-        if key in p:
-            p[key] = tuple(p[key])
-    if p.get("chat_phase") is not None:
+        p[key] = tuple(p[key])
+    if p["chat_phase"] is not None:
         p["chat_phase"] = dict(p["chat_phase"])
-    return PretrainConfig(seed=toy_cfg.get("seed", 0), **p)
+    return PretrainConfig(seed=toy_cfg["seed"], **p)
 
 
 def recipe_record(cfg: PretrainConfig) -> dict:
@@ -185,7 +187,7 @@ def materialise_base_model(
     out_dir: Path | str, toy_cfg: dict, shipped_dir: Path | str = SHIPPED_DIR
 ) -> None:
     """Put the toy base model in ``out_dir``: copy the shipped one or rebuild it."""
-    if toy_cfg.get("rebuild", False):
+    if toy_cfg["rebuild"]:
         build_base_model(out_dir, toy_cfg)
     else:
         shipped_dir = Path(shipped_dir)
