@@ -11,7 +11,7 @@ SNAKEMAKE := $(BIN)/snakemake
 VLLM_VENV ?= .venv-vllm
 VLLM_BIN := $(VLLM_VENV)/bin
 
-.PHONY: setup vllm-env run test lint format dryrun-paper report readme-figures config-docs
+.PHONY: setup vllm-env run test test-fast lint format dryrun-paper report readme-figures config-docs
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,10 @@ run: setup
 TEST_WORKERS ?= 2
 test: setup
 	LORASCOPE_VLLM_PYTHON=$(abspath $(VLLM_BIN))/python $(BIN)/python -m pytest -q -ra -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
+
+# The inner loop: tests/unit only (no workflow runs, no vLLM engine).
+test-fast: $(VENV)/.installed
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) tests/unit
 
 lint: setup
 	$(BIN)/ruff check src tests bench workflow/scripts
