@@ -232,3 +232,43 @@ def test_duplicate_rows_error_or_skip(math_file):
         load_benchmark("math500", data_files=math_file)
     df = load_benchmark("math500", data_files=math_file, duplicates="skip")
     assert df["id"].to_list() == [r["unique_id"] for r in rows]
+
+
+def _normalised_rows():
+    return [
+        {"id": "a", "problem": "What is 2+3?", "answer": "5", "grader": "math"},
+        {"id": "b", "problem": "Name the colour.", "answer": "red", "grader": "exact"},
+    ]
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".jsonl"])
+def test_local_benchmark_in_the_normalised_schema_under_any_name(tmp_path, suffix):
+    """A file already in the normalised schema is a benchmark under any name,
+    with no registry entry (choices may be left out)."""
+    path = tmp_path / f"mine{suffix}"
+    frame = pl.DataFrame(_normalised_rows())
+    frame.write_parquet(path) if suffix == ".parquet" else frame.write_ndjson(path)
+    df = load_benchmark("my_algebra", data_files=path)
+    assert df["id"].to_list() == ["a", "b"]
+    assert df.schema == SCHEMA and df["choices"].null_count() == 2
+
+
+def test_local_benchmark_missing_a_column_names_key_and_file(tmp_path):
+    path = tmp_path / "mine.jsonl"
+    pl.DataFrame(_normalised_rows()).drop("grader").write_ndjson(path)
+    with pytest.raises(ValueError, match=r"eval.benchmark_files.my_algebra: .*grader"):
+        load_benchmark("my_algebra", data_files=path)
+
+
+def test_local_benchmark_name_passes_the_config_checks(tmp_path):
+    """eval.benchmarks may name it; an unknown name without a file still fails."""
+    from lorascope.core.config import ConfigError, validate
+
+    path = tmp_path / "mine.parquet"
+    pl.DataFrame(_normalised_rows()).write_parquet(path)
+    files = {"benchmark_files": {"my_algebra": str(path)}}
+    ok = {"eval": {"benchmarks": ["my_algebra"], **files}}
+    registry = lambda: ["aime24", "math500"]  # noqa: E731
+    validate(ok, benchmarks=registry)
+    with pytest.raises(ConfigError, match="unknown benchmark 'other'"):
+        validate({"eval": {"benchmarks": ["other"], **files}}, benchmarks=registry)

@@ -50,6 +50,7 @@ from lorascope.core.config import ConfigError, load_schema, validate
 from lorascope.core.models import base_model_path as base_model_location
 from lorascope.workflow.codeversion import code_version, use_disk_cache
 from lorascope.workflow.wiring import RUNTIME_KEYS, JobConfig, declared
+from lorascope.core.names import is_toy, is_toy_benchmark
 from lorascope.hub.names import is_hub_id, snapshot_name
 
 
@@ -172,7 +173,7 @@ def base_model_input(wildcards=None):
     """The toy base model dir, a local model dir (as written) or a prefetched
     snapshot; nothing for a hub id read from the hub (its revision is a param)."""
     model = config["model"]
-    if model["base"] == "toy":
+    if is_toy(model["base"]):
         return res("toy/base_model")
     snapshot = prefetched("model", model["base"], model["revision"])
     return snapshot or (model["base"] if os.path.isdir(model["base"]) else [])
@@ -186,7 +187,12 @@ HUB_DIR = config["hub"]["dir"]
 
 def hub_repo(name):
     """Whether a model/dataset name is read from the hub (not toy, not local)."""
-    return name not in ("toy", "train") and not os.path.exists(name) and is_hub_id(name)
+    return (
+        not is_toy(name)
+        and name != "train"
+        and not os.path.exists(name)
+        and is_hub_id(name)
+    )
 
 
 def prefetched(kind, name, revision, always=False):

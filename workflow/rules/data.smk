@@ -2,7 +2,7 @@
 
 
 def toy_sft_input(wildcards):
-    return [res("toy/s1k.parquet")] if config["data"]["dataset"] == "toy" else []
+    return [res("toy/s1k.parquet")] if is_toy(config["data"]["dataset"]) else []
 
 
 def sft_snapshot(wildcards):

@@ -24,7 +24,7 @@ def bench_source(wildcards):
     """Toy benchmarks come from the toy world; a hub one from its local file
     (eval.benchmark_files) when set, else its prefetched snapshot, else from
     the hub (no input)."""
-    if wildcards.benchmark.startswith("toy_"):
+    if is_toy_benchmark(wildcards.benchmark):
         return res(f"toy/bench/{wildcards.benchmark}.parquet")
     return bench_file(wildcards.benchmark) or bench_snapshot(wildcards) or []
 
@@ -32,7 +32,7 @@ def bench_source(wildcards):
 def bench_snapshot(wildcards):
     """A hub benchmark's local snapshot (hub.prefetch, no local file), or None."""
     name = wildcards.benchmark
-    if name.startswith("toy_") or bench_file(name):
+    if is_toy_benchmark(name) or bench_file(name):
         return None
     from lorascope.evaluation.benchmarks import BENCHMARKS as REGISTRY
 

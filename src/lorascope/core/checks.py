@@ -15,6 +15,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from lorascope.core.names import is_toy, is_toy_benchmark
+
 __all__ = ["coerce_numbers", "semantic_problems"]
 
 REPO = Path(__file__).resolve().parents[3]
@@ -84,7 +86,7 @@ def _model_problem(key: str, name: str) -> str | None:
 def _model_config(config: dict) -> dict | None:
     """The base model's config.json when it can be read without a download."""
     base = config["model"]["base"]
-    if base == "toy":
+    if is_toy(base):
         if config["toy"]["rebuild"]:
             return {"num_hidden_layers": config["toy"]["pretrain"]["num_layers"]}
         path = SHIPPED_TOY_MODEL / "config.json"
@@ -129,24 +131,27 @@ def _benchmark_problems(config: dict, benchmarks) -> list[str]:
         section, name = key.split(".")
         if config[section][name]:
             names.append((key, config[section][name]))
-    hub = [n for _, n in names if not n.startswith("toy_")]
+    local = set(config["eval"]["benchmark_files"])
+    hub = [n for _, n in names if not is_toy_benchmark(n) and n not in local]
     # The registry is only loaded (it imports polars) when a hub name is used.
     known = None
-    if benchmarks is not None and (hub or config["eval"]["benchmark_files"]):
+    if benchmarks is not None and hub:
         known = sorted(benchmarks())
     out = []
     for key, name in names:
-        if name.startswith("toy_"):
+        if is_toy_benchmark(name):
             if name not in toy:
                 out.append(
                     f"{key}: {name!r} is not defined in toy.benchmarks "
                     f"(defined: {sorted(toy)})"
                 )
-        elif known is not None and name not in known:
-            out.append(f"{key}: unknown benchmark {name!r}; known: {known + ['toy_*']}")
+        elif known is not None and name not in known and name not in local:
+            out.append(
+                f"{key}: unknown benchmark {name!r}; known: {known + ['toy_*']}, "
+                "or a local file in the normalised schema under "
+                "eval.benchmark_files"
+            )
     for name, path in config["eval"]["benchmark_files"].items():
-        if known is not None and name not in known:
-            out.append(f"eval.benchmark_files.{name}: not a hub benchmark ({known})")
         if not Path(path).is_file():
             out.append(f"eval.benchmark_files.{name}: no file at {path!r}")
     return out
@@ -198,7 +203,7 @@ def _adapter_problem(config: dict) -> str | None:
             return f"model.adapter: local path {adapter!r} does not exist"
         return None
     base = model["base"]
-    if base == "toy":
+    if is_toy(base):
         base = f"results/{config['run']}/toy/base_model"
     try:
         check_existing_adapter(
@@ -232,7 +237,7 @@ def semantic_problems(config: dict, benchmarks=None) -> list[str]:
     out = []
     for key in ("base", "full_finetune"):
         name = config["model"][key]
-        if name not in ("toy", "train"):
+        if not is_toy(name) and name != "train":
             out.append(_model_problem(f"model.{key}", name))
     out.append(_sae_problem(config))
     out.append(_attention_problem(config["model"]["attn_implementation"]))

@@ -13,6 +13,7 @@ import polars as pl
 
 from lorascope.core.chat import IGNORE_INDEX, build_example
 from lorascope.core.io import TEXT_FORMATS, DataFileError, check_text_file
+from lorascope.core.names import is_toy
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ def load_rows(
     from datasets import load_dataset
 
     name = data_cfg["dataset"]
-    if name == "toy":
+    if is_toy(name):
         if not toy_parquet:
             raise DataError("data.dataset is 'toy' but no toy parquet was given")
         source, ds = toy_parquet, load_dataset("parquet", data_files=toy_parquet)

@@ -23,6 +23,7 @@ from pathlib import Path
 import polars as pl
 
 from lorascope.core.io import TEXT_FORMATS, check_text_file
+from lorascope.core.names import is_toy_benchmark
 
 __all__ = [
     "BENCHMARKS",
@@ -214,6 +215,30 @@ def validate_benchmark(
     return df
 
 
+def _read_normalised(name: str, path: str | Path) -> pl.DataFrame:
+    """A local benchmark under a name the registry does not know: a parquet or
+    JSON-lines file already in SCHEMA, used as it is (choices in the order
+    given; `choices` may be left out when no row is multiple choice)."""
+    where = f"eval.benchmark_files.{name}"
+    path = Path(path)
+    if path.suffix == ".parquet":
+        df = pl.read_parquet(path)
+    elif path.suffix in (".jsonl", ".json"):
+        check_text_file(path, where)
+        df = pl.read_ndjson(path)
+    else:
+        raise ValueError(
+            f"{where}: {path} is not a registry benchmark's file, so it must be "
+            f"in the normalised schema ({', '.join(SCHEMA)}) as .parquet or .jsonl"
+        )
+    missing = [c for c in SCHEMA if c not in df.columns and c != "choices"]
+    if missing:
+        raise ValueError(f"{where}: {path} has no column(s) {missing}")
+    if "choices" not in df.columns:
+        df = df.with_columns(pl.lit(None, dtype=SCHEMA["choices"]).alias("choices"))
+    return df
+
+
 def _load_raw(
     name: str, spec: BenchmarkSpec, data_files: str | None, snapshot: str | None
 ) -> list[dict]:
@@ -280,7 +305,7 @@ def load_benchmark(
     eval.duplicate_rows. `snapshot`: a local copy of the benchmark's hub repo
     (hub.prefetch), read instead of the hub.
     """
-    if name.startswith("toy_"):
+    if is_toy_benchmark(name):
         if toy_dir is None:
             raise ValueError(f"benchmark {name!r} is a toy benchmark: pass toy_dir")
         path = Path(toy_dir) / f"{name}.parquet"
@@ -293,8 +318,13 @@ def load_benchmark(
             spec.to_rows(_load_raw(name, spec, data_files, snapshot), seed),
             schema=SCHEMA,
         )
+    elif data_files is not None:
+        df = _read_normalised(name, data_files)
     else:
         known = sorted(BENCHMARKS) + ["toy_*"]
-        raise ValueError(f"unknown benchmark {name!r}; known: {known}")
+        raise ValueError(
+            f"unknown benchmark {name!r}; known: {known}, or a local file in the "
+            "normalised schema under eval.benchmark_files"
+        )
     df = validate_benchmark(df, name, duplicates)
     return df.head(limit) if limit else df
