@@ -11,7 +11,7 @@ SNAKEMAKE := $(BIN)/snakemake
 VLLM_VENV ?= .venv-vllm
 VLLM_BIN := $(VLLM_VENV)/bin
 
-.PHONY: setup vllm-env run test lint format dryrun-paper report readme-figures
+.PHONY: setup vllm-env run test lint format dryrun-paper plan report readme-figures
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -62,6 +62,16 @@ format: setup
 
 dryrun-paper: setup
 	$(SNAKEMAKE) --profile profiles/slurm all -n --configfile config/paper.yaml
+
+# What a run asks of the hardware before it is submitted: per rule GPUs, GPU
+# memory against the card, host RAM, FLOPs, hours, and the total GPU-hours
+# (lorascope.workflow.plan). Overlays stack:
+#   make plan CONFIG="config/paper.yaml config/presets/published_adapter.yaml"
+# STRICT=1 fails when anything does not fit the profile's hardware.yaml.
+CONFIG ?= config/paper.yaml
+PROFILE ?= profiles/slurm
+plan: setup
+	PYTHONPATH=src $(BIN)/python -m lorascope.workflow.plan --configfile $(CONFIG) --profile $(PROFILE) $(if $(STRICT),--strict)
 
 report: setup
 	$(SNAKEMAKE) --profile profiles/local --report results/report.zip all
