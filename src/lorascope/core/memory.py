@@ -78,8 +78,11 @@ class ModelShape:
     def lora_params(self, r: int, modules: int = 7) -> int:
         """Parameters of a rank-r LoRA on the 7 matrices of every layer
         (fewer `modules` are counted as the largest ones: an upper bound)."""
-        h, q, kv, i = self.hidden, self.heads * self.hd, self.kv_heads * self.hd, (
-            self.intermediate
+        h, q, kv, i = (
+            self.hidden,
+            self.heads * self.hd,
+            self.kv_heads * self.hd,
+            (self.intermediate),
         )
         dims = sorted(
             [h + q, h + kv, h + kv, q + h, h + i, h + i, i + h], reverse=True

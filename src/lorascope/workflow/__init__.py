@@ -6,6 +6,10 @@ workflow is parsed (nothing here imports torch), not by the stages' logic.
   are never recorded, secrets redacted; jobs read their params through it.
 - `checks`: what the schema cannot express (paths, names, SAE width, keys),
   and the environment (API keys) before any job starts.
+- `resources` (with `rulecosts`): what each rule needs (GPUs, GPU memory,
+  host RAM, time, FLOPs) from the config and the profile's hardware.yaml.
+- `plan`: `python -m lorascope.workflow.plan` prints that per rule before
+  a run is submitted (`make plan`).
 """
 
-__all__ = ["checks", "codeversion", "wiring"]
+__all__ = ["checks", "codeversion", "plan", "resources", "rulecosts", "wiring"]

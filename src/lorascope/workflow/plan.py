@@ -131,8 +131,10 @@ def warnings(rows: list[dict], hw: Hardware) -> list[str]:
 
 
 def render(rows: list[dict], hw: Hardware, source: str) -> str:
-    head = (f"{'rule':<20} {'jobs':>4} {'GPUs':>4} {'GiB/card':>13} "
-            f"{'host GB':>8} {'PFLOP/job':>10} {'h/job':>6} {'GPU-h':>7}  notes")  # fmt: skip
+    head = (
+        f"{'rule':<20} {'jobs':>4} {'GPUs':>4} {'GiB/card':>13} "
+        f"{'host GB':>8} {'PFLOP/job':>10} {'h/job':>6} {'GPU-h':>7}  notes"
+    )
     lines = [
         f"hardware: {hw.gpus_per_node} x {hw.gpu_name} ({hw.gpu_mem_gib:g} GiB, "
         f"{hw.gpu_tflops:g} TFLOP/s bf16) per node, {hw.max_runtime_min / 60:g} h "
@@ -166,8 +168,11 @@ def main(argv=None) -> int:
     ap.add_argument("--configfile", nargs="+", required=True, type=Path)
     ap.add_argument("--profile", default="profiles/slurm", type=Path)
     ap.add_argument("--strict", action="store_true", help="exit 1 on a warning")
-    ap.add_argument("--no-dry-run", action="store_true",
-                    help="count jobs from the config, not a Snakemake dry run")  # fmt: skip
+    ap.add_argument(
+        "--no-dry-run",
+        action="store_true",
+        help="count jobs from the config, not a Snakemake dry run",
+    )
     args = ap.parse_args(argv)
     config = load_configs(args.configfile)
     hw = Hardware.from_profile(args.profile)

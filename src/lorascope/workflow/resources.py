@@ -57,9 +57,7 @@ BANDWIDTH_EFFICIENCY = 0.7
 _Q = dict(max_positions=32768)
 KNOWN_SHAPES = {
     "Qwen/Qwen2.5-0.5B-Instruct": ModelShape(896, 24, 14, 2, 4864, 151936, True, **_Q),
-    "Qwen/Qwen2.5-1.5B-Instruct": ModelShape(
-        1536, 28, 12, 2, 8960, 151936, True, **_Q
-    ),
+    "Qwen/Qwen2.5-1.5B-Instruct": ModelShape(1536, 28, 12, 2, 8960, 151936, True, **_Q),
     "Qwen/Qwen2.5-7B-Instruct": ModelShape(3584, 28, 28, 4, 18944, 152064, **_Q),
     "Qwen/Qwen2.5-32B-Instruct": ModelShape(5120, 64, 40, 8, 27648, 152064, **_Q),
 }

@@ -128,8 +128,10 @@ def eval_generate(s: Setting) -> Needs:
     eval.batch_size, one job per variant. The job modelled is the
     base-and-LoRAs engine (4 variants); the full model's engine has 1."""
     ev, shape = s.config["eval"], s.shape
-    new = min(ev["max_new_tokens"],
-              (ev["context_length"] or shape.max_positions) - PROMPT_TOKENS)
+    new = min(
+        ev["max_new_tokens"],
+        (ev["context_length"] or shape.max_positions) - PROMPT_TOKENS,
+    )
     n_prob = sum(problems(s.config, b) for b in ev["benchmarks"])
     per_variant = n_prob * shape.generate_flops(PROMPT_TOKENS, new)
     notes = [f"upper bound: every generation runs to its {new}-token budget"]
