@@ -11,7 +11,7 @@ SNAKEMAKE := $(BIN)/snakemake
 VLLM_VENV ?= .venv-vllm
 VLLM_BIN := $(VLLM_VENV)/bin
 
-.PHONY: setup vllm-env run test test-fast lint format dryrun-paper report readme-figures config-docs
+.PHONY: setup vllm-env run test test-fast lint format dryrun-paper plan report readme-figures config-docs
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -70,6 +70,16 @@ dryrun-paper: setup
 # config/README.md's key tables, regenerated from workflow/schemas/config.schema.yaml.
 config-docs: setup
 	PYTHONPATH=src $(BIN)/python -m lorascope.workflow.config_docs
+
+# What a run asks of the hardware before it is submitted: per rule GPUs, GPU
+# memory against the card, host RAM, FLOPs, hours, and the total GPU-hours
+# (lorascope.workflow.plan). Overlays stack:
+#   make plan CONFIG="config/paper.yaml config/presets/published_adapter.yaml"
+# STRICT=1 fails when anything does not fit the profile's hardware.yaml.
+CONFIG ?= config/paper.yaml
+PROFILE ?= profiles/slurm
+plan: setup
+	PYTHONPATH=src $(BIN)/python -m lorascope.workflow.plan --configfile $(CONFIG) --profile $(PROFILE) $(if $(STRICT),--strict)
 
 report: setup
 	$(SNAKEMAKE) --profile profiles/local --report results/report.zip all

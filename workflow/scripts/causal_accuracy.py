@@ -8,6 +8,7 @@ from lorascope.ablation.setup import load_lora
 from lorascope.causal.feature_accuracy import (
     accuracy_table,
     choose_variants,
+    fitting_batch,
     run_variants,
 )
 from lorascope.causal.feature_kl import SaeMap
@@ -35,12 +36,18 @@ with script_logging(smk) as log:
         "%s: %d problems x %d variants (%s)", smk.params.benchmark, bench.height,
         len(variants), ", ".join(v.name for v in variants),
     )  # fmt: skip
+    max_new = causal["accuracy_max_new_tokens"] or ev["max_new_tokens"]
+    # Two KV caches per prompt: eval.batch_size does not fit at 32B (issue 31).
+    # .get: declared by feature_accuracy_params once the rule passes it.
+    batch = causal.get("accuracy_batch_size") or fitting_batch(
+        model, max_new, bench.height, fallback=ev["batch_size"]
+    )
+    log.info("batch %d prompts per generate call", batch)
     with ScalarControl(lora_layers(model)) as control:
         correct, stats = run_variants(
             model, tokenizer, control, sae_map, variants, bench.to_dicts(),
             words=config["steering"]["backtrack_words"],
-            max_new_tokens=causal["accuracy_max_new_tokens"] or ev["max_new_tokens"],
-            batch_size=ev["batch_size"],
+            max_new_tokens=max_new, batch_size=batch,
             system=config["data"]["system_prompt"],
             fallback=ev["grade_without_answer_marker"],
         )  # fmt: skip

@@ -32,12 +32,14 @@ from transformers import DynamicCache
 from lorascope.ablation.generation import completion_stats, graded_generations
 from lorascope.ablation.scalar_control import ScalarControl
 from lorascope.causal.feature_kl import SaeMap
+from lorascope.core.memory import ModelShape, fit_batch, generation_bytes
 
 __all__ = [
     "CleanScalars",
     "Variant",
     "accuracy_table",
     "choose_variants",
+    "fitting_batch",
     "run_variants",
 ]
 
@@ -145,6 +147,21 @@ def choose_variants(
             )
         )  # fmt: skip
     return out
+
+
+def fitting_batch(model, max_new_tokens: int, cap: int, fallback: int) -> int:
+    """Prompts per generate call that fit the card the loaded model is on,
+    leaving 10% of it free: two KV caches per prompt (edited and clean pass;
+    the resource model's formula, lorascope.core.memory.generation_bytes,
+    with a 300-token prompt). `fallback` off CUDA."""
+    device = next(model.parameters()).device
+    if device.type != "cuda":
+        return fallback
+    free, total = torch.cuda.mem_get_info(device)
+    shape = ModelShape.from_config(model.config.to_dict())
+    nbytes = torch.finfo(next(model.parameters()).dtype).bits // 8
+    per_prompt = generation_bytes(shape, 300, max_new_tokens, nbytes, caches=2)
+    return fit_batch(free - 0.1 * total, 0, per_prompt, cap)
 
 
 def run_variants(

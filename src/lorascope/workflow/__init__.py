@@ -6,6 +6,19 @@ workflow is parsed (nothing here imports torch), not by the stages' logic.
   are never recorded, secrets redacted; jobs read their params through it.
 - `environment`: the API keys of the LLM steps about to run, checked before
   any job starts (what the schema cannot express is `lorascope.core.checks`).
+- `resources` (with `rulecosts`): what each rule needs (GPUs, GPU memory,
+  host RAM, time, FLOPs) from the config and the profile's hardware.yaml.
+- `plan`: `python -m lorascope.workflow.plan` prints that per rule before
+  a run is submitted (`make plan`).
+- `config_docs`: config/README.md's key tables, generated from the schema.
 """
 
-__all__ = ["codeversion", "environment", "wiring"]
+__all__ = [
+    "codeversion",
+    "config_docs",
+    "environment",
+    "plan",
+    "resources",
+    "rulecosts",
+    "wiring",
+]
