@@ -1,4 +1,6 @@
-"""Cross-layer BatchTopK SAE: config, data stream, training, round trip, recovery."""
+"""Cross-layer BatchTopK SAE (the default sae.architecture): config, data
+stream, training, round trip, recovery. Other architectures:
+test_sae_architectures.py."""
 
 from __future__ import annotations
 
@@ -88,7 +90,7 @@ def recovery_cfg(**kw):
         k=K, expansion=4, lr=3e-3, batch_size=512, epochs=25, seed=0,
         dead_feature_window=50, shuffle_buffer_tokens=0, device="cpu", log_every=100,
     )  # fmt: skip
-    return SaeConfig(**(base | kw))
+    return SaeConfig.from_config({"sae": base | kw})
 
 
 @pytest.fixture(scope="module")
@@ -243,10 +245,11 @@ def test_lr_warmup_steps_ramp_the_learning_rate():
 
     from lorascope.sae.training import trainer_config
 
-    cfg = SaeConfig(lr=5e-4, batch_size=512, lr_warmup_steps=100)
+    cfg = SaeConfig.from_config({"sae": {"lr": 5e-4, "lr_warmup_steps": 100}})
     tc = trainer_config(cfg, 512 * 400, "cpu")
     assert (tc.lr_warm_up_steps, tc.lr) == (100, 5e-4)
-    assert trainer_config(SaeConfig(), 512 * 400, "cpu").lr_warm_up_steps == 0
+    default = SaeConfig.from_config({})
+    assert trainer_config(default, 512 * 400, "cpu").lr_warm_up_steps == 0
     opt = torch.optim.Adam([torch.zeros(1, requires_grad=True)], lr=tc.lr)
     sched = get_lr_scheduler(
         tc.lr_scheduler_name, lr=tc.lr, optimizer=opt,
@@ -262,7 +265,9 @@ def test_lr_warmup_steps_ramp_the_learning_rate():
     assert lrs[0] == pytest.approx(5e-6) and lrs[50] < lrs[98]
     assert lrs[99:] == pytest.approx([5e-4] * 51)
     with pytest.raises(ValueError, match="sae.lr_warmup_steps=400 is not below"):
-        trainer_config(SaeConfig(lr_warmup_steps=400), 512 * 400, "cpu")
+        trainer_config(
+            SaeConfig.from_config({"sae": {"lr_warmup_steps": 400}}), 512 * 400, "cpu"
+        )
 
 
 def test_load_missing_model_names_path(tmp_path):
@@ -275,11 +280,13 @@ def test_load_missing_model_names_path(tmp_path):
     [("k", 0), ("expansion", 0), ("lr", -1.0), ("batch_size", 0), ("epochs", 0),
      ("normalize", "zscore"), ("dead_frac_threshold", 1.0), ("log_every", 0),
      ("shuffle_buffer_tokens", -1), ("dead_feature_window", 0),
-     ("lr_warmup_steps", -1)],
+     ("lr_warmup_steps", -1), ("architecture", "gated"),
+     ("matryoshka_fractions", [0.5, 1.0])],
 )  # fmt: skip
 def test_config_rejects_bad_values_naming_field(field, value):
+    """from_config checks the section against the schema (its bounds)."""
     with pytest.raises(ValueError, match=f"sae.{field}"):
-        SaeConfig(**{field: value})
+        SaeConfig.from_config({"sae": {field: value}})
 
 
 def test_config_from_config_inherits_and_rejects_unknown():
@@ -291,14 +298,19 @@ def test_config_from_config_inherits_and_rejects_unknown():
         SaeConfig.from_config({"sae": {"topk": 3}})
 
 
-def test_schema_defaults_equal_dataclass_defaults():
+def test_defaults_come_from_the_schema():
     with open(SCHEMA_PATH) as f:
-        props = yaml.safe_load(f)["properties"]["sae"]["properties"]
-    fields = {f.name: f.default for f in dataclasses.fields(SaeConfig)}
-    assert set(props) == set(fields)
+        schema = yaml.safe_load(f)["properties"]
+    props = schema["sae"]["properties"]
+    fields = dataclasses.fields(SaeConfig)
+    assert set(props) == {f.name for f in fields}
+    assert all(f.default is dataclasses.MISSING for f in fields)  # none repeated
+    cfg = dataclasses.asdict(SaeConfig.from_config({}))
     for name, spec in props.items():
-        if spec["default"] is not None:  # null = inherit the top-level key
-            assert spec["default"] == pytest.approx(fields[name]), name
+        # null = inherit the top-level key (its own default here)
+        want = schema[name]["default"] if spec["default"] is None else spec["default"]
+        assert cfg[name] == want, name
+    assert cfg["architecture"] == "batchtopk"
 
 
 # --- SAE features from the shards (rule sae_features) ---

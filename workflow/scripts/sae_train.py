@@ -1,4 +1,5 @@
-"""Rule train_sae: BatchTopK SAE on the activation shards; model + metrics.json."""
+"""Rule train_sae: the sae.architecture SAE on the activation shards; model +
+metrics.json."""
 
 from pathlib import Path
 
@@ -16,8 +17,8 @@ with script_logging(smk) as log:
     seed_everything(cfg.seed)
     shards = open_shards(Path(smk.input.manifest).parent)
     log.info(
-        "SAE %d -> %d latents, k=%s, on %d tokens x %s epochs (batch %d)",
-        shards.n_components, cfg.d_sae(shards.n_components), cfg.k,
+        "%s SAE %d -> %d latents, k=%s, on %d tokens x %s epochs (batch %d)",
+        cfg.architecture, shards.n_components, cfg.d_sae(shards.n_components), cfg.k,
         shards.n_tokens, cfg.epochs, cfg.batch_size,
     )  # fmt: skip
     metrics = train_on_shards(shards, cfg, smk.output.model)

@@ -17,7 +17,7 @@ from typing import Any
 
 from lorascope.core.names import is_toy, is_toy_benchmark
 
-__all__ = ["coerce_numbers", "semantic_problems"]
+__all__ = ["TOPK_ARCHITECTURES", "coerce_numbers", "semantic_problems"]
 
 REPO = Path(__file__).resolve().parents[3]
 SHIPPED_TOY_MODEL = REPO / "resources" / "toy" / "base_model"
@@ -107,12 +107,20 @@ def _model_config(config: dict) -> dict | None:
     return json.loads(path.read_text())
 
 
+# The sae.architecture values whose sparsity is sae.k (top-k kinds), for which
+# k cannot exceed the width; lorascope.sae.architectures.uses_k says the same
+# (tests/unit/test_sae_architectures.py holds them equal).
+TOPK_ARCHITECTURES = frozenset({"batchtopk", "topk", "matryoshka_batchtopk"})
+
+
 def _sae_problem(config: dict) -> str | None:
+    lora, sae = config["train"]["lora"], config["sae"]
+    if sae["architecture"] not in TOPK_ARCHITECTURES:
+        return None
     model = _model_config(config)
     layers = (model or {}).get("num_hidden_layers")
     if not layers:
         return None
-    lora, sae = config["train"]["lora"], config["sae"]
     n_components = layers * len(lora["target_modules"]) * lora["r"]
     width = sae["expansion"] * n_components
     if sae["k"] > width:

@@ -5,10 +5,12 @@ context tokens).
 Produces: `sae/model/` (SAELens on-disk format), `sae/metrics.json`,
 `features/sae/{features,topk,contexts}.parquet`.
 
-- `config`: the `sae:` section as a dataclass.
-- `training`: BatchTopK training with SAELens's SAETrainer on our shard stream.
+- `config`: the `sae:` section as a dataclass (defaults and bounds: the schema).
+- `architectures`: one builder per `sae.architecture` (BatchTopK, TopK,
+  JumpReLU, Matryoshka BatchTopK) making its SAELens training config.
+- `training`: training with SAELens's SAETrainer on our shard stream.
 - `evaluation`: FVU, L0 and dead latents of the saved SAE.
 - `features`: the alive latents as features, from the shards alone.
 """
 
-__all__ = ["config", "evaluation", "features", "training"]
+__all__ = ["architectures", "config", "evaluation", "features", "training"]

@@ -1,93 +1,107 @@
 """The `sae:` config section as a dataclass (schema:
 workflow/schemas/config.schema.yaml); used by rules `train_sae` and
-`sae_features`."""
+`sae_features`.
+
+The schema is the one place for the section's defaults, bounds and choices:
+`SaeConfig.from_config` fills the section from it and checks the section
+against it, so the dataclass repeats none of them.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Literal, get_args
+import copy
+import functools
+from dataclasses import dataclass, fields
+from typing import Any
 
-__all__ = ["Normalisation", "SaeConfig"]
+import jsonschema
 
-Normalisation = Literal["none", "expected_average_only_in", "covariance_whitening"]
+from lorascope.core.config import load_schema
+
+__all__ = ["SaeConfig", "schema_defaults"]
+
+
+@functools.cache
+def _schema() -> dict:
+    return load_schema()
+
+
+def schema_defaults(section: str) -> dict[str, Any]:
+    """The schema's default of every key of the top-level config `section`."""
+    props = _schema()["properties"][section]["properties"]
+    return {key: copy.deepcopy(spec["default"]) for key, spec in props.items()}
 
 
 @dataclass
 class SaeConfig:
-    """The `sae:` config section (schema: workflow/schemas/config.schema.yaml)."""
+    """The `sae:` config section; see the schema for each key's meaning."""
 
-    k: float = 4
-    """Mean active latents per token (BatchTopK keeps k x batch over the batch)."""
-    expansion: int = 8
+    architecture: str
+    """A key of `lorascope.sae.architectures.ARCHITECTURES`."""
+    k: float
+    """Mean active latents per token (top-k architectures)."""
+    expansion: int
     """Latents per input component: d_sae = expansion x n_components."""
-    lr: float = 3e-3
+    lr: float
     """Adam learning rate, constant after the warm-up."""
-    lr_warmup_steps: int = 0
-    """Steps of linear warm-up from 0 to `lr` (the public code: 100)."""
-    batch_size: int = 512
+    lr_warmup_steps: int
+    """Steps of linear warm-up from 0 to `lr`."""
+    batch_size: int
     """Tokens per training step; BatchTopK's top-k runs over this batch."""
-    epochs: float = 5.0
+    epochs: float
     """Passes over every token in the shards (fractions allowed)."""
-    seed: int = 0
+    seed: int
     """Seeds the SAE init and the shuffle order of the shards."""
-    normalize: Normalisation = "none"
+    normalize: str
     """Input normalisation, folded into the saved weights by SAELens."""
-    dead_feature_window: int = 200
+    dead_feature_window: int
     """Steps without firing after which a latent counts as dead for the aux loss."""
-    aux_loss_coefficient: float = 1 / 32
-    """Weight of the auxiliary loss that revives dead latents."""
-    dead_frac_threshold: float = 0.0
+    aux_loss_coefficient: float
+    """Weight of the auxiliary loss that revives dead latents (top-k kinds)."""
+    dead_frac_threshold: float
     """After training: a latent is dead if it fires on at most this token share."""
-    shuffle_buffer_tokens: int = 65536
+    shuffle_buffer_tokens: int
     """Rows mixed across shards before batching (0: only within-shard shuffle)."""
-    device: str = "auto"
+    device: str
     """Torch device for training and encoding (`auto`: CUDA when present)."""
-    log_every: int = 20
+    log_every: int
     """Record a training-curve point every this many steps."""
-
-    def __post_init__(self) -> None:
-        if not self.k > 0:
-            raise ValueError(f"sae.k must be > 0, got {self.k}")
-        if self.expansion < 1:
-            raise ValueError(f"sae.expansion must be >= 1, got {self.expansion}")
-        if not self.lr > 0:
-            raise ValueError(f"sae.lr must be > 0, got {self.lr}")
-        if self.lr_warmup_steps < 0:
-            raise ValueError(
-                f"sae.lr_warmup_steps must be >= 0, got {self.lr_warmup_steps}"
-            )
-        if self.batch_size < 1:
-            raise ValueError(f"sae.batch_size must be >= 1, got {self.batch_size}")
-        if not self.epochs > 0:
-            raise ValueError(f"sae.epochs must be > 0, got {self.epochs}")
-        if self.normalize not in get_args(Normalisation):
-            raise ValueError(f"sae.normalize: unknown value {self.normalize!r}")
-        if self.dead_feature_window < 1:
-            raise ValueError(
-                f"sae.dead_feature_window must be >= 1, got {self.dead_feature_window}"
-            )
-        if self.aux_loss_coefficient < 0:
-            raise ValueError("sae.aux_loss_coefficient must be >= 0")
-        if not 0.0 <= self.dead_frac_threshold < 1.0:
-            raise ValueError("sae.dead_frac_threshold must be in [0, 1)")
-        if self.shuffle_buffer_tokens < 0:
-            raise ValueError("sae.shuffle_buffer_tokens must be >= 0")
-        if self.log_every < 1:
-            raise ValueError(f"sae.log_every must be >= 1, got {self.log_every}")
+    jumprelu_l0_coefficient: float
+    """jumprelu: weight of the L0 sparsity penalty."""
+    jumprelu_init_threshold: float
+    """jumprelu: every latent's initial threshold."""
+    jumprelu_bandwidth: float
+    """jumprelu: width of the straight-through estimator's kernel."""
+    matryoshka_fractions: list[float]
+    """matryoshka_batchtopk: inner levels as fractions of the width."""
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> SaeConfig:
-        """Build from the whole validated config; null seed/device inherit the
-        top-level ones. Unknown keys in `sae:` are an error."""
+        """Build from the whole config; null seed/device inherit the top-level
+        ones. Missing keys take the schema's defaults; unknown keys and values
+        the schema rejects are errors naming the key."""
         section = dict(config.get("sae") or {})
-        extra = sorted(set(section) - set(cls.__dataclass_fields__))
+        extra = sorted(set(section) - {f.name for f in fields(cls)})
         if extra:
             raise ValueError(f"sae: unknown keys {extra}")
+        section = schema_defaults("sae") | section
         for key in ("seed", "device"):
-            if section.get(key) is None and key in config:
-                section[key] = config[key]
-        section = {k: v for k, v in section.items() if v is not None}
+            if section[key] is None:
+                top = _schema()["properties"][key]["default"]
+                section[key] = config.get(key, top)
+        _check(section)
         return cls(**section)
 
     def d_sae(self, n_components: int) -> int:
         return self.expansion * n_components
+
+
+def _check(section: dict[str, Any]) -> None:
+    """Raise ValueError naming every key whose value the schema rejects."""
+    validator = jsonschema.Draft202012Validator(_schema()["properties"]["sae"])
+    problems = [
+        ".".join(["sae", *map(str, e.absolute_path)]) + f": {e.message}"
+        for e in sorted(validator.iter_errors(section), key=lambda e: e.json_path)
+    ]
+    if problems:
+        raise ValueError("; ".join(problems))

@@ -1,9 +1,10 @@
-"""Cross-layer BatchTopK SAE on the full vector of LoRA scalars (paper §3.1).
+"""Cross-layer SAE on the full vector of LoRA scalars (paper §3.1: BatchTopK).
 
-Used by the `train_sae` rule (workflow/rules/sae.smk). Training is SAELens's
-`BatchTopKTrainingSAE` driven by its `SAETrainer`, fed by our own iterator of
-`[batch, components]` tensors streamed from the activation shards. The model
-is saved with `save_inference_model` (a JumpReLU SAE whose global threshold is
+Used by the `train_sae` rule (workflow/rules/sae.smk). Training is the SAELens
+training SAE of `sae.architecture` (built by `lorascope.sae.architectures`)
+driven by its `SAETrainer`, fed by our own iterator of `[batch, components]`
+tensors streamed from the activation shards. The model is saved with
+`save_inference_model` (for BatchTopK a JumpReLU SAE whose global threshold is
 the one BatchTopK learned), so `sae_lens.SAE.load_from_disk` reads it back and
 every later stage encodes with the saved model, not the training one.
 """
@@ -17,14 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from sae_lens import BatchTopKTrainingSAE, BatchTopKTrainingSAEConfig
 from sae_lens.config import LoggingConfig, SAETrainerConfig
-from sae_lens.saes.sae import SAEMetadata, TrainStepOutput
+from sae_lens.registry import get_sae_training_class
+from sae_lens.saes.sae import TrainingSAE, TrainStepOutput
 from sae_lens.training.sae_trainer import SAETrainer
 
 from lorascope.core.io import atomic_path
 from lorascope.core.runtime import resolve_device
 from lorascope.core.saes import load_sae
+from lorascope.sae.architectures import training_sae_config, uses_k
 from lorascope.sae.config import SaeConfig
 from lorascope.sae.evaluation import evaluate_sae
 
@@ -100,7 +102,7 @@ def training_batches(shards: Any, cfg: SaeConfig) -> Iterator[torch.Tensor]:
 
 @dataclass
 class TrainResult:
-    sae: BatchTopKTrainingSAE
+    sae: TrainingSAE
     curve: list[dict[str, float]] = field(default_factory=list)
     """One point per `log_every` steps: step, samples, loss terms, l0, fvu."""
     n_steps: int = 0
@@ -145,7 +147,7 @@ def train_sae(
     n_components: int,
     n_tokens: int,
 ) -> TrainResult:
-    """Train a BatchTopK SAE on `cfg.epochs` x `n_tokens` rows of `batches`.
+    """Train a `cfg.architecture` SAE on `cfg.epochs` x `n_tokens` rows of `batches`.
 
     `batches` must yield full `[cfg.batch_size, n_components]` tensors
     (`shuffled_batches` does). Every SAETrainerConfig field is set here on
@@ -160,22 +162,8 @@ def train_sae(
         )
     device = str(resolve_device(cfg.device))
     torch.manual_seed(cfg.seed)
-    sae_cfg = BatchTopKTrainingSAEConfig(
-        d_in=n_components,
-        d_sae=cfg.d_sae(n_components),
-        k=cfg.k,
-        topk_threshold_lr=0.01,
-        aux_loss_coefficient=cfg.aux_loss_coefficient,
-        rescale_acts_by_decoder_norm=True,
-        use_sparse_activations=False,
-        decoder_init_norm=0.1,
-        apply_b_dec_to_input=True,
-        normalize_activations=cfg.normalize,
-        dtype="float32",
-        device=device,
-        metadata=SAEMetadata(hook_name="lora_scalars", model_name="lorascope"),
-    )
-    sae = BatchTopKTrainingSAE(sae_cfg)
+    sae_cfg = training_sae_config(cfg, n_components, device)
+    sae = get_sae_training_class(sae_cfg.architecture())[0](sae_cfg)
     trainer = _CurveTrainer(
         trainer_config(cfg, total, device), sae, batches, log_every=cfg.log_every
     )
@@ -218,8 +206,9 @@ def trainer_config(cfg: SaeConfig, total: int, device: str) -> SAETrainerConfig:
     )
 
 
-def save_sae(sae: BatchTopKTrainingSAE, out_dir: Path | str) -> None:
-    """Write the inference (JumpReLU) SAE in SAELens's on-disk format, atomically."""
+def save_sae(sae: TrainingSAE, out_dir: Path | str) -> None:
+    """Write the inference SAE (JumpReLU for BatchTopK, TopK for TopK) in
+    SAELens's on-disk format, atomically."""
     with atomic_path(out_dir, is_dir=True) as tmp:
         sae.save_inference_model(tmp)
 
@@ -227,7 +216,7 @@ def save_sae(sae: BatchTopKTrainingSAE, out_dir: Path | str) -> None:
 def train_on_shards(shards: Any, cfg: SaeConfig, model_dir: Path | str) -> dict:
     """Train on a ShardSet, save to `model_dir`, evaluate the saved model.
 
-    Returns the metrics.json content: evaluation of the reloaded (JumpReLU)
+    Returns the metrics.json content: evaluation of the reloaded (inference)
     SAE over every token once, plus the training curve and sizes.
     """
     result = train_sae(
@@ -239,9 +228,12 @@ def train_on_shards(shards: Any, cfg: SaeConfig, model_dir: Path | str) -> dict:
         sae, shards.iter_batches(cfg.batch_size), cfg.dead_frac_threshold
     )
     metrics["evaluated_on"] = "every token of the training shards, once"
-    metrics["k"] = cfg.k
+    if uses_k(result.sae.cfg):
+        metrics["k"] = cfg.k
     metrics["n_training_steps"] = result.n_steps
     metrics["n_training_samples"] = result.n_samples
-    metrics["jumprelu_threshold"] = float(sae.threshold.detach().max())
+    if hasattr(sae, "threshold"):  # saved as JumpReLU; the largest threshold
+        metrics["jumprelu_threshold"] = float(sae.threshold.detach().max())
+    metrics["architecture"] = cfg.architecture
     metrics["curve"] = result.curve
     return metrics
