@@ -1,6 +1,7 @@
 """LLM client tests against a real HTTP server on 127.0.0.1 (OpenAI + Anthropic)."""
 
 import json
+from dataclasses import replace
 
 import pytest
 from fake_llm_server import FakeLLMServer
@@ -12,13 +13,16 @@ from lorascope.autointerp.clients import (
     LLMUnavailable,
     run_prompts,
 )
-from lorascope.autointerp.explain import parse_explanation
-from lorascope.autointerp.settings import LLMSettings
+from lorascope.autointerp.prompts import parse_explanation
+from lorascope.autointerp.providers import provider_for
+from lorascope.autointerp.settings import llm_settings
+from lorascope.core.config import validate
 
 PROVIDERS = ["openai", "anthropic"]
 
 
 def _settings(provider, server, **kw):
+    """The provider's client for the schema's defaults with these overrides."""
     url = server.openai_url if provider == "openai" else server.anthropic_url
     base = dict(
         provider=provider,
@@ -36,7 +40,8 @@ def _settings(provider, server, **kw):
         run="test",
     )
     base.update(kw)
-    return LLMSettings(**base)
+    defaults = llm_settings(validate({})["autointerp"], "test")
+    return provider_for(replace(defaults, **base), {}, None)
 
 
 @pytest.fixture(autouse=True)

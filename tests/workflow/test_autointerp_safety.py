@@ -6,14 +6,17 @@ import os
 import signal
 import subprocess
 import time
+from dataclasses import replace
 
 import pytest
 import wfrun
 from fake_llm_server import FakeLLMServer
 
 from lorascope.autointerp.clients import run_prompts
-from lorascope.autointerp.explain import parse_explanation
-from lorascope.autointerp.settings import LLMSettings
+from lorascope.autointerp.prompts import parse_explanation
+from lorascope.autointerp.providers import provider_for
+from lorascope.autointerp.settings import llm_settings
+from lorascope.core.config import validate
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -34,7 +37,9 @@ def _answer(text):
 
 
 def _settings(server, **kw):
-    return LLMSettings(
+    """An openai client with the schema's defaults and these overrides."""
+    settings = replace(
+        llm_settings(validate({})["autointerp"], "test"),
         provider="openai",
         model="same-name",
         base_url=server.openai_url,
@@ -43,6 +48,7 @@ def _settings(server, **kw):
         retries=0,
         **kw,
     )
+    return provider_for(settings, {}, None)
 
 
 def test_cache_key_holds_endpoint_and_params_not_secrets(tmp_path, monkeypatch):

@@ -7,10 +7,12 @@ Produces: `autointerp/explanations/{kind}.parquet`, `autointerp/categories.json`
 `autointerp/assignments/{kind}.parquet`, `autointerp/scores/{kind}.parquet`,
 `autointerp/summary/*.{parquet,md}`, `autointerp/usage.json`.
 
-- `settings`: LLM client settings from the config; `clients`: OpenAI /
-  Anthropic calls with retries, budgets, concurrency; `cache`: SQLite cache.
+- `providers`: the provider table (`PROVIDERS`): offline, openai, anthropic,
+  one class each behind one interface; the steps never name a provider.
+- `settings`: LLM client settings from the config; `clients`: the LLM calls
+  with retries, budgets, concurrency; `cache`: SQLite cache.
 - `prompts` (+ `templates/`): replaceable prompt templates and reply parsing.
-- `offline`: the explainer used when no LLM is configured.
+- `offline`: the activation statistics behind the offline provider.
 - `explain`, `categories`, `scoring`, `summary`: one module per rule.
 """
 
@@ -21,6 +23,7 @@ __all__ = [
     "explain",
     "offline",
     "prompts",
+    "providers",
     "scoring",
     "settings",
     "summary",

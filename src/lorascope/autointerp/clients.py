@@ -1,19 +1,20 @@
 """LLM calls for the autointerp rules: async, cached, retried, budgeted.
 
-`LLMEngine(settings, cache, step).run(prompts, parse)` sends one chat request
-per prompt through the `openai` SDK (any OpenAI-compatible base_url) or the
-`anthropic` SDK, at most `concurrency` at a time. Transport failures (429
-honouring retry-after, 5xx, timeouts, dropped connections) are retried with
-exponential backoff; a reply `parse` rejects is asked for again (a new cache
-key per attempt), then recorded as failed with its raw text. Replies are
-cached as they arrive: if the API goes down midway (`LLMUnavailable`), the
-rerun makes only the missing calls. One usage row per request.
+`LLMEngine(client, cache, step).run(prompts, parse)` sends one chat request
+per prompt through `client`, an `LLMProvider` of `providers.PROVIDERS` (it
+builds the SDK client, sends one request and names the SDK's errors), at
+most `concurrency` at a time. Transport failures (429 honouring retry-after,
+5xx, timeouts, dropped connections) are retried with exponential backoff; a
+reply `parse` rejects is asked for again (a new cache key per attempt), then
+recorded as failed with its raw text. Replies are cached as they arrive: if
+the API goes down midway (`LLMUnavailable`), the rerun makes only the missing
+calls. One usage row per request.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,8 +29,7 @@ from lorascope.autointerp.cache import (
     cache_key,
 )
 from lorascope.autointerp.prompts import ParseError
-from lorascope.autointerp.settings import LLMSettings, api_key, resolve_env_refs
-from lorascope.autointerp.transport import retry_after, sdk_errors
+from lorascope.autointerp.settings import resolve_env_refs
 from lorascope.core.secrets import redact
 
 __all__ = [
@@ -37,6 +37,8 @@ __all__ = [
     "LLMEngine",
     "LLMError",
     "LLMUnavailable",
+    "api_key",
+    "retry_after",
     "run_prompts",
     "usage_frame",
 ]
@@ -69,11 +71,45 @@ class Outcome:
     error: str | None = None
 
 
+def api_key(settings, default_env: str) -> str:
+    """The key from the environment; a clear error naming the variable if unset.
+
+    `api_key_env: ""` means the server needs no key (a local `vllm serve`);
+    null means the provider's usual variable, `default_env`.
+    """
+    env = settings.api_key_env
+    if env == "":
+        return "EMPTY"
+    env = env or default_env
+    key = os.environ.get(env)
+    if not key:
+        raise RuntimeError(
+            f"autointerp.provider is '{settings.provider}' but the environment "
+            f"variable {env} is not set (autointerp.api_key_env). Set it, or set "
+            "autointerp.provider: offline to use the offline explainer."
+        )
+    return key
+
+
+def retry_after(exc: Exception) -> float | None:
+    """Seconds a 429's retry-after(-ms) header asks for; None without one."""
+    headers = getattr(getattr(exc, "response", None), "headers", None) or {}
+    for name, scale in (("retry-after-ms", 1e-3), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is not None:
+            try:
+                return float(value) * scale
+            except ValueError:
+                return None  # an HTTP date: fall back to our own backoff
+    return None
+
+
 class LLMEngine:
-    def __init__(self, settings: LLMSettings, cache: ResponseCache, step: str):
-        if settings.offline:
-            raise ValueError("LLMEngine needs provider openai or anthropic")
-        self.settings = settings
+    def __init__(self, client, cache: ResponseCache, step: str):
+        """`client`: an `LLMProvider` (its `settings`, `key_env`, `connect`,
+        `send` and `errors`)."""
+        self.llm = client
+        self.settings = client.settings
         self.cache = cache
         self.step = step
         self.usage: list[dict] = []
@@ -104,13 +140,7 @@ class LLMEngine:
         return [t.result() for t in tasks]
 
     def _make_client(self):
-        s = self.settings
-        common = dict(
-            api_key=api_key(s), base_url=s.base_url, timeout=s.timeout_s, max_retries=0
-        )
-        sdk = importlib.import_module(s.provider)  # openai or anthropic
-        client = sdk.AsyncOpenAI if s.provider == "openai" else sdk.AsyncAnthropic
-        return client(**common)
+        return self.llm.connect(api_key(self.settings, self.llm.key_env))
 
     def _request(self, prompt: str, attempt: int) -> dict:
         # All that can change the answer; credentials redacted, env refs by name.
@@ -155,7 +185,7 @@ class LLMEngine:
 
     async def _send_with_retries(self, item, key, request, t0) -> str:
         s, waited = self.settings, 0.0
-        status_errors, transient_errors = sdk_errors()
+        status_errors, transient_errors = self.llm.errors()
         for tries in range(1, s.retries + 2):
             if self._stopped:  # another prompt already stopped the run
                 raise asyncio.CancelledError
@@ -197,29 +227,7 @@ class LLMEngine:
         s, kwargs = self.settings, resolve_env_refs(self.settings.request_params)
         if s.temperature is not None:
             kwargs["temperature"] = s.temperature
-        if s.provider == "openai":
-            if s.max_output_tokens:
-                kwargs["max_completion_tokens"] = s.max_output_tokens
-            resp = await self._client.chat.completions.create(
-                model=s.model, messages=request["messages"], **kwargs
-            )
-            text = resp.choices[0].message.content or ""
-            usage = resp.usage
-            return CachedReply(
-                text,
-                int(getattr(usage, "prompt_tokens", 0) or 0),
-                int(getattr(usage, "completion_tokens", 0) or 0),
-            )
-        resp = await self._client.messages.create(
-            model=s.model,
-            messages=request["messages"],
-            max_tokens=s.max_output_tokens,
-            **kwargs,
-        )
-        text = "".join(getattr(b, "text", "") for b in resp.content)
-        return CachedReply(
-            text, int(resp.usage.input_tokens), int(resp.usage.output_tokens)
-        )
+        return await self.llm.send(self._client, request["messages"], kwargs)
 
     def _record(self, item, key, reply: CachedReply, cached, tries, waited, t0):
         self.usage.append(
@@ -241,18 +249,19 @@ class LLMEngine:
 
 
 def run_prompts(
-    settings: LLMSettings,
+    client,
     cache_path,
     step: str,
     prompts: list[tuple[Any, str]],
     parse: Callable[[str], Any],
 ) -> tuple[dict[Any, Outcome], list[dict]]:
-    """Run `prompts` through a fresh engine: (item -> Outcome, usage rows)."""
+    """Run `prompts` through a fresh engine for `client` (an `LLMProvider`):
+    (item -> Outcome, usage rows)."""
     if not prompts:
         return {}, []
     cache = ResponseCache(cache_path)
     try:
-        engine = LLMEngine(settings, cache, step)
+        engine = LLMEngine(client, cache, step)
         outcomes = engine.run(prompts, parse)
     finally:
         cache.close()

@@ -13,7 +13,7 @@ A feature marked `few_contexts` in features.parquet (fewer real top-k
 contexts than activations.min_contexts) is not explained: status
 `few_contexts`, left out of the shares and counted. The examples shown follow
 `select_examples` (count, window, per-document cap, shuffle; per kind via
-autointerp.kind_overrides), for the LLM and the offline explainer alike.
+autointerp.kind_overrides), whichever provider (`providers.PROVIDERS`) answers.
 """
 
 from __future__ import annotations
@@ -21,15 +21,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from lorascope.autointerp.clients import run_prompts
-from lorascope.autointerp.offline import explain_offline
-from lorascope.autointerp.prompts import (
-    ParseError,
-    extract_json,
-    format_activation_examples,
-    load_templates,
-    render,
-)
+from lorascope.autointerp.providers import provider_for
 from lorascope.autointerp.settings import kind_section, llm_settings
 from lorascope.core.feature_tables import (
     FEATURE_COLS,
@@ -41,7 +33,6 @@ __all__ = [
     "EXCLUDED",
     "EXPLANATION_SCHEMA",
     "explain_kind",
-    "parse_explanation",
     "select_examples",
 ]
 
@@ -62,19 +53,6 @@ EXPLANATION_SCHEMA = {
     "explainer": pl.String,
     "population": pl.String,
 }
-
-
-def parse_explanation(text: str) -> dict:
-    obj = extract_json(text)
-    expl, cls = obj.get("explanation"), obj.get("classification")
-    if not isinstance(expl, str) or not expl.strip():
-        raise ParseError(f"no 'explanation' string in {text[:200]!r}")
-    if isinstance(cls, str) and cls.strip().isdigit():
-        cls = int(cls.strip())
-    if isinstance(cls, bool) or not isinstance(cls, int) or cls not in (0, 1, 2):
-        raise ParseError(f"'classification' must be 0, 1 or 2, got {cls!r}")
-    reason = obj.get("classification_reasoning") or obj.get("reasoning") or ""
-    return {"explanation": expl.strip(), "classification": cls, "reasoning": reason}
 
 
 def _trim(ctx: dict, window: int | None) -> dict:
@@ -126,15 +104,11 @@ def explain_kind(
 ) -> tuple[pl.DataFrame, list[dict]]:
     check_columns(features, FEATURE_COLS, f"features/{kind}/features.parquet")
     section = kind_section(section, kind)
-    settings = llm_settings(section, run, "explainer")
+    explainer = provider_for(llm_settings(section, run), section, cache_path)
     by_feature = contexts_by_feature(
         contexts, None, f"features/{kind}/contexts.parquet"
     )
-    offline_cfg = section["offline"]
-    templates = (
-        None if settings.offline else load_templates(section["prompts"], ["explain"])
-    )
-    rows, prompts = {}, []
+    rows, items = {}, []
     for f in features.sort("feature").iter_rows(named=True):
         fid = int(f["feature"])
         ctxs = select_examples(by_feature.get(fid, []), section, section["seed"], fid)
@@ -144,7 +118,7 @@ def explain_kind(
             kind=kind,
             label=f["label"],
             n_contexts=len(ctxs),
-            explainer=settings.label,
+            explainer=explainer.label,
             status="ok",
             population=f["population"],
         )
@@ -158,21 +132,9 @@ def explain_kind(
             )
         elif not ctxs:
             row.update(status="no_contexts", error="feature has no contexts")
-        elif settings.offline:
-            got = explain_offline(
-                ctxs, offline_cfg["specific_share"], offline_cfg["broad_share"]
-            )
-            row.update(
-                explanation=got["explanation"],
-                classification=got["classification"],
-                reasoning=got["classification_reasoning"],
-            )
         else:
-            examples = format_activation_examples(ctxs, section["tokens_listed"])
-            prompts.append((fid, render(templates["explain"], examples=examples)))
-    outcomes, usage = run_prompts(
-        settings, cache_path, f"explain_{kind}", prompts, parse_explanation
-    )
+            items.append((fid, ctxs))
+    outcomes, usage = explainer.explain(f"explain_{kind}", items)
     for fid, out in outcomes.items():
         rows[fid].update(status=out.status, error=out.error, raw=out.raw)
         if out.value is not None:

@@ -1,4 +1,5 @@
-"""Prompt templates and context formatting for the autointerp rules.
+"""Prompt templates, context formatting and reply parsing for the autointerp
+rules (used by the LLM providers of `providers.py`).
 
 Templates are plain text files with `$name` placeholders (`string.Template`,
 so JSON braces need no escaping). The defaults live in `templates/` (our own
@@ -10,7 +11,8 @@ reworded, or the paper's App. B wording from your copy of the paper), and
 Every file must keep its template's placeholders (`REQUIRED`); a missing
 file or placeholder is an error naming it. Activations shown to the explainer
 are rescaled to 0-10 against the feature's strongest activation over the
-contexts shown.
+contexts shown. One `parse_*` per template turns a reply into what the step
+records, or raises `ParseError` (the engine asks again).
 """
 
 from __future__ import annotations
@@ -32,6 +34,11 @@ __all__ = [
     "format_marked",
     "ParseError",
     "extract_json",
+    "parse_categories",
+    "parse_category_id",
+    "parse_detect",
+    "parse_explanation",
+    "parse_subcategories",
 ]
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
@@ -169,3 +176,70 @@ def extract_json(text: str) -> dict:
     if not isinstance(obj, dict):
         raise ParseError(f"reply JSON is not an object: {text[:200]!r}")
     return obj
+
+
+# -- reply parsers, one per template ---------------------------------------
+
+
+def parse_explanation(text: str) -> dict:
+    """explain.txt: {explanation, classification 0/1/2, reasoning}."""
+    obj = extract_json(text)
+    expl, cls = obj.get("explanation"), obj.get("classification")
+    if not isinstance(expl, str) or not expl.strip():
+        raise ParseError(f"no 'explanation' string in {text[:200]!r}")
+    if isinstance(cls, str) and cls.strip().isdigit():
+        cls = int(cls.strip())
+    if isinstance(cls, bool) or not isinstance(cls, int) or cls not in (0, 1, 2):
+        raise ParseError(f"'classification' must be 0, 1 or 2, got {cls!r}")
+    reason = obj.get("classification_reasoning") or obj.get("reasoning") or ""
+    return {"explanation": expl.strip(), "classification": cls, "reasoning": reason}
+
+
+def parse_detect(n: int):
+    """detect.txt: a parser of the window numbers 1..n it fires on."""
+
+    def parse(text: str) -> list[bool]:
+        got = extract_json(text).get("activating")
+        if not isinstance(got, list) or not all(isinstance(i, int) for i in got):
+            raise ParseError(f"'activating' must be a list of integers: {text[:200]!r}")
+        if any(not 1 <= i <= n for i in got):
+            raise ParseError(f"window numbers outside 1..{n}: {got}")
+        return [i + 1 in set(got) for i in range(n)]
+
+    return parse
+
+
+def parse_categories(text: str) -> dict:
+    """categories.txt / sae_categories.txt: {categories: [...], summary}."""
+    obj = extract_json(text)
+    cats = obj.get("categories")
+    if not isinstance(cats, list) or not cats:
+        raise ParseError("no 'categories' list")
+    for c in cats:
+        if not isinstance(c, dict) or not re.fullmatch(
+            r"[a-z0-9_]+", str(c.get("string_id", ""))
+        ):
+            raise ParseError(f"category without a snake_case string_id: {c!r}")
+    return obj
+
+
+def parse_subcategories(text: str) -> dict:
+    """subcategories.txt: category id -> [subcategory, ...]."""
+    subs = extract_json(text).get("subcategories")
+    if not isinstance(subs, dict):
+        raise ParseError("no 'subcategories' object")
+    return subs
+
+
+def parse_category_id(text: str, ids: list[str]) -> str:
+    """assign.txt: the one allowed id in a reply (bare, quoted or inside a
+    short sentence)."""
+    clean = text.strip().strip("`'\" .").lower()
+    if clean in ids:
+        return clean
+    found = {
+        i for i in ids if re.search(rf"(?<![\w/]){re.escape(i)}(?![\w/])", text.lower())
+    }
+    if len(found) == 1:
+        return found.pop()
+    raise ParseError(f"reply names {len(found)} of the allowed ids: {text[:200]!r}")

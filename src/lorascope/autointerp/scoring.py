@@ -6,7 +6,8 @@ its top-k (the top contexts of other features of the same kind, excluding
 any (doc, pos) among this feature's own), each with its centre token marked,
 and says which ones the feature fires on. Balanced accuracy = mean of the hit
 rate on activating and the correct-rejection rate on non-activating windows.
-Offline, `offline.judge_offline` predicts from the explanation's tokens.
+The judge is the explainer's provider (`providers.PROVIDERS`); the offline one
+predicts from the explanation's tokens (`offline.judge_offline`).
 
 scores/{kind}.parquet: feature:i64, kind, n_pos, n_neg, tp, fn, tn, fp,
 balanced_accuracy:f64?, status, error:str?, raw:str?, judge. Features left
@@ -18,16 +19,8 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from lorascope.autointerp.clients import run_prompts
 from lorascope.autointerp.explain import EXCLUDED
-from lorascope.autointerp.offline import judge_offline
-from lorascope.autointerp.prompts import (
-    ParseError,
-    extract_json,
-    format_marked,
-    load_templates,
-    render,
-)
+from lorascope.autointerp.providers import provider_for
 from lorascope.autointerp.settings import llm_settings
 from lorascope.core.feature_tables import contexts_by_feature
 
@@ -69,31 +62,18 @@ def detection_windows(fid, by_feature, pool, n_pos, n_neg, seed):
     return [windows[i] for i in rng.permutation(len(windows))]
 
 
-def _parse_detect(n: int):
-    def parse(text: str) -> list[bool]:
-        got = extract_json(text).get("activating")
-        if not isinstance(got, list) or not all(isinstance(i, int) for i in got):
-            raise ParseError(f"'activating' must be a list of integers: {text[:200]!r}")
-        if any(not 1 <= i <= n for i in got):
-            raise ParseError(f"window numbers outside 1..{n}: {got}")
-        return [i + 1 in set(got) for i in range(n)]
-
-    return parse
-
-
 def score_kind(explanations, contexts, section, run, cache_path, kind):
     det, seed = section["detection"], section["seed"]
-    settings = llm_settings(section, run, "explainer")
+    judge = provider_for(llm_settings(section, run), section, cache_path)
     by_feature = contexts_by_feature(
         contexts, None, f"features/{kind}/contexts.parquet"
     )
     pool = [c for rows in by_feature.values() for c in rows]
-    t = None if settings.offline else load_templates(section["prompts"], ["detect"])
-    rows, prompts, labels = {}, [], {}
+    rows, items, labels = {}, [], {}
     for e in explanations.sort("feature").iter_rows(named=True):
         fid = int(e["feature"])
         row = dict.fromkeys(SCORE_SCHEMA)
-        row.update(feature=fid, kind=kind, status="ok", judge=settings.label)
+        row.update(feature=fid, kind=kind, status="ok", judge=judge.label)
         rows[fid] = row
         if e["status"] in EXCLUDED:  # left out, not failed
             row.update(status=e["status"], error=e["error"])
@@ -106,30 +86,8 @@ def score_kind(explanations, contexts, section, run, cache_path, kind):
         )
         labels[fid] = [is_pos for _, is_pos in win]
         row.update(n_pos=sum(labels[fid]), n_neg=len(win) - sum(labels[fid]))
-        if settings.offline:
-            preds = judge_offline(
-                e["explanation"], [c["tokens"][c["center"]] for c, _ in win]
-            )
-            row.update(balanced_accuracy(labels[fid], preds))
-        else:
-            listing = "\n".join(
-                f"{i + 1}. {format_marked(c['tokens'], c['center'])}"
-                for i, (c, _) in enumerate(win)
-            )
-            prompt = render(
-                t["detect"], explanation=e["explanation"], contexts=listing, n=len(win)
-            )
-            prompts.append((fid, prompt))
-    outcomes, usage = {}, []
-    by_n: dict[int, list] = {}  # the parser checks window numbers against n
-    for fid, prompt in prompts:
-        by_n.setdefault(len(labels[fid]), []).append((fid, prompt))
-    for n, group in by_n.items():
-        got, use = run_prompts(
-            settings, cache_path, f"score_{kind}", group, _parse_detect(n)
-        )
-        outcomes.update(got)
-        usage += use
+        items.append((fid, e["explanation"], [c for c, _ in win]))
+    outcomes, usage = judge.detect(f"score_{kind}", items)
     for fid, out in outcomes.items():
         rows[fid].update(status=out.status, error=out.error, raw=out.raw)
         if out.value is not None:

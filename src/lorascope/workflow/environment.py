@@ -3,7 +3,10 @@
 Used by the `onstart` hook in `workflow/rules/common.smk`: API keys and
 environment references of the LLM providers the scheduled jobs use, checked
 when jobs are about to run, so a dry run or a training-only run needs no key.
-Every message starts with the key path.
+Every message starts with the key path. The providers and their usual key
+variables come from the autointerp provider table
+(`lorascope.autointerp.providers.PROVIDERS`), imported when the check runs,
+not while the Snakefile is parsed (it imports polars; no SDK, no torch).
 """
 
 from __future__ import annotations
@@ -12,8 +15,6 @@ import os
 from typing import Any
 
 __all__ = ["check_environment"]
-
-_DEFAULT_KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
 
 
 def _env_refs(value: Any, key: str):
@@ -30,6 +31,8 @@ def check_environment(config: dict, steps: set[str] | None = None) -> list[str]:
     `steps`: the autointerp rules about to run (None = all). The explainer
     serves explain/assign/score, the categorizer the categories rule.
     """
+    from lorascope.autointerp.providers import PROVIDERS
+
     ai = config["autointerp"]
     roles = []
     if steps is None or steps & {
@@ -43,15 +46,18 @@ def check_environment(config: dict, steps: set[str] | None = None) -> list[str]:
     out, used = [], False
     for key, role in roles:
         provider = role["provider"]
-        if provider == "offline":
+        default_env = PROVIDERS[provider].key_env
+        if default_env is None:  # answers without calls (offline)
             continue
         used, env = True, role["api_key_env"]
-        if env != "" and not os.environ.get(env or _DEFAULT_KEY_ENV[provider]):
-            # env "" = a local server that takes no key
+        if env == "":  # a local server that takes no key
+            continue
+        env = env or default_env
+        if not os.environ.get(env):
             out.append(
                 f"{key}.api_key_env: {key}.provider is {provider!r} but the "
-                f"environment variable {env or _DEFAULT_KEY_ENV[provider]} is not "
-                "set (export it, or set the provider to offline)"
+                f"environment variable {env} is not set (export it, or set the "
+                "provider to offline)"
             )
     if used:  # both roles send autointerp.request_params
         for where, name in _env_refs(ai["request_params"], "autointerp.request_params"):
