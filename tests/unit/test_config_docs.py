@@ -3,14 +3,14 @@
 from conftest import REPO
 
 from lorascope.core.config import load_schema
-from lorascope.workflow.config_docs import BLOCK, main, render
+from lorascope.workflow.config_docs import BLOCK, main, render, section_table
 
 README = REPO / "config" / "README.md"
 
 
 def test_committed_tables_match_the_schema():
     text = README.read_text()
-    assert len(BLOCK.findall(text)) >= 3, "config/README.md lost its key markers"
+    assert len(BLOCK.findall(text)) >= 14, "config/README.md lost its key markers"
     assert render(text) == text, "stale key tables: run `make config-docs`"
 
 
@@ -33,3 +33,18 @@ def test_every_row_has_key_default_and_meaning():
         if line.startswith("| `") and line.count(" | ") >= 3:
             key, default, _allowed, meaning = line.strip("|").split(" | ")[:4]
             assert key and default and meaning.strip(), line
+
+
+def test_nested_values_maps_and_shared_schemas_get_rows():
+    """A nullable object with a default (toy.pretrain.chat_phase) gets its own
+    row and its keys' rows (no default: "—"); a map of named entries
+    (toy.benchmarks) its row and `{name}` rows; sibling objects sharing one
+    schema (autointerp.kind_overrides.*) collapse into one set of rows."""
+    toy = section_table("toy")
+    assert "| `pretrain.chat_phase` | `{steps: 100," in toy
+    assert "| `pretrain.chat_phase.steps` | — | integer, >= 1 |" in toy
+    assert "| `benchmarks.{name}.digits` | — | integer, >= 1, <= 9; or array |" in toy
+    auto = section_table("autointerp")
+    assert "| `kind_overrides.{lora,mlp,sae}.n_contexts` | `null` |" in auto
+    assert "`kind_overrides.lora.n_contexts`" not in auto
+    assert "| `benchmark_files` | `{}` | object of string |" in section_table("eval")

@@ -8,7 +8,8 @@ rendered from it between markers, one table per section:
     ...generated...
     <!-- /keys -->
 
-`keys:top` is the top-level scalar keys; `keys:figures` a section. The prose
+`keys:top` is the top-level scalar keys; `keys:figures` a section (nested
+objects, nullable objects and maps of named entries get dotted rows). The prose
 around the markers is hand-written and left alone. `make config-docs` runs
 `python -m lorascope.workflow.config_docs` (rewrite the README);
 `--check` exits 1 when a table is stale (a unit test does the same).
@@ -36,6 +37,8 @@ def _value(v) -> str:
 
 def _allowed(sub: dict) -> str:
     """Type, choices and bounds of one key, as the schema states them."""
+    if "oneOf" in sub:
+        return "; or ".join(_allowed(alt) for alt in sub["oneOf"])
     if "enum" in sub:
         return "one of " + ", ".join(_value(v) for v in sub["enum"])
     kind = sub.get("type", "")
@@ -44,6 +47,11 @@ def _allowed(sub: dict) -> str:
         kind += " of " + ", ".join(_value(v) for v in sub["items"]["enum"])
     if "pattern" in sub:
         kind += f" matching `{sub['pattern']}`"
+    if "pattern" in sub.get("propertyNames", {}):
+        kind += f" with names matching `{sub['propertyNames']['pattern']}`"
+    if isinstance(sub.get("additionalProperties"), dict):
+        values = sub["additionalProperties"]
+        kind += " of " + ("objects" if "properties" in values else _allowed(values))
     bounds = [
         f"{op} {sub[name]}"
         for name, op in (
@@ -58,11 +66,29 @@ def _allowed(sub: dict) -> str:
 
 
 def _rows(schema: dict, prefix: str = ""):
-    for key, sub in schema.get("properties", {}).items():
+    """(key, subschema) per row. A section object gives its keys' rows; an
+    object that is also a value (nullable, or a map of named entries) gives
+    its own row, then its keys' (`name.{name}.key` for a map's entries).
+    Sibling objects sharing one schema collapse into `{a,b}.key` rows."""
+    props = schema.get("properties", {})
+    keys = list(props)
+    done: set[str] = set()
+    for key in keys:
+        if key in done:
+            continue
+        sub = props[key]
+        extra = sub.get("additionalProperties")
         if sub.get("type") == "object" and "properties" in sub:
+            same = [k for k in keys if k not in done and props[k] == sub]
+            done.update(same)
+            name = key if len(same) == 1 else "{" + ",".join(same) + "}"
+            yield from _rows(sub, f"{prefix}{name}.")
+            continue
+        yield f"{prefix}{key}", sub
+        if "properties" in sub:
             yield from _rows(sub, f"{prefix}{key}.")
-        else:
-            yield f"{prefix}{key}", sub
+        elif isinstance(extra, dict) and "properties" in extra:
+            yield from _rows(extra, f"{prefix}{key}.{{name}}.")
 
 
 def _cell(text: str) -> str:
