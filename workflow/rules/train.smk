@@ -49,7 +49,6 @@ TRAIN_PARAMS = dict(
     base=base_model_path,
     out=output_parent,
     launcher=launcher,
-    code=code_of("lorascope.train"),
 )
 
 
@@ -76,6 +75,7 @@ if config["model"]["adapter"] is None:
         params:
             **TRAIN_PARAMS,
             config=train_settings("rank1"),
+            code=code_of("lorascope.train"),
         shell:
             train_command("rank1")
 
@@ -116,6 +116,7 @@ if config["model"]["full_finetune"] == "train":
         params:
             **TRAIN_PARAMS,
             config=train_settings("full"),
+            code=code_of("lorascope.train"),
         shell:
             train_command("full")
 
