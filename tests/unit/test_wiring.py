@@ -150,6 +150,32 @@ def test_code_version_follows_imports_and_content_only(tmp_path):
     )
 
 
+def test_code_version_data_argument_follows_content(tmp_path):
+    """`data` (shipped weights: resources/toy/base_model) is hashed by
+    content: an edit changes the version, a touch does not (issue 33, 1)."""
+    from lorascope.workflow.codeversion import clear_cache
+
+    repo = _fake_repo(tmp_path)
+    weights = repo / "resources" / "model"
+    weights.mkdir(parents=True)
+    (weights / "config.json").write_text('{"layers": 2}\n')
+    (weights / "w.bin").write_bytes(b"\x00" * 8)
+
+    def version():
+        clear_cache()
+        return code_version(repo, "workflow/scripts/s.py", ["resources/model"])
+
+    before = version()
+    assert {"resources/model/config.json", "resources/model/w.bin"} <= set(before)
+    os.utime(weights / "config.json", (1, 1))
+    assert version() == before, "a touch of a data file reran code"
+    (weights / "config.json").write_text('{"layers": 3}\n')
+    after = version()
+    assert {k for k in after if after[k] != before.get(k)} == {
+        "resources/model/config.json"
+    }
+
+
 def _rule_blocks():
     """(file, rule name, block text) of every rule in workflow/rules."""
     for path in RULES:

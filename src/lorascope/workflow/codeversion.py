@@ -175,10 +175,10 @@ def code_version(
         path = todo.pop()
         if path in seen:
             continue
-        digest, modules, data = _node(path, src)
+        digest, modules, folders = _node(path, src)
         seen[path] = digest
         todo += modules
-        for extra in data:
+        for extra in folders:
             seen.setdefault(extra, _file_digest(extra))
     save_disk_cache()
     for rel in data:
