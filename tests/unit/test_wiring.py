@@ -54,6 +54,28 @@ def test_recorded_params_leave_out_runtime_keys_and_key_order(schema):
     assert repr(c) != repr(declared(_config(schema), ["activations"], schema))
 
 
+def test_a_restated_number_is_recorded_as_the_same_token(schema):
+    """4, 4.0 and --config 'sae={k: 4}' are one value: a whole float is
+    recorded as the int, so restating a number reruns nothing (item 5)."""
+    from snakemake.cli import parse_config
+    from snakemake.utils import update_config
+
+    def recorded(over=None, **sections):
+        with open(REPO / "config" / "config.yaml") as f:
+            cfg = yaml.safe_load(f)
+        update_config(cfg, over or {})  # as Snakemake merges --config
+        for section, values in sections.items():
+            cfg[section].update(values)
+        return repr(declared(validate(cfg, schema), ["sae", "train"], schema))
+
+    file_form = recorded()
+    assert recorded(sae={"k": 4.0}) == file_form
+    cli = parse_config(["sae={k: 4}", "train={rank1: {epochs: 1}}"])
+    assert recorded(cli) == file_form
+    assert recorded(sae={"k": 4.5}) != file_form
+    assert recorded(sae={"lr": 0.0003}) != file_form
+
+
 def test_undeclared_key_is_an_error_naming_it(schema):
     params = declared(_config(schema), ["eval.ci", "sae"], schema)
     assert params["sae"]["k"] == 4 and params["eval"]["ci"] == 0.95

@@ -69,8 +69,11 @@ class UndeclaredKey(KeyError):
 
 
 def _canonical(value: Any) -> Any:
-    """Plain containers with sorted keys: the recorded form must not depend
-    on the order keys were written in a YAML file."""
+    """Plain containers with sorted keys, whole floats as ints: the recorded
+    form must not depend on the order keys were written in a YAML file, nor
+    on whether 4 came as `4`, `4.0` or `--config 'sae={k: 4}'`."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
     if isinstance(value, JobConfig):
         return value.recorded()
     if isinstance(value, dict):
