@@ -76,6 +76,16 @@ def test_a_restated_number_is_recorded_as_the_same_token(schema):
     assert recorded(sae={"lr": 0.0003}) != file_form
 
 
+def test_logging_cadence_is_not_recorded(schema):
+    """train.logging_steps changes only train_log.jsonl, read by nothing:
+    a new cadence retrains nothing (issue 33, item 6)."""
+    keys = ["train.logging_steps", "train.save_steps", "train.rank1"]
+    a = declared(_config(schema), keys, schema)
+    b = declared(_config(schema, train={"logging_steps": 7}), keys, schema)
+    assert b["train"]["logging_steps"] == 7  # the job still gets it
+    assert repr(a) == repr(b)
+
+
 def test_undeclared_key_is_an_error_naming_it(schema):
     params = declared(_config(schema), ["eval.ci", "sae"], schema)
     assert params["sae"]["k"] == 4 and params["eval"]["ci"] == 0.95

@@ -33,7 +33,10 @@ __all__ = [
 ]
 
 # Keys that never change a result: memory per batch, requests in flight,
-# retries and timeouts, checkpoint cadence, where the paid-reply cache lives,
+# retries and timeouts, checkpoint and loss-logging cadence (logging_steps
+# changes only train_log.jsonl, which nothing reads; the resolved config
+# beside it records the cadence it was written with), where the paid-reply
+# cache lives,
 # spend caps (a run that hits one fails, it never writes a different result).
 # A rule may read them, but they are never recorded, so changing one reruns
 # nothing (config/README.md lists them).
@@ -50,6 +53,7 @@ RUNTIME_KEYS = frozenset(
         "autointerp.budget",
         "autointerp.cache",
         "train.save_steps",
+        "train.logging_steps",
         "train.fsdp_config",
         "eval.vllm.kv_cache_gib",
         "eval.vllm.python",
