@@ -208,6 +208,66 @@ def test_code_version_data_argument_follows_content(tmp_path):
     }
 
 
+def test_code_version_follows_only_the_functions_a_job_reaches(tmp_path):
+    """A function-local import counts only when its function is reached from
+    the entry; TYPE_CHECKING and a non-entry __main__ block never run
+    (issue 33, item 4)."""
+    from lorascope.workflow.codeversion import clear_cache
+
+    repo = _fake_repo(tmp_path)
+    pkg = repo / "src/lorascope/stage"
+    (pkg / "heavy.py").write_text("def train():\n    return 3\n")
+    (pkg / "grader.py").write_text("def grade():\n    return 4\n")
+    (pkg / "typ.py").write_text("class T:\n    pass\n")
+    (pkg / "world.py").write_text(
+        "from typing import TYPE_CHECKING\n\n"
+        "from lorascope.stage.b import helper\n\n"
+        "if TYPE_CHECKING:\n    from lorascope.stage.typ import T\n\n"
+        "def build():\n    from lorascope.stage.heavy import train\n"
+        "    return train() + _score()\n\n"
+        "def _score():\n    from lorascope.stage.grader import grade\n"
+        "    return grade()\n\n"
+        "def copy():\n    return helper()\n\n"
+        "def main():\n    build()\n\n"
+        'if __name__ == "__main__":\n    main()\n'
+    )
+    scripts = repo / "workflow/scripts"
+    (scripts / "copy.py").write_text("from lorascope.stage.world import copy\ncopy()\n")
+    (scripts / "build.py").write_text("from lorascope.stage import world\n")
+
+    def files(entry):
+        clear_cache()
+        return {k.rsplit("/", 1)[-1] for k in code_version(repo, entry)}
+
+    copy = files("workflow/scripts/copy.py")
+    assert {"world.py", "b.py"} <= copy
+    assert not copy & {"heavy.py", "grader.py", "typ.py"}
+    assert {"heavy.py", "grader.py"} <= files("workflow/scripts/build.py")
+    assert {"heavy.py", "grader.py"} <= files("lorascope.stage.world")  # python -m
+
+
+def test_a_grader_edit_versions_grading_rules_only():
+    """core/grading.py is code of eval_grade, not of the toy rules that copy
+    the shipped model or draw the SFT set and benchmarks (issue 33, item 4)."""
+    from lorascope.workflow.codeversion import clear_cache
+
+    clear_cache()
+    grading = "src/lorascope/core/grading.py"
+    pretrain = "src/lorascope/toy/pretrain.py"
+
+    def version(script):
+        return code_version(REPO, f"workflow/scripts/{script}")
+
+    assert grading in version("eval_grade.py")
+    for script in ("toy_base_model_copy.py", "toy_sft.py", "toy_bench.py"):
+        v = version(script)
+        assert grading not in v and pretrain not in v, script
+        assert "src/lorascope/toy/world.py" in v
+    assert "src/lorascope/core/models.py" in version("toy_base_model_copy.py")
+    rebuild = version("toy_base_model.py")  # toy.rebuild: true runs it
+    assert {grading, pretrain} <= set(rebuild)
+
+
 def _rule_blocks():
     """(file, rule name, block text) of every rule in workflow/rules."""
     for path in RULES:
