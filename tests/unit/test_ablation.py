@@ -124,6 +124,37 @@ def test_recorded_scalars_are_input_times_lora_a():
     torch.testing.assert_close(scalars_TC[:, 0], want_T, **tol)
 
 
+def definition_kl(model, table, ablations, sequences) -> np.ndarray:
+    """KL(full || ablated) per ablation and sequence from the definition,
+    sharing no code with lorascope.ablation: each ablation is a copy of the
+    model with its components' lora_B columns zeroed by layer/module/slot;
+    KL = sum_x p(x) (log p(x) - log q(x)) in float64 with each log_softmax
+    taken on its own, averaged over the scored tokens (issue 33, item 15)."""
+    import copy
+
+    out = np.zeros((len(ablations), len(sequences)))
+    for a, ablation in enumerate(ablations):
+        ablated = copy.deepcopy(model)
+        blocks = ablated.get_base_model().model.layers
+        rows = table.filter(pl.Series(ablation.mask_C.astype(bool)))
+        for row in rows.iter_rows(named=True):
+            block = blocks[row["layer"]]
+            parent = block.self_attn if row["group"] == "attn" else block.mlp
+            lora_b = getattr(parent, f"{row['module']}_proj").lora_B["default"]
+            with torch.no_grad():
+                lora_b.weight[:, row["rank_slot"]] = 0
+        for s, (ids_T, scope_T) in enumerate(sequences):
+            with torch.no_grad():
+                p_TX = model(input_ids=ids_T[None]).logits[0].double()
+                q_TX = ablated(input_ids=ids_T[None]).logits[0].double()
+            logp_TX = torch.log_softmax(p_TX, dim=-1)
+            logq_TX = torch.log_softmax(q_TX, dim=-1)
+            kl_T = (logp_TX.exp() * (logp_TX - logq_TX)).sum(dim=-1)
+            w_T = scope_T.double()
+            out[a, s] = float((kl_T * w_T).sum() / w_T.sum())
+    return out
+
+
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
 def test_prefix_reuse_equals_full_recompute_and_naive(attn):
     model, table = tiny_lora(attn, dtype=torch.float64)
@@ -139,10 +170,12 @@ def test_prefix_reuse_equals_full_recompute_and_naive(attn):
         )
         full_AS, _, _ = ablation_kl(model, control, ablations, seqs, prefix_reuse=False)
     naive_AS = naive_ablation_kl(model, layers, ablations, seqs)
+    reference_AS = definition_kl(model, table, ablations, seqs)
     # KL sums over the vocabulary on top of the forward.
     tol = reorder_tol(torch.float64, n=VOCAB, depth=depth(3) + 2, scale=fast_AS.max())
     torch.testing.assert_close(fast_AS, full_AS, **tol)
     torch.testing.assert_close(fast_AS, naive_AS, **tol)
+    torch.testing.assert_close(fast_AS, reference_AS, **tol)
     assert (fast_AS > 0).all() and list(tokens_S) == [11, 10]
     assert abs_C.shape == (21,) and (abs_C > 0).all()
 

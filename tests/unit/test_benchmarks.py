@@ -6,7 +6,13 @@ import json
 import polars as pl
 import pytest
 
-from lorascope.evaluation.benchmarks import SCHEMA, load_benchmark, validate_benchmark
+from lorascope.evaluation.benchmarks import (
+    BENCHMARKS,
+    SCHEMA,
+    eval_keys,
+    load_benchmark,
+    validate_benchmark,
+)
 
 
 def _write_jsonl(path, rows):
@@ -136,6 +142,21 @@ def test_gpqa_shuffle_is_seeded_and_keeps_the_right_answer(gpqa_file):
     assert load_benchmark("gpqa_diamond", data_files=gpqa_file, seed=3, limit=5).equals(
         a.head(5)
     )
+
+
+def test_only_benchmarks_that_shuffle_options_read_the_choice_seed(
+    aime_file, math_file, gpqa_file
+):
+    """eval_keys (what rule bench_prepare declares) names choice_seed exactly
+    where the frame depends on it, so a new seed reruns GPQA only (item 6)."""
+    files = {"aime24": aime_file, "math500": math_file, "gpqa_diamond": gpqa_file}
+    assert set(files) == set(BENCHMARKS)
+    for name, path in files.items():
+        a = load_benchmark(name, data_files=path, seed=0)
+        b = load_benchmark(name, data_files=path, seed=1)
+        assert ("choice_seed" in eval_keys(name)) == (not a.equals(b)), name
+    assert "choice_seed" not in eval_keys("toy_add2")
+    assert {"limit", "duplicate_rows"} <= set(eval_keys("toy_add2"))
 
 
 def test_gpqa_without_token_fails_clearly(monkeypatch):

@@ -150,6 +150,32 @@ def test_numbers_in_scientific_notation_are_numbers():
         validate({"eval": {"limit": "1.5e0"}})  # not an integer
 
 
+def test_command_line_numbers_are_the_numbers_a_file_gives():
+    """Snakemake's --config reads every scalar as a string ('4'): it must
+    become what YAML reads from a file (4, an int), and `digits` (an integer
+    or a list of them, a oneOf) is coerced too (issue 33, item 5)."""
+    from snakemake.cli import parse_config
+
+    cli = parse_config(
+        [
+            "sae={k: 4}",
+            "train={rank1: {epochs: 1}}",
+            "toy={benchmarks: {toy_a: {digits: 2, n: 5},"
+            " toy_b: {digits: [1, 3], n: 4}}}",
+        ]
+    )
+    assert cli["sae"]["k"] == "4"  # what arrives
+    cfg = validate(cli)
+    assert cfg["sae"]["k"] == 4 and type(cfg["sae"]["k"]) is int
+    assert type(cfg["train"]["rank1"]["epochs"]) is int
+    assert cfg["toy"]["benchmarks"] == {
+        "toy_a": {"digits": 2, "n": 5},
+        "toy_b": {"digits": [1, 3], "n": 4},
+    }
+    with pytest.raises(ConfigError, match="toy.benchmarks.toy_a.digits"):
+        validate(parse_config(["toy={benchmarks: {toy_a: {digits: x, n: 5}}}"]))
+
+
 def test_sae_k_larger_than_its_width_names_both():
     # The shipped toy model: 4 layers x 7 modules x rank 1 = 28 components.
     validate({"sae": {"k": 224, "expansion": 8}})

@@ -483,3 +483,45 @@ def test_populations_modules_dominant_sign_and_real_contexts(tmp_path):
         tables("lora", "both", min_contexts=9)
     with pytest.raises(ValueError, match="unknown module"):
         tables("lora", "both", lora_modules=["mlp"])
+
+
+def test_retrained_adapter_invalidates_shards(tmp_path, tiny_adapter_dir):
+    """The shard fingerprint covers the adapter's weights: shards extracted
+    with an adapter since retrained are never reused, while a copy of the
+    same adapter (another path, a touch) keeps them (issue 33, item 15)."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from lorascope.activations.extraction import fingerprint
+    from lorascope.activations.shard_writer import valid_record, write_shard
+
+    sft = tmp_path / "sft.parquet"
+    sft.write_bytes(b"rows")
+    adapter = tmp_path / "adapter"
+    shutil.copytree(tiny_adapter_dir, adapter)
+    settings, model_cfg = {"dtype": "float32"}, {"dtype": "float32"}
+
+    def fp(adapter_dir):
+        return fingerprint(settings, adapter_dir, sft, "base", model_cfg)
+
+    old = fp(adapter)
+    n = 4
+    write_shard(
+        tmp_path / "shards", 0, torch.randn(n, 3), torch.zeros(n, dtype=torch.int64),
+        torch.arange(n, dtype=torch.int32), torch.zeros(n, dtype=torch.int32),
+        rows=(0, 1), fingerprint=old,
+    )  # fmt: skip
+    assert valid_record(tmp_path / "shards", 0, old, (0, 1)) is not None
+    copy = tmp_path / "elsewhere"
+    shutil.copytree(adapter, copy)
+    assert fp(copy) == old  # same weights: the shards stand
+
+    weights = adapter / "adapter_model.safetensors"
+    tensors = load_file(weights)
+    key = next(k for k in tensors if "lora_B" in k)
+    tensors[key] = tensors[key] + 1e-3  # retrained
+    save_file(tensors, weights)
+    new = fp(adapter)
+    assert new != old
+    assert valid_record(tmp_path / "shards", 0, new, (0, 1)) is None

@@ -54,6 +54,38 @@ def test_recorded_params_leave_out_runtime_keys_and_key_order(schema):
     assert repr(c) != repr(declared(_config(schema), ["activations"], schema))
 
 
+def test_a_restated_number_is_recorded_as_the_same_token(schema):
+    """4, 4.0 and --config 'sae={k: 4}' are one value: a whole float is
+    recorded as the int, so restating a number reruns nothing (item 5)."""
+    from snakemake.cli import parse_config
+    from snakemake.utils import update_config
+
+    def recorded(over=None, **sections):
+        with open(REPO / "config" / "config.yaml") as f:
+            cfg = yaml.safe_load(f)
+        update_config(cfg, over or {})  # as Snakemake merges --config
+        for section, values in sections.items():
+            cfg[section].update(values)
+        return repr(declared(validate(cfg, schema), ["sae", "train"], schema))
+
+    file_form = recorded()
+    assert recorded(sae={"k": 4.0}) == file_form
+    cli = parse_config(["sae={k: 4}", "train={rank1: {epochs: 1}}"])
+    assert recorded(cli) == file_form
+    assert recorded(sae={"k": 4.5}) != file_form
+    assert recorded(sae={"lr": 0.0003}) != file_form
+
+
+def test_logging_cadence_is_not_recorded(schema):
+    """train.logging_steps changes only train_log.jsonl, read by nothing:
+    a new cadence retrains nothing (issue 33, item 6)."""
+    keys = ["train.logging_steps", "train.save_steps", "train.rank1"]
+    a = declared(_config(schema), keys, schema)
+    b = declared(_config(schema, train={"logging_steps": 7}), keys, schema)
+    assert b["train"]["logging_steps"] == 7  # the job still gets it
+    assert repr(a) == repr(b)
+
+
 def test_undeclared_key_is_an_error_naming_it(schema):
     params = declared(_config(schema), ["eval.ci", "sae"], schema)
     assert params["sae"]["k"] == 4 and params["eval"]["ci"] == 0.95
@@ -148,6 +180,92 @@ def test_code_version_follows_imports_and_content_only(tmp_path):
         version()["src/lorascope/stage/templates/t.txt"]
         != after["src/lorascope/stage/templates/t.txt"]
     )
+
+
+def test_code_version_data_argument_follows_content(tmp_path):
+    """`data` (shipped weights: resources/toy/base_model) is hashed by
+    content: an edit changes the version, a touch does not (issue 33, 1)."""
+    from lorascope.workflow.codeversion import clear_cache
+
+    repo = _fake_repo(tmp_path)
+    weights = repo / "resources" / "model"
+    weights.mkdir(parents=True)
+    (weights / "config.json").write_text('{"layers": 2}\n')
+    (weights / "w.bin").write_bytes(b"\x00" * 8)
+
+    def version():
+        clear_cache()
+        return code_version(repo, "workflow/scripts/s.py", ["resources/model"])
+
+    before = version()
+    assert {"resources/model/config.json", "resources/model/w.bin"} <= set(before)
+    os.utime(weights / "config.json", (1, 1))
+    assert version() == before, "a touch of a data file reran code"
+    (weights / "config.json").write_text('{"layers": 3}\n')
+    after = version()
+    assert {k for k in after if after[k] != before.get(k)} == {
+        "resources/model/config.json"
+    }
+
+
+def test_code_version_follows_only_the_functions_a_job_reaches(tmp_path):
+    """A function-local import counts only when its function is reached from
+    the entry; TYPE_CHECKING and a non-entry __main__ block never run
+    (issue 33, item 4)."""
+    from lorascope.workflow.codeversion import clear_cache
+
+    repo = _fake_repo(tmp_path)
+    pkg = repo / "src/lorascope/stage"
+    (pkg / "heavy.py").write_text("def train():\n    return 3\n")
+    (pkg / "grader.py").write_text("def grade():\n    return 4\n")
+    (pkg / "typ.py").write_text("class T:\n    pass\n")
+    (pkg / "world.py").write_text(
+        "from typing import TYPE_CHECKING\n\n"
+        "from lorascope.stage.b import helper\n\n"
+        "if TYPE_CHECKING:\n    from lorascope.stage.typ import T\n\n"
+        "def build():\n    from lorascope.stage.heavy import train\n"
+        "    return train() + _score()\n\n"
+        "def _score():\n    from lorascope.stage.grader import grade\n"
+        "    return grade()\n\n"
+        "def copy():\n    return helper()\n\n"
+        "def main():\n    build()\n\n"
+        'if __name__ == "__main__":\n    main()\n'
+    )
+    scripts = repo / "workflow/scripts"
+    (scripts / "copy.py").write_text("from lorascope.stage.world import copy\ncopy()\n")
+    (scripts / "build.py").write_text("from lorascope.stage import world\n")
+
+    def files(entry):
+        clear_cache()
+        return {k.rsplit("/", 1)[-1] for k in code_version(repo, entry)}
+
+    copy = files("workflow/scripts/copy.py")
+    assert {"world.py", "b.py"} <= copy
+    assert not copy & {"heavy.py", "grader.py", "typ.py"}
+    assert {"heavy.py", "grader.py"} <= files("workflow/scripts/build.py")
+    assert {"heavy.py", "grader.py"} <= files("lorascope.stage.world")  # python -m
+
+
+def test_a_grader_edit_versions_grading_rules_only():
+    """core/grading.py is code of eval_grade, not of the toy rules that copy
+    the shipped model or draw the SFT set and benchmarks (issue 33, item 4)."""
+    from lorascope.workflow.codeversion import clear_cache
+
+    clear_cache()
+    grading = "src/lorascope/core/grading.py"
+    pretrain = "src/lorascope/toy/pretrain.py"
+
+    def version(script):
+        return code_version(REPO, f"workflow/scripts/{script}")
+
+    assert grading in version("eval_grade.py")
+    for script in ("toy_base_model_copy.py", "toy_sft.py", "toy_bench.py"):
+        v = version(script)
+        assert grading not in v and pretrain not in v, script
+        assert "src/lorascope/toy/world.py" in v
+    assert "src/lorascope/core/models.py" in version("toy_base_model_copy.py")
+    rebuild = version("toy_base_model.py")  # toy.rebuild: true runs it
+    assert {grading, pretrain} <= set(rebuild)
 
 
 def _rule_blocks():

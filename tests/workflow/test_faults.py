@@ -60,8 +60,12 @@ def test_training_killed_resumes_from_checkpoint(reference, tmp_path):
     assert proc.returncode != 0
     assert not (out / ADAPTER).exists(), "a killed run left an adapter behind"
     assert state.exists(), "the checkpoint did not survive the failed job"
+    written = state.stat().st_mtime_ns
 
     wfrun.snakemake(work, [wfrun.target(ADAPTER)])
+    # A restart (same seed, same data) gives the same weights and curve; only
+    # a resumed run leaves the steps before its checkpoint alone (item 15).
+    assert state.stat().st_mtime_ns == written, "checkpoint-3 rewritten: restarted"
     log = (work / "logs" / wfrun.run_name(work) / "train/train_rank1.log").read_text()
     assert "resuming from checkpoint" in log and "checkpoint-3" in log, log[-2000:]
     rows = [

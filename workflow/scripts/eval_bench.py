@@ -5,7 +5,7 @@ GPQA rows are gated content: only counts are logged, never a row.
 
 from lorascope.core.io import write_parquet
 from lorascope.core.runtime import script_logging
-from lorascope.evaluation.benchmarks import load_benchmark
+from lorascope.evaluation.benchmarks import eval_keys, load_benchmark
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 
@@ -16,7 +16,8 @@ with script_logging(smk) as log:
         name,
         data_files=ecfg["benchmark_files"].get(name),
         toy_dir=smk.params.toy_dir,
-        seed=ecfg["choice_seed"],
+        # Declared only where options are shuffled (eval_keys): 0 is unused.
+        seed=ecfg["choice_seed"] if "choice_seed" in eval_keys(name) else 0,
         limit=ecfg["limit"],
         duplicates=ecfg["duplicate_rows"],
         snapshot=smk.params.snapshot,

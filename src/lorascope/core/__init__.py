@@ -7,7 +7,8 @@ Plumbing:
 - `runtime`: script logging, seeding, devices, dtypes; jobs stop when
   snakemake dies.
 - `models`: load base models, tokenizers and adapters the same way everywhere;
-  `saes`: load a saved SAE.
+  `saes`: load a saved SAE; `finite`: refuse weights or activations holding
+  NaN/Inf, naming the file, tensor and rows.
 
 Artifact formats (written by one stage, read by others):
 - `components`: the component table `components.parquet`, the one ordering.
@@ -32,6 +33,7 @@ __all__ = [
     "contexts",
     "decoding",
     "feature_tables",
+    "finite",
     "grading",
     "io",
     "labels",

@@ -21,6 +21,7 @@ __all__ = ["TOPK_ARCHITECTURES", "coerce_numbers", "semantic_problems"]
 
 REPO = Path(__file__).resolve().parents[3]
 SHIPPED_TOY_MODEL = REPO / "resources" / "toy" / "base_model"
+_INTEGER = re.compile(r"^[+-]?\d+$")
 _NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
@@ -32,11 +33,22 @@ def _types(schema: dict) -> set[str]:
 
 def _coerce(schema: dict, value: Any) -> Any:
     types = _types(schema)
+    if not types:  # digits: an integer or a list of them
+        for alt in (*schema.get("oneOf", ()), *schema.get("anyOf", ())):
+            coerced = _coerce(alt, value)
+            if coerced != value or type(coerced) is not type(value):
+                return coerced
+        return value
     if isinstance(value, str) and types & {"number", "integer"}:
         # PyYAML reads `1e-3` (no dot) as a string; config/README.md writes
-        # numbers that way, so accept them as what they mean.
-        if _NUMBER.match(value.strip()):
-            number = float(value)
+        # numbers that way, so accept them as what they mean. Snakemake's
+        # --config reads every scalar as a string: `4` becomes the int 4, as
+        # YAML reads it from a file, so a restated value is the same value.
+        text = value.strip()
+        if _INTEGER.match(text):
+            return int(text)
+        if _NUMBER.match(text):
+            number = float(text)
             if "number" in types:
                 return number
             return int(number) if number.is_integer() else value

@@ -87,8 +87,10 @@ def load_lora_model(base, adapter_dir: str | Path, is_trainable: bool = False):
     from peft import PeftModel
 
     from lorascope.core.components import check_adapter
+    from lorascope.core.finite import check_finite_files
 
     check_adapter(adapter_dir, modules=None)  # clear error on a corrupt adapter
+    check_finite_files(sorted(Path(adapter_dir).glob("*.safetensors")))
     return PeftModel.from_pretrained(base, str(adapter_dir), is_trainable=is_trainable)
 
 

@@ -28,6 +28,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
+from lorascope.core.finite import check_finite
 from lorascope.core.io import read_json, sha256_file
 
 __all__ = [
@@ -121,14 +122,17 @@ class ShardSet:
             raise ShardError(f"{path}: cannot read shard ({e})") from e
         if list(data["acts"].shape) != rec["shape"]:
             raise ShardError(f"{path}: acts shape changed since the manifest")
+        check_finite({"acts": data["acts"]}, path)  # rows are tokens
         return {k: data[k] for k in COLUMNS}
 
     def read_extra(self, rec: dict, name: str) -> dict[str, torch.Tensor]:
         path = self.root / rec["extras"][name]["file"]
         try:
-            return load_file(str(path))
+            data = load_file(str(path))
         except Exception as e:
             raise ShardError(f"{path}: cannot read shard extra ({e})") from e
+        check_finite(data, path)
+        return data
 
     def iter_shards(self) -> Iterator[dict[str, torch.Tensor]]:
         """One dict (`acts [T, C]`, `doc`, `pos`, `token_id`) per shard, in order."""

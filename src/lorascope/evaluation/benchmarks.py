@@ -29,6 +29,7 @@ __all__ = [
     "BENCHMARKS",
     "SCHEMA",
     "BenchmarkSpec",
+    "eval_keys",
     "load_benchmark",
     "validate_benchmark",
 ]
@@ -55,6 +56,7 @@ class BenchmarkSpec:
     columns: tuple[str, ...]  # hub columns the mapper reads
     to_rows: Callable[[list[dict], int], list[dict]]
     gated: bool = False
+    shuffles_choices: bool = False  # to_rows reads its seed (eval.choice_seed)
 
 
 def _math_rows(id_col: str) -> Callable[[list[dict], int], list[dict]]:
@@ -137,8 +139,18 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
         ),
         _gpqa_rows,
         gated=True,
+        shuffles_choices=True,
     ),
 }
+
+
+def eval_keys(name: str) -> tuple[str, ...]:
+    """The `eval` keys preparing benchmark `name` reads: `choice_seed` only
+    where options are shuffled (GPQA), so changing it reruns nothing of a
+    math or toy benchmark."""
+    spec = BENCHMARKS.get(name)
+    seeded = ("choice_seed",) if spec and spec.shuffles_choices else ()
+    return ("limit", "duplicate_rows", *seeded)
 
 
 def _drop_duplicates(df: pl.DataFrame, name: str, policy: str) -> pl.DataFrame:

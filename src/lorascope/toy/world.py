@@ -37,6 +37,7 @@ __all__ = [
     "benchmark_frames",
     "build_base_model",
     "check_base_model",
+    "copy_base_model",
     "direct_accuracy",
     "materialise_base_model",
     "pretrain_config",
@@ -183,20 +184,27 @@ def build_base_model(out_dir: Path | str, toy_cfg: dict, device: str = "cpu") ->
     return summary
 
 
+def copy_base_model(out_dir: Path | str, shipped_dir: Path | str = SHIPPED_DIR) -> None:
+    """Copy the shipped toy base model to ``out_dir`` (``toy.rebuild: false``;
+    the rule that runs only this never versions the pretraining code)."""
+    shipped_dir = Path(shipped_dir)
+    check_base_model(shipped_dir)  # names the missing file before copying
+    with atomic_path(out_dir, is_dir=True) as tmp:
+        for f in shipped_dir.iterdir():
+            if f.is_file():
+                shutil.copy2(f, tmp / f.name)
+    check_base_model(out_dir)
+
+
 def materialise_base_model(
     out_dir: Path | str, toy_cfg: dict, shipped_dir: Path | str = SHIPPED_DIR
 ) -> None:
     """Put the toy base model in ``out_dir``: copy the shipped one or rebuild it."""
     if toy_cfg["rebuild"]:
         build_base_model(out_dir, toy_cfg)
+        check_base_model(out_dir)
     else:
-        shipped_dir = Path(shipped_dir)
-        check_base_model(shipped_dir)  # names the missing file before copying
-        with atomic_path(out_dir, is_dir=True) as tmp:
-            for f in shipped_dir.iterdir():
-                if f.is_file():
-                    shutil.copy2(f, tmp / f.name)
-    check_base_model(out_dir)
+        copy_base_model(out_dir, shipped_dir)
 
 
 def benchmark_frame_of(toy_cfg: dict, name: str) -> pl.DataFrame:

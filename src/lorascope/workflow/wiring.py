@@ -33,7 +33,10 @@ __all__ = [
 ]
 
 # Keys that never change a result: memory per batch, requests in flight,
-# retries and timeouts, checkpoint cadence, where the paid-reply cache lives,
+# retries and timeouts, checkpoint and loss-logging cadence (logging_steps
+# changes only train_log.jsonl, which nothing reads; the resolved config
+# beside it records the cadence it was written with), where the paid-reply
+# cache lives,
 # spend caps (a run that hits one fails, it never writes a different result).
 # A rule may read them, but they are never recorded, so changing one reruns
 # nothing (config/README.md lists them).
@@ -50,6 +53,7 @@ RUNTIME_KEYS = frozenset(
         "autointerp.budget",
         "autointerp.cache",
         "train.save_steps",
+        "train.logging_steps",
         "train.fsdp_config",
         "eval.vllm.kv_cache_gib",
         "eval.vllm.python",
@@ -69,8 +73,11 @@ class UndeclaredKey(KeyError):
 
 
 def _canonical(value: Any) -> Any:
-    """Plain containers with sorted keys: the recorded form must not depend
-    on the order keys were written in a YAML file."""
+    """Plain containers with sorted keys, whole floats as ints: the recorded
+    form must not depend on the order keys were written in a YAML file, nor
+    on whether 4 came as `4`, `4.0` or `--config 'sae={k: 4}'`."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
     if isinstance(value, JobConfig):
         return value.recorded()
     if isinstance(value, dict):
