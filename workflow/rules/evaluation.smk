@@ -41,7 +41,9 @@ def bench_snapshot(wildcards):
 
 def bench_settings(wildcards):
     """The eval keys one benchmark is prepared with (only its own file)."""
-    settings = cfg("eval", "choice_seed", "limit", "duplicate_rows")
+    from lorascope.evaluation.benchmarks import eval_keys
+
+    settings = cfg("eval", *eval_keys(wildcards.benchmark))
     own = bench_file(wildcards.benchmark)
     settings["benchmark_files"] = {wildcards.benchmark: own} if own else {}
     return settings

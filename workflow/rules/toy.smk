@@ -23,18 +23,38 @@ def toy_bench_config(wildcards):
     return config_of("toy.seed", f"toy.benchmarks.{wildcards.name}")["toy"]
 
 
-rule toy_base_model:
-    output:
-        model=directory(res("toy/base_model")),
-    log:
-        log_("toy/toy_base_model.log"),
-    conda:
-        "../../envs/train.yaml"
-    params:
-        toy=cfg("toy", *toy_model_keys()),
-        code=code_of("toy_base_model.py", data=toy_shipped_files()),
-    script:
-        "../scripts/toy_base_model.py"
+# The base model is copied from resources/toy/base_model or, with
+# toy.rebuild, pretrained from scratch: one script per path, so each one's code
+# version covers only the code it runs (a grader edit does not touch a copy).
+if config["toy"]["rebuild"]:
+
+    rule toy_base_model:
+        output:
+            model=directory(res("toy/base_model")),
+        log:
+            log_("toy/toy_base_model.log"),
+        conda:
+            "../../envs/train.yaml"
+        params:
+            toy=cfg("toy", *toy_model_keys()),
+            code=code_of("toy_base_model.py"),
+        script:
+            "../scripts/toy_base_model.py"
+
+else:
+
+    rule toy_base_model:
+        output:
+            model=directory(res("toy/base_model")),
+        log:
+            log_("toy/toy_base_model.log"),
+        conda:
+            "../../envs/train.yaml"
+        params:
+            toy=cfg("toy", *toy_model_keys()),
+            code=code_of("toy_base_model_copy.py", data=toy_shipped_files()),
+        script:
+            "../scripts/toy_base_model_copy.py"
 
 
 rule toy_sft:
