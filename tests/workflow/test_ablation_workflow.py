@@ -70,6 +70,7 @@ def snakemake(root: Path, config: dict) -> subprocess.CompletedProcess:
         'configfile: "config.yaml"\n'
         f'include: "{REPO}/workflow/rules/common.smk"\n'
         f'include: "{REPO}/workflow/rules/ablation.smk"\n'
+        f'include: "{REPO}/workflow/rules/steering.smk"\n'
     )
     cmd = [sys.executable, "-m", "snakemake", *TARGETS, "--cores", "1"]
     # The Snakefile here sits in a temp dir, so common.smk cannot find src/

@@ -29,9 +29,19 @@ def _snakemake(*args, timeout=300):
     )
 
 
+# Snakemake's linter asks for every function in one common module; ours keep
+# each stage's input functions at the top of that stage's rule file, so
+# common.smk stays a leaf (docs/ARCHITECTURE.md, tests/unit/test_layout.py).
+ACCEPTED_LINTS = {"Mixed rules and functions in same snakefile."}
+
+
 def test_lint_clean():
     r = _snakemake("--lint")
-    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+    text = r.stdout + r.stderr
+    lints = re.findall(r"^ +\* (.+?):?\n", text, re.M)
+    assert lints or r.returncode == 0, text[-4000:]
+    unexpected = sorted(set(lints) - ACCEPTED_LINTS)
+    assert not unexpected, text[-4000:]
 
 
 def test_readme_paper_command_dry_runs():

@@ -25,4 +25,4 @@ with script_logging(smk) as log:
     save_figure(drawn.fig, [smk.output.png, smk.output.pdf], style.dpi)
     for name, table in drawn.tables.items():
         write_table(table, smk.output[name].removesuffix(".parquet"))
-    log.info("wrote %s", smk.output.png)
+    log.info("wrote %s%s", smk.output.png, f" ({drawn.note})" if drawn.note else "")

@@ -21,14 +21,17 @@ class CorruptArtifact(ValueError):
     """An artifact file is unreadable or holds NaN/Inf values."""
 
 
-def check_finite(tensors: Mapping[str, torch.Tensor], source: str | Path) -> None:
+def check_finite(
+    tensors: Mapping[str, torch.Tensor], source: str | Path, allow_inf: bool = False
+) -> None:
     """Raise CorruptArtifact naming `source`, the tensor and its first bad
     rows (dim 0: an SAE latent, a token, a LoRA output row) if any floating
-    tensor holds a NaN or an Inf."""
+    tensor holds a NaN or an Inf (`allow_inf`: only NaN, for state whose empty
+    slots are +-Inf by design, such as a streamed top-k)."""
     for name, t in tensors.items():
         if not (t.is_floating_point() or t.is_complex()):
             continue
-        bad = ~torch.isfinite(t)
+        bad = torch.isnan(t) if allow_inf else ~torch.isfinite(t)
         if not bad.any():
             continue
         first = [int(i) for i in bad.nonzero()[0]]

@@ -154,4 +154,5 @@ def draw(data: dict, options: dict, style: FigureStyle) -> Figure:
     """Fig. 1 right from the category shares (rule figure_categories)."""
     footer = explainer_label(data["usage"])
     names = category_names(data["categories"])
-    return Figure(plot_categories(data["shares"], names, style, footer))
+    fig = plot_categories(data["shares"], names, style, footer)
+    return Figure(fig, note=f"{footer}; {len(names)} categories")

@@ -169,4 +169,4 @@ def draw(data: dict, options: dict, style: FigureStyle) -> Figure:
     fig, stats = plot_causal(
         frame, KINDS, style, options["bootstrap_samples"], options["seed"], footer
     )
-    return Figure(fig, {"stats": stats})
+    return Figure(fig, {"stats": stats}, note=footer)

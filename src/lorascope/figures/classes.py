@@ -135,4 +135,5 @@ def plot_classes(
 def draw(data: dict, options: dict, style: FigureStyle) -> Figure:
     """Fig. 1 left from `autointerp/summary/classes.parquet` (rule figure_classes)."""
     footer = explainer_label(data["usage"])
-    return Figure(plot_classes(data["classes"], list(options["kinds"]), style, footer))
+    fig = plot_classes(data["classes"], list(options["kinds"]), style, footer)
+    return Figure(fig, note=footer)

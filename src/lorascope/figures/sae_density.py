@@ -144,12 +144,13 @@ def plot_sae_density(
 def draw(data: dict, options: dict, style: FigureStyle) -> Figure:
     """Fig. 2 from the SAE category density (rule figure_sae_density)."""
     cats = data["categories"]
+    footer = explainer_label(data["usage"])
     fig = plot_sae_density(
         data["density"],
         category_names(cats),
         subcategory_names(cats),
         style,
-        explainer_label(data["usage"]),
+        footer,
         max_subcategories=options["sae_density"]["max_subcategories"],
     )
-    return Figure(fig)
+    return Figure(fig, note=footer)

@@ -131,6 +131,8 @@ class Figure(NamedTuple):
     tables: dict[str, pl.DataFrame] = {}
     """Tables written beside it (`figures/<name>.<key>` for each key the
     figure table lists), e.g. the statistics a figure shows."""
+    note: str = ""
+    """One line for the rule's log, e.g. which explainer made the labels."""
 
 
 class FigureData(dict):
