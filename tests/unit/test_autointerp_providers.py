@@ -83,3 +83,16 @@ def test_a_new_llm_row_sends_requests_and_its_key_is_checked(tmp_path, monkeypat
         expl, usage = explain_kind(feats, ctx, sec, "t", tmp_path / "c.db", "lora")
     assert set(expl["explainer"]) == {"compat:m"} and len(server.requests) == 2
     assert {u["provider"] for u in usage} == {"compat"}
+
+
+def test_schema_offers_exactly_the_providers_in_the_table():
+    """A provider is a class and a row in PROVIDERS, plus its name in the
+    schema's two provider enums (explainer, categorizer): this keeps the three
+    in step, so a new row without its enum (or the reverse) fails here."""
+    from lorascope.autointerp.providers import PROVIDERS
+    from lorascope.core.config import load_schema
+
+    ai = load_schema()["properties"]["autointerp"]["properties"]
+    categories = ai["categories"]["properties"]
+    for where, node in (("autointerp", ai), ("autointerp.categories", categories)):
+        assert set(node["provider"]["enum"]) == set(PROVIDERS), where
