@@ -52,6 +52,7 @@ from lorascope.workflow.codeversion import code_version, use_disk_cache
 from lorascope.workflow.wiring import RUNTIME_KEYS, JobConfig, declared
 from lorascope.core.names import is_toy, is_toy_benchmark
 from lorascope.hub.names import is_hub_id, snapshot_name
+from lorascope.workflow.resources import load_hardware, rule_resources
 
 
 def hub_benchmarks():
@@ -70,6 +71,19 @@ except ConfigError as err:
 
 
 RUN = config["run"]
+
+
+# Jobs' resources: one model (lorascope.workflow.resources) against the
+# hardware.yaml key `hardware` names (set by profiles/slurm, /workstation);
+# null = none, every job gets the profile's defaults (a CPU run).
+def resources_for(rule):
+    """Rule `rule`'s resources (its `resources: **resources_for(...)`)."""
+    try:
+        return rule_resources(rule, config, load_hardware(config["hardware"], REPO))
+    except ValueError as err:
+        raise WorkflowError(f"resources of {rule!r}: {err}") from None
+
+
 # The model variants every benchmark is evaluated with (Tables 1 and 2); the
 # derived adapters (rule adapters_ablate) and the component group each removes.
 VARIANTS = ["base", "rank1", "full", "rank1-attn-ablated", "rank1-mlp-ablated"]
