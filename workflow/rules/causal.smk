@@ -36,9 +36,10 @@ def feature_ablation_params(wildcards):
 
 
 def direct_effect_params(wildcards):
-    """What the direct-effect job reads to load the LoRA (no sequences)."""
-    keys = ("ablation.seed", "ablation.device")
-    return config_of("seed", "device", *model_keys(), *keys)
+    """What the direct-effect job reads: the dtype its tensors pass through as
+    a loaded model's would, and the revision they are read at (no device: a
+    CPU job reading tensors, not a model)."""
+    return config_of("model.revision", "model.dtype")
 
 
 rule feature_ablation:
