@@ -180,7 +180,7 @@ def render(rows: list[dict], hw: Hardware, source: str) -> str:
         lines.append(
             f"{n.rule:<20} {r['jobs']:>4} {n.gpus:>4} {mem:>13} "
             f"{n.host_bytes / 1e9:8.0f} {n.flops / 1e15:10.0f} {hours} "
-            f"{r['gpu_h']:7.1f}  {'; '.join(n.notes)}"
+            f"{r['gpu_h']:7.1f}  {'; '.join(n.notes)}".rstrip()
         )
     total = sum(r["gpu_h"] for r in rows)
     lines += ["-" * len(head), f"total GPU-hours: {total:.0f}"]
@@ -197,18 +197,45 @@ def main(argv=None) -> int:
         action="store_true",
         help="count jobs from the config, not a Snakemake dry run",
     )
+    ap.add_argument("--doc", type=Path, help="also write it as this Markdown file")
     args = ap.parse_args(argv)
     config = load_configs(args.configfile)
     hw = Hardware.from_profile(args.profile)
     counts = None if args.no_dry_run else dry_run_counts(args.configfile)
     source = "snakemake -n --forceall" if counts else "derived from the config"
     rows = plan_rows(config, hw, counts or derived_counts(config))
-    print(f"plan: {' '.join(map(str, args.configfile))} on {args.profile}")
-    print(render(rows, hw, source))
     found = warnings(rows, hw)
-    for w in found:
-        print(f"WARNING: {w}")
+    text = "\n".join(
+        [f"plan: {' '.join(map(str, args.configfile))} on {args.profile}",
+         render(rows, hw, source), *(f"WARNING: {w}" for w in found)]
+    )  # fmt: skip
+    print(text)
+    if args.doc:
+        args.doc.write_text(DOC.format(
+            configs=" ".join(map(str, args.configfile)), profile=args.profile,
+            plan=text))  # fmt: skip
     return 1 if found and args.strict else 0
+
+
+DOC = """# What the paper-scale run asks of the cluster
+
+The `plan` command's output for `{configs}` on `{profile}`, written by
+`make cluster-plan` (`python -m lorascope.workflow.plan --configfile {configs}
+--profile {profile} --doc docs/cluster-plan.md`);
+tests/workflow/test_plan.py fails when it is not the current output. Per rule:
+jobs (from a Snakemake dry run), GPUs per job, modelled peak GPU memory per
+card against the card, host RAM, FLOPs and hours per job at the stated
+throughput, GPU-hours; CPU rules with a formula show their hours (other CPU
+rules get the profile's defaults). The formulas:
+`lorascope.workflow.rulecosts` (GPU rules), `lorascope.workflow.cpucosts`
+(CPU rules), `lorascope.core.memory` (shapes, checked against transformers'
+Qwen2 in tests/unit/test_resources.py). Estimates, not measurements: no GPU
+run has checked them yet.
+
+```text
+{plan}
+```
+"""
 
 
 if __name__ == "__main__":
