@@ -117,7 +117,7 @@ def test_a_missing_hardware_file_fails_naming_it():
         "config/paper.yaml", "--config", "hardware=profiles/nowhere.yaml",
     )  # fmt: skip
     assert proc.returncode != 0
-    assert "hardware: no file at 'profiles/nowhere.yaml'" in proc.stderr
+    assert "hardware: no file at 'profiles/nowhere.yaml'" in proc.stdout + proc.stderr
 
 
 def test_cluster_plan_doc_is_the_plan_commands_output():

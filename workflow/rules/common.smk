@@ -46,7 +46,7 @@ os.environ.update(
 os.environ.update(LORASCOPE_SNAKEMAKE_PID=str(os.getpid()))
 
 from lorascope.workflow.environment import check_environment
-from lorascope.core.config import ConfigError, load_schema, validate
+from lorascope.core.config import load_schema, validate
 from lorascope.core.models import base_model_path as base_model_location
 from lorascope.workflow.codeversion import code_version, use_disk_cache
 from lorascope.workflow.wiring import RUNTIME_KEYS, JobConfig, declared
@@ -66,7 +66,8 @@ SCHEMA = load_schema()
 use_disk_cache(".snakemake/lorascope/code_hashes.json")
 try:
     validate(config, SCHEMA, benchmarks=hub_benchmarks)
-except ConfigError as err:
+    HARDWARE = load_hardware(config["hardware"], REPO)  # see resources_for
+except ValueError as err:  # ConfigError, a missing or unknown hardware.yaml
     raise WorkflowError(str(err)) from None
 
 
@@ -79,7 +80,7 @@ RUN = config["run"]
 def resources_for(rule):
     """Rule `rule`'s resources (its `resources: **resources_for(...)`)."""
     try:
-        return rule_resources(rule, config, load_hardware(config["hardware"], REPO))
+        return rule_resources(rule, config, HARDWARE)
     except ValueError as err:
         raise WorkflowError(f"resources of {rule!r}: {err}") from None
 
