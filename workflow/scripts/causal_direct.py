@@ -23,7 +23,8 @@ from lorascope.core.saes import load_sae
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 
 with script_logging(smk) as log:
-    model_cfg = smk.params.config["model"]
+    config = smk.params.config
+    model_cfg = config["model"]
     base, revision = smk.params.base, model_cfg["revision"]
     dtype = torch_dtype(model_cfg["dtype"])
     skeleton = load_lora_skeleton(base, smk.input.adapter, model_cfg["dtype"], revision)
