@@ -11,7 +11,7 @@ SNAKEMAKE := $(BIN)/snakemake
 VLLM_VENV ?= .venv-vllm
 VLLM_BIN := $(VLLM_VENV)/bin
 
-.PHONY: setup vllm-env run test test-fast lint format dryrun-paper plan report readme-figures config-docs
+.PHONY: setup vllm-env run test test-fast lint format dryrun-paper plan cluster-plan report readme-figures config-docs
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -80,6 +80,11 @@ CONFIG ?= config/paper.yaml
 PROFILE ?= profiles/slurm
 plan: setup
 	PYTHONPATH=src $(BIN)/python -m lorascope.workflow.plan --configfile $(CONFIG) --profile $(PROFILE) $(if $(STRICT),--strict)
+
+# docs/cluster-plan.md: the plan of config/paper.yaml on profiles/slurm
+# (tests/workflow/test_plan.py checks it is current).
+cluster-plan: setup
+	PYTHONPATH=src $(BIN)/python -m lorascope.workflow.plan --configfile config/paper.yaml --profile profiles/slurm --strict --doc docs/cluster-plan.md
 
 report: setup
 	$(SNAKEMAKE) --profile profiles/local --report results/report.zip all

@@ -40,6 +40,14 @@ include: "workflow/rules/dashboards.smk"
 # for the LLM steps scheduled), still before any job starts.
 onstart:
     check_llm_environment()
+    # Without `hardware` every job gets the profile's defaults and no GPU: on
+    # a cluster that is a CPU run, say so before anything is submitted.
+    if config["hardware"] is None and not workflow.local_exec:
+        logger.warning(
+            "config key `hardware` is null: no resource model, every job gets "
+            "the profile's default resources and no GPU (profiles/slurm sets it; "
+            "a --config on the command line replaces the profile's)"
+        )
 
 
 rule all:

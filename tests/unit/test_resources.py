@@ -15,11 +15,13 @@ from conftest import REPO, make_tiny_qwen
 from lorascope.core.memory import ModelShape
 from lorascope.workflow.plan import derived_counts, load_configs, plan_rows, warnings
 from lorascope.workflow.resources import (
+    CPU_RULES,
     GPU_RULES,
     HEADROOM,
     KNOWN_SHAPES,
     Hardware,
     feature_accuracy_batch,
+    load_hardware,
     rule_needs,
     rule_resources,
 )
@@ -159,3 +161,93 @@ def test_every_planned_rule_exists_in_the_rule_files():
     text = "".join(p.read_text() for p in (REPO / "workflow" / "rules").glob("*.smk"))
     for rule in GPU_RULES:
         assert re.search(rf"rule {rule}:|use rule \w+ as {rule} with:", text), rule
+
+
+RULE_FILES = sorted((REPO / "workflow" / "rules").glob("*.smk"))
+# Calls that load the model's weights (not load_lora_skeleton: meta device).
+LOADER = re.compile(r"\b(load_lora|load_causal_lm|load_lora_model)\(")
+# Rules whose script loads the model for another rule only: why not here.
+NO_WEIGHTS = {"lora_features": "activations_features.py loads it for kind mlp only"}
+
+
+def _rule_blocks() -> dict[str, str]:
+    """rule name -> its text in the rule files (the figure rules, named in a
+    loop, under the loop's `spec["rule_name"]`)."""
+    blocks = {}
+    for path in RULE_FILES:
+        text = path.read_text()
+        heads = list(re.finditer(
+            r"^\s*(?:rule (\w+):|use rule \w+ as (\w+) with:|rule:)\s*$", text, re.M
+        ))  # fmt: skip
+        for head, nxt in zip(heads, [*heads[1:], None][: len(heads)], strict=True):
+            name = head.group(1) or head.group(2) or 'spec["rule_name"]'
+            blocks[name] = text[head.start() : nxt.start() if nxt else None]
+    return blocks
+
+
+def test_every_rule_takes_its_resources_from_the_model():
+    blocks = _rule_blocks()
+    assert len(blocks) > 30
+    for name, block in blocks.items():
+        quoted = name if name.startswith("spec") else f'"{name}"'
+        assert "resources:\n" in block and f"**resources_for({quoted})" in block, (
+            f"rule {name}: resources must be **resources_for({quoted})"
+        )
+
+
+def test_rules_whose_script_loads_the_model_are_gpu_rules():
+    """A rule running a script (or module) that loads the model's weights gets
+    a GPU in the model: a new such rule left out of GPU_RULES fails here."""
+    loading = set()
+    for name, block in _rule_blocks().items():
+        entry = re.search(r'code_of\(\s*"([\w.]+)"', block)
+        if entry is None or name.startswith("spec"):
+            continue
+        if entry.group(1) in ("lorascope.train", "lorascope.evaluation"):
+            loading.add(name)
+        elif entry.group(1).endswith(".py"):
+            script = REPO / "workflow" / "scripts" / entry.group(1)
+            if LOADER.search(script.read_text()):
+                loading.add(name)
+    loading |= {"mlp_features"}  # `use rule lora_features`: the same script
+    assert "direct_effects" not in loading  # reads tensors, not the model
+    assert loading - set(NO_WEIGHTS) <= set(GPU_RULES)
+    assert {r for r in GPU_RULES if r not in ("train_sae", "sae_features")} <= (
+        loading | {"train_full"}
+    )
+
+
+def test_an_unknown_rule_or_hardware_fails_naming_it(tmp_path):
+    config = load_configs([REPO / "config/paper.yaml"])
+    with pytest.raises(ValueError, match="rule 'trian_rank1' is not in the resource"):
+        rule_resources("trian_rank1", config, SLURM, REPO)
+    with pytest.raises(ValueError, match="hardware: no file at 'nowhere.yaml'"):
+        load_hardware("nowhere.yaml", tmp_path)
+    (tmp_path / "hw.yaml").write_text("gpu_mem_gb: 80\n")
+    with pytest.raises(ValueError, match=r"unknown keys \['gpu_mem_gb'\]"):
+        load_hardware("hw.yaml", tmp_path)
+
+
+def test_without_hardware_no_rule_asks_for_anything():
+    config = load_configs([REPO / "config/paper.yaml"])
+    assert rule_resources("train_rank1", config, None, REPO) == {}
+    assert load_hardware(None) is None
+
+
+def test_cpu_jobs_never_get_cpus_per_gpu_and_gpu_jobs_never_cpus_per_task():
+    """The SLURM plugin lets cpus_per_task win over cpus_per_gpu."""
+    config = load_configs([REPO / "config/paper.yaml"])
+    for rule in (*GPU_RULES, *CPU_RULES):
+        res = rule_resources(rule, config, SLURM, REPO)
+        if res.get("gpu"):
+            assert "cpus_per_task" not in res and res["cpus_per_gpu"] == 8, rule
+        else:
+            assert "cpus_per_gpu" not in res, rule
+
+
+def test_plan_lists_every_cpu_rule_with_a_formula():
+    from lorascope.workflow import cpucosts
+    from lorascope.workflow.plan import CPU_PLANNED
+
+    formulas = {n for n in dir(cpucosts) if n in CPU_RULES}
+    assert formulas == set(CPU_PLANNED)

@@ -1,25 +1,30 @@
 """What the SLURM profile submits at paper scale, not only what it says.
 
 The resources each job gets come from a real dry run of the paper config
-through `profiles/slurm` (Snakemake resolves defaults and per-rule values);
-the sbatch arguments come from snakemake-executor-plugin-slurm's own builder
-(`get_submit_command` + `set_gres_string`, what its executor calls), so a
-precedence rule of the plugin (cpus_per_task beats cpus_per_gpu) shows here
-as it would on a cluster.
+through `profiles/slurm` (the resource model computes them against
+profiles/slurm/hardware.yaml; Snakemake resolves them with the profile's
+defaults); the sbatch arguments come from snakemake-executor-plugin-slurm's
+own builder (`get_submit_command` + `set_gres_string`, what its executor
+calls), so a precedence rule of the plugin (cpus_per_task beats
+cpus_per_gpu) shows here as it would on a cluster.
 """
 
 from __future__ import annotations
 
-import re
 import shlex
-import subprocess
-import sys
 
 import pytest
 from conftest import REPO
+from dryrun import dry_run
 from snakemake_executor_plugin_slurm.submit_string import get_submit_command
 from snakemake_executor_plugin_slurm.utils import set_gres_string
 
+from lorascope.workflow.plan import load_configs
+from lorascope.workflow.resources import Hardware, rule_resources
+
+# GPUs per job at paper scale (the resource model's answer for
+# config/paper.yaml on 8 x 80 GB nodes; test_plan.py checks every rule
+# against the model, this pins the paper's shape of the run).
 GPU_RULES = {
     "train_rank1": 8,
     "eval_generate": 4,
@@ -27,14 +32,20 @@ GPU_RULES = {
     "mlp_features": 1,
     "kl_ablation": 1,
     "steering_sweep": 1,
+    "feature_ablation": 1,
+    "feature_accuracy": 1,
     "train_sae": 1,
+    "sae_features": 1,
 }
 CPU_RULES = [
+    "hub_fetch",
     "sft_dataset",
     "components",
     "adapters_ablate",
     "eval_grade",
     "lora_features",
+    "direct_effects",
+    "autointerp_explain",
 ]
 
 
@@ -53,27 +64,12 @@ class Job:
         self.name, self.resources, self.threads = name, Resources(resources), 1
 
 
-def _value(text: str):
-    return int(text) if re.fullmatch(r"-?\d+", text) else text
-
-
 @pytest.fixture(scope="module")
 def resources() -> dict[str, dict]:
     """rule -> resources of its first job in a dry run of the whole paper DAG."""
-    cmd = [sys.executable, "-m", "snakemake", "all", "-n"]
-    cmd += ["--profile", "profiles/slurm", "--configfile", "config/paper.yaml"]
-    out = subprocess.run(
-        cmd, cwd=REPO, capture_output=True, text=True, timeout=300
-    ).stdout
-    found: dict[str, dict] = {}
-    for block in re.split(r"\nrule ", out)[1:]:
-        name = block.split(":", 1)[0].strip()
-        line = re.search(r"^\s*resources: (.*)$", block, re.M)
-        if line and name not in found:
-            pairs = (kv.split("=", 1) for kv in line.group(1).split(", "))
-            found[name] = {k: _value(v) for k, v in pairs}
-    assert found, f"no jobs parsed from the dry run:\n{out[-3000:]}"
-    return found
+    return dry_run(
+        "all", "--profile", "profiles/slurm", "--configfile", "config/paper.yaml"
+    )
 
 
 def sbatch_args(name: str, res: dict) -> list[str]:
@@ -109,7 +105,13 @@ def test_cpu_jobs_go_to_the_cpu_partition_without_gpus(resources, rule):
 
 
 def test_training_submission_in_full(resources):
-    """The closing note quotes these: the whole sbatch line for training."""
+    """The closing note quotes these: the whole sbatch line for training,
+    with the time and memory the resource model computes."""
+    config = load_configs([REPO / "config" / "paper.yaml"])
+    hw = Hardware.from_profile(REPO / "profiles" / "slurm")
+    model = rule_resources("train_rank1", config, hw, REPO)
     args = sbatch_args("train_rank1", resources["train_rank1"])
-    for expected in ("-t", "2880", "--mem", "--nodes=1", "--gpus=8"):
+    assert args[args.index("-t") + 1] == str(model["runtime"])
+    assert args[args.index("--mem") + 1] == str(model["mem_mb"])
+    for expected in ("--nodes=1", "--gpus=8", "--cpus-per-gpu=8"):
         assert expected in args

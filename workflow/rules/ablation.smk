@@ -23,6 +23,8 @@ rule kl_ablation:
         log_("ablation/kl_ablation.log"),
     conda:
         "../../envs/train.yaml"
+    resources:
+        **resources_for("kl_ablation"),
     params:
         config=ablation_params,
         base=base_model_path,

@@ -36,6 +36,8 @@ rule extract_activations:
         log_("activations/extract_activations.log"),
     conda:
         "../../envs/train.yaml"
+    resources:
+        **resources_for("extract_activations"),
     params:
         act=extract_settings(),
         model=extraction_model(),
@@ -70,6 +72,8 @@ rule lora_features:
         log_("activations/lora_features.log"),
     conda:
         "../../envs/train.yaml"
+    resources:
+        **resources_for("lora_features"),
     params:
         kind="lora",
         act=cfg("activations"),
@@ -92,6 +96,8 @@ use rule lora_features as mlp_features with:
         **feature_tables("mlp"),
     log:
         log_("activations/mlp_features.log"),
+    resources:
+        **resources_for("mlp_features"),
     params:
         kind="mlp",
 

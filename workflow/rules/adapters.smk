@@ -18,6 +18,8 @@ rule adapters_ablate:
         variant="|".join(ABLATED_GROUP),
     conda:
         "../../envs/train.yaml"
+    resources:
+        **resources_for("adapters_ablate"),
     params:
         group=ablated_group,
         code=code_of("adapters_ablate.py"),

@@ -75,6 +75,8 @@ rule autointerp_explain:
         log_("autointerp/explain_{kind}.log"),
     conda:
         "../../envs/interp.yaml"
+    resources:
+        **resources_for("autointerp_explain"),
     params:
         ai=autointerp_params("explain"),
         code=code_of("autointerp_explain.py"),
@@ -93,6 +95,8 @@ rule autointerp_categories:
         log_("autointerp/categories.log"),
     conda:
         "../../envs/interp.yaml"
+    resources:
+        **resources_for("autointerp_categories"),
     params:
         ai=autointerp_params("categories"),
         code=code_of("autointerp_categories.py"),
@@ -114,6 +118,8 @@ rule autointerp_assign:
         log_("autointerp/assign_{kind}.log"),
     conda:
         "../../envs/interp.yaml"
+    resources:
+        **resources_for("autointerp_assign"),
     params:
         ai=autointerp_params("assign"),
         code=code_of("autointerp_assign.py"),
@@ -133,6 +139,8 @@ rule autointerp_score:
         log_("autointerp/score_{kind}.log"),
     conda:
         "../../envs/interp.yaml"
+    resources:
+        **resources_for("autointerp_score"),
     params:
         ai=autointerp_params("score"),
         code=code_of("autointerp_score.py"),
@@ -162,6 +170,8 @@ rule autointerp_summary:
         log_("autointerp/summary.log"),
     conda:
         "../../envs/interp.yaml"
+    resources:
+        **resources_for("autointerp_summary"),
     params:
         ai=autointerp_params("summary"),
         code=code_of("autointerp_summary.py"),

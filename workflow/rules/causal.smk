@@ -22,7 +22,9 @@ def feature_accuracy_params(wildcards):
     keys += [f"causal.{k}" for k in causal]
     if config["causal"]["accuracy_max_new_tokens"] is None:
         keys += ["eval.max_new_tokens"]
-    keys += ["eval.batch_size"]
+    # The batch: causal.accuracy_batch_size, or (null) the most that fit the
+    # card, or eval.batch_size off CUDA.
+    keys += ["causal.accuracy_batch_size", "eval.batch_size"]
     keys += ["eval.grade_without_answer_marker", "eval.bootstrap_samples"]
     keys += ["steering.backtrack_words"]
     return config_of("seed", "device", *model_keys(), *keys)
@@ -34,9 +36,10 @@ def feature_ablation_params(wildcards):
 
 
 def direct_effect_params(wildcards):
-    """What the direct-effect job reads to load the LoRA (no sequences)."""
-    keys = ("ablation.seed", "ablation.device")
-    return config_of("seed", "device", *model_keys(), *keys)
+    """What the direct-effect job reads: the dtype its tensors pass through as
+    a loaded model's would, and the revision they are read at (no device: a
+    CPU job reading tensors, not a model)."""
+    return config_of("model.revision", "model.dtype")
 
 
 rule feature_ablation:
@@ -56,6 +59,8 @@ rule feature_ablation:
         log_("causal/feature_ablation.log"),
     conda:
         "../../envs/train.yaml"
+    resources:
+        **resources_for("feature_ablation"),
     params:
         config=feature_ablation_params,
         base=base_model_path,
@@ -79,6 +84,8 @@ rule direct_effects:
         log_("causal/direct_effects.log"),
     conda:
         "../../envs/train.yaml"
+    resources:
+        **resources_for("direct_effects"),
     params:
         config=direct_effect_params,
         base=base_model_path,
@@ -104,6 +111,8 @@ rule feature_accuracy:
         log_("causal/feature_accuracy.log"),
     conda:
         "../../envs/train.yaml"
+    resources:
+        **resources_for("feature_accuracy"),
     params:
         config=feature_accuracy_params,
         base=base_model_path,

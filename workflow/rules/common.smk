@@ -46,12 +46,13 @@ os.environ.update(
 os.environ.update(LORASCOPE_SNAKEMAKE_PID=str(os.getpid()))
 
 from lorascope.workflow.environment import check_environment
-from lorascope.core.config import ConfigError, load_schema, validate
+from lorascope.core.config import load_schema, validate
 from lorascope.core.models import base_model_path as base_model_location
 from lorascope.workflow.codeversion import code_version, use_disk_cache
 from lorascope.workflow.wiring import RUNTIME_KEYS, JobConfig, declared
 from lorascope.core.names import is_toy, is_toy_benchmark
 from lorascope.hub.names import is_hub_id, snapshot_name
+from lorascope.workflow.resources import load_hardware, rule_resources
 
 
 def hub_benchmarks():
@@ -65,11 +66,25 @@ SCHEMA = load_schema()
 use_disk_cache(".snakemake/lorascope/code_hashes.json")
 try:
     validate(config, SCHEMA, benchmarks=hub_benchmarks)
-except ConfigError as err:
+    HARDWARE = load_hardware(config["hardware"], REPO)  # see resources_for
+except ValueError as err:  # ConfigError, a missing or unknown hardware.yaml
     raise WorkflowError(str(err)) from None
 
 
 RUN = config["run"]
+
+
+# Jobs' resources: one model (lorascope.workflow.resources) against the
+# hardware.yaml key `hardware` names (set by profiles/slurm, /workstation);
+# null = none, every job gets the profile's defaults (a CPU run).
+def resources_for(rule):
+    """Rule `rule`'s resources (its `resources: **resources_for(...)`)."""
+    try:
+        return rule_resources(rule, config, HARDWARE)
+    except ValueError as err:
+        raise WorkflowError(f"resources of {rule!r}: {err}") from None
+
+
 # The model variants every benchmark is evaluated with (Tables 1 and 2); the
 # derived adapters (rule adapters_ablate) and the component group each removes.
 VARIANTS = ["base", "rank1", "full", "rank1-attn-ablated", "rank1-mlp-ablated"]

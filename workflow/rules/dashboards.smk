@@ -37,6 +37,8 @@ rule dashboards:
         log_("dashboards/dashboards.log"),
     conda:
         "../../envs/interp.yaml"
+    resources:
+        **resources_for("dashboards"),
     params:
         options=cfg("figures.dashboards"),
         code=code_of("dashboards.py"),

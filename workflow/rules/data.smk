@@ -33,6 +33,8 @@ rule sft_dataset:
         log_("data/sft_dataset.log"),
     conda:
         "../../envs/train.yaml"
+    resources:
+        **resources_for("sft_dataset"),
     params:
         data=cfg("data"),
         model=cfg("model", "revision"),

@@ -171,6 +171,8 @@ rule bench_prepare:
         log_("eval/bench_prepare_{benchmark}.log"),
     conda:
         "../../envs/interp.yaml"
+    resources:
+        **resources_for("bench_prepare"),
     params:
         eval=bench_settings,
         toy_dir=res("toy/bench"),
@@ -189,6 +191,8 @@ rule eval_generate:
         log_("eval/eval_generate_{engine}.log"),
     conda:
         "../../envs/vllm.yaml"
+    resources:
+        **resources_for("eval_generate"),
     params:
         python=generation_python,
         spec=generation_spec,
@@ -210,6 +214,8 @@ rule eval_grade:
         log_("eval/eval_grade_{variant}_{benchmark}.log"),
     conda:
         "../../envs/interp.yaml"
+    resources:
+        **resources_for("eval_grade"),
     params:
         fallback=setting("eval.grade_without_answer_marker"),
         timeout_s=setting("eval.grade_timeout_s"),
@@ -229,6 +235,8 @@ rule eval_summary:
         log_("eval/eval_summary_{variant}.log"),
     conda:
         "../../envs/interp.yaml"
+    resources:
+        **resources_for("eval_summary"),
     params:
         code=code_of("eval_summary.py"),
     script:
@@ -246,6 +254,8 @@ rule eval_table:
         log_("eval/eval_table_{table}.log"),
     conda:
         "../../envs/interp.yaml"
+    resources:
+        **resources_for("eval_table"),
     params:
         eval=eval_keys("bootstrap_samples", "ci", "think_prefill"),
         seed=setting("seed"),

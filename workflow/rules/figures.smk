@@ -116,6 +116,8 @@ for name, spec in FIGURES.items():
             log_(f"figures/{spec['rule_name']}.log"),
         conda:
             "../../envs/interp.yaml"
+        resources:
+            **resources_for(spec["rule_name"]),
         params:
             plotter=spec["plotter"],
             style=figure_style,

@@ -20,6 +20,8 @@ rule hub_fetch:
         snapshot=r"[^/]+--[^/]+@[^/]+",
     conda:
         "../../envs/interp.yaml"
+    resources:
+        **resources_for("hub_fetch"),
     params:
         endpoint=setting("hub.endpoint"),
         gated=gated_repos(),

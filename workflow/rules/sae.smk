@@ -21,6 +21,8 @@ rule train_sae:
         log_("sae/train_sae.log"),
     conda:
         "../../envs/train.yaml"
+    resources:
+        **resources_for("train_sae"),
     params:
         config=sae_params,
         provenance=output_parent,
@@ -42,6 +44,8 @@ rule sae_features:
         log_("sae/sae_features.log"),
     conda:
         "../../envs/train.yaml"
+    resources:
+        **resources_for("sae_features"),
     params:
         config=sae_params,
         activations=cfg("activations", "top_k", *FEATURE_TABLE_KEYS),

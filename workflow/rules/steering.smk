@@ -51,6 +51,8 @@ rule steering_sweep:
         log_("steering/steering_sweep.log"),
     conda:
         "../../envs/train.yaml"
+    resources:
+        **resources_for("steering_sweep"),
     params:
         config=steering_params,
         base=base_model_path,

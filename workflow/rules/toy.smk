@@ -35,6 +35,8 @@ if config["toy"]["rebuild"]:
             log_("toy/toy_base_model.log"),
         conda:
             "../../envs/train.yaml"
+        resources:
+            **resources_for("toy_base_model"),
         params:
             toy=cfg("toy", *toy_model_keys()),
             code=code_of("toy_base_model.py"),
@@ -50,6 +52,8 @@ else:
             log_("toy/toy_base_model.log"),
         conda:
             "../../envs/train.yaml"
+        resources:
+            **resources_for("toy_base_model"),
         params:
             toy=cfg("toy", *toy_model_keys()),
             code=code_of("toy_base_model_copy.py", data=toy_shipped_files()),
@@ -64,6 +68,8 @@ rule toy_sft:
         log_("toy/toy_sft.log"),
     conda:
         "../../envs/train.yaml"
+    resources:
+        **resources_for("toy_sft"),
     params:
         toy=cfg("toy", "seed", "n_sft", "sft_digits", "slip_rate", "carry_slip_rate"),
         code=code_of("toy_sft.py"),
@@ -78,6 +84,8 @@ rule toy_bench:
         log_("toy/toy_bench_{name}.log"),
     conda:
         "../../envs/train.yaml"
+    resources:
+        **resources_for("toy_bench"),
     params:
         toy=toy_bench_config,
         code=code_of("toy_bench.py"),

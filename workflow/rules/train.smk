@@ -72,6 +72,8 @@ if config["model"]["adapter"] is None:
             log_("train/train_rank1.log"),
         conda:
             "../../envs/train.yaml"
+        resources:
+            **resources_for("train_rank1"),
         params:
             **TRAIN_PARAMS,
             config=train_settings("rank1"),
@@ -91,6 +93,8 @@ else:
             log_("train/adapter_import.log"),
         conda:
             "../../envs/train.yaml"
+        resources:
+            **resources_for("adapter_import"),
         params:
             lora=cfg("train.lora"),
             model=cfg("model", "adapter", "adapter_revision", "adapter_check_base"),
@@ -113,6 +117,8 @@ if config["model"]["full_finetune"] == "train":
             log_("train/train_full.log"),
         conda:
             "../../envs/train.yaml"
+        resources:
+            **resources_for("train_full"),
         params:
             **TRAIN_PARAMS,
             config=train_settings("full"),
@@ -131,6 +137,8 @@ else:
             log_("train/full_checkpoint.log"),
         conda:
             "../../envs/train.yaml"
+        resources:
+            **resources_for("full_checkpoint"),
         params:
             model=cfg("model", "full_finetune", "full_finetune_revision"),
             code=code_of("train_full_checkpoint.py"),
@@ -147,6 +155,8 @@ rule components:
         log_("train/components.log"),
     conda:
         "../../envs/train.yaml"
+    resources:
+        **resources_for("components"),
     params:
         lora=cfg("train.lora"),
         code=code_of("train_components.py"),

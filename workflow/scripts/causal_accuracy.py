@@ -38,8 +38,7 @@ with script_logging(smk) as log:
     )  # fmt: skip
     max_new = causal["accuracy_max_new_tokens"] or ev["max_new_tokens"]
     # Two KV caches per prompt: eval.batch_size does not fit at 32B (issue 31).
-    # .get: declared by feature_accuracy_params once the rule passes it.
-    batch = causal.get("accuracy_batch_size") or fitting_batch(
+    batch = causal["accuracy_batch_size"] or fitting_batch(
         model, max_new, bench.height, fallback=ev["batch_size"]
     )
     log.info("batch %d prompts per generate call", batch)

@@ -94,6 +94,27 @@ def load_lora_model(base, adapter_dir: str | Path, is_trainable: bool = False):
     return PeftModel.from_pretrained(base, str(adapter_dir), is_trainable=is_trainable)
 
 
+def load_lora_skeleton(
+    path: str, adapter_dir: str | Path, dtype: str = "float32", revision=None
+):
+    """The PEFT model of `adapter_dir` over `path`'s architecture built on the
+    meta device: module names, shapes and each LoRA layer's scaling as
+    `load_lora_model` gives them, and no weights (not even the adapter's:
+    read what a job needs with lorascope.core.weights). Same adapter checks."""
+    import warnings
+
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(path, revision=revision)
+    with torch.device("meta"):
+        base = AutoModelForCausalLM.from_config(config, dtype=torch_dtype(dtype))
+    with warnings.catch_warnings():
+        # The adapter's weights land on meta parameters: a no-op, as meant.
+        warnings.filterwarnings("ignore", "for .*: copying from a non-meta")
+        return load_lora_model(base, adapter_dir).eval()
+
+
 def n_layers(model) -> int:
     cfg = model.config
     return int(

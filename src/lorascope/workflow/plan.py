@@ -24,6 +24,11 @@ import yaml
 
 from lorascope.core.config import validate
 from lorascope.core.memory import GIB
+from lorascope.workflow.cpucosts import (
+    DOWNLOAD_BYTES_PER_S,
+    LLM_CALL_S,
+    STREAM_BYTES_PER_S,
+)
 from lorascope.workflow.resources import (
     BANDWIDTH_EFFICIENCY,
     DECODE_MFU,
@@ -39,7 +44,11 @@ from lorascope.workflow.resources import (
 __all__ = ["load_configs", "main", "merge", "plan_rows", "warnings"]
 
 REPO = Path(__file__).resolve().parents[3]
-PLANNED = (*GPU_RULES, "direct_effects", "lora_features")
+# The GPU rules and the CPU rules with a formula (lorascope.workflow.cpucosts);
+# every other rule is a light CPU job on the profile's defaults.
+CPU_PLANNED = ("hub_fetch", "sft_dataset", "lora_features", "direct_effects")
+CPU_PLANNED += ("autointerp_explain", "autointerp_assign", "autointerp_score")
+PLANNED = (*GPU_RULES, *CPU_PLANNED)
 
 
 def merge(base: dict, overlay: dict) -> dict:
@@ -82,11 +91,15 @@ def dry_run_counts(paths, repo: Path = REPO) -> dict[str, int] | None:
 def derived_counts(config: dict) -> dict[str, int]:
     """Jobs per planned rule, from the config (when no dry run)."""
     counts = dict.fromkeys(PLANNED, 1)
+    for step in ("explain", "assign", "score"):
+        counts[f"autointerp_{step}"] = 3  # lora, mlp, sae
     counts["eval_generate"] = 2 if config["eval"]["backend"] == "vllm" else 5
     if config["model"]["adapter"] is not None:
         del counts["train_rank1"]
     if config["model"]["full_finetune"] != "train":
         del counts["train_full"]
+    if not config["hub"]["prefetch"]:
+        del counts["hub_fetch"]
     if config["causal"]["accuracy_top_n"] == 0:
         del counts["feature_accuracy"]
     return counts
@@ -124,9 +137,11 @@ def warnings(rows: list[dict], hw: Hardware) -> list[str]:
         if n.host_bytes > hw.host_mem_gb * 1e9:
             out.append(f"{n.rule}: host RAM {n.host_bytes / 1e9:.0f} GB > "
                        f"{hw.host_mem_gb:g} GB")  # fmt: skip
-        if n.runtime_min and n.runtime_min > hw.max_runtime_min:
+        limit = hw.limit_min(n.gpus)
+        if n.runtime_min and limit and n.runtime_min > limit:
+            where = "GPU" if n.gpus else "CPU"
             out.append(f"{n.rule}: {n.runtime_min / 60:.1f} h per job > the "
-                       f"{hw.max_runtime_min / 60:g} h limit")  # fmt: skip
+                       f"{where} partition's {limit / 60:g} h limit")  # fmt: skip
     return out
 
 
@@ -138,7 +153,16 @@ def render(rows: list[dict], hw: Hardware, source: str) -> str:
     lines = [
         f"hardware: {hw.gpus_per_node} x {hw.gpu_name} ({hw.gpu_mem_gib:g} GiB, "
         f"{hw.gpu_tflops:g} TFLOP/s bf16) per node, {hw.max_runtime_min / 60:g} h "
-        f"limit, {hw.host_mem_gb:g} GB host RAM",
+        f"limit, {hw.host_mem_gb:g} GB host RAM; CPU jobs: "
+        + (
+            f"{hw.cpu_max_runtime_min / 60:g} h limit"
+            if hw.cpu_max_runtime_min
+            else "no time limit given"
+        ),  # fmt: skip
+        "CPU rules (cpucosts): hub downloads at "
+        f"{DOWNLOAD_BYTES_PER_S / 1e6:g} MB/s, stored activations read at "
+        f"{STREAM_BYTES_PER_S / 1e6:g} MB/s, {LLM_CALL_S:g} s per LLM call; "
+        "other CPU rules: the profile's default resources",
         f"throughput: {MFU:.0%} of peak for forwards and training, "
         f"{DECODE_MFU:.0%} for token-by-token generation, or (if slower) "
         f"{BANDWIDTH_EFFICIENCY:.0%} of {hw.gpu_bandwidth_gbs:g} GB/s for the "
@@ -152,11 +176,11 @@ def render(rows: list[dict], hw: Hardware, source: str) -> str:
     for r in rows:
         n: Needs = r["needs"]
         mem = f"{n.gpu_bytes / GIB:5.1f}/{hw.gpu_mem_gib:g}" if n.gpus else "CPU"
-        hours = f"{r['hours']:6.1f}" if n.gpus else f"{'-':>6}"
+        hours = f"{r['hours']:6.1f}" if n.runtime_min else f"{'-':>6}"
         lines.append(
             f"{n.rule:<20} {r['jobs']:>4} {n.gpus:>4} {mem:>13} "
             f"{n.host_bytes / 1e9:8.0f} {n.flops / 1e15:10.0f} {hours} "
-            f"{r['gpu_h']:7.1f}  {'; '.join(n.notes)}"
+            f"{r['gpu_h']:7.1f}  {'; '.join(n.notes)}".rstrip()
         )
     total = sum(r["gpu_h"] for r in rows)
     lines += ["-" * len(head), f"total GPU-hours: {total:.0f}"]
@@ -173,18 +197,45 @@ def main(argv=None) -> int:
         action="store_true",
         help="count jobs from the config, not a Snakemake dry run",
     )
+    ap.add_argument("--doc", type=Path, help="also write it as this Markdown file")
     args = ap.parse_args(argv)
     config = load_configs(args.configfile)
     hw = Hardware.from_profile(args.profile)
     counts = None if args.no_dry_run else dry_run_counts(args.configfile)
     source = "snakemake -n --forceall" if counts else "derived from the config"
     rows = plan_rows(config, hw, counts or derived_counts(config))
-    print(f"plan: {' '.join(map(str, args.configfile))} on {args.profile}")
-    print(render(rows, hw, source))
     found = warnings(rows, hw)
-    for w in found:
-        print(f"WARNING: {w}")
+    text = "\n".join(
+        [f"plan: {' '.join(map(str, args.configfile))} on {args.profile}",
+         render(rows, hw, source), *(f"WARNING: {w}" for w in found)]
+    )  # fmt: skip
+    print(text)
+    if args.doc:
+        args.doc.write_text(DOC.format(
+            configs=" ".join(map(str, args.configfile)), profile=args.profile,
+            plan=text))  # fmt: skip
     return 1 if found and args.strict else 0
+
+
+DOC = """# What the paper-scale run asks of the cluster
+
+The `plan` command's output for `{configs}` on `{profile}`, written by
+`make cluster-plan` (`python -m lorascope.workflow.plan --configfile {configs}
+--profile {profile} --doc docs/cluster-plan.md`);
+tests/workflow/test_plan.py fails when it is not the current output. Per rule:
+jobs (from a Snakemake dry run), GPUs per job, modelled peak GPU memory per
+card against the card, host RAM, FLOPs and hours per job at the stated
+throughput, GPU-hours; CPU rules with a formula show their hours (other CPU
+rules get the profile's defaults). The formulas:
+`lorascope.workflow.rulecosts` (GPU rules), `lorascope.workflow.cpucosts`
+(CPU rules), `lorascope.core.memory` (shapes, checked against transformers'
+Qwen2 in tests/unit/test_resources.py). Estimates, not measurements: no GPU
+run has checked them yet.
+
+```text
+{plan}
+```
+"""
 
 
 if __name__ == "__main__":

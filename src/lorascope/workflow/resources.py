@@ -35,6 +35,8 @@ __all__ = [
     "Setting",
     "compute_seconds",
     "feature_accuracy_batch",
+    "formula",
+    "load_hardware",
     "model_shape",
     "rule_needs",
     "rule_resources",
@@ -81,7 +83,7 @@ CPU_RULES = (
     "eval_summary eval_table lora_features direct_effects autointerp_explain "
     "autointerp_categories autointerp_assign autointerp_score autointerp_summary "
     "figure_classes figure_categories figure_sae_density figure_ablation "
-    "figure_steering figure_table figure_causal dashboards"
+    "figure_steering figure_table1 figure_table2 figure_causal dashboards"
 ).split()
 
 
@@ -91,27 +93,42 @@ class Hardware:
 
     gpu_mem_gib: float = 80.0
     gpus_per_node: int = 8
-    max_runtime_min: int = 1440
+    max_runtime_min: int = 1440  # the GPU partition's time limit
+    cpu_max_runtime_min: int | None = None  # the CPU partition's; None = none
     host_mem_gb: float = 1000.0
     gpu_tflops: float = 989.0  # dense bf16 peak of one card (H100 SXM)
     gpu_bandwidth_gbs: float = 3350.0  # memory bandwidth of one card, GB/s
     gpu_name: str = "H100 80GB"
     gpu_partition: str | None = None
     cpu_partition: str | None = None
+    # CPU cores per GPU of a GPU job (SLURM's --cpus-per-gpu; null = the
+    # job's threads). CPU jobs ask for cpus_per_task instead: the SLURM
+    # plugin lets cpus_per_task win over cpus_per_gpu, so a GPU job never
+    # gets it.
+    cpus_per_gpu: int | None = None
 
     @classmethod
-    def from_profile(cls, profile: str | Path) -> Hardware:
-        """Read `<profile>/hardware.yaml` (its keys: this class's fields)."""
-        with open(Path(profile) / "hardware.yaml") as f:
+    def from_file(cls, path: str | Path) -> Hardware:
+        """Read a hardware.yaml (its keys: this class's fields)."""
+        with open(path) as f:
             data = yaml.safe_load(f) or {}
         unknown = set(data) - set(cls.__dataclass_fields__)
         if unknown:
-            raise ValueError(f"{profile}/hardware.yaml: unknown keys {sorted(unknown)}")
+            raise ValueError(f"{path}: unknown keys {sorted(unknown)}")
         return cls(**data)
+
+    @classmethod
+    def from_profile(cls, profile: str | Path) -> Hardware:
+        """Read `<profile>/hardware.yaml`."""
+        return cls.from_file(Path(profile) / "hardware.yaml")
 
     @property
     def card_bytes(self) -> float:
         return self.gpu_mem_gib * GIB
+
+    def limit_min(self, gpus: int) -> int | None:
+        """The time limit of the partition a job with `gpus` GPUs goes to."""
+        return self.max_runtime_min if gpus else self.cpu_max_runtime_min
 
 
 @dataclass
@@ -125,7 +142,8 @@ class Needs:
     host_bytes: float = 2 * GIB
     flops: float = 0.0
     mfu: float = MFU
-    runtime_min: int | None = None  # CPU rules: the profile's default
+    runtime_min: int | None = None  # CPU rules: None = the profile's default
+    cpus: int | None = None  # CPU rules: cores (None = the job's threads)
     work_share: float = 1.0  # the rule's jobs together / (jobs x this one)
     stream_bytes: float = 0.0  # bytes each GPU reads in sequential decode steps
     notes: list[str] = field(default_factory=list)
@@ -193,23 +211,70 @@ def model_shape(config: dict, repo: str | Path = ".") -> ModelShape:
             return ModelShape.from_config(cfg)
     if base in KNOWN_SHAPES:
         return KNOWN_SHAPES[base]
+    if is_hub_id(base):
+        cfg = _hub_config_json(config, base)
+        if cfg:
+            return ModelShape.from_config(cfg)
     raise ValueError(
-        f"model.base {base!r}: no config.json found ({', '.join(map(str, places))}) "
-        "and not a known shape; prefetch it (hub_fetch) or add it to KNOWN_SHAPES"
+        f"model.base {base!r}: no config.json found ({', '.join(map(str, places))}"
+        f"{', nor on the hub' if is_hub_id(base) else ''}) and not a known shape: "
+        "the resource model (config key `hardware`) needs the model's shape; "
+        "copy its config.json there or add it to lorascope.workflow.resources."
+        "KNOWN_SHAPES"
     )
+
+
+def _hub_config_json(config: dict, repo_id: str) -> dict | None:
+    """config.json of a hub model (one small file, from the local HF cache
+    when there), or None when it cannot be had (no network, no access)."""
+    try:
+        from huggingface_hub import hf_hub_download
+
+        path = hf_hub_download(
+            repo_id,
+            "config.json",
+            revision=config["model"].get("revision"),
+            endpoint=config["hub"].get("endpoint"),
+        )
+    except Exception:  # offline, gated, missing: the caller's error names it
+        return None
+    return json.loads(Path(path).read_text())
+
+
+def load_hardware(path: str | None, repo: str | Path = ".") -> Hardware | None:
+    """The config key `hardware`: a hardware.yaml path, relative to the
+    working directory or else to the repository; None = no resource model
+    (every job gets the profile's default resources)."""
+    if path is None:
+        return None
+    for place in (Path(path), Path(repo) / path):
+        if place.is_file():
+            return Hardware.from_file(place)
+    raise ValueError(f"hardware: no file at {path!r} (nor under {repo})")
 
 
 def rule_needs(rule: str, config: dict, hw: Hardware, repo=".") -> Needs:
     """What one job of `rule` needs under `config` on `hw`."""
-    from lorascope.workflow import rulecosts
-
+    if rule not in GPU_RULES and rule not in CPU_RULES:
+        raise ValueError(
+            f"rule {rule!r} is not in the resource model: add it to GPU_RULES "
+            "or CPU_RULES (lorascope.workflow.resources)"
+        )
     s = Setting(config, hw, model_shape(config, repo))
-    fn = getattr(rulecosts, rule, None)
+    fn = formula(rule)
     needs = fn(s) if fn else Needs(rule)
     needs.rule = rule
     if needs.gpus and needs.runtime_min is None:
         needs.runtime_min = runtime_minutes(needs, hw)
     return needs
+
+
+def formula(rule: str):
+    """The rule's function in rulecosts (GPU rules) or cpucosts (CPU rules
+    that need more than the profile's defaults), or None."""
+    from lorascope.workflow import cpucosts, rulecosts
+
+    return getattr(rulecosts, rule, None) or getattr(cpucosts, rule, None)
 
 
 def compute_seconds(needs: Needs, hw: Hardware, flops: float | None = None):
@@ -229,18 +294,35 @@ def runtime_minutes(needs: Needs, hw: Hardware) -> int:
     return math.ceil(1.5 * compute_seconds(needs, hw) / 60 + 15)
 
 
-def rule_resources(rule: str, config: dict, hw: Hardware, repo=".") -> dict:
-    """The rule's Snakemake resources: gpu, mem_mb, runtime (minutes), nodes
-    (1 for multi-GPU jobs: FSDP and tensor parallelism stay on one node),
-    slurm_partition when the hardware names partitions. Runtime is capped at
-    the node's limit (`plan` warns when the model needs more)."""
+def rule_resources(rule: str, config: dict, hw: Hardware | None, repo=".") -> dict:
+    """The rule's Snakemake resources under `hw` (None: none at all, every
+    job gets the profile's defaults). GPU rules: gpu, mem_mb, runtime
+    (minutes, capped at the node's limit; `plan` warns when the model needs
+    more), nodes 1 for multi-GPU jobs (FSDP and tensor parallelism stay on
+    one node), cpus_per_gpu when the hardware names it. CPU rules with a
+    formula: mem_mb, and runtime (capped at the CPU partition's limit) and
+    cpus_per_task where it gives them;
+    without one, nothing (the profile's defaults). slurm_partition when the
+    hardware names partitions."""
+    if hw is None:
+        return {}
     needs = rule_needs(rule, config, hw, repo)
-    out = {"mem_mb": math.ceil(needs.host_bytes / 1e6 / 1000) * 1000}
+    out: dict = {}
+    if needs.gpus or formula(rule):
+        out["mem_mb"] = math.ceil(needs.host_bytes / 1e6 / 1000) * 1000
     if needs.gpus:
         out["gpu"] = needs.gpus
         out["runtime"] = min(needs.runtime_min, hw.max_runtime_min)
         if needs.gpus > 1:
             out["nodes"] = 1
+        if hw.cpus_per_gpu:
+            out["cpus_per_gpu"] = hw.cpus_per_gpu
+    else:
+        if needs.runtime_min:
+            limit = hw.cpu_max_runtime_min or needs.runtime_min
+            out["runtime"] = min(needs.runtime_min, limit)
+        if needs.cpus:
+            out["cpus_per_task"] = needs.cpus
     partition = hw.gpu_partition if needs.gpus else hw.cpu_partition
     if partition:
         out["slurm_partition"] = partition

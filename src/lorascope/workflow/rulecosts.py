@@ -1,7 +1,7 @@
 """Per-rule formulas of the resource model (`lorascope.workflow.resources`):
-one function per GPU rule (and direct_effects), named after it, taking a
-`Setting` and returning one job's `Needs`. Rules without a function are
-light CPU jobs (the profile's defaults).
+one function per GPU rule, named after it, taking a `Setting` and returning
+one job's `Needs`. CPU rules that need more than the profile's defaults
+have theirs in `lorascope.workflow.cpucosts`.
 
 Memory is modelled per GPU: weights (params x bytes, sharded over FSDP
 ranks), LoRA / optimizer states, activations (one layer's working set under
@@ -22,7 +22,7 @@ from lorascope.workflow.resources import (
     runtime_minutes,
 )
 
-__all__ = ["accuracy_memory", "problems"]
+__all__ = ["ALIVE_FRACTION", "accuracy_memory", "problems"]
 
 # Not in the config: mean tokens of one s1K-1.1 example (DeepSeek-R1 traces;
 # capped by data.max_length), rows of s1K-1.1, prompt tokens of a benchmark
@@ -220,15 +220,6 @@ def feature_ablation(s: Setting) -> Needs:
     return needs
 
 
-def direct_effects(s: Setting) -> Needs:
-    """CPU: reads only the embedding, unembedding and final norm tensors
-    (safetensors slices) and the adapter's write directions."""
-    shape = s.shape
-    tensors = (1 if shape.tied else 2) * shape.vocab * shape.hidden + shape.hidden
-    host = tensors * 4 * 2 + s.lora_bytes + 4 * GIB  # fp32 copies + logits
-    return Needs("direct_effects", 0, 0.0, host)
-
-
 def accuracy_memory(config: dict, shape) -> tuple[float, float]:
     """(fixed, per prompt) GPU bytes of rule feature_accuracy: weights, LoRA,
     SAE; per prompt two KV caches of prompt + budget (the edited pass and the
@@ -309,10 +300,3 @@ def sae_features(s: Setting) -> Needs:
     docs, mean = _docs(s)
     return Needs("sae_features", 1, gpu, 2 * batch * d * 4 + 16 * GIB,
                  2 * 2 * d * f * docs * mean)  # fmt: skip
-
-
-def lora_features(s: Setting) -> Needs:
-    """CPU: streams the stored scalars shard by shard."""
-    a = s.config["activations"]
-    host = 3 * a["shard_tokens"] * s.components * 4 + 8 * GIB
-    return Needs("lora_features", 0, 0.0, host)
