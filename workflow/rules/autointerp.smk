@@ -77,6 +77,7 @@ rule autointerp_explain:
         "../../envs/interp.yaml"
     params:
         ai=autointerp_params("explain"),
+        user_files=user_files_of(autointerp_prompts("explain")),
         code=code_of("autointerp_explain.py"),
     script:
         "../scripts/autointerp_explain.py"
@@ -95,6 +96,7 @@ rule autointerp_categories:
         "../../envs/interp.yaml"
     params:
         ai=autointerp_params("categories"),
+        user_files=user_files_of(autointerp_prompts("categories")),
         code=code_of("autointerp_categories.py"),
         kinds=KINDS,
     script:
@@ -116,6 +118,7 @@ rule autointerp_assign:
         "../../envs/interp.yaml"
     params:
         ai=autointerp_params("assign"),
+        user_files=user_files_of(autointerp_prompts("assign")),
         code=code_of("autointerp_assign.py"),
     script:
         "../scripts/autointerp_assign.py"
@@ -135,6 +138,7 @@ rule autointerp_score:
         "../../envs/interp.yaml"
     params:
         ai=autointerp_params("score"),
+        user_files=user_files_of(autointerp_prompts("score")),
         code=code_of("autointerp_score.py"),
     script:
         "../scripts/autointerp_score.py"
