@@ -19,7 +19,6 @@ from typing import Literal
 
 import polars as pl
 
-from lorascope.core.components import ADAPTER_CONFIG
 from lorascope.core.config import write_provenance
 from lorascope.core.io import sha256_file, write_json
 from lorascope.core.models import load_causal_lm, load_tokenizer
@@ -48,8 +47,10 @@ def name_hub_base(out: Path, base_path: str) -> dict | None:
     record = read_snapshot(base_path)
     if record is None:
         return None
+    from peft.utils import CONFIG_NAME  # adapter_config.json
+
     base = {k: record.get(k) for k in ("repo_id", "revision", "commit", "endpoint")}
-    config = out / ADAPTER_CONFIG
+    config = out / CONFIG_NAME
     if config.is_file():
         cfg = json.loads(config.read_text())
         cfg.update(base_model_name_or_path=base["repo_id"], revision=base["commit"])
