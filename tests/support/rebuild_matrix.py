@@ -13,6 +13,11 @@ The copy also points the config at three user files (an SFT data file, a
 benchmark file, a prompt template) and computes what those change once, so
 the rows can edit them in place. Snakemake runs the way a user runs it: the
 default workflow profile (profiles/default) applies.
+
+A second table (FULL_CHECKPOINT_ROWS) runs on the same copy with
+model.full_finetune naming a local directory (a copy of the trained full
+fine-tune): the copy is brought up to date with it first, for real, and then
+edits inside that directory must rerun exactly what reads it.
 """
 
 import fcntl
@@ -100,14 +105,46 @@ ADAPTER_ON = {
 }
 FULL_ON = {*_eval("full"), "eval_table[table=table1]", "figure_table1"}
 SFT_ON = {"sft_dataset", "train_rank1", *ADAPTER_ON, "train_full", *FULL_ON}
+# Every job reading the base model: all but the toy set, the benchmarks and
+# what reads only them (no job reads the base model's bytes without them).
+BASE_ON = {"toy_base_model", *SFT_ON, *_eval("base"), *TABLES, *TABLE_FIGURES}
+BASE_ON |= {"feature_accuracy", "steering_sweep", "figure_steering"}
+# What grades a completion (core/grading.py): the evaluation's grading and
+# what reads grades, steering and feature accuracy (both generate and grade),
+# the dashboards (their accuracy panel), nothing that trains or extracts.
+GRADING_ON = {
+    f"eval_grade[benchmark={BENCH},variant={v}]"
+    for v in ("base", "full", *LORA_VARIANTS)
+}
+GRADING_ON |= {f"eval_summary[variant={v}]" for v in ("base", "full", *LORA_VARIANTS)}
+GRADING_ON |= {*TABLES, *TABLE_FIGURES, *STEERING, "feature_accuracy", "dashboards"}
 
 # Every edit (kind, what) and the exact set of jobs it must schedule.
-# kind: "config" = an override merged into the config, "file" = a user file
-# the config points at, rewritten in place, "code" = a repo file edited,
-# "touch" = mtime only, "move" = the whole checkout renamed. (A comment or
-# docstring edit reruns nothing: tests/unit/test_wiring.py, without a dry run.)
+# kind: "config" = an override merged into the config, "cli" = `--config`
+# values on the command line, "file" = a user file the config points at,
+# rewritten in place, "restore-older" = the same rewrite dated a year back,
+# "code" = a repo file edited, "touch" = mtime only, "move" = the whole
+# checkout renamed. (A comment or docstring edit reruns nothing:
+# tests/unit/test_wiring.py, without a dry run.)
 REBUILD_MATRIX = [
     ("a figure style key", "config", {"figures": {"dpi": 120}}, FIGURES),
+    # issue 33, item 5: a value restated on the command line (a number given
+    # as the file gives it) is the same value
+    ("SAE k restated on the command line", "cli", ["sae={k: 4}"], set()),
+    (
+        "rank-1 epochs restated on the command line",
+        "cli",
+        ["train={rank1: {epochs: 1}}"],
+        set(),
+    ),
+    # issue 33, item 6: knobs that change no artifact
+    ("the loss-logging cadence", "config", {"train": {"logging_steps": 7}}, set()),
+    (
+        "the choice shuffle seed (no benchmark here shuffles)",
+        "config",
+        {"eval": {"choice_seed": 7}},
+        set(),
+    ),
     ("SAE k", "config", {"sae": {"k": 3}}, SAE_ON),
     (
         "an autointerp setting",
@@ -152,6 +189,36 @@ REBUILD_MATRIX = [
         {"bench_prepare[benchmark=math500]"},
     ),
     ("a prompt template", "file", "inputs/explain.txt", EXPLAIN_ON),
+    # issue 33, item 3: another version dated before every output (cp -p, a
+    # git checkout of an old revision, rsync -t)
+    (
+        "the SFT data file, restored older",
+        "restore-older",
+        "inputs/sft.parquet",
+        SFT_ON,
+    ),
+    (
+        "a benchmark file, restored older",
+        "restore-older",
+        "inputs/math500.jsonl",
+        {"bench_prepare[benchmark=math500]"},
+    ),
+    (
+        "a prompt template, restored older",
+        "restore-older",
+        "inputs/explain.txt",
+        EXPLAIN_ON,
+    ),
+    ("touch of a user file", "touch", "inputs/sft.parquet", set()),
+    # issue 33, item 1: the shipped toy weights a rule copies are its code
+    (
+        "the shipped toy base model's config.json",
+        "code",
+        "resources/toy/base_model/config.json",
+        BASE_ON,
+    ),
+    # issue 33, item 4: a grader edit regrades, retrains nothing
+    ("a one-line grader edit", "code", "src/lorascope/core/grading.py", GRADING_ON),
     ("a package module", "code", "src/lorascope/sae/training.py", SAE_ON),
     (
         "a figure's plotting module",
@@ -169,6 +236,36 @@ USER_FILES = {
     "eval": {"benchmark_files": {"math500": "inputs/math500.jsonl"}},
     "autointerp": {"prompts": {"explain": "inputs/explain.txt"}},
 }
+# issue 33, item 2: a local full fine-tune (here a copy of the trained one)
+# is an input of what reads it: its pointer and the full model's evaluation.
+FULL_CHECKPOINT = {"model": {"full_finetune": "inputs/full"}}
+FULL_CHECKPOINT_ON = {"full_checkpoint", *FULL_ON}
+FULL_CHECKPOINT_ROWS = [
+    (
+        "a file inside the local full fine-tune, edited in place",
+        "file",
+        "inputs/full/config.json",
+        FULL_CHECKPOINT_ON,
+    ),
+    (
+        "the local full fine-tune's weights, restored older",
+        "restore-older",
+        "inputs/full/model.safetensors",
+        FULL_CHECKPOINT_ON,
+    ),
+    (
+        "touch of the local full fine-tune's weights",
+        "touch",
+        "inputs/full/model.safetensors",
+        set(),
+    ),
+    (
+        "a full-FT training key, with a named checkpoint",
+        "config",
+        {"train": {"full": {"learning_rate": "2e-3"}}},
+        set(),
+    ),
+]
 CODE = ["Snakefile", "workflow", "src", "config", "profiles", "envs"]
 
 
@@ -190,7 +287,8 @@ def _checkout(reference, path):
             )
         else:
             shutil.copy2(src, path / name)
-    (path / "resources").symlink_to(wfrun.REPO / "resources")  # 4 MB, read-only
+    # 4 MB: copied, since a row edits the shipped toy model
+    shutil.copytree(wfrun.REPO / "resources", path / "resources")
     shutil.copytree(reference / "results", path / "results")
     shutil.copytree(
         reference / ".snakemake" / "metadata", path / ".snakemake" / "metadata"
@@ -198,6 +296,7 @@ def _checkout(reference, path):
     inputs = path / "inputs"
     inputs.mkdir()
     shutil.copy2(path / "results/micro/toy/s1k.parquet", inputs / "sft.parquet")
+    shutil.copytree(path / "results/micro/train/full/model", inputs / "full")
     shutil.copy2(
         path / "src/lorascope/autointerp/templates/explain.txt", inputs / "explain.txt"
     )
@@ -210,13 +309,17 @@ def _checkout(reference, path):
     return path
 
 
-def _snakemake(work, config, targets, *args):
+def _snakemake(work, config, targets, *args, cli=()):
+    """Snakemake on `work` with `config` as its last config file and `cli`
+    as `--config` values (the command line wins over every file)."""
     (work / "overrides.yaml").write_text(yaml.safe_dump(config))
     cmd = [
         sys.executable, "-m", "snakemake", *targets, *args,
         "--snakefile", "Snakefile", "--cores", "1",
         "--configfile", "config/config.yaml", str(wfrun.MICRO), "overrides.yaml",
     ]  # fmt: skip
+    if cli:
+        cmd += ["--config", *cli]
     proc = subprocess.run(
         cmd, cwd=work, env=wfrun.env(), capture_output=True, text=True, timeout=600
     )
@@ -224,9 +327,9 @@ def _snakemake(work, config, targets, *args):
     return proc
 
 
-def scheduled(work, config):
+def scheduled(work, config, cli=()):
     """The jobs `snakemake -n` would run, as rule[wildcard=value,...]."""
-    proc = _snakemake(work, config, ["all", MATH500], "-n")
+    proc = _snakemake(work, config, ["all", MATH500], "-n", cli=cli)
     jobs, current = set(), None
     for line in (proc.stdout + proc.stderr).splitlines():
         m = re.match(r"^(?:local)?rule (\w+):$", line)
@@ -247,6 +350,12 @@ def scheduled(work, config):
 def _edit(path, kind):
     if kind == "touch":
         os.utime(path)
+        return
+    stat = path.stat()
+    if path.suffix == ".safetensors":  # a retrained checkpoint: other weights
+        data = bytearray(path.read_bytes())
+        data[-64:] = bytes(b ^ 0xFF for b in data[-64:])
+        path.write_bytes(bytes(data))
     elif path.suffix == ".parquet":
         df = pl.read_parquet(path)  # one word more in every question
         df.with_columns(pl.col("question").str.replace("^", "Please: ")).write_parquet(
@@ -254,12 +363,15 @@ def _edit(path, kind):
         )
     elif path.suffix == ".py":
         path.write_text(path.read_text() + "\n_REBUILD_TEST = 1\n")
-    else:  # a jsonl or template: a space and a newline more
+    else:  # a jsonl, json or template: a space and a newline more
         path.write_text(path.read_text().replace("\n", " \n", 1) + "\n")
+    if kind == "restore-older":  # dated a year back: older than every output
+        old = stat.st_mtime_ns - 365 * 86400 * 10**9
+        os.utime(path, ns=(old, old))
 
 
-CONFIG_ROWS = [row for row in REBUILD_MATRIX if row[1] == "config"]
-FILE_ROWS = [row for row in REBUILD_MATRIX if row[1] != "config"]
+CONFIG_ROWS = [row for row in REBUILD_MATRIX if row[1] in ("config", "cli")]
+FILE_ROWS = [row for row in REBUILD_MATRIX if row[1] not in ("config", "cli")]
 
 
 def _prepared_checkout(reference, shared):
@@ -286,9 +398,10 @@ def _prepared_checkout(reference, shared):
     return prepared
 
 
-def run_matrix(reference, tmp_path_factory, rows):
+def run_matrix(reference, tmp_path_factory, rows, setting=None):
     """Dry-run each row's edit on one copy of `reference`; fail listing every
-    row whose scheduled jobs differ from its expected set."""
+    row whose scheduled jobs differ from its expected set. `setting` (merged
+    into the user files' config) is brought up to date for real first."""
     t0 = time.monotonic()
     cpu0 = sum(resource.getrusage(resource.RUSAGE_CHILDREN)[:2])
     work = tmp_path_factory.mktemp("rebuild") / "checkout"
@@ -296,11 +409,18 @@ def run_matrix(reference, tmp_path_factory, rows):
     shared = wfrun.shared_base(tmp_path_factory.getbasetemp())
     shutil.copytree(_prepared_checkout(reference, shared), work, symlinks=True)
     user = USER_FILES
+    if setting:
+        user = _merge(USER_FILES, setting)
+        _snakemake(work, user, ["all", MATH500])
+        fresh = scheduled(work, user)
+        assert fresh == set(), f"not up to date with {setting}: {fresh}"
     failures, times = [], {}
     for name, kind, what, expected in rows:
         t = time.monotonic()
         if kind == "config":
             got = scheduled(work, _merge(user, what))
+        elif kind == "cli":
+            got = scheduled(work, user, cli=what)
         elif kind == "move":
             moved = work.with_name("moved")
             work.rename(moved)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 from fake_hub import COMMIT, FakeHub
 
-from lorascope.hub.fetch import SNAPSHOT_FILE, fetch_snapshot
-from lorascope.hub.names import parse_snapshot_name, snapshot_name
+from lorascope.hub.fetch import fetch_snapshot, read_snapshot
+from lorascope.hub.names import (
+    hub_root,
+    parse_snapshot_name,
+    public_url,
+    snapshot_name,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -39,13 +42,35 @@ def test_snapshot_names_round_trip():
         snapshot_name("no-org", None)
 
 
+def test_snapshots_are_keyed_by_endpoint(monkeypatch):
+    """Copies from a mirror or a local stand-in never pass for huggingface.co's
+    (or each other's); credentials in the URL reach neither path nor record."""
+    monkeypatch.delenv("HF_ENDPOINT", raising=False)
+    assert hub_root("hub", None) == hub_root("hub", "https://huggingface.co/") == "hub"
+    mirror = hub_root("hub", "https://hf-mirror.com")
+    local = hub_root("hub", "http://127.0.0.1:8123")
+    other_port = hub_root("hub", "http://127.0.0.1:8124")
+    assert len({mirror, local, other_port, "hub"}) == 4
+    assert mirror.startswith("hub/endpoints/hf-mirror.com-")
+    assert local.startswith("hub/endpoints/127.0.0.1_8123-")
+    with_password = "https://alice:s3cret@hf-mirror.com"
+    assert hub_root("hub", with_password) == mirror
+    assert public_url(with_password) == "https://hf-mirror.com"
+    # no hub.endpoint: HF_ENDPOINT, which huggingface_hub itself reads
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:8123/")
+    assert hub_root("hub", None) == local
+
+
 def test_fetch_writes_the_snapshot_and_its_commit(repos, tmp_path, monkeypatch):
     monkeypatch.delenv("HF_TOKEN", raising=False)
     dest = tmp_path / "hub" / "model" / snapshot_name("Org/Model", "main")
     with FakeHub(repos) as hub:
         record = fetch_snapshot("Org/Model", "model", dest, endpoint=hub.url)
     assert (dest / "sub" / "weights.bin").read_bytes() == b"\x00" * 1000
-    assert json.loads((dest / SNAPSHOT_FILE).read_text()) == record
+    assert read_snapshot(dest) == record
+    assert read_snapshot(tmp_path) is None  # not a snapshot
+    # which commit `main` was, and where it came from (issue 33, item 13)
+    assert record["revision"] == "main" and record["endpoint"] == hub.url
     assert record["commit"] == COMMIT and record["files"] == [
         "config.json",
         "sub/weights.bin",

@@ -67,6 +67,49 @@ def test_rank1_adapter_is_valid_peft(tmp_path, tiny_model_dir, sft_parquet):
     assert any(p.abs().sum() > 0 for p in b), "training left lora_B at zero"
 
 
+def test_adapter_of_a_prefetched_base_names_its_hub_id_and_commit(
+    tmp_path, tiny_model_dir, sft_parquet
+):
+    """Trained from hub/model/Org--Tiny@main (a hub.prefetch snapshot), the
+    adapter names Org/Tiny at the commit `main` resolved to, not the local
+    path, so importing it elsewhere passes the base check (issue 33, item 13)."""
+    import shutil
+
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from lorascope.core.components import check_existing_adapter
+    from lorascope.hub.fetch import SNAPSHOT_FILE
+    from lorascope.train.trainer import BASE_FILE, name_hub_base
+
+    snapshot = tmp_path / "hub" / "model" / "Org--Tiny@main"
+    shutil.copytree(tiny_model_dir, snapshot)
+    record = {"repo_id": "Org/Tiny", "kind": "model", "revision": "main",
+              "commit": "c0ffee" * 6 + "c0ff", "endpoint": "https://hf.example",
+              "files": []}  # fmt: skip
+    (snapshot / SNAPSHOT_FILE).write_text(json.dumps(record))
+    cfg, _ = _config()
+    out = train("rank1", str(snapshot), str(sft_parquet), tmp_path / "t", cfg)
+    adapter_cfg = json.loads((out / "adapter_config.json").read_text())
+    assert adapter_cfg["base_model_name_or_path"] == "Org/Tiny"
+    assert adapter_cfg["revision"] == record["commit"]
+    base = json.loads((out / BASE_FILE).read_text())
+    assert base == {k: record[k] for k in ("repo_id", "revision", "commit", "endpoint")}
+    lora = {"r": 1, "target_modules": adapter_cfg["target_modules"]}
+    check_existing_adapter(out, lora, "Org/Tiny")  # another machine's config
+    # still loads on the local copy of the base
+    PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(snapshot), out)
+    # a base of the user's own (no snapshot record) stays named as loaded
+    plain = tmp_path / "plain"
+    shutil.copytree(out, plain)
+    (plain / BASE_FILE).unlink()
+    assert name_hub_base(plain, str(tiny_model_dir)) is None
+    assert (plain / "adapter_config.json").read_bytes() == (
+        out / "adapter_config.json"
+    ).read_bytes()
+    assert not (plain / BASE_FILE).exists()
+
+
 def test_full_finetune_changes_weights(tmp_path, tiny_model_dir, sft_parquet):
     from transformers import AutoModelForCausalLM
 

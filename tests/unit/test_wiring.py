@@ -326,3 +326,40 @@ def test_scripts_read_config_only_through_params():
                     "change to that key would not rerun the rule; read it from "
                     "params declared in the rule"
                 )
+
+
+# Input functions that return paths the config names (a local model dir, data,
+# benchmark or template files): workflow/rules/common.smk, data.smk,
+# train.smk, evaluation.smk and autointerp.smk.
+USER_INPUTS = (
+    "base_model_input",
+    "adapter_source",
+    "full_local",
+    "sft_data_files",
+    "bench_source",
+    "engine_inputs",
+    "table_model_inputs",
+    "autointerp_prompts",
+)
+
+
+def _inputs(block):
+    m = re.search(r"^( +)input:\n((?:\1 +.*\n)+)", block, re.M)
+    return m.group(2) if m else ""
+
+
+def test_rules_record_the_content_of_the_user_files_they_read():
+    """A rule reading a user's file carries its fingerprint as a param, so a
+    file restored with an older mtime (or edited inside an input dir) reruns
+    it (issue 33, items 2 and 3)."""
+    seen = set()
+    for file, rule, block in _rule_blocks():
+        used = {f for f in USER_INPUTS if re.search(rf"\b{f}\b", _inputs(block))}
+        if not used:
+            continue
+        seen |= used
+        m = re.search(r"user_files=user_files_of\(([^\n]*)\),", _params(block))
+        assert m, f"{file}: rule {rule} reads {sorted(used)} without user_files="
+        missing = {f for f in used if not re.search(rf"\b{f}\b", m.group(1))}
+        assert not missing, f"{file}: rule {rule}: user_files misses {missing}"
+    assert seen == set(USER_INPUTS)  # the list names what the rules use

@@ -28,6 +28,7 @@ rule kl_ablation:
     params:
         config=ablation_params,
         base=base_model_path,
+        user_files=user_files_of(base_model_input),
         code=code_of("ablation_kl.py"),
     script:
         "../scripts/ablation_kl.py"

@@ -43,6 +43,7 @@ rule extract_activations:
         model=extraction_model(),
         base=base_model_path,
         device=setting("device"),
+        user_files=user_files_of(base_model_input),
         code=code_of("activations_extract.py"),
     script:
         "../scripts/activations_extract.py"
@@ -80,6 +81,7 @@ rule lora_features:
         model=extraction_model(),
         base=base_model_path,
         device=setting("device"),
+        user_files=user_files_of(base_model_input),
         code=code_of("activations_features.py"),
     script:
         "../scripts/activations_features.py"

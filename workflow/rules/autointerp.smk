@@ -79,6 +79,7 @@ rule autointerp_explain:
         **resources_for("autointerp_explain"),
     params:
         ai=autointerp_params("explain"),
+        user_files=user_files_of(autointerp_prompts("explain")),
         code=code_of("autointerp_explain.py"),
     script:
         "../scripts/autointerp_explain.py"
@@ -99,6 +100,7 @@ rule autointerp_categories:
         **resources_for("autointerp_categories"),
     params:
         ai=autointerp_params("categories"),
+        user_files=user_files_of(autointerp_prompts("categories")),
         code=code_of("autointerp_categories.py"),
         kinds=KINDS,
     script:
@@ -122,6 +124,7 @@ rule autointerp_assign:
         **resources_for("autointerp_assign"),
     params:
         ai=autointerp_params("assign"),
+        user_files=user_files_of(autointerp_prompts("assign")),
         code=code_of("autointerp_assign.py"),
     script:
         "../scripts/autointerp_assign.py"
@@ -143,6 +146,7 @@ rule autointerp_score:
         **resources_for("autointerp_score"),
     params:
         ai=autointerp_params("score"),
+        user_files=user_files_of(autointerp_prompts("score")),
         code=code_of("autointerp_score.py"),
     script:
         "../scripts/autointerp_score.py"

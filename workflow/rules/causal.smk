@@ -64,6 +64,7 @@ rule feature_ablation:
     params:
         config=feature_ablation_params,
         base=base_model_path,
+        user_files=user_files_of(base_model_input),
         code=code_of("causal_features.py"),
     script:
         "../scripts/causal_features.py"
@@ -90,6 +91,7 @@ rule direct_effects:
         config=direct_effect_params,
         base=base_model_path,
         n_tokens=setting("causal.direct_tokens"),
+        user_files=user_files_of(base_model_input),
         code=code_of("causal_direct.py"),
     script:
         "../scripts/causal_direct.py"
@@ -117,6 +119,7 @@ rule feature_accuracy:
         config=feature_accuracy_params,
         base=base_model_path,
         benchmark=feature_accuracy_benchmark(),
+        user_files=user_files_of(base_model_input),
         code=code_of("causal_accuracy.py"),
     script:
         "../scripts/causal_accuracy.py"

@@ -2,24 +2,11 @@
 # any job is scheduled, defines where outputs and logs go, and states what each
 # rule depends on so that a rerun rebuilds exactly what a change invalidated.
 #
-# Wiring conventions (docs/ARCHITECTURE.md explains them with examples):
-# - params carry only the config a rule reads, e.g. `cfg("sae")` (a section),
-#   `cfg("eval", "ci", "limit")` (some keys), `config_of("seed", "model.dtype")`
-#   (keys of several sections), `setting("eval.ci")` (one value). A job that
-#   reads a key its rule did not declare fails naming it (UndeclaredKey).
-# - keys in RUNTIME_KEYS (lorascope/workflow/wiring.py: batch sizes for memory,
-#   concurrency, retries, checkpoint cadence) are handed to the job but never
-#   recorded: changing one reruns nothing.
-# - every rule has `code=code_of(<its script or entry module>)`, content hashes
-#   of the files its logic lives in (imports found by parsing, not importing).
-#   Editing sae/training.py reruns the SAE and what depends on it; a touch, a
-#   comment, a docstring or a moved checkout reruns nothing.
-# - files a rule reads from outside results/ are inputs, as the user wrote
-#   their paths (data.data_files, eval.benchmark_files, autointerp.prompts).
-# - nothing recorded holds an absolute path, so a moved checkout reruns nothing.
-# - profiles/default (loaded by default) sets the rerun triggers: mtime, params,
-#   input, software-env; not `code`, whose only effect on script rules is to
-#   rerun on a script's mtime (code_of tracks content instead).
+# Wiring conventions (docs/ARCHITECTURE.md, "Wiring conventions"): params
+# carry only the config a rule reads (cfg/config_of/setting; RUNTIME_KEYS are
+# never recorded), `code=code_of(...)` hashes the code a rule runs, files from
+# outside results/ are inputs whose content `user_files_of` records, and
+# nothing recorded holds an absolute path.
 import os
 import sys
 
@@ -48,10 +35,11 @@ os.environ.update(LORASCOPE_SNAKEMAKE_PID=str(os.getpid()))
 from lorascope.workflow.environment import check_environment
 from lorascope.core.config import load_schema, validate
 from lorascope.core.models import base_model_path as base_model_location
+from lorascope.workflow import fingerprints
 from lorascope.workflow.codeversion import code_version, use_disk_cache
 from lorascope.workflow.wiring import RUNTIME_KEYS, JobConfig, declared
 from lorascope.core.names import is_toy, is_toy_benchmark
-from lorascope.hub.names import is_hub_id, snapshot_name
+from lorascope.hub.names import hub_root, is_hub_id, snapshot_name
 from lorascope.workflow.resources import load_hardware, rule_resources
 
 
@@ -64,6 +52,7 @@ def hub_benchmarks():
 
 SCHEMA = load_schema()
 use_disk_cache(".snakemake/lorascope/code_hashes.json")
+fingerprints.use_disk_cache(".snakemake/lorascope/user_files.json")
 try:
     validate(config, SCHEMA, benchmarks=hub_benchmarks)
     HARDWARE = load_hardware(config["hardware"], REPO)  # see resources_for
@@ -155,6 +144,18 @@ def code_of(entry, data=()):
     return code_version(REPO, entry, data)
 
 
+def user_files_of(*inputs):
+    """Param: content fingerprints of the user-supplied paths among `inputs`
+    (input functions or paths; what rules make, under results/{run}/ or the
+    hub dir, is left out), keyed by the paths as written."""
+
+    def user_files(wildcards):
+        values = [f(wildcards) if callable(f) else f for f in inputs]
+        return fingerprints.of_user_paths(values, made=(res(""), f"{HUB_DIR}/"))
+
+    return user_files
+
+
 def check_llm_environment():
     """API keys of the LLM steps about to run (the Snakefile's onstart hook:
     not in a dry run, still before any job starts)."""
@@ -198,6 +199,8 @@ def base_model_input(wildcards=None):
 
 
 HUB_DIR = config["hub"]["dir"]
+# Snapshots of this run's endpoint (huggingface.co: HUB_DIR itself).
+HUB_ROOT = hub_root(HUB_DIR, config["hub"]["endpoint"])
 
 
 def hub_repo(name):
@@ -215,7 +218,7 @@ def prefetched(kind, name, revision, always=False):
     `always`; made by the hub_fetch rule), else None (read the name as is)."""
     if not ((always or config["hub"]["prefetch"]) and name and hub_repo(name)):
         return None
-    return f"{HUB_DIR}/{kind}/{snapshot_name(name, revision)}"
+    return f"{HUB_ROOT}/{kind}/{snapshot_name(name, revision)}"
 
 
 def model_keys():

@@ -39,6 +39,7 @@ rule sft_dataset:
         data=cfg("data"),
         model=cfg("model", "revision"),
         base=base_model_path,
+        user_files=user_files_of(base_model_input, sft_data_files),
         code=code_of("data_sft.py"),
     script:
         "../scripts/data_sft.py"

@@ -79,6 +79,8 @@ def engine_inputs(wildcards):
         ),
         "models": sorted(set(local + [a for _, a in models if a])),
         "base": base_model_input(),
+        # The full fine-tune's POINTER.json names a local dir: read here.
+        "full": full_local() if "full" in ENGINES[wildcards.engine] else [],
     }
 
 
@@ -177,6 +179,7 @@ rule bench_prepare:
         eval=bench_settings,
         toy_dir=res("toy/bench"),
         snapshot=bench_snapshot,
+        user_files=user_files_of(bench_source),
         code=code_of("eval_bench.py"),
     script:
         "../scripts/eval_bench.py"
@@ -197,6 +200,7 @@ rule eval_generate:
         python=generation_python,
         spec=generation_spec,
         gpus=job_gpus,
+        user_files=user_files_of(engine_inputs),
         code=code_of("lorascope.evaluation"),
     shell:
         "{params.python} -m lorascope.evaluation --spec {params.spec.as_json:q}"
@@ -261,6 +265,7 @@ rule eval_table:
         seed=setting("seed"),
         base=base_model_path,
         revision=setting("model.revision"),
+        user_files=user_files_of(table_model_inputs),
         code=code_of("eval_table.py"),
     script:
         "../scripts/eval_table.py"

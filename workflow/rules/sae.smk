@@ -51,6 +51,7 @@ rule sae_features:
         activations=cfg("activations", "top_k", *FEATURE_TABLE_KEYS),
         model=cfg("model", "revision"),
         base=base_model_path,
+        user_files=user_files_of(base_model_input),
         code=code_of("sae_features.py"),
     script:
         "../scripts/sae_features.py"

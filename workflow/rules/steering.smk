@@ -56,6 +56,7 @@ rule steering_sweep:
     params:
         config=steering_params,
         base=base_model_path,
+        user_files=user_files_of(base_model_input),
         code=code_of("steering_sweep.py"),
     script:
         "../scripts/steering_sweep.py"

@@ -27,6 +27,14 @@ def full_snapshot(wildcards):
     return [snapshot] if snapshot else []
 
 
+def full_local(wildcards=None):
+    """A named full fine-tune in a local dir (as written), or nothing: an input
+    of every rule that reads it, so retraining it into the same folder reruns
+    Table 1."""
+    name = config["model"]["full_finetune"]
+    return [name] if name != "train" and os.path.isdir(name) else []
+
+
 def launcher(wildcards, resources):
     """One process on CPU / one GPU; accelerate + FSDP when the profile gives more.
     (Computed from resources, so Snakemake does not record it: a moved
@@ -77,6 +85,7 @@ if config["model"]["adapter"] is None:
         params:
             **TRAIN_PARAMS,
             config=train_settings("rank1"),
+            user_files=user_files_of(base_model_input),
             code=code_of("lorascope.train"),
         shell:
             train_command("rank1")
@@ -100,6 +109,7 @@ else:
             model=cfg("model", "adapter", "adapter_revision", "adapter_check_base"),
             base=base_model_path,
             base_repo=setting("model.base"),
+            user_files=user_files_of(adapter_source, base_model_input),
             code=code_of("train_adapter_import.py"),
         script:
             "../scripts/train_adapter_import.py"
@@ -122,6 +132,7 @@ if config["model"]["full_finetune"] == "train":
         params:
             **TRAIN_PARAMS,
             config=train_settings("full"),
+            user_files=user_files_of(base_model_input),
             code=code_of("lorascope.train"),
         shell:
             train_command("full")
@@ -131,6 +142,7 @@ else:
     rule full_checkpoint:
         input:
             snapshot=full_snapshot,
+            local=full_local,
         output:
             model=directory(res("train/full/model")),
         log:
@@ -141,6 +153,7 @@ else:
             **resources_for("full_checkpoint"),
         params:
             model=cfg("model", "full_finetune", "full_finetune_revision"),
+            user_files=user_files_of(full_local),
             code=code_of("train_full_checkpoint.py"),
         script:
             "../scripts/train_full_checkpoint.py"

@@ -19,6 +19,9 @@ with script_logging(smk) as log:
         pointer = {
             "model": snapshot or model["full_finetune"],
             "revision": None if snapshot else model["full_finetune_revision"],
+            # A local checkpoint's content: a retrained one gives another
+            # pointer, so what reads it sees a changed file.
+            "content": smk.params.user_files,
         }
         write_json(pointer, Path(tmp) / "POINTER.json")
     log.info("full fine-tune baseline: %s", pointer)

@@ -5,18 +5,23 @@ no internet and little home space; with `hub.prefetch` on, every model,
 adapter and dataset the run needs is downloaded here, into `hub.dir`, and
 GPU jobs load the local directory instead of a hub id. The snapshot is
 written to a temporary sibling and renamed into place when complete, with a
-`SNAPSHOT.json` recording which commit it holds.
+`SNAPSHOT.json` recording where it came from: repo id, the revision asked
+for, the commit it resolved to and the endpoint (without credentials), so a
+model trained from it can name its base by hub id and commit
+(`lorascope.train.trainer`) and `main`, a moving revision, is pinned.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
 
 from lorascope.core.io import atomic_path, write_json
+from lorascope.hub.names import endpoint_url, public_url
 
-__all__ = ["KINDS", "SNAPSHOT_FILE", "fetch_snapshot"]
+__all__ = ["KINDS", "SNAPSHOT_FILE", "fetch_snapshot", "read_snapshot"]
 
 SNAPSHOT_FILE = "SNAPSHOT.json"
 KINDS = ("model", "dataset")
@@ -70,7 +75,17 @@ def fetch_snapshot(
             "kind": kind,
             "revision": revision or "main",
             "commit": commit,
+            "endpoint": public_url(endpoint_url(endpoint)),
             "files": files,
         }
         write_json(record, Path(tmp) / SNAPSHOT_FILE)
     return record
+
+
+def read_snapshot(path: Path | str) -> dict | None:
+    """The SNAPSHOT.json record of a fetched snapshot dir, else None (a local
+    model of the user's, the toy model)."""
+    record = Path(path) / SNAPSHOT_FILE
+    if not record.is_file():
+        return None
+    return json.loads(record.read_text())

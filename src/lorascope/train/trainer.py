@@ -20,16 +20,43 @@ from typing import Literal
 import polars as pl
 
 from lorascope.core.config import write_provenance
-from lorascope.core.io import sha256_file
+from lorascope.core.io import sha256_file, write_json
 from lorascope.core.models import load_causal_lm, load_tokenizer
 from lorascope.core.runtime import (
     resolve_device,
     seed_everything,
     stop_when_snakemake_dies,
 )
+from lorascope.hub.fetch import read_snapshot
 
 log = logging.getLogger(__name__)
 Variant = Literal["rank1", "full"]
+BASE_FILE = "BASE.json"  # the hub base a model was trained from
+
+
+def name_hub_base(out: Path, base_path: str) -> dict | None:
+    """Name a prefetched base by hub id and commit in the trained artifact.
+
+    PEFT records the path the base was loaded from as the adapter's
+    `base_model_name_or_path`; for a hub snapshot (`hub/model/Org--Name@main`)
+    that path means nothing elsewhere and fails the base check of an import.
+    The adapter names the hub id instead, with the commit `main` resolved to
+    as its `revision` (PEFT's field for the base's version), and BASE.json
+    beside the weights keeps the snapshot's record (endpoint included).
+    A local base of the user's or the toy model is left as loaded."""
+    record = read_snapshot(base_path)
+    if record is None:
+        return None
+    from peft.utils import CONFIG_NAME  # adapter_config.json
+
+    base = {k: record.get(k) for k in ("repo_id", "revision", "commit", "endpoint")}
+    config = out / CONFIG_NAME
+    if config.is_file():
+        cfg = json.loads(config.read_text())
+        cfg.update(base_model_name_or_path=base["repo_id"], revision=base["commit"])
+        config.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+    write_json(base, out / BASE_FILE)
+    return base
 
 
 def lora_config(lora: dict):
@@ -210,6 +237,7 @@ def train(
     trainer.save_model(str(partial))  # every rank: FSDP gathers the weights here
     if trainer.is_world_process_zero():
         write_provenance(partial, config)
+        name_hub_base(partial, base_path)
         with open(partial / "train_log.jsonl", "w") as f:
             for row in trainer.state.log_history:
                 f.write(json.dumps(row) + "\n")

@@ -2,6 +2,8 @@
 workflow is parsed (nothing here imports torch), not by the stages' logic.
 
 - `codeversion`: content hashes of the code a rule runs (`code_of`).
+- `fingerprints`: content fingerprints of the files a user supplies
+  (`user_files_of`), so a file restored with an older mtime still reruns.
 - `wiring`: the config keys a rule declares (`JobConfig`), runtime keys that
   are never recorded, secrets redacted; jobs read their params through it.
 - `environment`: the API keys of the LLM steps about to run, checked before
@@ -17,6 +19,7 @@ __all__ = [
     "codeversion",
     "config_docs",
     "environment",
+    "fingerprints",
     "plan",
     "resources",
     "rulecosts",

@@ -23,7 +23,7 @@ from pathlib import Path
 import yaml
 
 from lorascope.core.memory import DTYPE_BYTES, GIB, ModelShape, fit_batch
-from lorascope.hub.names import is_hub_id, snapshot_name
+from lorascope.hub.names import hub_root, is_hub_id, snapshot_name
 
 __all__ = [
     "CPU_RULES",
@@ -202,7 +202,8 @@ def model_shape(config: dict, repo: str | Path = ".") -> ModelShape:
         places = [repo / base]
     elif is_hub_id(base):
         name = snapshot_name(base, config["model"].get("revision"))
-        places = [repo / config["hub"]["dir"] / "model" / name]
+        root = hub_root(config["hub"]["dir"], config["hub"].get("endpoint"))
+        places = [repo / root / "model" / name]
     else:
         places = []
     for place in places:
