@@ -63,11 +63,10 @@ except ValueError as err:  # ConfigError, a missing or unknown hardware.yaml
 RUN = config["run"]
 
 
-# Jobs' resources: one model (lorascope.workflow.resources) against the
-# hardware.yaml key `hardware` names (set by profiles/slurm, /workstation);
-# null = none, every job gets the profile's defaults (a CPU run).
 def resources_for(rule):
-    """Rule `rule`'s resources (its `resources: **resources_for(...)`)."""
+    """Rule `rule`'s resources (`resources: **resources_for(...)`): one model
+    (lorascope.workflow.resources) against the hardware.yaml the key `hardware`
+    names (profiles/slurm, /workstation); null: the profile's defaults."""
     try:
         return rule_resources(rule, config, HARDWARE)
     except ValueError as err:
