@@ -141,13 +141,16 @@ def code_of(entry, data=()):
 
 
 def check_llm_environment():
-    """API keys of the LLM steps about to run (the Snakefile's onstart hook:
-    not in a dry run, still before any job starts)."""
+    """API keys and hub tokens of the jobs about to run (the Snakefile's
+    onstart hook: not in a dry run, still before any job starts)."""
     try:
-        steps = {job.rule.name for job in workflow.dag.needrun_jobs()}
+        jobs = [
+            (j.rule.name, dict(j.wildcards_dict)) for j in workflow.dag.needrun_jobs()
+        ]
+        steps = {name for name, _ in jobs}
     except AttributeError:  # Snakemake moved its DAG: check every step
-        steps = None
-    problems = check_environment(config, steps)
+        jobs = steps = None
+    problems = check_environment(config, steps, jobs)
     if problems:
         raise WorkflowError("invalid environment:\n  " + "\n  ".join(problems))
 
