@@ -27,7 +27,7 @@ from lorascope.core import secrets
 from lorascope.core.config import load_schema, validate, write_provenance
 from lorascope.core.runtime import script_logging
 from lorascope.core.secrets import REDACTED, redact, scrub_text, scrub_url
-from lorascope.workflow.wiring import declared
+from lorascope.workflow.wiring import declared, recorded
 
 SECRET = "s3cr3t-value-0123456789"
 # The four leaks: autointerp overrides that carry SECRET.
@@ -272,3 +272,16 @@ def test_job_log_holds_no_leak(leak, tmp_path):
     assert "HTTP Request: POST http://127.0.0.1" in first  # httpx logged the URL
     assert "HTTP 401" in second and "127.0.0.1" in second
     assert SECRET not in first + second
+
+
+def test_a_url_param_is_recorded_without_userinfo():
+    """`setting("hub.endpoint")` (a param of its own, recorded by repr)."""
+    import pickle
+
+    url = f"https://me:{SECRET}@mirror.example/hf"
+    param = recorded(url)
+    assert repr(param) == "'https://mirror.example/hf'"
+    assert param == url and pickle.loads(pickle.dumps(param)) == url  # the job's
+    assert type(pickle.loads(pickle.dumps(param))) is str
+    plain = "https://huggingface.co"
+    assert repr(recorded(plain)) == repr(plain) and recorded(4) == 4

@@ -49,7 +49,7 @@ from lorascope.workflow.environment import check_environment
 from lorascope.core.config import ConfigError, load_schema, validate
 from lorascope.core.models import base_model_path as base_model_location
 from lorascope.workflow.codeversion import code_version, use_disk_cache
-from lorascope.workflow.wiring import RUNTIME_KEYS, JobConfig, declared
+from lorascope.workflow.wiring import RUNTIME_KEYS, JobConfig, declared, recorded
 from lorascope.core.names import is_toy, is_toy_benchmark
 from lorascope.hub.names import is_hub_id, snapshot_name
 
@@ -121,13 +121,14 @@ def cfg(path, *keys, exclude=()):
 
 
 def setting(path):
-    """One config value as a param (a change reruns the rule)."""
+    """One config value as a param (a change reruns the rule; a URL is
+    recorded without its userinfo)."""
     if path in RUNTIME_KEYS:
         raise WorkflowError(f"{path} is runtime-only: declare it with cfg(...)")
     node = config
     for part in path.split("."):
         node = node[part]
-    return node
+    return recorded(node)
 
 
 def code_of(entry, data=()):

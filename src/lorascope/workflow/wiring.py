@@ -28,8 +28,10 @@ __all__ = [
     "JobConfig",
     "REDACTED",
     "RUNTIME_KEYS",
+    "RecordedURL",
     "UndeclaredKey",
     "declared",
+    "recorded",
     "redact",
 ]
 
@@ -60,6 +62,24 @@ RUNTIME_KEYS = frozenset(
         "eval.vllm.python",
     }
 )
+
+
+class RecordedURL(str):
+    """A URL handed to a job as one param (`setting("hub.endpoint")`): the job
+    gets it whole, Snakemake records (repr) it without userinfo."""
+
+    def __repr__(self) -> str:
+        return repr(scrub_url(str(self)))
+
+    def __reduce__(self):  # a script job gets a plain str
+        return (str, (str(self),))
+
+
+def recorded(value: Any) -> Any:
+    """`value` as a rule param: a URL as a RecordedURL, anything else as is."""
+    if isinstance(value, str) and "://" in value:
+        return RecordedURL(value)
+    return value
 
 
 class UndeclaredKey(KeyError):
