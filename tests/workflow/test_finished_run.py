@@ -55,7 +55,11 @@ def test_readme_report_command_builds_the_zip(reference, tmp_path):
     assert len(figures) >= 8, figures
     for name in figures:
         assert any(n.endswith(f"/{name}") for n in names), f"{name} not in {report}"
-    assert any(n.endswith("dashboards/index.html") for n in names)
+    # the dashboard site, whole (report(directory, htmlindex=...))
+    (site,) = [n for n in names if n.endswith("/index.html") and "/raw/" in n]
+    assert any(
+        n.startswith(site.removesuffix("index.html") + "features/") for n in names
+    )
 
 
 def _spaced_python(folder: Path) -> Path:
@@ -91,5 +95,5 @@ def test_generation_runs_from_a_checkout_path_with_a_space(reference, tmp_path):
     assert wfrun.job_stats(proc.stderr) == {"eval_generate": 1}, out[-3000:]
     # The interpreter's path, space included, reached the shell as one word.
     assert f"{shlex.quote(str(python))} -m lorascope.evaluation" in out
-    gens = wfrun.results(work) / "eval" / "generations" / "base"
+    gens = wfrun.results(work) / "eval" / "generations" / "base" / "base"
     assert sorted(p.name for p in gens.glob("*.parquet")) == ["toy_add3.parquet"]
