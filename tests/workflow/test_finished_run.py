@@ -97,3 +97,10 @@ def test_generation_runs_from_a_checkout_path_with_a_space(reference, tmp_path):
     assert f"{shlex.quote(str(python))} -m lorascope.evaluation" in out
     gens = wfrun.results(work) / "eval" / "generations" / "base" / "base"
     assert sorted(p.name for p in gens.glob("*.parquet")) == ["toy_add3.parquet"]
+    # Training's launcher (one process here) quotes the interpreter too.
+    train = wfrun.target("train/rank1/adapter", work)
+    cmd[cmd.index(target)] = train
+    cmd += ["--forcerun", "train_rank1", "-n"]
+    dry = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True)
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    assert f"{shlex.quote(str(python))} -m lorascope.train" in dry.stdout + dry.stderr
