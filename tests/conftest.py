@@ -68,6 +68,16 @@ def add_random_lora(model, r: int = 1, seed: int = 0, alpha: float = 16):
     return peft_model.eval()
 
 
+@pytest.fixture(autouse=True)
+def _salt_file(tmp_path_factory, monkeypatch):
+    """Digests of request settings (lorascope.core.secrets) salt from a file
+    of the session's, not `.snakemake/lorascope/salt` in the checkout the
+    tests run from; workflow runs use their own working directory's
+    (wfrun.env leaves the variable out)."""
+    salt = tmp_path_factory.getbasetemp() / "lorascope-salt"
+    monkeypatch.setenv("LORASCOPE_SALT_FILE", str(salt))
+
+
 @pytest.fixture(scope="session")
 def toy_tokenizer():
     from lorascope.toy.tokenizer import build_tokenizer

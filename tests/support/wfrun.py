@@ -100,7 +100,11 @@ def env() -> dict[str, str]:
     """The test's environment with this interpreter's bin dir first on PATH
     (shell rules call `python`, as in an activated venv)."""
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])
-    return {**os.environ, "PATH": path, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
+    env = {**os.environ, "PATH": path, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
+    # A run salts its digests from its own .snakemake/lorascope/salt, as a
+    # user's does (conftest points the test process at a session file).
+    env.pop("LORASCOPE_SALT_FILE", None)
+    return env
 
 
 def snakemake(path, targets=(), extra=(), check=True, timeout=900):
@@ -190,7 +194,8 @@ def run_and_kill_job(
 
 def clone(src: Path, dst: Path, keep, overrides: dict | None = None) -> Path:
     """A new workflow dir holding copies of some finished artifacts of `src`
-    (paths under the run dir, mtimes kept) and snakemake's metadata, so only
+    (paths under the run dir, mtimes kept) and snakemake's metadata (with the
+    salt of its digests, lorascope.core.secrets), so only
     what is missing or out of date is recomputed (no second toy pretrain)."""
     work = workdir(dst, overrides)
     for rel in keep:
@@ -200,9 +205,10 @@ def clone(src: Path, dst: Path, keep, overrides: dict | None = None) -> Path:
             shutil.copytree(src_p, dst_p)
         else:
             shutil.copy2(src_p, dst_p)
-    meta = src / ".snakemake" / "metadata"
-    if meta.is_dir():
-        shutil.copytree(meta, work / ".snakemake" / "metadata")
+    # The records and the salt their digests were made with go together.
+    for state in ("metadata", "lorascope"):
+        if (src / ".snakemake" / state).is_dir():
+            shutil.copytree(src / ".snakemake" / state, work / ".snakemake" / state)
     return work
 
 

@@ -249,6 +249,8 @@ def test_api_keys_of_the_providers_used(monkeypatch):
 
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.delenv("MY_KEY", raising=False)
+    # The paper's benchmarks (the schema's default) include gated GPQA.
+    monkeypatch.setenv("HF_TOKEN", "hf_x")
     cfg = validate({"autointerp": {"provider": "openai"}})
     problems = check_environment(cfg)
     assert len(problems) == 1
@@ -271,3 +273,38 @@ def test_api_keys_of_the_providers_used(monkeypatch):
         "MY_KEY is not set",
     ]
     assert check_environment(validate({})) == []  # offline needs nothing
+
+
+def test_gated_benchmark_without_hf_token_fails_before_any_job(monkeypatch, tmp_path):
+    """Issue 33, item 14: GPQA without HF_TOKEN fails with the other checks
+    (onstart), not when its fetch job finally starts."""
+    from lorascope.workflow.environment import check_environment
+
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    gpqa = {"eval": {"benchmarks": ["toy_add2", "gpqa_diamond"]}}
+    cfg = validate(gpqa)
+    (problem,) = check_environment(cfg)
+    assert problem.startswith("eval.benchmarks: gpqa_diamond (Idavidrein/gpqa)")
+    assert "HF_TOKEN is not set" in problem and "bench_prepare" in problem
+    # Only a scheduled download needs the token: its bench_prepare job...
+    prepare = [("bench_prepare", {"benchmark": "gpqa_diamond"})]
+    assert len(check_environment(cfg, {"bench_prepare"}, prepare)) == 1
+    others = [("bench_prepare", {"benchmark": "toy_add2"}), ("train_rank1", {})]
+    assert check_environment(cfg, {"bench_prepare", "train_rank1"}, others) == []
+    assert check_environment(cfg, {"train_rank1"}) == []
+    # ...or with hub.prefetch its hub_fetch job (an existing snapshot: none).
+    fetched = validate(gpqa | {"hub": {"prefetch": True}})
+    fetch = [("hub_fetch", {"kind": "dataset", "snapshot": "Idavidrein--gpqa@main"})]
+    (problem,) = check_environment(fetched, {"hub_fetch"}, fetch)
+    assert "eval.benchmarks: gpqa_diamond" in problem and "(hub_fetch)" in problem
+    assert check_environment(fetched, {"bench_prepare"}, prepare) == []
+    # A local copy or a token: nothing to report.
+    local = tmp_path / "gpqa.csv"
+    local.write_text("x\n")
+    files = {
+        "benchmarks": ["gpqa_diamond"],
+        "benchmark_files": {"gpqa_diamond": str(local)},
+    }
+    assert check_environment(validate({"eval": files})) == []
+    monkeypatch.setenv("HF_TOKEN", "hf_x")
+    assert check_environment(cfg) == []

@@ -305,6 +305,30 @@ def test_every_rule_versions_its_own_code():
     assert len(names) >= 25
 
 
+# Placeholders of shell commands that are not one path, and why unquoted.
+UNQUOTED = {
+    "params.gpus": "a number",
+    "params.launcher": "a command of several words; launcher() quotes its paths",
+}
+
+
+def test_shell_commands_quote_every_path():
+    """A checkout path with a space must not split a path in a shell rule
+    (issue 33, item 11: the interpreter of eval_generate was unquoted)."""
+    found = []
+    for path in RULES:
+        for m in re.finditer(
+            r"\{\{?((input|output|log|params)\b[^}:]*)(:\w+)?\}", path.read_text()
+        ):
+            found.append(m.group(1))
+            if m.group(1) not in UNQUOTED:
+                assert m.group(3) == ":q", (
+                    f"{path.name}: {m.group(0)} in a shell command is not quoted "
+                    "(write {...:q})"
+                )
+    assert {"params.python", "params.launcher", "log"} <= set(found)
+
+
 def test_rules_read_config_only_through_the_helpers():
     for file, rule, block in _rule_blocks():
         assert "config[" not in _params(block), (

@@ -119,27 +119,42 @@ def _llm_overrides(server, **extra):
     }
 
 
+# Issue 33, item 9: names no pattern guessed as secret, and a URL password.
+AZURE_SECRET, CUSTOM_SECRET = "azure-0123456789", "custom-auth-0123456789"
+QUERY_SECRET, URL_SECRET = "query-0123456789", "url-pass-0123456789"
+
+
 def test_secrets_in_request_params_are_never_written(reference, tmp_path, monkeypatch):
     monkeypatch.setenv("LS_HEADER_SECRET", ENV_SECRET)
     headers = {
         "Authorization": f"Bearer {LITERAL_SECRET}",
         "X-Key": {"env": "LS_HEADER_SECRET"},
+        "Ocp-Apim-Subscription-Key": AZURE_SECRET,
+        "X-Custom-Auth": CUSTOM_SECRET,
     }
+    params = {"extra_headers": headers, "extra_query": {"tenant": QUERY_SECRET}}
     with FakeLLMServer() as server:
-        work = wfrun.clone(
-            reference,
-            tmp_path / "w",
-            UP_TO_ACTIVATIONS,
-            _llm_overrides(server, request_params={"extra_headers": headers}),
-        )
+        over = _llm_overrides(server, request_params=params)
+        url = over["autointerp"]["base_url"]
+        over["autointerp"]["base_url"] = url.replace("://", f"://me:{URL_SECRET}@")
+        work = wfrun.clone(reference, tmp_path / "w", UP_TO_ACTIVATIONS, over)
         proc = wfrun.snakemake(work, [wfrun.target(TARGET)])
+        # The digests are stable: a new snakemake process reruns nothing.
+        again = wfrun.snakemake(work, [wfrun.target(TARGET)], extra=["-n"])
+    assert wfrun.job_stats(again.stdout) is None, again.stdout[-2000:]
     assert server.requests, "no request reached the server"
-    assert server.headers[0]["authorization"] == f"Bearer {LITERAL_SECRET}"
-    assert server.headers[0]["x-key"] == ENV_SECRET
+    sent = server.headers[0]
+    assert sent["authorization"].startswith("Basic ")  # from the URL's userinfo
+    assert sent["x-key"] == ENV_SECRET
+    assert sent["ocp-apim-subscription-key"] == AZURE_SECRET
+    assert sent["x-custom-auth"] == CUSTOM_SECRET
+    assert f"tenant={QUERY_SECRET}" in server.requests[0][0]
     written = list(_all_bytes(work))
     assert any(p.name == "lora.parquet" for p, _ in written)
     assert any("metadata" in p.parts for p, _ in written)
-    for secret in (LITERAL_SECRET, ENV_SECRET):
+    assert (work / ".snakemake" / "lorascope" / "salt").is_file()
+    secrets = (LITERAL_SECRET, ENV_SECRET, AZURE_SECRET, CUSTOM_SECRET)
+    for secret in (*secrets, QUERY_SECRET, URL_SECRET):
         assert secret not in proc.stdout + proc.stderr
         leaks = [str(p) for p, data in written if secret.encode() in data]
         assert not leaks, f"{secret} written to {leaks}"

@@ -37,6 +37,19 @@ def test_invalid_config_rejected_before_any_job(tmp_path, overrides, names):
     assert not (work / "logs").exists()
 
 
+def test_gated_benchmark_without_token_fails_before_any_job(tmp_path, monkeypatch):
+    """Issue 33, item 14: the onstart check sees the scheduled bench_prepare
+    of GPQA (gated) and names eval.benchmarks and HF_TOKEN before any job."""
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    work = wfrun.workdir(tmp_path, {"eval": {"benchmarks": ["gpqa_diamond"]}})
+    target = wfrun.target("data/bench/gpqa_diamond.parquet", work)
+    proc = wfrun.snakemake(work, [target], check=False, timeout=300)
+    assert proc.returncode != 0
+    assert "eval.benchmarks: gpqa_diamond (Idavidrein/gpqa)" in proc.stderr
+    assert "HF_TOKEN is not set" in proc.stderr
+    assert not (work / "results").exists() and not (work / "logs").exists()
+
+
 # --- dataset problems (through the data rule) -------------------------------
 # The error texts, and the error/skip/truncate modes for empty and over-long
 # rows, are covered without snakemake in tests/unit/test_chat_data.py; these check

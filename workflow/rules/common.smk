@@ -37,7 +37,7 @@ from lorascope.core.config import load_schema, validate
 from lorascope.core.models import base_model_path as base_model_location
 from lorascope.workflow import fingerprints
 from lorascope.workflow.codeversion import code_version, use_disk_cache
-from lorascope.workflow.wiring import RUNTIME_KEYS, JobConfig, declared
+from lorascope.workflow.wiring import RUNTIME_KEYS, JobConfig, declared, recorded
 from lorascope.core.names import is_toy, is_toy_benchmark
 from lorascope.hub.names import hub_root, is_hub_id, snapshot_name
 from lorascope.workflow.resources import load_hardware, rule_resources
@@ -124,13 +124,14 @@ def cfg(path, *keys, exclude=()):
 
 
 def setting(path):
-    """One config value as a param (a change reruns the rule)."""
+    """One config value as a param (a change reruns the rule; a URL is
+    recorded without its userinfo)."""
     if path in RUNTIME_KEYS:
         raise WorkflowError(f"{path} is runtime-only: declare it with cfg(...)")
     node = config
     for part in path.split("."):
         node = node[part]
-    return node
+    return recorded(node)
 
 
 def code_of(entry, data=()):
@@ -156,13 +157,16 @@ def user_files_of(*inputs):
 
 
 def check_llm_environment():
-    """API keys of the LLM steps about to run (the Snakefile's onstart hook:
-    not in a dry run, still before any job starts)."""
+    """API keys and hub tokens of the jobs about to run (the Snakefile's
+    onstart hook: not in a dry run, still before any job starts)."""
     try:
-        steps = {job.rule.name for job in workflow.dag.needrun_jobs()}
+        jobs = [
+            (j.rule.name, dict(j.wildcards_dict)) for j in workflow.dag.needrun_jobs()
+        ]
+        steps = {name for name, _ in jobs}
     except AttributeError:  # Snakemake moved its DAG: check every step
-        steps = None
-    problems = check_environment(config, steps)
+        jobs = steps = None
+    problems = check_environment(config, steps, jobs)
     if problems:
         raise WorkflowError("invalid environment:\n  " + "\n  ".join(problems))
 

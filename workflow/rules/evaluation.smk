@@ -203,7 +203,7 @@ rule eval_generate:
         user_files=user_files_of(engine_inputs),
         code=code_of("lorascope.evaluation"),
     shell:
-        "{params.python} -m lorascope.evaluation --spec {params.spec.as_json:q}"
+        "{params.python:q} -m lorascope.evaluation --spec {params.spec.as_json:q}"
         " --bench {input.bench:q} --out {output.generations:q} --gpus {params.gpus}"
         " > {log:q} 2>&1"
 

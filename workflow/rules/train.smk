@@ -2,6 +2,7 @@
 # plus the component table every later stage indexes by. With model.adapter an
 # existing adapter (the paper's published one, say) takes the trained one's
 # place at the same path, and every later stage runs from it.
+import shlex
 
 
 def train_settings(variant):
@@ -38,15 +39,19 @@ def full_local(wildcards=None):
 def launcher(wildcards, resources):
     """One process on CPU / one GPU; accelerate + FSDP when the profile gives more.
     (Computed from resources, so Snakemake does not record it: a moved
-    interpreter reruns nothing.)"""
+    interpreter reruns nothing.) A command of several words, so the shell
+    command uses it unquoted: every path inside is quoted here (a checkout
+    path with a space)."""
     gpus = int(getattr(resources, "gpu", 0) or 0)
     python = python_bin()
     if gpus <= 1:
-        return python
+        return shlex.quote(python)
     fsdp = config["train"]["fsdp_config"] or "workflow/accelerate/fsdp.yaml"
     # accelerate sits beside the interpreter (a conda env puts both on PATH).
     accelerate = os.path.join(os.path.dirname(python), "accelerate")
-    return f"{accelerate} launch --config_file {fsdp} --num_processes {gpus}"
+    return shlex.join(
+        [accelerate, "launch", "--config_file", fsdp, "--num_processes", str(gpus)]
+    )
 
 
 # The two trainings differ only in the variant and its settings: one command

@@ -2,8 +2,10 @@
 
 Used by every autointerp rule (explain, categories, assign, score). A reply is
 stored the moment it arrives, keyed by a hash of provider, endpoint, model,
-prompt and request parameters (credentials redacted, environment references
-by name: see clients.LLMEngine._request), so a rerun or a crashed run never
+prompt and request parameters (recorded through `lorascope.core.secrets.redact`:
+known-safe settings in clear, credentials redacted, the rest salted digests;
+environment references by name; no userinfo in the endpoint: see
+clients.LLMEngine._request), so a rerun or a crashed run never
 pays for the same call twice, and the same model name at another endpoint
 never gets this one's answers. The ledger counts every HTTP request sent for
 a run, across processes and reruns, so the budget cap is a cap on what the

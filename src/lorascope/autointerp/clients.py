@@ -30,7 +30,7 @@ from lorascope.autointerp.cache import (
 )
 from lorascope.autointerp.prompts import ParseError
 from lorascope.autointerp.settings import resolve_env_refs
-from lorascope.core.secrets import redact
+from lorascope.core.secrets import redact, scrub_text, scrub_url
 
 __all__ = [
     "Outcome",
@@ -143,11 +143,14 @@ class LLMEngine:
         return self.llm.connect(api_key(self.settings, self.llm.key_env))
 
     def _request(self, prompt: str, attempt: int) -> dict:
-        # All that can change the answer; credentials redacted, env refs by name.
+        # All that can change the answer, as it may be written: request
+        # settings through `redact` (known-safe ones in clear, as they always
+        # were, so existing cache keys still hit; credentials REDACTED; the
+        # rest salted digests), env refs by name, no userinfo in the endpoint.
         s = self.settings
         return {
             "provider": s.provider,
-            "endpoint": str(self._client.base_url).rstrip("/"),
+            "endpoint": scrub_url(str(self._client.base_url).rstrip("/")),
             "model": s.model,
             "messages": [{"role": "user", "content": prompt}],
             "max_output_tokens": s.max_output_tokens,
@@ -200,8 +203,10 @@ class LLMEngine:
                     raise _ItemRejected(f"HTTP {status}: {exc.message}") from exc
                 if status != 429 and status < 500:
                     raise LLMError(
-                        f"{s.provider} {s.model} at {s.base_url or 'default'} "
-                        f"rejected the request: HTTP {status}: {exc.message}"
+                        scrub_text(
+                            f"{s.provider} {s.model} at {s.base_url or 'default'} "
+                            f"rejected the request: HTTP {status}: {exc.message}"
+                        )
                     ) from exc
                 last, wait = exc, retry_after(exc) if status == 429 else None
             except transient_errors as exc:
@@ -218,9 +223,11 @@ class LLMEngine:
             waited += wait
             await asyncio.sleep(wait)
         raise LLMUnavailable(
-            f"{s.provider} {s.model} still failing after {s.retries + 1} attempts "
-            f"({type(last).__name__}: {last}); finished calls are cached in "
-            f"{self.cache.path}, rerun to resume"
+            scrub_text(
+                f"{s.provider} {s.model} still failing after {s.retries + 1} "
+                f"attempts ({type(last).__name__}: {last}); finished calls are "
+                f"cached in {self.cache.path}, rerun to resume"
+            )
         ) from last
 
     async def _send(self, request: dict) -> CachedReply:

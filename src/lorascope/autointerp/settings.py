@@ -38,8 +38,8 @@ class LLMSettings:
     request_params: dict
     """Extra keyword arguments for the create call; part of the cache key.
     A value `{env: NAME}` is read from the environment when sent (the cache
-    key and every record keep the name); credential-looking values are
-    redacted wherever they are written."""
+    key and every record keep the name); only known-safe settings are
+    written in clear (`lorascope.core.secrets.redact`)."""
     concurrency: int
     retries: int
     """Transport retries per request (429, 5xx, timeouts, dropped connections)."""

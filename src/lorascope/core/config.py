@@ -19,7 +19,7 @@ import jsonschema
 import yaml
 
 from lorascope.core.checks import coerce_numbers, semantic_problems
-from lorascope.core.secrets import redact
+from lorascope.core.secrets import scrub_config
 
 SCHEMA_PATH = (
     Path(__file__).resolve().parents[3] / "workflow" / "schemas" / "config.schema.yaml"
@@ -129,14 +129,8 @@ def write_provenance(directory: Path | str, config: dict) -> None:
     """Write the resolved config and package versions beside an artifact."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    # Credentials in free-form request parameters are never written.
-    plain = json.loads(json.dumps(config))
-    if (
-        isinstance(plain.get("autointerp"), dict)
-        and "request_params" in plain["autointerp"]
-    ):
-        ai = plain["autointerp"]
-        ai["request_params"] = redact(ai["request_params"])
+    # Only known-safe request settings in clear, URLs without userinfo.
+    plain = scrub_config(json.loads(json.dumps(config)))
     with open(directory / "resolved_config.yaml", "w") as f:
         yaml.safe_dump(plain, f, sort_keys=False)
     with open(directory / "versions.json", "w") as f:

@@ -17,6 +17,8 @@ import traceback
 from collections.abc import Iterator
 from pathlib import Path
 
+from lorascope.core.secrets import scrub_text
+
 log = logging.getLogger("lorascope")
 
 # torch is imported inside the functions that need it: every workflow script
@@ -28,11 +30,29 @@ DTYPE_NAMES = ("float32", "bfloat16", "float16")
 SNAKEMAKE_PID_ENV = "LORASCOPE_SNAKEMAKE_PID"
 
 
+class _Scrubbed:
+    """A text stream whose writes pass through `scrub_text`: URLs lose their
+    userinfo and query credentials (httpx logs every request's full URL at
+    INFO, `https://user:password@host/v1/...?code=...` included)."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        self._stream.write(scrub_text(text))
+        return len(text)
+
+    def __getattr__(self, name):  # flush, fileno, isatty, close, ...
+        return getattr(self._stream, name)
+
+
 @contextlib.contextmanager
 def script_logging(smk) -> Iterator[logging.Logger]:
-    """Send stderr (logging, tqdm) to the rule's log; record any traceback."""
+    """Send stderr (logging, tqdm) to the rule's log, URLs scrubbed; record
+    any traceback."""
     log_path = smk.log[0] if len(smk.log) else None
-    handle = open(log_path, "w", buffering=1) if log_path else sys.stderr
+    raw = open(log_path, "w", buffering=1) if log_path else sys.stderr
+    handle = _Scrubbed(raw)
     old_stderr = sys.stderr
     sys.stderr = handle
     logging.basicConfig(
@@ -50,7 +70,7 @@ def script_logging(smk) -> Iterator[logging.Logger]:
     finally:
         sys.stderr = old_stderr
         if log_path:
-            handle.close()
+            raw.close()
 
 
 def seed_everything(seed: int) -> None:

@@ -1,10 +1,12 @@
 """The environment the scheduled jobs need, checked before any job starts.
 
 Used by the `onstart` hook in `workflow/rules/common.smk`: API keys and
-environment references of the LLM providers the scheduled jobs use, checked
-when jobs are about to run, so a dry run or a training-only run needs no key.
-Every message starts with the key path. The providers and their usual key
-variables come from the autointerp provider table
+environment references of the LLM providers the scheduled jobs use, and
+`HF_TOKEN` for a gated benchmark (GPQA) a scheduled job downloads, checked
+when jobs are about to run, so a dry run or a training-only run needs no key,
+and a missing token fails the run before any job, not when its fetch job
+finally starts. Every message starts with the key path. The providers and
+their usual key variables come from the autointerp provider table
 (`lorascope.autointerp.providers.PROVIDERS`), imported when the check runs,
 not while the Snakefile is parsed (it imports polars; no SDK, no torch).
 """
@@ -12,6 +14,7 @@ not while the Snakefile is parsed (it imports polars; no SDK, no torch).
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from typing import Any
 
 __all__ = ["check_environment"]
@@ -25,12 +28,66 @@ def _env_refs(value: Any, key: str):
             yield from _env_refs(v, f"{key}.{k}")
 
 
-def check_environment(config: dict, steps: set[str] | None = None) -> list[str]:
-    """Missing API keys and environment references for the LLM roles used.
+def check_environment(
+    config: dict,
+    steps: set[str] | None = None,
+    jobs: Iterable[tuple[str, dict]] | None = None,
+) -> list[str]:
+    """Missing API keys, environment references and hub tokens of the jobs
+    about to run.
 
-    `steps`: the autointerp rules about to run (None = all). The explainer
-    serves explain/assign/score, the categorizer the categories rule.
+    `steps`: the rules about to run (None = all). The explainer serves
+    explain/assign/score, the categorizer the categories rule. `jobs`: those
+    jobs as (rule, wildcards), telling which benchmark a bench_prepare job
+    prepares and which repo a hub_fetch job fetches (None = every configured
+    one, as far as `steps` allows).
     """
+    out = _llm_keys(config, steps)
+    out += _gated_benchmarks(config, steps, None if jobs is None else list(jobs))
+    return out
+
+
+def _gated_benchmarks(config: dict, steps, jobs) -> list[str]:
+    """A gated benchmark needs HF_TOKEN when a scheduled job downloads it:
+    hub_fetch of its repo with hub.prefetch, else its bench_prepare (a local
+    eval.benchmark_files entry or an existing snapshot downloads nothing)."""
+    from lorascope.evaluation.benchmarks import BENCHMARKS
+    from lorascope.hub.names import parse_snapshot_name
+
+    if os.environ.get("HF_TOKEN"):
+        return []
+    rule = "hub_fetch" if config["hub"]["prefetch"] else "bench_prepare"
+
+    def downloads(name: str, hub_id: str) -> bool:
+        if jobs is None:
+            return steps is None or rule in steps
+        for job, wildcards in jobs:
+            if job != rule:
+                continue
+            if rule == "bench_prepare" and wildcards.get("benchmark") == name:
+                return True
+            snapshot = wildcards.get("snapshot", "")
+            if rule == "hub_fetch" and snapshot.startswith(hub_id.replace("/", "--")):
+                if parse_snapshot_name(snapshot)[0] == hub_id:
+                    return True
+        return False
+
+    out, ev = [], config["eval"]
+    for name in ev["benchmarks"]:
+        spec = BENCHMARKS.get(name)
+        if spec is None or not spec.gated or ev["benchmark_files"].get(name):
+            continue
+        if downloads(name, spec.hub_id):
+            out.append(
+                f"eval.benchmarks: {name} ({spec.hub_id}) is gated and a "
+                f"scheduled job ({rule}) downloads it, but HF_TOKEN is not set "
+                "(accept its terms on the hub and export HF_TOKEN, or set "
+                f"eval.benchmark_files.{name} to a local copy)"
+            )
+    return out
+
+
+def _llm_keys(config: dict, steps) -> list[str]:
     from lorascope.autointerp.providers import PROVIDERS
 
     ai = config["autointerp"]

@@ -5,11 +5,12 @@ here imports torch) and, through the params it builds, by every job:
 
 - `declared(config, paths, schema)`: the config keys a rule reads, as a
   `JobConfig`. Its `repr` is what Snakemake stores in `.snakemake/metadata`
-  and compares to decide a rerun: sorted, without `RUNTIME_KEYS`, with
-  secrets redacted. Reading a key the rule did not declare raises
+  and compares to decide a rerun: sorted, without `RUNTIME_KEYS`, request
+  settings recorded by `lorascope.core.secrets.redact` (only known-safe ones
+  in clear), URLs without their userinfo. Reading a key the rule did not declare raises
   `UndeclaredKey`, so a job cannot silently depend on config its params do
   not carry.
-- `redact(value)`: secrets in free-form request parameters replaced.
+- `redact(value)`: free-form request parameters as they may be recorded.
 
 The code a rule runs is versioned by `lorascope.workflow.codeversion`.
 """
@@ -21,14 +22,16 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from lorascope.core.secrets import REDACTED, SECRET_SUBTREES, redact
+from lorascope.core.secrets import REDACTED, SECRET_SUBTREES, redact, scrub_url
 
 __all__ = [
     "JobConfig",
     "REDACTED",
     "RUNTIME_KEYS",
+    "RecordedURL",
     "UndeclaredKey",
     "declared",
+    "recorded",
     "redact",
 ]
 
@@ -61,6 +64,24 @@ RUNTIME_KEYS = frozenset(
 )
 
 
+class RecordedURL(str):
+    """A URL handed to a job as one param (`setting("hub.endpoint")`): the job
+    gets it whole, Snakemake records (repr) it without userinfo."""
+
+    def __repr__(self) -> str:
+        return repr(scrub_url(str(self)))
+
+    def __reduce__(self):  # a script job gets a plain str
+        return (str, (str(self),))
+
+
+def recorded(value: Any) -> Any:
+    """`value` as a rule param: a URL as a RecordedURL, anything else as is."""
+    if isinstance(value, str) and "://" in value:
+        return RecordedURL(value)
+    return value
+
+
 class UndeclaredKey(KeyError):
     """A job read a config key its rule's params do not declare."""
 
@@ -75,9 +96,12 @@ class UndeclaredKey(KeyError):
 def _canonical(value: Any) -> Any:
     """Plain containers with sorted keys, whole floats as ints: the recorded
     form must not depend on the order keys were written in a YAML file, nor
-    on whether 4 came as `4`, `4.0` or `--config 'sae={k: 4}'`."""
+    on whether 4 came as `4`, `4.0` or `--config 'sae={k: 4}'`. A URL is
+    recorded without its userinfo (a password in `base_url`)."""
     if isinstance(value, float) and value.is_integer():
         return int(value)
+    if isinstance(value, str) and "://" in value:
+        return scrub_url(value)
     if isinstance(value, JobConfig):
         return value.recorded()
     if isinstance(value, dict):
@@ -91,9 +115,10 @@ class JobConfig(dict):
     """The config keys one rule declares, handed to its job as a param.
 
     A plain dict for the job (runtime keys included). Its repr, which
-    Snakemake records and compares, leaves out RUNTIME_KEYS and redacts
-    secrets; a missing key raises UndeclaredKey (every schema key exists
-    after validation, so a missing one was not declared).
+    Snakemake records and compares, leaves out RUNTIME_KEYS and records
+    request settings through `redact` and URLs without userinfo; a missing
+    key raises UndeclaredKey (every schema key exists after validation, so a
+    missing one was not declared).
     """
 
     def __init__(self, data=(), path: str = ""):
