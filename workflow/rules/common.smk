@@ -124,8 +124,7 @@ def cfg(path, *keys, exclude=()):
 
 
 def setting(path):
-    """One config value as a param (a change reruns the rule; a URL is
-    recorded without its userinfo)."""
+    """One config value as a param (a change reruns; a URL without userinfo)."""
     if path in RUNTIME_KEYS:
         raise WorkflowError(f"{path} is runtime-only: declare it with cfg(...)")
     node = config
@@ -160,13 +159,10 @@ def check_llm_environment():
     """API keys and hub tokens of the jobs about to run (the Snakefile's
     onstart hook: not in a dry run, still before any job starts)."""
     try:
-        jobs = [
-            (j.rule.name, dict(j.wildcards_dict)) for j in workflow.dag.needrun_jobs()
-        ]
-        steps = {name for name, _ in jobs}
+        jobs = [(j.rule.name, j.wildcards_dict) for j in workflow.dag.needrun_jobs()]
     except AttributeError:  # Snakemake moved its DAG: check every step
-        jobs = steps = None
-    problems = check_environment(config, steps, jobs)
+        jobs = None
+    problems = check_environment(config, jobs=jobs)
     if problems:
         raise WorkflowError("invalid environment:\n  " + "\n  ".join(problems))
 

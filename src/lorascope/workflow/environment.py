@@ -40,10 +40,13 @@ def check_environment(
     explain/assign/score, the categorizer the categories rule. `jobs`: those
     jobs as (rule, wildcards), telling which benchmark a bench_prepare job
     prepares and which repo a hub_fetch job fetches (None = every configured
-    one, as far as `steps` allows).
+    one, as far as `steps` allows); given without `steps`, its rules are them.
     """
+    jobs = None if jobs is None else list(jobs)
+    if steps is None and jobs is not None:
+        steps = {rule for rule, _ in jobs}
     out = _llm_keys(config, steps)
-    out += _gated_benchmarks(config, steps, None if jobs is None else list(jobs))
+    out += _gated_benchmarks(config, steps, jobs)
     return out
 
 
