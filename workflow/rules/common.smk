@@ -40,10 +40,14 @@ sys.path.insert(0, _SRC)
 os.environ.update(
     PYTHONPATH=os.pathsep.join(p for p in (_SRC, os.getenv("PYTHONPATH")) if p)
 )
-# Jobs watch this snakemake and stop if it dies, even by SIGKILL
-# (lorascope.core.runtime.stop_when_snakemake_dies): a paid API job must not
-# outlive the run that started it.
-os.environ.update(LORASCOPE_SNAKEMAKE_PID=str(os.getpid()))
+# Jobs watch this snakemake and stop with their children if it dies, even by
+# SIGKILL (lorascope.core.processes): a paid API or GPU job must not outlive
+# its run. A SIGINT stops the running jobs too (lorascope.workflow.interrupts).
+from lorascope.core.processes import snakemake_environment
+from lorascope.workflow.interrupts import stop_jobs_on_interrupt
+
+os.environ.update(snakemake_environment())
+stop_jobs_on_interrupt()
 
 from lorascope.workflow.environment import check_environment
 from lorascope.core.config import ConfigError, load_schema, validate
@@ -140,16 +144,26 @@ def code_of(entry, data=()):
     return code_version(REPO, entry, data)
 
 
-def check_llm_environment():
-    """API keys of the LLM steps about to run (the Snakefile's onstart hook:
-    not in a dry run, still before any job starts)."""
+def check_before_jobs():
+    """What the jobs about to run need, checked before any starts (the
+    Snakefile's onstart hook: not in a dry run): API keys of the LLM steps
+    (lorascope.workflow.environment), devices, target modules and SAE steps
+    (lorascope.workflow.preflight). Snakemake removes a job's old outputs
+    when it starts it, so a job failing on these would lose finished work."""
+    from lorascope.workflow.preflight import preflight_problems
+
     try:
-        steps = {job.rule.name for job in workflow.dag.needrun_jobs()}
+        jobs = list(workflow.dag.needrun_jobs())
+        steps = {job.rule.name for job in jobs}
     except AttributeError:  # Snakemake moved its DAG: check every step
-        steps = None
+        jobs, steps = [], None
     problems = check_environment(config, steps)
+    problems += preflight_problems(config, jobs, local=workflow.local_exec)
     if problems:
-        raise WorkflowError("invalid environment:\n  " + "\n  ".join(problems))
+        raise WorkflowError(
+            "invalid config or environment for the jobs about to run:\n  "
+            + "\n  ".join(problems)
+        )
 
 
 def output_parent(wildcards, output):
