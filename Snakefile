@@ -36,10 +36,11 @@ include: "workflow/rules/figures.smk"
 include: "workflow/rules/dashboards.smk"
 
 
-# API keys are checked once jobs are about to run (not in a dry run, and only
-# for the LLM steps scheduled), still before any job starts.
+# API keys, devices, target modules and SAE steps are checked once jobs are
+# about to run (not in a dry run, and only for the jobs scheduled), still
+# before any job starts (and removes its old outputs).
 onstart:
-    check_llm_environment()
+    check_before_jobs()
     # Without `hardware` every job gets the profile's defaults and no GPU: on
     # a cluster that is a CPU run, say so before anything is submitted.
     if config["hardware"] is None and not workflow.local_exec:

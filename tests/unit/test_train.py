@@ -214,3 +214,32 @@ def test_changed_config_does_not_resume_stale_checkpoint(
     cfg["train"]["rank1"]["learning_rate"] = 5e-2
     second = train("rank1", str(tiny_model_dir), str(sft_parquet), tmp_path, cfg)
     assert (second / "adapter_model.safetensors").read_bytes() != w1
+
+
+def test_target_module_the_model_lacks_fails_before_training(
+    tmp_path, toy_tokenizer, sft_parquet
+):
+    """Phi-3 packs its projections (qkv_proj, gate_up_proj): PEFT would adapt
+    o_proj and down_proj and skip the other five names without a word. The
+    job fails naming the key before it trains or writes anything."""
+    from transformers import Phi3Config, Phi3ForCausalLM
+
+    base = tmp_path / "phi3"
+    ids = dict(pad_token_id=0, bos_token_id=0, eos_token_id=0)
+    Phi3ForCausalLM(
+        Phi3Config(
+            vocab_size=len(toy_tokenizer),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=512,
+            **ids,
+        )
+    ).save_pretrained(base)
+    toy_tokenizer.save_pretrained(base)
+    cfg, _ = _config()
+    with pytest.raises(ValueError, match=r"train\.lora\.target_modules: .*'q_proj'"):
+        train("rank1", str(base), str(sft_parquet), tmp_path / "out", cfg)
+    assert not (tmp_path / "out").exists(), "the job wrote before the check"

@@ -109,3 +109,58 @@ def test_missing_api_key_rejected_before_any_job(
     assert proc.returncode != 0
     assert "autointerp.api_key_env" in proc.stderr and "LS_NO_SUCH_KEY" in proc.stderr
     assert not list((work / "logs").rglob("*.log")), "a job ran before the check"
+
+
+# --- settings a job would fail on, checked before any job (item 7) -----------
+
+SAE_KEEP = ["toy", "data", "train/rank1/adapter", "components.parquet"]
+SAE_KEEP += ["activations", "sae"]
+
+
+@pytest.mark.parametrize(
+    "keep, target, bad, env, message",
+    [
+        (
+            ["toy", "data", "train/rank1/adapter"],
+            "train/rank1/adapter",
+            {"train": {"lora": {"target_modules": ["q_proj", "foo_proj"]}}},
+            {},
+            "train.lora.target_modules.1: 'foo_proj' is not one of",
+        ),
+        (
+            SAE_KEEP,
+            "sae/metrics.json",
+            {"sae": {"device": "cuda"}},
+            {"CUDA_VISIBLE_DEVICES": ""},  # no GPU, on a GPU machine too
+            "sae.device: 'cuda', but this machine has no CUDA device",
+        ),
+        (
+            SAE_KEEP,
+            "sae/metrics.json",
+            {"sae": {"lr_warmup_steps": 100000}},
+            {},
+            "sae.lr_warmup_steps=100000 is not below the",
+        ),
+    ],
+    ids=["target-module-typo", "sae-device-cuda", "sae-warmup-too-long"],
+)
+def test_bad_setting_fails_before_the_job_removes_finished_work(
+    tmp_path, tmp_path_factory, monkeypatch, keep, target, bad, env, message
+):
+    """Each of these used to pass the config checks, start the job (Snakemake
+    removes the job's finished output first) and fail in it, or train to the
+    end with the typo skipped. Now each fails before any job, naming the key,
+    and the finished artifact is untouched."""
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    reference = wfrun.reference_run(tmp_path_factory.getbasetemp())
+    work = wfrun.clone(reference, tmp_path / "w", keep, bad)
+    out = wfrun.results(work)
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    proc = wfrun.snakemake(work, [wfrun.target(target)], check=False, timeout=300)
+    assert proc.returncode != 0, "the bad setting was accepted"
+    assert message in proc.stderr, proc.stderr[-3000:]
+    after = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    assert after == before, "finished artifacts were removed or rewritten"
+    assert (out / target).exists()
+    assert not list((work / "logs").rglob("*.log")), "a job ran before the check"

@@ -12,26 +12,14 @@ import sys
 
 from snakemake.exceptions import WorkflowError
 
-# The repository holding this file: scripts, src/ and the code hashes are
-# found from here, not from the main Snakefile's folder (a Snakefile elsewhere
-# may include these rules).
-
-
+# This file's repository (not the main Snakefile's folder: a Snakefile
+# elsewhere may include these rules) holds scripts and src/. Jobs import the
+# package from there, watch this snakemake and stop with it (jobenv).
 REPO = os.path.abspath(os.path.join(str(workflow.current_basedir), "..", ".."))
-# The package lives in src/; make it importable here and in every job
-# (jobs inherit the environment, on SLURM too).
+sys.path.insert(0, os.path.join(REPO, "src"))
+from lorascope.workflow.jobenv import prepare_jobs
 
-
-_SRC = os.path.join(REPO, "src")
-sys.path.insert(0, _SRC)
-os.environ.update(
-    PYTHONPATH=os.pathsep.join(p for p in (_SRC, os.getenv("PYTHONPATH")) if p)
-)
-# Jobs watch this snakemake and stop if it dies, even by SIGKILL
-# (lorascope.core.runtime.stop_when_snakemake_dies): a paid API job must not
-# outlive the run that started it.
-os.environ.update(LORASCOPE_SNAKEMAKE_PID=str(os.getpid()))
-
+prepare_jobs(os.path.join(REPO, "src"))
 from lorascope.workflow.environment import check_environment
 from lorascope.core.config import load_schema, validate
 from lorascope.core.models import base_model_path as base_model_location
@@ -155,16 +143,25 @@ def user_files_of(*inputs):
     return user_files
 
 
-def check_llm_environment():
-    """API keys and hub tokens of the jobs about to run (the Snakefile's
-    onstart hook: not in a dry run, still before any job starts)."""
+def check_before_jobs():
+    """What the jobs about to run need, checked before any starts (onstart, not
+    in a dry run; Snakemake removes a job's old outputs as it starts it): API
+    keys and hub tokens (workflow.environment), devices, target modules, SAE
+    steps (workflow.preflight)."""
+    from lorascope.workflow.preflight import preflight_problems
+
     try:
-        jobs = [(j.rule.name, j.wildcards_dict) for j in workflow.dag.needrun_jobs()]
+        jobs = list(workflow.dag.needrun_jobs())
     except AttributeError:  # Snakemake moved its DAG: check every step
         jobs = None
-    problems = check_environment(config, jobs=jobs)
+    named = None if jobs is None else [(j.rule.name, j.wildcards_dict) for j in jobs]
+    problems = check_environment(config, jobs=named)
+    problems += preflight_problems(config, jobs or [], local=workflow.local_exec)
     if problems:
-        raise WorkflowError("invalid environment:\n  " + "\n  ".join(problems))
+        raise WorkflowError(
+            "invalid config or environment for the jobs about to run:\n  "
+            + "\n  ".join(problems)
+        )
 
 
 def output_parent(wildcards, output):

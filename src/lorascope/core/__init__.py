@@ -4,8 +4,9 @@ Plumbing:
 - `config`: validate the config against workflow/schemas/config.schema.yaml
   (what the schema cannot express: `lorascope.core.checks`).
 - `io`: atomic writes, parquet + markdown tables, JSON, data-file checks.
-- `runtime`: script logging, seeding, devices, dtypes; jobs stop when
-  snakemake dies.
+- `runtime`: script logging, seeding, devices, dtypes.
+- `processes`: a job stops, with its children, when the snakemake that
+  started it dies (even before the job got going), and commits nothing then.
 - `models`: load base models, tokenizers and adapters the same way everywhere;
   `saes`: load a saved SAE; `finite`: refuse weights or activations holding
   NaN/Inf, naming the file, tensor and rows.
@@ -38,6 +39,7 @@ __all__ = [
     "io",
     "labels",
     "models",
+    "processes",
     "runtime",
     "saes",
     "shards",

@@ -45,6 +45,23 @@ def short_name(module_path: str) -> str:
     return module_path.rsplit(".", 1)[-1].removesuffix("_proj")
 
 
+def target_modules_problem(
+    module_names: set[str], target_modules: list[str], model: str
+) -> str | None:
+    """The train.lora.target_modules the model has no module for, as a
+    message naming the key; None if it has them all. PEFT adapts the modules
+    a name matches and skips a name nothing matches without a word, so a
+    typo or a packed model (qkv_proj) would train a different adapter."""
+    missing = [t for t in target_modules if t not in module_names]
+    if not missing:
+        return None
+    return (
+        f"train.lora.target_modules: the base model {model!r} has no module "
+        f"named {', '.join(map(repr, missing))} (its projections: "
+        f"{', '.join(sorted(n for n in module_names if n.endswith('_proj')))})"
+    )
+
+
 def _parse(name: str, rank: int, d_in: int, d_out: int) -> LoraModule:
     m = _LAYER_RE.search(name)
     if not m:

@@ -18,12 +18,16 @@ from typing import Any
 
 import polars as pl
 
+from lorascope.core.processes import run_alive
+
 
 @contextlib.contextmanager
 def atomic_path(path: Path | str, is_dir: bool = False) -> Iterator[Path]:
     """Yield a temp path next to `path`; rename it onto `path` on success.
 
     On an exception the temp file/dir is removed and `path` is untouched.
+    A job whose snakemake run is gone commits nothing: the run would not
+    record the artifact (lorascope.core.processes).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -35,6 +39,8 @@ def atomic_path(path: Path | str, is_dir: bool = False) -> Iterator[Path]:
     target = tmp if is_dir else tmp / path.name
     try:
         yield target
+        if not run_alive():
+            raise RuntimeError(f"the snakemake run is gone: not writing {path}")
         if is_dir:
             if path.exists():
                 shutil.rmtree(path)

@@ -115,6 +115,20 @@ def load_lora_skeleton(
         return load_lora_model(base, adapter_dir).eval()
 
 
+def skeleton_module_names(path: str, revision: str | None = None) -> set[str]:
+    """The last name component of every module of the model at `path` (a
+    local dir, or a hub id already in the local cache), built on the meta
+    device from its config.json alone: no weights read, nothing downloaded.
+    Raises OSError when the config is not on disk."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    cfg = AutoConfig.from_pretrained(path, revision=revision, local_files_only=True)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(cfg)
+    return {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+
+
 def n_layers(model) -> int:
     cfg = model.config
     return int(

@@ -11,12 +11,12 @@ import logging
 import os
 import random
 import sys
-import threading
-import time
 import traceback
 from collections.abc import Iterator
-from pathlib import Path
 
+# A job stops with the snakemake that started it (script_logging starts the
+# watch; the shell rules' entry modules call it themselves).
+from lorascope.core.processes import stop_when_snakemake_dies
 from lorascope.core.secrets import scrub_text
 
 log = logging.getLogger("lorascope")
@@ -25,9 +25,6 @@ log = logging.getLogger("lorascope")
 # imports this module, and most (figures, autointerp, tables) never touch
 # torch, whose import costs seconds per job.
 DTYPE_NAMES = ("float32", "bfloat16", "float16")
-# Set by workflow/rules/common.smk to the pid of the snakemake parsing the
-# Snakefile: the process that starts (and on a kill, would stop) every job.
-SNAKEMAKE_PID_ENV = "LORASCOPE_SNAKEMAKE_PID"
 
 
 class _Scrubbed:
@@ -100,48 +97,3 @@ def torch_dtype(name: str):
     if name not in DTYPE_NAMES:
         raise ValueError(f"unknown dtype {name!r}; choose from {DTYPE_NAMES}")
     return getattr(torch, name)
-
-
-def _alive(pid: int) -> bool:
-    """Whether `pid` runs (a zombie, killed but not yet reaped, does not)."""
-    stat = Path(f"/proc/{pid}/stat")
-    if Path("/proc/self/stat").exists():
-        try:
-            return stat.read_text().rsplit(")", 1)[1].split()[0] not in "ZX"
-        except OSError:
-            return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return True
-
-
-def stop_when_snakemake_dies(interval_s: float = 1.0) -> threading.Thread | None:
-    """Exit this job within `interval_s` of the snakemake that started it dying.
-
-    A SIGKILL (or OOM kill) of snakemake alone takes none of its jobs with it,
-    so an autointerp job would go on paying for requests and a GPU job would
-    hold its cards. Snakemake starts jobs as its children in its own process
-    group; a job watches its parent (reparented when snakemake dies) or, one
-    level further down (a shell, a launcher), snakemake's pid itself.
-    """
-    pid = int(os.environ.get(SNAKEMAKE_PID_ENV) or 0)
-    if not pid or pid == os.getpid() or not _alive(pid):
-        return None
-    direct = os.getppid() == pid
-
-    def watch():
-        while (os.getppid() == pid) if direct else _alive(pid):
-            time.sleep(interval_s)
-        log.error("snakemake (pid %d) is gone: stopping this job (pid %d)",
-                  pid, os.getpid())  # fmt: skip
-        for handler in logging.getLogger().handlers:
-            handler.flush()
-        os._exit(70)
-
-    thread = threading.Thread(target=watch, name="stop-with-snakemake", daemon=True)
-    thread.start()
-    return thread

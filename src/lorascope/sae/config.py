@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import math
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -94,6 +95,30 @@ class SaeConfig:
 
     def d_sae(self, n_components: int) -> int:
         return self.expansion * n_components
+
+    def n_steps(self, n_tokens: int) -> int:
+        """Training steps on `n_tokens` rows: `epochs` passes, whole batches."""
+        return math.floor(self.epochs * n_tokens / self.batch_size)
+
+    def steps_problem(self, n_tokens: int) -> str | None:
+        """Why `n_tokens` rows cannot train this SAE (too few for one batch,
+        or for the warm-up), naming the key; None if they can. Checked by
+        the job and, from the activations manifest, before any job starts
+        (lorascope.workflow.preflight)."""
+        steps = self.n_steps(n_tokens)
+        if steps < 1:
+            return (
+                f"sae.batch_size: {self.epochs} epochs of {n_tokens} tokens is "
+                f"less than one batch of sae.batch_size={self.batch_size}; lower "
+                "the batch size or raise sae.epochs"
+            )
+        if self.lr_warmup_steps >= steps:
+            return (
+                f"sae.lr_warmup_steps={self.lr_warmup_steps} is not below the "
+                f"{steps} training steps (sae.epochs {self.epochs} x {n_tokens} "
+                f"tokens / sae.batch_size {self.batch_size})"
+            )
+        return None
 
 
 def _check(section: dict[str, Any]) -> None:

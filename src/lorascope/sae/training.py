@@ -11,7 +11,6 @@ every later stage encodes with the saved model, not the training one.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -153,13 +152,10 @@ def train_sae(
     (`shuffled_batches` does). Every SAETrainerConfig field is set here on
     purpose, so a SAELens default change cannot change our training.
     """
-    total = math.floor(cfg.epochs * n_tokens / cfg.batch_size) * cfg.batch_size
-    if total < cfg.batch_size:
-        raise ValueError(
-            f"sae: {cfg.epochs} epochs of {n_tokens} tokens is less than one "
-            f"batch of sae.batch_size={cfg.batch_size}; lower the batch size or "
-            "raise sae.epochs"
-        )
+    problem = cfg.steps_problem(n_tokens)
+    if problem:
+        raise ValueError(problem)
+    total = cfg.n_steps(n_tokens) * cfg.batch_size
     device = str(resolve_device(cfg.device))
     torch.manual_seed(cfg.seed)
     sae_cfg = training_sae_config(cfg, n_components, device)

@@ -19,14 +19,12 @@ from typing import Literal
 
 import polars as pl
 
+from lorascope.core.components import target_modules_problem
 from lorascope.core.config import write_provenance
 from lorascope.core.io import sha256_file, write_json
 from lorascope.core.models import load_causal_lm, load_tokenizer
-from lorascope.core.runtime import (
-    resolve_device,
-    seed_everything,
-    stop_when_snakemake_dies,
-)
+from lorascope.core.processes import run_alive, stop_when_snakemake_dies
+from lorascope.core.runtime import resolve_device, seed_everything
 from lorascope.hub.fetch import read_snapshot
 
 log = logging.getLogger(__name__)
@@ -205,6 +203,12 @@ def train(
     args = sft_config(out_dir, train_cfg, variant, config["seed"], device)
     model = load_for_training(base_path, model_cfg, args)
     model.config.use_cache = False
+    if variant == "rank1":  # before anything is written (also checked before any job)
+        names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+        targets = train_cfg["lora"]["target_modules"]
+        problem = target_modules_problem(names, targets, base_path)
+        if problem:
+            raise ValueError(problem)
     trainer = SFTTrainer(
         model=model,
         args=args,
@@ -241,6 +245,8 @@ def train(
         with open(partial / "train_log.jsonl", "w") as f:
             for row in trainer.state.log_history:
                 f.write(json.dumps(row) + "\n")
+        if not run_alive():  # nothing would record it (core/processes.py)
+            raise RuntimeError(f"the snakemake run is gone: not writing {final}")
         if final.exists():
             shutil.rmtree(final)
         os.replace(partial, final)  # the finished artifact appears in one step

@@ -8,6 +8,10 @@ workflow is parsed (nothing here imports torch), not by the stages' logic.
   are never recorded, secrets redacted; jobs read their params through it.
 - `environment`: the API keys of the LLM steps about to run, checked before
   any job starts (what the schema cannot express is `lorascope.core.checks`).
+- `preflight`: the jobs about to run against this machine and the finished
+  artifacts (CUDA devices, target modules, SAE steps), in the same hook;
+  it imports torch there only when a check needs it.
+- `interrupts`: a SIGINT to snakemake stops the running jobs within seconds.
 - `resources` (with `rulecosts`): what each rule needs (GPUs, GPU memory,
   host RAM, time, FLOPs) from the config and the profile's hardware.yaml.
 - `plan`: `python -m lorascope.workflow.plan` prints that per rule before
@@ -20,7 +24,10 @@ __all__ = [
     "config_docs",
     "environment",
     "fingerprints",
+    "interrupts",
+    "jobenv",
     "plan",
+    "preflight",
     "resources",
     "rulecosts",
     "wiring",
