@@ -208,6 +208,12 @@ def model_keys():
     return [f"model.{k}" for k in ("revision", "dtype", "attn_implementation")]
 
 
+def job_gpus(wildcards, resources):
+    """GPUs the profile gives the job (0 on CPU), for the command rules'
+    --gpus (a job given GPUs fails at start without CUDA); not recorded."""
+    return int(getattr(resources, "gpu", 0) or 0)
+
+
 def python_bin():
     """The interpreter shell rules run: the conda env's under --sdm conda,
     else the one running Snakemake (a venv need not be activated)."""

@@ -49,6 +49,7 @@ TRAIN_PARAMS = dict(
     base=base_model_path,
     out=output_parent,
     launcher=launcher,
+    gpus=job_gpus,
 )
 
 
@@ -56,7 +57,7 @@ def train_command(variant):
     return (
         f"{{params.launcher}} -m lorascope.train --variant {variant}"
         " --base {params.base:q} --sft {input.sft:q} --out {params.out:q}"
-        " --config {params.config.as_json:q} > {log:q} 2>&1"
+        " --config {params.config.as_json:q} --gpus {params.gpus} > {log:q} 2>&1"
     )
 
 

@@ -25,6 +25,7 @@ from lorascope.core.models import load_causal_lm, load_tokenizer
 from lorascope.core.runtime import (
     resolve_device,
     seed_everything,
+    start_gpu_job,
     stop_when_snakemake_dies,
 )
 
@@ -227,9 +228,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--sft", required=True, help="data/sft.parquet")
     p.add_argument("--out", required=True, help="train/{variant} dir")
     p.add_argument("--config", required=True, help="resolved config as JSON")
+    p.add_argument("--gpus", type=int, default=0, help="GPUs the job was given")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     stop_when_snakemake_dies()
+    start_gpu_job(rule=f"train_{a.variant}", gpus=a.gpus)
     train(a.variant, a.base, a.sft, a.out, json.loads(a.config))
 
 
