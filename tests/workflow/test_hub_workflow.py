@@ -2,8 +2,10 @@
 
 A local stand-in for the hub (tests/support/fake_hub.py) serves a tiny Qwen2 with the
 toy tokenizer and an SFT set in the s1K-1.1 schema. Phase 1 runs only the
-hub_fetch jobs, online; phase 2 builds the SFT set with the hub stopped and
-HF_HUB_OFFLINE=1, which works only if every other job reads local snapshots.
+hub_fetch jobs, online; phase 2 builds the SFT set with the hub stopped. The
+test sets no HF_*_OFFLINE variable itself: with hub.prefetch the workflow sets
+them for every job but hub_fetch, which works only if every other job reads
+local snapshots.
 """
 
 from __future__ import annotations
@@ -59,10 +61,13 @@ def test_prefetch_then_every_other_job_reads_local_copies(
     record = json.loads((work / SNAP_MODEL / "SNAPSHOT.json").read_text())
     assert record["repo_id"] == MODEL and "config.json" in record["files"]
 
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
     wfrun.snakemake(work, [sft])  # the hub is gone: local snapshots only
     stats = json.loads((wfrun.results(work) / "data" / "sft_stats.json").read_text())
     assert stats["kept"] == 8
     log = (work / "logs" / "hubtest" / "data" / "sft_dataset.log").read_text()
     assert "Traceback" not in log
+    # The workflow switched the hub off for the job, and not for hub_fetch.
+    assert "hub offline: HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1" in log
+    fetch_log = work / "logs" / "hub" / "model" / "Org--TinyQwen@main.log"
+    assert "hub offline" not in fetch_log.read_text()

@@ -52,6 +52,7 @@ from lorascope.workflow.codeversion import code_version, use_disk_cache
 from lorascope.workflow.wiring import RUNTIME_KEYS, JobConfig, declared
 from lorascope.core.names import is_toy, is_toy_benchmark
 from lorascope.hub.names import is_hub_id, snapshot_name
+from lorascope.hub.fetch import offline_for_jobs
 
 
 def hub_benchmarks():
@@ -67,6 +68,8 @@ try:
     validate(config, SCHEMA, benchmarks=hub_benchmarks)
 except ConfigError as err:
     raise WorkflowError(str(err)) from None
+if config["hub"]["prefetch"]:  # jobs read snapshots; hub_fetch goes online again
+    offline_for_jobs()
 
 
 RUN = config["run"]

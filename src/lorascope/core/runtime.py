@@ -60,6 +60,10 @@ def script_logging(smk) -> Iterator[logging.Logger]:
     )
     stop_when_snakemake_dies()
     try:
+        if os.environ.get("HF_HUB_OFFLINE"):  # hub.prefetch: snapshots only
+            log.info("hub offline: HF_HUB_OFFLINE=%s HF_DATASETS_OFFLINE=%s",
+                     os.environ["HF_HUB_OFFLINE"],
+                     os.environ.get("HF_DATASETS_OFFLINE"))  # fmt: skip
         start_gpu_job(getattr(smk, "resources", None), getattr(smk, "rule", None))
         yield log
     except BaseException:
