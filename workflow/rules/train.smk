@@ -94,7 +94,13 @@ else:
             "../../envs/train.yaml"
         params:
             lora=cfg("train.lora"),
-            model=cfg("model", "adapter", "adapter_revision", "adapter_check_base"),
+            model=cfg(
+                "model",
+                "adapter",
+                "adapter_revision",
+                "adapter_check_base",
+                "revision",
+            ),
             base=base_model_path,
             base_repo=setting("model.base"),
             code=code_of("train_adapter_import.py"),

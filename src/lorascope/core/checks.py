@@ -225,9 +225,18 @@ def _adapter_problem(config: dict) -> str | None:
     base = model["base"]
     if is_toy(base):
         base = f"results/{config['run']}/toy/base_model"
+    base_cfg = _model_config(config) or {}
+    n_layers = base_cfg.get("num_hidden_layers") or (
+        base_cfg.get("text_config") or {}
+    ).get("num_hidden_layers")
     try:
         check_existing_adapter(
-            adapter, config["train"]["lora"], base, None, model["adapter_check_base"]
+            adapter,
+            config["train"]["lora"],
+            base,
+            None,
+            model["adapter_check_base"],
+            n_layers=n_layers,
         )
     except (AdapterError, OSError, ValueError) as err:
         return f"model.adapter: {err}"
