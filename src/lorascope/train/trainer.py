@@ -21,7 +21,11 @@ import polars as pl
 
 from lorascope.core.config import write_provenance
 from lorascope.core.io import sha256_file
-from lorascope.core.models import load_causal_lm, load_tokenizer
+from lorascope.core.models import (
+    load_causal_lm,
+    load_tokenizer,
+    require_attention_kernel,
+)
 from lorascope.core.runtime import (
     resolve_device,
     seed_everything,
@@ -173,6 +177,7 @@ def train(
 
     out_dir = Path(out_dir)
     train_cfg, model_cfg = config["train"], config["model"]
+    require_attention_kernel(model_cfg["attn_implementation"])  # before any work
     device = resolve_device(config["device"])
     seed_everything(config["seed"])
     tokenizer = load_tokenizer(base_path, model_cfg["revision"])
