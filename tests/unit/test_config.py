@@ -282,30 +282,124 @@ def test_local_paths_that_do_not_exist_are_named(tmp_path, monkeypatch):
     validate({"autointerp": {"prompts": {"dir": "my_prompts"}}})
 
 
+OFFLINE = {"provider": "offline"}
+
+
 def test_api_keys_of_the_providers_used(monkeypatch):
     from lorascope.workflow.environment import check_environment
 
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.delenv("MY_KEY", raising=False)
     cfg = validate({"autointerp": {"provider": "openai"}})
-    problems = check_environment(cfg)
-    assert len(problems) == 1
-    assert problems[0].startswith("autointerp.api_key_env:")
-    assert "OPENAI_API_KEY" in problems[0]
-    # Only the steps about to run count; the categorizer is offline here.
-    assert check_environment(cfg, {"train_rank1", "autointerp_categories"}) == []
+    assert check_environment(cfg) == [
+        "autointerp.api_key_env: autointerp.provider is 'openai' (the category "
+        "proposal follows it) but the environment variable OPENAI_API_KEY is not "
+        "set",
+        "autointerp: export OPENAI_API_KEY; or run without LLM calls: "
+        "--config 'autointerp={provider: offline}'",
+    ]
+    # Only the steps about to run count; the categorizer follows the explainer.
+    assert check_environment(cfg, {"train_rank1"}) == []
+    assert check_environment(cfg, {"autointerp_categories"})[0] == (
+        "autointerp.categories.api_key_env: autointerp.categories.provider is "
+        "null, following autointerp.provider 'openai', but the environment "
+        "variable OPENAI_API_KEY is not set"
+    )
+    own = validate({"autointerp": {"provider": "openai", "categories": OFFLINE}})
+    assert check_environment(own, {"autointerp_categories"}) == []
     monkeypatch.setenv("OPENAI_API_KEY", "sk-x")
     assert check_environment(cfg) == []
     local = {"provider": "openai", "api_key_env": ""}  # a local server
     assert check_environment(validate({"autointerp": local})) == []
-    cats = {"categories": {"provider": "anthropic", "api_key_env": "MY_KEY"}}
+    cats = {
+        "categories": {"provider": "anthropic", "model": "m", "api_key_env": "MY_KEY"}
+    }
     refs = {"request_params": {"extra_headers": {"X-Key": {"env": "MY_KEY"}}}}
     problems = check_environment(validate({"autointerp": cats | refs}))
-    assert problems == [
+    assert problems[:2] == [
         "autointerp.categories.api_key_env: autointerp.categories.provider is "
-        "'anthropic' but the environment variable MY_KEY is not set (export it, "
-        "or set the provider to offline)",
+        "'anthropic' but the environment variable MY_KEY is not set",
         "autointerp.request_params.extra_headers.X-Key: environment variable "
         "MY_KEY is not set",
     ]
+    assert problems[2].startswith("autointerp: export MY_KEY; or use one provider")
     assert check_environment(validate({})) == []  # offline needs nothing
+
+
+def _layered(*files, cli=()):
+    """config files stacked as snakemake stacks them, then --config entries."""
+    from snakemake.cli import parse_config
+    from snakemake.utils import update_config
+
+    cfg = {}
+    for name in files:
+        update_config(cfg, yaml.safe_load((REPO / "config" / name).read_text()))
+    update_config(cfg, parse_config(list(cli)))
+    return validate(cfg)
+
+
+def test_one_gpu_starts_with_one_key_or_none(monkeypatch):
+    """config/one_gpu.yaml: the category proposal follows the explainer, so
+    OPENAI_API_KEY alone (or offline, one setting) is enough; the refusal
+    says every way out in one message."""
+    from lorascope.autointerp.settings import llm_settings
+    from lorascope.workflow.environment import check_environment
+
+    for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    cfg = _layered("paper.yaml", "one_gpu.yaml")
+    cat = llm_settings(cfg["autointerp"], "r", "categorizer")
+    assert (cat.provider, cat.model) == ("openai", "gpt-5-mini")
+    problems = check_environment(cfg)
+    assert [p.split(":")[0] for p in problems] == [
+        "autointerp.api_key_env",
+        "autointerp",
+    ]
+    assert "ANTHROPIC_API_KEY" not in " ".join(problems)
+    offline = problems[-1].split("run without LLM calls: --config ")[1].strip("'")
+    assert (
+        check_environment(_layered("paper.yaml", "one_gpu.yaml", cli=[offline])) == []
+    )
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-x")
+    assert check_environment(cfg) == []
+
+
+def test_paper_config_lists_both_keys_and_every_way_out_at_once(monkeypatch):
+    from lorascope.workflow.environment import check_environment
+
+    for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    problems = check_environment(_layered("paper.yaml"))
+    assert len(problems) == 3
+    assert "OPENAI_API_KEY" in problems[0] and "ANTHROPIC_API_KEY" in problems[1]
+    ways = problems[2]
+    assert ways.startswith("autointerp: export OPENAI_API_KEY and ANTHROPIC_API_KEY")
+    assert "config/one_gpu.yaml" in ways
+    offline = ways.split("run without LLM calls: --config ")[1].strip("'")
+    assert check_environment(_layered("paper.yaml", cli=[offline])) == []
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-x")  # one key: still the other
+    assert "ANTHROPIC_API_KEY" in check_environment(_layered("paper.yaml"))[0]
+
+
+def test_a_categorizer_on_another_provider_names_its_model():
+    from lorascope.autointerp.settings import llm_settings
+
+    other = {"provider": "openai", "categories": {"provider": "anthropic"}}
+    with pytest.raises(ConfigError, match="autointerp.categories.model: null follows"):
+        validate({"autointerp": other})
+    own = validate(
+        {"autointerp": {"provider": "openai", "base_url": "http://h/v1",
+                        "categories": {"provider": "anthropic", "model": "c"}}}
+    )["autointerp"]  # fmt: skip
+    cat = llm_settings(own, "r", "categorizer")
+    assert (cat.provider, cat.model, cat.base_url) == ("anthropic", "c", None)
+    same = validate(
+        {"autointerp": {"provider": "openai", "base_url": "http://h/v1",
+                        "api_key_env": "K", "categories": {"provider": "openai"}}}
+    )["autointerp"]  # fmt: skip
+    cat = llm_settings(same, "r", "categorizer")
+    assert (cat.model, cat.base_url, cat.api_key_env) == (
+        "gpt-5-mini",
+        "http://h/v1",
+        "K",
+    )

@@ -21,6 +21,7 @@ __all__ = [
     "TOPK_ARCHITECTURES",
     "ConfigHint",
     "attention_hint",
+    "categorizer_problem",
     "coerce_numbers",
     "semantic_problems",
 ]
@@ -249,6 +250,20 @@ def _adapter_problem(config: dict) -> str | None:
     return None
 
 
+def categorizer_problem(autointerp: dict) -> str | None:
+    """A null autointerp.categories.model follows the explainer's model only
+    with the explainer's provider (lorascope.autointerp.settings.role_fields)."""
+    own, explainer = autointerp["categories"]["provider"], autointerp["provider"]
+    if own in (None, explainer, "offline") or autointerp["categories"]["model"]:
+        return None
+    return (
+        "autointerp.categories.model: null follows the explainer's model only "
+        f"with the explainer's provider, and autointerp.categories.provider is "
+        f"{own!r}, autointerp.provider {explainer!r}: name the proposal model, "
+        "or set autointerp.categories.provider to null"
+    )
+
+
 class ConfigHint(UserWarning):
     """Something the config asks for that may fail later, in a job whose
     environment this process cannot see (`validate` warns, does not stop)."""
@@ -285,6 +300,7 @@ def semantic_problems(config: dict, benchmarks=None) -> list[str]:
             out.append(_model_problem(f"model.{key}", name))
     out.append(_sae_problem(config))
     out.append(_adapter_problem(config))
+    out.append(categorizer_problem(config["autointerp"]))
     out += _benchmark_problems(config, benchmarks)
     out += _file_problems(config)
     return [p for p in out if p]

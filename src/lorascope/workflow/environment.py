@@ -26,12 +26,15 @@ def _env_refs(value: Any, key: str):
 
 
 def check_environment(config: dict, steps: set[str] | None = None) -> list[str]:
-    """Missing API keys and environment references for the LLM roles used.
+    """Missing API keys and environment references for the LLM roles used,
+    and, when any is missing, one closing line with every way out.
 
     `steps`: the autointerp rules about to run (None = all). The explainer
-    serves explain/assign/score, the categorizer the categories rule.
+    serves explain/assign/score, the categorizer the categories rule; a
+    categorizer set to null follows the explainer (one key serves both).
     """
     from lorascope.autointerp.providers import PROVIDERS
+    from lorascope.autointerp.settings import role_fields
 
     ai = config["autointerp"]
     roles = []
@@ -40,27 +43,59 @@ def check_environment(config: dict, steps: set[str] | None = None) -> list[str]:
         "autointerp_assign",
         "autointerp_score",
     }:
-        roles.append(("autointerp", ai))
+        roles.append(("autointerp", "explainer"))
     if steps is None or "autointerp_categories" in steps:
-        roles.append(("autointerp.categories", ai["categories"]))
-    out, used = [], False
+        roles.append(("autointerp.categories", "categorizer"))
+    out, used, missing = [], False, {}
     for key, role in roles:
-        provider = role["provider"]
+        try:
+            fields = role_fields(ai, role)
+        except ValueError as err:  # a null model with another provider
+            out.append(str(err))
+            continue
+        provider = fields["provider"]
         default_env = PROVIDERS[provider].key_env
         if default_env is None:  # answers without calls (offline)
             continue
-        used, env = True, role["api_key_env"]
+        used, env = True, fields["api_key_env"]
         if env == "":  # a local server that takes no key
             continue
         env = env or default_env
-        if not os.environ.get(env):
-            out.append(
-                f"{key}.api_key_env: {key}.provider is {provider!r} but the "
-                f"environment variable {env} is not set (export it, or set the "
-                "provider to offline)"
-            )
+        if os.environ.get(env) or env in missing:
+            continue
+        missing[env] = key
+        follows = ai["categories"]["provider"] is None
+        if role == "categorizer" and follows:
+            what = f"null, following autointerp.provider {provider!r},"
+        elif role == "explainer" and follows and len(roles) == 2:
+            what = f"{provider!r} (the category proposal follows it)"
+        else:
+            what = repr(provider)
+        out.append(
+            f"{key}.api_key_env: {key}.provider is {what} but the environment "
+            f"variable {env} is not set"
+        )
     if used:  # both roles send autointerp.request_params
         for where, name in _env_refs(ai["request_params"], "autointerp.request_params"):
             if not os.environ.get(name):
                 out.append(f"{where}: environment variable {name} is not set")
+    if missing:
+        out.append(_ways_out(ai, list(missing)))
     return out
+
+
+def _ways_out(ai: dict, names: list[str]) -> str:
+    """Everything a user can set to start, in one line."""
+    own = ai["categories"]["provider"]
+    offline = "{provider: offline}"
+    if own not in (None, "offline"):
+        offline = "{provider: offline, categories: {provider: offline}}"
+    ways = [f"export {' and '.join(names)}"]
+    if own not in (None, ai["provider"]):
+        ways.append(
+            "or use one provider for every role: autointerp.categories.provider "
+            "and .model null follow autointerp.provider (as config/one_gpu.yaml "
+            "does), so one key serves both"
+        )
+    ways.append(f"or run without LLM calls: --config 'autointerp={offline}'")
+    return "autointerp: " + "; ".join(ways)
