@@ -6,10 +6,11 @@ default and bound comes from workflow/schemas/config.schema.yaml, enforced by
 `"explainer"` (explanations, assignments, detection judge; paper: gpt-5-mini)
 or `"categorizer"` (category proposal; paper: claude-opus-4.1), the latter
 taking provider/model/base_url/key/max output tokens from
-`autointerp.categories`, where null follows the explainer (`role_fields`): one
-key, or offline, serves every role. `kind_section(section, kind)` applies
-`autointerp.kind_overrides.<kind>` (the public code showed SAE features
-differently from LoRA directions and MLP neurons).
+`autointerp.categories`, where null follows the explainer
+(`lorascope.core.roles.role_fields`): one key, or offline, serves every role.
+`kind_section(section, kind)` applies `autointerp.kind_overrides.<kind>`
+(the public code showed SAE features differently from LoRA directions and
+MLP neurons).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from lorascope.core.checks import categorizer_problem
+from lorascope.core.roles import role_fields
 
 __all__ = [
     "LLMSettings",
@@ -26,11 +27,6 @@ __all__ = [
     "resolve_env_refs",
     "role_fields",
 ]
-
-_ROLE_OVERRIDES = ("provider", "model", "base_url", "api_key_env", "max_output_tokens")
-# What the categorizer takes from the explainer when its own value is null
-# (and, but for the provider, only when it uses the explainer's provider).
-FOLLOWS_EXPLAINER = ("provider", "model", "base_url", "api_key_env")
 
 
 @dataclass(frozen=True)
@@ -82,31 +78,6 @@ def kind_section(section: dict, kind: str) -> dict:
     (the schema lists the keys `autointerp.kind_overrides.<kind>` may set)."""
     over = (section.get("kind_overrides") or {}).get(kind) or {}
     return {**section, **{k: v for k, v in over.items() if v is not None}}
-
-
-def role_fields(section: dict, role: str) -> dict:
-    """provider, model, base_url, api_key_env, max_output_tokens of one role.
-
-    The categorizer's null provider is the explainer's; its null model,
-    base_url and api_key_env are the explainer's when it uses the explainer's
-    provider, else the SDK default / the provider's usual key variable (a
-    null model with another provider is refused, naming the key)."""
-    if role not in ("explainer", "categorizer"):
-        raise ValueError(f"unknown autointerp role '{role}'")
-    if role == "explainer":
-        return {k: section[k] for k in _ROLE_OVERRIDES}
-    own = section["categories"]
-    out = {k: own[k] for k in _ROLE_OVERRIDES}
-    out["provider"] = own["provider"] or section["provider"]
-    if out["provider"] == section["provider"]:
-        for key in FOLLOWS_EXPLAINER[1:]:
-            out[key] = section[key] if own[key] is None else own[key]
-    elif out["model"] is None:
-        problem = categorizer_problem(section)
-        if problem:
-            raise ValueError(problem)
-        out["model"] = "offline"  # offline answers without a model
-    return out
 
 
 def llm_settings(section: dict, run: str, role: str = "explainer") -> LLMSettings:

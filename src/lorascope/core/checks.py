@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from lorascope.core.names import is_toy, is_toy_benchmark
+from lorascope.core.roles import categorizer_problem
 
 __all__ = [
     "TOPK_ARCHITECTURES",
     "ConfigHint",
     "attention_hint",
-    "categorizer_problem",
     "coerce_numbers",
     "semantic_problems",
 ]
@@ -248,20 +248,6 @@ def _adapter_problem(config: dict) -> str | None:
     except (AdapterError, OSError, ValueError) as err:
         return f"model.adapter: {err}"
     return None
-
-
-def categorizer_problem(autointerp: dict) -> str | None:
-    """A null autointerp.categories.model follows the explainer's model only
-    with the explainer's provider (lorascope.autointerp.settings.role_fields)."""
-    own, explainer = autointerp["categories"]["provider"], autointerp["provider"]
-    if own in (None, explainer, "offline") or autointerp["categories"]["model"]:
-        return None
-    return (
-        "autointerp.categories.model: null follows the explainer's model only "
-        f"with the explainer's provider, and autointerp.categories.provider is "
-        f"{own!r}, autointerp.provider {explainer!r}: name the proposal model, "
-        "or set autointerp.categories.provider to null"
-    )
 
 
 class ConfigHint(UserWarning):

@@ -34,7 +34,7 @@ def check_environment(config: dict, steps: set[str] | None = None) -> list[str]:
     categorizer set to null follows the explainer (one key serves both).
     """
     from lorascope.autointerp.providers import PROVIDERS
-    from lorascope.autointerp.settings import role_fields
+    from lorascope.core.roles import role_fields
 
     ai = config["autointerp"]
     roles = []
