@@ -2,24 +2,29 @@
 # The micro DAG end to end on a lent CUDA GPU (training, HF evaluation,
 # extraction, SAE, KL ablation, steering, figures), with timings per rule.
 # Prepared here, run through the device tool in one call:
+#   bash bench/gpu/fetch_wheels.sh     # here first: .whl/site.tar.xz
 #   run(command="bash bench/gpu/run_micro_dag.sh", carry=[".whl"], timeout_s=540)
-# Wheels the GPU image lacks (Python 3.12 there) go in .whl/ first, on this
-# machine: bash bench/gpu/fetch_wheels.sh. They came to 80 MB on 2026-11-28
-# (polars' runtime alone is 54 MB), over the device tool's 64 MiB per call:
-# carry them in two calls to the same warm machine (each call installs what
-# .whl/ holds into /tmp/site, which stays while the machine is held), the
-# second one running this script. Results land in $OUT (device tool).
-# Not yet run on a GPU: no device was lent to the session that wrote it.
+# .whl/site.tar.xz holds what the GPU image lacks (bench/gpu/wheels.lock,
+# derived from pyproject.toml and the image's package list by
+# bench/gpu/wheels.py; 50 MiB, under the 64 a call carries with the repo).
+# tests/workflow/test_gpu_bundle.py checks on the CPU that it imports and
+# dry-runs this DAG. Results land in $OUT (device tool).
+# Not yet run on a GPU: no device was lent to the sessions that wrote it.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-bench/out}
 mkdir -p "$OUT"
-if [ -d .whl ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site .whl/*.whl
+if [ -f .whl/site.tar.xz ]; then
+  rm -rf /tmp/site && mkdir -p /tmp/site
+  python3 -c "import tarfile; tarfile.open('.whl/site.tar.xz').extractall('/tmp/site', filter='data')" || exit 1
   export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
 fi
-nvidia-smi --query-gpu=name,memory.total --format=csv | tee "$OUT/gpu.txt"
-python3 -c "import torch, transformers, peft, trl, sae_lens, snakemake; print(torch.__version__, transformers.__version__)" 2>&1 | tee -a "$OUT/gpu.txt"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
+python3 -c "import torch, transformers, peft, trl, sae_lens, snakemake; print(torch.__version__, torch.version.cuda, transformers.__version__)" 2>&1 | tee -a "$OUT/gpu.txt"
+# The image's versions (bench/gpu/image_packages.txt records what was known)
+# and whether the carried packages' requirements hold against them.
+python3 -m pip list --format=freeze > "$OUT/pip_list.txt" 2>&1
+python3 -m pip check >> "$OUT/gpu.txt" 2>&1 || echo "pip check: see above" | tee -a "$OUT/gpu.txt"
 start=$(date +%s)
 python3 -m snakemake all --cores 8 --workflow-profile none \
   --configfile config/config.yaml tests/configs/micro.yaml bench/gpu/micro_cuda.yaml \

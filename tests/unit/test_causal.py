@@ -49,9 +49,12 @@ def test_direct_effect_ranks_tokens_like_the_final_norm_and_unembedding():
     keys = pl.DataFrame({"kind": ["lora", "lora"], "feature": [0, 1],
                          "label": ["a", "b"]})  # fmt: skip
     both_GD = torch.stack([write_CD[c], torch.zeros_like(write_CD[c])])
-    out = direct_effects(model, both_GD, keys, lambda ids: [f"t{i}" for i in ids], 5)
-    assert out["feature"].unique().to_list() == [0]  # a zero write has no tokens
     base = model.get_base_model()
+    norm_D, unembed_XD = base.model.norm.weight, base.lm_head.weight
+    out = direct_effects(
+        norm_D, unembed_XD, both_GD, keys, lambda ids: [f"t{i}" for i in ids], 5
+    )
+    assert out["feature"].unique().to_list() == [0]  # a zero write has no tokens
     with torch.no_grad():  # RMSNorm(w) = g * w / rms(w): same order as g * w
         logits = base.lm_head(base.model.norm(write_CD[c][None]))[0]
     want = torch.argsort(logits, descending=True)

@@ -92,3 +92,29 @@ def test_gated_repo_needs_the_token_and_fails_cleanly(repos, tmp_path, monkeypat
         monkeypatch.setenv("HF_TOKEN", "hf_secret")
         fetch_snapshot("Org/Gated", "dataset", dest, endpoint=hub.url, gated=True)
     assert (dest / "train.jsonl").exists()
+
+
+def test_prefetch_switches_the_hub_off_for_jobs_and_back_on_for_hub_fetch():
+    from lorascope.hub.fetch import offline_for_jobs, online_again
+
+    user = {"HF_DATASETS_OFFLINE": "0", "PATH": "/bin"}
+    env = dict(user)
+    offline_for_jobs(env)  # the snakemake that parses the Snakefile
+    assert env["HF_HUB_OFFLINE"] == env["HF_DATASETS_OFFLINE"] == "1"
+    job = dict(env)
+    offline_for_jobs(job)  # a snakemake inside a SLURM job parses it again
+    online_again(job)  # hub_fetch
+    assert job == {**user, "LORASCOPE_HUB_ENV": env["LORASCOPE_HUB_ENV"]}
+    plain = dict(user)
+    online_again(plain)  # no prefetch: nothing to restore
+    assert plain == user
+
+
+def test_hub_fetch_refuses_an_offline_hub_naming_the_variable(monkeypatch, tmp_path):
+    import huggingface_hub.constants as hf
+
+    monkeypatch.delenv("LORASCOPE_HUB_ENV", raising=False)
+    monkeypatch.setattr(hf, "HF_HUB_OFFLINE", True)
+    with pytest.raises(RuntimeError, match="HF_HUB_OFFLINE is set in the environ"):
+        fetch_snapshot("Org/Model", "model", tmp_path / "snap")
+    assert not (tmp_path / "snap").exists()

@@ -3,10 +3,11 @@
 A local stand-in for the hub (tests/support/fake_hub.py) serves a tiny Qwen2 with the
 toy tokenizer and an SFT set in the s1K-1.1 schema. Phase 1 runs only the
 hub_fetch jobs, online; phase 2 builds the SFT set with the hub stopped and
-HF_HUB_OFFLINE=1, which works only if every other job reads local snapshots,
-and trains the rank-1 adapter there, which must name its base by hub id and
-commit, not by the snapshot's path. Snapshots are kept per endpoint: another
-endpoint's run fetches its own.
+trains the rank-1 adapter there. The test sets no HF_*_OFFLINE variable
+itself: with hub.prefetch the workflow sets them for every job but
+hub_fetch, which works only if every other job reads local snapshots. The
+adapter must name its base by hub id and commit, not by the snapshot's path.
+Snapshots are kept per endpoint: another endpoint's run fetches its own.
 """
 
 from __future__ import annotations
@@ -77,8 +78,7 @@ def test_prefetch_then_every_other_job_reads_local_copies(
     assert snap_model not in plan, plan
     (work / "overrides.yaml").write_text(yaml.safe_dump(overrides))
 
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
     adapter = wfrun.target("train/rank1/adapter", work)
     wfrun.snakemake(work, [sft, adapter])  # the hub is gone: local snapshots only
     stats = json.loads((wfrun.results(work) / "data" / "sft_stats.json").read_text())
@@ -92,3 +92,7 @@ def test_prefetch_then_every_other_job_reads_local_copies(
     assert cfg["base_model_name_or_path"] == MODEL and cfg["revision"] == COMMIT
     lora = {"r": 1, "target_modules": cfg["target_modules"]}
     check_existing_adapter(adapter_dir, lora, MODEL)
+    # The workflow switched the hub off for the job, and not for hub_fetch.
+    assert "hub offline: HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1" in log
+    fetch_log = work / "logs" / "hub" / "model" / "Org--TinyQwen@main.log"
+    assert "hub offline" not in fetch_log.read_text()

@@ -14,7 +14,8 @@ _EXAMPLES = ["n_contexts", "example_window", "shuffle_examples"]
 _EXAMPLES += ["max_examples_per_doc", "kind_overrides"]
 AUTOINTERP_KEYS = {
     "explain": [*_EXPLAINER, *_EXAMPLES, "tokens_listed", "offline", "seed"],
-    "categories": ["categories", "seed"],
+    # The categorizer follows the explainer where its own keys are null.
+    "categories": ["categories", "seed", *_EXPLAINER[:4]],
     "assign": [*_EXPLAINER, *_EXAMPLES, "categories.n_examples"],
     "score": [*_EXPLAINER, *_EXAMPLES, "detection", "seed"],
     "summary": ["bootstrap_samples", "seed"],

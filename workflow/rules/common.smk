@@ -27,6 +27,7 @@ from lorascope.workflow import fingerprints
 from lorascope.workflow.codeversion import code_version, use_disk_cache
 from lorascope.workflow.wiring import RUNTIME_KEYS, JobConfig, declared, recorded
 from lorascope.core.names import is_toy, is_toy_benchmark
+from lorascope.hub.fetch import offline_for_jobs
 from lorascope.hub.names import hub_root, is_hub_id, snapshot_name
 from lorascope.workflow.resources import load_hardware, rule_resources
 
@@ -46,6 +47,8 @@ try:
     HARDWARE = load_hardware(config["hardware"], REPO)  # see resources_for
 except ValueError as err:  # ConfigError, a missing or unknown hardware.yaml
     raise WorkflowError(str(err)) from None
+if config["hub"]["prefetch"]:  # jobs read snapshots; hub_fetch goes online again
+    offline_for_jobs()
 
 
 RUN = config["run"]
@@ -122,10 +125,8 @@ def setting(path):
 
 
 def code_of(entry, data=()):
-    """Content hashes of what a rule runs, i.e. a script in workflow/scripts/
-    ("sae_train.py") or a module run with python -m ("lorascope.train"), the
-    lorascope modules it imports, their data folders, and `data` (files or
-    folders relative to the repo)."""
+    """Content hashes of the code a rule runs from its script ("sae_train.py")
+    or `-m` module ("lorascope.train"), and of `data` (repo-relative paths)."""
     if entry.endswith(".py"):
         entry = f"workflow/scripts/{entry}"
     return code_version(REPO, entry, data)
@@ -201,12 +202,8 @@ HUB_ROOT = hub_root(HUB_DIR, config["hub"]["endpoint"])
 
 def hub_repo(name):
     """Whether a model/dataset name is read from the hub (not toy, not local)."""
-    return (
-        not is_toy(name)
-        and name != "train"
-        and not os.path.exists(name)
-        and is_hub_id(name)
-    )
+    local = is_toy(name) or name == "train" or os.path.exists(name)
+    return not local and is_hub_id(name)
 
 
 def prefetched(kind, name, revision, always=False):
@@ -220,6 +217,11 @@ def prefetched(kind, name, revision, always=False):
 def model_keys():
     """The model keys that change a loaded model's outputs."""
     return [f"model.{k}" for k in ("revision", "dtype", "attn_implementation")]
+
+
+def job_gpus(wildcards, resources):
+    """GPUs the job gets (0 on CPU; shell rules' --gpus); not recorded."""
+    return int(getattr(resources, "gpu", 0) or 0)
 
 
 def python_bin():

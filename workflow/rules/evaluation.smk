@@ -102,11 +102,6 @@ def generation_spec(wildcards):
     return spec
 
 
-def job_gpus(wildcards, resources):
-    """GPUs the profile gives the job (0 on CPU); not recorded."""
-    return int(getattr(resources, "gpu", 0) or 0)
-
-
 def generation_python(wildcards, resources):
     """The interpreter of generation jobs: eval.vllm.python with backend vllm
     (relative to the repository), else the one python_bin() gives. Computed

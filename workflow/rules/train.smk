@@ -62,6 +62,7 @@ TRAIN_PARAMS = dict(
     base=base_model_path,
     out=output_parent,
     launcher=launcher,
+    gpus=job_gpus,
 )
 
 
@@ -69,7 +70,7 @@ def train_command(variant):
     return (
         f"{{params.launcher}} -m lorascope.train --variant {variant}"
         " --base {params.base:q} --sft {input.sft:q} --out {params.out:q}"
-        " --config {params.config.as_json:q} > {log:q} 2>&1"
+        " --config {params.config.as_json:q} --gpus {params.gpus} > {log:q} 2>&1"
     )
 
 
@@ -111,7 +112,13 @@ else:
             **resources_for("adapter_import"),
         params:
             lora=cfg("train.lora"),
-            model=cfg("model", "adapter", "adapter_revision", "adapter_check_base"),
+            model=cfg(
+                "model",
+                "adapter",
+                "adapter_revision",
+                "adapter_check_base",
+                "revision",
+            ),
             base=base_model_path,
             base_repo=setting("model.base"),
             user_files=user_files_of(adapter_source, base_model_input),

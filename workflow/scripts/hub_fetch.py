@@ -4,10 +4,11 @@ The only job that needs the network (and, for gated repos, HF_TOKEN).
 """
 
 from lorascope.core.runtime import script_logging
-from lorascope.hub.fetch import fetch_snapshot
+from lorascope.hub.fetch import fetch_snapshot, online_again
 from lorascope.hub.names import parse_snapshot_name
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
+online_again()  # hub.prefetch switched the hub off for every job but this one
 
 with script_logging(smk) as log:
     repo_id, revision = parse_snapshot_name(smk.wildcards.snapshot)

@@ -7,6 +7,7 @@ train/rank1/adapter/ with SOURCE.json saying where it came from.
 
 from lorascope.core.runtime import script_logging
 from lorascope.train.existing import (
+    base_layers,
     check_existing_adapter,
     import_adapter,
     snapshot_origin,
@@ -22,6 +23,7 @@ with script_logging(smk) as log:
         smk.params.base,
         base_repo=smk.params.base_repo,
         check_base=model["adapter_check_base"],
+        n_layers=base_layers(smk.params.base, model["revision"]),
     )
     files = import_adapter(smk.input.source, smk.output.adapter,
                            snapshot_origin(smk.input.source))  # fmt: skip

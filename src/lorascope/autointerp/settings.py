@@ -5,10 +5,12 @@ default and bound comes from workflow/schemas/config.schema.yaml, enforced by
 `lorascope.core.config.validate`) into one frozen `LLMSettings`: role
 `"explainer"` (explanations, assignments, detection judge; paper: gpt-5-mini)
 or `"categorizer"` (category proposal; paper: claude-opus-4.1), the latter
-overriding provider/model/base_url/key/max output tokens from
-`autointerp.categories`. `kind_section(section, kind)` applies
-`autointerp.kind_overrides.<kind>` (the public code showed SAE features
-differently from LoRA directions and MLP neurons).
+taking provider/model/base_url/key/max output tokens from
+`autointerp.categories`, where null follows the explainer
+(`lorascope.core.roles.role_fields`): one key, or offline, serves every role.
+`kind_section(section, kind)` applies `autointerp.kind_overrides.<kind>`
+(the public code showed SAE features differently from LoRA directions and
+MLP neurons).
 """
 
 from __future__ import annotations
@@ -16,9 +18,15 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-__all__ = ["LLMSettings", "kind_section", "llm_settings", "resolve_env_refs"]
+from lorascope.core.roles import role_fields
 
-_ROLE_OVERRIDES = ("provider", "model", "base_url", "api_key_env", "max_output_tokens")
+__all__ = [
+    "LLMSettings",
+    "kind_section",
+    "llm_settings",
+    "resolve_env_refs",
+    "role_fields",
+]
 
 
 @dataclass(frozen=True)
@@ -79,10 +87,7 @@ def llm_settings(section: dict, run: str, role: str = "explainer") -> LLMSetting
     key and output cap come from `autointerp.categories`), so a rule declares
     exactly those keys (workflow/rules/common.smk).
     """
-    if role not in ("explainer", "categorizer"):
-        raise ValueError(f"unknown autointerp role '{role}'")
-    source = section["categories"] if role == "categorizer" else section
-    picked = {k: source[k] for k in _ROLE_OVERRIDES}
+    picked = role_fields(section, role)
     budget = section["budget"]
     return LLMSettings(
         **picked,

@@ -16,8 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from lorascope.core.names import is_toy, is_toy_benchmark
+from lorascope.core.roles import categorizer_problem
 
-__all__ = ["TOPK_ARCHITECTURES", "coerce_numbers", "semantic_problems"]
+__all__ = [
+    "TOPK_ARCHITECTURES",
+    "ConfigHint",
+    "attention_hint",
+    "coerce_numbers",
+    "semantic_problems",
+]
 
 REPO = Path(__file__).resolve().parents[3]
 SHIPPED_TOY_MODEL = REPO / "resources" / "toy" / "base_model"
@@ -225,24 +232,42 @@ def _adapter_problem(config: dict) -> str | None:
     base = model["base"]
     if is_toy(base):
         base = f"results/{config['run']}/toy/base_model"
+    base_cfg = _model_config(config) or {}
+    n_layers = base_cfg.get("num_hidden_layers") or (
+        base_cfg.get("text_config") or {}
+    ).get("num_hidden_layers")
     try:
         check_existing_adapter(
-            adapter, config["train"]["lora"], base, None, model["adapter_check_base"]
+            adapter,
+            config["train"]["lora"],
+            base,
+            None,
+            model["adapter_check_base"],
+            n_layers=n_layers,
         )
     except (AdapterError, OSError, ValueError) as err:
         return f"model.adapter: {err}"
     return None
 
 
-def _attention_problem(kernel: str) -> str | None:
-    """flash_attention_2 is opt-in: without the package, model loading would
-    fail inside the first GPU job; say so here instead, before any job."""
+class ConfigHint(UserWarning):
+    """Something the config asks for that may fail later, in a job whose
+    environment this process cannot see (`validate` warns, does not stop)."""
+
+
+def attention_hint(kernel: str) -> str | None:
+    """flash_attention_2 is opt-in and needs the flash-attn package where the
+    jobs run (`lorascope.core.models.require_attention_kernel` fails the job
+    at start without it). Snakemake's interpreter need not be the jobs'
+    (--sdm conda, a cluster image), so its lack here is only a hint."""
     if kernel == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
         return (
             "model.attn_implementation: flash_attention_2 needs the flash-attn "
-            "package, which is not installed in this environment. Use sdpa (the "
-            "default), or install flash-attn (config/README.md, 'Attention "
-            "kernels': pip install flash-attn --no-build-isolation, after torch)"
+            "package, which the Python running snakemake cannot import; every "
+            "job that loads the model fails at start unless its environment has "
+            "it. Use sdpa (the default), or install flash-attn where the jobs "
+            "run (config/README.md, 'Attention kernels': pip install flash-attn "
+            "--no-build-isolation, after torch)"
         )
     return None
 
@@ -260,8 +285,8 @@ def semantic_problems(config: dict, benchmarks=None) -> list[str]:
         if not is_toy(name) and name != "train":
             out.append(_model_problem(f"model.{key}", name))
     out.append(_sae_problem(config))
-    out.append(_attention_problem(config["model"]["attn_implementation"]))
     out.append(_adapter_problem(config))
+    out.append(categorizer_problem(config["autointerp"]))
     out += _benchmark_problems(config, benchmarks)
     out += _file_problems(config)
     return [p for p in out if p]

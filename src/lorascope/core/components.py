@@ -186,6 +186,52 @@ def check_adapter(
     return mods
 
 
+def adapter_tensor_names(adapter_dir: Path | str) -> list[str]:
+    """Every tensor name in the adapter's safetensors file."""
+    weights = Path(adapter_dir) / ADAPTER_WEIGHTS
+    try:
+        with safe_open(weights, framework="pt") as f:
+            return list(f.keys())
+    except Exception as e:  # safetensors raises several types on corrupt files
+        raise AdapterError(f"{weights}: unreadable safetensors file ({e})") from e
+
+
+def _lora_only(adapter_dir: Path, cfg: dict) -> None:
+    """An adapter that trains more than the rank-r LoRA factors changes the
+    model in ways its components cannot show: refuse it, naming the field."""
+    where = adapter_dir / ADAPTER_CONFIG
+    extra = cfg.get("modules_to_save")
+    if extra:
+        raise AdapterError(
+            f"{where}: modules_to_save = {extra}: the adapter also trains whole "
+            "modules, an update outside its LoRA components that every stage "
+            "here would leave out"
+        )
+    if cfg.get("use_dora"):
+        raise AdapterError(
+            f"{where}: use_dora = true: a DoRA adapter also rescales every "
+            "weight column by a learned magnitude, an update outside its LoRA "
+            "components that every stage here would leave out"
+        )
+    if cfg.get("bias", "none") != "none" or cfg.get("lora_bias"):
+        bias = f"bias = {cfg.get('bias')!r}"
+        field = "lora_bias = true" if cfg.get("lora_bias") else bias
+        raise AdapterError(
+            f"{where}: {field}: the adapter also trains biases, an update "
+            "outside its LoRA components that every stage here would leave out"
+        )
+    odd = [
+        k
+        for k in adapter_tensor_names(adapter_dir)
+        if not re.search(r"\.lora_[AB]\.weight$", k)
+    ]
+    if odd:
+        raise AdapterError(
+            f"{adapter_dir / ADAPTER_WEIGHTS}: tensors that are not LoRA A/B "
+            f"weights: {odd[:4]}" + (f" (+{len(odd) - 4} more)" if len(odd) > 4 else "")
+        )
+
+
 def read_adapter_config(adapter_dir: Path | str) -> dict:
     with open(Path(adapter_dir) / ADAPTER_CONFIG) as f:
         return json.load(f)
@@ -230,12 +276,15 @@ def check_existing_adapter(
     base: str,
     base_repo: str | None = None,
     check_base: bool = True,
+    n_layers: int | None = None,
 ) -> dict:
     """Fail clearly unless `adapter_dir` is the adapter this config analyses.
 
     `base` is the configured base model (hub id or local path); `base_repo`
-    the hub id a local snapshot was fetched from, if any. Returns the
-    adapter's config.
+    the hub id a local snapshot was fetched from, if any; `n_layers` the base
+    model's layer count (every layer must carry the target modules; None
+    skips that check). Also refused: anything trained besides the LoRA
+    factors (modules_to_save, DoRA, biases). Returns the adapter's config.
     """
     adapter_dir = Path(adapter_dir)
     cfg = read_adapter_config(adapter_dir)
@@ -254,8 +303,24 @@ def check_existing_adapter(
             f"{adapter_dir}: rank {cfg.get('r')}, the config expects "
             f"train.lora.r = {lora_cfg['r']}"
         )
+    _lora_only(adapter_dir, cfg)
     modules = tuple(m.removesuffix("_proj") for m in lora_cfg["target_modules"])
-    check_adapter(adapter_dir, rank=lora_cfg["r"], modules=modules)
+    mods = check_adapter(adapter_dir, rank=lora_cfg["r"], modules=modules)
+    if n_layers is not None:
+        missing = sorted(set(range(n_layers)) - {m.layer for m in mods})
+        if missing:
+            picked = cfg.get("layers_to_transform")
+            raise AdapterError(
+                f"{adapter_dir}: no LoRA on layers {missing[:8]}"
+                + (f" (+{len(missing) - 8} more)" if len(missing) > 8 else "")
+                + f" of the base model's {n_layers}"
+                + (
+                    f" ({ADAPTER_CONFIG}: layers_to_transform = {picked})"
+                    if picked is not None
+                    else ""
+                )  # fmt: skip
+                + ": every stage here compares all layers"
+            )
     declared = cfg.get("base_model_name_or_path")
     if check_base and not _same_base(declared, base, base_repo):
         raise AdapterError(

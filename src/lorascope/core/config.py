@@ -12,13 +12,19 @@ import copy
 import importlib.metadata
 import json
 import platform
+import warnings
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import yaml
 
-from lorascope.core.checks import coerce_numbers, semantic_problems
+from lorascope.core.checks import (
+    ConfigHint,
+    attention_hint,
+    coerce_numbers,
+    semantic_problems,
+)
 from lorascope.core.secrets import scrub_config
 
 SCHEMA_PATH = (
@@ -80,7 +86,7 @@ def validate(config: dict, schema: dict | None = None, benchmarks=None) -> dict:
     first. `benchmarks`: a function returning the hub benchmark names the
     evaluation stage knows (None skips that check). Returns the same dict.
     Raises ConfigError listing every problem, each starting with its dotted
-    key path.
+    key path; warns (ConfigHint) of what only a job's environment can tell.
     """
     schema = schema or load_schema()
     _fill_defaults(schema, config)
@@ -99,6 +105,9 @@ def validate(config: dict, schema: dict | None = None, benchmarks=None) -> dict:
     problems = semantic_problems(config, benchmarks)
     if problems:
         raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
+    hint = attention_hint(config["model"]["attn_implementation"])
+    if hint:
+        warnings.warn(hint, ConfigHint, stacklevel=2)
     return config
 
 

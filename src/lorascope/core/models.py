@@ -8,6 +8,7 @@ loaded with `from_pretrained` (at paper scale: Qwen/Qwen2.5-32B-Instruct).
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from lorascope.core.runtime import resolve_device, torch_dtype
@@ -59,6 +60,23 @@ def load_tokenizer(path: str, revision: str | None = None):
     return tok
 
 
+def require_attention_kernel(kernel: str) -> None:
+    """Fail now, in the job's own environment, if `kernel` needs a package
+    it cannot import (flash_attention_2: flash-attn). Snakemake's check at
+    parse time reads another interpreter and is only a hint."""
+    if kernel != "flash_attention_2":
+        return
+    try:
+        import flash_attn  # noqa: F401
+    except ImportError as err:
+        raise RuntimeError(
+            "model.attn_implementation is flash_attention_2, but this job's "
+            f"Python ({sys.executable}) cannot import flash_attn ({err}). "
+            "Install flash-attn in the environment the jobs run in "
+            "(config/README.md, 'Attention kernels'), or use sdpa"
+        ) from None
+
+
 def load_causal_lm(
     path: str,
     dtype: str = "float32",
@@ -71,6 +89,7 @@ def load_causal_lm(
     that receive their shard from rank 0, see lorascope.train.trainer)."""
     from transformers import AutoModelForCausalLM
 
+    require_attention_kernel(attn_implementation)
     model = AutoModelForCausalLM.from_pretrained(
         path,
         revision=revision,

@@ -26,7 +26,7 @@ import polars as pl
 
 from lorascope.core.io import atomic_path
 from lorascope.core.models import load_tokenizer
-from lorascope.core.runtime import seed_everything
+from lorascope.core.runtime import seed_everything, start_gpu_job
 from lorascope.evaluation.generation import generate_benchmarks
 
 __all__ = ["main"]
@@ -60,6 +60,9 @@ def main(argv: list[str] | None = None) -> None:
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
         stream=sys.stderr,
     )
+    # In a child interpreter: vLLM forks its workers, and CUDA initialised
+    # here would not work in them.
+    start_gpu_job(rule="eval_generate", gpus=args.gpus, isolated=True)
     spec = json.loads(args.spec)
     if "vllm" in spec["eval"]:
         vllm = spec["eval"]["vllm"]

@@ -10,7 +10,8 @@ The checks (`lorascope.core.components.check_existing_adapter`, also run on a
 local adapter when the config is validated) fail with the adapter's path and
 the config key to change: its rank equals `train.lora.r`, it adapts exactly
 the modules in `train.lora.target_modules` (and every layer), and it was
-trained on the configured base model (`base_model_name_or_path`).
+trained on the configured base model (`base_model_name_or_path`), and it
+trains nothing else (no `modules_to_save`, DoRA or biases).
 """
 
 from __future__ import annotations
@@ -27,7 +28,13 @@ from lorascope.core.components import (
 )
 from lorascope.core.io import atomic_path, write_json
 
-__all__ = ["SOURCE_FILE", "check_existing_adapter", "import_adapter", "snapshot_origin"]
+__all__ = [
+    "SOURCE_FILE",
+    "base_layers",
+    "check_existing_adapter",
+    "import_adapter",
+    "snapshot_origin",
+]
 
 SOURCE_FILE = "SOURCE.json"  # where the imported adapter came from
 
@@ -51,3 +58,22 @@ def snapshot_origin(path: Path | str) -> dict:
     """What a local dir says of its origin (SNAPSHOT.json of a hub fetch)."""
     record = Path(path) / "SNAPSHOT.json"
     return json.loads(record.read_text()) if record.exists() else {"path": str(path)}
+
+
+def base_layers(base: str, revision: str | None = None) -> int:
+    """num_hidden_layers of the base model: its local config.json (a dir, a
+    prefetched snapshot), else the hub's (a hub id without prefetch)."""
+    local = Path(base) / "config.json"
+    if local.is_file():
+        path = local
+    else:
+        from huggingface_hub import hf_hub_download
+
+        path = Path(hf_hub_download(base, "config.json", revision=revision))
+    cfg = json.loads(path.read_text())
+    n = cfg.get("num_hidden_layers") or (cfg.get("text_config") or {}).get(
+        "num_hidden_layers"
+    )
+    if not n:
+        raise AdapterError(f"{path}: no num_hidden_layers (the base model's layers)")
+    return int(n)

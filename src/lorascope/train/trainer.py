@@ -22,9 +22,13 @@ import polars as pl
 from lorascope.core.components import target_modules_problem
 from lorascope.core.config import write_provenance
 from lorascope.core.io import sha256_file, write_json
-from lorascope.core.models import load_causal_lm, load_tokenizer
+from lorascope.core.models import (
+    load_causal_lm,
+    load_tokenizer,
+    require_attention_kernel,
+)
 from lorascope.core.processes import run_alive, stop_when_snakemake_dies
-from lorascope.core.runtime import resolve_device, seed_everything
+from lorascope.core.runtime import resolve_device, seed_everything, start_gpu_job
 from lorascope.hub.fetch import read_snapshot
 
 log = logging.getLogger(__name__)
@@ -197,6 +201,7 @@ def train(
 
     out_dir = Path(out_dir)
     train_cfg, model_cfg = config["train"], config["model"]
+    require_attention_kernel(model_cfg["attn_implementation"])  # before any work
     device = resolve_device(config["device"])
     seed_everything(config["seed"])
     tokenizer = load_tokenizer(base_path, model_cfg["revision"])
@@ -261,9 +266,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--sft", required=True, help="data/sft.parquet")
     p.add_argument("--out", required=True, help="train/{variant} dir")
     p.add_argument("--config", required=True, help="resolved config as JSON")
+    p.add_argument("--gpus", type=int, default=0, help="GPUs the job was given")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     stop_when_snakemake_dies()
+    start_gpu_job(rule=f"train_{a.variant}", gpus=a.gpus)
     train(a.variant, a.base, a.sft, a.out, json.loads(a.config))
 
 

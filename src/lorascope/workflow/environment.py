@@ -34,7 +34,7 @@ def check_environment(
     jobs: Iterable[tuple[str, dict]] | None = None,
 ) -> list[str]:
     """Missing API keys, environment references and hub tokens of the jobs
-    about to run.
+    about to run (with one closing line of every way out of missing keys).
 
     `steps`: the rules about to run (None = all). The explainer serves
     explain/assign/score, the categorizer the categories rule. `jobs`: those
@@ -46,7 +46,8 @@ def check_environment(
     if steps is None and jobs is not None:
         steps = {rule for rule, _ in jobs}
     out = _llm_keys(config, steps)
-    out += _gated_benchmarks(config, steps, jobs)
+    if steps is None or steps & {"bench_prepare", "hub_fetch"}:  # downloads
+        out += _gated_benchmarks(config, steps, jobs)
     return out
 
 
@@ -91,7 +92,13 @@ def _gated_benchmarks(config: dict, steps, jobs) -> list[str]:
 
 
 def _llm_keys(config: dict, steps) -> list[str]:
+    """Missing API keys and environment references for the LLM roles used,
+    and, when any is missing, one closing line with every way out. The
+    explainer serves explain/assign/score, the categorizer the categories
+    rule; a categorizer set to null follows the explainer (one key serves
+    both)."""
     from lorascope.autointerp.providers import PROVIDERS
+    from lorascope.core.roles import role_fields
 
     ai = config["autointerp"]
     roles = []
@@ -100,27 +107,59 @@ def _llm_keys(config: dict, steps) -> list[str]:
         "autointerp_assign",
         "autointerp_score",
     }:
-        roles.append(("autointerp", ai))
+        roles.append(("autointerp", "explainer"))
     if steps is None or "autointerp_categories" in steps:
-        roles.append(("autointerp.categories", ai["categories"]))
-    out, used = [], False
+        roles.append(("autointerp.categories", "categorizer"))
+    out, used, missing = [], False, {}
     for key, role in roles:
-        provider = role["provider"]
+        try:
+            fields = role_fields(ai, role)
+        except ValueError as err:  # a null model with another provider
+            out.append(str(err))
+            continue
+        provider = fields["provider"]
         default_env = PROVIDERS[provider].key_env
         if default_env is None:  # answers without calls (offline)
             continue
-        used, env = True, role["api_key_env"]
+        used, env = True, fields["api_key_env"]
         if env == "":  # a local server that takes no key
             continue
         env = env or default_env
-        if not os.environ.get(env):
-            out.append(
-                f"{key}.api_key_env: {key}.provider is {provider!r} but the "
-                f"environment variable {env} is not set (export it, or set the "
-                "provider to offline)"
-            )
+        if os.environ.get(env) or env in missing:
+            continue
+        missing[env] = key
+        follows = ai["categories"]["provider"] is None
+        if role == "categorizer" and follows:
+            what = f"null, following autointerp.provider {provider!r},"
+        elif role == "explainer" and follows and len(roles) == 2:
+            what = f"{provider!r} (the category proposal follows it)"
+        else:
+            what = repr(provider)
+        out.append(
+            f"{key}.api_key_env: {key}.provider is {what} but the environment "
+            f"variable {env} is not set"
+        )
     if used:  # both roles send autointerp.request_params
         for where, name in _env_refs(ai["request_params"], "autointerp.request_params"):
             if not os.environ.get(name):
                 out.append(f"{where}: environment variable {name} is not set")
+    if missing:
+        out.append(_ways_out(ai, list(missing)))
     return out
+
+
+def _ways_out(ai: dict, names: list[str]) -> str:
+    """Everything a user can set to start, in one line."""
+    own = ai["categories"]["provider"]
+    offline = "{provider: offline}"
+    if own not in (None, "offline"):
+        offline = "{provider: offline, categories: {provider: offline}}"
+    ways = [f"export {' and '.join(names)}"]
+    if own not in (None, ai["provider"]):
+        ways.append(
+            "or use one provider for every role: autointerp.categories.provider "
+            "and .model null follow autointerp.provider (as config/one_gpu.yaml "
+            "does), so one key serves both"
+        )
+    ways.append(f"or run without LLM calls: --config 'autointerp={offline}'")
+    return "autointerp: " + "; ".join(ways)
