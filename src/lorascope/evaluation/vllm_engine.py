@@ -40,6 +40,7 @@ from lorascope.core.decoding import (
     stop_token_ids,
     token_budgets,
 )
+from lorascope.core.forcing import BudgetForcing, Request, check_room, force
 
 __all__ = ["generate_vllm"]
 
@@ -100,6 +101,7 @@ def generate_vllm(
     seed: int = 0,
     names: Sequence[str] | None = None,
     device: str = "cpu",
+    forcing: Mapping[str, BudgetForcing | None] | None = None,
 ) -> dict[str, list[Completion]]:
     """Greedy completions of `prompts[variant]` for every variant, one engine.
 
@@ -107,7 +109,9 @@ def generate_vllm(
     itself (the base, or a full fine-tune served by its own engine);
     `context` is eval.context_length (None = the model's positions); `names`
     label prompts in errors (problem ids); `device` decides
-    `vllm_cfg["in_process"]` when that is null.
+    `vllm_cfg["in_process"]` when that is null; `forcing[variant]` applies
+    s1's budget forcing to that variant's prompts (`lorascope.core.forcing`:
+    then each round of the forcing is one engine call).
     """
     from transformers import AutoConfig
 
@@ -131,6 +135,11 @@ def generate_vllm(
         default=1,
     )
     stops = stop_token_ids(tokenizer, _model_generation_config(model_path, revision))
+    forcing = forcing or {}
+    for v in variants:  # a prompt that cannot be forced fails before the engine
+        check_room(
+            tokenizer, budgets[v], [forcing.get(v)] * len(budgets[v]), stops, names
+        )
     in_process = _in_process(vllm_cfg, device)
     vllm, LoRARequest = _import_vllm()
     n_loras = sum(path is not None for path in adapters.values())
@@ -176,29 +185,58 @@ def generate_vllm(
         v: None if path is None else LoRARequest(v, i, str(path))
         for i, (v, path) in enumerate(adapters.items(), start=1)
     }
-    flat_prompts, flat_params, flat_loras = [], [], []
+    flat_prompts, flat_budgets, flat_forcing, flat_loras = [], [], [], []
     for v in variants:
-        for ids, budget in zip(encoded[v], budgets[v], strict=True):
-            flat_prompts.append({"prompt_token_ids": ids})
-            flat_params.append(
+        flat_prompts += encoded[v]
+        flat_budgets += budgets[v]
+        flat_forcing += [forcing.get(v)] * len(encoded[v])
+        flat_loras += [requests[v]] * len(encoded[v])
+    calls = 0
+
+    def step(batch: Sequence[Request]) -> list[list[int]]:
+        """One engine call for every request of a forcing round."""
+        nonlocal calls
+        live = [i for i, r in enumerate(batch) if r.max_tokens > 0]
+        out: list[list[int]] = [[] for _ in batch]
+        if not live:
+            return out
+        if calls == 0:
+            log.info("vllm: %d requests (%s), one call", len(live), variants)
+        else:
+            log.info("vllm: budget forcing round %d, %d requests", calls, len(live))
+        calls += 1
+        outputs = llm.generate(
+            [{"prompt_token_ids": batch[i].ids} for i in live],
+            [
                 vllm.SamplingParams(
                     temperature=0.0,
-                    max_tokens=budget,
-                    stop_token_ids=stops,
+                    max_tokens=batch[i].max_tokens,
+                    min_tokens=batch[i].min_tokens,
+                    stop_token_ids=sorted(batch[i].stops),
                     detokenize=False,
                 )
-            )
-            flat_loras.append(requests[v])
-    log.info("vllm: %d requests (%s), one call", len(flat_prompts), variants)
-    outputs = llm.generate(
-        flat_prompts, flat_params, lora_request=flat_loras, use_tqdm=False
+                for i in live
+            ],
+            lora_request=[batch[i].tag for i in live],
+            use_tqdm=False,
+        )
+        for i, o in zip(live, outputs, strict=True):
+            out[i] = list(o.outputs[0].token_ids)
+        return out
+
+    new_ids = force(
+        step,
+        tokenizer,
+        flat_prompts,
+        flat_budgets,
+        flat_forcing,
+        stops,
+        tags=flat_loras,
+        names=list(names) * len(variants) if names is not None else None,
     )
     results, start = {}, 0
     for v in variants:
-        rows = outputs[start : start + len(encoded[v])]
-        results[v] = [
-            finish(tokenizer, o.outputs[0].token_ids, set(stops), b)
-            for o, b in zip(rows, budgets[v], strict=True)
-        ]
+        rows = zip(new_ids[start : start + len(encoded[v])], budgets[v], strict=True)
+        results[v] = [finish(tokenizer, ids, set(stops), b) for ids, b in rows]
         start += len(encoded[v])
     return results
