@@ -24,6 +24,10 @@ both inside the job instead: on CPU that saves two interpreter start-ups
 (~25 s of a ~30 s engine start on 2 cores) and overlaps nothing worth
 keeping; on a GPU the separate engine core overlaps scheduling with the
 forward passes, so null (the default) means in process on CPU only.
+`eval.vllm.enforce_eager` likewise: null skips torch.compile on CPU, where
+compiling the toy model took 45 s of a 72 s job and bought nothing (eager:
+23.8 s of CPU instead of 53.2 s, the same completions; issue 27), and
+keeps vLLM's compiled graphs on a GPU, where they pay.
 """
 
 from __future__ import annotations
@@ -75,6 +79,29 @@ def _in_process(vllm_cfg: Mapping, device: str) -> bool:
             "; set in_process: false (or null) to shard over GPUs"
         )
     return in_process
+
+
+def _enforce_eager(vllm_cfg: Mapping, device: str) -> bool:
+    """eval.vllm.enforce_eager, null resolved by the device (module docstring)."""
+    from lorascope.core.runtime import resolve_device
+
+    eager = vllm_cfg["enforce_eager"]
+    return resolve_device(device).type == "cpu" if eager is None else eager
+
+
+class _NoTokenizerWarmup(logging.Filter):
+    """Drops vLLM's "Chat template warmup failed" warning, a 15-line
+    traceback in every generation log, in the one case where it is
+    expected. `vllm.LLM()` warms up its chat-template renderer, but our
+    engine runs with skip_tokenizer_init=True (token ids in and out; our
+    tokenizer decodes), so there is no tokenizer to render with and the
+    warm-up raises "Tokenizer not available when `skip_tokenizer_init=True`".
+    We never render chats through vLLM. Any other warm-up failure is logged."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        expected = isinstance(exc, ValueError) and "skip_tokenizer_init" in str(exc)
+        return not (record.getMessage() == "Chat template warmup failed" and expected)
 
 
 def _model_generation_config(model_path: str, revision: str | None):
@@ -156,12 +183,16 @@ def generate_vllm(
         # the job builds one engine and exits).
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
     engine_len = min(ctx, longest)
+    eager = _enforce_eager(vllm_cfg, device)
     log.info(
-        "vllm: context %d, engine max_model_len %d, %s",
+        "vllm: context %d, engine max_model_len %d, %s, %s",
         ctx,
         engine_len,
         "in process" if in_process else "engine core and worker processes",
+        "eager" if eager else "compiled",
     )
+    # The logger vLLM's renderer warns through (vllm/renderers/base.py).
+    logging.getLogger("vllm.renderers.base").addFilter(_NoTokenizerWarmup())
     llm = vllm.LLM(
         model=model_path,
         revision=revision,
@@ -174,6 +205,7 @@ def generate_vllm(
         distributed_executor_backend="uni" if in_process else None,
         gpu_memory_utilization=vllm_cfg["gpu_memory_utilization"],
         kv_cache_memory_bytes=None if kv_gib is None else int(kv_gib * 2**30),
+        enforce_eager=eager,
         enable_lora=n_loras > 0,
         **(
             {"max_lora_rank": vllm_cfg["max_lora_rank"], "max_loras": max_loras}
