@@ -192,28 +192,19 @@ def force(
     thinking = [f is not None for f in forcing]
     waits = [0] * n
     active = list(range(n))
+    plain = frozenset(stops)
     while active:
         requests = []
         for i in active:
-            used, f = len(done[i]), forcing[i]
+            used, f, head = len(done[i]), forcing[i], prompts[i] + done[i]
             if thinking[i]:
                 assert ids is not None and f is not None
                 left = _thinking_cap(f, budgets[i], ids) - used
                 floor = 1 if f.max_waits else 0  # s1: min_tokens=1 with waits
                 least = min(max(f.min_thinking_tokens - used, floor), left)
-                requests.append(
-                    Request(prompts[i] + done[i], left, least, ids.think_end)
-                )
+                requests.append(Request(head, left, least, ids.think_end, tags[i]))
             else:
-                requests.append(
-                    Request(
-                        prompts[i] + done[i],
-                        budgets[i] - used,
-                        0,
-                        frozenset(stops),
-                    )
-                )
-            requests[-1] = requests[-1]._replace(tag=tags[i])
+                requests.append(Request(head, budgets[i] - used, 0, plain, tags[i]))
         outs = step(requests)
         still = []
         for i, new in zip(active, outs, strict=True):
