@@ -5,19 +5,28 @@ Runs every generation job of the toy eval exactly as rule eval_generate does
 loading and engine start-up included), one job at a time, first with
 backend hf (one job per variant, in this interpreter) and then with backend
 vllm (two engines: base + the three LoRA variants in one call, and the full
-fine-tune; in eval.vllm.python). Prints each job's wall time, the totals,
-the ratio vllm / hf, and how many completions the two backends share.
+fine-tune; in eval.vllm.python), with vLLM's enforce_eager as the config
+resolves it (null: eager on CPU) and, with `--compiled`, once more compiled.
+Prints each job's wall and CPU time (the job and every process it waited
+for), the totals, the CPU ratio vllm / hf, and how many completions each
+vLLM mode shares with HF.
 
 It needs a run's trained models and benchmark files; build them with
 
     .venv/bin/snakemake --profile profiles/local results/toy/train/full/model \\
         results/toy/adapters/rank1-attn-ablated \\
         results/toy/adapters/rank1-mlp-ablated \\
-        results/toy/data/bench/toy_add{2,3,4}.parquet
+        results/toy/data/bench/toy_add2.parquet \\
+        results/toy/data/bench/toy_mix.parquet \\
+        results/toy/data/bench/toy_add4.parquet
 
 (or `make run`), then
 
     .venv/bin/python bench/bench_eval_backends.py [--run results/toy]
+        [--limit N] [--compiled]
+
+`--limit N` keeps the first N problems of each benchmark (the whole embedded
+evaluation takes several minutes of CPU per backend on 2 cores).
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -44,6 +54,9 @@ ENGINES = {
     "hf": {v: [v] for v in VARIANTS},
     "vllm": {"base-and-loras": ["base", *LORAS], "full": ["full"]},
 }
+# The eval keys a generation job reads (rule eval_generate's spec).
+KEYS = ("max_new_tokens", "batch_size", "context_length", "think_prefill")
+KEYS += ("budget_forcing", "vllm")
 
 
 def variant_model(run: Path, variant: str) -> list:
@@ -56,25 +69,48 @@ def variant_model(run: Path, variant: str) -> list:
     return [base, str(run / adapter)]
 
 
-def run_job(python, spec, bench, out) -> float:
+def children_cpu() -> float:
+    """CPU seconds of every finished child process so far (and theirs)."""
+    use = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return use.ru_utime + use.ru_stime
+
+
+def run_job(python, spec, bench, out) -> tuple[float, float]:
+    """(wall, CPU) seconds of one generation job."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(REPO / "src"), env.get("PYTHONPATH")) if p
     )
     cmd = [python, "-m", "lorascope.evaluation", "--spec", json.dumps(spec)]
     cmd += ["--bench", *map(str, bench), "--out", str(out)]
-    start = time.perf_counter()
+    cpu, start = children_cpu(), time.perf_counter()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    seconds = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, children_cpu() - cpu
     if proc.returncode != 0:
         sys.exit(f"job failed: {' '.join(cmd[:3])}\n{proc.stderr[-4000:]}")
-    return seconds
+    return wall, cpu
+
+
+def limited(bench: list[Path], limit: int | None, tmp: Path) -> list[Path]:
+    """The benchmark files, cut to their first `limit` problems."""
+    if limit is None:
+        return bench
+    (tmp / "bench").mkdir(parents=True)
+    out = []
+    for path in bench:
+        out.append(tmp / "bench" / path.name)
+        pl.read_parquet(path).head(limit).write_parquet(out[-1])
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--run", default="results/toy", help="a run with trained models")
     ap.add_argument("--config", default="config/config.yaml")
+    ap.add_argument("--limit", type=int, help="first N problems per benchmark")
+    ap.add_argument(
+        "--compiled", action="store_true", help="also run vLLM compiled (not eager)"
+    )
     args = ap.parse_args()
 
     config = validate(yaml.safe_load((REPO / args.config).read_text()))
@@ -86,42 +122,55 @@ def main() -> None:
     vllm_python = REPO / ev["vllm"]["python"] if ev["vllm"]["python"] else None
     if vllm_python is None or not vllm_python.exists():
         sys.exit(f"no vLLM interpreter at {vllm_python}: run `make vllm-env`")
-    pythons = {"hf": sys.executable, "vllm": str(vllm_python)}
-    keys = ("max_new_tokens", "batch_size", "context_length", "think_prefill", "vllm")
     out_dir = Path(tempfile.mkdtemp(prefix="bench_eval_"))
-    totals = {}
-    for backend, engines in ENGINES.items():
-        totals[backend] = 0.0
-        for engine, variants in engines.items():
+    bench = limited(bench, args.limit, out_dir)
+    modes = {"hf": ("hf", sys.executable, {}), "vllm": ("vllm", str(vllm_python), {})}
+    if args.compiled:
+        modes["vllm compiled"] = ("vllm", str(vllm_python), {"enforce_eager": False})
+    wall, cpu = {}, {}
+    for mode, (backend, python, vllm_over) in modes.items():
+        wall[mode] = cpu[mode] = 0.0
+        for engine, variants in ENGINES[backend].items():
+            eval_cfg = {"backend": backend} | {k: ev[k] for k in KEYS}
+            eval_cfg["vllm"] = ev["vllm"] | vllm_over
             spec = {
                 "models": {v: variant_model(run, v) for v in variants},
                 "base": str(run / "toy" / "base_model"),
-                "eval": {"backend": backend} | {k: ev[k] for k in keys},
+                "eval": eval_cfg,
                 "model": config["model"],
-                "system_prompt": config["data"]["system_prompt"],
+                "data": {"system_prompt": config["data"]["system_prompt"]},
                 "device": "cpu",
                 "seed": config["seed"],
             }
-            out = out_dir / backend / engine
-            seconds = run_job(pythons[backend], spec, bench, out)
-            totals[backend] += seconds
-            print(f"{backend:4s} job {engine:15s} {seconds:7.1f} s", flush=True)
-    same = total = 0
-    for engine, variants in ENGINES["vllm"].items():
-        for v, b in ((v, b) for v in variants for b in bench):
-            a = pl.read_parquet(out_dir / "vllm" / engine / v / b.name)
-            h = pl.read_parquet(out_dir / "hf" / v / v / b.name)
-            same += int((a["completion"] == h["completion"]).sum())
-            total += a.height
+            out = out_dir / mode / engine
+            seconds, cpu_s = run_job(python, spec, bench, out)
+            wall[mode] += seconds
+            cpu[mode] += cpu_s
+            print(
+                f"{mode:13s} job {engine:18s} wall {seconds:6.1f} s cpu {cpu_s:6.1f} s",
+                flush=True,
+            )
     n = sum(pl.read_parquet(b).height for b in bench)
     print(
-        f"toy eval: {len(VARIANTS)} variants x {n} problems, "
+        f"toy eval: {len(VARIANTS)} variants x {n} problems "
+        f"({', '.join(p.stem for p in bench)}), "
         f"max_new_tokens={ev['max_new_tokens']}, cpus={os.cpu_count()}"
     )
-    print(f"hf   total: {totals['hf']:7.1f} s")
-    print(f"vllm total: {totals['vllm']:7.1f} s")
-    print(f"identical completions: {same}/{total}")
-    print(f"time ratio vllm / hf: {totals['vllm'] / totals['hf']:.2f}")
+    for mode in modes:
+        line = f"{mode:13s} total: wall {wall[mode]:7.1f} s  cpu {cpu[mode]:7.1f} s"
+        if mode != "hf":
+            same = total = 0
+            for engine, variants in ENGINES["vllm"].items():
+                for v, b in ((v, b) for v in variants for b in bench):
+                    a = pl.read_parquet(out_dir / mode / engine / v / b.name)
+                    h = pl.read_parquet(out_dir / "hf" / v / v / b.name)
+                    same += int((a["completion"] == h["completion"]).sum())
+                    total += a.height
+            line += (
+                f"  cpu ratio {mode} / hf: {cpu[mode] / cpu['hf']:.2f}"
+                f"  completions identical to hf: {same}/{total}"
+            )
+        print(line)
     shutil.rmtree(out_dir)
 
 

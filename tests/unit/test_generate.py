@@ -160,6 +160,7 @@ def test_generate_benchmarks_hf_variants_and_pointer(model, tok, tmp_path):
         "batch_size": 2,
         "context_length": None,
         "think_prefill": "all",
+        "budget_forcing": {"enabled": False},
     }
     model_cfg = {"dtype": "float32", "attn_implementation": "sdpa"}
     models = {

@@ -52,6 +52,181 @@ BARE_LATEX = [
 ]
 
 
+# Every answer form, read whole whether boxed, bare, or ending a sentence:
+# form -> (gold, sections that state it, the same sections perturbed to a
+# wrong value). A vector read as its last entry, a dollar amount not read at
+# all, or a tuple read as a fragment fails here.
+VECTOR = "\\begin{pmatrix} -1/3 \\\\ 2/3 \\\\ 5/3 \\end{pmatrix}"
+MATRIX = "\\begin{pmatrix} 1 & 2 \\\\ 3 & 4 \\end{pmatrix}"
+ANSWER_FORMS = {
+    "vector": (
+        VECTOR,
+        [
+            VECTOR,
+            f"$\\boxed{{{VECTOR}}}$",
+            f"The vector is {VECTOR}.",
+            "\\begin{bmatrix} -\\frac{1}{3} \\\\ \\frac{2}{3} \\\\ \\frac{5}{3} "
+            "\\end{bmatrix}",
+        ],
+        [
+            VECTOR.replace("5/3", "4/3"),
+            f"$\\boxed{{{VECTOR.replace('-1/3', '1/3')}}}$",
+            f"The vector is {VECTOR.replace('2/3', '2/5')}.",
+            "5/3",  # the last entry alone is not the vector
+        ],
+    ),
+    "matrix": (
+        MATRIX,
+        [MATRIX, f"\\boxed{{{MATRIX}}}", f"The matrix is {MATRIX}."],
+        [
+            MATRIX.replace("3 & 4", "4 & 3"),
+            f"\\boxed{{{MATRIX.replace('1 & 2', '1 & 0')}}}",
+            f"The matrix is {MATRIX.replace('4', '5')}.",
+            "4",
+        ],
+    ),
+    "tuple": (
+        "(3, -2)",
+        ["(3, -2)", "$\\boxed{(3,-2)}$", "The intersection is at (3, -2)."],
+        ["(-2, 3)", "$\\boxed{(3,2)}$", "The intersection is at (3, 2).", "-2"],
+    ),
+    "interval": (
+        "[2, 5)",
+        ["[2, 5)", "x \\in [2, 5)", "\\boxed{[2,5)}", "The solution set is [2, 5)."],
+        [
+            "[2, 5]",
+            "x \\in (2, 5)",
+            "\\boxed{[2,6)}",
+            "The solution set is [2, 5].",
+            "5",
+        ],
+    ),
+    "set": (
+        "\\{1, 2, 3\\}",
+        [
+            "\\{3, 2, 1\\}",
+            "1, 2, 3",
+            "\\boxed{\\{1,2,3\\}}",
+            "The roots are 1, 2, and 3.",
+        ],
+        [
+            "\\{1, 2, 4\\}",
+            "1, 2",
+            "\\boxed{\\{1,2\\}}",
+            "The roots are 1, 2, and 4.",
+            "3",
+        ],
+    ),
+    "currency": (
+        "\\$18.90",
+        [
+            "\\$18.90",
+            "$18.90",
+            "\\boxed{\\$18.90}",
+            "The total is \\$18.90.",
+            "18.90 dollars",
+        ],
+        [
+            "\\$18.91",
+            "$19.80",
+            "\\boxed{\\$1.89}",
+            "The total is \\$18.09.",
+            "18 dollars",
+        ],
+    ),
+    "currency with thousands": (
+        "\\$32,\\!348",
+        [
+            "\\$32,\\!348",
+            "\\$32,348",
+            "32348",
+            "\\boxed{\\$32,\\!348}",
+            "It costs \\$32,\\!348.",
+        ],
+        [
+            "\\$32,\\!384",
+            "\\$3,\\!248",
+            "348",
+            "\\boxed{\\$32,\\!349}",
+            "It costs \\$32.",
+        ],
+    ),
+    "percentage": (
+        "40\\%",
+        ["40\\%", "40%", "\\boxed{40\\%}", "The probability is 40\\%.", "40 percent"],
+        ["45\\%", "4%", "\\boxed{14\\%}", "The probability is 4\\%.", "14 percent"],
+    ),
+    "unit": (
+        "12 \\text{ inches}",
+        [
+            "12 inches",
+            "12 \\text{ inches}",
+            "\\boxed{12\\text{ in}}",
+            "It is 12 inches.",
+        ],
+        [
+            "13 inches",
+            "1.2 \\text{ inches}",
+            "\\boxed{21\\text{ in}}",
+            "It is 2 inches.",
+        ],
+    ),
+    "unit after an expression": (
+        "3\\sqrt{13} \\text{ cm}^2",
+        [
+            "3\\sqrt{13} \\text{ cm}^2",
+            "\\sqrt{117} cm",
+            "The area is 3\\sqrt{13} square units.",
+        ],
+        ["3\\sqrt{14} \\text{ cm}^2", "\\sqrt{13} cm", "The area is 13 square units."],
+    ),
+    "degrees": (
+        "90^\\circ",
+        ["90^\\circ", "\\boxed{90}", "The angle is 90 degrees."],
+        ["80^\\circ", "\\boxed{9}", "The angle is 45 degrees."],
+    ),
+    "text": (
+        "\\text{odd}",
+        ["odd", "\\text{odd}", "\\boxed{\\text{odd}}", "The function is odd."],
+        [
+            "even",
+            "\\text{even}",
+            "\\boxed{\\text{neither}}",
+            "The function is neither even nor odd.",
+            "The function is not odd.",
+        ],
+    ),
+}
+FORM_RIGHT = [
+    pytest.param(gold, section, id=f"{form}: {section}")
+    for form, (gold, right, _) in ANSWER_FORMS.items()
+    for section in right
+]
+FORM_WRONG = [
+    pytest.param(gold, section, id=f"{form}: {section}")
+    for form, (gold, _, wrong) in ANSWER_FORMS.items()
+    for section in wrong
+]
+
+
+@pytest.mark.parametrize("gold,body", FORM_RIGHT)
+def test_every_answer_form_is_read_whole(gold, body):
+    verdict = grade_answer("math", gold, "Answer: " + body, None)
+    assert verdict.correct, (gold, body, verdict)
+
+
+@pytest.mark.parametrize("gold,body", FORM_WRONG)
+def test_every_answer_form_perturbed_is_wrong(gold, body):
+    verdict = grade_answer("math", gold, "Answer: " + body, None)
+    assert not verdict.correct, (gold, body, verdict)
+
+
+def test_a_bare_vector_is_extracted_whole_not_as_its_last_entry():
+    verdict = grade_answer("math", VECTOR, "Answer: " + VECTOR, None)
+    assert verdict.extracted == VECTOR
+    assert not grade_answer("math", "5/3", "Answer: " + VECTOR, None).correct
+
+
 @pytest.mark.parametrize("gold,section", MATH_MATCH)
 def test_math_equivalent_forms_match(gold, section):
     verdict = grade_answer("math", gold, section, None)

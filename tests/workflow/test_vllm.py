@@ -80,6 +80,7 @@ def spec_for(models, base_dir):
         "gpu_memory_utilization": 0.9,
         "kv_cache_gib": KV_CACHE_GIB,
         "in_process": None,  # null: in process, the device is cpu
+        "enforce_eager": None,  # null: eager, the device is cpu
     }
     return {
         "models": models,
@@ -90,6 +91,7 @@ def spec_for(models, base_dir):
             "batch_size": 8,
             "context_length": None,
             "think_prefill": "not_base",
+            "budget_forcing": {"enabled": False},
             "vllm": vllm_cfg,
         },
         "model": {"revision": None, "dtype": "float32", "attn_implementation": "sdpa"},
@@ -119,7 +121,14 @@ def served(python, tmp_path_factory):
     proc = run_job(python, spec, [bench], d / "out")
     assert proc.returncode == 0, proc.stderr[-6000:]
     out = {v: pl.read_parquet(d / "out" / v / "toy.parquet") for v in models}
-    return {"dir": d, "spec": spec, "out": out, "log": proc.stderr, "bench": bench}
+    return {
+        "dir": d,
+        "spec": spec,
+        "out": out,
+        "log": proc.stderr,
+        "stdout": proc.stdout,  # vLLM's own logger writes here
+        "bench": bench,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -164,6 +173,86 @@ def test_vllm_greedy_equals_a_clean_hf_decode(served, hf):
     # spawned engine-core or worker process logged anything.
     assert "max_model_len" in served["log"] and ", in process" in served["log"]
     assert "(EngineCore" not in served["log"] and "(Worker" not in served["log"]
+    # On CPU (eval.vllm.enforce_eager null) nothing was compiled.
+    assert ", in process, eager" in served["log"]
+    assert "enforce_eager=True" in served["stdout"]
+
+
+def test_vllm_generation_log_has_nothing_that_reads_like_an_error(served):
+    """What rule eval_generate writes to its log (stdout and stderr): no
+    traceback, no ERROR line. vLLM warns with a traceback that its chat
+    template warm-up failed whenever it runs without a tokenizer, as ours
+    does; vllm_engine filters exactly that warning at its logger."""
+    import re
+
+    lines = (served["stdout"] + served["log"]).splitlines()
+    noisy = [line for line in lines if re.search(r"Traceback|\bERROR\b", line)]
+    assert not noisy, "\n".join(noisy[:20])
+    assert not any("Chat template warmup failed" in line for line in lines)
+
+
+FORCED = {
+    "f1": "1+1",
+    "f2": "What is 12 + 34?",
+    "f3": "What is 1234 + 5678?",
+}
+FORCING = {
+    "enabled": True,
+    "min_thinking_tokens": 4,
+    "max_waits": 1,
+    "wait": "Wait",
+    "max_thinking_tokens": 10,
+    "answer_tokens": 6,
+}
+
+
+def test_vllm_budget_forcing_equals_hf(python, served, tmp_path):
+    """eval.budget_forcing through the job command on vLLM gives the HF
+    backend's forced completions (which tests/unit/test_forcing.py checks
+    against a token loop); the base, prompted without the think marker
+    (not_base), is generated plainly in the same engine calls."""
+    d = served["dir"]
+    bench = tmp_path / "toy.parquet"
+    pl.DataFrame({"id": list(FORCED), "problem": list(FORCED.values())}).write_parquet(
+        bench
+    )
+    models = {
+        "base": [str(d / "clean"), None],
+        "rank1": [str(d / "clean"), str(d / "adapter")],
+    }
+    spec = spec_for(models, d / "clean")
+    spec["eval"]["budget_forcing"] = FORCING
+    proc = run_job(python, spec, [bench], tmp_path / "out")
+    assert proc.returncode == 0, proc.stderr[-6000:]
+    assert "budget forcing round 1" in proc.stderr
+    out = {v: pl.read_parquet(tmp_path / "out" / v / "toy.parquet") for v in models}
+    tok = load_tokenizer(str(d / "clean"))
+    hf_models = {v: tuple(m) for v, m in models.items()}
+    eval_cfg = spec["eval"] | {"backend": "hf"}
+    frames = generate_benchmarks(
+        hf_models, tok, {"toy": pl.read_parquet(bench)}, eval_cfg, spec["model"]
+    )
+    from lorascope.core.chat import ANSWER_MARKER
+    from lorascope.core.decoding import Completion
+
+    cols = ("completion", "n_generated_tokens", "truncated")
+    for variant, (model_dir, adapter) in hf_models.items():
+        model = load_causal_lm(model_dir)
+        if adapter is not None:
+            model = load_lora_model(model, adapter).eval()
+        ours, theirs = out[variant], frames[variant]["toy"]
+        assert ours["prompt"].to_list() == theirs["prompt"].to_list()
+        assert_same_greedy(
+            model,
+            tok,
+            ours["prompt"],
+            [Completion(*r) for r in ours.select(cols).iter_rows()],
+            [Completion(*r) for r in theirs.select(cols).iter_rows()],
+            tok.eos_token_id,
+        )
+    # Forced: every rank-1 completion has an answer section within its budget.
+    for text, n in out["rank1"].select("completion", "n_generated_tokens").iter_rows():
+        assert ANSWER_MARKER in text and n <= MAX_NEW, text
 
 
 def test_vllm_generates_what_fits_in_the_models_context(served, hf):

@@ -96,6 +96,7 @@ def generation_spec(wildcards):
         *(f"eval.{k}" for k in generation_settings()),
         "eval.context_length",
         "eval.think_prefill",
+        "eval.budget_forcing",
     )
     spec["models"] = engine_models(wildcards)
     spec["base"] = base_model_path()
@@ -256,7 +257,7 @@ rule eval_table:
     resources:
         **resources_for("eval_table"),
     params:
-        eval=eval_keys("bootstrap_samples", "ci", "think_prefill"),
+        eval=eval_keys("bootstrap_samples", "ci", "think_prefill", "budget_forcing"),
         seed=setting("seed"),
         base=base_model_path,
         revision=setting("model.revision"),

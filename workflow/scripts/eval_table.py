@@ -6,6 +6,7 @@ from pathlib import Path
 import polars as pl
 
 from lorascope.core.chat import THINK_PREFILL
+from lorascope.core.forcing import describe
 from lorascope.core.io import atomic_path, write_parquet
 from lorascope.core.runtime import script_logging
 from lorascope.evaluation.tables import (
@@ -38,10 +39,10 @@ with script_logging(smk) as log:
         base, how = base_param_count(smk.params.base, smk.params.revision)
         table = with_param_fraction(table, safetensors_numel(adapter), base)
         log.info("base parameters counted from its %s", how)
-    prefill = ecfg["think_prefill"]
-    table = with_prompting(table, prefill)
+    prefill, forcing = ecfg["think_prefill"], describe(ecfg["budget_forcing"])
+    table = with_prompting(table, prefill, forcing)
     text = to_markdown_report(
-        table, which, ci, n_boot, f"{prefill}: {THINK_PREFILL[prefill]}"
+        table, which, ci, n_boot, f"{prefill}: {THINK_PREFILL[prefill]}", forcing
     )
     write_parquet(table, smk.output.table)
     with atomic_path(smk.output.markdown) as tmp:

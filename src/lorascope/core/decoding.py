@@ -31,6 +31,7 @@ import torch
 from tqdm.auto import tqdm
 
 from lorascope.core.chat import build_prompt
+from lorascope.core.forcing import BudgetForcing, Request, force
 
 __all__ = [
     "Completion",
@@ -154,6 +155,87 @@ def _row_budgets(start: int, budgets_B: torch.Tensor):
     return RowBudgets()
 
 
+def _hold_stops(start: int, least_B: torch.Tensor, stops: Sequence[int]):
+    """A logits processor that masks the stop tokens of each row until it has
+    its own minimum of new tokens (vLLM's `min_tokens`; budget forcing)."""
+    from transformers import LogitsProcessor
+
+    class HoldStops(LogitsProcessor):
+        def __call__(self, input_ids, scores):
+            hold_B = (input_ids.shape[1] - start) < least_B.to(scores.device)
+            rows = hold_B.nonzero().flatten()
+            if len(rows):
+                cols = torch.tensor(list(stops), device=scores.device)
+                scores[rows[:, None], cols[None, :]] = -float("inf")
+            return scores
+
+    return HoldStops()
+
+
+def _hf_step(model, pad_id: int, batch_size: int, bar):
+    """A `forcing.Step` on an HF model: the requests sorted by length and
+    batched (less padding), left-padded so every row's new tokens start at
+    the same column, each row stopping at its own budget."""
+    from transformers import (
+        GenerationConfig,
+        LogitsProcessorList,
+        StoppingCriteriaList,
+    )
+
+    device = next(model.parameters()).device
+
+    def step(requests: Sequence[Request]) -> list[list[int]]:
+        out: list[list[int]] = [[] for _ in requests]
+        live = [i for i, r in enumerate(requests) if r.max_tokens > 0]
+        groups: dict[frozenset[int], list[int]] = {}
+        for i in live:
+            groups.setdefault(requests[i].stops, []).append(i)
+        for stops, members in groups.items():
+            order = sorted(members, key=lambda i: len(requests[i].ids))
+            for start in range(0, len(order), batch_size):
+                idx = order[start : start + batch_size]
+                rows = [requests[i] for i in idx]
+                width = max(len(r.ids) for r in rows)
+                ids_BT = torch.full((len(idx), width), pad_id, dtype=torch.long)
+                mask_BT = torch.zeros((len(idx), width), dtype=torch.long)
+                for row, r in enumerate(rows):
+                    ids_BT[row, width - len(r.ids) :] = torch.tensor(r.ids)
+                    mask_BT[row, width - len(r.ids) :] = 1
+                budgets_B = torch.tensor([r.max_tokens for r in rows])
+                least_B = torch.tensor([r.min_tokens for r in rows])
+                gen_cfg = GenerationConfig(
+                    do_sample=False,
+                    num_beams=1,
+                    repetition_penalty=1.0,
+                    max_new_tokens=int(budgets_B.max()),
+                    eos_token_id=sorted(stops),
+                    pad_token_id=pad_id,
+                )
+                processors = LogitsProcessorList(
+                    [_hold_stops(width, least_B, sorted(stops))]
+                    if bool((least_B > 0).any())
+                    else []
+                )
+                with _blank_generation_config(model):
+                    seqs_BS = model.generate(
+                        input_ids=ids_BT.to(device),
+                        attention_mask=mask_BT.to(device),
+                        generation_config=gen_cfg,
+                        logits_processor=processors,
+                        stopping_criteria=StoppingCriteriaList(
+                            [_row_budgets(width, budgets_B)]
+                        ),
+                    )
+                for row, i in enumerate(idx):
+                    new = seqs_BS[row, width:].tolist()[: rows[row].max_tokens]
+                    end = next((k + 1 for k, t in enumerate(new) if t in stops), None)
+                    out[i] = new[:end]
+                bar.update(len(idx))
+        return out
+
+    return step
+
+
 @torch.no_grad()
 def generate_hf(
     model,
@@ -166,6 +248,7 @@ def generate_hf(
     names: Sequence[str] | None = None,
     desc: str = "generate",
     progress: bool = True,
+    forcing: BudgetForcing | None = None,
 ) -> list[Completion]:
     """Greedy completions of `prompts` (strings ending at the think marker).
 
@@ -173,10 +256,9 @@ def generate_hf(
     (e.g. problem ids) name a prompt that does not fit. Prompts are sorted
     by length before batching (less padding) and returned in the input
     order. Padding is on the left so every row's new tokens start at the
-    same column; each row stops at its own budget.
+    same column; each row stops at its own budget. `forcing` applies s1's
+    budget forcing to every prompt (`lorascope.core.forcing`).
     """
-    from transformers import GenerationConfig, StoppingCriteriaList
-
     if batch_size < 1 or max_new_tokens < 1:
         raise ValueError("batch_size and max_new_tokens must be >= 1")
     stops = stop_token_ids(tokenizer, getattr(model, "generation_config", None))
@@ -187,39 +269,20 @@ def generate_hf(
     if context is None:
         context = context_length(model.config)
     budgets = token_budgets([len(e) for e in encoded], max_new_tokens, context, names)
-    order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
-    device = next(model.parameters()).device
-    out: list[Completion | None] = [None] * len(prompts)
-    bar = tqdm(total=len(prompts), desc=desc, disable=not progress)
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        width = max(len(encoded[i]) for i in idx)
-        ids_BT = torch.full((len(idx), width), pad_id, dtype=torch.long)
-        mask_BT = torch.zeros((len(idx), width), dtype=torch.long)
-        for row, i in enumerate(idx):
-            ids_BT[row, width - len(encoded[i]) :] = torch.tensor(encoded[i])
-            mask_BT[row, width - len(encoded[i]) :] = 1
-        budgets_B = torch.tensor([budgets[i] for i in idx])
-        gen_cfg = GenerationConfig(
-            do_sample=False,
-            num_beams=1,
-            repetition_penalty=1.0,
-            max_new_tokens=int(budgets_B.max()),
-            eos_token_id=stops,
-            pad_token_id=pad_id,
+    # A forced prompt is generated in rounds: the bar counts requests then.
+    total = len(prompts) if forcing is None else None
+    with tqdm(total=total, desc=desc, disable=not progress) as bar:
+        step = _hf_step(model, pad_id, batch_size, bar)
+        new_ids = force(
+            step,
+            tokenizer,
+            encoded,
+            budgets,
+            [forcing] * len(prompts),
+            stops,
+            names=names,
         )
-        with _blank_generation_config(model):
-            seqs_BS = model.generate(
-                input_ids=ids_BT.to(device),
-                attention_mask=mask_BT.to(device),
-                generation_config=gen_cfg,
-                stopping_criteria=StoppingCriteriaList(
-                    [_row_budgets(width, budgets_B)]
-                ),
-            )
-        for row, i in enumerate(idx):
-            new_ids = seqs_BS[row, width:].tolist()
-            out[i] = finish(tokenizer, new_ids, set(stops), budgets[i])
-        bar.update(len(idx))
-    bar.close()
-    return out  # type: ignore[return-value]
+    return [
+        finish(tokenizer, ids, set(stops), budget)
+        for ids, budget in zip(new_ids, budgets, strict=True)
+    ]

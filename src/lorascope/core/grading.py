@@ -6,9 +6,11 @@ Three grader kinds, named by the benchmark row's `grader` column:
   boxed answers first, a bare LaTeX section read whole, every answer under
   a wall-clock limit, `eval.grade_timeout_s`; one that runs out is wrong
   and flagged `grade_timed_out`). Equivalent forms match ("025" == 25,
-  14/3 == \\frac{14}{3}, \\sqrt{117} == 3\\sqrt{13}, intervals,
-  90^\\circ == 90). Golds that are words (`\\text{Evelyn}`) are also
-  compared as normalised text.
+  14/3 == \\frac{14}{3}, \\sqrt{117} == 3\\sqrt{13}, 90^\\circ == 90), and
+  every form is read whole, boxed or bare or ending a sentence: vectors
+  and matrices, tuples, intervals, sets, dollar amounts (`\\$32,\\!348`),
+  percentages, values with units. Golds that are words (`\\text{Evelyn}`)
+  are also compared as normalised text (`The function is odd.`).
 - `choice`: a letter A-D (or up to the number of choices). Extraction order
   on the answer section, first hit wins:
     1. an explicit statement: `Answer: (C)`, `answer is C`, `option C`;

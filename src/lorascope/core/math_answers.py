@@ -12,10 +12,14 @@ one gets a fresh child. The child caps its own memory too.
 
 `check_math` is the check itself: the gold answer is wrapped in `\\boxed{}`
 and parsed first; the prediction is parsed with boxed answers taking
-priority, then `$...$` and bare expressions. A section that is one bare
-LaTeX expression (no `$`, no `\\boxed`, no words: `3\\sqrt{13}`,
-`\\frac{14}{3}`, `(-2, 1)`, `6 - 5i`) is read whole, as if in `$...$`:
-read bare, math-verify keeps only a fragment (`3` of `3\\sqrt{13}`).
+priority, then `$...$` and bare expressions. A section without boxed or
+`$` math is read from its bare tail, whole, as if in `$...$`: the whole
+section when it is one bare expression (`3\\sqrt{13}`, `(-2, 1)`, a
+`\\begin{pmatrix}` vector), else the expression that ends its last
+sentence (`The point is (1, 2).`), a trailing unit dropped. Read bare,
+math-verify keeps only a fragment (`3` of `3\\sqrt{13}`, the last entry
+of a vector). `\\$` (a dollar sign) and `\\!` (a thin space in `32,\\!348`)
+are dropped from both sides first.
 """
 
 from __future__ import annotations
@@ -48,25 +52,85 @@ def normalise_text(text: str) -> str:
     return " ".join(text.split())
 
 
-_DELIMITED = re.compile(r"\$|\\\(|\\\[|\\boxed")
+_DELIMITED = re.compile(r"(?<!\\)\$|\\\(|\\\[|\\boxed")
 _COMMAND = re.compile(r"\\[A-Za-z]+")
+_ENVIRONMENT = re.compile(r"\\(?:begin|end)\s*{\w+\*?}")
 _WORD = re.compile(r"[A-Za-z]{2,}")
+# `\$18.90` is a dollar sign, never a math delimiter, and `32,\!348` a
+# thousands separator; read as written, math-verify finds no number in
+# either (it takes `\$` for the start of inline math).
+_TYPESETTING = re.compile(r"\\\$\s*|\\!")
+# The last clause of a prose answer: what follows its last "is", "are",
+# "=" or ":" (`The function is odd.`).
+_LAST_CLAUSE = re.compile(r"(?:\bis|\bare|=|:)\s+([^=:]*?)\s*\.?\s*$", re.IGNORECASE)
+_CONJUNCTION = re.compile(r"\b(?:and|or)\b")  # `1, 2, and 3`: a list, not prose
+_TOKEN_START = re.compile(r"(?:^|(?<=\s))\S")
+# A unit after a value (`3\sqrt{13} square units`, `(3, -2) cm`,
+# `\frac{1}{2} \text{ m}^2`): dropped before looking for the bare
+# expression, as math-verify drops units after plain numbers.
+_TRAILING_UNIT = re.compile(
+    r"(?<=[\d})\]])\s*(?:\\(?:text|mbox|mathrm)\s*{[^{}]*}"
+    r"|\s(?:square\s+|cubic\s+|sq\s+)?[A-Za-z]{2,}(?:/[A-Za-z]+)?)"
+    r"(?:\^\{?\d\}?)?$"
+)
 
 
-def _bare_expression(body: str) -> bool:
-    """No math delimiters and, LaTeX commands aside, no word of prose."""
-    return not _DELIMITED.search(body) and not _WORD.search(_COMMAND.sub(" ", body))
+def _bare_expression(text: str) -> bool:
+    """No math delimiters and, LaTeX commands and environment names aside, no
+    word of prose (`\\begin{pmatrix}` is not the word "pmatrix")."""
+    if _DELIMITED.search(text):
+        return False
+    text = _CONJUNCTION.sub(" ", _COMMAND.sub(" ", _ENVIRONMENT.sub(" ", text)))
+    return not _WORD.search(text)
+
+
+def _bare_tail(body: str) -> str | None:
+    """The longest run of whole tokens ending the section that is one bare
+    expression: all of a bare section, or what follows the last word of a
+    sentence (`(1, 2)` of `The point is (1, 2).`). None when the section
+    ends in a word. Grown from the end, so a long section costs its tail."""
+    text = _TRAILING_UNIT.sub("", body.strip().removesuffix(".").rstrip())
+    tail = None
+    for start in reversed([m.start() for m in _TOKEN_START.finditer(text)]):
+        if not _bare_expression(text[start:]):
+            break
+        tail = text[start:]
+    return tail
+
+
+def _last_clause(body: str) -> str | None:
+    match = _LAST_CLAUSE.search(body)
+    return match.group(1) if match and match.group(1) else None
+
+
+def _text_answer(gold: str, body: str) -> tuple[str, bool] | None:
+    """A word answer compared as normalised text: the whole section, or the
+    last clause of a sentence (`The function is odd.` for `\\text{odd}`)."""
+    whole = normalise_text(body)
+    if not whole:
+        return None
+    want = normalise_text(gold)
+    clause = _last_clause(body)
+    for text in (whole, normalise_text(clause or "")):
+        if text and text == want:
+            return text, True
+    return whole, False
 
 
 def check_math(gold: str, body: str) -> tuple[str | None, bool]:
     """(extracted prediction or None, correct) for a math answer section body.
 
-    Unbounded: call it through `MathChecker`. Word golds (`\\text{Evelyn}`)
+    Unbounded: call it through `MathChecker`. Read in this order, first hit
+    wins: boxed answers and `$...$` math (math-verify's own extraction); a
+    section that is one bare expression, read whole (`$...$` around it); the
+    bare expression that ends a sentence (`The point is (1, 2).`); then
+    math-verify on the section as written. Word golds (`\\text{Evelyn}`)
     are also compared as normalised text, because math-verify does not
     extract bare words from a prediction.
     """
     from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
 
+    gold, body = _TYPESETTING.sub("", gold), _TYPESETTING.sub("", body)
     gold_parsed = parse(
         "\\boxed{" + gold + "}",
         extraction_config=[LatexExtractionConfig()],
@@ -76,17 +140,20 @@ def check_math(gold: str, body: str) -> tuple[str | None, bool]:
         raise ValueError(f"gold answer {gold!r} is not parseable by math-verify")
     configs = [LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig()]
     pred = []
-    if _bare_expression(body):
-        pred = parse(f"${body}$", extraction_config=configs, parsing_timeout=None)
+    # Only in a section without boxed or `$` math: those are what the
+    # answer is, and a bare tail after them is a check or an aside.
+    tail = None if _DELIMITED.search(body) else _bare_tail(body)
+    if tail:
+        pred = parse(f"${tail}$", extraction_config=configs, parsing_timeout=None)
     if not pred:
         pred = parse(body, extraction_config=configs, parsing_timeout=None)
+    ok = bool(pred) and bool(verify(gold_parsed, pred, timeout_seconds=None))
+    if not ok and "\\text" in gold:
+        text = _text_answer(gold, body)
+        if text is not None and (text[1] or not pred):
+            return text
     if pred:
-        ok = verify(gold_parsed, pred, timeout_seconds=None)
-        return str(pred[-1]), bool(ok)
-    if "\\text" in gold:
-        pred_text = normalise_text(body)
-        if pred_text:
-            return pred_text, pred_text == normalise_text(gold)
+        return str(pred[-1]), ok
     return None, False
 
 

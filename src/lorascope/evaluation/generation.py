@@ -13,7 +13,9 @@ budget, same greedy decode, same outputs:
 `eval.think_prefill` decides which variants' prompts end with the think
 marker: `all` (every variant is asked in the trained format) or `not_base`
 (the base gets the plain chat template, as s1's harness prompts a model it
-did not fine-tune).
+did not fine-tune). `eval.budget_forcing` (off by default) applies s1's
+budget forcing to the prompts that end with the think marker, on either
+backend (`lorascope.core.forcing`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import polars as pl
 
 from lorascope.core.chat import THINK_PREFILL
 from lorascope.core.decoding import build_prompts, context_length, generate_hf
+from lorascope.core.forcing import forcing_from_config
 from lorascope.core.models import resolve_model_dir
 
 __all__ = ["generate_benchmarks", "think_prefilled"]
@@ -37,7 +40,9 @@ def think_prefilled(variant: str, mode: str) -> bool:
     return mode == "all" or variant != "base"
 
 
-def _generate_hf(models, tokenizer, prompts, names, eval_cfg, model_cfg, device):
+def _generate_hf(
+    models, tokenizer, prompts, names, eval_cfg, model_cfg, device, forcing
+):
     from lorascope.core.models import load_causal_lm, load_lora_model
 
     completions = {}
@@ -61,6 +66,7 @@ def _generate_hf(models, tokenizer, prompts, names, eval_cfg, model_cfg, device)
             context=context_length(model.config, eval_cfg["context_length"]),
             names=names,
             desc=variant,
+            forcing=forcing[variant],
         )
         del model
     return completions
@@ -93,6 +99,9 @@ def generate_benchmarks(
         v: build_prompts(tokenizer, problems, system, think_prefilled(v, mode))
         for v in models
     }
+    # Budget forcing shapes a thinking: only prompts that open one get it.
+    chosen = forcing_from_config(eval_cfg["budget_forcing"])
+    forcing = {v: chosen if think_prefilled(v, mode) else None for v in models}
     backend = eval_cfg["backend"]
     if backend == "vllm":
         from lorascope.evaluation.vllm_engine import generate_vllm
@@ -115,10 +124,11 @@ def generate_benchmarks(
             seed=seed,
             names=names,
             device=device,
+            forcing=forcing,
         )
     elif backend == "hf":
         completions = _generate_hf(
-            models, tokenizer, prompts, names, eval_cfg, model_cfg, device
+            models, tokenizer, prompts, names, eval_cfg, model_cfg, device, forcing
         )
     else:
         raise ValueError(f"eval.backend: unknown backend {backend!r}")

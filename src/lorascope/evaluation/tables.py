@@ -19,8 +19,10 @@ and recovery. A recovery whose denominator is zero or negative is undefined
 defined, and `*_defined` reports that share so a reader sees how often the
 gain it divides by vanished.
 
-Both tables record how the variants were prompted (`eval.think_prefill`): a
-`think_prefill` column and a line under the markdown table.
+Both tables record how the variants were prompted (`eval.think_prefill`) and
+generated (`eval.budget_forcing`: off = the paper's protocol, or s1's budget
+forcing): a `think_prefill` and a `budget_forcing` column, and a line each
+under the markdown table.
 """
 
 from __future__ import annotations
@@ -225,9 +227,15 @@ TITLES = {
 }
 
 
-def with_prompting(table: pl.DataFrame, think_prefill: str) -> pl.DataFrame:
-    """The table with the eval.think_prefill its variants were prompted with."""
-    return table.with_columns(think_prefill=pl.lit(think_prefill))
+def with_prompting(
+    table: pl.DataFrame, think_prefill: str, budget_forcing: str | None = None
+) -> pl.DataFrame:
+    """The table with the eval.think_prefill its variants were prompted with
+    and, given, how they were generated (`core.forcing.describe`)."""
+    table = table.with_columns(think_prefill=pl.lit(think_prefill))
+    if budget_forcing is not None:
+        table = table.with_columns(budget_forcing=pl.lit(budget_forcing))
+    return table
 
 
 def to_markdown_report(
@@ -236,18 +244,23 @@ def to_markdown_report(
     ci: float,
     n_boot: int,
     prompting: str | None = None,
+    generation: str | None = None,
 ) -> str:
     """The markdown file of a table: title, 'value [lo, hi]' cells, a legend
-    and, given `prompting`, a line saying how the variants were prompted."""
+    and, given `prompting` and `generation`, lines saying how the variants
+    were prompted and generated (eval.budget_forcing)."""
     from lorascope.core.io import to_markdown
 
     shown = [
         c
         for c in table.columns
-        if c not in ("benchmark", "n", "think_prefill", *PARAM_COLUMNS)
+        if c
+        not in ("benchmark", "n", "think_prefill", "budget_forcing", *PARAM_COLUMNS)
         and not c.endswith(("_lo", "_hi", "_defined"))
     ]
     note = f"Prompts (eval.think_prefill): {prompting}.\n" if prompting else ""
+    if generation:
+        note += f"Generation (eval.budget_forcing): {generation}.\n"
     params = ""
     if "trainable_fraction" in table.columns and table.height:
         row = table.row(0, named=True)

@@ -24,6 +24,11 @@ both inside the job instead: on CPU that saves two interpreter start-ups
 (~25 s of a ~30 s engine start on 2 cores) and overlaps nothing worth
 keeping; on a GPU the separate engine core overlaps scheduling with the
 forward passes, so null (the default) means in process on CPU only.
+`eval.vllm.enforce_eager` likewise: null skips torch.compile on CPU, where
+compiling buys nothing (bench/bench_eval_backends.py --compiled: the full
+fine-tune's engine used 22.6 s of CPU eager against 39.6 s compiled on the
+embedded eval, the same completions), and keeps vLLM's compiled graphs on a
+GPU, where they pay.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from lorascope.core.decoding import (
     stop_token_ids,
     token_budgets,
 )
+from lorascope.core.forcing import BudgetForcing, Request, check_room, force
 
 __all__ = ["generate_vllm"]
 
@@ -76,6 +82,29 @@ def _in_process(vllm_cfg: Mapping, device: str) -> bool:
     return in_process
 
 
+def _enforce_eager(vllm_cfg: Mapping, device: str) -> bool:
+    """eval.vllm.enforce_eager, null resolved by the device (module docstring)."""
+    from lorascope.core.runtime import resolve_device
+
+    eager = vllm_cfg["enforce_eager"]
+    return resolve_device(device).type == "cpu" if eager is None else eager
+
+
+class _NoTokenizerWarmup(logging.Filter):
+    """Drops vLLM's "Chat template warmup failed" warning, a 15-line
+    traceback in every generation log, in the one case where it is
+    expected. `vllm.LLM()` warms up its chat-template renderer, but our
+    engine runs with skip_tokenizer_init=True (token ids in and out; our
+    tokenizer decodes), so there is no tokenizer to render with and the
+    warm-up raises "Tokenizer not available when `skip_tokenizer_init=True`".
+    We never render chats through vLLM. Any other warm-up failure is logged."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        expected = isinstance(exc, ValueError) and "skip_tokenizer_init" in str(exc)
+        return not (record.getMessage() == "Chat template warmup failed" and expected)
+
+
 def _model_generation_config(model_path: str, revision: str | None):
     """The model's generation config (only its eos ids are used), if any."""
     from transformers import GenerationConfig
@@ -100,6 +129,7 @@ def generate_vllm(
     seed: int = 0,
     names: Sequence[str] | None = None,
     device: str = "cpu",
+    forcing: Mapping[str, BudgetForcing | None] | None = None,
 ) -> dict[str, list[Completion]]:
     """Greedy completions of `prompts[variant]` for every variant, one engine.
 
@@ -107,7 +137,9 @@ def generate_vllm(
     itself (the base, or a full fine-tune served by its own engine);
     `context` is eval.context_length (None = the model's positions); `names`
     label prompts in errors (problem ids); `device` decides
-    `vllm_cfg["in_process"]` when that is null.
+    `vllm_cfg["in_process"]` when that is null; `forcing[variant]` applies
+    s1's budget forcing to that variant's prompts (`lorascope.core.forcing`:
+    then each round of the forcing is one engine call).
     """
     from transformers import AutoConfig
 
@@ -131,6 +163,11 @@ def generate_vllm(
         default=1,
     )
     stops = stop_token_ids(tokenizer, _model_generation_config(model_path, revision))
+    forcing = forcing or {}
+    for v in variants:  # a prompt that cannot be forced fails before the engine
+        check_room(
+            tokenizer, budgets[v], [forcing.get(v)] * len(budgets[v]), stops, names
+        )
     in_process = _in_process(vllm_cfg, device)
     vllm, LoRARequest = _import_vllm()
     n_loras = sum(path is not None for path in adapters.values())
@@ -147,12 +184,16 @@ def generate_vllm(
         # the job builds one engine and exits).
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
     engine_len = min(ctx, longest)
+    eager = _enforce_eager(vllm_cfg, device)
     log.info(
-        "vllm: context %d, engine max_model_len %d, %s",
+        "vllm: context %d, engine max_model_len %d, %s, %s",
         ctx,
         engine_len,
         "in process" if in_process else "engine core and worker processes",
+        "eager" if eager else "compiled",
     )
+    # The logger vLLM's renderer warns through (vllm/renderers/base.py).
+    logging.getLogger("vllm.renderers.base").addFilter(_NoTokenizerWarmup())
     llm = vllm.LLM(
         model=model_path,
         revision=revision,
@@ -165,6 +206,7 @@ def generate_vllm(
         distributed_executor_backend="uni" if in_process else None,
         gpu_memory_utilization=vllm_cfg["gpu_memory_utilization"],
         kv_cache_memory_bytes=None if kv_gib is None else int(kv_gib * 2**30),
+        enforce_eager=eager,
         enable_lora=n_loras > 0,
         **(
             {"max_lora_rank": vllm_cfg["max_lora_rank"], "max_loras": max_loras}
@@ -176,29 +218,58 @@ def generate_vllm(
         v: None if path is None else LoRARequest(v, i, str(path))
         for i, (v, path) in enumerate(adapters.items(), start=1)
     }
-    flat_prompts, flat_params, flat_loras = [], [], []
+    flat_prompts, flat_budgets, flat_forcing, flat_loras = [], [], [], []
     for v in variants:
-        for ids, budget in zip(encoded[v], budgets[v], strict=True):
-            flat_prompts.append({"prompt_token_ids": ids})
-            flat_params.append(
+        flat_prompts += encoded[v]
+        flat_budgets += budgets[v]
+        flat_forcing += [forcing.get(v)] * len(encoded[v])
+        flat_loras += [requests[v]] * len(encoded[v])
+    calls = 0
+
+    def step(batch: Sequence[Request]) -> list[list[int]]:
+        """One engine call for every request of a forcing round."""
+        nonlocal calls
+        live = [i for i, r in enumerate(batch) if r.max_tokens > 0]
+        out: list[list[int]] = [[] for _ in batch]
+        if not live:
+            return out
+        if calls == 0:
+            log.info("vllm: %d requests (%s), one call", len(live), variants)
+        else:
+            log.info("vllm: budget forcing round %d, %d requests", calls, len(live))
+        calls += 1
+        outputs = llm.generate(
+            [{"prompt_token_ids": batch[i].ids} for i in live],
+            [
                 vllm.SamplingParams(
                     temperature=0.0,
-                    max_tokens=budget,
-                    stop_token_ids=stops,
+                    max_tokens=batch[i].max_tokens,
+                    min_tokens=batch[i].min_tokens,
+                    stop_token_ids=sorted(batch[i].stops),
                     detokenize=False,
                 )
-            )
-            flat_loras.append(requests[v])
-    log.info("vllm: %d requests (%s), one call", len(flat_prompts), variants)
-    outputs = llm.generate(
-        flat_prompts, flat_params, lora_request=flat_loras, use_tqdm=False
+                for i in live
+            ],
+            lora_request=[batch[i].tag for i in live],
+            use_tqdm=False,
+        )
+        for i, o in zip(live, outputs, strict=True):
+            out[i] = list(o.outputs[0].token_ids)
+        return out
+
+    new_ids = force(
+        step,
+        tokenizer,
+        flat_prompts,
+        flat_budgets,
+        flat_forcing,
+        stops,
+        tags=flat_loras,
+        names=list(names) * len(variants) if names is not None else None,
     )
     results, start = {}, 0
     for v in variants:
-        rows = outputs[start : start + len(encoded[v])]
-        results[v] = [
-            finish(tokenizer, o.outputs[0].token_ids, set(stops), b)
-            for o, b in zip(rows, budgets[v], strict=True)
-        ]
+        rows = zip(new_ids[start : start + len(encoded[v])], budgets[v], strict=True)
+        results[v] = [finish(tokenizer, ids, set(stops), b) for ids, b in rows]
         start += len(encoded[v])
     return results
