@@ -2,10 +2,9 @@
 
 import re
 import shlex
-import subprocess
-import sys
 
 from conftest import REPO
+from dryrun import snakemake as _snakemake
 
 
 def readme_command(prefix: str) -> list[str]:
@@ -17,16 +16,6 @@ def readme_command(prefix: str) -> list[str]:
     ]
     assert len(lines) == 1, f"README should show one `{prefix} ...` line: {lines}"
     return shlex.split(lines[0])
-
-
-def _snakemake(*args, timeout=300):
-    return subprocess.run(
-        [sys.executable, "-m", "snakemake", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 # Snakemake's linter asks for every function in one common module; ours keep
