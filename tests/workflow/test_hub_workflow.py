@@ -94,5 +94,5 @@ def test_prefetch_then_every_other_job_reads_local_copies(
     check_existing_adapter(adapter_dir, lora, MODEL)
     # The workflow switched the hub off for the job, and not for hub_fetch.
     assert "hub offline: HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1" in log
-    fetch_log = work / "logs" / "hub" / "model" / "Org--TinyQwen@main.log"
+    fetch_log = work / "logs" / root / "model" / "Org--TinyQwen@main.log"
     assert "hub offline" not in fetch_log.read_text()
