@@ -211,9 +211,102 @@ def test_grade_frame_and_summary():
     assert df["extracted"].to_list() == ["2", None, "B"]
     assert df["graded_from"].to_list() == ["answer", "completion", "answer"]
     assert df["grade_timed_out"].to_list() == [False] * 3
+    assert df["gold"].to_list() == ["2", "4", "B"]
     s = summarise({"toy": df})["toy"]
+    assert s["n"] == 3 and s["n_correct"] == 2
+    assert s["mean_generated_tokens"] == pytest.approx((10 + 12 + 64) / 3)
     assert s["accuracy"] == 2 / 3 and s["n_unparsed"] == 1
     assert s["truncation_rate"] == 1 / 3 and s["max_generated_tokens"] == 64
     assert s["n_without_answer_marker"] == 1 and s["n_grade_timeouts"] == 0
     with pytest.raises(ValueError, match="no generation, e.g. 'b'"):
         grade_frame(_bench(), gens.filter(pl.col("id") != "b"))
+
+
+class _RecordingChecker:
+    """Stands in for MathChecker: records its time limit, answers every math
+    question "correct, timed out" so a verdict shows which checker gave it."""
+
+    made: list[float] = []
+
+    def __init__(self, timeout_s: float):
+        self.made.append(timeout_s)
+
+    def check(self, gold, body):
+        return body, True, True
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
+
+def test_grade_frame_grades_with_its_own_time_limit_and_fallback(monkeypatch):
+    """The math answers go through one checker with `timeout_s`
+    (eval.grade_timeout_s), not the process's default one; a completion
+    that ended without the marker is graded whole unless fallback is off."""
+    import polars as pl
+
+    from lorascope.core import grading
+    from lorascope.core.chat import ANSWER_MARKER
+
+    monkeypatch.setattr(grading, "MathChecker", _RecordingChecker)
+    monkeypatch.setattr(_RecordingChecker, "made", [])
+    gens = pl.DataFrame(
+        {
+            "id": ["a", "b", "c"],
+            "prompt": ["p"] * 3,
+            "completion": ["x" + ANSWER_MARKER + "Answer: 2", "4", "B"],
+            "n_generated_tokens": [3, 1, 1],
+            "truncated": [False] * 3,
+        }
+    )
+    df = grading.grade_frame(_bench(), gens, timeout_s=3.5)
+    assert _RecordingChecker.made == [3.5]
+    assert df["grade_timed_out"].to_list() == [True, True, False]
+    assert df["correct"].to_list() == [True, True, True]
+    assert df["graded_from"].to_list() == ["answer", "completion", "completion"]
+    off = grading.grade_frame(_bench(), gens, fallback=False, timeout_s=3.5)
+    assert off["correct"].to_list() == [True, False, False]
+    assert off["extracted"].to_list() == ["2", None, None]
+    with pytest.raises(ValueError, match="duplicate ids"):
+        grading.grade_frame(_bench(), pl.concat([gens, gens]))
+
+
+def test_grade_frame_types_its_columns_even_when_nothing_is_read():
+    """A frame where no answer was read (or no row at all) still has string
+    and boolean columns, not polars' Null type, so it concatenates and
+    filters like any other."""
+    import polars as pl
+
+    from lorascope.core.grading import grade_frame
+
+    gens = pl.DataFrame(
+        {
+            "id": ["a", "b", "c"],
+            "prompt": ["p"] * 3,
+            "completion": ["", "", ""],
+            "n_generated_tokens": [1, 1, 1],
+            "truncated": [True] * 3,
+        }
+    )
+    types = {
+        "extracted": pl.String,
+        "gold": pl.String,
+        "correct": pl.Boolean,
+        "graded_from": pl.String,
+        "grade_timed_out": pl.Boolean,
+    }
+    for bench, g in [(_bench(), gens), (_bench().head(0), gens.head(0))]:
+        df = grade_frame(bench, g)
+        assert {c: df.schema[c] for c in types} == types
+        assert df["extracted"].null_count() == df.height
+
+
+def test_choice_with_more_choices_than_letters_fails_clearly():
+    """Letters run A-J: an eleventh choice has no letter, so a section that
+    names none of the letters fails instead of skipping the extra choice."""
+    choices = [f"option {i}" for i in range(11)]
+    assert extract_choice("Answer: (B)", choices) == "B"
+    with pytest.raises(ValueError, match="longer"):
+        extract_choice("Answer: option 10", choices)
