@@ -64,11 +64,10 @@ SESSIONS: dict[str, Session] = {
     "scalar_control": Session(
         "ablation/scalar_control.py", ("tests/unit/test_ablation.py",)
     ),
-    "codeversion": Session(
-        "workflow/codeversion.py", ("tests/unit/test_fingerprints.py",)
-    ),
+    "codeversion": Session("workflow/codeversion.py", ("tests/unit/test_wiring.py",)),
     "autointerp_cache": Session(
-        "autointerp/cache.py", ("tests/unit/test_autointerp_clients.py",)
+        "autointerp/cache.py",
+        ("tests/unit/test_autointerp_clients.py", "tests/unit/test_secrets.py"),
     ),
     "autointerp_scoring": Session(
         "autointerp/scoring.py", ("tests/unit/test_autointerp_pipeline.py",)

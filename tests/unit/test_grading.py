@@ -136,12 +136,16 @@ def test_choice_unreadable_is_wrong(section):
 
 
 def test_choice_without_choices_fails_clearly():
-    with pytest.raises(ValueError, match="choices"):
+    # The whole message: it is what the user reads.
+    with pytest.raises(
+        ValueError, match=r"^grader 'choice' needs a non-empty `choices` list$"
+    ):
         grade_answer("choice", "A", "Answer: A", None)
 
 
 def test_exact_grader_normalises_case_and_punctuation():
-    assert grade_answer("exact", "blue fox", "Answer: Blue fox.", None).correct
+    verdict = grade_answer("exact", "blue fox", "Answer: Blue fox.", None)
+    assert verdict == ("blue fox", True, False)
     assert not grade_answer("exact", "blue fox", "Answer: red fox", None).correct
 
 
@@ -269,25 +273,29 @@ def test_grade_frame_grades_with_its_own_time_limit_and_fallback(monkeypatch):
     off = grading.grade_frame(_bench(), gens, fallback=False, timeout_s=3.5)
     assert off["correct"].to_list() == [True, False, False]
     assert off["extracted"].to_list() == ["2", None, None]
-    with pytest.raises(ValueError, match="duplicate ids"):
+    with pytest.raises(ValueError, match="^generations hold duplicate ids$"):
         grading.grade_frame(_bench(), pl.concat([gens, gens]))
+    # grade() alone falls back by default too.
+    assert grading.grade({"grader": "exact", "answer": "Yes"}, "yes").correct
 
 
 def test_grade_frame_types_its_columns_even_when_nothing_is_read():
     """A frame where no answer was read (or no row at all) still has string
     and boolean columns, not polars' Null type, so it concatenates and
-    filters like any other."""
+    filters like any other; an unread answer is False, never null."""
     import polars as pl
 
+    from lorascope.core.chat import ANSWER_MARKER
     from lorascope.core.grading import grade_frame
 
     gens = pl.DataFrame(
         {
             "id": ["a", "b", "c"],
             "prompt": ["p"] * 3,
-            "completion": ["", "", ""],
+            # Truncated before the answer; an empty answer; no text at all.
+            "completion": ["x", "x" + ANSWER_MARKER + "Answer: ", ""],
             "n_generated_tokens": [1, 1, 1],
-            "truncated": [True] * 3,
+            "truncated": [True, False, False],
         }
     )
     types = {
@@ -301,6 +309,7 @@ def test_grade_frame_types_its_columns_even_when_nothing_is_read():
         df = grade_frame(bench, g)
         assert {c: df.schema[c] for c in types} == types
         assert df["extracted"].null_count() == df.height
+        assert df["correct"].to_list() == [False] * df.height
 
 
 def test_choice_with_more_choices_than_letters_fails_clearly():
