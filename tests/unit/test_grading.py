@@ -71,6 +71,38 @@ def test_math_bare_latex_is_read_whole(section, gold, fragments):
         assert not grade_answer("math", fragment, section, None).correct
 
 
+def test_check_math_in_process_agrees_with_the_tables():
+    """check_math, the function the checker's child runs, called directly:
+    the same verdicts as through MathChecker, and the extraction itself (a
+    test through the child sees only what crosses the pipe, and a mutation
+    tool cannot see into the child at all)."""
+    from lorascope.core.math_answers import check_math
+
+    def body(section):
+        return section.removeprefix("Answer: ")
+
+    for gold, section in MATH_MATCH:
+        extracted, ok = check_math(gold, body(section))
+        assert ok and extracted, (gold, section)
+    for gold, section in MATH_MISMATCH:
+        if body(section):
+            assert not check_math(gold, body(section))[1], (gold, section)
+    for section, gold, fragments in BARE_LATEX:
+        extracted, ok = check_math(gold, body(section))
+        assert ok and extracted.replace(" ", "") == gold, (section, extracted)
+        for fragment in fragments:
+            assert not check_math(fragment, body(section))[1]
+    # A bare expression is read whole; prose is not (its boxed answer wins).
+    assert check_math("25", "025") == ("025", True)
+    assert check_math("10", "\\boxed{3} then 10") == ("3", False)
+    # Word golds compare as normalised text, which is also what is extracted.
+    assert check_math("\\text{Evelyn}", "Evelyn") == ("evelyn", True)
+    assert check_math("\\text{Evelyn}", "Evelyn and Bob") == ("evelyn and bob", False)
+    assert check_math("7", "no idea") == (None, False)
+    with pytest.raises(ValueError, match=r"^gold answer '' is not parseable by"):
+        check_math("", "1")
+
+
 def test_math_unparseable_answer_is_wrong_with_no_extraction():
     verdict = grade_answer("math", "7", "Answer: no idea", None)
     assert verdict == (None, False, False)
