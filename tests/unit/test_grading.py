@@ -351,3 +351,14 @@ def test_choice_with_more_choices_than_letters_fails_clearly():
     assert extract_choice("Answer: (B)", choices) == "B"
     with pytest.raises(ValueError, match="longer"):
         extract_choice("Answer: option 10", choices)
+
+
+def test_normalise_text_strips_wrappers_dollars_and_punctuation():
+    """The exact form the exact grader and word golds compare: LaTeX text
+    wrappers and `$` gone, a backslash dropped (not turned into a space, so
+    `2\\pi` stays one word), punctuation a space, lower case, single spaces."""
+    from lorascope.core.math_answers import normalise_text
+
+    text = "The answer: $\\text{Blue}$  \\textbf{Fox}! 2\\pi"
+    assert normalise_text(text) == "the answer blue fox 2pi"
+    assert normalise_text("\\mathrm{A}, \\boxed{b}.") == "a b"
