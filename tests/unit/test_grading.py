@@ -92,7 +92,10 @@ def test_check_math_in_process_agrees_with_the_tables():
         assert ok and extracted.replace(" ", "") == gold, (section, extracted)
         for fragment in fragments:
             assert not check_math(fragment, body(section))[1]
-    # A bare expression is read whole; prose is not (its boxed answer wins).
+    # A bare expression is read whole; prose is not (its boxed answer wins,
+    # even over a later "final answer is", which math-verify's default
+    # priorities would take).
+    assert check_math("3", "\\boxed{3}. The final answer is $2$") == ("3", True)
     assert check_math("25", "025") == ("025", True)
     assert check_math("10", "\\boxed{3} then 10") == ("3", False)
     # Word golds compare as normalised text, which is also what is extracted.
