@@ -11,7 +11,7 @@ SNAKEMAKE := $(BIN)/snakemake
 VLLM_VENV ?= .venv-vllm
 VLLM_BIN := $(VLLM_VENV)/bin
 
-.PHONY: setup vllm-env run test test-fast lint format dryrun-paper plan cluster-plan report readme-figures config-docs
+.PHONY: setup vllm-env run test test-fast lint format dryrun-paper plan cluster-plan report readme-figures config-docs mutation
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -94,3 +94,21 @@ README_FIGURES := fig1_classes fig1_categories fig2_sae_density fig3_ablation ta
 readme-figures: setup
 	$(SNAKEMAKE) --profile profiles/local $(README_FIGURES:%=results/toy/figures/%.png)
 	$(BIN)/python -m lorascope.figures.readme results/toy/figures docs/figures $(README_FIGURES)
+
+# Mutation testing of the core computations against their fast unit tests
+# (tests/support/mutation.py; docs/development.md). Not part of `make test`
+# or CI: a full pass takes tens of minutes on one core. mutmut lives in its
+# own environment, .venv-mutmut, which sees .venv's packages through a .pth
+# file (so the tests run against the pinned stack) and never installs into
+# .venv. SESSIONS="grading secrets" runs a subset; the report goes to
+# mutation/report.md.
+MUT_VENV ?= .venv-mutmut
+SESSIONS ?=
+$(MUT_VENV)/.installed: $(VENV)/.installed
+	$(PYTHON) -m venv $(MUT_VENV)
+	$(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])' > "$$($(MUT_VENV)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/lorascope-venv.pth"
+	$(MUT_VENV)/bin/pip install -q mutmut==3.8.1
+	touch $@
+
+mutation: $(MUT_VENV)/.installed
+	$(MUT_VENV)/bin/python tests/support/mutation.py --out mutation $(SESSIONS)

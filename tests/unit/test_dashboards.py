@@ -187,3 +187,48 @@ def test_console_errors_are_caught(site, browser, tmp_path):
     browser.goto(broken / "index.html")
     errors = browser.console_errors()
     assert errors and any("ERR_FILE_NOT_FOUND" in e for e in errors)
+
+
+def test_context_view_shades_by_the_largest_activation():
+    """Each token's shade is |act| / max |act| over all contexts shown (3
+    decimals), negative acts flagged, the centre token marked; newlines and
+    tabs become visible marks so a context stays on one line."""
+    from lorascope.dashboards.build import context_view
+
+    rows = [
+        {
+            "rank": 1, "doc": 7, "pos": 2, "value": 4,
+            "tokens": ["a\n", "\tb", "c"], "acts": [0.0, -1.0, 4.0], "center": 2,
+        },
+        {
+            "rank": 2, "doc": 9, "pos": 0, "value": 1,
+            "tokens": ["d"], "acts": [1.0 / 3], "center": 0,
+        },
+    ]  # fmt: skip
+    view, scale = context_view(rows)
+    assert scale == 4.0
+    first = view[0]
+    assert (first["rank"], first["doc"], first["pos"], first["value"]) == (1, 7, 2, 4.0)
+    assert [t["text"] for t in first["tokens"]] == ["a↵", "⇥b", "c"]
+    assert [t["alpha"] for t in first["tokens"]] == [0.0, 0.25, 1.0]
+    assert [t["neg"] for t in first["tokens"]] == [False, True, False]
+    assert [t["center"] for t in first["tokens"]] == [False, False, True]
+    assert view[1]["tokens"][0]["alpha"] == 0.083  # (1/3) / 4, 3 decimals
+    # Nothing active (or nothing at all): scale 1, every shade 0, no crash.
+    zero = [dict(rows[1], acts=[0.0])]
+    assert context_view(zero)[1] == 1.0 and context_view([])[1] == 1.0
+    assert context_view(zero)[0][0]["tokens"][0]["alpha"] == 0.0
+    # A context whose tokens and acts disagree in length is an error.
+    with pytest.raises(ValueError):
+        context_view([dict(rows[1], acts=[1.0, 2.0])])
+
+
+def test_missing_values_show_a_dash_and_templates_fail_on_undefined():
+    from lorascope.dashboards.build import _env, _fmt
+
+    assert _fmt(None) == "—" and _fmt(float("nan")) == "—"
+    assert _fmt(0.0) == "0" and _fmt(3) == "3" and _fmt(1 / 3) == "0.333"
+    env = _env()
+    with pytest.raises(Exception, match="undefined"):
+        env.from_string("{{ missing }}").render()
+    assert env.from_string("{{ '<b>' }}").render() == "&lt;b&gt;"

@@ -246,6 +246,41 @@ def test_math_bare_latex_is_read_whole(section, gold, fragments):
         assert not grade_answer("math", fragment, section, None).correct
 
 
+def test_check_math_in_process_agrees_with_the_tables():
+    """check_math, the function the checker's child runs, called directly:
+    the same verdicts as through MathChecker, and the extraction itself (a
+    test through the child sees only what crosses the pipe, and a mutation
+    tool cannot see into the child at all)."""
+    from lorascope.core.math_answers import check_math
+
+    def body(section):
+        return section.removeprefix("Answer: ")
+
+    for gold, section in MATH_MATCH:
+        extracted, ok = check_math(gold, body(section))
+        assert ok and extracted, (gold, section)
+    for gold, section in MATH_MISMATCH:
+        if body(section):
+            assert not check_math(gold, body(section))[1], (gold, section)
+    for section, gold, fragments in BARE_LATEX:
+        extracted, ok = check_math(gold, body(section))
+        assert ok and extracted.replace(" ", "") == gold, (section, extracted)
+        for fragment in fragments:
+            assert not check_math(fragment, body(section))[1]
+    # A bare expression is read whole; prose is not (its boxed answer wins,
+    # even over a later "final answer is", which math-verify's default
+    # priorities would take).
+    assert check_math("3", "\\boxed{3}. The final answer is $2$") == ("3", True)
+    assert check_math("25", "025") == ("025", True)
+    assert check_math("10", "\\boxed{3} then 10") == ("3", False)
+    # Word golds compare as normalised text, which is also what is extracted.
+    assert check_math("\\text{Evelyn}", "Evelyn") == ("evelyn", True)
+    assert check_math("\\text{Evelyn}", "Evelyn and Bob") == ("evelyn and bob", False)
+    assert check_math("7", "no idea") == (None, False)
+    with pytest.raises(ValueError, match=r"^gold answer '' is not parseable by"):
+        check_math("", "1")
+
+
 def test_math_unparseable_answer_is_wrong_with_no_extraction():
     verdict = grade_answer("math", "7", "Answer: no idea", None)
     assert verdict == (None, False, False)
@@ -311,12 +346,16 @@ def test_choice_unreadable_is_wrong(section):
 
 
 def test_choice_without_choices_fails_clearly():
-    with pytest.raises(ValueError, match="choices"):
+    # The whole message: it is what the user reads.
+    with pytest.raises(
+        ValueError, match=r"^grader 'choice' needs a non-empty `choices` list$"
+    ):
         grade_answer("choice", "A", "Answer: A", None)
 
 
 def test_exact_grader_normalises_case_and_punctuation():
-    assert grade_answer("exact", "blue fox", "Answer: Blue fox.", None).correct
+    verdict = grade_answer("exact", "blue fox", "Answer: Blue fox.", None)
+    assert verdict == ("blue fox", True, False)
     assert not grade_answer("exact", "blue fox", "Answer: red fox", None).correct
 
 
@@ -386,9 +425,118 @@ def test_grade_frame_and_summary():
     assert df["extracted"].to_list() == ["2", None, "B"]
     assert df["graded_from"].to_list() == ["answer", "completion", "answer"]
     assert df["grade_timed_out"].to_list() == [False] * 3
+    assert df["gold"].to_list() == ["2", "4", "B"]
     s = summarise({"toy": df})["toy"]
+    assert s["n"] == 3 and s["n_correct"] == 2
+    assert s["mean_generated_tokens"] == pytest.approx((10 + 12 + 64) / 3)
     assert s["accuracy"] == 2 / 3 and s["n_unparsed"] == 1
     assert s["truncation_rate"] == 1 / 3 and s["max_generated_tokens"] == 64
     assert s["n_without_answer_marker"] == 1 and s["n_grade_timeouts"] == 0
     with pytest.raises(ValueError, match="no generation, e.g. 'b'"):
         grade_frame(_bench(), gens.filter(pl.col("id") != "b"))
+
+
+class _RecordingChecker:
+    """Stands in for MathChecker: records its time limit, answers every math
+    question "correct, timed out" so a verdict shows which checker gave it."""
+
+    made: list[float] = []
+
+    def __init__(self, timeout_s: float):
+        self.made.append(timeout_s)
+
+    def check(self, gold, body):
+        return body, True, True
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
+
+def test_grade_frame_grades_with_its_own_time_limit_and_fallback(monkeypatch):
+    """The math answers go through one checker with `timeout_s`
+    (eval.grade_timeout_s), not the process's default one; a completion
+    that ended without the marker is graded whole unless fallback is off."""
+    import polars as pl
+
+    from lorascope.core import grading
+    from lorascope.core.chat import ANSWER_MARKER
+
+    monkeypatch.setattr(grading, "MathChecker", _RecordingChecker)
+    monkeypatch.setattr(_RecordingChecker, "made", [])
+    gens = pl.DataFrame(
+        {
+            "id": ["a", "b", "c"],
+            "prompt": ["p"] * 3,
+            "completion": ["x" + ANSWER_MARKER + "Answer: 2", "4", "B"],
+            "n_generated_tokens": [3, 1, 1],
+            "truncated": [False] * 3,
+        }
+    )
+    df = grading.grade_frame(_bench(), gens, timeout_s=3.5)
+    assert _RecordingChecker.made == [3.5]
+    assert df["grade_timed_out"].to_list() == [True, True, False]
+    assert df["correct"].to_list() == [True, True, True]
+    assert df["graded_from"].to_list() == ["answer", "completion", "completion"]
+    off = grading.grade_frame(_bench(), gens, fallback=False, timeout_s=3.5)
+    assert off["correct"].to_list() == [True, False, False]
+    assert off["extracted"].to_list() == ["2", None, None]
+    with pytest.raises(ValueError, match="^generations hold duplicate ids$"):
+        grading.grade_frame(_bench(), pl.concat([gens, gens]))
+    # grade() alone falls back by default too.
+    assert grading.grade({"grader": "exact", "answer": "Yes"}, "yes").correct
+
+
+def test_grade_frame_types_its_columns_even_when_nothing_is_read():
+    """A frame where no answer was read (or no row at all) still has string
+    and boolean columns, not polars' Null type, so it concatenates and
+    filters like any other; an unread answer is False, never null."""
+    import polars as pl
+
+    from lorascope.core.chat import ANSWER_MARKER
+    from lorascope.core.grading import grade_frame
+
+    gens = pl.DataFrame(
+        {
+            "id": ["a", "b", "c"],
+            "prompt": ["p"] * 3,
+            # Truncated before the answer; an empty answer; no text at all.
+            "completion": ["x", "x" + ANSWER_MARKER + "Answer: ", ""],
+            "n_generated_tokens": [1, 1, 1],
+            "truncated": [True, False, False],
+        }
+    )
+    types = {
+        "extracted": pl.String,
+        "gold": pl.String,
+        "correct": pl.Boolean,
+        "graded_from": pl.String,
+        "grade_timed_out": pl.Boolean,
+    }
+    for bench, g in [(_bench(), gens), (_bench().head(0), gens.head(0))]:
+        df = grade_frame(bench, g)
+        assert {c: df.schema[c] for c in types} == types
+        assert df["extracted"].null_count() == df.height
+        assert df["correct"].to_list() == [False] * df.height
+
+
+def test_choice_with_more_choices_than_letters_fails_clearly():
+    """Letters run A-J: an eleventh choice has no letter, so a section that
+    names none of the letters fails instead of skipping the extra choice."""
+    choices = [f"option {i}" for i in range(11)]
+    assert extract_choice("Answer: (B)", choices) == "B"
+    with pytest.raises(ValueError, match="longer"):
+        extract_choice("Answer: option 10", choices)
+
+
+def test_normalise_text_strips_wrappers_dollars_and_punctuation():
+    """The exact form the exact grader and word golds compare: LaTeX text
+    wrappers and `$` gone, a backslash dropped (not turned into a space, so
+    `2\\pi` stays one word), punctuation a space, lower case, single spaces."""
+    from lorascope.core.math_answers import normalise_text
+
+    text = "The answer: $\\text{Blue}$  \\textbf{Fox}! 2\\pi"
+    assert normalise_text(text) == "the answer blue fox 2pi"
+    assert normalise_text("\\mathrm{A}, \\boxed{b}.") == "a b"

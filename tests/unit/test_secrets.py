@@ -285,3 +285,99 @@ def test_a_url_param_is_recorded_without_userinfo():
     assert type(pickle.loads(pickle.dumps(param))) is str
     plain = "https://huggingface.co"
     assert repr(recorded(plain)) == repr(plain) and recorded(4) == 4
+
+
+def test_clear_settings_are_checked_entry_by_entry_at_any_depth():
+    """A known-safe setting is written in clear, but a credential-named
+    entry or a credential-looking value anywhere inside it (nested dicts,
+    lists under a credential's name) is still REDACTED; env references stay
+    references, and a credential name with no value stays None."""
+    params = {
+        "chat_template_kwargs": {
+            "api_key": "plain",
+            "token": None,
+            "nested": {"cookie": ["a", "b"], "keep": ["x", "sk-live"]},
+            "env": {"env": "MY_VAR"},
+        },
+        "stop": ["END", "Bearer abc"],
+        "extra_body": {"top_k": {"authorization": "x"}, "min_tokens": 3},
+    }
+    assert redact(params) == {
+        "chat_template_kwargs": {
+            "api_key": REDACTED,
+            "token": None,
+            "nested": {"cookie": [REDACTED, REDACTED], "keep": ["x", REDACTED]},
+            "env": {"env": "MY_VAR"},
+        },
+        "stop": ["END", REDACTED],
+        "extra_body": {"top_k": {"authorization": REDACTED}, "min_tokens": 3},
+    }
+
+
+def test_an_unknown_dict_setting_is_one_digest_not_entries():
+    """Only the SDKs' own containers are read key by key; any other dict is
+    an unknown setting, hidden whole."""
+    out = redact({"my_extra": {"temperature": 1}, "extra_body": "not a dict"})
+    assert out["my_extra"] == secrets.digest({"temperature": 1})
+    assert out["extra_body"] == secrets.digest("not a dict")
+
+
+def test_digest_is_sixteen_hex_digits_and_ignores_key_order_and_float_form():
+    import re
+
+    d = secrets.digest({"a": 1, "b": [2.0, {"c": "é"}]})
+    assert re.fullmatch(r"<digest:[0-9a-f]{16}>", d)
+    assert secrets.digest({"b": [2, {"c": "é"}], "a": 1.0}) == d
+    assert secrets.digest({"x": {"b": 1, "a": 2}}) == secrets.digest(
+        {"x": {"a": 2, "b": 1}}
+    )
+    # Any value digests, JSON or not (a path from a config, say).
+    assert secrets.digest(Path("/p")) == secrets.digest("/p")
+    # Keys are text: an int key and its string are the same setting.
+    assert secrets.digest({1: "v"}) == secrets.digest({"1": "v"})
+    assert secrets.digest({1: "v"}) != secrets.digest({2: "v"})
+    assert secrets.digest({"a": 1}) != secrets.digest({"a": 2})
+    assert secrets.digest([1]) != secrets.digest([2])
+
+
+def test_digest_is_the_salted_hmac_of_the_canonical_json(tmp_path, monkeypatch):
+    """From the definition: HMAC-SHA256 under the salt of the sorted-key,
+    UTF-8 (not \\u-escaped) JSON, first 16 hex digits. Every LLM cache key
+    made from a digest depends on this exact text."""
+    import hashlib
+    import hmac
+    import json
+
+    salt = tmp_path / "fixed"
+    salt.write_text("ab" * 32 + "\n")
+    monkeypatch.setenv(secrets.SALT_ENV, str(salt))
+    value = {"z": "é", "a": [1.5, None]}
+    blob = '{"a": [1.5, null], "z": "é"}'
+    assert json.loads(blob) == value
+    want = hmac.new(bytes.fromhex("ab" * 32), blob.encode(), hashlib.sha256)
+    assert secrets.digest(value) == f"<digest:{want.hexdigest()[:16]}>"
+
+
+def test_scrub_url_edge_cases():
+    # A password holding "@": everything up to the last "@" is userinfo.
+    assert scrub_url("https://u:p@ss@host.example/v1") == "https://host.example/v1"
+    # A blank query value is a value: it is hidden too, not dropped.
+    out = scrub_url("https://h.example/v1?api-version=1&key=&t=x", lambda v, k: "H")
+    assert out == "https://h.example/v1?api-version=1&key=H&t=H"
+    # Not a URL (no scheme, or no host): unchanged, byte for byte.
+    for text in ("h.example/v1?key=x", "file:///tmp/a?key=x", "mailto:a@b?k=v"):
+        assert scrub_url(text) == text
+
+
+def test_scrub_config_scrubs_urls_inside_lists():
+    cfg = {"mirrors": ["https://u:pw@m1.example/", "plain"], "n": [1]}
+    assert secrets.scrub_config(cfg) == {
+        "mirrors": ["https://m1.example/", "plain"],
+        "n": [1],
+    }
+    # A list inside the secret subtree is still redacted as one setting.
+    sub = {"autointerp": {"request_params": {"stop": ["sk-1"], "odd": [1]}}}
+    assert secrets.scrub_config(sub)["autointerp"]["request_params"] == {
+        "stop": [REDACTED],
+        "odd": secrets.digest([1]),
+    }

@@ -78,6 +78,15 @@ def test_table2_relative_to_the_lora_gain():
     row = table2(correct, n_boot=100).row(0, named=True)
     assert row["attn_ablated_recovery"] == pytest.approx(15 / 20)
     assert row["mlp_ablated_recovery"] == pytest.approx(-4 / 20)  # below base
+    # The interval settings reach the bootstrap: one seed, one table; a
+    # narrower level, a narrower interval.
+    lo, hi = "attn_ablated_recovery_lo", "attn_ablated_recovery_hi"
+    again = table2(correct, n_boot=100).row(0, named=True)
+    assert again == row
+    other = table2(correct, n_boot=100, seed=1).row(0, named=True)
+    assert (other[lo], other[hi]) != (row[lo], row[hi])
+    half = table2(correct, n_boot=100, ci=0.5).row(0, named=True)
+    assert row[lo] < half[lo] <= half[hi] < row[hi]
 
 
 def test_correct_matrix_aligns_by_id_and_rejects_mismatch():
@@ -88,6 +97,17 @@ def test_correct_matrix_aligns_by_id_and_rejects_mismatch():
     assert m.tolist() == [[False, True], [True, True]]
     with pytest.raises(ValueError, match="bench: variant 'rank1' graded different"):
         correct_matrix({"base": a, "rank1": b.head(1)}, "bench")
+    # Same count, other problems: still a mismatch, named against the first.
+    c = pl.DataFrame({"id": ["1", "3"], "correct": [True, True]})
+    with pytest.raises(ValueError, match=r"than 'base' \(2 vs 2 ids\)$"):
+        correct_matrix({"base": a, "rank1": c}, "bench")
+
+
+def test_with_prompting_records_the_prefill():
+    from lorascope.evaluation.tables import with_prompting
+
+    out = with_prompting(pl.DataFrame({"benchmark": ["a", "b"]}), "<think>")
+    assert out["think_prefill"].to_list() == ["<think>", "<think>"]
 
 
 def test_markdown_report_shows_intervals_and_undefined():
