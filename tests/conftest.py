@@ -134,15 +134,19 @@ def s1k_rows(n: int = 6) -> dict[str, list]:
 
 
 # Seconds a test file takes with two workers (tests/support/timeline.py on a
-# `make test` run), for the order below; files not listed take seconds.
+# `make test` run; files added on 2026-12-06 from pytest --durations and their
+# authors' runs, on a busy machine), for the order below; files not listed
+# take seconds.
 HEAVY_FILES = {
-    "test_slurm.py": 132, "test_faults.py": 116,
-    "test_eval_backends.py": 107, "test_ablation_workflow.py": 101,
-    "test_vllm.py": 90, "test_reproducibility.py": 72,
-    "test_figures_workflow.py": 71, "test_bad_input.py": 51,
-    "test_train.py": 50, "test_rebuild.py": 42, "test_hub_workflow.py": 42,
-    "test_workflow.py": 32, "test_rebuild_files.py": 26,
-    "test_autointerp_clients.py": 26, "test_existing_adapter_workflow.py": 24,
+    "test_vllm.py": 240, "test_ablation_workflow.py": 190, "test_slurm.py": 132,
+    "test_faults.py": 116, "test_eval_backends.py": 107,
+    "test_reproducibility.py": 72, "test_figures_workflow.py": 71,
+    "test_rebuild_files.py": 66, "test_gpu_bundle.py": 60,
+    "test_bad_input.py": 51, "test_train.py": 50, "test_forcing.py": 45,
+    "test_rebuild.py": 42, "test_hub_workflow.py": 42,
+    "test_stopped_run.py": 40, "test_workflow.py": 32, "test_plan.py": 30,
+    "test_autointerp_clients.py": 26, "test_finished_run.py": 25,
+    "test_existing_adapter_workflow.py": 24,
     "test_bad_input_finished_run.py": 24, "test_ablation.py": 22,
     "test_toy.py": 18, "test_autointerp_safety.py": 18,
 }  # fmt: skip
