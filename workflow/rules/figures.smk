@@ -8,14 +8,18 @@
 # reruns that figure and nothing upstream.
 
 
-def figure(plotter, inputs, options=(), category="Figures", tables=(), rule_name=None):
+def figure(
+    plotter, inputs, options=(), category="Figures", tables=(), rule_name=None, fixed=()
+):
     """One row of the figure table. `inputs`: name -> path under the run dir;
     `options`: name -> dotted config key (its value is handed to `draw`);
+    `fixed`: name -> a value of the row itself (which table it draws);
     `tables`: names of tables `draw` returns, written beside the figure."""
     return dict(
         plotter=plotter,
         inputs=inputs,
         options=dict(options),
+        fixed=dict(fixed),
         category=category,
         tables=tables,
         rule_name=rule_name or f"figure_{plotter}",
@@ -80,6 +84,7 @@ FIGURES = {
             {"columns": f"figures.tables.{table}", "ci": "eval.ci"},
             category="Tables",
             rule_name=f"figure_{table}",
+            fixed={"table": table},
         )
         for table in ("table1", "table2")
     },
@@ -90,10 +95,10 @@ def figure_style(wildcards=None):
     return cfg("figures", "width_in", "font_size", "dpi")
 
 
-def figure_options(name, spec):
-    """The config values a figure's `draw` reads, by the names it uses."""
-    options = {key: setting(path) for key, path in spec["options"].items()}
-    return {**options, "table": name} if spec["plotter"] == "table_image" else options
+def figure_options(spec):
+    """What a figure's `draw` reads, by the names it uses: config values and
+    the row's own fixed values."""
+    return {key: setting(path) for key, path in spec["options"].items()} | spec["fixed"]
 
 
 for name, spec in FIGURES.items():
@@ -121,7 +126,7 @@ for name, spec in FIGURES.items():
         params:
             plotter=spec["plotter"],
             style=figure_style,
-            options=figure_options(name, spec),
+            options=figure_options(spec),
             code=[code_of("figure.py"), code_of(f"lorascope.figures.{spec['plotter']}")],
         script:
             "../scripts/figure.py"

@@ -11,17 +11,16 @@ import json
 import sys
 from pathlib import Path
 
+from lorascope.core.names import is_toy
 from lorascope.core.runtime import resolve_device, torch_dtype
 
 # torch and transformers are imported inside the loaders: the Snakefile
 # imports this module (base_model_path) and must parse in a second.
 
-TOY = "toy"
-
 
 def base_model_path(model_cfg: dict, run_dir: Path | str) -> str:
     """Where the base model comes from: the toy dir under the run, or a hub id."""
-    if model_cfg["base"] == TOY:
+    if is_toy(model_cfg["base"]):
         return str(Path(run_dir) / "toy" / "base_model")
     return model_cfg["base"]
 
