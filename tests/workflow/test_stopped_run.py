@@ -141,6 +141,15 @@ def test_killed_snakemake_stops_eval_generate_with_its_processes(reference, tmp_
     assert "is gone" in log.read_text()
 
 
+def interrupt(proc, procs) -> tuple[float, list]:
+    """SIGINT snakemake (as Ctrl-C does): seconds until it exits, and which
+    of the job processes `procs` still run then."""
+    proc.send_signal(signal.SIGINT)
+    t0 = time.monotonic()
+    proc.wait(timeout=60)
+    return time.monotonic() - t0, running(procs)
+
+
 def test_sigint_stops_the_running_job_and_keeps_the_finished_one(reference, tmp_path):
     work = wfrun.clone(reference, tmp_path / "w", UP_TO_ADAPTER)
     gens = wfrun.results(work) / "eval/generations"
@@ -155,11 +164,7 @@ def test_sigint_stops_the_running_job_and_keeps_the_finished_one(reference, tmp_
         marker = f"generations/{second}"
         wait_for(lambda: job_processes(proc.pid, marker), proc, "the second job")
         procs = job_processes(proc.pid, marker)
-        proc.send_signal(signal.SIGINT)
-        t0 = time.monotonic()
-        proc.wait(timeout=60)
-        stopped_s = time.monotonic() - t0
-        left = running(procs)
+        stopped_s, left = interrupt(proc, procs)
     finally:
         cleanup(proc)
     assert proc.returncode != 0
@@ -237,11 +242,7 @@ def test_sigint_with_two_jobs_running_stops_both_at_once(tmp_path):
 
         wait_for(lambda: len(children()) == 2, proc, "the jobs' children")
         procs = job_processes(proc.pid, "job")
-        proc.send_signal(signal.SIGINT)
-        t0 = time.monotonic()
-        proc.wait(timeout=60)
-        stopped_s = time.monotonic() - t0
-        left = running(procs)
+        stopped_s, left = interrupt(proc, procs)
     finally:
         cleanup(proc)
     assert not left, f"still running after the SIGINT: {left}"
