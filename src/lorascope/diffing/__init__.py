@@ -11,3 +11,5 @@ and the contexts where the full fine-tune differs most from the rank-1
 adapter (`contexts.parquet`). Rule `model_diff` (`lorascope.diffing.passes`);
 the checks that the two models can be compared are `lorascope.diffing.checks`.
 """
+
+__all__ = ["checks", "job", "passes", "states", "subspaces", "tables"]

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lorascope.diffing.states import Head, Trunk, token_kl
+from lorascope.diffing.states import Head, Trunk, head_kl
 
 __all__ = ["SUMS", "Measured", "Text", "measure", "store_full_states"]
 
@@ -130,22 +130,27 @@ def measure(
     for s, text in enumerate(texts):
         ids_1T = text.ids_T[None].to(device)
         scope_T = text.scope_T.to(device)
-        h_full_LTD = load_file(str(_state_file(folder, s)))["states"].to(device)
+        # States stay on the host; one layer at a time goes to the card.
+        h_full_LTD = load_file(str(_state_file(folder, s)))["states"]
         if h_full_LTD.shape[:2] != (n_layers, ids_1T.shape[1]):
             raise ValueError(
                 f"stored full-model states of sequence {s} have shape "
                 f"{tuple(h_full_LTD.shape)}, expected ({n_layers}, "
                 f"{ids_1T.shape[1]}, D): a stale or foreign state file"
             )
-        p_full_TX = full_head.log_probs(h_full_LTD[-1], logit_chunk)
+        p_full_TX = full_head.log_probs(h_full_LTD[-1].to(device), logit_chunk)
         h_rank1_LTD = trunk.run(ids_1T)
-        kl_rank1_T = token_kl(p_full_TX, base_head.log_probs(h_rank1_LTD[-1]))
+        kl_rank1_T = head_kl(p_full_TX, base_head, h_rank1_LTD[-1:].to(device),
+                             logit_chunk)[0]  # fmt: skip
         with _adapter_off(peft_model):
             h_base_LTD = trunk.run(ids_1T)  # kwargs kept for the reruns below
-            kl_base_T = token_kl(p_full_TX, base_head.log_probs(h_base_LTD[-1]))
+            kl_base_T = head_kl(p_full_TX, base_head, h_base_LTD[-1:].to(device),
+                                logit_chunk)[0]  # fmt: skip
             for layer in range(n_layers):
-                df_TD = (h_full_LTD[layer] - h_base_LTD[layer]).to(work)
-                dr_TD = (h_rank1_LTD[layer] - h_base_LTD[layer]).to(work)
+                full_TD = h_full_LTD[layer].to(device, work)
+                base_TD = h_base_LTD[layer].to(device, work)
+                df_TD = full_TD - base_TD
+                dr_TD = h_rank1_LTD[layer].to(device, work) - base_TD
                 pw_TD = _project(df_TD, w_bases[layer])
                 ps_TD = _project(df_TD, s_bases[layer])
                 m = scope_T
@@ -160,12 +165,9 @@ def measure(
                 ]
                 out.sums_SLK[s, layer] = [float(x) for x in sums]
                 out.sumvec_SLD[s, layer] = df_TD[m].sum(0).double().cpu().numpy()
-                base_TD = h_base_LTD[layer].to(work)
-                rows_VTD = torch.stack([base_TD + pw_TD, h_full_LTD[layer].to(work)])
+                rows_VTD = torch.stack([base_TD + pw_TD, full_TD])
                 final_VTD = trunk.rerun_after(layer, rows_VTD.to(h_base_LTD.dtype))
-                kl_VT = token_kl(
-                    p_full_TX[None], base_head.log_probs(final_VTD, logit_chunk)
-                )
+                kl_VT = head_kl(p_full_TX, base_head, final_VTD, logit_chunk)
                 kl_V = (kl_VT * scope_T).sum(-1).double().cpu().numpy()
                 out.kl_proj_SL[s, layer], out.kl_whole_SL[s, layer] = kl_V
         out.kl_base.append((kl_base_T * scope_T).double().cpu().numpy())

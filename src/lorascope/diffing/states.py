@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["Head", "Trunk", "decoder_of", "token_kl"]
+__all__ = ["Head", "Trunk", "decoder_of", "head_kl", "token_kl"]
 
 
 def decoder_of(model: nn.Module) -> nn.Module:
@@ -78,6 +78,19 @@ def token_kl(p_logp: torch.Tensor, q_logp: torch.Tensor) -> torch.Tensor:
     return (p_logp.exp() * (p_logp - q_logp)).sum(-1).clamp_min(0.0)
 
 
+@torch.no_grad()
+def head_kl(
+    p_logp_TX: torch.Tensor, head: Head, hidden_VTD: torch.Tensor, chunk: int = 512
+) -> torch.Tensor:
+    """KL(p || head(hidden)) per row and token [V, T], the rows' log-probs
+    made `chunk` tokens at a time (never all [V, T, X] at once)."""
+    out = []
+    for t in range(0, hidden_VTD.shape[1], chunk):
+        q_VtX = head.log_probs(hidden_VTD[:, t : t + chunk], chunk)
+        out.append(token_kl(p_logp_TX[None, t : t + chunk], q_VtX))
+    return torch.cat(out, dim=1)
+
+
 class Trunk:
     """Runs a model once, keeping every layer's output and call kwargs."""
 
@@ -86,15 +99,18 @@ class Trunk:
         self.model, self.layers, self.norm = model, decoder.layers, decoder.norm
 
     @torch.no_grad()
-    def run(self, ids_1T: torch.Tensor) -> torch.Tensor:
-        """Residual after every layer, [L, T, D] (the model's dtype)."""
+    def run(self, ids_1T: torch.Tensor, keep_on: str = "cpu") -> torch.Tensor:
+        """Residual after every layer, [L, T, D] (the model's dtype), kept on
+        `keep_on`: the host by default, so the card holds one layer's states
+        at a time (at 32B and 2048 tokens, all layers are 1.3 GB per model)."""
         n = len(self.layers)
         self.kwargs: list[dict] = [None] * n
         inputs: list[torch.Tensor] = [None] * (n + 1)
 
         def keep(i):
             def hook(_mod, args, kwargs):
-                inputs[i] = args[0] if args else kwargs["hidden_states"]
+                hidden = args[0] if args else kwargs["hidden_states"]
+                inputs[i] = hidden.to(keep_on)
                 self.kwargs[i] = {
                     k: v for k, v in kwargs.items() if k != "hidden_states"
                 }
@@ -102,7 +118,7 @@ class Trunk:
             return hook
 
         def keep_final(_mod, args):
-            inputs[n] = args[0]
+            inputs[n] = args[0].to(keep_on)
 
         handles = [
             layer.register_forward_pre_hook(keep(i), with_kwargs=True)

@@ -74,6 +74,7 @@ GPU_RULES = (
     "steering_sweep",
     "feature_ablation",
     "feature_accuracy",
+    "model_diff",
     "train_sae",
     "sae_features",
 )

@@ -1,0 +1,47 @@
+"""Rule model_diff: what the rank-1 adapter captures of what full fine-tuning
+changed (residual-stream shares per layer, KL per token, Table 3, contexts).
+One model on the device at a time: the full fine-tune (pass 1, its states to
+disk), then the base + adapter (pass 2)."""
+
+import shutil
+from pathlib import Path
+
+from lorascope.core.io import atomic_path, to_markdown, write_parquet
+from lorascope.core.models import load_causal_lm, load_lora_model
+from lorascope.core.runtime import script_logging
+from lorascope.diffing.job import DiffPlan, release, table3_markdown
+from lorascope.diffing.passes import store_full_states
+
+smk = snakemake  # noqa: F821 (injected by Snakemake)
+
+with script_logging(smk) as log:
+    inp, config = smk.input, smk.params.config
+    inputs = {k: inp[k] for k in ("adapter", "components", "full", "sft")}
+    inputs |= {"sae": inp.get("sae"), "sae_features": inp.get("sae_features")}
+    inputs["bench"] = dict(zip(smk.params.benchmarks, inp.bench, strict=True))
+    plan = DiffPlan.prepare(config, smk.params.base, inputs, log)
+    # Pass 1's states wait here for pass 2 (not an output: removed after).
+    scratch = Path(smk.output.table3).parent / "full_states.tmp"
+    shutil.rmtree(scratch, ignore_errors=True)  # a killed run's
+    scratch.mkdir(parents=True)
+    try:
+        full = load_causal_lm(
+            plan.full_path, revision=plan.full_revision, **plan.load_kwargs
+        )
+        store_full_states(full, plan.texts, scratch, log)
+        release(full)
+        log.info("pass 1 (full fine-tune) done; loading base + rank-1 adapter")
+        model = load_causal_lm(
+            smk.params.base, revision=config["model"]["revision"], **plan.load_kwargs
+        )
+        tables = plan.tables(load_lora_model(model, inp.adapter).eval(), scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    for name in ("residual", "kl_layers", "table3", "contexts"):
+        write_parquet(tables[name], smk.output[name])
+    with atomic_path(smk.output.table3_md) as tmp:
+        tmp.write_text(table3_markdown(tables["table3"]))
+    with atomic_path(smk.output.layers_md) as tmp:
+        text = to_markdown(tables["residual"], "{:.4g}")
+        tmp.write_text("# Residual-stream diff per layer\n\n" + text)
+    log.info("%s", table3_markdown(tables["table3"]))
