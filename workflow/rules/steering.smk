@@ -35,9 +35,21 @@ def steering_sae_inputs(wildcards):
     return inputs
 
 
+def steering_full_inputs(wildcards):
+    """The full fine-tune, only when it is one of steering.models."""
+    if "full" not in config["steering"]["models"]:
+        return {}
+    return {"full": res("train/full/model"), "full_local": full_local()}
+
+
+def steering_full_local(wildcards):
+    return full_local() if "full" in config["steering"]["models"] else []
+
+
 rule steering_sweep:
     input:
         unpack(steering_sae_inputs),
+        unpack(steering_full_inputs),
         sft=res("data/sft.parquet"),
         adapter=res("train/rank1/adapter"),
         components=res("components.parquet"),
@@ -56,7 +68,7 @@ rule steering_sweep:
     params:
         config=steering_params,
         base=base_model_path,
-        user_files=user_files_of(base_model_input),
+        user_files=user_files_of(base_model_input, steering_full_local),
         code=code_of("steering_sweep.py"),
     script:
         "../scripts/steering_sweep.py"

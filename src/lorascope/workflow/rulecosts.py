@@ -267,7 +267,8 @@ def steering_sweep(s: Setting) -> Needs:
     act = kv + batch * shape.vocab * 4 * 2
     explicit = len(st["components"]) + len(st["sae_latents"])
     targets = explicit or st["top_kl"] + st["max_sae_features"]
-    gens = targets * sum(1 for a in st["alphas"] if a) + 1
+    # One sweep per model of steering.models (rank-1, base, full fine-tune).
+    gens = (targets * sum(1 for a in st["alphas"] if a) + 1) * len(st["models"])
     n = problems(s.config, st["benchmark"] or ev["benchmarks"][0], st["limit"])
     flops = gens * n * shape.generate_flops(PROMPT_TOKENS, new)
     fits = fit_batch(s.budget, s.weight_bytes + s.lora_bytes + CUDA_OVERHEAD,
