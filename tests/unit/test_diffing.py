@@ -4,6 +4,7 @@ full fine-tunes whose answer is known."""
 import copy
 
 import numpy as np
+import polars as pl
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
@@ -11,7 +12,13 @@ from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from lorascope.causal.direct_effects import writes
 from lorascope.core.components import lora_modules, table_from_modules
+from lorascope.dashboards.diffing import pc_views
 from lorascope.diffing.passes import Text, measure, store_full_states
+from lorascope.diffing.principal import (
+    component_directions,
+    feature_cosines,
+    principal_directions,
+)
 from lorascope.diffing.states import Head
 from lorascope.diffing.subspaces import cumulative_bases, orthonormal
 from lorascope.diffing.tables import layer_table, table3, top_contexts
@@ -157,3 +164,47 @@ def test_contexts_rank_kl_and_centre(tmp_path):
         assert row["acts"][row["center"]] == pytest.approx(row["value"], rel=1e-6)
         text = next(t for t in seqs if t.doc == row["doc"])
         assert row["tokens"][row["center"]] == str(int(text.ids_T[row["pos"]]))
+
+
+def test_principal_directions_find_a_planted_direction():
+    gen = np.random.default_rng(0)
+    d_D = np.zeros(WIDTH)
+    d_D[3] = 1.0
+    sample = gen.normal(size=(200, WIDTH)) * 0.01 + np.outer(gen.normal(size=200), d_D)
+    dirs, share = principal_directions(sample, 3)
+    assert dirs.shape == (3, WIDTH) and share[0] > 0.9
+    assert abs(dirs[0] @ d_D) == pytest.approx(1, abs=1e-3)
+    pcs = [(dirs, share)] * LAYERS
+    comps = [(0, "write", 2 * d_D), (1, "read", np.eye(WIDTH)[5]), (-1, "read", d_D)]
+    table = feature_cosines(pcs, comps)
+    # component 2 reads the embeddings (site -1): no row
+    assert set(table["key"]) == {0, 1}
+    first = table.filter((pl.col("key") == 0) & (pl.col("pc") == 0))
+    assert first["cosine"].item() == pytest.approx(1, abs=1e-3)
+    assert table.filter(pl.col("key") == 1)["cosine"].max() < 0.5
+
+
+def test_model_diff_cosines_and_dashboard_panel(tmp_path):
+    """A merged 'full fine-tune' whose change is all one component's write:
+    that component's direction is Δh_full's first principal direction at
+    its layer, and its dashboard panel says so."""
+    targets = [r"model.layers.0.mlp.down_proj"]
+    peft_model = with_lora(tiny_base(), targets, scale=20.0)
+    seqs = texts()
+    store_full_states(merged(peft_model), seqs, tmp_path)
+    head = Head.with_weights(Head.of(peft_model), *(
+        p.detach() for p in (peft_model.get_decoder().norm.weight,
+                             peft_model.get_output_embeddings().weight)))  # fmt: skip
+    zero = [torch.zeros(0, WIDTH, dtype=torch.float64)] * LAYERS
+    m = measure(peft_model, head, seqs, tmp_path, zero, zero, sample_tokens=40)
+    assert sum(len(x) for x in m.samples[0]) == 40
+    pcs = [principal_directions(np.concatenate(rows), 2) for rows in m.samples]
+    table = feature_cosines(pcs, component_directions(peft_model))
+    row = table.filter((pl.col("layer") == 0) & (pl.col("pc") == 0))
+    assert row["direction"].item() == "write"
+    assert row["cosine"].item() == pytest.approx(1, abs=1e-6)
+    features = pl.DataFrame({"feature": [0, 1], "component": [0, 0]})
+    views = pc_views("lora", features, table)
+    assert views[0]["best"]["pc"] == 0 and views[1]["layer"] == 0
+    with pytest.raises(ValueError, match="feature_pcs.parquet: missing column"):
+        pc_views("lora", features, table.drop("cosine"))

@@ -37,8 +37,10 @@ def diffing_params(wildcards):
 
 
 def diffing_inputs(wildcards):
-    """The SAE only when its top features' writes are measured."""
-    if config["diffing"]["sae_top_n"] == 0:
+    """The SAE only when its top features' writes are measured or its
+    features are compared with Δh_full's principal directions."""
+    d = config["diffing"]
+    if d["sae_top_n"] == 0 and d["principal_directions"] == 0:
         return {}
     return {
         "sae": res("sae/model"),
@@ -54,7 +56,7 @@ def diffing_bench():
     return EVAL_BENCHMARKS
 
 
-DIFF_TABLES = ["residual", "kl_layers", "table3", "contexts"]
+DIFF_TABLES = ["residual", "kl_layers", "table3", "contexts", "feature_pcs"]
 
 
 rule model_diff:

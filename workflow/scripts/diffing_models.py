@@ -37,7 +37,7 @@ with script_logging(smk) as log:
         tables = plan.tables(load_lora_model(model, inp.adapter).eval(), scratch)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    for name in ("residual", "kl_layers", "table3", "contexts"):
+    for name in ("residual", "kl_layers", "table3", "contexts", "feature_pcs"):
         write_parquet(tables[name], smk.output[name])
     with atomic_path(smk.output.table3_md) as tmp:
         tmp.write_text(table3_markdown(tables["table3"]))

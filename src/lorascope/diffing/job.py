@@ -29,6 +29,12 @@ from lorascope.core.runtime import seed_everything, torch_dtype
 from lorascope.core.saes import load_sae
 from lorascope.diffing.checks import model_files, require_compatible
 from lorascope.diffing.passes import Text, measure
+from lorascope.diffing.principal import (
+    component_directions,
+    feature_cosines,
+    principal_directions,
+    sae_strongest_writes,
+)
 from lorascope.diffing.states import Head
 from lorascope.diffing.subspaces import cumulative_bases, orthonormal, sae_writes
 from lorascope.diffing.tables import layer_table, table3, top_contexts
@@ -132,9 +138,28 @@ class DiffPlan:
         return dict(dtype=model_cfg["dtype"], device=device,
                     attn_implementation=model_cfg["attn_implementation"])  # fmt: skip
 
+    def feature_pcs(self, model, measured, write_CD, layer_C, n_layers, n_pcs):
+        """Cosines of every LoRA direction and SAE feature with Δh_full's top
+        principal directions at its layer (lorascope.diffing.principal)."""
+        if n_pcs == 0:
+            return feature_cosines([], [])
+        d_model = write_CD.shape[1]
+        pcs = [
+            principal_directions(
+                np.concatenate(rows) if rows else np.zeros((0, d_model)), n_pcs
+            )
+            for rows in measured.samples
+        ]
+        sae = None
+        if self.inputs.get("sae"):
+            latents = pl.read_parquet(self.inputs["sae_features"])["latent"].to_list()
+            dir_GC = SaeMap(load_sae(self.inputs["sae"])).dir_FC[torch.tensor(latents)]
+            sae = (latents, *sae_strongest_writes(dir_GC, write_CD, layer_C, n_layers))
+        return feature_cosines(pcs, component_directions(model), sae)
+
     def tables(self, model, scratch: Path) -> dict[str, pl.DataFrame]:
         """Pass 2 with the base + adapter `model`, then the tables residual,
-        kl_layers, table3, contexts."""
+        kl_layers, table3, contexts, feature_pcs."""
         cfg, inputs = self.config["diffing"], self.inputs
         table = pl.read_parquet(inputs["components"])
         check_table(table, model)
@@ -147,8 +172,11 @@ class DiffPlan:
         w_bases = cumulative_bases(write_CD, layer_C, n_layers)
         s_bases = sae_bases(inputs["sae"], inputs["sae_features"], write_CD,
                             layer_C, n_layers, cfg["sae_top_n"])  # fmt: skip
+        n_pcs = cfg["principal_directions"]
         measured = measure(model, full_head, self.texts, scratch, w_bases, s_bases,
-                           cfg["logit_chunk"])  # fmt: skip
+                           cfg["logit_chunk"], cfg["pca_tokens"] if n_pcs else 0,
+                           self.config["seed"])  # fmt: skip
+        pcs = self.feature_pcs(model, measured, write_CD, layer_C, n_layers, n_pcs)
         dims = {"write": [len(b) for b in w_bases], "sae": [len(b) for b in s_bases]}
         d_model, boot = (
             write_CD.shape[1],
@@ -162,6 +190,7 @@ class DiffPlan:
             "kl_layers": layers.select("source", "layer", "n_sequences", "n_tokens",
                                        *kl_cols),  # fmt: skip
             "table3": table3(self.texts, measured, dims, d_model, *boot),
+            "feature_pcs": pcs,
             "contexts": top_contexts(self.texts, measured, decode,
                                      cfg["top_contexts"], cfg["context_width"]),
         }  # fmt: skip

@@ -65,6 +65,8 @@ class Measured:
     kl_whole_SL: np.ndarray
     kl_base: list[np.ndarray] = field(default_factory=list)
     kl_rank1: list[np.ndarray] = field(default_factory=list)
+    samples: list[list[np.ndarray]] = field(default_factory=list)
+    """Per layer, the sampled tokens' Δh_full rows (lorascope.diffing.principal)."""
 
 
 def _state_file(folder: Path, i: int) -> Path:
@@ -104,9 +106,13 @@ def measure(
     write_bases: list[torch.Tensor],
     sae_bases: list[torch.Tensor],
     logit_chunk: int = 512,
+    sample_tokens: int = 0,
+    seed: int = 0,
 ) -> Measured:
     """Pass 2 (module docstring); `write_bases` / `sae_bases`: per layer an
-    orthonormal basis [k, D] (lorascope.diffing.subspaces)."""
+    orthonormal basis [k, D] (lorascope.diffing.subspaces). `sample_tokens`:
+    counted tokens (spread evenly over the texts, seeded) whose Δh_full rows
+    are kept per layer in `samples`."""
     from safetensors.torch import load_file
 
     trunk, base_head = Trunk(peft_model), Head.of(peft_model)
@@ -126,7 +132,10 @@ def measure(
         sumvec_SLD=np.zeros((n_texts, n_layers, d_model)),
         kl_proj_SL=np.zeros((n_texts, n_layers)),
         kl_whole_SL=np.zeros((n_texts, n_layers)),
+        samples=[[] for _ in range(n_layers)],
     )
+    per_text = -(-sample_tokens // max(n_texts, 1))
+    gen = torch.Generator().manual_seed(seed)
     for s, text in enumerate(texts):
         ids_1T = text.ids_T[None].to(device)
         scope_T = text.scope_T.to(device)
@@ -138,6 +147,8 @@ def measure(
                 f"{tuple(h_full_LTD.shape)}, expected ({n_layers}, "
                 f"{ids_1T.shape[1]}, D): a stale or foreign state file"
             )
+        counted = torch.nonzero(text.scope_T).flatten()
+        picked = counted[torch.randperm(len(counted), generator=gen)[:per_text]]
         p_full_TX = full_head.log_probs(h_full_LTD[-1].to(device), logit_chunk)
         h_rank1_LTD = trunk.run(ids_1T)
         kl_rank1_T = head_kl(p_full_TX, base_head, h_rank1_LTD[-1:].to(device),
@@ -165,6 +176,9 @@ def measure(
                 ]
                 out.sums_SLK[s, layer] = [float(x) for x in sums]
                 out.sumvec_SLD[s, layer] = df_TD[m].sum(0).double().cpu().numpy()
+                if len(picked):
+                    rows = df_TD[picked.sort().values.to(device)]
+                    out.samples[layer].append(rows.float().cpu().numpy())
                 rows_VTD = torch.stack([base_TD + pw_TD, full_TD])
                 final_VTD = trunk.rerun_after(layer, rows_VTD.to(h_base_LTD.dtype))
                 kl_VT = head_kl(p_full_TX, base_head, final_VTD, logit_chunk)

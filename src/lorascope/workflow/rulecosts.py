@@ -300,7 +300,12 @@ def model_diff(s: Setting) -> Needs:
     notes = [f"{n_seq} sequences; pass 1 stores {n_seq * states / 1e9:.0f} GB "
              "of full-model states on disk until pass 2 reads them"]  # fmt: skip
     needs = _model_job(s, "model_diff", act, flops, notes=notes)
-    needs.host_bytes = _host(s, 3 * states)
+    pca = (
+        shape.layers * d["pca_tokens"] * shape.hidden * 4
+        if d["principal_directions"]
+        else 0
+    )
+    needs.host_bytes = _host(s, 3 * states + pca)  # + the Δh_full sample (fp32)
     return needs
 
 
