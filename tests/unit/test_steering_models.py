@@ -74,8 +74,9 @@ def test_rank1_rows_do_not_change_with_the_model_axis(toy_tokenizer):
           for m in ("rank1", "base", "full")}  # fmt: skip
     assert kl["base"] != pytest.approx(kl["rank1"])
     assert kl["full"] != pytest.approx(kl["base"])
-    summary = transfer_summary(every, "kl_to_unsteered")
-    assert set(summary.columns) >= {"label", "sign", "rank1", "base", "full"}
+    summary = transfer_summary(every, samples=20)
+    assert summary["model"].to_list() == ["rank1", "base", "full"]
+    assert summary["n_samples"].to_list() == [len(BENCH)] * 3
 
 
 @torch.no_grad()
@@ -107,18 +108,32 @@ def test_unknown_model_is_named():
         sweep_models(["ful"], [None], None, None)
 
 
-def test_transfer_summary_is_the_strongest_push_minus_unsteered():
-    rows = [
-        (m, a, v)
-        for m, base in (("rank1", 1.0), ("base", 2.0))
-        for a, v in ((0.0, base), (10.0, base + 1), (30.0, base + 5), (-30.0, base))
-    ]
-    sweep_df = pl.DataFrame(
-        {"kind": "component", "id": 1, "label": "L0.o",
-         "model": [r[0] for r in rows], "alpha": [r[1] for r in rows],
-         "m": [r[2] for r in rows]}
-    )  # fmt: skip
-    out = transfer_summary(sweep_df, "m").sort("sign")
-    assert out["alpha"].to_list() == [30.0, -30.0]
-    np.testing.assert_allclose(out["rank1"], [5.0, 0.0])
-    np.testing.assert_allclose(out["base"], [5.0, 0.0])
+def test_transfer_summary_pairs_problems_and_names_repurposed_directions():
+    """Backtracking moves in the full fine-tune only: repurposed; the
+    intervals are paired over problems (a constant shift has width 0)."""
+
+    def row(model, alpha, backtracks, correct):
+        return {"kind": "component", "id": 1, "label": "L0.o", "model": model,
+                "alpha": alpha, "sample_backtracks": backtracks,
+                "sample_tokens": [100] * 4, "sample_correct": correct}  # fmt: skip
+
+    base0, full0 = [0, 1, 0, 2], [3, 0, 1, 0]
+    sweep_df = pl.DataFrame([
+        row("base", 0.0, base0, [True, False, True, False]),
+        row("base", 10.0, base0, [True, False, True, False]),
+        row("base", -30.0, base0, [True, False, True, False]),
+        row("full", 0.0, full0, [True] * 4),
+        row("full", 10.0, [b + 1 for b in full0], [True] * 4),
+        row("full", -30.0, [b + 2 for b in full0], [False] * 4),
+    ])  # fmt: skip
+    out = transfer_summary(sweep_df, samples=200, seed=0)
+    full = out.filter(pl.col("model") == "full").sort("sign")
+    assert full["alpha"].to_list() == [10.0, -30.0]  # the strongest of each sign
+    np.testing.assert_allclose(full["backtrack_delta"], [10.0, 20.0])
+    np.testing.assert_allclose(full["backtrack_lo"], full["backtrack_hi"])
+    np.testing.assert_allclose(full["accuracy_delta"], [0.0, -1.0])
+    base = out.filter(pl.col("model") == "base")
+    np.testing.assert_allclose(base["backtrack_delta"], 0.0)
+    assert set(out["transfer"]) == {"repurposed by fine-tuning"}
+    with pytest.raises(ValueError, match="no unsteered run"):
+        transfer_summary(sweep_df.filter(pl.col("alpha") != 0))

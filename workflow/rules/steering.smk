@@ -11,6 +11,8 @@ def steering_params(wildcards):
     keys = [*model_keys(), "data.system_prompt", "steering"]
     keys += [f"ablation.{k}" for k in ablation]
     keys += ["eval.grade_without_answer_marker"]
+    if len(st["models"]) > 1:  # the transfer summary's intervals
+        keys += ["eval.bootstrap_samples"]
     keys += [f"eval.{k}" for k in ("max_new_tokens", "batch_size") if st[k] is None]
     return config_of("seed", "device", *keys)
 

@@ -89,10 +89,12 @@ with script_logging(smk) as log:
     df = sweep_models(st["models"], held, lambda: load_full(config), run_sweep, log)
     write_parquet(df, smk.output.sweep)
     with atomic_path(smk.output.sweep_md) as tmp:
-        text = "# Steering sweep\n\n" + to_markdown(df, "{:.4g}")
+        shown = df.drop(pl.selectors.starts_with("sample_"))  # per-problem lists
+        text = "# Steering sweep\n\n" + to_markdown(shown, "{:.4g}")
         if len(st["models"]) > 1:
-            summary = transfer_summary(df, "backtrack_per_1k_tokens")
-            text += ("\n\n## Backtracking per 1k tokens at the strongest alpha, "
-                     "minus unsteered, per model\n\n")  # fmt: skip
+            summary = transfer_summary(df, ev["bootstrap_samples"], config["seed"])
+            text += ("\n\n## Direction transfer: the strongest push minus "
+                     "unsteered, per model (95% paired bootstrap over problems)"
+                     "\n\n")  # fmt: skip
             text += to_markdown(summary, "{:.4g}")
         tmp.write_text(text)

@@ -22,6 +22,7 @@ import contextlib
 import gc
 from collections.abc import Callable, Iterator
 
+import numpy as np
 import polars as pl
 import torch
 from torch import nn
@@ -89,22 +90,76 @@ def sweep_models(
     return pl.concat(frames)
 
 
-def transfer_summary(sweep: pl.DataFrame, metric: str) -> pl.DataFrame:
-    """Per target and model: `metric` at the strongest alpha of each sign
-    minus its unsteered (alpha 0) value, one column per model, so a
-    direction that moves the full fine-tune and not the base stands out."""
-    zero = sweep.filter(pl.col("alpha") == 0).select(
-        "model", pl.col(metric).alias("m0")
-    )
-    zero = zero.unique("model")
-    rows = sweep.filter(pl.col("alpha") != 0).join(zero, on="model", how="left")
-    rows = rows.with_columns(
-        sign=pl.when(pl.col("alpha") > 0).then(pl.lit("+")).otherwise(pl.lit("-")),
-        delta=pl.col(metric) - pl.col("m0"),
-        strength=pl.col("alpha").abs(),
-    )
-    strongest = rows.sort("strength").group_by("kind", "id", "label", "sign",
-                                               "model").last()  # fmt: skip
-    return strongest.pivot(
-        on="model", index=["kind", "id", "label", "sign", "alpha"], values="delta"
-    ).sort("kind", "id", "sign")
+def _rate(backtracks_P, tokens_P, idx_BP) -> np.ndarray:
+    """Backtracking words per 1k generated tokens of each resample [B]."""
+    tokens_B = np.maximum(tokens_P[idx_BP].sum(1), 1)
+    return 1000 * backtracks_P[idx_BP].sum(1) / tokens_B
+
+
+def _moved(lo: float, hi: float) -> bool:
+    return lo > 0 or hi < 0
+
+
+def _verdict(moved: dict[str, bool]) -> str | None:
+    """What a push does in the base vs the full fine-tune (backtracking)."""
+    if "base" not in moved or "full" not in moved:
+        return None
+    return {
+        (False, True): "repurposed by fine-tuning",
+        (True, True): "already in the base",
+        (True, False): "base only",
+        (False, False): "no effect",
+    }[(moved["base"], moved["full"])]
+
+
+def transfer_summary(
+    sweep: pl.DataFrame, samples: int = 1000, seed: int = 0
+) -> pl.DataFrame:
+    """Per target, sign of alpha (its strongest push) and model: the change
+    of backtracking per 1k generated tokens and of accuracy against the same
+    model unsteered, with 95% paired bootstrap intervals over the problems
+    (columns `sample_*` of the sweep); and per target and sign a `transfer`
+    verdict from the backtracking intervals of base and full: moved in the
+    full fine-tune only = repurposed by fine-tuning, in both = already in the
+    base (null unless both models were swept)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for (model,), grp in sweep.group_by("model", maintain_order=True):
+        zero = grp.filter(pl.col("alpha") == 0)
+        if zero.is_empty():
+            raise ValueError(f"steering.alphas: no unsteered run (alpha 0) for {model}")
+        z = zero.row(0, named=True)
+        pushed = grp.filter(pl.col("alpha") != 0).with_columns(
+            sign=pl.when(pl.col("alpha") > 0).then(pl.lit("+")).otherwise(pl.lit("-"))
+        )
+        strongest = pushed.sort(pl.col("alpha").abs()).group_by(
+            "kind", "id", "label", "sign", maintain_order=True
+        ).last()  # fmt: skip
+        for r in strongest.iter_rows(named=True):
+            b1, n1 = np.array(r["sample_backtracks"]), np.array(r["sample_tokens"])
+            b0, n0 = np.array(z["sample_backtracks"]), np.array(z["sample_tokens"])
+            c1, c0 = np.array(r["sample_correct"]), np.array(z["sample_correct"])
+            idx_BP = rng.integers(0, len(b1), (samples, len(b1)))
+            idx_BP = np.vstack([np.arange(len(b1)), idx_BP])  # row 0: the sample
+            bt = _rate(b1, n1, idx_BP) - _rate(b0, n0, idx_BP)
+            acc = c1[idx_BP].mean(1) - c0[idx_BP].mean(1)
+            bt_lo, bt_hi = np.percentile(bt[1:], [2.5, 97.5])
+            acc_lo, acc_hi = np.percentile(acc[1:], [2.5, 97.5])
+            rows.append(
+                {"kind": r["kind"], "id": r["id"], "label": r["label"],
+                 "sign": r["sign"], "alpha": r["alpha"], "model": model,
+                 "backtrack_delta": bt[0], "backtrack_lo": bt_lo,
+                 "backtrack_hi": bt_hi, "accuracy_delta": acc[0],
+                 "accuracy_lo": acc_lo, "accuracy_hi": acc_hi,
+                 "n_samples": len(b1)}
+            )  # fmt: skip
+    df = pl.DataFrame(rows)
+    verdicts = {}
+    for r in rows:
+        key = (r["kind"], r["id"], r["sign"])
+        moved = _moved(r["backtrack_lo"], r["backtrack_hi"])
+        verdicts.setdefault(key, {})[r["model"]] = moved
+    return df.with_columns(
+        transfer=pl.Series([_verdict(verdicts[(r["kind"], r["id"], r["sign"])])
+                            for r in rows], dtype=pl.Utf8)
+    )  # fmt: skip
