@@ -49,11 +49,19 @@ def diffing_inputs(wildcards):
 
 
 def diffing_bench():
-    """The full fine-tune's graded generations of each benchmark (none when
-    diffing.bench_limit is 0)."""
+    """The benchmarks whose prompts + the full fine-tune's generations are
+    diffed (none when diffing.bench_limit is 0)."""
     if config["diffing"]["bench_limit"] == 0:
         return []
     return EVAL_BENCHMARKS
+
+
+def diffing_generations(wildcards):
+    """The full fine-tune's raw generations (its engine's folder, one parquet
+    per benchmark): not the graded tables, so a grader edit reruns nothing here."""
+    if not diffing_bench():
+        return []
+    return res(f"eval/generations/{ENGINE_OF['full']}")
 
 
 DIFF_TABLES = ["residual", "kl_layers", "table3", "contexts", "feature_pcs"]
@@ -67,7 +75,7 @@ rule model_diff:
         components=res("components.parquet"),
         full=res("train/full/model"),
         full_local=full_local,
-        bench=expand(res("eval/full/{benchmark}.parquet"), benchmark=diffing_bench()),
+        generations=diffing_generations,
         base=base_model_input,
     output:
         **{t: res(f"diffing/{t}.parquet") for t in DIFF_TABLES},

@@ -18,7 +18,11 @@ with script_logging(smk) as log:
     inp, config = smk.input, smk.params.config
     inputs = {k: inp[k] for k in ("adapter", "components", "full", "sft")}
     inputs |= {"sae": inp.get("sae"), "sae_features": inp.get("sae_features")}
-    inputs["bench"] = dict(zip(smk.params.benchmarks, inp.bench, strict=True))
+    generations = inp.get("generations")  # {engine}/full/{benchmark}.parquet
+    inputs["bench"] = {
+        b: str(Path(generations) / "full" / f"{b}.parquet")
+        for b in smk.params.benchmarks
+    }
     plan = DiffPlan.prepare(config, smk.params.base, inputs, log)
     # Pass 1's states wait here for pass 2 (not an output: removed after).
     scratch = Path(smk.output.table3).parent / "full_states.tmp"

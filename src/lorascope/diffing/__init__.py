@@ -3,7 +3,7 @@ captures of what full fine-tuning changed (issue 32).
 
 Consumes the base model, the rank-1 adapter (`train/rank1/adapter`), the full
 fine-tune (`train/full/model`), the SFT set, the full model's benchmark
-generations (`eval/full/{benchmark}.parquet`), the component table and the
+generations (`eval/generations/{engine}/full/`), the component table and the
 SAE. Produces, under `diffing/`: per-layer residual-stream shares
 (`residual.parquet`), per-layer KL of the base with Δh_full patched in
 (`kl_layers.parquet`), "Table 3: what rank-1 captures" (`table3.{parquet,md}`)

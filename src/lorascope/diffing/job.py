@@ -5,8 +5,9 @@ Texts: `diffing.n_sequences` training sequences drawn as the KL ablation
 draws (`lorascope.ablation.setup.select_sequences`: seeded, cut to
 `diffing.max_tokens`, positions by `diffing.token_scope`), then per
 benchmark the first `diffing.bench_limit` prompts with the full fine-tune's
-own generation (`eval/full/{benchmark}.parquet`: prompt + completion as
-evaluation tokenised them), every position with a next token counted.
+own generation (`eval/generations/{engine}/full/{benchmark}.parquet`: the
+prompt string and the completion, tokenised together without special
+tokens), every position with a next token counted.
 """
 
 from __future__ import annotations
@@ -112,7 +113,7 @@ class DiffPlan:
     @classmethod
     def prepare(cls, config: dict, base: str, inputs: dict, log) -> DiffPlan:
         """`inputs`: adapter, components, full, sft, sae, sae_features and
-        bench ({benchmark: eval/full table}). Fails if the two models
+        bench ({benchmark: the full model's generations table}). Fails if the two models
         cannot be compared (lorascope.diffing.checks)."""
         revision = config["model"]["revision"]
         full_path, full_revision = resolve_model_dir(inputs["full"])
