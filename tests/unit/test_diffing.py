@@ -208,3 +208,12 @@ def test_model_diff_cosines_and_dashboard_panel(tmp_path):
     assert views[0]["best"]["pc"] == 0 and views[1]["layer"] == 0
     with pytest.raises(ValueError, match="feature_pcs.parquet: missing column"):
         pc_views("lora", features, table.drop("cosine"))
+
+
+def test_stale_state_files_fail_naming_the_sequence(tmp_path):
+    peft_model = with_lora(tiny_base())
+    store_full_states(merged(peft_model), texts(length=10), tmp_path)
+    zero = [torch.zeros(0, WIDTH, dtype=torch.float64)] * LAYERS
+    head = Head.of(peft_model)
+    with pytest.raises(ValueError, match="sequence 0 .* stale or foreign"):
+        measure(peft_model, head, texts(length=14), tmp_path, zero, zero)

@@ -55,6 +55,26 @@ def test_table3_contexts_and_figure(res):
     assert "Table 3" in (res / "diffing/table3.md").read_text()
     ctx = pl.read_parquet(res / "diffing/contexts.parquet")
     assert ctx.height > 0 and (ctx["value"].diff().drop_nulls() <= 0).all()
+    tokens = pl.read_parquet(res / "diffing/tokens.parquet")
+    per_source = tokens.group_by("source").agg(
+        pl.len(), pl.col("kl_full_base").mean(), pl.col("kl_full_rank1").mean()
+    )
+    joined = per_source.join(t3.filter(pl.col("metric") == "kl_full_base"), on="source")
+    assert (joined["len"] == joined["n_tokens"]).all()
+    np.testing.assert_allclose(joined["kl_full_base"], joined["value"], rtol=1e-6)
+    assert ctx["value"][0] == pytest.approx(tokens["kl_full_rank1"].max())
+    pcs = pl.read_parquet(res / "diffing/feature_pcs.parquet")
+    assert set(pcs["kind"]) == {"lora", "sae"} and pcs["cosine"].is_between(0, 1).all()
+    for kind, key in (("lora", "component"), ("sae", "latent")):
+        keys = set(pcs.filter(pl.col("kind") == kind)["key"])
+        feats = pl.read_parquet(res / f"features/{kind}/features.parquet")
+        shown = feats.filter(pl.col(key).is_in(keys))["feature"]
+        hidden = feats.filter(~pl.col(key).is_in(keys))["feature"]
+        page = (res / f"dashboards/features/{kind}-{shown[0]}.html").read_text()
+        assert 'id="full-finetune"' in page and "PC 1" in page
+        if len(hidden):  # layer-0 q/k/v read the embeddings: no panel
+            page = (res / f"dashboards/features/{kind}-{hidden[0]}.html").read_text()
+            assert 'id="full-finetune"' not in page
     assert (res / "figures/fig_diffing.png").stat().st_size > 5000
     sweep = pl.read_parquet(res / "steering/sweep.parquet")
     assert set(sweep["model"]) == {"rank1"}  # steering.models default

@@ -64,7 +64,14 @@ def diffing_generations(wildcards):
     return res(f"eval/generations/{ENGINE_OF['full']}")
 
 
-DIFF_TABLES = ["residual", "kl_layers", "table3", "contexts", "feature_pcs"]
+DIFF_TABLES = [
+    "residual",
+    "kl_layers",
+    "table3",
+    "contexts",
+    "feature_pcs",
+    "tokens",
+]
 
 
 rule model_diff:

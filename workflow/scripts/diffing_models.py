@@ -13,6 +13,7 @@ from lorascope.diffing.job import DiffPlan, release, table3_markdown
 from lorascope.diffing.passes import store_full_states
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
+DIFF_TABLES = ("residual", "kl_layers", "table3", "contexts", "feature_pcs", "tokens")
 
 with script_logging(smk) as log:
     inp, config = smk.input, smk.params.config
@@ -41,7 +42,7 @@ with script_logging(smk) as log:
         tables = plan.tables(load_lora_model(model, inp.adapter).eval(), scratch)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    for name in ("residual", "kl_layers", "table3", "contexts", "feature_pcs"):
+    for name in DIFF_TABLES:
         write_parquet(tables[name], smk.output[name])
     with atomic_path(smk.output.table3_md) as tmp:
         tmp.write_text(table3_markdown(tables["table3"]))

@@ -38,7 +38,7 @@ from lorascope.diffing.principal import (
 )
 from lorascope.diffing.states import Head
 from lorascope.diffing.subspaces import cumulative_bases, orthonormal, sae_writes
-from lorascope.diffing.tables import layer_table, table3, top_contexts
+from lorascope.diffing.tables import layer_table, table3, token_table, top_contexts
 
 __all__ = [
     "DiffPlan",
@@ -160,7 +160,7 @@ class DiffPlan:
 
     def tables(self, model, scratch: Path) -> dict[str, pl.DataFrame]:
         """Pass 2 with the base + adapter `model`, then the tables residual,
-        kl_layers, table3, contexts, feature_pcs."""
+        kl_layers, table3, contexts, feature_pcs, tokens."""
         cfg, inputs = self.config["diffing"], self.inputs
         table = pl.read_parquet(inputs["components"])
         check_table(table, model)
@@ -194,6 +194,7 @@ class DiffPlan:
             "feature_pcs": pcs,
             "contexts": top_contexts(self.texts, measured, decode,
                                      cfg["top_contexts"], cfg["context_width"]),
+            "tokens": token_table(self.texts, measured),
         }  # fmt: skip
 
 

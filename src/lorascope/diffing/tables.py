@@ -27,7 +27,7 @@ import polars as pl
 
 from lorascope.diffing.passes import SUMS, Measured, Text
 
-__all__ = ["TABLE3_ROWS", "layer_table", "table3", "top_contexts"]
+__all__ = ["TABLE3_ROWS", "layer_table", "table3", "token_table", "top_contexts"]
 
 K = {name: i for i, name in enumerate(SUMS)}
 LAYER_METRICS = (
@@ -188,6 +188,26 @@ def table3(
                  "n_tokens": int(sub.sums_SLK[:, 0, K["n"]].sum())}
             )  # fmt: skip
     return pl.DataFrame(rows)
+
+
+def token_table(texts: Sequence[Text], m: Measured) -> pl.DataFrame:
+    """Per counted token: source, doc, pos, token_id, KL(full || base) and
+    KL(full || rank-1) of its next-token distribution."""
+    frames = []
+    for s, text in enumerate(texts):
+        pos = np.flatnonzero(text.scope_T.numpy())
+        frames.append(
+            pl.DataFrame(
+                {"source": text.source, "doc": text.doc, "pos": pos,
+                 "token_id": text.ids_T.numpy()[pos],
+                 "kl_full_base": m.kl_base[s][pos],
+                 "kl_full_rank1": m.kl_rank1[s][pos]},
+                schema={"source": pl.Utf8, "doc": pl.Int64, "pos": pl.Int64,
+                        "token_id": pl.Int64, "kl_full_base": pl.Float64,
+                        "kl_full_rank1": pl.Float64},
+            )
+        )  # fmt: skip
+    return pl.concat(frames)
 
 
 def top_contexts(
