@@ -13,6 +13,7 @@ from transformers import Qwen2Config, Qwen2ForCausalLM
 from lorascope.causal.direct_effects import writes
 from lorascope.core.components import lora_modules, table_from_modules
 from lorascope.dashboards.diffing import pc_views
+from lorascope.diffing.job import table3_markdown
 from lorascope.diffing.passes import Text, measure, store_full_states
 from lorascope.diffing.principal import (
     component_directions,
@@ -109,6 +110,9 @@ def test_merged_adapter_is_all_captured(tmp_path):
     # Writing all of Δh_full at the last layer recovers the full model.
     last = layers.filter(layers["layer"] == LAYERS - 1)
     np.testing.assert_allclose(last["kl_captured_whole"], 1, atol=1e-9)
+    # The markdown table has five columns on every row (no stray pipes).
+    rows = [x for x in table3_markdown(t3).splitlines() if x.startswith("| ")]
+    assert rows and all(x.count("|") == 5 for x in rows)
     # Every interval holds its point estimate.
     rows = t3.filter(t3["ci_low"].is_not_nan())
     assert (rows["ci_low"] <= rows["value"] + 1e-12).all()

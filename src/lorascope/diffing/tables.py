@@ -40,9 +40,9 @@ LAYER_METRICS = (
 )
 # Table 3's rows: (metric, what it says).
 TABLE3_ROWS = (
-    ("kl_full_base", "KL(full || base), nats per token"),
-    ("kl_full_rank1", "KL(full || rank-1), nats per token"),
-    ("kl_captured_rank1", "share of KL(full || base) the rank-1 adapter removes"),
+    ("kl_full_base", "KL(full ‖ base), nats per token"),
+    ("kl_full_rank1", "KL(full ‖ rank-1), nats per token"),
+    ("kl_captured_rank1", "share of KL(full ‖ base) the rank-1 adapter removes"),
     (
         "kl_captured_proj",
         "same, base + Δh_full projected on the write span at one "
@@ -50,9 +50,9 @@ TABLE3_ROWS = (
     ),  # fmt: skip
     ("r2_rank1", "variance of Δh_full explained by Δh_rank1 (mean over layers)"),
     ("cos_rank1", "cosine of Δh_full and Δh_rank1 (mean over layers)"),
-    ("share_write", "share of |Δh_full|² in the adapter's write span (mean)"),
+    ("share_write", "share of ‖Δh_full‖² in the adapter's write span (mean)"),
     ("chance_write", "same for a random subspace of that dimension (mean)"),
-    ("share_sae", "share of |Δh_full|² in the top SAE features' writes (mean)"),
+    ("share_sae", "share of ‖Δh_full‖² in the top SAE features' writes (mean)"),
     ("chance_sae", "same for a random subspace of that dimension (mean)"),
 )
 
