@@ -113,8 +113,8 @@ class DiffPlan:
     @classmethod
     def prepare(cls, config: dict, base: str, inputs: dict, log) -> DiffPlan:
         """`inputs`: adapter, components, full, sft, sae, sae_features and
-        bench ({benchmark: the full model's generations table}). Fails if the two models
-        cannot be compared (lorascope.diffing.checks)."""
+        bench ({benchmark: the full model's generations table}). Fails if
+        the two models cannot be compared (lorascope.diffing.checks)."""
         revision = config["model"]["revision"]
         full_path, full_revision = resolve_model_dir(inputs["full"])
         require_compatible(
