@@ -137,3 +137,11 @@ def test_transfer_summary_pairs_problems_and_names_repurposed_directions():
     assert set(out["transfer"]) == {"repurposed by fine-tuning"}
     with pytest.raises(ValueError, match="no unsteered run"):
         transfer_summary(sweep_df.filter(pl.col("alpha") != 0))
+
+
+def test_figure_labels_other_models_lines():
+    from lorascope.figures.steering import label_models
+
+    df = pl.DataFrame({"label": ["L0.o"] * 3, "model": ["rank1", "base", "full"]})
+    assert label_models(df)["label"].to_list() == ["L0.o", "L0.o [base]", "L0.o [full]"]
+    assert label_models(df.drop("model"))["label"].to_list() == ["L0.o"] * 3
