@@ -221,3 +221,21 @@ def test_stale_state_files_fail_naming_the_sequence(tmp_path):
     head = Head.of(peft_model)
     with pytest.raises(ValueError, match="sequence 0 .* stale or foreign"):
         measure(peft_model, head, texts(length=14), tmp_path, zero, zero)
+
+
+def test_more_training_sequences_than_the_sft_set_names_the_key(tmp_path):
+    from lorascope.diffing.job import train_texts
+
+    sft = tmp_path / "sft.parquet"
+    pl.DataFrame(
+        {"input_ids": [[1, 2, 3]] * 2, "labels": [[1, 2, 3]] * 2}
+    ).write_parquet(sft)
+    cfg = {
+        "seed": 0,
+        "diffing": {"n_sequences": 3, "max_tokens": 8, "token_scope": "all"},
+    }
+    with pytest.raises(ValueError, match=r"diffing.n_sequences: 3 .* has 2 rows"):
+        train_texts(cfg, str(sft))
+    cfg["diffing"]["n_sequences"] = 2
+    (a, b) = train_texts(cfg, str(sft))
+    assert a.source == "train" and a.scope_T.tolist() == [True, True, False]

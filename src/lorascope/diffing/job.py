@@ -53,6 +53,11 @@ __all__ = [
 def train_texts(config: dict, sft_path: str) -> list[Text]:
     cfg = config["diffing"]
     sft = pl.read_parquet(sft_path, columns=["input_ids", "labels"])
+    if len(sft) < cfg["n_sequences"]:  # select_sequences would name ablation's key
+        raise ValueError(
+            f"diffing.n_sequences: {cfg['n_sequences']} requested but the SFT set "
+            f"({sft_path}) has {len(sft)} rows"
+        )
     pairs = select_sequences(
         sft, cfg["n_sequences"], cfg["max_tokens"], config["seed"],
         cfg["token_scope"],
