@@ -239,3 +239,24 @@ def test_more_training_sequences_than_the_sft_set_names_the_key(tmp_path):
     cfg["diffing"]["n_sequences"] = 2
     (a, b) = train_texts(cfg, str(sft))
     assert a.source == "train" and a.scope_T.tolist() == [True, True, False]
+
+
+def test_pass_one_states_are_reused_only_for_the_same_model_and_texts(tmp_path):
+    """A failed run keeps pass 1's states; the rerun recomputes only what is
+    missing, changed or made by another model."""
+    from lorascope.diffing.passes import missing_states
+
+    folder = tmp_path / "states"
+    seqs = texts()
+    full = merged(with_lora(tiny_base()))
+    assert missing_states(seqs, folder, "model-a") == [0, 1, 2, 3]
+    store_full_states(full, seqs, folder, only=[0, 2])
+    assert missing_states(seqs, folder, "model-a") == [1, 3]
+    store_full_states(full, seqs, folder, only=[1, 3])
+    assert missing_states(seqs, folder, "model-a") == []
+    changed = [*seqs[:3], Text("bench", 3, seqs[3].ids_T.flip(0), seqs[3].scope_T)]
+    assert missing_states(changed, folder, "model-a") == [3]
+    (folder / "seq-00001.safetensors").write_bytes(b"cut short")
+    assert missing_states(seqs, folder, "model-a") == [1]
+    assert missing_states(seqs, folder, "model-b") == [0, 1, 2, 3]  # retrained
+    assert sorted(p.name for p in folder.iterdir()) == ["KEY"]

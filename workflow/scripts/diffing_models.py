@@ -10,7 +10,7 @@ from lorascope.core.io import atomic_path, to_markdown, write_parquet
 from lorascope.core.models import load_causal_lm, load_lora_model
 from lorascope.core.runtime import script_logging
 from lorascope.diffing.job import DiffPlan, release, table3_markdown
-from lorascope.diffing.passes import store_full_states
+from lorascope.diffing.passes import missing_states, store_full_states
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
 DIFF_TABLES = ("residual", "kl_layers", "table3", "contexts", "feature_pcs", "tokens")
@@ -25,25 +25,27 @@ with script_logging(smk) as log:
         for b in smk.params.benchmarks
     }
     plan = DiffPlan.prepare(config, smk.params.base, inputs, log)
-    # Pass 1's states wait here for pass 2 (not an output: removed after).
+    # Pass 1's states wait here for pass 2 (not an output: removed once the
+    # tables are written; after a failure they stay, and the rerun reuses
+    # them when the full fine-tune, dtype and token ids are the same).
     scratch = Path(smk.output.table3).parent / "full_states.tmp"
-    shutil.rmtree(scratch, ignore_errors=True)  # a killed run's
-    scratch.mkdir(parents=True)
-    try:
+    missing = missing_states(plan.texts, scratch, plan.state_key())
+    log.info("pass 1 (full fine-tune): %d of %d sequences to run",
+             len(missing), len(plan.texts))  # fmt: skip
+    if missing:
         full = load_causal_lm(
             plan.full_path, revision=plan.full_revision, **plan.load_kwargs
         )
-        store_full_states(full, plan.texts, scratch, log)
+        store_full_states(full, plan.texts, scratch, log, only=missing)
         release(full)
-        log.info("pass 1 (full fine-tune) done; loading base + rank-1 adapter")
-        model = load_causal_lm(
-            smk.params.base, revision=config["model"]["revision"], **plan.load_kwargs
-        )
-        tables = plan.tables(load_lora_model(model, inp.adapter).eval(), scratch)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    log.info("pass 2: base + rank-1 adapter")
+    model = load_causal_lm(
+        smk.params.base, revision=config["model"]["revision"], **plan.load_kwargs
+    )
+    tables = plan.tables(load_lora_model(model, inp.adapter).eval(), scratch)
     for name in DIFF_TABLES:
         write_parquet(tables[name], smk.output[name])
+    shutil.rmtree(scratch)
     with atomic_path(smk.output.table3_md) as tmp:
         tmp.write_text(table3_markdown(tables["table3"]))
     with atomic_path(smk.output.layers_md) as tmp:

@@ -13,6 +13,7 @@ tokens), every position with a next token counted.
 from __future__ import annotations
 
 import gc
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -135,6 +136,26 @@ class DiffPlan:
         n_tokens = sum(len(t.ids_T) for t in texts)
         log.info("%d sequences, %d tokens", len(texts), n_tokens)
         return cls(config, base, inputs, full_path, full_revision, texts, tokenizer)
+
+    def state_key(self) -> str:
+        """What pass 1's stored states depend on besides the texts (whose
+        ids are stored with them): the full fine-tune (its location,
+        revision, and for a local dir its files' sizes and mtimes: a
+        retrained model invalidates them), the dtype and the kernel."""
+        folder = Path(self.full_path)
+        files = []
+        if folder.is_dir():
+            files = sorted(
+                (str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns)
+                for p in folder.rglob("*")
+                if p.is_file() and not p.name.startswith(".")
+            )
+        m = self.config["model"]
+        return json.dumps(
+            {"full": self.full_path, "revision": self.full_revision, "files": files,
+             "dtype": m["dtype"], "attn": m["attn_implementation"]},
+            sort_keys=True,
+        )  # fmt: skip
 
     @property
     def load_kwargs(self) -> dict:

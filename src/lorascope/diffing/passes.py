@@ -24,6 +24,7 @@ Sums are kept per sequence, so intervals resample sequences
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +35,14 @@ from torch import nn
 
 from lorascope.diffing.states import Head, Trunk, head_kl
 
-__all__ = ["SUMS", "Measured", "Text", "measure", "store_full_states"]
+__all__ = [
+    "SUMS",
+    "Measured",
+    "Text",
+    "measure",
+    "missing_states",
+    "store_full_states",
+]
 
 SUMS = ("n", "ff", "rr", "fr", "ee", "pw", "ps")
 
@@ -73,22 +81,57 @@ def _state_file(folder: Path, i: int) -> Path:
     return Path(folder) / f"seq-{i:05d}.safetensors"
 
 
+def missing_states(texts: Sequence[Text], folder: str | Path, key: str) -> list[int]:
+    """Texts whose pass-1 states are not in `folder` for this `key` (what
+    made them: the full fine-tune's files, its dtype, ...). A folder made
+    under another key is emptied first: a killed or failed run's states are
+    reused only for the same model, and only where the stored token ids are
+    this text's."""
+    from safetensors import SafetensorError, safe_open
+
+    folder = Path(folder)
+    manifest = folder / "KEY"
+    if folder.exists() and (not manifest.is_file() or manifest.read_text() != key):
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest.write_text(key)
+    missing = []
+    for i, text in enumerate(texts):
+        path = _state_file(folder, i)
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                same = torch.equal(f.get_tensor("ids"), text.ids_T.long())
+        except (OSError, KeyError, SafetensorError):  # absent, cut short, foreign
+            same = False
+        if not same:
+            missing.append(i)
+    return missing
+
+
 @torch.no_grad()
 def store_full_states(
-    full_model: nn.Module, texts: Sequence[Text], folder: str | Path, log=None
+    full_model: nn.Module,
+    texts: Sequence[Text],
+    folder: str | Path,
+    log=None,
+    only: Sequence[int] | None = None,
 ) -> None:
-    """Pass 1: the full fine-tune's residual after every layer, per text."""
+    """Pass 1: the full fine-tune's residual after every layer, per text
+    (`only`: these texts' indices; the token ids are stored beside)."""
     from safetensors.torch import save_file
 
     trunk = Trunk(full_model)
     device = next(full_model.parameters()).device
-    for i, text in enumerate(texts):
-        states_LTD = trunk.run(text.ids_T[None].to(device))
+    todo = range(len(texts)) if only is None else only
+    for n, i in enumerate(todo):
+        ids_T = texts[i].ids_T
+        states_LTD = trunk.run(ids_T[None].to(device))
         tmp = _state_file(folder, i).with_suffix(".tmp")
-        save_file({"states": states_LTD.cpu().contiguous()}, str(tmp))
+        save_file({"states": states_LTD.cpu().contiguous(),
+                   "ids": ids_T.long().contiguous()}, str(tmp))  # fmt: skip
         tmp.replace(_state_file(folder, i))
-        if log and (i + 1) % 16 == 0:
-            log.info("full fine-tune: %d / %d sequences", i + 1, len(texts))
+        if log and (n + 1) % 16 == 0:
+            log.info("full fine-tune: %d / %d sequences", n + 1, len(todo))
 
 
 def _project(delta_TD: torch.Tensor, basis_KD: torch.Tensor) -> torch.Tensor:
