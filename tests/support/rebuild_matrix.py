@@ -59,7 +59,11 @@ TABLES = {"eval_table[table=table1]", "eval_table[table=table2]"}
 TABLE_FIGURES = {"figure_table1", "figure_table2"}
 AUTOINTERP_FIGURES = {"figure_classes", "figure_categories", "figure_sae_density"}
 FIGURES = AUTOINTERP_FIGURES | TABLE_FIGURES | {"figure_ablation", "figure_steering"}
-FIGURES |= {"figure_causal"}
+FIGURES |= {"figure_causal", "figure_diffing"}
+# Rule model_diff (issue 32) reads the SAE, the adapter, the full fine-tune
+# and its raw generations (not the grades); its figure and the dashboards'
+# full fine-tune panel read its tables.
+DIFF = {"model_diff", "figure_diffing", "dashboards"}
 # Feature ablation and direct effects read the SAE, the LoRA features and the
 # adapter; the causal figure also reads the explanations and scores.
 # Feature accuracy reads the feature table, the component KL and the SAE.
@@ -85,6 +89,7 @@ SAE_ON = {
     *SUMMARY_ON,
     *STEERING,
     *CAUSAL,
+    *DIFF,
 }
 LORA_VARIANTS = ("rank1", "rank1-attn-ablated", "rank1-mlp-ablated")
 ADAPTER_ON = {
@@ -103,7 +108,7 @@ ADAPTER_ON = {
     "figure_ablation",
     *CAUSAL,
 }
-FULL_ON = {*_eval("full"), "eval_table[table=table1]", "figure_table1"}
+FULL_ON = {*_eval("full"), "eval_table[table=table1]", "figure_table1", *DIFF}
 SFT_ON = {"sft_dataset", "train_rank1", *ADAPTER_ON, "train_full", *FULL_ON}
 # Every job reading the base model: all but the toy set, the benchmarks and
 # what reads only them (no job reads the base model's bytes without them).

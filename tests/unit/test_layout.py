@@ -32,6 +32,7 @@ STAGES = [
     "ablation",
     "steering",
     "causal",
+    "diffing",
     "figures",
     "dashboards",
     "workflow",

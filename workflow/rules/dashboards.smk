@@ -5,8 +5,10 @@
 
 def dashboard_inputs(wildcards):
     kinds = config["figures"]["dashboards"]["kinds"]
-    accuracy = {"feature_accuracy": p for p in feature_accuracy_targets()}
-    return accuracy | {
+    extra = {"feature_accuracy": p for p in feature_accuracy_targets()}
+    if config["diffing"]["principal_directions"] > 0:  # the full fine-tune panel
+        extra["feature_pcs"] = res("diffing/feature_pcs.parquet")
+    return extra | {
         f"{part}_{kind}": res(path.format(kind=kind))
         for kind in kinds
         for part, path in (

@@ -77,6 +77,10 @@ FIGURES = {
         {"bootstrap_samples": "causal.bootstrap_samples", "seed": "seed"},
         tables=("stats",),
     ),
+    "fig_diffing": figure(
+        "diffing",
+        {t: f"diffing/{t}.parquet" for t in ("residual", "kl_layers", "table3")},
+    ),
     **{
         table: figure(
             "table_image",

@@ -11,6 +11,8 @@ def steering_params(wildcards):
     keys = [*model_keys(), "data.system_prompt", "steering"]
     keys += [f"ablation.{k}" for k in ablation]
     keys += ["eval.grade_without_answer_marker"]
+    if len(st["models"]) > 1:  # the transfer summary's intervals
+        keys += ["eval.bootstrap_samples"]
     keys += [f"eval.{k}" for k in ("max_new_tokens", "batch_size") if st[k] is None]
     return config_of("seed", "device", *keys)
 
@@ -35,9 +37,21 @@ def steering_sae_inputs(wildcards):
     return inputs
 
 
+def steering_full_inputs(wildcards):
+    """The full fine-tune, only when it is one of steering.models."""
+    if "full" not in config["steering"]["models"]:
+        return {}
+    return {"full": res("train/full/model"), "full_local": full_local()}
+
+
+def steering_full_local(wildcards):
+    return full_local() if "full" in config["steering"]["models"] else []
+
+
 rule steering_sweep:
     input:
         unpack(steering_sae_inputs),
+        unpack(steering_full_inputs),
         sft=res("data/sft.parquet"),
         adapter=res("train/rank1/adapter"),
         components=res("components.parquet"),
@@ -56,7 +70,7 @@ rule steering_sweep:
     params:
         config=steering_params,
         base=base_model_path,
-        user_files=user_files_of(base_model_input),
+        user_files=user_files_of(base_model_input, steering_full_local),
         code=code_of("steering_sweep.py"),
     script:
         "../scripts/steering_sweep.py"

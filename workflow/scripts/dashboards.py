@@ -28,5 +28,7 @@ with script_logging(smk) as log:
         ),
     )
     with atomic_path(smk.output.site, is_dir=True) as tmp:
-        n = build_dashboards(kinds, tmp, label, options, causal)
+        pcs = smk.input.get("feature_pcs")
+        diffing = pl.read_parquet(pcs) if pcs else None
+        n = build_dashboards(kinds, tmp, label, options, causal, diffing)
     log.info("wrote %d feature pages to %s", n, smk.output.site)

@@ -1,13 +1,17 @@
-"""Rule steering_sweep: push components / SAE features by alpha; measure behaviour."""
+"""Rule steering_sweep: push components / SAE features by alpha; measure behaviour.
+With steering.models beyond rank1, the same pushes on the base model and the
+full fine-tune (lorascope.steering.models), one model loaded at a time."""
 
 import polars as pl
 
 from lorascope.ablation.kl import PrefixRunner
-from lorascope.ablation.scalar_control import ScalarControl, lora_layers
+from lorascope.ablation.scalar_control import ScalarControl, check_table, lora_layers
 from lorascope.ablation.setup import assistant_masks, kl_sequences, load_lora
 from lorascope.core.io import atomic_path, to_markdown, write_parquet
+from lorascope.core.models import load_causal_lm, load_lora_model, resolve_model_dir
 from lorascope.core.runtime import script_logging
 from lorascope.core.saes import load_sae
+from lorascope.steering.models import sweep_models, transfer_summary
 from lorascope.steering.residual import residual_targets
 from lorascope.steering.sweep import collect_scalars, sweep
 from lorascope.steering.targets import (
@@ -17,6 +21,18 @@ from lorascope.steering.targets import (
 )
 
 smk = snakemake  # noqa: F821 (injected by Snakemake)
+
+
+def load_full(config):
+    """The full fine-tune with the rank-1 adapter attached (to be silenced)."""
+    path, revision = resolve_model_dir(smk.input.full)
+    m, device = config["model"], config["ablation"]["device"] or config["device"]
+    full = load_causal_lm(path, dtype=m["dtype"], revision=revision, device=device,
+                          attn_implementation=m["attn_implementation"])  # fmt: skip
+    full = load_lora_model(full, smk.input.adapter).eval()
+    check_table(table, full)
+    return full
+
 
 with script_logging(smk) as log:
     config = smk.params.config
@@ -52,8 +68,10 @@ with script_logging(smk) as log:
                 targets, table, model, PrefixRunner(model, control), sequences,
                 unit=st["residual_direction"] == "unit",
             )  # fmt: skip
-        log.info("targets: %s", [(t.label, t.selection) for t in targets])
-        df = sweep(
+    log.info("targets: %s", [(t.label, t.selection) for t in targets])
+
+    def run_sweep(model, control):
+        return sweep(
             model, tokenizer, control, targets, st["alphas"], bench, sequences,
             table["layer"].to_numpy(),
             words=st["backtrack_words"],
@@ -65,6 +83,18 @@ with script_logging(smk) as log:
             average=config["ablation"]["average"],
             fallback=ev["grade_without_answer_marker"],
         )  # fmt: skip
+
+    held = [model]
+    del model  # sweep_models drops it before loading the full fine-tune
+    df = sweep_models(st["models"], held, lambda: load_full(config), run_sweep, log)
     write_parquet(df, smk.output.sweep)
     with atomic_path(smk.output.sweep_md) as tmp:
-        tmp.write_text("# Steering sweep\n\n" + to_markdown(df, "{:.4g}"))
+        shown = df.drop(pl.selectors.starts_with("sample_"))  # per-problem lists
+        text = "# Steering sweep\n\n" + to_markdown(shown, "{:.4g}")
+        if len(st["models"]) > 1:
+            summary = transfer_summary(df, ev["bootstrap_samples"], config["seed"])
+            text += ("\n\n## Direction transfer: the strongest push minus "
+                     "unsteered, per model (95% paired bootstrap over problems)"
+                     "\n\n")  # fmt: skip
+            text += to_markdown(summary, "{:.4g}")
+        tmp.write_text(text)

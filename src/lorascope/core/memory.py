@@ -13,7 +13,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["DTYPE_BYTES", "GIB", "ModelShape", "fit_batch", "generation_bytes"]
+__all__ = [
+    "DTYPE_BYTES",
+    "GIB",
+    "ModelShape",
+    "fit_batch",
+    "generation_bytes",
+    "residual_bytes",
+]
 
 GIB = 1024**3
 DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4, "auto": 2}
@@ -138,3 +145,10 @@ def generation_bytes(
     the prompt's forward through one layer, two fp32 rows of logits."""
     kv = caches * shape.kv_bytes(prompt + new, dtype_bytes)
     return kv + shape.layer_working_bytes(prompt, dtype_bytes) + 2 * shape.vocab * 4
+
+
+def residual_bytes(shape: ModelShape, tokens: int, dtype_bytes: int = 2) -> int:
+    """The residual stream after every layer for `tokens` tokens: layers x
+    tokens x hidden x bytes (what rule model_diff's pass 1 stores per
+    sequence for pass 2)."""
+    return shape.layers * tokens * shape.hidden * dtype_bytes

@@ -26,6 +26,7 @@ import polars as pl
 
 from lorascope.core.feature_tables import contexts_by_feature
 from lorascope.dashboards.causal import CausalTables, causal_views
+from lorascope.dashboards.diffing import pc_views
 
 __all__ = ["KindTables", "DashboardOptions", "feature_rows", "build_dashboards"]
 
@@ -209,9 +210,12 @@ def build_dashboards(
     explainer: str,
     options: DashboardOptions,
     causal: CausalTables | None = None,
+    diffing: pl.DataFrame | None = None,
 ) -> int:
     """Write the dashboard site into `out_dir` (created); returns #feature pages.
-    With `causal`, pages show ablation KL, token effects and SAE decoder maps."""
+    With `causal`, pages show ablation KL, token effects and SAE decoder maps;
+    with `diffing` (diffing/feature_pcs.parquet), each LoRA direction's / SAE
+    feature's cosines with Δh_full's principal directions at its layer."""
     if not kinds:
         raise ValueError("figures.dashboards.kinds is empty: no feature kind to show")
     env = _env()
@@ -233,6 +237,7 @@ def build_dashboards(
         )
         score_cols = [c for c in rows.columns if c not in SHOWN]
         views = causal_views(kind, causal) if causal is not None else None
+        pcs = {} if diffing is None else pc_views(kind, tables.features, diffing)
         for row in rows.iter_rows(named=True):
             contexts, scale = context_view(ctx.get(row["feature"], []))
             acts = np.array([t["act"] for c in contexts for t in c["tokens"]])
@@ -247,6 +252,7 @@ def build_dashboards(
                 scores={c: row[c] for c in score_cols},
                 causal=None if views is None else views.get(row["feature"]),
                 has_causal=views is not None,
+                pcs=pcs.get(row["feature"]),
             )
             (out_dir / row["page"]).write_text(html, encoding="utf-8")
         kl = [(views or {}).get(f, {}).get("kl") for f in rows["feature"]]

@@ -26,7 +26,7 @@ from lorascope.figures.style import (
     require_columns,
 )
 
-__all__ = ["plot_steering"]
+__all__ = ["label_models", "plot_steering"]
 
 YLABELS = {
     "accuracy": "accuracy",
@@ -94,11 +94,22 @@ def plot_steering(
     return fig
 
 
+def label_models(sweep: pl.DataFrame) -> pl.DataFrame:
+    """Line labels: a target's own label on rank-1 rows, `label [model]` on
+    the base / full fine-tune rows of `steering.models` (a table without a
+    model column is returned as it is)."""
+    if "model" not in sweep.columns:
+        return sweep
+    other = pl.col("label") + " [" + pl.col("model") + "]"
+    rank1 = pl.col("model") == "rank1"
+    return sweep.with_columns(label=pl.when(rank1).then("label").otherwise(other))
+
+
 def draw(data: dict, options: dict, style: FigureStyle) -> Figure:
     """The steering sweep (rule figure_steering)."""
     opts = options["steering"]
     fig = plot_steering(
-        data["sweep"],
+        label_models(data["sweep"]),
         list(opts["metrics"]),
         style,
         max_targets=opts["max_targets"],

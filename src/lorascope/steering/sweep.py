@@ -148,6 +148,14 @@ def generation_metrics(
         "accuracy": float(np.mean(correct)),
         "n_samples": len(comps),
         **completion_stats(comps, words),
+        # Per problem, in bench order: paired intervals of a steered minus
+        # the unsteered run (lorascope.steering.models.transfer_summary).
+        "sample_correct": [bool(c) for c in correct],
+        "sample_backtracks": [
+            backtrack_stats([c.text], [c.n_generated_tokens], words)["backtrack_count"]
+            for c in comps
+        ],
+        "sample_tokens": [c.n_generated_tokens for c in comps],
     }
 
 

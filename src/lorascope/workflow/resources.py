@@ -74,6 +74,7 @@ GPU_RULES = (
     "steering_sweep",
     "feature_ablation",
     "feature_accuracy",
+    "model_diff",
     "train_sae",
     "sae_features",
 )
@@ -83,7 +84,8 @@ CPU_RULES = (
     "eval_summary eval_table lora_features direct_effects autointerp_explain "
     "autointerp_categories autointerp_assign autointerp_score autointerp_summary "
     "figure_classes figure_categories figure_sae_density figure_ablation "
-    "figure_steering figure_table1 figure_table2 figure_causal dashboards"
+    "figure_steering figure_table1 figure_table2 figure_causal figure_diffing "
+    "dashboards"
 ).split()
 
 

@@ -14,7 +14,7 @@ cannot tell are constants here, stated where they are used.
 
 from __future__ import annotations
 
-from lorascope.core.memory import GIB, fit_batch, generation_bytes
+from lorascope.core.memory import GIB, fit_batch, generation_bytes, residual_bytes
 from lorascope.workflow.resources import (
     DECODE_MFU,
     Needs,
@@ -267,7 +267,8 @@ def steering_sweep(s: Setting) -> Needs:
     act = kv + batch * shape.vocab * 4 * 2
     explicit = len(st["components"]) + len(st["sae_latents"])
     targets = explicit or st["top_kl"] + st["max_sae_features"]
-    gens = targets * sum(1 for a in st["alphas"] if a) + 1
+    # One sweep per model of steering.models (rank-1, base, full fine-tune).
+    gens = (targets * sum(1 for a in st["alphas"] if a) + 1) * len(st["models"])
     n = problems(s.config, st["benchmark"] or ev["benchmarks"][0], st["limit"])
     flops = gens * n * shape.generate_flops(PROMPT_TOKENS, new)
     fits = fit_batch(s.budget, s.weight_bytes + s.lora_bytes + CUDA_OVERHEAD,
@@ -275,6 +276,36 @@ def steering_sweep(s: Setting) -> Needs:
     notes = [f"batch {batch} ({fits} would fit)"]
     needs = _model_job(s, "steering_sweep", act, flops, mfu=DECODE_MFU, notes=notes)
     needs.stream_bytes = _hf_decode(s, n, batch, new, gens)
+    return needs
+
+
+def model_diff(s: Setting) -> Needs:
+    """Two passes, one model on the card at a time (never both 32B models):
+    pass 1 the full fine-tune's forward per sequence, its residual after
+    every layer written to disk; pass 2 the base + adapter (two forwards:
+    adapter on and off) with the full model's final norm and unembedding,
+    then per layer the base restarted after it for two patched rows (about
+    L forwards). States wait on the host, one layer's at a time on the card;
+    the full model's log-probs of a sequence stay on it (fp32), the patched
+    rows' are made logit_chunk tokens at a time."""
+    d, shape, b = s.config["diffing"], s.shape, s.dtype_bytes
+    t = d["max_tokens"]
+    n_seq = d["n_sequences"] + d["bench_limit"] * len(s.config["eval"]["benchmarks"])
+    head = shape.vocab * shape.hidden * b  # the full model's unembedding copy
+    logits = t * shape.vocab * 4 + 3 * 2 * d["logit_chunk"] * shape.vocab * 4
+    work = shape.layer_working_bytes(2 * t, b) + 8 * t * shape.hidden * 4
+    act = head + logits + work
+    states = residual_bytes(shape, t, b)
+    flops = n_seq * shape.forward_flops(t) * (1 + 2 + shape.layers)
+    notes = [f"{n_seq} sequences; pass 1 stores {n_seq * states / 1e9:.0f} GB "
+             "of full-model states on disk until pass 2 reads them"]  # fmt: skip
+    needs = _model_job(s, "model_diff", act, flops, notes=notes)
+    pca = (
+        shape.layers * d["pca_tokens"] * shape.hidden * 4
+        if d["principal_directions"]
+        else 0
+    )
+    needs.host_bytes = _host(s, 3 * states + pca)  # + the Δh_full sample (fp32)
     return needs
 
 
