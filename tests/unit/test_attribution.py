@@ -237,3 +237,16 @@ def test_a_backtrack_word_that_is_not_one_token_fails_naming_it(toy_tokenizer):
         ValueError, match=r"attribution.backtrack_tokens: 'Alternatively'"
     ):
         backtrack_token_ids(toy_tokenizer, ["Wait", "Alternatively"])
+
+
+def test_layer_checkpointing_gives_the_same_attribution():
+    model, table = tiny_lora(dtype=torch.float64)
+    sae_map = SaeMap(random_sae(table.height), torch.float64)
+    seqs = [_targets(ids) for ids, _ in random_sequences(2)]
+    with ScalarControl(lora_layers(model)) as control:
+        plain = attribute(model, control, sae_map, seqs, TARGETS)
+        ckpt = attribute(model, control, sae_map, seqs, TARGETS, checkpoint_layers=True)
+    assert np.abs(plain.lora_KSC).max() > 1e-4
+    np.testing.assert_allclose(ckpt.lora_KSC, plain.lora_KSC, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(ckpt.sae_KSF, plain.sae_KSF, rtol=1e-9, atol=1e-12)
+    assert "forward" not in vars(model.get_base_model().get_decoder().layers[0])

@@ -32,6 +32,7 @@ STAGES = [
     "ablation",
     "steering",
     "causal",
+    "attribution",
     "figures",
     "dashboards",
     "workflow",

@@ -27,18 +27,26 @@ it costs `ig_steps` forwards and backwards. The AtP* attention-specific fix
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from lorascope.ablation.scalar_control import ScalarControl
 from lorascope.attribution.targets import TargetSequence, target_metrics
 from lorascope.causal.feature_kl import SaeMap
 
-__all__ = ["Attribution", "attribute", "logit_readout"]
+__all__ = [
+    "Attribution",
+    "attribute",
+    "checkpointed_layers",
+    "logit_readout",
+    "needs_checkpoint",
+]
 
 Readout = Callable[[nn.Module, TargetSequence], dict[str, torch.Tensor]]
 
@@ -83,6 +91,41 @@ def _no_weight_grads(model: nn.Module):
             p.requires_grad_(flag)
 
 
+@contextlib.contextmanager
+def checkpointed_layers(model: nn.Module, on: bool = True):
+    """Keep only each decoder layer's input for the backward and recompute
+    the layer there (torch.utils.checkpoint, non-reentrant): what makes a
+    backward through every layer fit beside 32B weights on one card. The
+    hooks edit the recomputation exactly as the forward (the control is not
+    changed until the gradients are taken)."""
+    layers = model.get_base_model().get_decoder().layers if on else []
+    for layer in layers:
+        layer.forward = functools.partial(
+            checkpoint, layer.forward, use_reentrant=False
+        )
+    try:
+        yield
+    finally:
+        for layer in layers:
+            del layer.forward
+
+
+def needs_checkpoint(model: nn.Module, tokens: int) -> bool:
+    """Whether a backward through every layer of a `tokens`-long sequence
+    would take more than half the free memory of the model's CUDA card
+    (lorascope.core.memory's layer working set, as the resource model)."""
+    from lorascope.core.memory import ModelShape
+
+    param = next(model.parameters())
+    if param.device.type != "cuda":
+        return False
+    shape = ModelShape.from_config(model.config.to_dict())
+    nbytes = torch.finfo(param.dtype).bits // 8
+    kept = shape.layers * shape.layer_working_bytes(tokens, nbytes)
+    free, _ = torch.cuda.mem_get_info(param.device)
+    return kept > 0.5 * free
+
+
 def _grads(values: dict[str, torch.Tensor], leaf: torch.Tensor) -> dict:
     """d value / d leaf per target, one backward each (the graph is kept
     until the last)."""
@@ -103,8 +146,10 @@ def attribute(
     *,
     ig_steps: int = 1,
     readout: Readout = logit_readout,
+    checkpoint_layers: bool = False,
 ) -> Attribution:
-    """Every component's and every latent's estimated effect on each target."""
+    """Every component's and every latent's estimated effect on each target
+    (`checkpoint_layers`: see `checkpointed_layers`)."""
     if ig_steps < 1:
         raise ValueError(f"attribution.ig_steps: {ig_steps} < 1")
     alphas = [0.0] if ig_steps == 1 else [(i + 0.5) / ig_steps for i in range(ig_steps)]
@@ -116,7 +161,7 @@ def attribute(
     active_F, code_F = torch.zeros(n_f), torch.zeros(n_f, dtype=torch.float64)
     n_tokens = 0
     dtype = torch.promote_types(next(model.parameters()).dtype, torch.float32)
-    with _no_weight_grads(model):
+    with _no_weight_grads(model), checkpointed_layers(model, checkpoint_layers):
         for s, seq in enumerate(seqs):
             present = [t for t in targets if len(seq.positions[t])]
             g_lora = dict.fromkeys(present, 0.0)

@@ -76,6 +76,7 @@ GPU_RULES = (
     "feature_accuracy",
     "train_sae",
     "sae_features",
+    "feature_attribution",
 )
 CPU_RULES = (
     "toy_base_model toy_sft toy_bench hub_fetch sft_dataset bench_prepare "
