@@ -51,15 +51,15 @@ def n_firing(table: str) -> int:
     return df["latent"].n_unique()
 
 
-def preflight_attribution(jobs) -> list[str]:
-    """Problems of the scheduled attribution jobs (each starts with its key)."""
+def preflight_attribution(config: dict, jobs) -> list[str]:
+    """Problems of the scheduled attribution jobs (each starts with its key);
+    `config` is the run's whole config (the jobs declare only what they read)."""
     jobs = list(jobs)
     made = {os.path.normpath(str(f)) for job in jobs for f in job.output}
     out, seen = [], set()
     for job in jobs:
         if job.rule.name not in RULES:
             continue
-        config = job.params.config
         words = tuple(config["attribution"]["backtrack_tokens"])
         where = _tokenizer_dir(config, str(job.params.base))
         if where is not None and (where, words) not in seen:

@@ -175,5 +175,5 @@ def preflight_problems(
         device_problems(jobs, local, count)
         + target_module_problems(config, jobs, module_names)
         + sae_step_problems(jobs)
-        + preflight_attribution(jobs)
+        + preflight_attribution(config, jobs)
     )

@@ -77,6 +77,7 @@ GPU_RULES = (
     "train_sae",
     "sae_features",
     "feature_attribution",
+    "behaviour_sets",
 )
 CPU_RULES = (
     "toy_base_model toy_sft toy_bench hub_fetch sft_dataset bench_prepare "
