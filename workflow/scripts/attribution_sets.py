@@ -7,6 +7,7 @@ import polars as pl
 from lorascope.ablation.scalar_control import ScalarControl, lora_layers
 from lorascope.ablation.setup import load_lora
 from lorascope.attribution.sets import choose_sets, run_sets, sets_table
+from lorascope.causal.feature_accuracy import fitting_batch
 from lorascope.causal.feature_kl import SaeMap
 from lorascope.core.io import atomic_path, to_markdown, write_parquet
 from lorascope.core.runtime import script_logging
@@ -33,12 +34,16 @@ with script_logging(smk) as log:
         "%s: %d problems x %d generations", smk.params.benchmark, bench.height,
         len(sets),
     )  # fmt: skip
+    max_new = att["sets_max_new_tokens"] or ev["max_new_tokens"]
+    batch = att["sets_batch_size"] or fitting_batch(
+        model, max_new, bench.height, fallback=ev["batch_size"]
+    )
+    log.info("batch %d prompts per generate call", batch)
     with ScalarControl(lora_layers(model)) as control:
         runs = run_sets(
             model, tokenizer, control, sae_map, sets, bench.to_dicts(),
             words=att["backtrack_tokens"],
-            max_new_tokens=att["sets_max_new_tokens"] or ev["max_new_tokens"],
-            batch_size=att["sets_batch_size"] or ev["batch_size"],
+            max_new_tokens=max_new, batch_size=batch,
             system=config["data"]["system_prompt"],
             fallback=ev["grade_without_answer_marker"],
         )  # fmt: skip

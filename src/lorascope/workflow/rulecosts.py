@@ -17,6 +17,7 @@ from __future__ import annotations
 from lorascope.core.memory import GIB, fit_batch, generation_bytes
 from lorascope.workflow.resources import (
     DECODE_MFU,
+    HEADROOM,
     Needs,
     Setting,
     runtime_minutes,
@@ -251,20 +252,25 @@ def feature_attribution(s: Setting) -> Needs:
 
 def behaviour_sets(s: Setting) -> Needs:
     """3 references (full, floor, base) + 2 x (1 + random_sets) generations
-    per set target; SAE edits (all but full and base) run the decoder twice."""
+    per set target; SAE edits (all but full and base) run the decoder twice,
+    with two KV caches per prompt; the batch is attribution.sets_batch_size
+    or (null) the most that fit the card, as the job computes it
+    (lorascope.causal.feature_accuracy.fitting_batch)."""
     a, ev, shape = s.config["attribution"], s.config["eval"], s.shape
-    batch = a["sets_batch_size"] or ev["batch_size"]
     n = problems(s.config, a["sets_benchmark"] or ev["benchmarks"][0], a["sets_limit"])
     new = a["sets_max_new_tokens"] or ev["max_new_tokens"]
     gens = 2 * (1 + a["random_sets"]) * len(a["set_targets"])
     passes = 2 + 2 * (1 + gens)
     per_item = generation_bytes(shape, PROMPT_TOKENS, new, s.dtype_bytes, 2)
     sae = s.components * s.components * s.config["sae"]["expansion"] * 4 * 2
+    fixed = s.weight_bytes + s.lora_bytes + sae + CUDA_OVERHEAD
+    batch = a["sets_batch_size"] or fit_batch(
+        s.hw.card_bytes * (1 - HEADROOM), fixed, per_item, n
+    )
     flops = passes * n * shape.generate_flops(PROMPT_TOKENS, new)
-    return Needs("behaviour_sets", 1,
-                 s.weight_bytes + s.lora_bytes + sae + CUDA_OVERHEAD + batch * per_item,
-                 _host(s), flops, mfu=DECODE_MFU,
-                 notes=[f"{passes} decoder passes per problem"],
+    notes = [f"batch {batch}", f"{passes} decoder passes per problem"]
+    return Needs("behaviour_sets", 1, fixed + batch * per_item, _host(s), flops,
+                 mfu=DECODE_MFU, notes=notes,
                  stream_bytes=_hf_decode(s, n, batch, new, passes))  # fmt: skip
 
 
