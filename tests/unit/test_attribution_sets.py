@@ -120,3 +120,27 @@ def test_sets_table_deltas_against_references_and_random_sets():
     assert row["delta_lo"] == row["delta_hi"] == pytest.approx(-20.0)  # no spread
     acc = df.filter((pl.col("set") == "full") & (pl.col("metric") == "accuracy"))
     assert acc["delta"][0] == 1.0 and acc["reference"][0] == "base"
+
+
+def test_figures_draw_from_the_tables():
+    from lorascope.figures import attribution, behaviour_sets
+    from lorascope.figures.style import FigureStyle
+
+    style = FigureStyle.from_config({"width_in": 3.5, "font_size": 8, "dpi": 50})
+    exact = pl.DataFrame({"kind": ["lora"] * 3 + ["sae"] * 3, "unit": [0, 1, 2] * 2,
+                          "target": ["loss"] * 6,
+                          "estimate": [0.1, -0.2, 0.3, 0.0, 0.1, 0.2],
+                          "exact": [0.1, -0.1, 0.2, 0.01, 0.1, 0.3]})  # fmt: skip
+    val = pl.DataFrame({"kind": ["lora", "sae"], "target": ["loss", "loss"],
+                        "rho": [1.0, 0.5], "rho_lo": [0.9, 0.1],
+                        "rho_hi": [1.0, 0.9]})  # fmt: skip
+    fig = attribution.draw({"exact": exact, "validation": val}, {}, style).fig
+    assert len(fig.axes) == 2 and "0.50 [0.10, 0.90]" in fig.axes[1].get_title()
+    sets = pl.DataFrame(
+        {"target": ["backtrack"] * 3, "set": ["top", "random-0", "random-1"],
+         "test": ["necessity"] * 3, "metric": ["backtrack_per_1k_tokens"] * 3,
+         "delta": [-20.0, 0.0, -10.0], "delta_lo": [-25.0, -1, -12],
+         "delta_hi": [-15.0, 1, -8]}
+    )  # fmt: skip
+    fig = behaviour_sets.draw({"sets": sets}, {}, style).fig
+    assert len(fig.axes) == 2  # one target x (necessity, sufficiency)

@@ -77,6 +77,22 @@ FIGURES = {
         {"bootstrap_samples": "causal.bootstrap_samples", "seed": "seed"},
         tables=("stats",),
     ),
+    "fig_attribution": figure(
+        "attribution",
+        {
+            "exact": "attribution/exact.parquet",
+            "validation": "attribution/validation.parquet",
+        },
+    ),
+    **(
+        {
+            "fig_behaviour_sets": figure(
+                "behaviour_sets", {"sets": "attribution/sets.parquet"}
+            )
+        }
+        if config["attribution"]["set_targets"]
+        else {}
+    ),
     **{
         table: figure(
             "table_image",

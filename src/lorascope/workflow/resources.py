@@ -85,7 +85,8 @@ CPU_RULES = (
     "eval_summary eval_table lora_features direct_effects autointerp_explain "
     "autointerp_categories autointerp_assign autointerp_score autointerp_summary "
     "figure_classes figure_categories figure_sae_density figure_ablation "
-    "figure_steering figure_table1 figure_table2 figure_causal dashboards"
+    "figure_steering figure_table1 figure_table2 figure_causal dashboards "
+    "figure_attribution figure_behaviour_sets"
 ).split()
 
 
