@@ -144,3 +144,44 @@ def test_figures_draw_from_the_tables():
     )  # fmt: skip
     fig = behaviour_sets.draw({"sets": sets}, {}, style).fig
     assert len(fig.axes) == 2  # one target x (necessity, sufficiency)
+
+
+def test_dashboards_show_attribution_and_a_page_per_behaviour_set(tmp_path):
+    import jinja2
+
+    from lorascope.dashboards.attribution import (
+        attribution_views,
+        index_support,
+        index_target,
+        write_set_pages,
+    )
+    from lorascope.dashboards.build import _env
+
+    table = pl.DataFrame(
+        {"kind": ["sae"] * 4, "feature": [0, 0, 1, 1],
+         "target": ["loss", "backtrack"] * 2, "effect": [0.1, -0.2, 0.3, 0.05],
+         "effect_lo": [0.0] * 4, "effect_hi": [0.4] * 4,
+         "support": [-0.1, 0.2, -0.3, -0.05], "rank": [1, 1, 2, 2],
+         "n_sequences": [3] * 4}
+    )  # fmt: skip
+    assert index_target(table) == "backtrack"  # backtrack sorts the index first
+    assert index_support("sae", table, "backtrack") == {0: 0.2, 1: -0.05}
+    assert [r["target"] for r in attribution_views("sae", table)[1]] == [
+        "backtrack", "loss"
+    ]  # fmt: skip
+    sets = pl.DataFrame(
+        {"target": ["-", "backtrack"], "set": ["full", "top"],
+         "test": ["reference", "necessity"], "reference": ["base", "floor"],
+         "metric": ["accuracy"] * 2, "value": [1.0, 0.5], "delta": [0.5, -0.5],
+         "delta_lo": [0.4, -0.6], "delta_hi": [0.6, -0.4], "n": [4, 4],
+         "latents": [[], [3, 7]], "random_mean": [None, -0.1],
+         "random_min": [None, -0.2], "random_max": [None, 0.0],
+         "vs_random": [None, -0.4], "vs_random_lo": [None, -0.5],
+         "vs_random_hi": [None, -0.3], "random_below": [None, 0.0]}
+    )  # fmt: skip
+    env = _env()
+    assert isinstance(env, jinja2.Environment)
+    pages = write_set_pages(sets, env, tmp_path)
+    assert [p["target"] for p in pages] == ["backtrack"]
+    text = (tmp_path / "sets" / "backtrack.html").read_text()
+    assert "sae latent 7" in text and "-0.4 [-0.5, -0.3]" in text

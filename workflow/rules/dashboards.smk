@@ -6,6 +6,7 @@
 def dashboard_inputs(wildcards):
     kinds = config["figures"]["dashboards"]["kinds"]
     accuracy = {"feature_accuracy": p for p in feature_accuracy_targets()}
+    accuracy |= {"sets": p for p in behaviour_sets_targets()}
     return accuracy | {
         f"{part}_{kind}": res(path.format(kind=kind))
         for kind in kinds
@@ -26,6 +27,7 @@ rule dashboards:
         feature_kl=res("ablation/feature_kl.parquet"),
         direct_effects=res("ablation/direct_effects.parquet"),
         fingerprint=res("ablation/sae_decoder.parquet"),
+        attribution=res("attribution/features.parquet"),
     output:
         site=report(
             directory(res("dashboards")),
