@@ -59,11 +59,15 @@ TABLES = {"eval_table[table=table1]", "eval_table[table=table2]"}
 TABLE_FIGURES = {"figure_table1", "figure_table2"}
 AUTOINTERP_FIGURES = {"figure_classes", "figure_categories", "figure_sae_density"}
 FIGURES = AUTOINTERP_FIGURES | TABLE_FIGURES | {"figure_ablation", "figure_steering"}
-FIGURES |= {"figure_causal"}
+FIGURES |= {"figure_causal", "figure_attribution", "figure_behaviour_sets"}
 # Feature ablation and direct effects read the SAE, the LoRA features and the
 # adapter; the causal figure also reads the explanations and scores.
 # Feature accuracy reads the feature table, the component KL and the SAE.
 CAUSAL = {"feature_ablation", "direct_effects", "figure_causal", "feature_accuracy"}
+# Attribution reads the SAE, the feature tables, the adapter and the base
+# model; behaviour sets also generate and grade; the dashboards show both.
+ATTRIBUTION = {"feature_attribution", "figure_attribution", "dashboards"}
+ATTRIBUTION |= {"behaviour_sets", "figure_behaviour_sets"}
 SUMMARY_ON = {"autointerp_summary", *AUTOINTERP_FIGURES, "dashboards"}
 STEERING = {"steering_sweep", "figure_steering"}
 EXPLAIN_ON = {
@@ -85,6 +89,7 @@ SAE_ON = {
     *SUMMARY_ON,
     *STEERING,
     *CAUSAL,
+    *ATTRIBUTION,
 }
 LORA_VARIANTS = ("rank1", "rank1-attn-ablated", "rank1-mlp-ablated")
 ADAPTER_ON = {
@@ -118,6 +123,7 @@ GRADING_ON = {
 }
 GRADING_ON |= {f"eval_summary[variant={v}]" for v in ("base", "full", *LORA_VARIANTS)}
 GRADING_ON |= {*TABLES, *TABLE_FIGURES, *STEERING, "feature_accuracy", "dashboards"}
+GRADING_ON |= {"behaviour_sets", "figure_behaviour_sets"}
 
 # Every edit (kind, what) and the exact set of jobs it must schedule.
 # kind: "config" = an override merged into the config, "cli" = `--config`
