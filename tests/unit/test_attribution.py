@@ -250,3 +250,73 @@ def test_layer_checkpointing_gives_the_same_attribution():
     np.testing.assert_allclose(ckpt.lora_KSC, plain.lora_KSC, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(ckpt.sae_KSF, plain.sae_KSF, rtol=1e-9, atol=1e-12)
     assert "forward" not in vars(model.get_base_model().get_decoder().layers[0])
+
+
+def test_integrated_gradients_equal_first_order_where_the_target_is_linear():
+    """The frozen scalars enter the linear model's logits linearly, so the
+    gradient is the same at every point of the path: IG = attribution
+    patching for SAE latents; the LoRA path (scalars feeding later scalars)
+    is not linear in the joint scale, so there they differ."""
+    model, layers = linear_lora()
+    seqs = [_seq(torch.tensor([1, 4, 2, 7, 3, 9]))]
+    sae_map = SaeMap(random_sae(2), torch.float64)
+    with ScalarControl(layers) as control:
+        one = attribute(model, control, sae_map, seqs, ["loss"], readout=linear_readout)
+        ig = attribute(
+            model, control, sae_map, seqs, ["loss"], readout=linear_readout, ig_steps=3
+        )
+    np.testing.assert_allclose(ig.sae_KSF, one.sae_KSF, rtol=1e-9, atol=1e-12)
+    assert np.abs(one.sae_KSF).max() > 1e-6
+    assert not np.allclose(ig.lora_KSC, one.lora_KSC)
+    np.testing.assert_allclose(ig.frac_active_F, one.frac_active_F)
+
+
+def test_tables_support_sign_ranks_and_validation_verdict():
+    import polars as pl
+
+    from lorascope.attribution.gradients import Attribution
+    from lorascope.attribution.tables import (
+        attribution_table,
+        bootstrap_mean,
+        validation_table,
+    )
+
+    x_SU = np.array([[1.0, 2.0], [3.0, 2.0]])
+    mean, lo, hi = bootstrap_mean(x_SU, 500, 0)
+    np.testing.assert_allclose(mean, [2.0, 2.0])
+    assert lo[0] < 2.0 < hi[0] and lo[1] == hi[1] == 2.0  # no spread, no width
+    att = Attribution(
+        ["backtrack", "loss"],
+        lora_KSC=np.array([[[-1.0, 2.0]], [[0.5, -0.5]]]),
+        sae_KSF=np.array([[[0.0, -3.0, 1.0]], [[1.0, 0.0, 0.0]]]),
+        positions_KS=np.array([[2], [9]]),
+        frac_active_F=np.array([0.5, 0.2, 0.0]),
+        mean_code_F=np.zeros(3),
+    )
+    lora = pl.DataFrame({"feature": [0, 1, 2], "label": ["a+", "a-", "b+"],
+                         "component": [0, 0, 1], "layer": [0, 0, 0],
+                         "module": ["q", "q", "k"],
+                         "frac_active": [0.4, 0.6, 1.0]})  # fmt: skip
+    sae = pl.DataFrame({"feature": [0, 1], "label": ["s0", "s1"], "latent": [1, 2]})
+    df = attribution_table(lora, sae, att, n_boot=50, seed=0)
+    assert df.height == (3 + 2) * 2
+    top = df.filter((pl.col("target") == "backtrack") & (pl.col("rank") == 1))
+    # removing latent 1 lowers the backtrack log-prob most: it supports it
+    assert top.filter(pl.col("kind") == "sae")["latent"].to_list() == [1]
+    loss = df.filter((pl.col("target") == "loss") & (pl.col("kind") == "lora"))
+    assert loss.filter(pl.col("component") == 0)["support"].to_list() == [0.5, 0.5]
+    pairs = pl.DataFrame({
+        "kind": ["sae"] * 12, "unit": list(range(12)), "target": ["loss"] * 12,
+        "estimate": [float(i) for i in range(10)] + [0.0, 0.0],
+        "exact": [float(i) + 0.1 for i in range(10)] + [0.0, 0.0],
+        "n_sequences": [2] * 12,
+    })  # fmt: skip
+    val = validation_table(pairs, n_boot=100, seed=0, trust_rho=0.7)
+    row = val.row(0, named=True)
+    assert row["n_units"] == 10  # units at 0 in both are left out
+    assert row["rho"] == pytest.approx(1.0) and row["trustworthy"]
+    shuffled = pairs.with_columns(exact=pl.Series([3.0, -1, 7, 0.5, -4, 2, 9, -2, 1, 5,
+                                                   0, 0]))  # fmt: skip
+    assert not validation_table(shuffled, n_boot=100, seed=0, trust_rho=0.7)[
+        "trustworthy"
+    ][0]
