@@ -320,3 +320,15 @@ def test_tables_support_sign_ranks_and_validation_verdict():
     assert not validation_table(shuffled, n_boot=100, seed=0, trust_rho=0.7)[
         "trustworthy"
     ][0]
+
+
+def test_validation_prefers_sequences_with_every_target():
+    from lorascope.attribution.gradients import Attribution
+    from lorascope.attribution.tables import validation_sequences
+
+    positions_KS = np.array([[0, 0, 3, 1], [2, 0, 2, 0], [9, 9, 9, 9]])
+    zero = np.zeros((3, 4, 1))
+    att = Attribution(["backtrack", "answer", "loss"], zero, zero, positions_KS,
+                      np.zeros(1), np.zeros(1))  # fmt: skip
+    assert validation_sequences(att, 2).tolist() == [2, 0]
+    assert validation_sequences(att, 4).tolist() == [2, 0, 3, 1]

@@ -12,6 +12,7 @@ from lorascope.attribution.gradients import attribute, needs_checkpoint
 from lorascope.attribution.tables import (
     attribution_table,
     exact_frame,
+    validation_sequences,
     validation_table,
 )
 from lorascope.attribution.targets import load_targets
@@ -54,16 +55,18 @@ with script_logging(smk) as log:
             ig_steps=att_cfg["ig_steps"], checkpoint_layers=ckpt,
         )  # fmt: skip
         t_att = time.perf_counter() - start
+        val_idx = validation_sequences(att, n_val)
         start = time.perf_counter()
         exact = exact_effects(
-            model, control, sae_map, table, seqs[:n_val], targets, latents,
+            model, control, sae_map, table, [seqs[i] for i in val_idx], targets,
+            latents,
             variants_per_forward=ab["variants_per_forward"],
         )  # fmt: skip
         t_exact = time.perf_counter() - start
     boot = dict(n_boot=att_cfg["bootstrap_samples"], seed=config["seed"])
     df = attribution_table(lora_features, sae_features, att, **boot)
     write_parquet(df, smk.output.table)
-    pairs = exact_frame(att, exact, latents)
+    pairs = exact_frame(att, exact, latents, val_idx)
     write_parquet(pairs, smk.output.exact)
     val = validation_table(pairs, trust_rho=att_cfg["trust_rho"], **boot)
     write_parquet(val, smk.output.validation)
@@ -95,7 +98,8 @@ with script_logging(smk) as log:
     with atomic_path(smk.output.validation_md) as tmp:
         tmp.write_text(
             "# Attribution against exact removal\n\n"
-            f"First {n_val} attribution sequences; units whose estimate or exact "
+            f"{n_val} attribution sequences (those with the most targets: "
+            f"{', '.join(map(str, val_idx))}); units whose estimate or exact "
             "effect is not 0. `trustworthy`: the Spearman interval's lower end "
             f">= {att_cfg['trust_rho']}.\n\n{cost}\n\n" + to_markdown(val, "{:.3g}")
         )

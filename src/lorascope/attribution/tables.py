@@ -13,7 +13,9 @@ A LoRA direction takes its component's numbers (removing it zeroes the
 scalar, both signs), as in `ablation/feature_kl.parquet`.
 
 `attribution/exact.parquet`: `kind (lora|sae), unit (component | latent),
-target, estimate, exact, n_sequences` on the validation sequences;
+target, estimate, exact, n_sequences` on the validation sequences
+(`validation_sequences`: those with the most targets first, so every target
+is validated where the attribution sequences allow);
 `attribution/validation.parquet`: per kind and target, Spearman rho between
 estimate and exact over the units that move (bootstrap interval over
 units), Pearson r, the share of same signs, the median relative error and
@@ -30,6 +32,7 @@ from lorascope.attribution.gradients import Attribution
 
 __all__ = [
     "attribution_table",
+    "validation_sequences",
     "bootstrap_mean",
     "exact_frame",
     "rank_correlation",
@@ -115,19 +118,24 @@ def attribution_table(
 
 
 def exact_frame(
-    att: Attribution, exact: ExactEffects, latents: np.ndarray
+    att: Attribution,
+    exact: ExactEffects,
+    latents: np.ndarray,
+    seq_index: np.ndarray | None = None,
 ) -> pl.DataFrame:
     """Estimate and exact effect per unit and target, averaged over the
-    validation sequences (the first ones of the attribution's) that have
-    the target."""
+    validation sequences that have the target. `seq_index`: which of the
+    attribution's sequences the exact effects were measured on, in their
+    order (None: the first ones)."""
     n_val = exact.lora_KSC.shape[1]
+    idx = np.arange(n_val) if seq_index is None else np.asarray(seq_index)
     rows = []
     for k, target in enumerate(att.targets):
-        has_S = att.positions_KS[k, :n_val] > 0
+        has_S = att.positions_KS[k, idx] > 0
         for kind, est_SU, ex_SU, units in (
-            ("lora", att.lora_KSC[k, :n_val], exact.lora_KSC[k],
+            ("lora", att.lora_KSC[k, idx], exact.lora_KSC[k],
              np.arange(exact.lora_KSC.shape[2])),
-            ("sae", att.sae_KSF[k, :n_val], exact.sae_KSF[k], latents),
+            ("sae", att.sae_KSF[k, idx], exact.sae_KSF[k], latents),
         ):  # fmt: skip
             if not has_S.any():
                 continue
@@ -149,6 +157,14 @@ def exact_frame(
               "estimate": pl.Float64, "exact": pl.Float64,
               "n_sequences": pl.Int64}  # fmt: skip
     return pl.concat(rows) if rows else pl.DataFrame(schema=schema)
+
+
+def validation_sequences(att: Attribution, n: int) -> np.ndarray:
+    """The `n` attribution sequences exact removal is measured on: those
+    with positions for the most targets first, then in draw order."""
+    present_S = (att.positions_KS > 0).sum(0)
+    order = sorted(range(len(present_S)), key=lambda s: (-present_S[s], s))
+    return np.array(order[:n], dtype=np.int64)
 
 
 def _ranks(x: np.ndarray) -> np.ndarray:
