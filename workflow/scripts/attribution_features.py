@@ -4,6 +4,7 @@ and the estimates against exact removal on the validation sequences."""
 import time
 
 import polars as pl
+import torch
 
 from lorascope.ablation.scalar_control import ScalarControl, lora_layers
 from lorascope.ablation.setup import load_lora
@@ -44,8 +45,17 @@ with script_logging(smk) as log:
     targets = att_cfg["targets"]
     latents = sae_features["latent"].to_numpy()
     n_val = att_cfg["validate_sequences"]
+
+    def clock() -> float:
+        """CPU time of this process on CPU (a shared machine's load does not
+        count), wall time after a sync on a GPU."""
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+            return time.perf_counter()
+        return time.process_time()
+
     with ScalarControl(lora_layers(model)) as control:
-        start = time.perf_counter()
+        start = clock()
         longest = max(len(s.ids_T) for s in seqs)
         ckpt = needs_checkpoint(model, longest)
         log.info("%d sequences (longest %d tokens), layer checkpointing %s",
@@ -54,15 +64,15 @@ with script_logging(smk) as log:
             model, control, sae_map, seqs, targets,
             ig_steps=att_cfg["ig_steps"], checkpoint_layers=ckpt,
         )  # fmt: skip
-        t_att = time.perf_counter() - start
+        t_att = clock() - start
         val_idx = validation_sequences(att, n_val)
-        start = time.perf_counter()
+        start = clock()
         exact = exact_effects(
             model, control, sae_map, table, [seqs[i] for i in val_idx], targets,
             latents,
             variants_per_forward=ab["variants_per_forward"],
         )  # fmt: skip
-        t_exact = time.perf_counter() - start
+        t_exact = clock() - start
     boot = dict(n_boot=att_cfg["bootstrap_samples"], seed=config["seed"])
     df = attribution_table(lora_features, sae_features, att, **boot)
     write_parquet(df, smk.output.table)
@@ -73,11 +83,12 @@ with script_logging(smk) as log:
     # Per sequence, the estimate for every unit against exact removal of
     # every component and SAE feature (the same forwards as the KL tables).
     ratio = (t_att / len(seqs)) / (t_exact / n_val)
+    kind_of_time = "wall" if device.type == "cuda" else "CPU"
     cost = (
         f"Cost per sequence: attribution {t_att / len(seqs):.3g} s (every unit, "
         f"{len(targets)} targets, ig_steps {att_cfg['ig_steps']}), exact removal "
         f"{t_exact / n_val:.3g} s ({table.height} components + {len(latents)} SAE "
-        f"features): ratio {ratio:.3g} (this job's device, {device})."
+        f"features): ratio {ratio:.3g} ({kind_of_time} time on {device})."
     )
     log.info(cost)
     counts = ", ".join(
