@@ -135,7 +135,8 @@ def test_figures_draw_from_the_tables():
                         "rho": [1.0, 0.5], "rho_lo": [0.9, 0.1],
                         "rho_hi": [1.0, 0.9]})  # fmt: skip
     fig = attribution.draw({"exact": exact, "validation": val}, {}, style).fig
-    assert len(fig.axes) == 2 and "0.50 [0.10, 0.90]" in fig.axes[1].get_title()
+    texts = [t.get_text() for t in fig.axes[1].texts]
+    assert len(fig.axes) == 2 and "ρ 0.50 [0.10, 0.90]" in texts
     sets = pl.DataFrame(
         {"target": ["backtrack"] * 3, "set": ["top", "random-0", "random-1"],
          "test": ["necessity"] * 3, "metric": ["backtrack_per_1k_tokens"] * 3,

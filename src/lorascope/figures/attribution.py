@@ -7,7 +7,7 @@ on the validation sequences) and `attribution/validation.parquet` (`kind,
 target, rho, rho_lo, rho_hi, n_units`), both written by rule
 `feature_attribution` (`lorascope.attribution.tables`). One panel per kind
 (rows) and target (columns): estimate against exact with the diagonal, the
-Spearman rho and its bootstrap interval in the title.
+Spearman rho and its bootstrap interval in the corner.
 """
 
 from __future__ import annotations
@@ -61,7 +61,9 @@ def plot_validation(
                     f"ρ {r['rho']:.2f} [{r['rho_lo']:.2f}, {r['rho_hi']:.2f}]"
                     if r and np.isfinite(r["rho"]) else "ρ n/a"
                 )  # fmt: skip
-                ax.set_title(f"{KIND_SHORT[kind]} · {target}\n{rho}")
+                ax.set_title(f"{KIND_SHORT[kind]} · {target}")
+                ax.text(0.04, 0.96, rho, transform=ax.transAxes, va="top",
+                        fontsize=style.font_size - 2)  # fmt: skip
                 ax.tick_params(labelsize=style.font_size - 2)
                 if i == len(kinds) - 1:
                     ax.set_xlabel("exact Δ")
