@@ -19,9 +19,12 @@ full LoRA) and every latent's (at the floor) estimate. `ig_steps` > 1
 replaces the gradient at the unedited point by its mean over `ig_steps`
 midpoints of the path that scales every scalar (or every code) from 1 to 0
 together: integrated gradients as Marks et al. (2024, Sparse Feature
-Circuits) use it where first order fails (saturated softmax or attention);
-it costs `ig_steps` forwards and backwards. The AtP* attention-specific fix
-(Kramar et al. 2024) is not implemented.
+Circuits) use it; it costs `ig_steps` forwards and backwards. That path
+gives each unit's share of removing all units together, not the effect of
+removing it alone (on the embedded run it ranked single removals worse than
+first order). A per-unit correction for saturation (the AtP* fixes, Kramar
+et al. 2024, or a path per unit) is not implemented: the validation table
+says where first order fails.
 """
 
 from __future__ import annotations
