@@ -60,6 +60,7 @@ TABLE_FIGURES = {"figure_table1", "figure_table2"}
 AUTOINTERP_FIGURES = {"figure_classes", "figure_categories", "figure_sae_density"}
 FIGURES = AUTOINTERP_FIGURES | TABLE_FIGURES | {"figure_ablation", "figure_steering"}
 FIGURES |= {"figure_causal", "figure_diffing"}
+FIGURES |= {"figure_attribution", "figure_behaviour_sets"}
 # Rule model_diff (issue 32) reads the SAE, the adapter, the full fine-tune
 # and its raw generations (not the grades); its figure and the dashboards'
 # full fine-tune panel read its tables.
@@ -68,6 +69,10 @@ DIFF = {"model_diff", "figure_diffing", "dashboards"}
 # adapter; the causal figure also reads the explanations and scores.
 # Feature accuracy reads the feature table, the component KL and the SAE.
 CAUSAL = {"feature_ablation", "direct_effects", "figure_causal", "feature_accuracy"}
+# Attribution reads the SAE, the feature tables, the adapter and the base
+# model; behaviour sets also generate and grade; the dashboards show both.
+ATTRIBUTION = {"feature_attribution", "figure_attribution", "dashboards"}
+ATTRIBUTION |= {"behaviour_sets", "figure_behaviour_sets"}
 SUMMARY_ON = {"autointerp_summary", *AUTOINTERP_FIGURES, "dashboards"}
 STEERING = {"steering_sweep", "figure_steering"}
 EXPLAIN_ON = {
@@ -90,6 +95,7 @@ SAE_ON = {
     *STEERING,
     *CAUSAL,
     *DIFF,
+    *ATTRIBUTION,
 }
 LORA_VARIANTS = ("rank1", "rank1-attn-ablated", "rank1-mlp-ablated")
 ADAPTER_ON = {
@@ -123,6 +129,7 @@ GRADING_ON = {
 }
 GRADING_ON |= {f"eval_summary[variant={v}]" for v in ("base", "full", *LORA_VARIANTS)}
 GRADING_ON |= {*TABLES, *TABLE_FIGURES, *STEERING, "feature_accuracy", "dashboards"}
+GRADING_ON |= {"behaviour_sets", "figure_behaviour_sets"}
 
 # Every edit (kind, what) and the exact set of jobs it must schedule.
 # kind: "config" = an override merged into the config, "cli" = `--config`

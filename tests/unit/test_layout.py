@@ -33,6 +33,7 @@ STAGES = [
     "steering",
     "causal",
     "diffing",
+    "attribution",
     "figures",
     "dashboards",
     "workflow",

@@ -6,6 +6,7 @@
 def dashboard_inputs(wildcards):
     kinds = config["figures"]["dashboards"]["kinds"]
     extra = {"feature_accuracy": p for p in feature_accuracy_targets()}
+    extra |= {"sets": p for p in behaviour_sets_targets()}
     if config["diffing"]["principal_directions"] > 0:  # the full fine-tune panel
         extra["feature_pcs"] = res("diffing/feature_pcs.parquet")
     return extra | {
@@ -28,6 +29,7 @@ rule dashboards:
         feature_kl=res("ablation/feature_kl.parquet"),
         direct_effects=res("ablation/direct_effects.parquet"),
         fingerprint=res("ablation/sae_decoder.parquet"),
+        attribution=res("attribution/features.parquet"),
     output:
         site=report(
             directory(res("dashboards")),

@@ -81,6 +81,22 @@ FIGURES = {
         "diffing",
         {t: f"diffing/{t}.parquet" for t in ("residual", "kl_layers", "table3")},
     ),
+    "fig_attribution": figure(
+        "attribution",
+        {
+            "exact": "attribution/exact.parquet",
+            "validation": "attribution/validation.parquet",
+        },
+    ),
+    **(
+        {
+            "fig_behaviour_sets": figure(
+                "behaviour_sets", {"sets": "attribution/sets.parquet"}
+            )
+        }
+        if config["attribution"]["set_targets"]
+        else {}
+    ),
     **{
         table: figure(
             "table_image",

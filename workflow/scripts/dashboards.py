@@ -30,5 +30,11 @@ with script_logging(smk) as log:
     with atomic_path(smk.output.site, is_dir=True) as tmp:
         pcs = smk.input.get("feature_pcs")
         diffing = pl.read_parquet(pcs) if pcs else None
-        n = build_dashboards(kinds, tmp, label, options, causal, diffing)
+        n = build_dashboards(
+            kinds, tmp, label, options, causal, diffing,
+            attribution=pl.read_parquet(smk.input.attribution),
+            sets=(
+                pl.read_parquet(smk.input.sets) if "sets" in smk.input.keys() else None
+            ),
+        )  # fmt: skip
     log.info("wrote %d feature pages to %s", n, smk.output.site)

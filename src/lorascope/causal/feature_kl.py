@@ -34,7 +34,14 @@ from torch import nn
 from lorascope.ablation.kl import PrefixRunner, log_softmax, token_kl
 from lorascope.ablation.scalar_control import ScalarControl
 
-__all__ = ["FeatureKL", "SaeMap", "feature_ablation_kl", "naive_feature_kl"]
+__all__ = [
+    "FeatureKL",
+    "SaeMap",
+    "feature_ablation_kl",
+    "naive_feature_kl",
+    "removed_scalars",
+    "start_layers",
+]
 
 
 class SaeMap:
@@ -105,7 +112,7 @@ def start_layers(
     return out
 
 
-def _targets(recon_TC, z_TF, dir_FC, remove_GF, groups) -> torch.Tensor:
+def removed_scalars(recon_TC, z_TF, dir_FC, remove_GF, groups) -> torch.Tensor:
     """Scalars with feature sets `groups` removed: [V, T, C]. Each set costs
     T x |set| x C (its own codes and decoder rows only)."""
     out = []
@@ -163,7 +170,9 @@ def feature_ablation_kl(
             group = [g for g in todo if starts[g] == key]
             for b in range(0, len(group), variants_per_forward):
                 batch = group[b : b + variants_per_forward]
-                set_VTC = _targets(recon_TC, z_TF, sae_map.dir_FC, remove_GF, batch)
+                set_VTC = removed_scalars(
+                    recon_TC, z_TF, sae_map.dir_FC, remove_GF, batch
+                )
                 hidden_VTD = runner.run_from(
                     key[0], mlp_start=key[1], set_VTC=set_VTC.to(**like)
                 )
@@ -218,7 +227,7 @@ def naive_feature_kl(
         like = dict(device=device, dtype=scalars_TC.dtype)
         floor_TX, _ = run(ids_1T, recon_TC[None].to(**like))
         for g in range(len(remove_GF)):
-            set_1TC = _targets(recon_TC, z_TF, sae_map.dir_FC, remove_GF, [g])
+            set_1TC = removed_scalars(recon_TC, z_TF, sae_map.dir_FC, remove_GF, [g])
             q_TX, _ = run(ids_1T, set_1TC.to(**like))
             for out, ref_TX in ((kl_floor_GS, floor_TX), (kl_full_GS, full_TX)):
                 out[g, s] = float((token_kl(ref_TX, q_TX) * scope_T).sum()) / n_tok

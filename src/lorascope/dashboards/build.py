@@ -25,6 +25,12 @@ import numpy as np
 import polars as pl
 
 from lorascope.core.feature_tables import contexts_by_feature
+from lorascope.dashboards.attribution import (
+    attribution_views,
+    index_support,
+    index_target,
+    write_set_pages,
+)
 from lorascope.dashboards.causal import CausalTables, causal_views
 from lorascope.dashboards.diffing import pc_views
 
@@ -211,11 +217,15 @@ def build_dashboards(
     options: DashboardOptions,
     causal: CausalTables | None = None,
     diffing: pl.DataFrame | None = None,
+    attribution: pl.DataFrame | None = None,
+    sets: pl.DataFrame | None = None,
 ) -> int:
     """Write the dashboard site into `out_dir` (created); returns #feature pages.
     With `causal`, pages show ablation KL, token effects and SAE decoder maps;
     with `diffing` (diffing/feature_pcs.parquet), each LoRA direction's / SAE
-    feature's cosines with Δh_full's principal directions at its layer."""
+    feature's cosines with Δh_full's principal directions at its layer; with
+    `attribution`, each feature's attribution per target (the index sorts by
+    it); with `sets`, one page per behaviour set."""
     if not kinds:
         raise ValueError("figures.dashboards.kinds is empty: no feature kind to show")
     env = _env()
@@ -238,6 +248,7 @@ def build_dashboards(
         score_cols = [c for c in rows.columns if c not in SHOWN]
         views = causal_views(kind, causal) if causal is not None else None
         pcs = {} if diffing is None else pc_views(kind, tables.features, diffing)
+        attr = attribution_views(kind, attribution) if attribution is not None else None
         for row in rows.iter_rows(named=True):
             contexts, scale = context_view(ctx.get(row["feature"], []))
             acts = np.array([t["act"] for c in contexts for t in c["tokens"]])
@@ -253,11 +264,22 @@ def build_dashboards(
                 causal=None if views is None else views.get(row["feature"]),
                 has_causal=views is not None,
                 pcs=pcs.get(row["feature"]),
+                attribution=None if attr is None else attr.get(row["feature"]),
+                has_attribution=attr is not None,
             )
             (out_dir / row["page"]).write_text(html, encoding="utf-8")
         kl = [(views or {}).get(f, {}).get("kl") for f in rows["feature"]]
+        support = (
+            index_support(kind, attribution, index_target(attribution))
+            if attribution is not None
+            else {}
+        )
+        attr_col = [support.get(f) for f in rows["feature"]]
         all_rows.append(
-            rows.with_columns(kl=pl.Series(kl, dtype=pl.Float64)).select(
+            rows.with_columns(
+                kl=pl.Series(kl, dtype=pl.Float64),
+                attr=pl.Series(attr_col, dtype=pl.Float64),
+            ).select(
                 "kind",
                 "feature",
                 "label",
@@ -267,11 +289,13 @@ def build_dashboards(
                 "category",
                 "detection",
                 "kl",
+                "attr",
                 "explanation",
                 "page",
             )
         )
     index = pl.concat(all_rows, how="vertical_relaxed")
+    set_pages = write_set_pages(sets, env, out_dir) if sets is not None else []
     (out_dir / "index.html").write_text(
         env.get_template("index.html.jinja").render(
             rows=index.to_dicts(),
@@ -279,6 +303,8 @@ def build_dashboards(
             explainer=explainer,
             kinds=list(kinds),
             has_causal=causal is not None,
+            attr_target=None if attribution is None else index_target(attribution),
+            set_pages=set_pages,
         ),
         encoding="utf-8",
     )

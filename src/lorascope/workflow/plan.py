@@ -102,6 +102,8 @@ def derived_counts(config: dict) -> dict[str, int]:
         del counts["hub_fetch"]
     if config["causal"]["accuracy_top_n"] == 0:
         del counts["feature_accuracy"]
+    if not config["attribution"]["set_targets"]:
+        del counts["behaviour_sets"]
     return counts
 
 

@@ -166,6 +166,8 @@ def preflight_problems(
     module_names: Callable | None = None,
 ) -> list[str]:
     """Every problem of the scheduled `jobs`, each starting with its key."""
+    from lorascope.attribution.checks import preflight_attribution
+
     if module_names is None:
         from lorascope.core.models import skeleton_module_names as module_names
     jobs = list(jobs)
@@ -173,4 +175,5 @@ def preflight_problems(
         device_problems(jobs, local, count)
         + target_module_problems(config, jobs, module_names)
         + sae_step_problems(jobs)
+        + preflight_attribution(config, jobs)
     )

@@ -77,6 +77,8 @@ GPU_RULES = (
     "model_diff",
     "train_sae",
     "sae_features",
+    "feature_attribution",
+    "behaviour_sets",
 )
 CPU_RULES = (
     "toy_base_model toy_sft toy_bench hub_fetch sft_dataset bench_prepare "
@@ -85,7 +87,7 @@ CPU_RULES = (
     "autointerp_categories autointerp_assign autointerp_score autointerp_summary "
     "figure_classes figure_categories figure_sae_density figure_ablation "
     "figure_steering figure_table1 figure_table2 figure_causal figure_diffing "
-    "dashboards"
+    "dashboards figure_attribution figure_behaviour_sets"
 ).split()
 
 
