@@ -32,6 +32,7 @@ include: "workflow/rules/autointerp.smk"
 include: "workflow/rules/ablation.smk"
 include: "workflow/rules/steering.smk"
 include: "workflow/rules/causal.smk"
+include: "workflow/rules/groundtruth.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/dashboards.smk"
 

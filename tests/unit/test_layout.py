@@ -32,6 +32,7 @@ STAGES = [
     "ablation",
     "steering",
     "causal",
+    "groundtruth",
     "figures",
     "dashboards",
     "workflow",

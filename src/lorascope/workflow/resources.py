@@ -76,6 +76,7 @@ GPU_RULES = (
     "feature_accuracy",
     "train_sae",
     "sae_features",
+    "ground_truth",
 )
 CPU_RULES = (
     "toy_base_model toy_sft toy_bench hub_fetch sft_dataset bench_prepare "
@@ -83,7 +84,8 @@ CPU_RULES = (
     "eval_summary eval_table lora_features direct_effects autointerp_explain "
     "autointerp_categories autointerp_assign autointerp_score autointerp_summary "
     "figure_classes figure_categories figure_sae_density figure_ablation "
-    "figure_steering figure_table1 figure_table2 figure_causal dashboards"
+    "figure_steering figure_table1 figure_table2 figure_causal dashboards "
+    "figure_groundtruth"
 ).split()
 
 

@@ -185,6 +185,23 @@ def mlp_features(s: Setting) -> Needs:
     return _model_job(s, "mlp_features", act, flops)
 
 
+def ground_truth(s: Setting) -> Needs:
+    """One forward of the scored tokens (groundtruth.sft_docs SFT docs plus
+    the rank-1 generations) capturing every feature's activation (LoRA, MLP,
+    SAE codes) for the whole set, kept in fp32. Toy world only."""
+    a, shape = s.config["activations"], s.shape
+    t = a["batch_tokens"]
+    _, mean = _docs(s)
+    n_gen = len(s.config["eval"]["benchmarks"]) * (s.config["eval"]["limit"] or 500)
+    n_seq = s.config["groundtruth"]["sft_docs"] + n_gen
+    units = s.components * (1 + s.config["sae"]["expansion"])
+    units += shape.layers * a["mlp_neurons_per_layer"]
+    act = shape.layer_working_bytes(t, s.dtype_bytes) + t * units * 4
+    needs = _model_job(s, "ground_truth", act, n_seq * shape.forward_flops(mean))
+    needs.host_bytes += n_seq * mean * units * 4
+    return needs
+
+
 def _kl_job(s: Setting, rule: str, forwards: float, n_seq: int) -> Needs:
     """Prefix-reusing KL runs (lorascope.ablation.kl.PrefixRunner): each
     layer's input of the reference kept, variants_per_forward copies of one
