@@ -74,9 +74,34 @@ rule ground_truth:
         "../scripts/ground_truth.py"
 
 
+rule sae_architectures:
+    input:
+        manifest=res("activations/manifest.json"),
+        tokens=res("groundtruth/tokens.parquet"),
+    output:
+        table=res("groundtruth/sae_architectures.parquet"),
+        md=res("groundtruth/sae_architectures.md"),
+    log:
+        log_("groundtruth/sae_architectures.log"),
+    conda:
+        "../../envs/interp.yaml"
+    resources:
+        **resources_for("sae_architectures"),
+    params:
+        config=config_of("seed", "device", "sae", "groundtruth"),
+        code=code_of("sae_architectures.py"),
+    script:
+        "../scripts/sae_architectures.py"
+
+
 if GROUNDTRUTH_ON:
     final_targets(
         res("groundtruth/scores.parquet"),
         res("groundtruth/matched.parquet"),
         res("groundtruth/summary.parquet"),
+        *(
+            [res("groundtruth/sae_architectures.parquet")]
+            if config["groundtruth"]["sae_architectures"]
+            else []
+        ),
     )
