@@ -85,7 +85,7 @@ CPU_RULES = (
     "autointerp_categories autointerp_assign autointerp_score autointerp_summary "
     "figure_classes figure_categories figure_sae_density figure_ablation "
     "figure_steering figure_table1 figure_table2 figure_causal dashboards "
-    "figure_groundtruth sae_architectures"
+    "figure_groundtruth sae_architectures sae_export"
 ).split()
 
 
