@@ -229,6 +229,8 @@ def test_score_kind_and_summary():
     assert m["column"]["names_role"] is True
     assert m["wait"]["feature"] == 11 and m["wait"]["names_role"] is False
     assert matched.height == 3  # three features, seven roles: one-to-one
+    p = y[:, 0].mean()
+    assert m["column"]["f1_all_tokens"] == pytest.approx(2 * p / (1 + p))
     summary = summarise(matched, {"sae": "offline"})
     assert summary["n_roles"].to_list() == [3]
     assert summary["explainer"].to_list() == ["offline"]

@@ -128,9 +128,14 @@ def matched_frame(
     f1_FR: np.ndarray,
     features: pl.DataFrame,
     explanations: dict[int, str],
+    prevalence: np.ndarray | None = None,
 ) -> pl.DataFrame:
-    """One row per matched role: its feature, scores and explanation."""
+    """One row per matched role: its feature, scores and explanation, and
+    `f1_all_tokens`, the F1 of calling every token the role (2p / (1 + p) at
+    prevalence p): a frequent role (format) gets a high best F1 from any
+    feature that is on everywhere, so read best F1 against it."""
     rows = []
+    n_pos = np.nan_to_num(prevalence) if prevalence is not None else None
     ids = features["feature"].to_list()
     labels = features["label"].to_list()
     for role, f in match_roles(f1_FR, roles):
@@ -145,6 +150,9 @@ def matched_frame(
                 "label": labels[f],
                 "best_f1": float(f1_FR[f, r]),
                 "auroc": float(auc_FR[f, r]),
+                "f1_all_tokens": (
+                    float(2 * n_pos[r] / (1 + n_pos[r])) if n_pos is not None else None
+                ),
                 "explanation": text,
                 "names_role": names_role(text, role) if text is not None else None,
             }
@@ -152,6 +160,7 @@ def matched_frame(
     schema = {
         "source": pl.String, "kind": pl.String, "role": pl.String,
         "feature": pl.Int64, "label": pl.String, "best_f1": pl.Float64,
-        "auroc": pl.Float64, "explanation": pl.String, "names_role": pl.Boolean,
+        "auroc": pl.Float64, "f1_all_tokens": pl.Float64, "explanation": pl.String,
+        "names_role": pl.Boolean,
     }  # fmt: skip
     return pl.DataFrame(rows, schema=schema)

@@ -64,7 +64,10 @@ def score_kind(
         },
         schema=SCORES_SCHEMA,
     )
-    matched = matched_frame(kind, source, list(ROLES), auc, f1, features, explanations)
+    prevalence = n_pos / max(labels_TR.shape[0], 1)
+    matched = matched_frame(
+        kind, source, list(ROLES), auc, f1, features, explanations, prevalence
+    )
     return scores, matched
 
 
@@ -76,6 +79,7 @@ def summarise(matched: pl.DataFrame, explainers: dict[str, str]) -> pl.DataFrame
             pl.len().alias("n_roles"),
             pl.col("best_f1").mean().alias("matched_f1"),
             pl.col("auroc").mean().alias("matched_auroc"),
+            pl.col("f1_all_tokens").mean().alias("f1_all_tokens"),
             pl.col("names_role").cast(pl.Float64).mean().alias("names_role_share"),
         )
         .with_columns(
