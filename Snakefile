@@ -34,6 +34,7 @@ include: "workflow/rules/steering.smk"
 include: "workflow/rules/causal.smk"
 include: "workflow/rules/diffing.smk"
 include: "workflow/rules/attribution.smk"
+include: "workflow/rules/groundtruth.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/dashboards.smk"
 

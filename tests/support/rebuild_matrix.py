@@ -83,6 +83,7 @@ EXPLAIN_ON = {
     *SUMMARY_ON,
     *STEERING,  # picks SAE features by their explanations
     "figure_causal",
+    "sae_export",  # features.json carries the SAE's explanations
 }
 SAE_ON = {
     "train_sae",
@@ -96,6 +97,7 @@ SAE_ON = {
     *CAUSAL,
     *DIFF,
     *ATTRIBUTION,
+    "sae_export",
 }
 LORA_VARIANTS = ("rank1", "rank1-attn-ablated", "rank1-mlp-ablated")
 ADAPTER_ON = {
@@ -162,7 +164,8 @@ REBUILD_MATRIX = [
         "an autointerp setting",
         "config",
         {"autointerp": {"detection": {"n_nonactivating": 4}}},
-        {*_kinds("autointerp_score", *ALL_KINDS), *SUMMARY_ON, "figure_causal"},
+        {*_kinds("autointerp_score", *ALL_KINDS), *SUMMARY_ON, "figure_causal"}
+        | {"sae_export"},  # features.json carries the scores
     ),
     (
         "the rank-1 learning rate",

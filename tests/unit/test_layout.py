@@ -34,6 +34,7 @@ STAGES = [
     "causal",
     "diffing",
     "attribution",
+    "groundtruth",
     "figures",
     "dashboards",
     "workflow",

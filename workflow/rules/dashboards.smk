@@ -50,4 +50,29 @@ rule dashboards:
         "../scripts/dashboards.py"
 
 
-final_targets(res("dashboards"))
+rule sae_export:
+    input:
+        sae=res("sae/model"),
+        adapter=res("train/rank1/adapter"),
+        components=res("components.parquet"),
+        features=res("features/sae/features.parquet"),
+        contexts=res("features/sae/contexts.parquet"),
+        explanations=res("autointerp/explanations/sae.parquet"),
+        scores=res("autointerp/scores/sae.parquet"),
+    output:
+        sae=directory(res("export/sae")),
+        features=res("export/features.json"),
+    log:
+        log_("dashboards/sae_export.log"),
+    conda:
+        "../../envs/interp.yaml"
+    resources:
+        **resources_for("sae_export"),
+    params:
+        config=config_of("model.base", "model.revision", "model.adapter"),
+        code=code_of("sae_export.py"),
+    script:
+        "../scripts/sae_export.py"
+
+
+final_targets(res("dashboards"), res("export/sae"), res("export/features.json"))

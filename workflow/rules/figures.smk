@@ -108,6 +108,17 @@ FIGURES = {
         )
         for table in ("table1", "table2")
     },
+    # toy world only (groundtruth.smk): real data has no per-token roles
+    **(
+        {
+            "fig_groundtruth": figure(
+                "groundtruth",
+                {"matched": "groundtruth/matched.parquet", **USAGE},
+            )
+        }
+        if GROUNDTRUTH_ON
+        else {}
+    ),
 }
 
 

@@ -8,6 +8,8 @@ static HTML that opens from disk.
 
 - `build`: the pages; `assets/`: templates, CSS and JS.
 - `causal`: ablation KL, promoted/suppressed tokens and SAE decoder maps.
+- `export`: rule `sae_export`: `export/sae/` (SAELens dir with provenance
+  metadata) and `export/features.json` (Neuronpedia-style features).
 """
 
-__all__ = ["build", "causal"]
+__all__ = ["build", "causal", "export"]

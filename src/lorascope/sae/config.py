@@ -75,6 +75,9 @@ class SaeConfig:
     """jumprelu: width of the straight-through estimator's kernel."""
     matryoshka_fractions: list[float]
     """matryoshka_batchtopk: inner levels as fractions of the width."""
+    heldout_every: int
+    """Documents with doc % heldout_every == 0 are held out of training and
+    evaluated on (metrics.json `heldout`); 0 = none held out."""
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> SaeConfig:

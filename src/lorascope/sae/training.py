@@ -28,6 +28,7 @@ from lorascope.core.saes import load_sae
 from lorascope.sae.architectures import training_sae_config, uses_k
 from lorascope.sae.config import SaeConfig
 from lorascope.sae.evaluation import evaluate_sae
+from lorascope.sae.split import split_views
 
 __all__ = [
     "TrainResult",
@@ -210,20 +211,39 @@ def save_sae(sae: TrainingSAE, out_dir: Path | str) -> None:
 
 
 def train_on_shards(shards: Any, cfg: SaeConfig, model_dir: Path | str) -> dict:
-    """Train on a ShardSet, save to `model_dir`, evaluate the saved model.
+    """Train on a ShardSet's training documents, save to `model_dir`, evaluate
+    the saved model.
 
     Returns the metrics.json content: evaluation of the reloaded (inference)
-    SAE over every token once, plus the training curve and sizes.
+    SAE over every training token once (which latents are alive is decided
+    there), under `heldout` the same over the held-out documents
+    (`sae.heldout_every`, `lorascope.sae.split`), plus the training curve and
+    sizes.
     """
+    train, heldout = split_views(shards, cfg.heldout_every)
+    if train.n_tokens == 0:
+        raise ValueError(
+            f"sae.heldout_every={cfg.heldout_every}: every document of the "
+            "activation shards is held out, none is left to train on"
+        )
     result = train_sae(
-        cfg, training_batches(shards, cfg), shards.n_components, shards.n_tokens
+        cfg, training_batches(train, cfg), shards.n_components, train.n_tokens
     )
     save_sae(result.sae, model_dir)
     sae = load_sae(model_dir, device=str(resolve_device(cfg.device)))
     metrics = evaluate_sae(
-        sae, shards.iter_batches(cfg.batch_size), cfg.dead_frac_threshold
+        sae, train.iter_batches(cfg.batch_size), cfg.dead_frac_threshold
     )
-    metrics["evaluated_on"] = "every token of the training shards, once"
+    metrics["evaluated_on"] = "every token of the training documents, once"
+    if heldout is not None:
+        held = evaluate_sae(
+            sae, heldout.iter_batches(cfg.batch_size), cfg.dead_frac_threshold
+        )
+        metrics["heldout"] = {
+            k: held[k]
+            for k in ("fvu", "mse_per_token", "mean_l0", "n_tokens", "dead_fraction")
+        }
+        metrics["heldout"]["documents"] = f"doc % {cfg.heldout_every} == 0"
     if uses_k(result.sae.cfg):
         metrics["k"] = cfg.k
     metrics["n_training_steps"] = result.n_steps

@@ -13,6 +13,8 @@ Produces: `toy/base_model/` (HF dir), `toy/s1k.parquet` (s1K-1.1 schema),
 - `textbook`: worked solutions in textbook wordings (pretraining text).
 - `pretrain`: the base model's pretraining recipe.
 - `world`: materialise the base model and the data sets.
+- `roles`: what each character of a trace does (the ground truth): the
+  generator's record and the parser for text it did not write.
 """
 
-__all__ = ["pretrain", "tasks", "textbook", "tokenizer", "world"]
+__all__ = ["pretrain", "roles", "tasks", "textbook", "tokenizer", "world"]

@@ -23,9 +23,12 @@ from dataclasses import dataclass
 
 import polars as pl
 
+from lorascope.toy.roles import Span, TraceBuilder
+
 __all__ = [
     "Step",
     "add_steps",
+    "attempt_roles",
     "attempt_text",
     "benchmark_frame",
     "benchmark_pairs",
@@ -36,8 +39,10 @@ __all__ = [
     "line_text",
     "question_text",
     "reasoning_trace",
+    "reasoning_trace_roles",
     "sample_pair",
     "sft_frame",
+    "sft_rows",
     "slip_line",
     "slip_values",
 ]
@@ -178,17 +183,75 @@ def reasoning_trace(
     a wrong total (see ``choose_slip``), then redone on a line starting with
     "Wait,", so every column still has exactly one complete line.
     """
+    text, slipped, _ = reasoning_trace_roles(a, b, rng, slip_rate, carry_slip_rate)
+    return text, slipped
+
+
+def _write_line(tb: TraceBuilder, s: Step, digits: str, rest: str) -> None:
+    """``line_text`` piece by piece, with each piece's role."""
+    tb.add(str(s.x), "column")
+    tb.add("+", "format")
+    tb.add(str(s.y), "column")
+    tb.add("+", "format")
+    tb.add(str(s.carry_in), "carry_in")
+    tb.add("=", "format")
+    tb.add(str(s.total))
+    tb.add(" carry ", "format")
+    tb.add(str(s.carry_out), "carry_out")
+    tb.add(", digits ", "format")
+    tb.add(digits)
+    if rest:
+        rest_a, rest_b = rest.split("+")
+        tb.add(", rest ", "format")
+        tb.add(rest_a)
+        tb.add("+", "format")
+        tb.add(rest_b)
+
+
+def reasoning_trace_roles(
+    a: int,
+    b: int,
+    rng: random.Random,
+    slip_rate: float,
+    carry_slip_rate: float = 0.0,
+) -> tuple[str, bool, list[Span]]:
+    """``reasoning_trace`` plus the role of every character it wrote
+    (``lorascope.toy.roles``); draws from ``rng`` exactly as it does."""
     states = column_states(a, b)
     slip = choose_slip([s for s, _, _ in states], rng, slip_rate, carry_slip_rate)
-    lines = [f"{a}+{b}"]
+    tb = TraceBuilder()
+    tb.add(str(a))
+    tb.add("+", "format")
+    tb.add(str(b))
     for i, (s, digits, rest) in enumerate(states):
+        tb.add("\n", "format")
         if slip is not None and i == slip[0]:
-            lines.append(slip_line(s, slip[1], rng))
-            lines.append("Wait, " + line_text(s, digits, rest))
-        else:
-            lines.append(line_text(s, digits, rest))
-    lines.append(f"result {a + b}")
-    return "\n".join(lines), slip is not None
+            carry_in, total = slip_values(s, slip[1], rng)  # as slip_line does
+            for text, role in (
+                (str(s.x), "column"), ("+", "format"), (str(s.y), "column"),
+                ("+", "format"), (str(carry_in), "carry_in"), ("=", "format"),
+            ):  # fmt: skip
+                tb.add(text, role, "slip")
+            tb.add(str(total), "slip")
+            tb.add("\n", "format")
+            tb.add("Wait,", "wait")
+            tb.add(" ", "format")
+        _write_line(tb, s, digits, rest)
+    tb.add("\nresult ", "format")
+    tb.add(str(a + b), "answer")
+    return tb.text(), slip is not None, tb.spans
+
+
+def attempt_roles(a: int, b: int) -> tuple[str, list[Span]]:
+    """``attempt_text`` with the role of every character."""
+    tb = TraceBuilder()
+    tb.add(str(a))
+    tb.add("+", "format")
+    tb.add(str(b))
+    tb.add("=\\boxed{", "format")
+    tb.add(str(a + b), "answer")
+    tb.add("}", "format")
+    return tb.text(), tb.spans
 
 
 def sft_frame(
@@ -204,6 +267,19 @@ def sft_frame(
     every benchmark draws from) are never used, so any benchmark, including
     one added later, stays held out without changing the SFT set.
     """
+    rows = sft_rows(n, digits, seed, slip_rate, carry_slip_rate)
+    return pl.DataFrame([row for row, _, _ in rows])
+
+
+def sft_rows(
+    n: int,
+    digits: list[int],
+    seed: int,
+    slip_rate: float,
+    carry_slip_rate: float = 0.0,
+) -> list[tuple[dict, list[Span], list[Span]]]:
+    """The rows of ``sft_frame`` with the roles of their trace and attempt
+    characters (``lorascope.toy.roles``): the generator's own record."""
     if n < 1 or not digits:
         raise ValueError(f"sft_frame needs n >= 1 and digits, got {n}, {digits}")
     rng, rows, seen = random.Random(seed), [], set()
@@ -212,18 +288,18 @@ def sft_frame(
         if (a, b) in seen or held_out(a, b):
             continue
         seen.add((a, b))
-        trace, _ = reasoning_trace(a, b, rng, slip_rate, carry_slip_rate)
-        rows.append(
-            {
-                "question": question_text(a, b, rng.randrange(len(QUESTIONS))),
-                "solution": str(a + b),
-                "cot_type": "math",
-                "source_type": "lorascope/toy_addition",
-                "deepseek_thinking_trajectory": trace,
-                "deepseek_attempt": attempt_text(a, b),
-            }
-        )
-    return pl.DataFrame(rows)
+        trace, _, spans = reasoning_trace_roles(a, b, rng, slip_rate, carry_slip_rate)
+        attempt, attempt_spans = attempt_roles(a, b)
+        row = {
+            "question": question_text(a, b, rng.randrange(len(QUESTIONS))),
+            "solution": str(a + b),
+            "cot_type": "math",
+            "source_type": "lorascope/toy_addition",
+            "deepseek_thinking_trajectory": trace,
+            "deepseek_attempt": attempt,
+        }
+        rows.append((row, spans, attempt_spans))
+    return rows
 
 
 def held_out(a: int, b: int) -> bool:

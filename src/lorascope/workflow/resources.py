@@ -79,6 +79,7 @@ GPU_RULES = (
     "sae_features",
     "feature_attribution",
     "behaviour_sets",
+    "ground_truth",
 )
 CPU_RULES = (
     "toy_base_model toy_sft toy_bench hub_fetch sft_dataset bench_prepare "
@@ -87,7 +88,8 @@ CPU_RULES = (
     "autointerp_categories autointerp_assign autointerp_score autointerp_summary "
     "figure_classes figure_categories figure_sae_density figure_ablation "
     "figure_steering figure_table1 figure_table2 figure_causal figure_diffing "
-    "dashboards figure_attribution figure_behaviour_sets"
+    "dashboards figure_attribution figure_behaviour_sets figure_groundtruth "
+    "sae_architectures sae_export"
 ).split()
 
 
@@ -275,11 +277,14 @@ def rule_needs(rule: str, config: dict, hw: Hardware, repo=".") -> Needs:
 
 
 def formula(rule: str):
-    """The rule's function in rulecosts (GPU rules) or cpucosts (CPU rules
-    that need more than the profile's defaults), or None."""
-    from lorascope.workflow import cpucosts, rulecosts
+    """The rule's function in rulecosts or beyondcosts (GPU rules) or
+    cpucosts (CPU rules that need more than the profile's defaults), or None."""
+    from lorascope.workflow import beyondcosts, cpucosts, rulecosts
 
-    return getattr(rulecosts, rule, None) or getattr(cpucosts, rule, None)
+    for module in (rulecosts, beyondcosts, cpucosts):
+        if (found := getattr(module, rule, None)) is not None:
+            return found
+    return None
 
 
 def compute_seconds(needs: Needs, hw: Hardware, flops: float | None = None):

@@ -1,5 +1,6 @@
 """Per-rule formulas of the resource model (`lorascope.workflow.resources`):
-one function per GPU rule, named after it, taking a `Setting` and returning
+one function per GPU rule of the paper's pipeline (those beyond it are in
+`lorascope.workflow.beyondcosts`), named after it, taking a `Setting` and returning
 one job's `Needs`. CPU rules that need more than the profile's defaults
 have theirs in `lorascope.workflow.cpucosts`.
 
@@ -14,10 +15,9 @@ cannot tell are constants here, stated where they are used.
 
 from __future__ import annotations
 
-from lorascope.core.memory import GIB, fit_batch, generation_bytes, residual_bytes
+from lorascope.core.memory import GIB, fit_batch, generation_bytes
 from lorascope.workflow.resources import (
     DECODE_MFU,
-    HEADROOM,
     Needs,
     Setting,
     runtime_minutes,
@@ -221,59 +221,6 @@ def feature_ablation(s: Setting) -> Needs:
     return needs
 
 
-def feature_attribution(s: Setting) -> Needs:
-    """Per attribution sequence: a forward and a backward per target at the
-    full LoRA and at the SAE floor (x ig_steps), every layer's activations
-    kept for the backward, or (when that does not fit the card, as the job
-    decides: lorascope.attribution.gradients.needs_checkpoint) only layer
-    inputs, each layer recomputed per backward; then exact removal of every
-    component and alive SAE feature on attribution.validate_sequences (as
-    feature_ablation)."""
-    a, ab, shape = s.config["attribution"], s.config["ablation"], s.shape
-    b, t, k = s.dtype_bytes, ab["max_tokens"], len(a["targets"])
-    n = a["n_sequences"] or ab["n_sequences"]
-    passes = 2 * a["ig_steps"] * (1 + k)  # forward + k backwards, two points
-    fixed = s.weight_bytes + s.lora_bytes + CUDA_OVERHEAD
-    kept = shape.layers * shape.layer_working_bytes(t, b)
-    logits = 3 * t * shape.vocab * 4  # fp32 logits, log-softmax, its gradient
-    notes = []
-    if fixed + kept > 0.5 * s.hw.card_bytes:
-        kept = shape.layers * t * shape.hidden * b + shape.layer_working_bytes(t, b)
-        passes += 2 * a["ig_steps"] * k  # a layer recompute per backward
-        notes.append("layer checkpointing")
-    alive = int(s.components * s.config["sae"]["expansion"] * ALIVE_FRACTION)
-    exact = _kl_job(s, "feature_attribution", s.components + alive + 2,
-                    a["validate_sequences"])  # fmt: skip
-    act = max(kept + logits, exact.gpu_bytes - fixed)
-    flops = exact.flops + passes * n * shape.forward_flops(t)
-    notes.append(f"{passes} forward-equivalents per sequence x {n}")
-    return _model_job(s, "feature_attribution", act, flops, notes=notes)
-
-
-def behaviour_sets(s: Setting) -> Needs:
-    """3 references (full, floor, base) + 2 x (1 + random_sets) generations
-    per set target; SAE edits (all but full and base) run the decoder twice,
-    with two KV caches per prompt; the batch is attribution.sets_batch_size
-    or (null) the most that fit the card, as the job computes it
-    (lorascope.causal.feature_accuracy.fitting_batch)."""
-    a, ev, shape = s.config["attribution"], s.config["eval"], s.shape
-    n = problems(s.config, a["sets_benchmark"] or ev["benchmarks"][0], a["sets_limit"])
-    new = a["sets_max_new_tokens"] or ev["max_new_tokens"]
-    gens = 2 * (1 + a["random_sets"]) * len(a["set_targets"])
-    passes = 2 + 2 * (1 + gens)
-    per_item = generation_bytes(shape, PROMPT_TOKENS, new, s.dtype_bytes, 2)
-    sae = s.components * s.components * s.config["sae"]["expansion"] * 4 * 2
-    fixed = s.weight_bytes + s.lora_bytes + sae + CUDA_OVERHEAD
-    batch = a["sets_batch_size"] or fit_batch(
-        s.hw.card_bytes * (1 - HEADROOM), fixed, per_item, n
-    )
-    flops = passes * n * shape.generate_flops(PROMPT_TOKENS, new)
-    notes = [f"batch {batch}", f"{passes} decoder passes per problem"]
-    return Needs("behaviour_sets", 1, fixed + batch * per_item, _host(s), flops,
-                 mfu=DECODE_MFU, notes=notes,
-                 stream_bytes=_hf_decode(s, n, batch, new, passes))  # fmt: skip
-
-
 def accuracy_memory(config: dict, shape) -> tuple[float, float]:
     """(fixed, per prompt) GPU bytes of rule feature_accuracy: weights, LoRA,
     SAE; per prompt two KV caches of prompt + budget (the edited pass and the
@@ -330,36 +277,6 @@ def steering_sweep(s: Setting) -> Needs:
     notes = [f"batch {batch} ({fits} would fit)"]
     needs = _model_job(s, "steering_sweep", act, flops, mfu=DECODE_MFU, notes=notes)
     needs.stream_bytes = _hf_decode(s, n, batch, new, gens)
-    return needs
-
-
-def model_diff(s: Setting) -> Needs:
-    """Two passes, one model on the card at a time (never both 32B models):
-    pass 1 the full fine-tune's forward per sequence, its residual after
-    every layer written to disk; pass 2 the base + adapter (two forwards:
-    adapter on and off) with the full model's final norm and unembedding,
-    then per layer the base restarted after it for two patched rows (about
-    L forwards). States wait on the host, one layer's at a time on the card;
-    the full model's log-probs of a sequence stay on it (fp32), the patched
-    rows' are made logit_chunk tokens at a time."""
-    d, shape, b = s.config["diffing"], s.shape, s.dtype_bytes
-    t = d["max_tokens"]
-    n_seq = d["n_sequences"] + d["bench_limit"] * len(s.config["eval"]["benchmarks"])
-    head = shape.vocab * shape.hidden * b  # the full model's unembedding copy
-    logits = t * shape.vocab * 4 + 3 * 2 * d["logit_chunk"] * shape.vocab * 4
-    work = shape.layer_working_bytes(2 * t, b) + 8 * t * shape.hidden * 4
-    act = head + logits + work
-    states = residual_bytes(shape, t, b)
-    flops = n_seq * shape.forward_flops(t) * (1 + 2 + shape.layers)
-    notes = [f"{n_seq} sequences; pass 1 stores {n_seq * states / 1e9:.0f} GB "
-             "of full-model states on disk until pass 2 reads them"]  # fmt: skip
-    needs = _model_job(s, "model_diff", act, flops, notes=notes)
-    pca = (
-        shape.layers * d["pca_tokens"] * shape.hidden * 4
-        if d["principal_directions"]
-        else 0
-    )
-    needs.host_bytes = _host(s, 3 * states + pca)  # + the Δh_full sample (fp32)
     return needs
 
 
