@@ -125,16 +125,26 @@ def timings(model, seqs, cfg: ExtractSettings, device, reps: int, only=None) -> 
         return run
 
     def extract(with_mlp):
-        def run():
-            cap = LoraCapture(model)
-            mcap = MlpCapture(model, cfg.mlp_neurons_per_layer) if with_mlp else None
-            try:
-                extract_shard(model, cap, mcap, seqs, docs, cfg, device, lambda n: 0)
-            finally:
-                cap.remove()
-                if mcap is not None:
-                    mcap.remove()
+        # The captures are made once per job (extract_to_shards), not per
+        # shard: made outside the timed pass, as the job's cost per shard.
+        holder = {}
 
+        def setup():
+            holder["cap"] = LoraCapture(model)
+            holder["mcap"] = (
+                MlpCapture(model, cfg.mlp_neurons_per_layer) if with_mlp else None
+            )
+
+        def teardown():
+            holder.pop("cap").remove()
+            if (mcap := holder.pop("mcap")) is not None:
+                mcap.remove()
+
+        def run():
+            cap, mcap = holder["cap"], holder["mcap"]
+            extract_shard(model, cap, mcap, seqs, docs, cfg, device, lambda n: 0)
+
+        run.setup, run.teardown = setup, teardown
         return run
 
     def naive():
@@ -167,15 +177,24 @@ def timings(model, seqs, cfg: ExtractSettings, device, reps: int, only=None) -> 
         time.process_time if torch.device(device).type == "cpu" else time.perf_counter
     )
     each = {k: [] for k in runs}
-    for run in runs.values():  # warm-up
-        run()
-    for _ in range(reps):
-        for name, run in runs.items():
+    nothing = lambda: None  # noqa: E731
+
+    def timed(run) -> float:
+        getattr(run, "setup", nothing)()
+        try:
             sync(device)
             t0 = clock()
             run()
             sync(device)
-            each[name].append(clock() - t0)
+            return clock() - t0
+        finally:
+            getattr(run, "teardown", nothing)()
+
+    for run in runs.values():  # warm-up
+        timed(run)
+    for _ in range(reps):
+        for name, run in runs.items():
+            each[name].append(timed(run))
     return each
 
 
