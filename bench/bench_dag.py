@@ -85,9 +85,27 @@ def run_dag(repo: Path, work: Path, cores: int, targets=("all",)) -> dict:
     if proc.returncode != 0:
         raise SystemExit(f"snakemake failed in {work}:\n{proc.stderr[-3000:]}")
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    records = [json.loads(p.read_text()) for p in sorted(probe_out.glob("*.json"))]
-    return {"wall": wall, "cpu": cpu, "log": proc.stderr, "records": records,
-            "env": env, "work": str(work)}  # fmt: skip
+    (work / "run.json").write_text(json.dumps({"wall": wall, "cpu": cpu, "env": env}))
+    return load_run(work)
+
+
+def load_run(work: Path) -> dict:
+    """A finished run dir (run_dag's, or kept with --keep) for `analyse`.
+    Without run.json (a bench that stopped before writing it): the wall time
+    is snakemake's own process's, the CPU the sum over every Python process."""
+    records = [
+        json.loads(p.read_text()) for p in sorted((work / ".dagprobe").glob("*.json"))
+    ]
+    meta = work / "run.json"
+    if meta.is_file():
+        run = json.loads(meta.read_text())
+    else:
+        main = [r for r in records if r["argv"][0].endswith("snakemake/__main__.py")]
+        env = dict(os.environ, PYTHONPATH=str(PROBE))  # replays set sys.path
+        run = {"wall": main[0]["end"] - main[0]["start"],
+               "cpu": sum(r["cpu"] for r in records), "env": env}  # fmt: skip
+    log = (work / "snakemake.log").read_text()
+    return {**run, "log": log, "records": records, "work": str(work)}
 
 
 _STAMP = re.compile(r"^\[(\w{3} \w{3} +\d+ \d\d:\d\d:\d\d \d{4})\]$")
@@ -221,9 +239,10 @@ def schedule(jobs, deps, weight, cores: int) -> float:
 
 
 _REPLAY = """
-import importlib, sys
-sys.path[:] = {paths!r}
-for name in {modules!r}:
+import importlib, json, sys
+paths, modules = json.load(sys.stdin)
+sys.path[:] = paths
+for name in modules:
     if name not in sys.modules:
         try:
             importlib.import_module(name)
@@ -245,10 +264,12 @@ def replay_startup(jobs: dict[int, dict], env: dict, cwd: str) -> None:
             continue
         key = (rec["executable"], tuple(rec["modules"]))
         if key not in seen:
-            code = _REPLAY.format(paths=rec["sys_path"], modules=rec["modules"])
+            # the module list goes on stdin (vLLM's is too long for argv)
+            todo = json.dumps([rec["sys_path"], rec["modules"]])
             before = resource.getrusage(resource.RUSAGE_CHILDREN)
-            subprocess.run([rec["executable"], "-c", code], env=clean, cwd=cwd,
-                           capture_output=True, timeout=300)  # fmt: skip
+            subprocess.run([rec["executable"], "-c", _REPLAY], env=clean, cwd=cwd,
+                           input=todo, text=True, capture_output=True,
+                           timeout=300)  # fmt: skip
             after = resource.getrusage(resource.RUSAGE_CHILDREN)
             seen[key] = (after.ru_utime - before.ru_utime) + (
                 after.ru_stime - before.ru_stime
@@ -356,7 +377,16 @@ def main() -> None:
     ap.add_argument("--cores", type=int, default=2)
     ap.add_argument("--json", type=Path, help="write the results here")
     ap.add_argument("--keep", action="store_true", help="keep the temp dirs")
+    ap.add_argument("--analyse", type=Path, nargs="+", metavar="RUN_DIR",
+                    help="only analyse kept run dirs (no new run)")  # fmt: skip
     args = ap.parse_args()
+    if args.analyse:
+        results = {str(d): analyse(load_run(d), args.cores) for d in args.analyse}
+        for name, r in results.items():
+            report(name, r)
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=1))
+        return
     tmp = Path(tempfile.mkdtemp(prefix="bench_dag_"))
     results = {}
     runs = [(args.vs, "vs")] if args.vs else []
