@@ -5,8 +5,9 @@ vLLM environment has no sae-lens) do not import it, even lazily.
 
 The jobs that only read an SAE (sae_features, causal_*, steering_sweep) get a
 `SavedSae`: the SAELens inference SAE's encode/decode re-stated over the
-safetensors weights, because `import sae_lens` costs ~7 s of CPU per job (two
-thirds of it transformer_lens), more than such a job's work on the toy. It
+safetensors weights, because loading through SAELens costs 7.4 s of CPU in a
+fresh interpreter (1.8 s this way; most of the difference is transformer_lens),
+more than such a job's work on the toy. It
 covers exactly what `train_sae` saves (JumpReLU and TopK, normalisation
 folded into the weights, no hook_z reshape); any other saved SAE is loaded by
 SAELens itself. tests/unit/test_saes.py checks both against SAELens, bit for
