@@ -3,8 +3,8 @@
 Used by rule `extract_activations` (and, for MLP context windows, rule
 `mlp_features`). The scalar of a LoRA component is `x @ lora_A.T` for the
 input x of the adapted matrix, before scaling and before lora_B (paper §2):
-a forward hook on each `lora_A` Linear writes it into one preallocated
-`[B, L, C]` buffer on the device, in the component table's column order.
+each `lora_A` Linear writes it into one preallocated `[B, L, C]` buffer on
+the device, in the component table's column order.
 
 The MLP baseline records the first N hidden units of every layer's MLP:
 `act_gate_up` (default) = act(gate(x)) * up(x), the input to down_proj;
@@ -56,7 +56,13 @@ def _backbone(model):
 
 
 class LoraCapture:
-    """Forward hooks on every lora_A writing `x @ A.T` into `buf[..., cols]`."""
+    """Every lora_A writes `x @ A.T` into `buf[..., cols]` as it runs.
+
+    Not a forward hook: any hook sends every call of the module through
+    torch's slow hook path, which cost 5-10% of the toy's forward
+    (bench/bench_extract.py). Each lora_A gets an instance `forward` that
+    calls the one it had and copies the output; `remove` restores it.
+    """
 
     def __init__(self, peft_model, adapter: str = "default"):
         pairs = lora_modules(peft_model, adapter)
@@ -79,17 +85,32 @@ class LoraCapture:
         self.n_components = col
         self.buf = None
         self.calls = [0] * len(self.modules)
-        self.handles = [
-            m.register_forward_hook(self._hook(i)) for i, m in enumerate(self.modules)
-        ]
+        self._restore = [self._install(i, m) for i, m in enumerate(self.modules)]
 
-    def _hook(self, i: int):
-        def hook(_module, _inputs, out_BLr):
+    def _install(self, i: int, module) -> Callable[[], None]:
+        """Wrap `module`'s forward (the class's or an earlier capture's);
+        returns what puts the previous one back."""
+        had = "forward" in module.__dict__
+        previous = module.__dict__.get("forward")
+        inner = module.forward
+        cols = self.slices[i]
+
+        def forward(x, *args, **kwargs):
+            out_BLr = inner(x, *args, **kwargs)
             if self.buf is not None:
-                self.buf[..., self.slices[i]].copy_(out_BLr)
+                self.buf[..., cols].copy_(out_BLr)
                 self.calls[i] += 1
+            return out_BLr
 
-        return hook
+        module.forward = forward
+
+        def restore():
+            if had:
+                module.forward = previous
+            else:
+                del module.forward
+
+        return restore
 
     @contextlib.contextmanager
     def recording(self, buf_BLC: torch.Tensor) -> Iterator[torch.Tensor]:
@@ -107,8 +128,10 @@ class LoraCapture:
             raise ExtractError(f"LoRA modules not run exactly once: {bad[:8]}")
 
     def remove(self) -> None:
-        for h in self.handles:
-            h.remove()
+        """Put every lora_A's previous forward back (once)."""
+        for restore in reversed(self._restore):
+            restore()
+        self._restore = []
 
 
 def mlp_lora_on(tensor: str, lora: bool | None) -> bool:

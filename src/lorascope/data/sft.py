@@ -22,23 +22,49 @@ class DataError(ValueError):
     """The dataset is unusable; the message names the file/column/row."""
 
 
+class FrameRows:
+    """A polars frame read as `load_rows`' callers read a `datasets.Dataset`:
+    `column_names`, `len`, `select`, rows as dicts. The toy set is read this
+    way: `datasets` costs ~1 s of CPU to import and cache a parquet file the
+    job reads once (tests/unit/test_sft_rows.py: the same rows either way)."""
+
+    def __init__(self, frame: pl.DataFrame):
+        self._frame = frame
+
+    @property
+    def column_names(self) -> list[str]:
+        return self._frame.columns
+
+    def __len__(self) -> int:
+        return self._frame.height
+
+    def __iter__(self):
+        return self._frame.iter_rows(named=True)
+
+    def __getitem__(self, i: int) -> dict:
+        return self._frame.row(i, named=True)
+
+    def select(self, indices) -> FrameRows:
+        return FrameRows(self._frame[list(indices)])
+
+
 def load_rows(
     data_cfg: dict, toy_parquet: str | None = None, snapshot: str | None = None
 ):
-    """Load the raw SFT rows as a `datasets.Dataset` through `load_dataset`.
+    """Load the raw SFT rows as a `datasets.Dataset` through `load_dataset`
+    (the toy parquet as `FrameRows`).
 
     `snapshot`: a local copy of the hub dataset (hub.prefetch), read in its
     place with the same split.
     """
-    from datasets import load_dataset
-
     name = data_cfg["dataset"]
     if is_toy(name):
         if not toy_parquet:
             raise DataError("data.dataset is 'toy' but no toy parquet was given")
-        source, ds = toy_parquet, load_dataset("parquet", data_files=toy_parquet)
-        ds = ds["train"]
+        source, ds = toy_parquet, FrameRows(pl.read_parquet(toy_parquet))
     elif name in ("parquet", "json", "csv"):
+        from datasets import load_dataset
+
         if not data_cfg["data_files"]:
             raise DataError(f"data.dataset is {name!r}: set data.data_files")
         source = data_cfg["data_files"]
@@ -57,9 +83,13 @@ def load_rows(
                 f"{type(err).__name__}: {err}"
             ) from err
     elif snapshot:
+        from datasets import load_dataset
+
         source = f"{snapshot} (snapshot of {name}):{data_cfg['split']}"
         ds = load_dataset(str(snapshot), split=data_cfg["split"])
     else:
+        from datasets import load_dataset
+
         source = f"{name}@{data_cfg['revision'] or 'default'}:{data_cfg['split']}"
         ds = load_dataset(name, revision=data_cfg["revision"], split=data_cfg["split"])
     cols = [data_cfg[k] for k in ("question_column", "trace_column", "attempt_column")]
