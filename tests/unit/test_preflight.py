@@ -184,3 +184,19 @@ def test_skeleton_names_come_from_the_config_alone(tiny_model_dir, tmp_path):
     assert skeleton_module_names(str(config_only)) == names
     with pytest.raises(OSError):
         skeleton_module_names(str(tmp_path / "nothing"))
+
+
+def test_held_out_documents_are_left_out_of_the_step_count(config, tmp_path):
+    """sae.heldout_every = 10 over 20 documents holds out docs 0 and 10: the
+    check counts 18/20 of the tokens (the job counts them exactly)."""
+    config["sae"].update(epochs=1, batch_size=100, heldout_every=10)
+    path = tmp_path / "manifest.json"
+    shards = [{"doc_range": [0, 9]}, {"doc_range": [10, 19]}]
+    path.write_text(json.dumps({"n_tokens": 1000, "shards": shards}))
+    config["sae"]["lr_warmup_steps"] = 9  # 900 tokens / 100 = 9 steps
+    (problem,) = problems(config, [sae_job(config, path)])
+    assert problem.startswith("sae.lr_warmup_steps=9 is not below the 9 training")
+    config["sae"]["lr_warmup_steps"] = 8
+    assert problems(config, [sae_job(config, path)]) == []
+    config["sae"].update(heldout_every=0, lr_warmup_steps=9)  # all 10 steps
+    assert problems(config, [sae_job(config, path)]) == []

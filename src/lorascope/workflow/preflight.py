@@ -151,11 +151,25 @@ def sae_step_problems(jobs) -> list[str]:
         manifest = os.path.normpath(str(job.input.manifest))
         if manifest in made or not os.path.isfile(manifest):
             continue
-        n_tokens = int(json.loads(Path(manifest).read_text())["n_tokens"])
-        problem = SaeConfig.from_config(job.params.config).steps_problem(n_tokens)
+        cfg = SaeConfig.from_config(job.params.config)
+        n_tokens = training_tokens(json.loads(Path(manifest).read_text()), cfg)
+        problem = cfg.steps_problem(n_tokens)
         if problem:
-            out.append(f"{problem}, from the {n_tokens} tokens in {manifest}")
+            out.append(f"{problem}, from the tokens in {manifest}")
     return out
+
+
+def training_tokens(manifest: dict, cfg) -> int:
+    """The manifest's tokens the SAE trains on. With sae.heldout_every = k the
+    documents with doc % k == 0 are held out; the manifest has no per-document
+    lengths, so their tokens are estimated at the held-out share of documents
+    (the job counts them exactly and checks again)."""
+    n_tokens, k = int(manifest["n_tokens"]), cfg.heldout_every
+    if not k:
+        return n_tokens
+    n_docs = max(s["doc_range"][1] for s in manifest["shards"]) + 1
+    held = -(-n_docs // k)  # docs 0, k, 2k, ... below n_docs
+    return n_tokens * (n_docs - held) // n_docs
 
 
 def preflight_problems(
