@@ -76,17 +76,17 @@ with script_logging(smk) as log:
     floor = float(df.filter(pl.col("kind") == "sae")["kl_floor"][0])
     shown = {
         k: "undefined" if recovered[k] is None else f"{recovered[k]:.4g}"
-        for k in ("kl_recovered", "loss_recovered")
+        for k in ("kl_recovered", "loss_recovered", "kl_full_zero")
     }
+    zero = shown["kl_full_zero"]
     with atomic_path(smk.output.md) as tmp:
         tmp.write_text(
             "# KL of removing one SAE feature / LoRA direction\n\n"
-            f"SAE reconstruction floor KL(full || reconstruction): {floor:.4g}; "
-            f"KL(full || all scalars zeroed): {recovered['kl_full_zero']}. "
-            f"KL recovered {shown['kl_recovered']}, loss recovered "
-            f"{shown['loss_recovered']} (ablation/sae_recovered.json). "
-            "SAE kl_mean is relative to it; LoRA directions ablate their "
-            "component.\n\n" + to_markdown(df, "{:.4g}")
+            f"SAE reconstruction floor KL(full || reconstruction): {floor:.4g} "
+            "(SAE kl_mean is relative to it; LoRA directions ablate their "
+            f"component). KL(full || all scalars zeroed): {zero}; KL recovered "
+            f"{shown['kl_recovered']}, loss recovered {shown['loss_recovered']} "
+            "(ablation/sae_recovered.json).\n\n" + to_markdown(df, "{:.4g}")
         )
     log.info(
         "reconstruction floor KL %.4g; KL recovered %s, loss recovered %s; %d rows",
