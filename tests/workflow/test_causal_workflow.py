@@ -2,6 +2,9 @@
 direct effects, causal figure and dashboard panels are built by `all` and
 agree with the tables they come from."""
 
+import json
+import math
+
 import polars as pl
 import pytest
 import wfrun
@@ -71,3 +74,22 @@ def test_feature_accuracy_table(res):
     ).all()
     md = (res / "ablation/feature_accuracy.md").read_text()
     assert "paired bootstrap" in md
+
+
+def test_sae_recovered_is_the_floor_against_the_zero_run(res):
+    """Issue 29 item 3: KL / loss recovered, from feature_ablation's sequences."""
+    got = json.loads((res / "ablation/sae_recovered.json").read_text())
+    sae = pl.read_parquet(res / "ablation/feature_kl.parquet").filter(
+        pl.col("kind") == "sae"
+    )
+    assert got["undefined"] == {}
+    assert math.isclose(got["kl_full_recon"], sae["kl_floor"][0], rel_tol=1e-12)
+    assert got["n_sequences"] == sae["n_sequences"][0]
+    assert got["n_kl_tokens"] == sae["n_tokens"][0]
+    assert 0 < got["n_loss_tokens"] <= got["n_kl_tokens"]
+    # the micro SAE is lossy but better than zeroing every scalar
+    assert 0 < got["kl_recovered"] < 1
+    assert got["kl_recovered"] == 1 - got["kl_full_recon"] / got["kl_full_zero"]
+    gap = got["loss_zero"] - got["loss_full"]
+    assert got["loss_recovered"] == (got["loss_zero"] - got["loss_recon"]) / gap
+    assert "KL recovered" in (res / "ablation/feature_kl.md").read_text()

@@ -55,6 +55,7 @@ rule feature_ablation:
     output:
         table=res("ablation/feature_kl.parquet"),
         md=res("ablation/feature_kl.md"),
+        recovered=res("ablation/sae_recovered.json"),
     log:
         log_("causal/feature_ablation.log"),
     conda:
@@ -127,6 +128,7 @@ rule feature_accuracy:
 
 final_targets(
     res("ablation/feature_kl.parquet"),
+    res("ablation/sae_recovered.json"),
     res("ablation/direct_effects.parquet"),
     res("ablation/sae_decoder.parquet"),
     *feature_accuracy_targets(),

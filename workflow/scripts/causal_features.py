@@ -1,11 +1,20 @@
-"""Rule feature_ablation: KL of removing each SAE feature / LoRA direction."""
+"""Rule feature_ablation: KL of removing each SAE feature / LoRA direction, and
+the KL / loss the SAE's reconstruction recovers (ablation/sae_recovered.json)."""
+
+import json
 
 import numpy as np
 import polars as pl
+import torch
 
 from lorascope.ablation.scalar_control import ScalarControl, lora_layers
-from lorascope.ablation.setup import kl_sequences, load_lora
-from lorascope.causal.feature_effects import feature_kl_table, lora_rows, sae_rows
+from lorascope.ablation.setup import assistant_masks, kl_sequences, load_lora
+from lorascope.causal.feature_effects import (
+    feature_kl_table,
+    lora_rows,
+    sae_recovered,
+    sae_rows,
+)
 from lorascope.causal.feature_kl import SaeMap, feature_ablation_kl
 from lorascope.core.io import atomic_path, to_markdown, write_parquet
 from lorascope.core.runtime import script_logging
@@ -26,6 +35,14 @@ with script_logging(smk) as log:
     remove_GF[np.arange(sae_features.height), sae_features["latent"].to_numpy()] = 1
     sequences = kl_sequences(config, smk.input.sft)
     sequences = sequences[: config["causal"]["kl_sequences"] or len(sequences)]
+    # The loss positions: those whose next token carries a loss label (the
+    # same draw and cut as the sequences), whatever ablation.token_scope says.
+    loss_scopes = []
+    labelled = assistant_masks(config, smk.input.sft)[: len(sequences)]
+    for (ids_T, _), labelled_T in zip(sequences, labelled, strict=True):
+        loss_T = np.zeros(len(ids_T), bool)
+        loss_T[:-1] = labelled_T[1:].numpy()
+        loss_scopes.append(torch.from_numpy(loss_T))
     log.info(
         "%d SAE features x %d sequences (%d tokens), %d variants per forward",
         len(remove_GF), len(sequences), sum(len(s[0]) for s in sequences),
@@ -41,6 +58,7 @@ with script_logging(smk) as log:
             sequences,
             variants_per_forward=cfg["variants_per_forward"],
             logit_chunk=cfg["logit_chunk"],
+            loss_scopes=loss_scopes,
         )
     df = feature_kl_table(
         [
@@ -52,12 +70,27 @@ with script_logging(smk) as log:
         ]
     )
     write_parquet(df, smk.output.table)
+    recovered = sae_recovered(out, cfg["average"])
+    with atomic_path(smk.output.recovered) as tmp:
+        tmp.write_text(json.dumps(recovered, indent=2) + "\n")
     floor = float(df.filter(pl.col("kind") == "sae")["kl_floor"][0])
+    shown = {
+        k: "undefined" if recovered[k] is None else f"{recovered[k]:.4g}"
+        for k in ("kl_recovered", "loss_recovered", "kl_full_zero")
+    }
+    zero = shown["kl_full_zero"]
     with atomic_path(smk.output.md) as tmp:
         tmp.write_text(
             "# KL of removing one SAE feature / LoRA direction\n\n"
-            f"SAE reconstruction floor KL(full || reconstruction): {floor:.4g}. "
-            "SAE kl_mean is relative to it; LoRA directions ablate their "
-            "component.\n\n" + to_markdown(df, "{:.4g}")
+            f"SAE reconstruction floor KL(full || reconstruction): {floor:.4g} "
+            "(SAE kl_mean is relative to it; LoRA directions ablate their "
+            f"component). KL(full || all scalars zeroed): {zero}; KL recovered "
+            f"{shown['kl_recovered']}, loss recovered {shown['loss_recovered']} "
+            "(ablation/sae_recovered.json).\n\n" + to_markdown(df, "{:.4g}")
         )
-    log.info("reconstruction floor KL %.4g; %d rows", floor, df.height)
+    log.info(
+        "reconstruction floor KL %.4g; KL recovered %s, loss recovered %s; %d rows",
+        floor, shown["kl_recovered"], shown["loss_recovered"], df.height,
+    )  # fmt: skip
+    for what, why in recovered["undefined"].items():
+        log.warning("%s undefined: %s", what, why)

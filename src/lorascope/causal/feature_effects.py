@@ -11,6 +11,22 @@ direction (component c, sign side +/-) takes its component's KL from
 `ablation/kl_components.parquet`: removing the direction zeroes the scalar
 (both sides), and there is no reconstruction, so the floor is 0.
 `kl_rank` is 1 for the largest `kl_mean` within a kind.
+
+`ablation/sae_recovered.json` (`sae_recovered`): the SAE's reconstruction
+scored by what replacing the scalars with it costs the model, as SAELens and
+the SAE literature score a reconstruction spliced into the forward (CE loss
+recovered), with "zero ablation" = every LoRA scalar set to 0 (the LoRA's
+contribution removed; the base model's own weights stay):
+
+- kl_recovered = 1 - KL(full || recon) / KL(full || zero);
+- loss_recovered = (L_zero - L_recon) / (L_zero - L_full), L the mean
+  next-token loss on the loss-labelled tokens of the same sequences.
+
+Both are 1 for an exact reconstruction and 0 for one no better than zeroing
+the scalars (below 0: worse than that). KL and loss are averaged over
+sequences as `ablation.average` says (tokens: pooled; sequences: mean of the
+per-sequence means). A denominator of 0 (zeroing the scalars changes
+nothing) leaves the fraction null, with the reason under `undefined`.
 """
 
 from __future__ import annotations
@@ -20,7 +36,7 @@ import polars as pl
 
 from lorascope.causal.feature_kl import FeatureKL
 
-__all__ = ["feature_kl_table", "lora_rows", "sae_rows"]
+__all__ = ["feature_kl_table", "lora_rows", "sae_recovered", "sae_rows"]
 
 KEYS = ["kind", "feature", "label", "component", "latent", "layer", "module"]
 
@@ -93,3 +109,69 @@ def feature_kl_table(parts: list[pl.DataFrame]) -> pl.DataFrame:
     df = pl.concat([p.select(cols) for p in parts], how="vertical_relaxed")
     rank = pl.col("kl_mean").rank("ordinal", descending=True).over("kind")
     return df.with_columns(kl_rank=rank.cast(pl.Int64)).sort("kind", "kl_rank")
+
+
+def _mean(value_S: np.ndarray, tokens_S: np.ndarray, average: str) -> float:
+    """One number from per-sequence means, as `ablation.average` says;
+    sequences without a counted token take no part."""
+    has_S = tokens_S > 0
+    if not has_S.any():
+        return float("nan")
+    return float(_average(value_S[None, has_S], tokens_S[has_S], average)["kl_mean"][0])
+
+
+def sae_recovered(out: FeatureKL, average: str) -> dict:
+    """KL and loss recovered by the reconstruction (module docstring)."""
+    rep = out.replacement
+    if rep is None:
+        raise ValueError("sae_recovered: the feature ablation ran without its zero run")
+    kl_recon = _mean(out.floor_S, out.tokens_S, average)
+    kl_zero = _mean(rep.kl_zero_S, out.tokens_S, average)
+    loss = {
+        k: _mean(v, rep.loss_tokens_S, average)
+        for k, v in (("full", rep.loss_full_S), ("recon", rep.loss_floor_S),
+                     ("zero", rep.loss_zero_S))
+    }  # fmt: skip
+    undefined = {}
+    kl_rec = loss_rec = None
+    if not np.isfinite(kl_zero) or kl_zero <= 0:
+        undefined["kl_recovered"] = (
+            f"KL(full || zero) = {kl_zero:.3g}: zeroing the scalars changes nothing"
+            if np.isfinite(kl_zero)
+            else "no token in the KL scope"
+        )
+    else:
+        kl_rec = 1.0 - kl_recon / kl_zero
+    gap = loss["zero"] - loss["full"]
+    if not np.isfinite(gap) or gap == 0:
+        undefined["loss_recovered"] = (
+            "L_zero = L_full: zeroing the scalars leaves the loss unchanged"
+            if np.isfinite(gap)
+            else "no loss-labelled token in the sequences"
+        )
+    else:
+        loss_rec = (loss["zero"] - loss["recon"]) / gap
+
+    def num(x: float) -> float | None:  # JSON has no NaN
+        return float(x) if np.isfinite(x) else None
+
+    return {
+        "kl_recovered": kl_rec,
+        "loss_recovered": loss_rec,
+        "kl_full_recon": num(kl_recon),
+        "kl_full_zero": num(kl_zero),
+        "loss_full": num(loss["full"]),
+        "loss_recon": num(loss["recon"]),
+        "loss_zero": num(loss["zero"]),
+        "average": average,
+        "n_sequences": len(out.tokens_S),
+        "n_kl_tokens": int(out.tokens_S.sum()),
+        "n_loss_tokens": int(rep.loss_tokens_S.sum()),
+        "undefined": undefined,
+        "definition": {
+            "kl_recovered": "1 - KL(full || recon) / KL(full || zero)",
+            "loss_recovered": "(L_zero - L_recon) / (L_zero - L_full)",
+            "zero": "every LoRA scalar set to 0",
+            "recon": "every LoRA scalar replaced by the SAE reconstruction",
+        },
+    }

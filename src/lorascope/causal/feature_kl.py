@@ -20,6 +20,14 @@ Prefix reuse as in `lorascope.ablation.kl`: the floor run keeps each layer's
 input, and a feature set recomputes only from the first layer its decoder
 rows touch. A feature that never fires in a sequence edits nothing there:
 its KL is 0 relative to the floor without a forward.
+
+The SAE's replacement cost (`ReplacementLoss`, one more forward per
+sequence): the zero run sets every scalar to 0 (the LoRA contributes
+nothing), KL(p || q_zero) on the KL's tokens, and the next-token loss
+(mean -log q(x_{t+1})) of the full, floor and zero runs on the loss-labelled
+positions (`loss_scopes`: positions whose next token carries a loss label).
+`lorascope.causal.feature_effects.sae_recovered` turns these into the
+fractions recovered.
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ from lorascope.ablation.scalar_control import ScalarControl
 
 __all__ = [
     "FeatureKL",
+    "ReplacementLoss",
     "SaeMap",
     "feature_ablation_kl",
     "naive_feature_kl",
@@ -82,6 +91,19 @@ class SaeMap:
 
 
 @dataclass
+class ReplacementLoss:
+    """Per sequence: KL(full || all scalars zeroed) on the KL's tokens; mean
+    next-token loss of the full LoRA, of the reconstruction (floor) run and of
+    the zero run on the loss-labelled positions, and how many there were."""
+
+    kl_zero_S: np.ndarray
+    loss_full_S: np.ndarray
+    loss_floor_S: np.ndarray
+    loss_zero_S: np.ndarray
+    loss_tokens_S: np.ndarray
+
+
+@dataclass
 class FeatureKL:
     """Per feature set g and sequence s: KL relative to the floor and to the full
     LoRA; per sequence the floor; counted tokens; mean code per feature."""
@@ -92,6 +114,13 @@ class FeatureKL:
     tokens_S: np.ndarray
     mean_code_F: np.ndarray
     frac_active_F: np.ndarray
+    replacement: ReplacementLoss | None = None
+
+
+def next_token_loss(logp_TX: torch.Tensor, ids_T: torch.Tensor, loss_T) -> float:
+    """Summed -log p(x_{t+1}) over positions t with loss_T[t] (no last position)."""
+    nll_T = -logp_TX[:-1].gather(-1, ids_T[1:, None])[:, 0]
+    return float((nll_T * loss_T[:-1]).sum())
 
 
 def start_layers(
@@ -134,13 +163,23 @@ def feature_ablation_kl(
     variants_per_forward: int = 8,
     logit_chunk: int = 512,
     prefix_reuse: bool = True,
+    loss_scopes: list[torch.Tensor] | None = None,
 ) -> FeatureKL:
-    """KL of removing each feature set (rows of bool `remove_GF` [G, F])."""
+    """KL of removing each feature set (rows of bool `remove_GF` [G, F]), and
+    the reconstruction's replacement cost (`FeatureKL.replacement`).
+
+    loss_scopes: per sequence, bool [T]: positions whose next token carries a
+    loss label (None: the KL scope)."""
+    if loss_scopes is not None and [len(x) for x in loss_scopes] != [
+        len(ids) for ids, _ in sequences
+    ]:
+        raise ValueError("loss_scopes: one mask per sequence, of its length")
     runner = PrefixRunner(peft_model, control)
     device = next(peft_model.parameters()).device
     n_sets, n_seq = len(remove_GF), len(sequences)
     kl_floor_GS, kl_full_GS = np.zeros((n_sets, n_seq)), np.zeros((n_sets, n_seq))
     floor_S, tokens_S = np.zeros(n_seq), np.zeros(n_seq, dtype=np.int64)
+    rep = ReplacementLoss(*(np.zeros(n_seq) for _ in range(4)), np.zeros(n_seq, int))
     n_feat = sae_map.dir_FC.shape[0]
     code_sum_F, active_F = torch.zeros(n_feat, dtype=torch.float64), torch.zeros(n_feat)
     starts = start_layers(remove_GF, sae_map.dir_FC, table, runner.split)
@@ -163,6 +202,11 @@ def feature_ablation_kl(
         floor_logp_TX = runner.ref_logp_TX
         floor_T = token_kl(full_logp_TX, floor_logp_TX)
         floor_S[s] = float((floor_T * scope_T).sum()) / n_tok
+        loss_T = (scope_T if loss_scopes is None else loss_scopes[s]).to(device)
+        _replacement(
+            runner, rep, s, ids_1T[0], scope_T, loss_T, full_logp_TX, floor_logp_TX,
+            logit_chunk,
+        )  # fmt: skip
         fires_G = (remove_GF.astype(np.float64) @ (z_TF != 0).any(0).numpy()) > 0
         kl_full_GS[:, s] = floor_S[s]  # sets that edit nothing: q_g = q_floor
         todo = [g for g in range(n_sets) if fires_G[g] and starts[g][0] >= 0]
@@ -193,7 +237,36 @@ def feature_ablation_kl(
         tokens_S,
         (code_sum_F / n_all).numpy(),
         (active_F / n_all).numpy(),
+        rep,
     )
+
+
+def _replacement(
+    runner, rep, s, ids_T, scope_T, loss_T, full_logp_TX, floor_logp_TX, chunk
+) -> None:
+    """Sequence s's replacement cost: the full and floor runs' losses, and the
+    zero run (every scalar 0, from layer 0; needs `runner.reference()` of this
+    sequence first, for its layer-0 input), taken chunk by chunk."""
+    n_loss = int(loss_T[:-1].sum())
+    rep.loss_tokens_S[s] = n_loss
+    per_token = max(n_loss, 1)
+    rep.loss_full_S[s] = next_token_loss(full_logp_TX, ids_T, loss_T) / per_token
+    rep.loss_floor_S[s] = next_token_loss(floor_logp_TX, ids_T, loss_T) / per_token
+    like = dict(device=ids_T.device, dtype=runner.inputs[0].dtype)
+    zero_1C = torch.zeros(1, runner.control.n_components, **like)
+    hidden_TD = runner.run_from(0, mult_VC=zero_1C)[0]
+    kl_sum = nll_sum = 0.0
+    n_pos = len(ids_T)
+    for t in range(0, n_pos, chunk):
+        # Positions t..t+chunk predict tokens t+1..t+chunk+1: one token of overlap.
+        sl = slice(t, min(t + chunk, n_pos))
+        logq_TX = runner.log_probs(hidden_TD[sl])
+        kl_sum += float((token_kl(full_logp_TX[sl], logq_TX) * scope_T[sl]).sum())
+        ids_next = ids_T[t + 1 : sl.stop + 1]
+        nll_T = -logq_TX[: len(ids_next)].gather(-1, ids_next[:, None])[:, 0]
+        nll_sum += float((nll_T * loss_T[t : t + len(ids_next)]).sum())
+    rep.kl_zero_S[s] = kl_sum / max(int(scope_T.sum()), 1)
+    rep.loss_zero_S[s] = nll_sum / per_token
 
 
 @torch.no_grad()
