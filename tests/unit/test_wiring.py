@@ -387,3 +387,65 @@ def test_rules_record_the_content_of_the_user_files_they_read():
         missing = {f for f in used if not re.search(rf"\b{f}\b", m.group(1))}
         assert not missing, f"{file}: rule {rule}: user_files misses {missing}"
     assert seen == set(USER_INPUTS)  # the list names what the rules use
+
+
+# Tests added from mutation testing (`make mutation SESSIONS=codeversion`).
+
+
+def test_code_version_disk_cache_serves_unchanged_files_and_survives_damage(
+    tmp_path, monkeypatch
+):
+    """Parse results kept on disk (.snakemake/lorascope/code_hashes.json) serve
+    a later parse without parsing; an edited file, an entry of another cache
+    format or a broken cache file is parsed again, never trusted."""
+    import json
+
+    from lorascope.workflow import codeversion as cv
+
+    repo = _fake_repo(tmp_path / "repo")
+    cache = tmp_path / "not-yet" / "code_hashes.json"
+    entry = "workflow/scripts/s.py"
+    parsed = []
+    real_parse = cv._parse_source
+    monkeypatch.setattr(
+        cv, "_parse_source", lambda p: parsed.append(p) or real_parse(p)
+    )
+
+    def version():  # as a new Snakefile parse does
+        cv.use_disk_cache(cache)
+        cv.clear_cache()
+        parsed.clear()
+        return code_version(repo, entry)
+
+    try:
+        first = version()
+        stored = json.loads(cache.read_text())
+        py = {k for k in first if k.endswith(".py")}
+        assert {os.path.relpath(p, repo) for p in stored} == py
+        assert len(parsed) == len(py)
+
+        os.utime(cache, (1, 1))
+        assert version() == first and parsed == []
+        assert cache.stat().st_mtime == 1  # nothing new: not rewritten
+
+        b = repo / "src/lorascope/stage/b.py"
+        b.write_text(b.read_text().replace("return 1", "return 22"))
+        edited = version()
+        assert parsed == [b]
+        assert {k for k in first if first[k] != edited[k]} == {
+            "src/lorascope/stage/b.py"
+        }
+        assert version() == edited and parsed == []  # saved for the next parse
+
+        stale = json.loads(cache.read_text())
+        for hit in stale.values():
+            hit[1] = -1  # another cache format
+        cache.write_text(json.dumps(stale))
+        assert version() == edited and len(parsed) == len(py)
+
+        cache.write_text("{not json")
+        assert version() == edited and len(parsed) == len(py)
+        assert json.loads(cache.read_text())  # rewritten whole
+    finally:
+        cv.use_disk_cache(None)
+        cv.clear_cache()
