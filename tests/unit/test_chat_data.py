@@ -253,14 +253,17 @@ def test_template_that_breaks_the_prefix_fails_clearly():
             for m in msgs
         )
 
-    with pytest.raises(ValueError, match="does not render the prompt as a prefix"):
+    with pytest.raises(ValueError) as err:
         build_example(_CharTokenizer(render), "Q?", "t", "a")
+    assert str(err.value) == "chat template does not render the prompt as a prefix"
     # Text prefix, token mismatch: "\n" + "<|im_start|>think" merge into "\n<".
     question = "Which integer is the answer to this forty-plus character question?"
     with pytest.raises(ValueError) as err:
         build_example(_CharTokenizer(merge=True), question, "t", "a")
-    assert "tokenisation of the prompt is not a prefix of the example" in str(err.value)
-    assert repr(question[:40]) in str(err.value)
+    assert str(err.value) == (
+        "tokenisation of the prompt is not a prefix of the example "
+        f"(question {question[:40]!r})"
+    )
 
 
 def test_missing_template_error_names_the_tokenizer_and_the_fix():
@@ -269,9 +272,10 @@ def test_missing_template_error_names_the_tokenizer_and_the_fix():
     named = SimpleNamespace(chat_template=None, name_or_path="org/base-tok")
     with pytest.raises(ValueError) as err:
         build_prompt(named, "Q?")
-    msg = str(err.value)
-    assert "'org/base-tok' has no chat template" in msg
-    assert "set tokenizer.chat_template or use an instruct model's tokenizer" in msg
+    assert str(err.value) == (
+        "tokenizer 'org/base-tok' has no chat template; the s1 format needs one "
+        "(set tokenizer.chat_template or use an instruct model's tokenizer)"
+    )
 
     class Bare:  # no chat_template attribute, no name
         pass
