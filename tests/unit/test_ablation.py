@@ -355,3 +355,72 @@ def test_unknown_layer_type_reruns_whole_layers_and_bad_decoder_is_named():
     fake = SimpleNamespace(get_base_model=lambda: base)
     with pytest.raises(ValueError, match="SimpleNamespace has no .layers/.norm"):
         PrefixRunner(fake, None)
+
+
+def test_scalar_edits_set_then_scale_then_shift_masked_positions():
+    """Each lora_A output becomes set (if given) * mult + add, add only at the
+    positions of add_mask_T; recorded() is [B, T, C] in component order."""
+    model, table = tiny_lora(rank=2, n_layers=2, dtype=torch.float64)
+    layers = lora_layers(model)
+    C = table.height
+    ids_BT = random_sequences(1, length=6)[0][0][None].expand(2, -1)
+    gen = torch.Generator().manual_seed(3)
+    with torch.no_grad(), ScalarControl(layers) as control:
+        control.record = True
+        model(input_ids=ids_BT)
+        plain_BTC = control.recorded()
+        assert plain_BTC.shape == (2, 6, C)
+        set_VTC = torch.randn(2, 6, C, generator=gen, dtype=torch.float64)
+        mult_VC = torch.randn(2, C, generator=gen)  # float32: cast to the model's
+        add_VC = torch.randn(2, C, generator=gen, dtype=torch.float64)
+        mask_T = torch.tensor([True, False, True, True, False, False])
+        control.set_VTC, control.mult_VC, control.add_VC = set_VTC, mult_VC, add_VC
+        control.add_mask_T = mask_T
+        out = model(input_ids=ids_BT).logits
+        assert out.dtype == torch.float64
+        want_BTC = (
+            set_VTC * mult_VC.double()[:, None]
+            + add_VC[:, None] * mask_T[None, :, None].double()
+        )
+        torch.testing.assert_close(control.recorded(), want_BTC, rtol=0, atol=0)
+        control.add_mask_T = None  # every position
+        model(input_ids=ids_BT)
+        want_BTC = set_VTC * mult_VC.double()[:, None] + add_VC[:, None]
+        torch.testing.assert_close(control.recorded(), want_BTC, rtol=0, atol=0)
+        control.clear()  # edits and recording off, records gone
+        with pytest.raises(RuntimeError) as err:
+            control.recorded()
+        assert str(err.value) == "no recorded forward: set record = True first"
+        model(input_ids=ids_BT)
+        with pytest.raises(RuntimeError, match="no recorded forward"):
+            control.recorded()
+        control.record = True
+        model(input_ids=ids_BT)
+        torch.testing.assert_close(control.recorded(), plain_BTC, rtol=0, atol=0)
+
+
+def test_a_new_control_records_nothing_and_removed_hooks_edit_nothing():
+    model, table = tiny_lora(n_layers=2)
+    ids_1T = random_sequences(1)[0][0][None]
+    with torch.no_grad():
+        plain = model(input_ids=ids_1T).logits
+        with ScalarControl(lora_layers(model)) as control:
+            model(input_ids=ids_1T)
+            with pytest.raises(RuntimeError, match="no recorded forward"):
+                control.recorded()  # recording is off until asked for
+            # float64 edits on a float32 model: mixed in as float32
+            control.mult_VC = torch.zeros(1, table.height, dtype=torch.float64)
+            assert (model(input_ids=ids_1T).logits - plain).abs().max() > 1e-3
+            control.remove()  # then the with-block removes again: harmless
+            assert torch.equal(model(input_ids=ids_1T).logits, plain)
+
+
+def test_more_than_one_active_adapter_is_refused_naming_the_layer():
+    from types import SimpleNamespace
+
+    layer = SimpleNamespace(active_adapters=["a", "b"], lora_A={"a": 0, "b": 1})
+    with pytest.raises(ValueError) as err:
+        ScalarControl([layer])
+    assert str(err.value) == (
+        "expected exactly one active LoRA adapter on SimpleNamespace, found ['a', 'b']"
+    )

@@ -77,9 +77,7 @@ class ScalarControl:
     """
 
     def __init__(self, layers: Sequence[nn.Module]):
-        self._edits: dict[str, torch.Tensor | None] = dict.fromkeys(
-            ("mult", "add", "set")
-        )
+        self._edits: dict[str, torch.Tensor | None] = {}  # set just below
         self.mult_VC: torch.Tensor | None = None
         self.add_VC: torch.Tensor | None = None
         self.add_mask_T: torch.Tensor | None = None
