@@ -376,6 +376,8 @@ def test_scalar_edits_set_then_scale_then_shift_masked_positions():
         mask_T = torch.tensor([True, False, True, True, False, False])
         control.set_VTC, control.mult_VC, control.add_VC = set_VTC, mult_VC, add_VC
         control.add_mask_T = mask_T
+        assert control.set_VTC is set_VTC and control.mult_VC is mult_VC
+        assert control.add_VC is add_VC
         out = model(input_ids=ids_BT).logits
         assert out.dtype == torch.float64
         want_BTC = (
@@ -388,6 +390,7 @@ def test_scalar_edits_set_then_scale_then_shift_masked_positions():
         want_BTC = set_VTC * mult_VC.double()[:, None] + add_VC[:, None]
         torch.testing.assert_close(control.recorded(), want_BTC, rtol=0, atol=0)
         control.clear()  # edits and recording off, records gone
+        assert control.set_VTC is control.mult_VC is control.add_VC is None
         with pytest.raises(RuntimeError) as err:
             control.recorded()
         assert str(err.value) == "no recorded forward: set record = True first"
