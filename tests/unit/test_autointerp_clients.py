@@ -231,13 +231,19 @@ def test_response_cache_stores_replies_and_the_request(tmp_path):
     assert cache.get(key) is None
     cache.put(key, request, CachedReply("first", 3, 4))
     cache.put(key, request, CachedReply("second ü", 5, 6))  # a redo replaces
+    cache.put("k2", {"messages": []}, CachedReply("x", 0, 0))  # no model named
     assert cache.get(key) == CachedReply("second ü", 5, 6)
     cache.close()
     with sqlite3.connect(path) as db:
-        rows = db.execute("SELECT key, model, request, text FROM responses").fetchall()
+        rows = db.execute(
+            "SELECT key, model, request, text FROM responses ORDER BY key"
+        ).fetchall()
         mode = db.execute("PRAGMA journal_mode").fetchone()[0]
     stored = json.dumps(reordered, sort_keys=True, ensure_ascii=False)
-    assert rows == [(key, "m-1", stored, "second ü")]
+    assert rows == [
+        (key, "m-1", stored, "second ü"),
+        ("k2", "", '{"messages": []}', "x"),
+    ]
     assert "é" in rows[0][2]  # stored readable, not \\u-escaped
     assert mode == "wal"  # several jobs share one database
 
