@@ -153,3 +153,19 @@ def test_trainable_fraction_from_headers_and_config(
     assert "adapter_params" not in text.split("Brackets")[0]  # not a table column
     with pytest.raises(ValueError, match="base model has 0 parameters"):
         with_param_fraction(table, got, 0)
+
+
+# Tests added from mutation testing (`make mutation SESSIONS=tables`).
+
+
+def test_with_prompting_records_how_the_variants_were_generated():
+    from lorascope.evaluation.tables import with_prompting
+
+    table = pl.DataFrame({"benchmark": ["a", "b"]})
+    out = with_prompting(table, "all", "budget forcing: at most 100 thinking tokens")
+    assert out.columns == ["benchmark", "think_prefill", "budget_forcing"]
+    assert (
+        out["budget_forcing"].to_list()
+        == ["budget forcing: at most 100 thinking tokens"] * 2
+    )
+    assert "budget_forcing" not in with_prompting(table, "all").columns
