@@ -417,3 +417,45 @@ def test_detection_windows_mix_own_and_foreign_contexts_seeded():
     small = detection_windows(0, by_feature, pool, 10, 100, seed=1)
     assert sum(p for _, p in small) == 6
     assert sum(not p for _, p in small) == len(pool) - 6 - 2
+
+
+def test_score_rows_keep_every_feature_and_say_why_one_is_unscored(tmp_path):
+    """One row per explanation, in feature order: scored ones carry the
+    confusion counts of their windows, left-out ones keep their status, a
+    failed explanation or one without contexts is `failed` with the reason."""
+    sec = _section()
+    feats, ctx = _tables("lora")
+    expl, _ = explain_kind(feats, ctx, sec, "t", tmp_path, "lora")
+    expl = expl.with_columns(
+        status=pl.when(pl.col("feature") == 3)
+        .then(pl.lit("few_contexts"))
+        .when(pl.col("feature") == 4)
+        .then(pl.lit("parse_error"))
+        .otherwise(pl.col("status")),
+        error=pl.when(pl.col("feature") == 3)
+        .then(pl.lit("3 real contexts"))
+        .otherwise(pl.col("error")),
+    ).sort("feature", descending=True)
+    ctx = ctx.filter(pl.col("feature") != 5)  # explained, contexts gone since
+    scores, usage = score_kind(expl, ctx, sec, "t", tmp_path, "lora")
+    assert usage == [] and scores["feature"].to_list() == list(range(6))
+    rows = {r["feature"]: r for r in scores.iter_rows(named=True)}
+    assert (rows[3]["status"], rows[3]["error"]) == ("few_contexts", "3 real contexts")
+    assert (rows[4]["status"], rows[4]["error"]) == (
+        "failed",
+        "explanation parse_error",
+    )
+    assert (rows[5]["status"], rows[5]["error"]) == (
+        "failed",
+        "no contexts in features/lora/contexts.parquet",
+    )
+    det = sec["detection"]
+    for f in (0, 1, 2):
+        r = rows[f]
+        assert r["status"] == "ok" and r["kind"] == "lora" and r["judge"] == "offline"
+        assert (r["n_pos"], r["n_neg"]) == (det["n_activating"], det["n_nonactivating"])
+        assert r["tp"] + r["fn"] == r["n_pos"] and r["tn"] + r["fp"] == r["n_neg"]
+        want = (r["tp"] / r["n_pos"] + r["tn"] / r["n_neg"]) / 2
+        assert r["balanced_accuracy"] == pytest.approx(want)
+    for f in (3, 4, 5):
+        assert rows[f]["balanced_accuracy"] is None and rows[f]["n_pos"] is None
