@@ -169,3 +169,27 @@ def test_with_prompting_records_how_the_variants_were_generated():
         == ["budget forcing: at most 100 thinking tokens"] * 2
     )
     assert "budget_forcing" not in with_prompting(table, "all").columns
+
+
+def test_markdown_report_says_how_variants_were_prompted_and_generated():
+    from lorascope.evaluation.tables import to_markdown_report, with_prompting
+
+    correct = {"b": {"base": _hits(7), "rank1": _hits(9), "full": _hits(8)}}
+    gen = "at most 100 thinking tokens"
+    table = with_prompting(table1(correct, n_boot=20), "all", gen)
+    text = to_markdown_report(table, "table1", 0.9, 20, "think marker", gen)
+    assert "Prompts (eval.think_prefill): think marker.\n" in text
+    assert "Generation (eval.budget_forcing): at most 100 thinking tokens.\n" in text
+    header = next(line for line in text.splitlines() if line.startswith("| benchmark"))
+    assert "think_prefill" not in header and "budget_forcing" not in header
+    bare = to_markdown_report(table1(correct, n_boot=20), "table1", 0.9, 20)
+    assert "Prompts" not in bare and "Generation" not in bare
+
+
+def test_param_fraction_needs_a_positive_base_count():
+    from lorascope.evaluation.tables import with_param_fraction
+
+    table = pl.DataFrame({"benchmark": ["b"]})
+    assert with_param_fraction(table, 1, 1)["trainable_fraction"][0] == 1.0
+    with pytest.raises(ValueError, match="^base model has 0 parameters$"):
+        with_param_fraction(table, 1, 0)
