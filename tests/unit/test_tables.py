@@ -193,3 +193,29 @@ def test_param_fraction_needs_a_positive_base_count():
     assert with_param_fraction(table, 1, 1)["trainable_fraction"][0] == 1.0
     with pytest.raises(ValueError, match="^base model has 0 parameters$"):
         with_param_fraction(table, 1, 0)
+
+
+def test_markdown_report_cells_and_parameter_line_exactly():
+    from lorascope.evaluation.tables import to_markdown_report, with_param_fraction
+
+    table = pl.DataFrame(
+        {
+            "benchmark": ["b"], "n": [30],
+            "rank1": [0.5], "rank1_lo": [0.25], "rank1_hi": [0.75],
+            "full": [0.125], "full_lo": [None], "full_hi": [None],
+            "rank1_recovery": [0.5], "rank1_recovery_lo": [0.25],
+            "rank1_recovery_hi": [1.5],
+        }
+    )  # fmt: skip
+    text = to_markdown_report(
+        with_param_fraction(table, 1000, 4_000_000), "table1", 0.9, 20
+    )
+    row = next(line for line in text.splitlines() if line.startswith("| b |"))
+    assert [c.strip() for c in row.strip("|").split("|")] == [
+        "b", "30", "0.5000 [0.250, 0.750]", "0.1250", "50.00% [25.00, 150.00]"
+    ]  # fmt: skip
+    assert text.endswith(
+        "'undefined': the gain divided by is zero or negative.\n"
+        "\nTrainable parameters of the adapter: 1,000 of the base model's "
+        "4,000,000 (0.0250%; paper: less than 0.03%).\n"
+    )
