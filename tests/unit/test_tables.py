@@ -210,7 +210,10 @@ def test_markdown_report_cells_and_parameter_line_exactly():
     text = to_markdown_report(
         with_param_fraction(table, 1000, 4_000_000), "table1", 0.9, 20
     )
-    row = next(line for line in text.splitlines() if line.startswith("| b |"))
+    lines = text.splitlines()
+    header = [c.strip() for c in lines[2].strip("|").split("|")]
+    assert header == ["benchmark", "n", "rank1", "full", "rank1_recovery"]
+    row = next(line for line in lines if line.startswith("| b |"))
     assert [c.strip() for c in row.strip("|").split("|")] == [
         "b", "30", "0.5000 [0.250, 0.750]", "0.1250", "50.00% [25.00, 150.00]"
     ]  # fmt: skip
