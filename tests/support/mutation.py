@@ -76,8 +76,10 @@ SESSIONS: dict[str, Session] = {
     "surgery": Session("adapters/surgery.py", ("tests/unit/test_surgery.py",)),
     "chat": Session("core/chat.py", ("tests/unit/test_chat_data.py",)),
     "kl": Session("ablation/kl.py", ("tests/unit/test_ablation.py",)),
+    # test_devices.py: the edits follow the activations' device (meta model).
     "scalar_control": Session(
-        "ablation/scalar_control.py", ("tests/unit/test_ablation.py",)
+        "ablation/scalar_control.py",
+        ("tests/unit/test_ablation.py", "tests/unit/test_devices.py"),
     ),
     "codeversion": Session("workflow/codeversion.py", ("tests/unit/test_wiring.py",)),
     "autointerp_cache": Session(

@@ -286,3 +286,144 @@ def test_check_table_names_first_mismatched_row():
         check_table(swapped, model)
     with pytest.raises(ValueError, match="has 20 rows, the adapter 21"):
         check_table(table.head(20), model)
+
+
+# Tests added from mutation testing (`make mutation SESSIONS="kl scalar_control"`).
+
+
+def test_log_probs_of_low_precision_logits_are_float32():
+    """bf16 logits are normalised in float32: small KLs survive."""
+    from lorascope.ablation.kl import log_softmax, token_kl
+
+    gen = torch.Generator().manual_seed(0)
+    p_TX = torch.randn(4, VOCAB, generator=gen, dtype=torch.float64)
+    q_TX = p_TX + 0.2 * torch.randn(4, VOCAB, generator=gen, dtype=torch.float64)
+    logp = log_softmax(p_TX.bfloat16())
+    assert logp.dtype == torch.float32
+    assert log_softmax(p_TX).dtype == torch.float64  # never lowered
+    got = token_kl(logp, log_softmax(q_TX.bfloat16())[None])[0].double()
+    # the same bf16 inputs, normalised in float64 (from the definition)
+    lp = torch.log_softmax(p_TX.bfloat16().double(), -1)
+    lq = torch.log_softmax(q_TX.bfloat16().double(), -1)
+    want = (lp.exp() * (lp - lq)).sum(-1)
+    assert (want > 1e-3).all()
+    # float32 log-probs of logits of size ~4: each log p - log q off by
+    # ~1e-6 at most, so KL (a p-weighted sum) too; bf16 would be ~1e-2 off.
+    torch.testing.assert_close(got, want, rtol=0, atol=2e-6)
+
+
+def test_mlp_start_rerun_equals_the_whole_layer_rerun():
+    """From layer L's kept mid-layer residual, an MLP-only ablation of layer L
+    gives the same final states as rerunning layer L whole."""
+    from lorascope.ablation.kl import PrefixRunner
+
+    model, table = tiny_lora(dtype=torch.float64)
+    mask_C = ((table["layer"] == 1) & (table["group"] == "mlp")).to_numpy()
+    mult_VC = torch.from_numpy(~mask_C[None]).double()
+    ids_1T = random_sequences(1)[0][0][None]
+    with ScalarControl(lora_layers(model)) as control:
+        runner = PrefixRunner(model, control)
+        runner.reference(ids_1T)
+        from_mlp = runner.run_from(1, mult_VC, mlp_start=True)
+        whole = runner.run_from(1, mult_VC, mlp_start=False)
+        unablated = runner.run_from(1, torch.ones_like(mult_VC))
+    tol = reorder_tol(torch.float64, n=WIDTH, depth=depth(3), scale=whole.abs().max())
+    torch.testing.assert_close(from_mlp, whole, **tol)
+    assert (whole - unablated).abs().max() > 1e6 * tol["atol"]
+    assert mask_C.sum() == 3
+
+
+def test_unknown_layer_type_reruns_whole_layers_and_bad_decoder_is_named():
+    from types import SimpleNamespace
+
+    from lorascope.ablation.kl import PrefixRunner
+
+    model, table = tiny_lora(n_layers=2)
+    blocks = model.get_base_model().model.layers
+    for block in blocks:  # same computation, a class the split is not known for
+        block.__class__ = type("OtherDecoderLayer", (type(block),), {})
+    with ScalarControl(lora_layers(model)) as control:
+        runner = PrefixRunner(model, control)
+        runner.reference(random_sequences(1)[0][0][None])
+        mult_VC = torch.ones(1, table.height)
+        with pytest.raises(ValueError, match="mlp_start needs decoder layers"):
+            runner.run_from(0, mult_VC, mlp_start=True)
+        assert runner.run_from(0, mult_VC).shape[0] == 1
+
+    decoder = SimpleNamespace(layers=[])  # no final norm
+    base = SimpleNamespace(get_decoder=lambda: decoder)
+    fake = SimpleNamespace(get_base_model=lambda: base)
+    with pytest.raises(ValueError, match="SimpleNamespace has no .layers/.norm"):
+        PrefixRunner(fake, None)
+
+
+def test_scalar_edits_set_then_scale_then_shift_masked_positions():
+    """Each lora_A output becomes set (if given) * mult + add, add only at the
+    positions of add_mask_T; recorded() is [B, T, C] in component order."""
+    model, table = tiny_lora(rank=2, n_layers=2, dtype=torch.float64)
+    layers = lora_layers(model)
+    C = table.height
+    ids_BT = random_sequences(1, length=6)[0][0][None].expand(2, -1)
+    gen = torch.Generator().manual_seed(3)
+    with torch.no_grad(), ScalarControl(layers) as control:
+        control.record = True
+        model(input_ids=ids_BT)
+        plain_BTC = control.recorded()
+        assert plain_BTC.shape == (2, 6, C)
+        set_VTC = torch.randn(2, 6, C, generator=gen, dtype=torch.float64)
+        mult_VC = torch.randn(2, C, generator=gen)  # float32: cast to the model's
+        add_VC = torch.randn(2, C, generator=gen, dtype=torch.float64)
+        mask_T = torch.tensor([True, False, True, True, False, False])
+        control.set_VTC, control.mult_VC, control.add_VC = set_VTC, mult_VC, add_VC
+        control.add_mask_T = mask_T
+        assert control.set_VTC is set_VTC and control.mult_VC is mult_VC
+        assert control.add_VC is add_VC
+        out = model(input_ids=ids_BT).logits
+        assert out.dtype == torch.float64
+        want_BTC = (
+            set_VTC * mult_VC.double()[:, None]
+            + add_VC[:, None] * mask_T[None, :, None].double()
+        )
+        torch.testing.assert_close(control.recorded(), want_BTC, rtol=0, atol=0)
+        control.add_mask_T = None  # every position
+        model(input_ids=ids_BT)
+        want_BTC = set_VTC * mult_VC.double()[:, None] + add_VC[:, None]
+        torch.testing.assert_close(control.recorded(), want_BTC, rtol=0, atol=0)
+        control.clear()  # edits and recording off, records gone
+        assert control.set_VTC is control.mult_VC is control.add_VC is None
+        with pytest.raises(RuntimeError) as err:
+            control.recorded()
+        assert str(err.value) == "no recorded forward: set record = True first"
+        model(input_ids=ids_BT)
+        with pytest.raises(RuntimeError, match="no recorded forward"):
+            control.recorded()
+        control.record = True
+        model(input_ids=ids_BT)
+        torch.testing.assert_close(control.recorded(), plain_BTC, rtol=0, atol=0)
+
+
+def test_a_new_control_records_nothing_and_removed_hooks_edit_nothing():
+    model, table = tiny_lora(n_layers=2)
+    ids_1T = random_sequences(1)[0][0][None]
+    with torch.no_grad():
+        plain = model(input_ids=ids_1T).logits
+        with ScalarControl(lora_layers(model)) as control:
+            model(input_ids=ids_1T)
+            with pytest.raises(RuntimeError, match="no recorded forward"):
+                control.recorded()  # recording is off until asked for
+            # float64 edits on a float32 model: mixed in as float32
+            control.mult_VC = torch.zeros(1, table.height, dtype=torch.float64)
+            assert (model(input_ids=ids_1T).logits - plain).abs().max() > 1e-3
+            control.remove()  # then the with-block removes again: harmless
+            assert torch.equal(model(input_ids=ids_1T).logits, plain)
+
+
+def test_more_than_one_active_adapter_is_refused_naming_the_layer():
+    from types import SimpleNamespace
+
+    layer = SimpleNamespace(active_adapters=["a", "b"], lora_A={"a": 0, "b": 1})
+    with pytest.raises(ValueError) as err:
+        ScalarControl([layer])
+    assert str(err.value) == (
+        "expected exactly one active LoRA adapter on SimpleNamespace, found ['a', 'b']"
+    )

@@ -211,3 +211,70 @@ def test_missing_key_names_the_variable(tmp_path, monkeypatch):
             LLMEngine(s, ResponseCache(tmp_path / "c.db"), "t").run(
                 _prompts(1), json.loads
             )
+
+
+# Tests added from mutation testing (`make mutation SESSIONS=autointerp_cache`).
+
+
+def test_response_cache_stores_replies_and_the_request(tmp_path):
+    import sqlite3
+
+    from lorascope.autointerp.cache import CachedReply, cache_key
+
+    request = {"model": "m-1", "messages": ["explain é"], "params": {"t": 0}}
+    reordered = {"params": {"t": 0}, "messages": ["explain é"], "model": "m-1"}
+    key = cache_key(request)
+    assert key == cache_key(reordered) and len(key) == 64
+    assert key != cache_key(dict(request, model="m-2"))
+    path = tmp_path / "new" / "dir" / "c.db"  # folders made as needed
+    cache = ResponseCache(path)
+    assert cache.get(key) is None
+    cache.put(key, request, CachedReply("first", 3, 4))
+    cache.put(key, request, CachedReply("second ü", 5, 6))  # a redo replaces
+    cache.put("k2", {"messages": []}, CachedReply("x", 0, 0))  # no model named
+    assert cache.get(key) == CachedReply("second ü", 5, 6)
+    cache.close()
+    with sqlite3.connect(path) as db:
+        rows = db.execute(
+            "SELECT key, model, request, text FROM responses ORDER BY key"
+        ).fetchall()
+        mode = db.execute("PRAGMA journal_mode").fetchone()[0]
+    stored = json.dumps(reordered, sort_keys=True, ensure_ascii=False)
+    assert rows == [
+        (key, "m-1", stored, "second ü"),
+        ("k2", "", '{"messages": []}', "x"),
+    ]
+    assert "é" in rows[0][2]  # stored readable, not \\u-escaped
+    assert mode == "wal"  # several jobs share one database
+
+
+def test_ledger_counts_per_run_refuses_over_the_caps_and_stays_usable(tmp_path):
+    path = tmp_path / "c.db"
+    a, b = ResponseCache(path), ResponseCache(path)  # two jobs, one database
+    assert a.spent("run") == (0, 0)
+    first = a.reserve("run", "explain", "k1", max_calls=None, max_tokens=None)
+    second = b.reserve("run", "explain", "k2", max_calls=3, max_tokens=100)
+    assert second > first
+    a.reserve("other", "score", "k3", max_calls=1, max_tokens=None)
+    b.settle(first, 40)
+    a.settle(second, 2.0)
+    assert b.spent("run") == (2, 42) and a.spent("other") == (1, 0)
+    with pytest.raises(BudgetExceeded) as err:
+        a.reserve("run", "score", "k4", max_calls=2, max_tokens=None)
+    assert str(err.value) == (
+        f"autointerp.budget.max_calls=2 reached for run 'run' "
+        f"(2 requests sent, ledger {path})"
+    )
+    with pytest.raises(BudgetExceeded) as err:
+        b.reserve("run", "score", "k4", max_calls=None, max_tokens=42)
+    assert str(err.value) == (
+        f"autointerp.budget.max_tokens=42 reached for run 'run' "
+        f"(42 tokens used, ledger {path})"
+    )
+    # A refusal records nothing and leaves no transaction open.
+    assert a.spent("run") == (2, 42)
+    a.reserve("run", "score", "k4", max_calls=3, max_tokens=43)
+    b.reserve("run", "score", "k5", max_calls=None, max_tokens=43)
+    assert a.spent("run") == (4, 42)
+    with pytest.raises(BudgetExceeded, match="max_calls=1 reached for run 'other'"):
+        b.reserve("other", "score", "k6", max_calls=1, max_tokens=None)

@@ -360,3 +360,102 @@ def test_sae_taxonomy_own_gives_sae_features_their_own_categories(
     assert set(zip(own_sae["category"], own_sae["subcategory"], strict=True)) == {
         ("control", "wait")}  # fmt: skip
     assert set(own_lora["category"]) == {"tokens"}  # LoRA/MLP keep theirs
+
+
+# Tests added from mutation testing (`make mutation SESSIONS=autointerp_scoring`).
+
+
+def test_balanced_accuracy_from_its_definition():
+    from lorascope.autointerp.scoring import balanced_accuracy
+
+    labels = [True, True, True, False, False, False, False, True]
+    preds = [True, False, True, False, True, False, False, True]
+    got = balanced_accuracy(labels, preds)
+    # hits 3 of 4 activating, rejects 3 of 4 non-activating
+    assert got == {"tp": 3, "fn": 1, "tn": 3, "fp": 1, "balanced_accuracy": 0.75}
+    assert balanced_accuracy([True, True], [True, False])["balanced_accuracy"] == 0.5
+    assert balanced_accuracy([False, False, False], [True, False, False]) == {
+        "tp": 0, "fn": 0, "tn": 2, "fp": 1, "balanced_accuracy": pytest.approx(2 / 3)
+    }  # fmt: skip
+    assert balanced_accuracy([], [])["balanced_accuracy"] is None
+
+
+def _ctx(feature, doc, pos):
+    return {"feature": feature, "doc": doc, "pos": pos}
+
+
+def test_detection_windows_mix_own_and_foreign_contexts_seeded():
+    from lorascope.autointerp.scoring import detection_windows
+
+    by_feature = {
+        f: [_ctx(f, doc=10 * f + i, pos=i) for i in range(6)] for f in range(4)
+    }
+    # Another feature's context at one of feature 0's own places never
+    # counts as non-activating, nor does one place twice.
+    by_feature[3].append(_ctx(3, doc=0, pos=0))
+    by_feature[2].append(dict(by_feature[1][0], feature=2))
+    pool = [c for rows in by_feature.values() for c in rows]
+    win = detection_windows(0, by_feature, pool, 4, 15, seed=7)
+    pos = [c for c, is_pos in win if is_pos]
+    neg = [c for c, is_pos in win if not is_pos]
+    assert len(pos) == 4 and all(c in by_feature[0] for c in pos)
+    assert len({(c["doc"], c["pos"]) for c in pos}) == 4
+    assert len(neg) == 15 and all(c["feature"] != 0 for c in neg)
+    places = [(c["doc"], c["pos"]) for c in neg]
+    assert len(set(places)) == 15 and (0, 0) not in places
+    assert not set(places) & {(c["doc"], c["pos"]) for c in by_feature[0]}
+    # Seeded per (seed, feature): the same call gives the same windows,
+    # another seed or feature others; positives are shuffled in.
+    assert detection_windows(0, by_feature, pool, 4, 15, seed=7) == win
+    assert detection_windows(0, by_feature, pool, 4, 15, seed=8) != win
+    assert detection_windows(1, by_feature, pool, 4, 15, seed=7) != win
+    firsts = {
+        detection_windows(0, by_feature, pool, 4, 4, seed=s)[0][1] for s in range(20)
+    }
+    assert firsts == {True, False}
+    # Fewer candidates than asked: all there are.
+    small = detection_windows(0, by_feature, pool, 10, 100, seed=1)
+    assert sum(p for _, p in small) == 6
+    assert sum(not p for _, p in small) == len(pool) - 6 - 2
+
+
+def test_score_rows_keep_every_feature_and_say_why_one_is_unscored(tmp_path):
+    """One row per explanation, in feature order: scored ones carry the
+    confusion counts of their windows, left-out ones keep their status, a
+    failed explanation or one without contexts is `failed` with the reason."""
+    sec = _section()
+    feats, ctx = _tables("lora")
+    expl, _ = explain_kind(feats, ctx, sec, "t", tmp_path, "lora")
+    expl = expl.with_columns(
+        status=pl.when(pl.col("feature") == 3)
+        .then(pl.lit("few_contexts"))
+        .when(pl.col("feature") == 4)
+        .then(pl.lit("parse_error"))
+        .otherwise(pl.col("status")),
+        error=pl.when(pl.col("feature") == 3)
+        .then(pl.lit("3 real contexts"))
+        .otherwise(pl.col("error")),
+    ).sort("feature", descending=True)
+    ctx = ctx.filter(pl.col("feature") != 5)  # explained, contexts gone since
+    scores, usage = score_kind(expl, ctx, sec, "t", tmp_path, "lora")
+    assert usage == [] and scores["feature"].to_list() == list(range(6))
+    rows = {r["feature"]: r for r in scores.iter_rows(named=True)}
+    assert (rows[3]["status"], rows[3]["error"]) == ("few_contexts", "3 real contexts")
+    assert (rows[4]["status"], rows[4]["error"]) == (
+        "failed",
+        "explanation parse_error",
+    )
+    assert (rows[5]["status"], rows[5]["error"]) == (
+        "failed",
+        "no contexts in features/lora/contexts.parquet",
+    )
+    det = sec["detection"]
+    for f in (0, 1, 2):
+        r = rows[f]
+        assert r["status"] == "ok" and r["kind"] == "lora" and r["judge"] == "offline"
+        assert (r["n_pos"], r["n_neg"]) == (det["n_activating"], det["n_nonactivating"])
+        assert r["tp"] + r["fn"] == r["n_pos"] and r["tn"] + r["fp"] == r["n_neg"]
+        want = (r["tp"] / r["n_pos"] + r["tn"] / r["n_neg"]) / 2
+        assert r["balanced_accuracy"] == pytest.approx(want)
+    for f in (3, 4, 5):
+        assert rows[f]["balanced_accuracy"] is None and rows[f]["n_pos"] is None

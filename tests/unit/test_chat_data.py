@@ -188,3 +188,112 @@ def test_duplicate_rows_error_or_counted_skip(toy_tokenizer):
     df, stats = tokenise(ds, toy_tokenizer, _cfg(duplicate_rows="skip"))
     assert stats["duplicates"] == 1 and stats["skipped"] == 1
     assert df["doc"].to_list() == [0, 1, 2, 4]
+
+
+# Tests added from mutation testing (`make mutation SESSIONS=chat`).
+
+
+def test_system_prompt_is_the_first_turn_of_prompt_and_example(toy_tokenizer):
+    tok, system = toy_tokenizer, "Be brief."
+    prompt = build_prompt(tok, "Q?", system=system)
+    assert prompt == (
+        "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nQ?<|im_end|>\n"
+        "<|im_start|>assistant\n" + THINK_MARKER
+    )
+    ex = build_example(tok, "Q?", "t", "a", system=system)
+    ids = tok(prompt, add_special_tokens=False)["input_ids"]
+    assert ex.input_ids[: len(ids)] == ids
+    head = tok(build_prompt(tok, "Q?", system, think=False), add_special_tokens=False)
+    n = len(head["input_ids"])
+    assert ex.labels[:n] == [IGNORE_INDEX] * n and ex.labels[n] != IGNORE_INDEX
+    assert build_prompt(tok, "Q?", system="") == build_prompt(tok, "Q?")
+
+
+class _CharTokenizer:
+    """One token per character; with `merge`, "\\n<" is one token (a BPE
+    merge across the prompt's end). Adds a BOS id when asked for specials."""
+
+    chat_template = "toy"
+    name_or_path = "org/char-tok"
+
+    def __init__(self, render=None, merge=False):
+        self.merge = merge
+        self.render = render or (
+            lambda m: "".join(f"<{x['role']}>\n{x['content']}\n" for x in m)
+        )
+
+    def apply_chat_template(self, msgs, tokenize, add_generation_prompt=False):
+        assert not tokenize
+        return self.render(msgs) + ("<assistant>\n" if add_generation_prompt else "")
+
+    def __call__(self, text, add_special_tokens=True):
+        ids = [ord(c) for c in (text.replace("\n<", "\x00") if self.merge else text)]
+        return {"input_ids": ([1] if add_special_tokens else []) + ids}
+
+
+def test_example_tokens_are_the_rendered_text_without_added_specials():
+    """A tokenizer that would add a BOS: the chat template already renders
+    every special token, so the example is the text's own tokens."""
+    tok = _CharTokenizer()
+    ex = build_example(tok, "Q?", "t", "a")
+    text = tok.apply_chat_template(
+        [{"role": "user", "content": "Q?"}], tokenize=False, add_generation_prompt=True
+    )
+    assert ex.input_ids[: len(text)] == tok(text, False)["input_ids"]
+    assert ex.labels[: len(text)] == [IGNORE_INDEX] * len(text)
+
+
+def test_template_that_breaks_the_prefix_fails_clearly():
+    # Renders the assistant's history turn differently from its header.
+    def render(msgs):
+        return "".join(
+            f"[{m['role']}]: {m['content']}\n"
+            if m["role"] == "assistant"
+            else f"<{m['role']}>\n{m['content']}\n"
+            for m in msgs
+        )
+
+    with pytest.raises(ValueError) as err:
+        build_example(_CharTokenizer(render), "Q?", "t", "a")
+    assert str(err.value) == "chat template does not render the prompt as a prefix"
+    # Text prefix, token mismatch: "\n" + "<|im_start|>think" merge into "\n<".
+    question = "Which integer is the answer to this forty-plus character question?"
+    with pytest.raises(ValueError) as err:
+        build_example(_CharTokenizer(merge=True), question, "t", "a")
+    assert str(err.value) == (
+        "tokenisation of the prompt is not a prefix of the example "
+        f"(question {question[:40]!r})"
+    )
+
+
+def test_missing_template_error_names_the_tokenizer_and_the_fix():
+    from types import SimpleNamespace
+
+    named = SimpleNamespace(chat_template=None, name_or_path="org/base-tok")
+    with pytest.raises(ValueError) as err:
+        build_prompt(named, "Q?")
+    assert str(err.value) == (
+        "tokenizer 'org/base-tok' has no chat template; the s1 format needs one "
+        "(set tokenizer.chat_template or use an instruct model's tokenizer)"
+    )
+
+    class Bare:  # no chat_template attribute, no name
+        pass
+
+    with pytest.raises(ValueError, match="tokenizer 'Bare' has no chat template"):
+        build_example(Bare(), "Q?", "t", "a")
+
+
+def test_split_completion_edge_cases():
+    # No marker: the end-of-turn token is not part of the text.
+    assert split_completion("just text<|im_end|>") == ("just text", None)
+    # Answer at once (empty thinking).
+    assert split_completion("<|im_start|>answer\nAnswer: 5<|im_end|>") == ("", "5")
+    # A longer thinking: the answer is what follows the marker.
+    got = split_completion("Let me think.\n<|im_start|>answer\nAnswer: \\boxed{7}")
+    assert got == ("Let me think.", "\\boxed{7}")
+    # Thinking ends at the first marker; a second one belongs to the answer.
+    thinking, answer = split_completion(
+        "t\n<|im_start|>answer\nAnswer: 1\n<|im_start|>answer\nAnswer: 2"
+    )
+    assert thinking == "t" and answer.startswith("1")

@@ -81,3 +81,10 @@ def test_prefix_reuse_and_kl_with_host_edits(meta_lora):
     assert kl_V.device == META and kl_V.shape == (3,)
     hidden = runner.run_from(1, add_VC=torch.zeros(3, n), mlp_start=True)
     assert hidden.device == META
+
+
+def test_steering_position_mask_from_the_host_follows_the_activations(meta_lora):
+    model, control = meta_lora
+    control.add_VC = torch.ones(1, control.n_components)
+    control.add_mask_T = torch.tensor([True, False] * 3 + [True])  # host, bool
+    assert model(input_ids=ids()).logits.device == META

@@ -525,3 +525,68 @@ def test_retrained_adapter_invalidates_shards(tmp_path, tiny_adapter_dir):
     new = fp(adapter)
     assert new != old
     assert valid_record(tmp_path / "shards", 0, new, (0, 1)) is None
+
+
+# Tests added from mutation testing (`make mutation SESSIONS=hooks`).
+
+
+def test_batches_are_greedy_longest_first_and_may_fill_the_budget():
+    lengths = [5, 1, 9, 3, 3, 20, 2]
+    # 20 alone (over budget); 9; 5 + 3 fills 2 x 5 = 10 exactly; 3 + 2 + 1.
+    assert make_batches(lengths, 10) == [[5], [2], [0, 3], [4, 6, 1]]
+    assert make_batches([4, 4, 4], 12) == [[0, 1, 2]]
+    assert make_batches([], 10) == []
+
+
+def test_pad_batch_right_pads_with_a_mask():
+    ids, mask = pad_batch([[7, 8, 9], [5]], "cpu")
+    assert ids.tolist() == [[7, 8, 9], [5, 0, 0]] and ids.dtype == torch.long
+    assert mask.tolist() == [[True, True, True], [True, False, False]]
+
+
+def test_iter_doc_values_gives_each_doc_its_own_rows():
+    token_ids = {30: [1, 2, 3], 31: [4], 32: [5, 6, 7, 8, 9], 33: [10, 11]}
+
+    def run(ids_BL, mask_BL):  # [T, 2]: the token id and its position
+        pos = torch.arange(ids_BL.shape[1]).expand_as(ids_BL)
+        return torch.stack([ids_BL[mask_BL], pos[mask_BL]], dim=1).double()
+
+    got = dict(iter_doc_values(None, token_ids, 6, run, "cpu"))
+    assert set(got) == set(token_ids)
+    for doc, ids in token_ids.items():
+        assert got[doc].dtype == torch.float32
+        assert got[doc].tolist() == [[t, p] for p, t in enumerate(ids)]
+
+
+def test_capture_columns_and_errors_name_the_modules():
+    model = add_random_lora(make_tiny_qwen(VOCAB, layers=1), r=2)
+    cap = LoraCapture(model)
+    assert cap.columns[:4] == ["L0.q#0", "L0.q#1", "L0.k#0", "L0.k#1"]
+    assert cap.n_components == 2 * 7 and len(cap.columns) == 14
+    with pytest.raises(ExtractError) as err:
+        with cap.recording(torch.empty(1, 2, cap.n_components)):
+            pass  # no forward
+    assert str(err.value) == (
+        "LoRA modules not run exactly once: ['L0.q#0', 'L0.k#0', 'L0.v#0', "
+        "'L0.o#0', 'L0.gate#0', 'L0.up#0', 'L0.down#0']"
+    )
+    one = LoraCapture(add_random_lora(make_tiny_qwen(VOCAB, layers=1)))
+    assert one.columns[0] == "L0.q" and one.n_components == 7
+    with pytest.raises(ExtractError) as err:
+        MlpCapture(model, 2, "down_proj")
+    assert str(err.value) == (
+        "mlp_tensor must be one of ('act_gate_up', 'up_proj'): 'down_proj'"
+    )
+    width = model.get_base_model().model.layers[0].mlp.up_proj.out_features
+    with pytest.raises(ExtractError) as err:
+        MlpCapture(model, width + 1, "up_proj")
+    assert str(err.value) == (
+        f"activations.mlp_neurons_per_layer={width + 1} exceeds layer 0's MLP "
+        f"width {width}"
+    )
+    model.merge_adapter()
+    with pytest.raises(ExtractError) as err:
+        LoraCapture(model)
+    assert str(err.value) == (
+        "model.layers.0.self_attn.q_proj: adapter is merged; unmerge first"
+    )

@@ -540,3 +540,46 @@ def test_normalise_text_strips_wrappers_dollars_and_punctuation():
     text = "The answer: $\\text{Blue}$  \\textbf{Fox}! 2\\pi"
     assert normalise_text(text) == "the answer blue fox 2pi"
     assert normalise_text("\\mathrm{A}, \\boxed{b}.") == "a b"
+
+
+# Tests added from mutation testing (`make mutation SESSIONS=math_answers`).
+
+
+def test_check_math_reads_typesetting_lists_vectors_and_boxes_first():
+    from lorascope.core.math_answers import check_math
+
+    # `\$` is a dollar sign and `\!` a thin space, on either side.
+    assert check_math("18.90", "\\$18.90")[1]
+    assert check_math("\\$18.90", "18.90")[1]
+    assert check_math("32348", "32,\\!348")[1]
+    assert check_math("32,\\!348", "32348")[1]
+    # "and" in a bare list is not prose; a bare vector is read whole.
+    assert check_math("1, 2, 3", "1, 2, and 3") == ("1, 2, 3", True)
+    vector = "\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}"
+    assert check_math(vector, vector) == (vector, True)
+    assert not check_math(vector, "\\begin{pmatrix} 3 \\\\ 2 \\end{pmatrix}")[1]
+    # Boxed answers rank with math-verify's first pattern ("The final answer
+    # is $x$. I hope"), never below it: of the two, the later one counts.
+    body = "The final answer is $2$. I hope it is correct. \\boxed{3}"
+    assert check_math("3", body) == ("3", True)
+    # A word gold and an empty section: nothing read, wrong.
+    assert check_math("\\text{Evelyn}", "") == (None, False)
+
+
+def test_check_math_runs_outside_the_main_thread():
+    """math-verify's own timeouts (SIGALRM) stay off: they would refuse to
+    run in a thread, and collide with any other alarm."""
+    import threading
+
+    from lorascope.core.math_answers import check_math
+
+    got = {}
+
+    def work():
+        for body in ("\\boxed{3}", "3"):  # parsed as written; bare, as $3$
+            got[body] = check_math("3", body)
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join()
+    assert got == {"\\boxed{3}": ("3", True), "3": ("3", True)}

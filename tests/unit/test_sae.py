@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 
 import polars as pl
 import pytest
@@ -384,3 +385,30 @@ def test_sae_features_fail_clearly(trained, tmp_path):
         sae_feature_tables(sae, shards, [], k=3)
     with pytest.raises(ValueError, match="out of range"):
         sae_feature_tables(sae, shards, [4 * D_IN], k=3)
+
+
+# Tests added from mutation testing (`make mutation SESSIONS=sae_evaluation`).
+
+
+def test_evaluate_reports_every_metric_from_its_definition(trained):
+    """metrics.json's other fields, each from its definition; float64 input is
+    evaluated as the float32 the SAE runs in; constant data has no FVU."""
+    sae = load_sae(trained["dir"])
+    x_BD = clear_rows(sae, trained["x"][:2000], 1500)
+    m = evaluate_sae(sae, x_BD.double().split(400))  # last batch shorter
+    with torch.no_grad():
+        acts = sae.encode(x_BD)
+        recon = sae.decode(acts)
+    err = float((recon.double() - x_BD.double()).pow(2).sum())
+    rel = reorder_tol(torch.float32, n=4 * D_IN, depth=4)["rtol"]
+    # as for fvu above: float32 reconstructions, a sum of their squared errors
+    assert m["mse_per_token"] == pytest.approx(err / 1500, rel=2 * rel / m["fvu"])
+    assert (m["n_tokens"], m["d_in"], m["d_sae"]) == (1500, D_IN, 4 * D_IN)
+    frac_F = (acts != 0).double().mean(0)
+    assert m["frac_active"] == pytest.approx(frac_F.tolist(), abs=1e-12)
+    alive_F = frac_F > 0  # threshold 0: a latent that fired once is alive
+    assert m["alive_count"] == int(alive_F.sum()) < 4 * D_IN
+    assert m["dead_fraction"] == pytest.approx(1 - float(alive_F.double().mean()))
+    assert m["alive_latents"] == alive_F.nonzero().flatten().tolist()
+    flat = evaluate_sae(sae, [torch.ones(3, D_IN)])
+    assert math.isnan(flat["fvu"]) and flat["n_tokens"] == 3

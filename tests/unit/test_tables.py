@@ -153,3 +153,72 @@ def test_trainable_fraction_from_headers_and_config(
     assert "adapter_params" not in text.split("Brackets")[0]  # not a table column
     with pytest.raises(ValueError, match="base model has 0 parameters"):
         with_param_fraction(table, got, 0)
+
+
+# Tests added from mutation testing (`make mutation SESSIONS=tables`).
+
+
+def test_with_prompting_records_how_the_variants_were_generated():
+    from lorascope.evaluation.tables import with_prompting
+
+    table = pl.DataFrame({"benchmark": ["a", "b"]})
+    out = with_prompting(table, "all", "budget forcing: at most 100 thinking tokens")
+    assert out.columns == ["benchmark", "think_prefill", "budget_forcing"]
+    assert (
+        out["budget_forcing"].to_list()
+        == ["budget forcing: at most 100 thinking tokens"] * 2
+    )
+    assert "budget_forcing" not in with_prompting(table, "all").columns
+
+
+def test_markdown_report_says_how_variants_were_prompted_and_generated():
+    from lorascope.evaluation.tables import to_markdown_report, with_prompting
+
+    correct = {"b": {"base": _hits(7), "rank1": _hits(9), "full": _hits(8)}}
+    gen = "at most 100 thinking tokens"
+    table = with_prompting(table1(correct, n_boot=20), "all", gen)
+    text = to_markdown_report(table, "table1", 0.9, 20, "think marker", gen)
+    assert "Prompts (eval.think_prefill): think marker.\n" in text
+    assert "Generation (eval.budget_forcing): at most 100 thinking tokens.\n" in text
+    header = next(line for line in text.splitlines() if line.startswith("| benchmark"))
+    assert "think_prefill" not in header and "budget_forcing" not in header
+    bare = to_markdown_report(table1(correct, n_boot=20), "table1", 0.9, 20)
+    assert "Prompts" not in bare and "Generation" not in bare
+
+
+def test_param_fraction_needs_a_positive_base_count():
+    from lorascope.evaluation.tables import with_param_fraction
+
+    table = pl.DataFrame({"benchmark": ["b"]})
+    assert with_param_fraction(table, 1, 1)["trainable_fraction"][0] == 1.0
+    with pytest.raises(ValueError, match="^base model has 0 parameters$"):
+        with_param_fraction(table, 1, 0)
+
+
+def test_markdown_report_cells_and_parameter_line_exactly():
+    from lorascope.evaluation.tables import to_markdown_report, with_param_fraction
+
+    table = pl.DataFrame(
+        {
+            "benchmark": ["b"], "n": [30],
+            "rank1": [0.5], "rank1_lo": [0.25], "rank1_hi": [0.75],
+            "full": [0.125], "full_lo": [None], "full_hi": [None],
+            "rank1_recovery": [0.5], "rank1_recovery_lo": [0.25],
+            "rank1_recovery_hi": [1.5],
+        }
+    )  # fmt: skip
+    text = to_markdown_report(
+        with_param_fraction(table, 1000, 4_000_000), "table1", 0.9, 20
+    )
+    lines = text.splitlines()
+    header = [c.strip() for c in lines[2].strip("|").split("|")]
+    assert header == ["benchmark", "n", "rank1", "full", "rank1_recovery"]
+    row = next(line for line in lines if line.startswith("| b |"))
+    assert [c.strip() for c in row.strip("|").split("|")] == [
+        "b", "30", "0.5000 [0.250, 0.750]", "0.1250", "50.00% [25.00, 150.00]"
+    ]  # fmt: skip
+    assert text.endswith(
+        "'undefined': the gain divided by is zero or negative.\n"
+        "\nTrainable parameters of the adapter: 1,000 of the base model's "
+        "4,000,000 (0.0250%; paper: less than 0.03%).\n"
+    )

@@ -387,3 +387,138 @@ def test_rules_record_the_content_of_the_user_files_they_read():
         missing = {f for f in used if not re.search(rf"\b{f}\b", m.group(1))}
         assert not missing, f"{file}: rule {rule}: user_files misses {missing}"
     assert seen == set(USER_INPUTS)  # the list names what the rules use
+
+
+# Tests added from mutation testing (`make mutation SESSIONS=codeversion`).
+
+
+def test_code_version_disk_cache_serves_unchanged_files_and_survives_damage(
+    tmp_path, monkeypatch
+):
+    """Parse results kept on disk (.snakemake/lorascope/code_hashes.json) serve
+    a later parse without parsing; an edited file, an entry of another cache
+    format or a broken cache file is parsed again, never trusted."""
+    import json
+
+    from lorascope.workflow import codeversion as cv
+
+    repo = _fake_repo(tmp_path / "repo")
+    cache = tmp_path / "not" / "yet" / "code_hashes.json"
+    entry = "workflow/scripts/s.py"
+    parsed = []
+    real_parse = cv._parse_source
+    monkeypatch.setattr(
+        cv, "_parse_source", lambda p: parsed.append(p) or real_parse(p)
+    )
+
+    def version():  # as a new Snakefile parse does
+        cv.use_disk_cache(cache)
+        cv.clear_cache()
+        parsed.clear()
+        return code_version(repo, entry)
+
+    try:
+        first = version()
+        stored = json.loads(cache.read_text())
+        py = {k for k in first if k.endswith(".py")}
+        assert {os.path.relpath(p, repo) for p in stored} == py
+        assert len(parsed) == len(py)
+
+        os.utime(cache, (1, 1))
+        assert version() == first and parsed == []
+        assert cache.stat().st_mtime == 1  # nothing new: not rewritten
+        b = repo / "src/lorascope/stage/b.py"
+        b.write_text(b.read_text().replace("return 1", "return 22"))
+        cv.clear_cache()
+        code_version(repo, entry)  # the next rule of the same parse
+        os.utime(cache, (1, 1))
+        code_version(repo, "lorascope.stage.b")  # saved once, not again
+        assert cache.stat().st_mtime == 1
+
+        edited = version()
+        assert parsed == []  # parsed and saved by the parse before
+        assert {k for k in first if first[k] != edited[k]} == {
+            "src/lorascope/stage/b.py"
+        }
+        assert version() == edited and parsed == []  # saved for the next parse
+
+        stale = json.loads(cache.read_text())
+        for hit in stale.values():
+            hit[1] = -1  # another cache format
+        cache.write_text(json.dumps(stale))
+        assert version() == edited and len(parsed) == len(py)
+
+        cache.write_text("{not json")
+        assert version() == edited and len(parsed) == len(py)
+        assert json.loads(cache.read_text())  # rewritten whole
+    finally:
+        cv.use_disk_cache(None)
+        cv.clear_cache()
+
+
+def test_code_version_guards_dynamic_names_and_entry_forms(tmp_path):
+    """The reach rules of the module docstring, one case each."""
+    from lorascope.workflow.codeversion import clear_cache
+
+    repo = _fake_repo(tmp_path)
+    pkg, scripts = repo / "src/lorascope/stage", repo / "workflow/scripts"
+    for name in ("heavy", "grader", "typ", "cond", "c2"):
+        (pkg / f"{name}.py").write_text(f"def {name}():\n    return 1\n")
+
+    def files(entry, data=()):
+        clear_cache()
+        return {k.rsplit("/", 1)[-1] for k in code_version(repo, entry, data)}
+
+    # `typing.TYPE_CHECKING` never runs; any other top-level `if` does.
+    (pkg / "world.py").write_text(
+        "import typing\n\nFLAG = 1\n\n"
+        "if typing.TYPE_CHECKING:\n    from lorascope.stage.typ import typ\n\n"
+        "if FLAG == 1:\n    from lorascope.stage.cond import cond\n"
+    )
+    (scripts / "w.py").write_text("from lorascope.stage import world\n")
+    got = files("workflow/scripts/w.py")
+    assert "cond.py" in got and "typ.py" not in got
+    # A function using globals() reaches its whole module.
+    (pkg / "dyn.py").write_text(
+        "def run():\n    return globals()['helper']()\n\n"
+        "def helper():\n    from lorascope.stage.heavy import heavy\n"
+        "    return heavy()\n"
+    )
+    (scripts / "d.py").write_text("from lorascope.stage.dyn import run\n\nrun()\n")
+    assert "heavy.py" in files("workflow/scripts/d.py")
+    # Every import statement of a scope counts.
+    (scripts / "two.py").write_text(
+        "import lorascope.stage.c2\nimport lorascope.stage.grader\n"
+    )
+    assert {"c2.py", "grader.py"} <= files("workflow/scripts/two.py")
+    # The entry script runs in full: uncalled functions and its main block.
+    (scripts / "full.py").write_text(
+        "def spare():\n    from lorascope.stage.heavy import heavy\n\n"
+        "if __name__ == '__main__':\n    from lorascope.stage.grader import grader\n"
+    )
+    assert {"heavy.py", "grader.py"} <= files("workflow/scripts/full.py")
+    # `python -m` a module: the same; a package: its __main__.py.
+    (pkg / "mod.py").write_text((scripts / "full.py").read_text())
+    assert {"heavy.py", "grader.py"} <= files("lorascope.stage.mod")
+    (pkg / "__main__.py").write_text("from lorascope.stage.c2 import c2\n")
+    assert {"__main__.py", "c2.py"} <= files("lorascope.stage")
+    # A single data file, not only a folder.
+    (repo / "shipped.bin").write_bytes(b"w")
+    assert "shipped.bin" in files("workflow/scripts/w.py", ["shipped.bin"])
+
+
+def test_code_version_failures_name_the_module_or_file(tmp_path):
+    from lorascope.workflow.codeversion import clear_cache
+
+    repo = _fake_repo(tmp_path)
+    for entry in ("lorascope.stage.nope", "lorascope.stage.b.helper", "other.mod"):
+        clear_cache()
+        with pytest.raises(FileNotFoundError) as err:
+            code_version(repo, entry)
+        assert str(err.value) == f"no module {entry!r} under {repo / 'src'}"
+    broken = repo / "src/lorascope/stage/b.py"
+    broken.write_text("def helper(:\n")
+    clear_cache()
+    with pytest.raises(SyntaxError) as err:
+        code_version(repo, "workflow/scripts/s.py")
+    assert err.value.filename == str(broken)

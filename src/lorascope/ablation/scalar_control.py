@@ -54,16 +54,12 @@ def check_table(table, peft_model: nn.Module) -> None:
         raise ValueError(
             f"components.parquet has {got.height} rows, the adapter {want.height}"
         )
-    for row, (a, b) in enumerate(zip(got.iter_rows(), want.iter_rows(), strict=True)):
+    for row in range(got.height):  # same height, checked above
+        a, b = got.row(row), want.row(row)
         if a != b:
             raise ValueError(
                 f"components.parquet row {row} is {a}, the adapter has {b}"
             )
-
-
-def _edit(name: str) -> property:
-    """An edit attribute: setting it drops the device copies of the old one."""
-    return property(lambda self: self._edits[name], lambda self, v: self._set(name, v))
 
 
 class ScalarControl:
@@ -77,9 +73,7 @@ class ScalarControl:
     """
 
     def __init__(self, layers: Sequence[nn.Module]):
-        self._edits: dict[str, torch.Tensor | None] = dict.fromkeys(
-            ("mult", "add", "set")
-        )
+        self._edits: dict[str, torch.Tensor | None] = {}  # set just below
         self.mult_VC: torch.Tensor | None = None
         self.add_VC: torch.Tensor | None = None
         self.add_mask_T: torch.Tensor | None = None
@@ -102,9 +96,32 @@ class ScalarControl:
     # mult_VC / add_VC may be set from anywhere (numpy on the host, a config);
     # every hook mixes them in on the activation's own device and dtype, each
     # moved once per forward setting, not once per layer (tests/unit/test_devices.py).
-    mult_VC = _edit("mult")
-    add_VC = _edit("add")
-    set_VTC = _edit("set")
+    # Setting an edit drops the device copies of the old one. (Methods, not
+    # properties built by a helper at import: mutation testing can then
+    # change them, tests/support/mutation.py.)
+    @property
+    def mult_VC(self) -> torch.Tensor | None:
+        return self._edits["mult"]
+
+    @mult_VC.setter
+    def mult_VC(self, value: torch.Tensor | None) -> None:
+        self._set("mult", value)
+
+    @property
+    def add_VC(self) -> torch.Tensor | None:
+        return self._edits["add"]
+
+    @add_VC.setter
+    def add_VC(self, value: torch.Tensor | None) -> None:
+        self._set("add", value)
+
+    @property
+    def set_VTC(self) -> torch.Tensor | None:
+        return self._edits["set"]
+
+    @set_VTC.setter
+    def set_VTC(self, value: torch.Tensor | None) -> None:
+        self._set("set", value)
 
     def _set(self, name: str, value: torch.Tensor | None) -> None:
         self._edits[name] = value

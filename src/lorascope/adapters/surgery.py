@@ -80,8 +80,7 @@ def ablate_adapter(
         lora_B = tensors[key].clone()  # (d_out, r)
         lora_B[:, slot] = 0
         tensors[key] = lora_B
-    with atomic_path(out_dir, is_dir=True) as tmp:
-        tmp.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out_dir, is_dir=True) as tmp:  # an existing empty dir
         for item in adapter_dir.iterdir():
             # Config, README, tokenizer files... travel unchanged.
             if item.is_file() and item.name not in (ADAPTER_WEIGHTS, ABLATION_FILE):

@@ -65,9 +65,8 @@ def detection_windows(fid, by_feature, pool, n_pos, n_neg, seed):
 def score_kind(explanations, contexts, section, run, cache_path, kind):
     det, seed = section["detection"], section["seed"]
     judge = provider_for(llm_settings(section, run), section, cache_path)
-    by_feature = contexts_by_feature(
-        contexts, None, f"features/{kind}/contexts.parquet"
-    )
+    contexts_file = f"features/{kind}/contexts.parquet"
+    by_feature = contexts_by_feature(contexts, None, contexts_file)
     pool = [c for rows in by_feature.values() for c in rows]
     rows, items, labels = {}, [], {}
     for e in explanations.sort("feature").iter_rows(named=True):
@@ -78,8 +77,11 @@ def score_kind(explanations, contexts, section, run, cache_path, kind):
         if e["status"] in EXCLUDED:  # left out, not failed
             row.update(status=e["status"], error=e["error"])
             continue
-        if e["status"] != "ok" or fid not in by_feature:
+        if e["status"] != "ok":
             row.update(status="failed", error=f"explanation {e['status']}")
+            continue
+        if fid not in by_feature:  # explained, its contexts gone since
+            row.update(status="failed", error=f"no contexts in {contexts_file}")
             continue
         win = detection_windows(
             fid, by_feature, pool, det["n_activating"], det["n_nonactivating"], seed

@@ -125,19 +125,23 @@ def _scan(nodes: list) -> _Scope:
     return tuple(imports), tuple(sorted(names))
 
 
-def _is_guard(node: ast.stmt, name: str) -> bool:
-    """`if TYPE_CHECKING:` (name "TYPE_CHECKING") or `if __name__ == ...`."""
+def _is_type_checking(node: ast.stmt) -> bool:
+    """`if TYPE_CHECKING:` or `if typing.TYPE_CHECKING:`."""
     if not isinstance(node, ast.If):
         return False
     test = node.test
-    if name == "TYPE_CHECKING":
-        return (isinstance(test, ast.Name) and test.id == name) or (
-            isinstance(test, ast.Attribute) and test.attr == name
-        )
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def _is_main_guard(node: ast.stmt) -> bool:
+    """`if __name__ == ...:` without an else."""
     return (
-        isinstance(test, ast.Compare)
-        and isinstance(test.left, ast.Name)
-        and test.left.id == "__name__"
+        isinstance(node, ast.If)
+        and isinstance(node.test, ast.Compare)
+        and isinstance(node.test.left, ast.Name)
+        and node.test.left.id == "__name__"
         and not node.orelse
     )
 
@@ -160,13 +164,13 @@ def _parse_source(path: Path) -> _Parsed:
             defs[stmt.name] = _scan(stmt.body)
             a = stmt.args
             top += [*stmt.decorator_list, *a.defaults, *filter(None, a.kw_defaults)]
-        elif _is_guard(stmt, "TYPE_CHECKING"):
+        elif _is_type_checking(stmt):
             top += stmt.orelse
-        elif _is_guard(stmt, "__main__"):
+        elif _is_main_guard(stmt):
             main.append(stmt)
         else:
             top.append(stmt)  # classes included: their bodies run on import
-    dump = ast.dump(tree, include_attributes=False)
+    dump = ast.dump(tree)  # without line numbers (include_attributes=False)
     return _Parsed(
         _digest(dump.encode()), _scan(top), _scan(main), defs, tuple(sorted(folders))
     )
@@ -255,8 +259,13 @@ def code_version(
         todo.append((repo / entry, "__main__"))
     else:
         files = _module_files(src, entry)
-        main = src.joinpath(*entry.split("."), "__main__.py")
-        if not files:
+        target = src.joinpath(*entry.split("."))
+        main = target / "__main__.py"
+        # The entry itself, not only a package above it (a mistyped name).
+        if not files or files[-1] not in (
+            target.with_suffix(".py"),
+            target / "__init__.py",
+        ):
             raise FileNotFoundError(f"no module {entry!r} under {src}")
         runs = main if main.is_file() else files[-1]  # what `python -m` runs
         todo = [(f, None) for f in files] + [(runs, "*"), (runs, "__main__")]
