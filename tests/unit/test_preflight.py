@@ -200,3 +200,21 @@ def test_held_out_documents_are_left_out_of_the_step_count(config, tmp_path):
     assert problems(config, [sae_job(config, path)]) == []
     config["sae"].update(heldout_every=0, lr_warmup_steps=9)  # all 10 steps
     assert problems(config, [sae_job(config, path)]) == []
+
+
+def test_target_modules_without_an_attention_or_mlp_module_are_named(config, tmp_path):
+    """The KL ablation's groups and the attention-/MLP-ablated adapters need
+    both groups: an attention-only adapter failed only after training."""
+    base = tmp_path / "base"
+    base.mkdir()
+    for targets, missing in (
+        (["q_proj", "v_proj"], "no mlp module (gate/up/down_proj)"),
+        (["down_proj"], "no attn module (q/k/v/o_proj)"),
+    ):
+        config["train"]["lora"]["target_modules"] = targets
+        for job_ in (train_job(base), train_job(base, tmp_path / "adapter")):
+            (problem,) = problems(config, [job_], names=no_model)
+            assert problem.startswith(f"train.lora.target_modules: {targets}")
+            assert missing in problem
+    config["train"]["lora"]["target_modules"] = ["o_proj", "down_proj"]
+    assert problems(config, [train_job(base)], names=no_model) == []

@@ -62,6 +62,24 @@ def target_modules_problem(
     )
 
 
+def groups_problem(target_modules: list[str]) -> str | None:
+    """The attention or MLP group train.lora.target_modules leaves empty, as a
+    message naming the key; None if both have a module. The KL ablation's
+    groups and Table 2's attention-/MLP-ablated variants ablate each group,
+    so an adapter without one fails after training has finished."""
+    groups = {GROUPS.get(t.removesuffix("_proj")) for t in target_modules}
+    missing = [g for g in ("attn", "mlp") if g not in groups]
+    if not missing:
+        return None
+    names = {"attn": "q/k/v/o_proj", "mlp": "gate/up/down_proj"}
+    return (
+        f"train.lora.target_modules: {list(target_modules)} adapts no "
+        + " and no ".join(f"{g} module ({names[g]})" for g in missing)
+        + "; the KL ablation's groups and Table 2's attention-/MLP-ablated "
+        "adapters need components of both"
+    )
+
+
 def _parse(name: str, rank: int, d_in: int, d_out: int) -> LoraModule:
     m = _LAYER_RE.search(name)
     if not m:

@@ -115,6 +115,10 @@ def target_module_problems(config: dict, jobs, module_names) -> list[str]:
     for job in jobs:
         if job.rule.name != "train_rank1":
             continue
+        from lorascope.core.components import groups_problem, target_modules_problem
+
+        if problem := groups_problem(config["train"]["lora"]["target_modules"]):
+            return [problem]
         if not any(os.path.exists(str(f)) for f in job.output):
             return []  # no finished adapter to lose: the job checks (no torch here)
         base = job.params.base  # as the job loads it: a dir or a hub id
@@ -130,8 +134,6 @@ def target_module_problems(config: dict, jobs, module_names) -> list[str]:
             # this transformers cannot build: the training job checks the
             # loaded model before it writes anything.
             return []
-        from lorascope.core.components import target_modules_problem
-
         problem = target_modules_problem(
             names, config["train"]["lora"]["target_modules"], base
         )
