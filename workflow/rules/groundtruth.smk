@@ -84,7 +84,7 @@ rule sae_architectures:
     log:
         log_("groundtruth/sae_architectures.log"),
     conda:
-        "../../envs/interp.yaml"
+        "../../envs/train.yaml"
     resources:
         **resources_for("sae_architectures"),
     params:
