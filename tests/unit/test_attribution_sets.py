@@ -6,6 +6,7 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
+from figures_artifacts import beyond_paper_tables
 from test_ablation import tiny_lora
 from test_feature_ablation import D_SAE, random_sae
 from test_feature_accuracy import _generate, _prompts
@@ -170,16 +171,8 @@ def test_dashboards_show_attribution_and_a_page_per_behaviour_set(tmp_path):
     assert [r["target"] for r in attribution_views("sae", table)[1]] == [
         "backtrack", "loss"
     ]  # fmt: skip
-    sets = pl.DataFrame(
-        {"target": ["-", "backtrack"], "set": ["full", "top"],
-         "test": ["reference", "necessity"], "reference": ["base", "floor"],
-         "metric": ["accuracy"] * 2, "value": [1.0, 0.5], "delta": [0.5, -0.5],
-         "delta_lo": [0.4, -0.6], "delta_hi": [0.6, -0.4], "n": [4, 4],
-         "latents": [[], [3, 7]], "random_mean": [None, -0.1],
-         "random_min": [None, -0.2], "random_max": [None, 0.0],
-         "vs_random": [None, -0.4], "vs_random_lo": [None, -0.5],
-         "vs_random_hi": [None, -0.3], "random_below": [None, 0.0]}
-    )  # fmt: skip
+    rng = np.random.default_rng(0)
+    sets = beyond_paper_tables(rng, {"sae": 2})["attribution/sets.parquet"]
     env = _env()
     assert isinstance(env, jinja2.Environment)
     pages = write_set_pages(sets, env, tmp_path)

@@ -13,12 +13,11 @@ import pytest
 import torch
 import yaml
 from numerics import reorder_tol, unit_roundoff
+from shardfiles import write_doc_shards
 
-from lorascope.activations.shard_writer import write_manifest, write_shard
 from lorascope.core import contexts as ctx
 from lorascope.core.config import SCHEMA_PATH
 from lorascope.core.saes import load_sae
-from lorascope.core.shards import open_shards
 from lorascope.core.topk import FeatureStats
 from lorascope.sae.config import SaeConfig
 from lorascope.sae.evaluation import evaluate_sae
@@ -175,25 +174,7 @@ def test_evaluate_matches_naive_formulas(trained):
 
 def _write_shards(root, x_ND, n_shards=4, doc_len=50):
     """Shards of whole documents (as the extractor writes them)."""
-    doc_N = torch.arange(len(x_ND)) // doc_len
-    pos_N = torch.arange(len(x_ND)) % doc_len
-    recs = []
-    for i, docs in enumerate(doc_N.unique().chunk(n_shards)):
-        rows = torch.isin(doc_N, docs).nonzero().flatten()
-        recs.append(
-            write_shard(
-                root / "shards",
-                i,
-                x_ND[rows],
-                doc_N[rows],
-                pos_N[rows],
-                torch.zeros(len(rows), dtype=torch.int32),
-                rows=(int(docs[0]), int(docs[-1]) + 1),
-                fingerprint="test",
-            )  # fmt: skip
-        )
-    write_manifest(root, recs, [f"c{i}" for i in range(x_ND.shape[1])], {})
-    return open_shards(root)
+    return write_doc_shards(root, x_ND, n_shards, doc_len)
 
 
 def test_train_on_shards_end_to_end(tmp_path):

@@ -10,9 +10,8 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
+from shardfiles import write_doc_shards
 
-from lorascope.activations.shard_writer import write_manifest, write_shard
-from lorascope.core.shards import open_shards
 from lorascope.groundtruth.sae_compare import (
     compare_architectures,
     matched_decoder_cosine,
@@ -27,25 +26,7 @@ D, DOC_LEN = 8, 20
 
 
 def write_shards(root, x_ND, n_shards=3):
-    doc_N = torch.arange(len(x_ND)) // DOC_LEN
-    pos_N = (torch.arange(len(x_ND)) % DOC_LEN).int()
-    recs = []
-    for i, docs in enumerate(doc_N.unique().chunk(n_shards)):
-        rows = torch.isin(doc_N, docs).nonzero().flatten()
-        recs.append(
-            write_shard(
-                root / "shards",
-                i,
-                x_ND[rows],
-                doc_N[rows],
-                pos_N[rows],
-                torch.zeros(len(rows), dtype=torch.int32),
-                rows=(int(docs[0]), int(docs[-1]) + 1),
-                fingerprint="test",
-            )  # fmt: skip
-        )
-    write_manifest(root, recs, [f"c{i}" for i in range(x_ND.shape[1])], {})
-    return open_shards(root)
+    return write_doc_shards(root, x_ND, n_shards, DOC_LEN)
 
 
 def data(n=2000, seed=0):
