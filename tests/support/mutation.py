@@ -90,7 +90,10 @@ SESSIONS: dict[str, Session] = {
         "autointerp/scoring.py", ("tests/unit/test_autointerp_pipeline.py",)
     ),
     "sae_evaluation": Session("sae/evaluation.py", ("tests/unit/test_sae.py",)),
-    "hooks": Session("activations/hooks.py", ("tests/unit/test_extract.py",)),
+    "hooks": Session(
+        "activations/hooks.py",
+        ("tests/unit/test_extract.py", "tests/unit/test_lora_capture.py"),
+    ),
 }
 # The order `make mutation` runs them in: smallest and most central first.
 DEFAULT = list(SESSIONS)

@@ -15,7 +15,6 @@ from sae_lens import SAE
 __all__ = ["evaluate_sae"]
 
 
-@torch.no_grad()
 def evaluate_sae(
     sae: SAE, batches: Iterable[torch.Tensor], dead_frac_threshold: float = 0.0
 ) -> dict[str, Any]:
@@ -30,17 +29,20 @@ def evaluate_sae(
     sum_C = torch.zeros(sae.cfg.d_in, dtype=torch.float64, device=device)
     sq = err = l0 = 0.0
     n = 0
-    for x_BC in batches:
-        x_BC = x_BC.to(device=device, dtype=torch.float32)
-        acts_BF = sae.encode(x_BC)
-        recon_BC = sae.decode(acts_BF)
-        active_BF = acts_BF != 0
-        fires_F += active_BF.sum(0, dtype=torch.float64)
-        l0 += float(active_BF.sum(dtype=torch.float64))
-        err += float((recon_BC - x_BC).double().pow(2).sum())
-        sq += float(x_BC.double().pow(2).sum())
-        sum_C += x_BC.double().sum(0)
-        n += x_BC.shape[0]
+    # No graph. A context, not a decorator: mutmut 3 does not mutate decorated
+    # functions, so the decorator hid this one from `make mutation`.
+    with torch.no_grad():
+        for x_BC in batches:
+            x_BC = x_BC.to(device=device, dtype=torch.float32)
+            acts_BF = sae.encode(x_BC)
+            recon_BC = sae.decode(acts_BF)
+            active_BF = acts_BF != 0
+            fires_F += active_BF.sum(0, dtype=torch.float64)
+            l0 += float(active_BF.sum(dtype=torch.float64))
+            err += float((recon_BC - x_BC).double().pow(2).sum())
+            sq += float(x_BC.double().pow(2).sum())
+            sum_C += x_BC.double().sum(0)
+            n += x_BC.shape[0]
     if n == 0:
         raise ValueError("evaluate_sae: the activation data yielded no rows")
     total_var = sq - float(sum_C.pow(2).sum()) / n
