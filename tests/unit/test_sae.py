@@ -209,7 +209,7 @@ def test_shuffled_batches_full_and_cover_each_epoch():
 def test_empty_data_fails_clearly(trained):
     with pytest.raises(ValueError, match="no rows in epoch 0"):
         next(shuffled_batches(lambda e: iter([]), 10))
-    with pytest.raises(ValueError, match="no rows"):
+    with pytest.raises(ValueError, match="^evaluate_sae: the activation data yielded"):
         evaluate_sae(load_sae(trained["dir"]), [])
 
 
@@ -393,3 +393,23 @@ def test_evaluate_reports_every_metric_from_its_definition(trained):
     assert m["alive_latents"] == alive_F.nonzero().flatten().tolist()
     flat = evaluate_sae(sae, [torch.ones(3, D_IN)])
     assert math.isnan(flat["fvu"]) and flat["n_tokens"] == 3
+
+
+def test_fvu_of_offset_low_variance_data_over_batches(trained):
+    """FVU's denominator is the variance about the mean of every batch
+    together: data far from 0 with a total variance below 1, in three
+    batches, needs the running sum over all batches in float64 (a float32
+    sum, or the last batch's mean, misses by far more than the tolerance)."""
+    sae = load_sae(trained["dir"])
+    x_BD = 100.0 + 0.01 * torch.randn(
+        300, D_IN, generator=torch.Generator().manual_seed(3)
+    )
+    m = evaluate_sae(sae, x_BD.split(100))
+    with torch.no_grad():
+        recon = torch.cat([sae.decode(sae.encode(b)) for b in x_BD.split(100)])
+    x = x_BD.double()
+    total_var = float((x - x.mean(0)).pow(2).sum())
+    assert 0 < total_var < 1
+    assert m["fvu"] == pytest.approx(
+        float((x - recon.double()).pow(2).sum()) / total_var, rel=1e-6
+    )
