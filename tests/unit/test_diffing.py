@@ -22,7 +22,7 @@ from lorascope.diffing.principal import (
 )
 from lorascope.diffing.states import Head
 from lorascope.diffing.subspaces import cumulative_bases, orthonormal
-from lorascope.diffing.tables import layer_table, table3, top_contexts
+from lorascope.diffing.tables import layer_table, resample, table3, top_contexts
 
 ALL = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 VOCAB, WIDTH, LAYERS = 53, 32, 3
@@ -86,8 +86,9 @@ def run_diff(peft_model, full_model, tmp_path, sae_dirs=None):
     )
     m = measure(peft_model, head, seqs, tmp_path, w_bases, s_bases)
     dims = {"write": [len(b) for b in w_bases], "sae": [len(b) for b in s_bases]}
-    layers = layer_table(seqs, m, dims, WIDTH, 50, 0)
-    t3 = table3(seqs, m, dims, WIDTH, 50, 0)
+    boot = resample(seqs, m, 50, 0)
+    layers = layer_table(boot, dims, WIDTH)
+    t3 = table3(boot, dims, WIDTH)
     return seqs, m, layers, t3
 
 

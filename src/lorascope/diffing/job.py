@@ -39,7 +39,13 @@ from lorascope.diffing.principal import (
 )
 from lorascope.diffing.states import Head
 from lorascope.diffing.subspaces import cumulative_bases, orthonormal, sae_writes
-from lorascope.diffing.tables import layer_table, table3, token_table, top_contexts
+from lorascope.diffing.tables import (
+    layer_table,
+    resample,
+    table3,
+    token_table,
+    top_contexts,
+)
 
 __all__ = [
     "DiffPlan",
@@ -205,18 +211,17 @@ class DiffPlan:
                            self.config["seed"])  # fmt: skip
         pcs = self.feature_pcs(model, measured, write_CD, layer_C, n_layers, n_pcs)
         dims = {"write": [len(b) for b in w_bases], "sae": [len(b) for b in s_bases]}
-        d_model, boot = (
-            write_CD.shape[1],
-            (cfg["bootstrap_samples"], self.config["seed"]),
-        )
-        layers = layer_table(self.texts, measured, dims, d_model, *boot)
+        d_model = write_CD.shape[1]
+        boot = resample(self.texts, measured, cfg["bootstrap_samples"],
+                        self.config["seed"])  # fmt: skip
+        layers = layer_table(boot, dims, d_model)
         kl_cols = [c for c in layers.columns if "kl_" in c]
         decode = token_strings(self.tokenizer)
         return {
             "residual": layers.drop(kl_cols),
             "kl_layers": layers.select("source", "layer", "n_sequences", "n_tokens",
                                        *kl_cols),  # fmt: skip
-            "table3": table3(self.texts, measured, dims, d_model, *boot),
+            "table3": table3(boot, dims, d_model),
             "feature_pcs": pcs,
             "contexts": top_contexts(self.texts, measured, decode,
                                      cfg["top_contexts"], cfg["context_width"]),

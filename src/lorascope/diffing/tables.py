@@ -27,7 +27,14 @@ import polars as pl
 
 from lorascope.diffing.passes import SUMS, Measured, Text
 
-__all__ = ["TABLE3_ROWS", "layer_table", "table3", "token_table", "top_contexts"]
+__all__ = [
+    "TABLE3_ROWS",
+    "layer_table",
+    "resample",
+    "table3",
+    "token_table",
+    "top_contexts",
+]
 
 K = {name: i for i, name in enumerate(SUMS)}
 LAYER_METRICS = (
@@ -123,25 +130,25 @@ def _subset(m: Measured, keep: np.ndarray) -> Measured:
     )
 
 
-def _by_source(texts: Sequence[Text], m: Measured):
+def resample(texts: Sequence[Text], m: Measured, samples: int, seed: int) -> list:
+    """Per source (first-seen order: train first): (source, its sequences'
+    measurements, point metrics, bootstrap draws), what `layer_table` and
+    `table3` both read, resampled once."""
     sources = np.array([t.source for t in texts])
-    for source in dict.fromkeys(sources):  # first-seen order: train first
-        yield source, _subset(m, sources == source)
+    out = []
+    for source in dict.fromkeys(sources):
+        sub = _subset(m, sources == source)
+        out.append((source, sub, *_bootstrap(sub, samples, seed)))
+    return out
 
 
 def layer_table(
-    texts: Sequence[Text],
-    m: Measured,
-    dims: dict[str, list[int]],
-    d_model: int,
-    samples: int,
-    seed: int,
+    resampled: list, dims: dict[str, list[int]], d_model: int
 ) -> pl.DataFrame:
     """One row per source and layer: every layer metric with its interval,
     the subspace dimensions and their chance shares, RMS of Δh."""
     frames = []
-    for source, sub in _by_source(texts, m):
-        point, draws = _bootstrap(sub, samples, seed)
+    for source, sub, point, draws in resampled:
         n_layers = sub.sums_SLK.shape[1]
         cols = {
             "source": [source] * n_layers,
@@ -160,19 +167,11 @@ def layer_table(
     return pl.concat(frames)
 
 
-def table3(
-    texts: Sequence[Text],
-    m: Measured,
-    dims: dict[str, list[int]],
-    d_model: int,
-    samples: int,
-    seed: int,
-) -> pl.DataFrame:
+def table3(resampled: list, dims: dict[str, list[int]], d_model: int) -> pl.DataFrame:
     """Table 3: per source and metric (TABLE3_ROWS), value and 95% interval;
     per-layer metrics enter as their mean over layers."""
     rows = []
-    for source, sub in _by_source(texts, m):
-        point, draws = _bootstrap(sub, samples, seed)
+    for source, sub, point, draws in resampled:
         for key, what in TABLE3_ROWS:
             if key.startswith("chance_"):
                 dims_L = np.asarray(dims[key.removeprefix("chance_")])
