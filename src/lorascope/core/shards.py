@@ -20,7 +20,7 @@ rerun (see the writer), so a doc's tokens live in exactly one shard.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -147,13 +147,15 @@ class ShardSet:
         seed: int = 0,
         dtype: torch.dtype | None = torch.float32,
         drop_last: bool = False,
+        rows: Callable[[dict], torch.Tensor] | None = None,
     ) -> Iterator[torch.Tensor]:
         """Stream `acts [batch_size, C]` batches, holding one shard at a time.
 
         With shuffle, shard order and rows within each shard are permuted (a
         seeded generator: same seed, same order); rows left over at a shard's
         end are carried into the next shard's batches. The last partial batch
-        is yielded unless drop_last.
+        is yielded unless drop_last. `rows` (a shard's columns -> bool mask)
+        keeps only some rows of each shard (a held-out split).
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -163,7 +165,8 @@ class ShardSet:
             order = torch.randperm(len(self.shards), generator=gen).tolist()
         carry = None
         for i in order:
-            acts = self.read_shard(self.shards[i])["acts"]
+            data = self.read_shard(self.shards[i])
+            acts = data["acts"] if rows is None else data["acts"][rows(data)]
             if dtype is not None:
                 acts = acts.to(dtype)
             if shuffle:

@@ -43,29 +43,11 @@ class DocSplit:
             )
         return self._n_tokens
 
-    def iter_batches(
-        self, batch_size: int, shuffle: bool = False, seed: int = 0, **_
-    ) -> Iterator[torch.Tensor]:
+    def iter_batches(self, batch_size: int, **kwargs) -> Iterator[torch.Tensor]:
         """As `ShardSet.iter_batches`, over this side's rows only."""
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        gen = torch.Generator().manual_seed(seed)
-        order = list(range(len(self.shards.shards)))
-        if shuffle:
-            order = torch.randperm(len(order), generator=gen).tolist()
-        carry = None
-        for i in order:
-            data = self.shards.read_shard(self.shards.shards[i])
-            acts = data["acts"][self._keep(data["doc"])].to(torch.float32)
-            if shuffle:
-                acts = acts[torch.randperm(acts.shape[0], generator=gen)]
-            if carry is not None:
-                acts = torch.cat([carry, acts])
-            n_full = acts.shape[0] // batch_size * batch_size
-            yield from acts[:n_full].split(batch_size)
-            carry = acts[n_full:] if n_full < acts.shape[0] else None
-        if carry is not None and carry.shape[0]:
-            yield carry
+        return self.shards.iter_batches(
+            batch_size, rows=lambda data: self._keep(data["doc"]), **kwargs
+        )
 
 
 def split_views(shards, every: int):
