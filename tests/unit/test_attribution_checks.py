@@ -59,3 +59,18 @@ def test_a_set_larger_than_the_features_that_fire_fails_naming_it(config, tmp_pa
     config["attribution"]["set_size"] = 4
     rebuild = job("feature_attribution", params, outputs=[table])
     assert _problems(config, [rebuild, sets]) == []
+
+
+def test_more_validation_sequences_than_attribution_sequences_fail_before_any_job(
+    config,
+):
+    """The job raised this only after Snakemake had removed its old output."""
+    config["attribution"].update(n_sequences=2, validate_sequences=3)
+    params = {"config": config, "base": "results/t/toy/base_model"}
+    (found,) = _problems(config, [job("feature_attribution", params)])
+    assert found == (
+        "attribution.validate_sequences: 3 is more than the 2 attribution "
+        "sequences (attribution.n_sequences / ablation.n_sequences)"
+    )
+    config["attribution"]["validate_sequences"] = 2
+    assert _problems(config, [job("feature_attribution", params)]) == []

@@ -8,6 +8,7 @@ import torch
 
 from lorascope.ablation.scalar_control import ScalarControl, lora_layers
 from lorascope.ablation.setup import load_lora
+from lorascope.attribution.checks import sequences_problem
 from lorascope.attribution.exact import exact_effects
 from lorascope.attribution.gradients import attribute, needs_checkpoint
 from lorascope.attribution.tables import (
@@ -28,12 +29,8 @@ with script_logging(smk) as log:
     config = smk.params.config
     att_cfg, ab = config["attribution"], config["ablation"]
     n_seq = att_cfg["n_sequences"] or ab["n_sequences"]
-    if att_cfg["validate_sequences"] > n_seq:
-        raise ValueError(
-            f"attribution.validate_sequences: {att_cfg['validate_sequences']} is more "
-            f"than the {n_seq} attribution sequences (attribution.n_sequences / "
-            "ablation.n_sequences)"
-        )
+    if problem := sequences_problem(config):
+        raise ValueError(problem)
     model, tokenizer, table = load_lora(
         config, smk.params.base, smk.input.adapter, smk.input.components
     )

@@ -51,6 +51,21 @@ def n_firing(table: str) -> int:
     return df["latent"].n_unique()
 
 
+def sequences_problem(config: dict) -> str | None:
+    """attribution.validate_sequences above the attribution's sequences, as a
+    message naming the key; None if it fits. Config only: checked before any
+    job and again by the job."""
+    att, ab = config["attribution"], config["ablation"]
+    n_seq = att["n_sequences"] or ab["n_sequences"]
+    if att["validate_sequences"] <= n_seq:
+        return None
+    return (
+        f"attribution.validate_sequences: {att['validate_sequences']} is more "
+        f"than the {n_seq} attribution sequences (attribution.n_sequences / "
+        "ablation.n_sequences)"
+    )
+
+
 def preflight_attribution(config: dict, jobs) -> list[str]:
     """Problems of the scheduled attribution jobs (each starts with its key);
     `config` is the run's whole config (the jobs declare only what they read)."""
@@ -60,6 +75,8 @@ def preflight_attribution(config: dict, jobs) -> list[str]:
     for job in jobs:
         if job.rule.name not in RULES:
             continue
+        if job.rule.name == "feature_attribution" and (p := sequences_problem(config)):
+            out.append(p)
         words = tuple(config["attribution"]["backtrack_tokens"])
         where = _tokenizer_dir(config, str(job.params.base))
         if where is not None and (where, words) not in seen:
