@@ -39,11 +39,14 @@ include: "workflow/rules/figures.smk"
 include: "workflow/rules/dashboards.smk"
 
 
+from lorascope.workflow.preflight import check_before_jobs
+
+
 # API keys, devices, target modules and SAE steps are checked once jobs are
 # about to run (not in a dry run, and only for the jobs scheduled), still
 # before any job starts (and removes its old outputs).
 onstart:
-    check_before_jobs()
+    check_before_jobs(workflow, config)
     # Without `hardware` every job gets the profile's defaults and no GPU: on
     # a cluster that is a CPU run, say so before anything is submitted.
     if config["hardware"] is None and not workflow.local_exec:

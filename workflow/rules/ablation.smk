@@ -13,14 +13,14 @@ KL_TABLES = ["kl_layers", "kl_components", "kl_groups"]
 rule kl_ablation:
     input:
         sft=res("data/sft.parquet"),
-        adapter=res("train/rank1/adapter"),
-        components=res("components.parquet"),
+        adapter=mres("train/rank1/adapter"),
+        components=mres("components.parquet"),
         base=base_model_input,
     output:
-        **{t: res(f"ablation/{t}.parquet") for t in KL_TABLES},
-        **{f"{t}_md": res(f"ablation/{t}.md") for t in KL_TABLES},
+        **{t: mres(f"ablation/{t}.parquet") for t in KL_TABLES},
+        **{f"{t}_md": mres(f"ablation/{t}.md") for t in KL_TABLES},
     log:
-        log_("ablation/kl_ablation.log"),
+        mlog("ablation/kl_ablation.log"),
     conda:
         "../../envs/train.yaml"
     resources:
@@ -34,4 +34,4 @@ rule kl_ablation:
         "../scripts/ablation_kl.py"
 
 
-final_targets(*expand(res("ablation/{table}.parquet"), table=KL_TABLES))
+final_targets(*member_targets(*(f"ablation/{table}.parquet" for table in KL_TABLES)))

@@ -27,13 +27,13 @@ def extraction_model(wildcards=None):
 rule extract_activations:
     input:
         sft=res("data/sft.parquet"),
-        adapter=res("train/rank1/adapter"),
-        components=res("components.parquet"),
+        adapter=mres("train/rank1/adapter"),
+        components=mres("components.parquet"),
         base=base_model_input,
     output:
-        manifest=res("activations/manifest.json"),
+        manifest=mres("activations/manifest.json"),
     log:
-        log_("activations/extract_activations.log"),
+        mlog("activations/extract_activations.log"),
     conda:
         "../../envs/train.yaml"
     resources:
@@ -49,11 +49,12 @@ rule extract_activations:
         "../scripts/activations_extract.py"
 
 
+FEATURE_FILES = ("features", "topk", "contexts")
+
+
 def feature_tables(kind):
-    """A kind's feature tables (features, top-k, contexts), by name."""
-    return {
-        t: res(f"features/{kind}/{t}.parquet") for t in ("features", "topk", "contexts")
-    }
+    """A kind's feature tables (features, top-k, contexts) of a sweep member."""
+    return {t: mres(f"features/{kind}/{t}.parquet") for t in FEATURE_FILES}
 
 
 # Two rules, one script: the LoRA tables read the stored scalars (a CPU job),
@@ -63,14 +64,14 @@ def feature_tables(kind):
 
 rule lora_features:
     input:
-        manifest=res("activations/manifest.json"),
+        manifest=mres("activations/manifest.json"),
         sft=res("data/sft.parquet"),
-        components=res("components.parquet"),
+        components=mres("components.parquet"),
         base=base_model_input,
     output:
         **feature_tables("lora"),
     log:
-        log_("activations/lora_features.log"),
+        mlog("activations/lora_features.log"),
     conda:
         "../../envs/train.yaml"
     resources:
@@ -89,19 +90,27 @@ rule lora_features:
 
 use rule lora_features as mlp_features with:
     input:
-        manifest=res("activations/manifest.json"),
+        manifest=mres("activations/manifest.json"),
         sft=res("data/sft.parquet"),
-        adapter=res("train/rank1/adapter"),
-        components=res("components.parquet"),
+        adapter=mres("train/rank1/adapter"),
+        components=mres("components.parquet"),
         base=base_model_input,
     output:
         **feature_tables("mlp"),
     log:
-        log_("activations/mlp_features.log"),
+        mlog("activations/mlp_features.log"),
     resources:
         **resources_for("mlp_features"),
     params:
         kind="mlp",
 
 
-final_targets(*feature_tables("lora").values(), *feature_tables("mlp").values())
+final_targets(
+    *member_targets(
+        *(
+            f"features/{kind}/{t}.parquet"
+            for kind in ("lora", "mlp")
+            for t in FEATURE_FILES
+        )
+    )
+)

@@ -9,11 +9,11 @@ def ablated_group(wildcards):
 
 rule adapters_ablate:
     input:
-        adapter=res("train/rank1/adapter"),
+        adapter=mres("train/rank1/adapter"),
     output:
-        adapter=directory(res("adapters/{variant}")),
+        adapter=directory(mres("adapters/{variant}")),
     log:
-        log_("adapters/adapters_ablate_{variant}.log"),
+        mlog("adapters/adapters_ablate_{variant}.log"),
     wildcard_constraints:
         variant="|".join(ABLATED_GROUP),
     conda:

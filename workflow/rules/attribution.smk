@@ -20,10 +20,11 @@ def attribution_params(wildcards):
 
 
 def behaviour_sets_targets():
-    """The behaviour sets' table, unless attribution.set_targets is []."""
+    """The behaviour sets' table (of every sweep member), unless
+    attribution.set_targets is []."""
     if not config["attribution"]["set_targets"]:
         return []
-    return [res("attribution/sets.parquet")]
+    return member_targets("attribution/sets.parquet")
 
 
 def behaviour_sets_benchmark():
@@ -45,20 +46,20 @@ def behaviour_sets_params(wildcards):
 rule feature_attribution:
     input:
         sft=res("data/sft.parquet"),
-        adapter=res("train/rank1/adapter"),
-        components=res("components.parquet"),
-        sae=res("sae/model"),
-        sae_features=res("features/sae/features.parquet"),
-        lora_features=res("features/lora/features.parquet"),
+        adapter=mres("train/rank1/adapter"),
+        components=mres("components.parquet"),
+        sae=mres("sae/model"),
+        sae_features=mres("features/sae/features.parquet"),
+        lora_features=mres("features/lora/features.parquet"),
         base=base_model_input,
     output:
-        table=res("attribution/features.parquet"),
-        md=res("attribution/features.md"),
-        exact=res("attribution/exact.parquet"),
-        validation=res("attribution/validation.parquet"),
-        validation_md=res("attribution/validation.md"),
+        table=mres("attribution/features.parquet"),
+        md=mres("attribution/features.md"),
+        exact=mres("attribution/exact.parquet"),
+        validation=mres("attribution/validation.parquet"),
+        validation_md=mres("attribution/validation.md"),
     log:
-        log_("attribution/feature_attribution.log"),
+        mlog("attribution/feature_attribution.log"),
     conda:
         "../../envs/train.yaml"
     resources:
@@ -74,17 +75,17 @@ rule feature_attribution:
 
 rule behaviour_sets:
     input:
-        adapter=res("train/rank1/adapter"),
-        components=res("components.parquet"),
-        sae=res("sae/model"),
-        attribution=res("attribution/features.parquet"),
+        adapter=mres("train/rank1/adapter"),
+        components=mres("components.parquet"),
+        sae=mres("sae/model"),
+        attribution=mres("attribution/features.parquet"),
         bench=res(f"data/bench/{behaviour_sets_benchmark()}.parquet"),
         base=base_model_input,
     output:
-        table=res("attribution/sets.parquet"),
-        md=res("attribution/sets.md"),
+        table=mres("attribution/sets.parquet"),
+        md=mres("attribution/sets.md"),
     log:
-        log_("attribution/behaviour_sets.log"),
+        mlog("attribution/behaviour_sets.log"),
     conda:
         "../../envs/train.yaml"
     resources:
@@ -100,7 +101,6 @@ rule behaviour_sets:
 
 
 final_targets(
-    res("attribution/features.parquet"),
-    res("attribution/validation.parquet"),
+    *member_targets("attribution/features.parquet", "attribution/validation.parquet"),
     *behaviour_sets_targets(),
 )

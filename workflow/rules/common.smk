@@ -20,7 +20,6 @@ sys.path.insert(0, os.path.join(REPO, "src"))
 from lorascope.workflow.jobenv import prepare_jobs
 
 prepare_jobs(os.path.join(REPO, "src"))
-from lorascope.workflow.environment import check_environment
 from lorascope.core.config import load_schema, validate
 from lorascope.core.models import base_model_path as base_model_location
 from lorascope.workflow import fingerprints
@@ -30,6 +29,7 @@ from lorascope.core.names import is_toy, is_toy_benchmark
 from lorascope.hub.fetch import offline_for_jobs
 from lorascope.hub.names import hub_root, is_hub_id, snapshot_name
 from lorascope.workflow.resources import load_hardware, rule_resources
+from lorascope.workflow.sweep import member_pattern, sweep_members
 
 
 def hub_benchmarks():
@@ -74,9 +74,15 @@ LORA_VARIANTS = ["rank1", *ABLATED_GROUP]
 EVAL_BENCHMARKS = config["eval"]["benchmarks"]
 # Feature populations: LoRA directions, MLP neurons, SAE latents.
 KINDS = ["lora", "mlp", "sae"]
+# The adapters the LoRA-dependent stages analyse (lorascope.workflow.sweep):
+# the default member at today's paths ({member} = ""), sweep members under
+# sweep/<tag>/. Their rules' paths start with {member} (mres, mlog).
+MEMBERS = sweep_members(config)
+MEMBER = {m.prefix: m for m in MEMBERS}
 
 
 wildcard_constraints:
+    member=member_pattern(MEMBERS),
     variant="|".join(VARIANTS),
     kind="|".join(KINDS),
     benchmark=r"[A-Za-z0-9_.-]+",
@@ -90,6 +96,15 @@ def res(path):
 def log_(path):
     """Path of a rule's log file for this run."""
     return f"logs/{RUN}/{path}"
+
+
+def mres(path, wildcards=None):
+    """Path of a sweep member's artifact: a pattern, or the member's own."""
+    return res((wildcards.member if wildcards else "{member}") + path)
+
+
+def mlog(path):
+    return log_("{member}" + path)
 
 
 # --- wiring: what a rule depends on -------------------------------------------
@@ -142,27 +157,6 @@ def user_files_of(*inputs):
         return fingerprints.of_user_paths(values, made=(res(""), f"{HUB_DIR}/"))
 
     return user_files
-
-
-def check_before_jobs():
-    """What the jobs about to run need, checked before any starts (onstart, not
-    in a dry run; Snakemake removes a job's old outputs as it starts it): API
-    keys and hub tokens (workflow.environment), devices, target modules, SAE
-    steps (workflow.preflight)."""
-    from lorascope.workflow.preflight import preflight_problems
-
-    try:
-        jobs = list(workflow.dag.needrun_jobs())
-    except AttributeError:  # Snakemake moved its DAG: check every step
-        jobs = None
-    named = None if jobs is None else [(j.rule.name, j.wildcards_dict) for j in jobs]
-    problems = check_environment(config, jobs=named)
-    problems += preflight_problems(config, jobs or [], local=workflow.local_exec)
-    if problems:
-        raise WorkflowError(
-            "invalid config or environment for the jobs about to run:\n  "
-            + "\n  ".join(problems)
-        )
 
 
 def output_parent(wildcards, output):
@@ -242,6 +236,11 @@ _FINAL_TARGETS = []
 def final_targets(*paths):
     """A stage file adds its final targets (in include order)."""
     _FINAL_TARGETS.extend(paths)
+
+
+def member_targets(*paths):
+    """A stage's final targets of every sweep member (mres paths)."""
+    return [res(m.prefix + p) for m in MEMBERS for p in paths]
 
 
 def get_final_output():

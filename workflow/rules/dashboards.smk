@@ -6,7 +6,8 @@
 def dashboard_inputs(wildcards):
     kinds = config["figures"]["dashboards"]["kinds"]
     extra = {"feature_accuracy": p for p in feature_accuracy_targets()}
-    extra |= {"sets": p for p in behaviour_sets_targets()}
+    if config["attribution"]["set_targets"]:  # the default member's sets
+        extra["sets"] = res("attribution/sets.parquet")
     if config["diffing"]["principal_directions"] > 0:  # the full fine-tune panel
         extra["feature_pcs"] = res("diffing/feature_pcs.parquet")
     return extra | {

@@ -56,18 +56,27 @@ def generation_settings(wildcards=None):
     return cfg("eval", "backend", "max_new_tokens", *extra)
 
 
-def variant_model(variant):
-    """(model dir, adapter dir or None) a variant generates with."""
+def variant_model(variant, member=""):
+    """(model dir, adapter dir or None) a variant generates with (a LoRA
+    variant: that of sweep member `member`)."""
     if variant == "full":
         return res("train/full/model"), None
-    adapter = {"rank1": res("train/rank1/adapter")}.get(
-        variant, res(f"adapters/{variant}")
+    adapter = {"rank1": res(f"{member}train/rank1/adapter")}.get(
+        variant, res(f"{member}adapters/{variant}")
     )
     return base_model_path(), (None if variant == "base" else adapter)
 
 
+def engines_of(member):
+    """A sweep member's generation engines: the default member's serve the
+    base and the full fine-tune too, another member's only its LoRAs (the
+    base and full generations are shared)."""
+    return ENGINES if member == "" else MEMBER_ENGINES
+
+
 def engine_models(wildcards):
-    return {v: variant_model(v) for v in ENGINES[wildcards.engine]}
+    engines = engines_of(wildcards.member)
+    return {v: variant_model(v, wildcards.member) for v in engines[wildcards.engine]}
 
 
 def engine_inputs(wildcards):
@@ -80,7 +89,7 @@ def engine_inputs(wildcards):
         "models": sorted(set(local + [a for _, a in models if a])),
         "base": base_model_input(),
         # The full fine-tune's POINTER.json names a local dir: read here.
-        "full": full_local() if "full" in ENGINES[wildcards.engine] else [],
+        "full": full_local() if "full" in engine_models(wildcards) else [],
     }
 
 
@@ -123,40 +132,54 @@ def generation_python(wildcards, resources):
 
 
 def generations_of(wildcards):
-    return res(f"eval/generations/{ENGINE_OF[wildcards.variant]}")
+    engine_of = ENGINE_OF if wildcards.member == "" else MEMBER_ENGINE_OF
+    if wildcards.variant not in engine_of:  # base/full of a sweep member
+        raise WorkflowError(
+            f"{wildcards.variant} is generated once, at {res('eval/')}, not per "
+            f"sweep member ({wildcards.member})"
+        )
+    return mres(f"eval/generations/{engine_of[wildcards.variant]}", wildcards)
 
 
 def table_inputs(wildcards):
+    """A member's table: its LoRA variants, the shared base and full."""
     variants = (
         ["base", "rank1", "full"]
         if wildcards.table == "table1"
         else ["base", *LORA_VARIANTS]
     )
-    return expand(
-        res("eval/{variant}/{benchmark}.parquet"),
-        variant=variants,
-        benchmark=EVAL_BENCHMARKS,
-    )
+    return [
+        res(
+            ("" if v in ("base", "full") else wildcards.member)
+            + f"eval/{v}/{b}.parquet"
+        )
+        for v in variants
+        for b in EVAL_BENCHMARKS
+    ]
 
 
 def table_model_inputs(wildcards):
     """Table 1 counts the adapter's and the base model's parameters."""
     if wildcards.table != "table1":
         return {}
-    return {"adapter": res("train/rank1/adapter"), "base": base_model_input()}
+    adapter = mres("train/rank1/adapter", wildcards)
+    return {"adapter": adapter, "base": base_model_input()}
 
 
 EVAL = config["eval"]
 
 if EVAL["backend"] == "vllm":
     ENGINES = {"base-and-loras": ["base", *LORA_VARIANTS], "full": ["full"]}
+    MEMBER_ENGINES = {"loras": LORA_VARIANTS}
 else:
     ENGINES = {v: [v] for v in VARIANTS}
+    MEMBER_ENGINES = {v: [v] for v in LORA_VARIANTS}
 ENGINE_OF = {v: e for e, vs in ENGINES.items() for v in vs}
+MEMBER_ENGINE_OF = {v: e for e, vs in MEMBER_ENGINES.items() for v in vs}
 
 
 wildcard_constraints:
-    engine="|".join(ENGINES),
+    engine="|".join({*ENGINES, *MEMBER_ENGINES}),
     table="table1|table2",
 
 
@@ -185,9 +208,9 @@ rule eval_generate:
     input:
         unpack(engine_inputs),
     output:
-        generations=directory(res("eval/generations/{engine}")),
+        generations=directory(mres("eval/generations/{engine}")),
     log:
-        log_("eval/eval_generate_{engine}.log"),
+        mlog("eval/eval_generate_{engine}.log"),
     conda:
         "../../envs/vllm.yaml"
     resources:
@@ -209,9 +232,9 @@ rule eval_grade:
         bench=res("data/bench/{benchmark}.parquet"),
         generations=generations_of,
     output:
-        samples=res("eval/{variant}/{benchmark}.parquet"),
+        samples=mres("eval/{variant}/{benchmark}.parquet"),
     log:
-        log_("eval/eval_grade_{variant}_{benchmark}.log"),
+        mlog("eval/eval_grade_{variant}_{benchmark}.log"),
     conda:
         "../../envs/interp.yaml"
     resources:
@@ -227,12 +250,13 @@ rule eval_grade:
 rule eval_summary:
     input:
         samples=expand(
-            res("eval/{{variant}}/{benchmark}.parquet"), benchmark=EVAL_BENCHMARKS
+            res("{{member}}eval/{{variant}}/{benchmark}.parquet"),
+            benchmark=EVAL_BENCHMARKS,
         ),
     output:
-        summary=res("eval/{variant}/summary.json"),
+        summary=mres("eval/{variant}/summary.json"),
     log:
-        log_("eval/eval_summary_{variant}.log"),
+        mlog("eval/eval_summary_{variant}.log"),
     conda:
         "../../envs/interp.yaml"
     resources:
@@ -248,10 +272,10 @@ rule eval_table:
         unpack(table_model_inputs),
         samples=table_inputs,
     output:
-        table=res("tables/{table}.parquet"),
-        markdown=res("tables/{table}.md"),
+        table=mres("tables/{table}.parquet"),
+        markdown=mres("tables/{table}.md"),
     log:
-        log_("eval/eval_table_{table}.log"),
+        mlog("eval/eval_table_{table}.log"),
     conda:
         "../../envs/interp.yaml"
     resources:
@@ -269,7 +293,12 @@ rule eval_table:
 
 final_targets(
     *expand(res("eval/{variant}/summary.json"), variant=VARIANTS),
-    *expand(
-        res("tables/{table}.{ext}"), table=["table1", "table2"], ext=["parquet", "md"]
+    *member_targets(
+        *(f"eval/{v}/summary.json" for v in LORA_VARIANTS),
+        *(
+            f"tables/{t}.{ext}"
+            for t in ("table1", "table2")
+            for ext in ("parquet", "md")
+        ),
     ),
 )

@@ -13,12 +13,12 @@ SAE_TABLES = ["features", "topk", "contexts"]
 
 rule train_sae:
     input:
-        manifest=res("activations/manifest.json"),
+        manifest=mres("activations/manifest.json"),
     output:
-        model=directory(res("sae/model")),
-        metrics=res("sae/metrics.json"),
+        model=directory(mres("sae/model")),
+        metrics=mres("sae/metrics.json"),
     log:
-        log_("sae/train_sae.log"),
+        mlog("sae/train_sae.log"),
     conda:
         "../../envs/train.yaml"
     resources:
@@ -33,15 +33,15 @@ rule train_sae:
 
 rule sae_features:
     input:
-        manifest=res("activations/manifest.json"),
-        model=res("sae/model"),
-        metrics=res("sae/metrics.json"),
+        manifest=mres("activations/manifest.json"),
+        model=mres("sae/model"),
+        metrics=mres("sae/metrics.json"),
         sft=res("data/sft.parquet"),
         base=base_model_input,
     output:
-        **{table: res(f"features/sae/{table}.parquet") for table in SAE_TABLES},
+        **{table: mres(f"features/sae/{table}.parquet") for table in SAE_TABLES},
     log:
-        log_("sae/sae_features.log"),
+        mlog("sae/sae_features.log"),
     conda:
         "../../envs/train.yaml"
     resources:
@@ -58,6 +58,7 @@ rule sae_features:
 
 
 final_targets(
-    res("sae/metrics.json"),
-    *expand(res("features/sae/{table}.parquet"), table=SAE_TABLES),
+    *member_targets(
+        "sae/metrics.json", *(f"features/sae/{table}.parquet" for table in SAE_TABLES)
+    )
 )

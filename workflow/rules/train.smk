@@ -2,14 +2,64 @@
 # plus the component table every later stage indexes by. With model.adapter an
 # existing adapter (the paper's published one, say) takes the trained one's
 # place at the same path, and every later stage runs from it.
+import copy
 import shlex
 
 
 def train_settings(variant):
-    """What training `variant` reads (the full fine-tune has no LoRA)."""
+    """What training `variant` reads (the full fine-tune has no LoRA; the
+    LoRA's checkpoint steps only in a sweep that has some)."""
     keys = ["bf16", "gradient_checkpointing", "logging_steps", "save_steps", variant]
     keys += ["lora"] if variant == "rank1" else []
-    return config_of("seed", "device", *model_keys(), *(f"train.{k}" for k in keys))
+    sweep = ["sweep.checkpoints"] if variant == "rank1" and KEEP_STEPS else []
+    keys = [*model_keys(), *(f"train.{k}" for k in keys), *sweep]
+    return config_of("seed", "device", *keys)
+
+
+KEEP_STEPS = config["sweep"]["checkpoints"]
+
+
+def check_sweep():
+    """The sweep axes, before any job (a dry run too); the checkpoint steps
+    against an existing SFT set's rows (the training job checks again)."""
+    from lorascope.workflow.sweep import sweep_problems
+
+    sft, rows = res("data/sft.parquet"), None
+    if KEEP_STEPS and os.path.isfile(sft):
+        import pyarrow.parquet as pq
+
+        rows = pq.ParquetFile(sft).metadata.num_rows
+    problems = sweep_problems(config, rows)
+    if problems:
+        raise WorkflowError("invalid sweep:\n  " + "\n  ".join(problems))
+
+
+check_sweep()
+
+
+def for_member(settings):
+    """A param: `settings` (rooted at the top level, or at train.lora) as the
+    sweep member reads them: its rank as train.lora.r, its training seed as
+    the top-level seed (the default member's are the config's own)."""
+
+    def param(wildcards):
+        member = MEMBER[wildcards.member]
+        out = copy.deepcopy(settings)
+        lora = out if out.path == "train.lora" else out.get("train", {}).get("lora")
+        if lora is not None:
+            lora["r"] = member.rank
+        if "seed" in out:
+            out["seed"] = member.seed
+        return out
+
+    return param
+
+
+def checkpoint_parent(wildcards):
+    """The adapter dir a checkpoint member's adapter is saved in."""
+    member = MEMBER[wildcards.member]
+    parent = next(m for m in MEMBERS if m.trained and m.parent == member.parent)
+    return res(f"{parent.prefix}train/rank1/adapter")
 
 
 def adapter_source(wildcards):
@@ -81,16 +131,18 @@ if config["model"]["adapter"] is None:
             sft=res("data/sft.parquet"),
             base=base_model_input,
         output:
-            adapter=directory(res("train/rank1/adapter")),
+            adapter=directory(mres("train/rank1/adapter")),
         log:
-            log_("train/train_rank1.log"),
+            mlog("train/train_rank1.log"),
+        wildcard_constraints:
+            member=member_pattern(MEMBERS, lambda m: m.trained),
         conda:
             "../../envs/train.yaml"
         resources:
             **resources_for("train_rank1"),
         params:
             **TRAIN_PARAMS,
-            config=train_settings("rank1"),
+            config=for_member(train_settings("rank1")),
             user_files=user_files_of(base_model_input),
             code=code_of("lorascope.train"),
         shell:
@@ -171,22 +223,42 @@ else:
             "../scripts/train_full_checkpoint.py"
 
 
+rule sweep_checkpoint:
+    input:
+        adapter=checkpoint_parent,
+    output:
+        adapter=directory(mres("train/rank1/adapter")),
+    log:
+        mlog("train/sweep_checkpoint.log"),
+    wildcard_constraints:
+        member=member_pattern(MEMBERS, lambda m: not m.trained),
+    conda:
+        "../../envs/train.yaml"
+    resources:
+        **resources_for("sweep_checkpoint"),
+    params:
+        step=lambda wildcards: MEMBER[wildcards.member].step,
+        code=code_of("train_checkpoint.py"),
+    script:
+        "../scripts/train_checkpoint.py"
+
+
 rule components:
     input:
-        adapter=res("train/rank1/adapter"),
+        adapter=mres("train/rank1/adapter"),
     output:
-        table=res("components.parquet"),
+        table=mres("components.parquet"),
     log:
-        log_("train/components.log"),
+        mlog("train/components.log"),
     conda:
         "../../envs/train.yaml"
     resources:
         **resources_for("components"),
     params:
-        lora=cfg("train.lora"),
+        lora=for_member(cfg("train.lora")),
         code=code_of("train_components.py"),
     script:
         "../scripts/train_components.py"
 
 
-final_targets(res("components.parquet"), res("train/full/model"))
+final_targets(*member_targets("components.parquet"), res("train/full/model"))

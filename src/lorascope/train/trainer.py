@@ -30,6 +30,12 @@ from lorascope.core.models import (
 from lorascope.core.processes import run_alive, stop_when_snakemake_dies
 from lorascope.core.runtime import resolve_device, seed_everything, start_gpu_job
 from lorascope.hub.fetch import read_snapshot
+from lorascope.train.steps import (
+    STEPS_DIR,
+    keep_steps_callback,
+    steps_problem,
+    training_steps,
+)
 
 log = logging.getLogger(__name__)
 Variant = Literal["rank1", "full"]
@@ -221,6 +227,15 @@ def train(
         processing_class=tokenizer,
         peft_config=lora_config(train_cfg["lora"]) if variant == "rank1" else None,
     )
+    keep = (config.get("sweep") or {}).get("checkpoints") or []
+    if keep:  # before any step (the preflight checks it where it can)
+        total = training_steps(
+            len(trainer.train_dataset), train_cfg[variant], args.world_size
+        )
+        problem = steps_problem(keep, total, f"{len(trainer.train_dataset)} examples")
+        if problem:
+            raise ValueError(problem)
+        trainer.add_callback(keep_steps_callback(trainer, keep, Path(args.output_dir)))
     fingerprint = dict(
         variant=variant,
         base=base_path,
@@ -247,6 +262,10 @@ def train(
     if trainer.is_world_process_zero():
         write_provenance(partial, config)
         name_hub_base(partial, base_path)
+        if keep:  # the adapters saved on the way (sweep.checkpoints)
+            shutil.copytree(Path(args.output_dir) / STEPS_DIR, partial / STEPS_DIR)
+            for step_dir in (partial / STEPS_DIR).iterdir():
+                name_hub_base(step_dir, base_path)
         with open(partial / "train_log.jsonl", "w") as f:
             for row in trainer.state.log_history:
                 f.write(json.dumps(row) + "\n")

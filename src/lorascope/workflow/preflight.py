@@ -193,3 +193,26 @@ def preflight_problems(
         + sae_step_problems(jobs)
         + preflight_attribution(config, jobs)
     )
+
+
+def check_before_jobs(workflow, config: dict) -> None:
+    """What the jobs about to run need, checked before any starts (the
+    Snakefile's onstart, not in a dry run; Snakemake removes a job's old
+    outputs as it starts it): API keys and hub tokens
+    (workflow.environment), devices, target modules, SAE steps, sweep axes."""
+    from snakemake.exceptions import WorkflowError
+
+    from lorascope.workflow.environment import check_environment
+
+    try:
+        jobs = list(workflow.dag.needrun_jobs())
+    except AttributeError:  # Snakemake moved its DAG: check every step
+        jobs = None
+    named = None if jobs is None else [(j.rule.name, j.wildcards_dict) for j in jobs]
+    problems = check_environment(config, jobs=named)
+    problems += preflight_problems(config, jobs or [], local=workflow.local_exec)
+    if problems:
+        raise WorkflowError(
+            "invalid config or environment for the jobs about to run:\n  "
+            + "\n  ".join(problems)
+        )

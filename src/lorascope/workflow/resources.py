@@ -83,7 +83,8 @@ GPU_RULES = (
 )
 CPU_RULES = (
     "toy_base_model toy_sft toy_bench hub_fetch sft_dataset bench_prepare "
-    "adapter_import full_checkpoint components adapters_ablate eval_grade "
+    "adapter_import full_checkpoint sweep_checkpoint components adapters_ablate "
+    "eval_grade "
     "eval_summary eval_table lora_features direct_effects autointerp_explain "
     "autointerp_categories autointerp_assign autointerp_score autointerp_summary "
     "figure_classes figure_categories figure_sae_density figure_ablation "
