@@ -40,6 +40,7 @@ from lorascope.workflow.resources import (
     compute_seconds,
     rule_needs,
 )
+from lorascope.workflow.sweep import plan_split
 
 __all__ = ["load_configs", "main", "merge", "plan_rows", "warnings"]
 
@@ -209,7 +210,8 @@ def main(argv=None) -> int:
     found = warnings(rows, hw)
     text = "\n".join(
         [f"plan: {' '.join(map(str, args.configfile))} on {args.profile}",
-         render(rows, hw, source), *(f"WARNING: {w}" for w in found)]
+         render(rows, hw, source), *plan_split(config, rows),
+         *(f"WARNING: {w}" for w in found)]
     )  # fmt: skip
     print(text)
     if args.doc:

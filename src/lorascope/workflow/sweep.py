@@ -135,3 +135,41 @@ def sweep_problems(config: dict, sft_rows: int | None = None) -> list[str]:
             problem = steps_problem(sweep["checkpoints"], total, where)
             problems += [problem] if problem else []
     return problems
+
+
+# Rules run once per member (their paths start with {member}); every other
+# rule runs once per run. eval_generate is both: the base's and the full
+# fine-tune's generations are shared, each member's LoRAs get their own.
+MEMBER_RULES = frozenset(
+    "train_rank1 sweep_checkpoint components adapters_ablate eval_grade "
+    "eval_summary eval_table extract_activations lora_features mlp_features "
+    "train_sae sae_features kl_ablation feature_attribution behaviour_sets "
+    "autointerp_explain autointerp_categories autointerp_assign autointerp_score "
+    "autointerp_summary".split()
+)
+SHARED_ENGINES = 2  # eval_generate jobs of the base and the full fine-tune
+
+
+def plan_split(config: dict, rows: list[dict]) -> list[str]:
+    """The plan's sweep lines: GPU-hours of the shared stages and of the
+    members' own (`rows`: the plan's, with rule, jobs and gpu_h)."""
+    members = sweep_members(config)
+    if len(members) == 1:
+        return []
+    shared = own = 0.0
+    for row in rows:
+        if row["rule"] == "eval_generate" and row["jobs"]:
+            part = row["gpu_h"] * min(SHARED_ENGINES, row["jobs"]) / row["jobs"]
+            shared, own = shared + part, own + row["gpu_h"] - part
+        elif row["rule"] in MEMBER_RULES:
+            own += row["gpu_h"]
+        else:
+            shared += row["gpu_h"]
+    trained = sum(m.trained for m in members)
+    return [
+        f"sweep: {len(members)} members ({trained} trained, "
+        f"{len(members) - trained} checkpoints): " + ", ".join(m.tag for m in members),
+        f"sweep GPU-hours: shared stages (data, base and full fine-tune "
+        f"evaluation, their analyses) {shared:.0f}; the members' own stages "
+        f"{own:.0f} ({own / len(members):.1f} per member on average)",
+    ]
