@@ -35,6 +35,7 @@ include: "workflow/rules/causal.smk"
 include: "workflow/rules/diffing.smk"
 include: "workflow/rules/attribution.smk"
 include: "workflow/rules/groundtruth.smk"
+include: "workflow/rules/sweeps.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/dashboards.smk"
 
@@ -61,3 +62,10 @@ rule all:
     default_target: True
     input:
         get_final_output(),
+
+
+# The sweep's comparisons alone (sweep recovery, persistence, emergence and
+# their figures), without every member's other stages.
+rule sweep:
+    input:
+        sweep_targets(),

@@ -108,6 +108,21 @@ FIGURES = {
         )
         for table in ("table1", "table2")
     },
+    # a sweep only (sweeps.smk)
+    **(
+        {
+            "fig_recovery_rank": figure(
+                "recovery_rank", {"recovery": "sweep/recovery.parquet"}
+            )
+        }
+        if SWEEP_ON
+        else {}
+    ),
+    **(
+        {"fig_emergence": figure("emergence", {"curve": "sweep/emergence.parquet"})}
+        if SWEEP_ON and config["sweep"]["checkpoints"]
+        else {}
+    ),
     # toy world only (groundtruth.smk): real data has no per-token roles
     **(
         {
