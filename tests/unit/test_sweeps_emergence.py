@@ -37,6 +37,7 @@ def _rows() -> pl.DataFrame:
                     category=CATEGORY[f],
                     classification=f % 3,
                     matched=m[step_i],
+                    threshold=0.7,
                 )
             )
     # another seed's rows: not a checkpoint of the reference, left out
@@ -74,6 +75,7 @@ def test_curve_and_first_steps(tmp_path):
         r["feature"]: (r["first_step"], r["stays"]) for r in first.iter_rows(named=True)
     }  # noqa: E501
     assert got == {0: (20, True), 1: (10, True), 2: (None, False), 3: (10, False)}
+    assert curve["threshold"].unique().to_list() == [0.7]
     assert pl.read_parquet(tmp_path / "c.parquet").equals(curve)
 
 

@@ -146,7 +146,7 @@ def emergence(
     """(curve, first steps) over the checkpoints of the reference's (rank, seed).
 
     curve: `kind, step, by (all|category), group, n, n_matched, share,
-    share_lo, share_hi`. first steps: `kind, feature, label, category,
+    share_lo, share_hi, threshold`. first steps: `kind, feature, label, category,
     classification, first_step` (null: below the threshold at every
     checkpoint), `stays` (matched at every checkpoint from it on).
     """
@@ -172,7 +172,12 @@ def emergence(
             f"sweep emergence: persistence has no rows for {sorted(missing)}"
         )
     curve = _shares(ckpt, ["kind", "step"]).filter(pl.col("by") != "class")
-    curve = curve.sort("kind", "by", "group", "step")
+    threshold = (
+        rows["threshold"].unique().to_list() if "threshold" in rows.columns else [None]
+    )  # noqa: E501
+    curve = curve.sort("kind", "by", "group", "step").with_columns(
+        threshold=pl.lit(threshold[0] if len(threshold) == 1 else None, pl.Float64)
+    )
     first = (
         ckpt.sort("step")
         .group_by("kind", "feature", maintain_order=True)
