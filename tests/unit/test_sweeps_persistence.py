@@ -125,9 +125,13 @@ def world(tmp_path_factory):
     )  # noqa: E501
     out = tmp / "out"
     rows = persistence_table(
-        members, "r1-s1", out / "p.parquet", out / "p.md", out / "s.parquet",
+        members,
+        "r1-s1",
+        out / "p.parquet",
+        out / "p.md",
+        out / "s.parquet",
         batch_size=97,  # not a divisor of the shard sizes: batches cross shards
-    )  # fmt: skip
+    )
     return {"rows": rows, "out": out, "members": members, "tmp": tmp}
 
 
@@ -250,12 +254,22 @@ def test_missing_artifact_names_the_file(world, tmp_path):
     shutil.copytree(other["root"], broken)
     (broken / "sae/model/cfg.json").unlink()
     with pytest.raises(SweepError, match=r"broken/sae/model/cfg.json \(member r1-s9\)"):
-        persistence_table([ref, member("r1-s9", 1, 9, broken)], "r1-s1",
-                          tmp_path / "a", tmp_path / "b", tmp_path / "c")  # fmt: skip
+        persistence_table(
+            [ref, member("r1-s9", 1, 9, broken)],
+            "r1-s1",
+            tmp_path / "a",
+            tmp_path / "b",
+            tmp_path / "c",
+        )
     # kind lora alone does not need the SAE
-    rows = persistence_table([ref, member("r1-s9", 1, 9, broken)], "r1-s1",
-                             tmp_path / "a", tmp_path / "b", tmp_path / "c",
-                             kinds=["lora"])  # fmt: skip
+    rows = persistence_table(
+        [ref, member("r1-s9", 1, 9, broken)],
+        "r1-s1",
+        tmp_path / "a",
+        tmp_path / "b",
+        tmp_path / "c",
+        kinds=["lora"],
+    )
     assert set(rows["kind"]) == {"lora"} and rows["matched"].all()
 
 
@@ -269,3 +283,16 @@ def test_empty_and_lonely_member_lists_fail(world, tmp_path):
         )  # noqa: E501
     with pytest.raises(SweepError, match="'r9' is not a member"):
         persistence_table([ref], "r9", tmp_path / "a", tmp_path / "b", tmp_path / "c")
+
+
+def test_correlation_sums_above_the_memory_limit_fail_before_the_pass(world, tmp_path):
+    ref, other, *_ = world["members"]
+    with pytest.raises(SweepError, match=r"need 0.0 GiB .* above the limit of 1e-09"):
+        persistence_table(
+            [ref, other],
+            "r1-s1",
+            tmp_path / "a",
+            tmp_path / "b",
+            tmp_path / "c",
+            max_gib=1e-9,
+        )

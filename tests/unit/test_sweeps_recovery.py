@@ -184,3 +184,27 @@ def test_bad_member_lists_fail(sweep, tmp_path):
         recovery_table(
             bad, "r1-s1", shared, ["math"], tmp_path / "a", tmp_path / "b", **kw
         )  # noqa: E501
+
+
+def test_command_line_runs_the_same_function(sweep, tmp_path):
+    """`python -m lorascope.sweeps.job recovery --spec spec.json` (a rule's
+    thin call) writes what the function writes."""
+    import json
+
+    from lorascope.sweeps.job import main
+
+    shared, members = sweep
+    spec = dict(
+        members=members,
+        reference="r1-s1",
+        shared_root=str(shared),
+        benchmarks=["math"],
+        out_parquet=str(tmp_path / "cli.parquet"),
+        out_md=str(tmp_path / "cli.md"),
+        n_boot=N_BOOT,
+        ci=0.9,
+        seed=SEED,
+    )
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    main(["recovery", "--spec", str(tmp_path / "spec.json")])
+    assert pl.read_parquet(tmp_path / "cli.parquet").equals(_run(sweep, tmp_path))
