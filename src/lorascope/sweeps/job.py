@@ -157,6 +157,7 @@ def persistence_table(
         threshold=threshold,
         batch_size=batch_size,
         max_gib=max_gib,
+        device=device,
     )
     shares = persistence_shares(rows)
     write_parquet(rows, out_parquet)

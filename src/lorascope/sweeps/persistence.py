@@ -81,7 +81,9 @@ class MemberData:
     def units(self, kind: str, acts_BC: torch.Tensor) -> torch.Tensor:
         if kind == "lora":
             return acts_BC
-        return encode_alive(self.sae, acts_BC.float(), self.alive)
+        return encode_alive(
+            self.sae, acts_BC.float(), self.alive
+        )  # on the SAE's device
 
     def groups(self) -> list[np.ndarray]:
         """Scalar indices per LoRA module (its r slots), in table order."""
@@ -98,9 +100,9 @@ def matrix_gib(
     return 8 * cells / 2**30
 
 
-def _accumulate(ref, others, kinds, batch_size):
+def _accumulate(ref, others, kinds, batch_size, device):
     cross = {
-        (o.member.tag, k): CrossMoments(ref.width(k), o.width(k))
+        (o.member.tag, k): CrossMoments(ref.width(k), o.width(k), device)
         for o in others
         for k in kinds
     }
@@ -129,6 +131,7 @@ def persistence_frame(
     threshold: float = 0.7,
     batch_size: int = 4096,
     max_gib: float = 8.0,
+    device: str = "cpu",
 ) -> pl.DataFrame:
     """One row per (other member, kind, reference feature).
 
@@ -151,7 +154,7 @@ def persistence_frame(
             f"sweep persistence: the correlation sums need {gib:.1f} GiB (float64, "
             f"reference units x each member's units), above the limit of {max_gib} GiB"
         )
-    cross, lora_ref, within = _accumulate(ref, others, kinds, batch_size)
+    cross, lora_ref, within = _accumulate(ref, others, kinds, batch_size, device)
     ref_std = lora_ref.std()[0] if "lora" in kinds else None
     kinds = [k for k in KINDS if k in kinds]  # lora first: the SAE cosines use it
     parts = []

@@ -84,23 +84,21 @@ def _token(part: dict, i: int) -> str:
 
 
 class CrossMoments:
-    """Running float64 sums for the correlation of P units with Q units."""
+    """Running float64 sums for the correlation of P units with Q units, on
+    `device` (the (P, Q) product is the pass's cost: a GPU takes it when the
+    SAEs are wide)."""
 
-    def __init__(self, p: int, q: int):
+    def __init__(self, p: int, q: int, device: str | torch.device = "cpu"):
         self.n = 0
+        self.device = torch.device(device)
         self.shift_x = self.shift_y = None
-        self.sx, self.sxx = (
-            torch.zeros(p, dtype=torch.float64),
-            torch.zeros(p, dtype=torch.float64),
-        )
-        self.sy, self.syy = (
-            torch.zeros(q, dtype=torch.float64),
-            torch.zeros(q, dtype=torch.float64),
-        )
-        self.sxy = torch.zeros(p, q, dtype=torch.float64)
+        zeros = lambda *shape: torch.zeros(*shape, dtype=torch.float64, device=device)  # noqa: E731
+        self.sx, self.sxx, self.sy, self.syy = zeros(p), zeros(p), zeros(q), zeros(q)
+        self.sxy = zeros(p, q)
 
     def update(self, x_BP: torch.Tensor, y_BQ: torch.Tensor) -> None:
-        x, y = x_BP.to(torch.float64), y_BQ.to(torch.float64)
+        x = x_BP.to(self.device, torch.float64)
+        y = y_BQ.to(self.device, torch.float64)
         if self.shift_x is None:
             self.shift_x, self.shift_y = x.mean(0), y.mean(0)
         x, y = x - self.shift_x, y - self.shift_y
@@ -121,16 +119,16 @@ class CrossMoments:
         if self.n == 0:
             raise SweepError("no tokens: the activation shards are empty")
         mx, my = self.sx / self.n, self.sy / self.n
-        cov = self.sxy / self.n - torch.outer(mx, my)
+        cov = (self.sxy / self.n - torch.outer(mx, my)).cpu().numpy()
         sd_x, sd_y = self.std()
         den = np.outer(sd_x, sd_y)
         out = np.zeros_like(den)
-        np.divide(cov.numpy(), den, out=out, where=den > 0)
+        np.divide(cov, den, out=out, where=den > 0)
         return np.clip(out, -1.0, 1.0)
 
 
 def _std(s: torch.Tensor, ss: torch.Tensor, n: int) -> np.ndarray:
-    var = (ss / n - (s / n) ** 2).clamp_min(0).numpy()
+    var = (ss / n - (s / n) ** 2).clamp_min(0).cpu().numpy()
     return np.sqrt(var)
 
 

@@ -116,7 +116,9 @@ def persistence_markdown(
         f"A reference feature persists in a member when its one-to-one partner "
         f"(Hungarian matching on |activation correlation| over the same SFT "
         f"tokens) reaches |r| >= {threshold}. Cells: share [95% Wilson interval] "
-        "(matched / features). persistence.parquet has every feature's partner, "
+        "(matched / features). At |r| = 0.7 (the default) the partner explains "
+        "about half the feature's variance on these tokens (r^2 = 0.49). "
+        "persistence.parquet has every feature's partner, "
         "its correlation, the rotation-invariant correlation with the partner "
         "module's slots (LoRA, `r_subspace`) and decoder cosines where the "
         "spaces align.\n",
