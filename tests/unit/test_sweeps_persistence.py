@@ -296,3 +296,43 @@ def test_correlation_sums_above_the_memory_limit_fail_before_the_pass(world, tmp
             tmp_path / "c",
             max_gib=1e-9,
         )
+
+
+def test_both_signs_of_a_direction_name_the_partner_side(world, tmp_path):
+    """Polarity both: features 2u (+) and 2u+1 (-) of unit u share its match;
+    the partner's side is the feature's sign times the correlation's."""
+    import shutil
+
+    from sweepfiles import write_labels
+
+    ref, other, *_ = world["members"]
+    root = tmp_path / "ref"
+    shutil.copytree(ref["root"], root)
+    pl.DataFrame(
+        {
+            "feature": np.arange(2 * C),
+            "kind": "lora",
+            "label": [f"u{u}{s}" for u in range(C) for s in "+-"],
+            "component": np.repeat(np.arange(C), 2),
+            "sign": [1, -1] * C,
+        }
+    ).write_parquet(root / "features/lora/features.parquet")
+    write_labels(root, "lora", 2 * C)
+    rows = persistence_table(
+        [dict(ref, root=str(root)), other],
+        "r1-s1",
+        tmp_path / "a",
+        tmp_path / "b",
+        tmp_path / "c",
+        kinds=["lora"],
+    ).sort("feature")
+    assert rows.height == 2 * C and rows["matched"].all()
+    # reference unit u is the other's scalar argsort(PERM)[u], flipped where SIGN < 0
+    j = np.argsort(PERM)
+    names = ["L0.q", "L0.gate", "L1.q", "L1.gate"]
+    want = [
+        names[j[u]] + ("+" if s * SIGN[j[u]] > 0 else "-")
+        for u in range(C)
+        for s in (1, -1)
+    ]
+    assert rows["match_label"].to_list() == want

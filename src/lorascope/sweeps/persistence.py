@@ -186,8 +186,7 @@ def persistence_frame(
             rows = pl.DataFrame({c: np.asarray(v)[units] for c, v in cols.items()})
             rows = rows.with_columns(
                 match_label=pl.Series(
-                    [labels_o[q] if q >= 0 else None for q in rows["match_unit"]],
-                    dtype=pl.String,
+                    _match_labels(labels_o, rows, features[k], k), dtype=pl.String
                 ),
             )
             head = (
@@ -271,6 +270,24 @@ def _ref_units(kind: str, features: pl.DataFrame, ref: MemberData) -> np.ndarray
             f"the reference member's {kind} ({ref.width(kind)} units)"
         )
     return units
+
+
+def _match_labels(labels_o, rows, features, kind) -> list[str | None]:
+    """The partner's label; for a signed LoRA feature (polarity both or
+    dominant: `sign` +1/-1) with the side that matches it, the feature's
+    sign times the correlation's (`L3.gate+` may be another seed's
+    `L3.gate-`: a direction and its negation are the same adapter)."""
+    signs = features["sign"].to_list() if "sign" in features.columns else None
+    out = []
+    for i, (q, c) in enumerate(zip(rows["match_unit"], rows["corr"], strict=True)):
+        if q < 0:
+            out.append(None)
+            continue
+        side = ""
+        if kind == "lora" and signs is not None and signs[i]:
+            side = "+" if signs[i] * c >= 0 else "-"
+        out.append(labels_o[q] + side)
+    return out
 
 
 def _lora_extras(ref, o, corr, match, within) -> dict:
