@@ -35,6 +35,7 @@ STAGES = [
     "diffing",
     "attribution",
     "groundtruth",
+    "sweeps",
     "figures",
     "dashboards",
     "workflow",

@@ -17,6 +17,10 @@ table in workflow/rules/figures.smk says what each reads):
 - `table_image`: Tables 1 and 2 as images.
 - `steering`: the steering sweep.
 - `causal`: ablation KL against interpretability (beyond the paper).
+- `recovery_rank`: recovery and accuracy against LoRA rank and trainable
+  parameters (the sweep's `lorascope.sweeps.recovery` table).
+- `emergence`: share of the final adapter's features matched per training
+  checkpoint (`lorascope.sweeps.tables.emergence`).
 - `style`: shared geometry, fonts, colours, footers and atomic saving.
 - `readme`: downscaled copies for docs/figures/ (`make readme-figures`).
 """
@@ -26,7 +30,9 @@ __all__ = [
     "categories",
     "causal",
     "classes",
+    "emergence",
     "readme",
+    "recovery_rank",
     "sae_density",
     "steering",
     "style",
