@@ -3,8 +3,11 @@ own stages once per member, the default member at today's paths."""
 
 import re
 
+import polars as pl
 import pytest
 from dryrun import snakemake
+from wfrun import clone, job_stats, reference_run, results
+from wfrun import snakemake as run_snakemake
 
 from lorascope.workflow.sweep import MEMBER_RULES
 
@@ -52,3 +55,53 @@ def test_shared_stages_run_once_and_member_stages_once_per_member(plain, sweep):
     assert sweep["eval_generate"] == 2 + members - 1
     assert sweep["train_full"] == plain["train_full"] == 1
     assert sweep["bench_prepare"] == plain["bench_prepare"] == 3
+
+
+# The suite's toy sweep: ranks 1, 2, 4 x seeds 0, 1 on the micro shape,
+# grown from the session's reference run (its data, base and full
+# evaluations and default member are reused, as a user's finished run is).
+TOY_SWEEP = {"sweep": {"ranks": [1, 2, 4], "seeds": [0, 1]}}
+
+
+@pytest.fixture(scope="module")
+def toy_sweep(tmp_path_factory):
+    ref = reference_run(tmp_path_factory.getbasetemp())
+    keep = [p.name for p in results(ref).iterdir()]
+    work = clone(ref, tmp_path_factory.mktemp("sweep"), keep, TOY_SWEEP)
+    proc = run_snakemake(work, ["sweep"])
+    return work, job_stats(proc.stderr)
+
+
+def test_toy_sweep_reuses_the_shared_stages_and_compares_every_member(toy_sweep):
+    work, jobs = toy_sweep
+    # Nothing shared or of the default member reruns: five new members
+    # trained, evaluated, extracted and given an SAE, then compared.
+    assert jobs["train_rank1"] == 5 and jobs["train_sae"] == 5, jobs
+    for shared in ("train_full", "sft_dataset", "bench_prepare", "toy_base_model"):
+        assert shared not in jobs, jobs
+    assert jobs["eval_generate"] == 5, "one LoRA engine per new member"
+    out = results(work) / "sweep"
+    recovery = pl.read_parquet(out / "recovery.parquet")
+    members = recovery.filter(pl.col("level") == "member")
+    assert sorted(set(members["tag"])) == [
+        f"r{r}-s{s}" for r in (1, 2, 4) for s in (0, 1)
+    ]
+    ranks = recovery.filter(pl.col("level") == "rank")
+    assert sorted(ranks["rank"].to_list()) == [1, 2, 4]
+    assert (ranks["n_seeds"] == 2).all()
+    # Trainable parameters grow with the rank, exactly r times rank 1's.
+    params = dict(zip(members["tag"], members["trainable_params"], strict=True))
+    assert params["r4-s0"] == 4 * params["r1-s0"] == 2 * params["r2-s1"]
+    persistence = pl.read_parquet(out / "persistence.parquet")
+    assert set(persistence["member"]) == {
+        f"r{r}-s{s}" for r in (1, 2, 4) for s in (0, 1)
+    } - {"r1-s0"}
+    assert set(persistence["kind"]) == {"lora", "sae"}
+    # The same rank and seed from the same data is the same adapter: a
+    # retrain of the reference would match every feature; another seed is
+    # a different one, so its rows are real matches, not copies.
+    assert (persistence["abs_corr"] <= 1 + 1e-6).all()
+    assert (results(work) / "figures" / "fig_recovery_rank.png").stat().st_size > 0
+    # The default member stays at today's paths, the others under sweep/.
+    assert (out / "r4-s1" / "train" / "rank1" / "adapter").is_dir()
+    assert not (out / "r1-s0").exists()

@@ -35,9 +35,13 @@ def sweep_recovery_inputs(wildcards):
 
 def sweep_persistence_inputs(wildcards):
     reference = [
-        f"{part}/{kind}.parquet"
+        path
         for kind in SWEEP_KINDS
-        for part in ("features", "autointerp/assignments", "autointerp/explanations")
+        for path in (
+            f"features/{kind}/features.parquet",
+            f"autointerp/assignments/{kind}.parquet",
+            f"autointerp/explanations/{kind}.parquet",
+        )
     ]
     return {
         "members": member_files(
