@@ -24,7 +24,7 @@ from pathlib import Path
 import polars as pl
 
 from lorascope.core.io import atomic_path, write_parquet
-from lorascope.sweeps.members import Member, parse_members, require_files
+from lorascope.sweeps.members import Member, SweepError, parse_members, require_files
 from lorascope.sweeps.persistence import KINDS, MemberData, persistence_frame
 from lorascope.sweeps.recovery import member_params, recovery_frame, recovery_markdown
 from lorascope.sweeps.tables import (
@@ -57,6 +57,8 @@ def recovery_table(
     """Reads each member's `eval/rank1/{benchmark}.parquet` and adapter, the
     shared root's `eval/{base,full}/{benchmark}.parquet`; writes the table."""
     _, ms = parse_members(members, reference)
+    if not benchmarks:
+        raise SweepError("sweep recovery: no benchmarks (eval.benchmarks is empty)")
     shared = Path(shared_root)
     base_full = {
         (v, b): shared / f"eval/{v}/{b}.parquet"
