@@ -336,3 +336,10 @@ def test_both_signs_of_a_direction_name_the_partner_side(world, tmp_path):
         for s in (1, -1)
     ]
     assert rows["match_label"].to_list() == want
+
+
+def test_job_kinds_are_the_pass_kinds():
+    """job.py names the kinds without importing the pass (torch): the same."""
+    from lorascope.sweeps import job, persistence
+
+    assert job.KINDS == persistence.KINDS
