@@ -343,3 +343,16 @@ def test_job_kinds_are_the_pass_kinds():
     from lorascope.sweeps import job, persistence
 
     assert job.KINDS == persistence.KINDS
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [({"threshold": 0}, r"threshold 0 is not in \(0, 1\]"),
+     ({"threshold": 1.5}, r"threshold 1.5 is not"),
+     ({"batch_size": 0}, "batch_size 0 is below 1")],
+)  # fmt: skip
+def test_bad_settings_fail_naming_them(world, tmp_path, setting, message):
+    ref, other, *_ = world["members"]
+    with pytest.raises(SweepError, match=message):
+        persistence_table([ref, other], "r1-s1", tmp_path / "a", tmp_path / "b",
+                          tmp_path / "c", **setting)  # fmt: skip
