@@ -336,3 +336,23 @@ def test_both_signs_of_a_direction_name_the_partner_side(world, tmp_path):
         for s in (1, -1)
     ]
     assert rows["match_label"].to_list() == want
+
+
+def test_job_kinds_are_the_pass_kinds():
+    """job.py names the kinds without importing the pass (torch): the same."""
+    from lorascope.sweeps import job, persistence
+
+    assert job.KINDS == persistence.KINDS
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [({"threshold": 0}, r"threshold 0 is not in \(0, 1\]"),
+     ({"threshold": 1.5}, r"threshold 1.5 is not"),
+     ({"batch_size": 0}, "batch_size 0 is below 1")],
+)  # fmt: skip
+def test_bad_settings_fail_naming_them(world, tmp_path, setting, message):
+    ref, other, *_ = world["members"]
+    with pytest.raises(SweepError, match=message):
+        persistence_table([ref, other], "r1-s1", tmp_path / "a", tmp_path / "b",
+                          tmp_path / "c", **setting)  # fmt: skip

@@ -179,6 +179,10 @@ def test_bad_member_lists_fail(sweep, tmp_path):
             tmp_path / "b",
             **kw,
         )
+    with pytest.raises(SweepError, match="no benchmarks"):
+        recovery_table(
+            members, "r1-s1", shared, [], tmp_path / "a", tmp_path / "b", **kw
+        )
     bad = [dict(members[0], rank=0)]
     with pytest.raises(SweepError, match="rank = 0 is below 1"):
         recovery_table(

@@ -20,12 +20,12 @@ import argparse
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import polars as pl
 
 from lorascope.core.io import atomic_path, write_parquet
-from lorascope.sweeps.members import Member, parse_members, require_files
-from lorascope.sweeps.persistence import KINDS, MemberData, persistence_frame
+from lorascope.sweeps.members import Member, SweepError, parse_members, require_files
 from lorascope.sweeps.recovery import member_params, recovery_frame, recovery_markdown
 from lorascope.sweeps.tables import (
     emergence,
@@ -35,6 +35,13 @@ from lorascope.sweeps.tables import (
 )
 
 __all__ = ["emergence_table", "main", "persistence_table", "recovery_table"]
+
+if TYPE_CHECKING:
+    from lorascope.sweeps.persistence import MemberData
+
+# persistence.KINDS; its module (torch) is imported by the job that needs it,
+# so the recovery and emergence jobs start without torch
+KINDS = ("lora", "sae")
 
 
 def _write_text(text: str, path: str | Path) -> None:
@@ -57,6 +64,8 @@ def recovery_table(
     """Reads each member's `eval/rank1/{benchmark}.parquet` and adapter, the
     shared root's `eval/{base,full}/{benchmark}.parquet`; writes the table."""
     _, ms = parse_members(members, reference)
+    if not benchmarks:
+        raise SweepError("sweep recovery: no benchmarks (eval.benchmarks is empty)")
     shared = Path(shared_root)
     base_full = {
         (v, b): shared / f"eval/{v}/{b}.parquet"
@@ -101,6 +110,7 @@ def _load(m: Member, kinds: Sequence[str], verify: bool, device: str) -> MemberD
     from lorascope.core.saes import load_sae
     from lorascope.core.shards import open_shards
     from lorascope.sweeps.matching import adapter_factors
+    from lorascope.sweeps.persistence import MemberData
 
     sae = alive = None
     if "sae" in kinds:
@@ -136,6 +146,8 @@ def persistence_table(
     `features/{kind}/features.parquet` and `autointerp/{assignments,
     explanations}/{kind}.parquet`. Writes the rows, the markdown and the
     shares table."""
+    from lorascope.sweeps.persistence import persistence_frame
+
     ref, ms = parse_members(members, reference)
     others = [m for m in ms if m.tag != reference]
     require_files([f for m in ms for f in _member_files(m, kinds, m.tag == reference)])

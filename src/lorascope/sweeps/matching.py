@@ -144,7 +144,7 @@ def sae_cosines(
 
     def rows(w, std, sign):
         scale = np.where(std > 0, sign / np.where(std > 0, std, 1.0), 0.0)
-        x = w.double() * torch.as_tensor(scale)
+        x = w.detach().cpu().double() * torch.as_tensor(scale)  # W_dec may be on a GPU
         return x / x.norm(dim=1, keepdim=True).clamp_min(1e-300)
 
     ones = np.ones_like(sign_C)

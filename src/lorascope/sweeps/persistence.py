@@ -139,6 +139,10 @@ def persistence_frame(
     `feature, category, subcategory, classification` of the reference
     (`labels_frame`).
     """
+    if not 0 < threshold <= 1:
+        raise SweepError(f"sweep persistence: threshold {threshold} is not in (0, 1]")
+    if batch_size < 1:
+        raise SweepError(f"sweep persistence: batch_size {batch_size} is below 1")
     if not others:
         raise SweepError(
             "sweep persistence: no member besides the reference to compare"

@@ -141,7 +141,19 @@ class GroupMoments:
         self.n = 0
         self.shift = None
         self.s: torch.Tensor | None = None
-        self.blocks = [torch.zeros(len(g), len(g), dtype=torch.float64) for g in groups]
+        sizes = {len(g) for g in groups}
+        flat = torch.cat(self.groups) if groups else torch.zeros(0, dtype=torch.int64)
+        # the component table keeps a module's slots together and every module
+        # has the same rank: then the blocks are one batched product
+        self.r = sizes.pop() if len(sizes) == 1 else None
+        self.contiguous = self.r is not None and torch.equal(
+            flat, torch.arange(len(flat))
+        )
+        self.blocks = torch.zeros(
+            len(groups),
+            *(2 * [max((len(g) for g in groups), default=0)]),
+            dtype=torch.float64,
+        )
 
     def update(self, y_BQ: torch.Tensor) -> None:
         y = y_BQ.to(torch.float64)
@@ -151,15 +163,19 @@ class GroupMoments:
         y = y - self.shift
         self.n += y.shape[0]
         self.s += y.sum(0)
-        for g, block in zip(self.groups, self.blocks, strict=True):
+        if self.contiguous:
+            y_BGR = y.reshape(y.shape[0], len(self.groups), self.r)
+            self.blocks += torch.einsum("bgi,bgj->gij", y_BGR, y_BGR)
+            return
+        for i, g in enumerate(self.groups):
             yg = y[:, g]
-            block += yg.T @ yg
+            self.blocks[i, : len(g), : len(g)] += yg.T @ yg
 
     def corr(self, i: int) -> np.ndarray:
         """The correlation matrix of group i's units (identity where constant)."""
         g = self.groups[i]
         m = (self.s[g] / self.n).numpy()
-        cov = self.blocks[i].numpy() / self.n - np.outer(m, m)
+        cov = self.blocks[i, : len(g), : len(g)].numpy() / self.n - np.outer(m, m)
         sd = np.sqrt(np.clip(np.diag(cov), 0, None))
         den = np.outer(sd, sd)
         out = np.eye(len(g))
