@@ -66,14 +66,14 @@ AUTOINTERP_SUMMARIES = ["classes", "category_shares", "sae_category_density"]
 
 rule autointerp_explain:
     input:
-        features=res("features/{kind}/features.parquet"),
-        contexts=res("features/{kind}/contexts.parquet"),
+        features=mres("features/{kind}/features.parquet"),
+        contexts=mres("features/{kind}/contexts.parquet"),
         prompts=autointerp_prompts("explain"),
     output:
-        explanations=res("autointerp/explanations/{kind}.parquet"),
-        usage=res("autointerp/usage/explain_{kind}.parquet"),
+        explanations=mres("autointerp/explanations/{kind}.parquet"),
+        usage=mres("autointerp/usage/explain_{kind}.parquet"),
     log:
-        log_("autointerp/explain_{kind}.log"),
+        mlog("autointerp/explain_{kind}.log"),
     conda:
         "../../envs/interp.yaml"
     resources:
@@ -88,13 +88,15 @@ rule autointerp_explain:
 
 rule autointerp_categories:
     input:
-        explanations=expand(res("autointerp/explanations/{kind}.parquet"), kind=KINDS),
+        explanations=expand(
+            res("{{member}}autointerp/explanations/{kind}.parquet"), kind=KINDS
+        ),
         prompts=autointerp_prompts("categories"),
     output:
-        categories=res("autointerp/categories.json"),
-        usage=res("autointerp/usage/categories.parquet"),
+        categories=mres("autointerp/categories.json"),
+        usage=mres("autointerp/usage/categories.parquet"),
     log:
-        log_("autointerp/categories.log"),
+        mlog("autointerp/categories.log"),
     conda:
         "../../envs/interp.yaml"
     resources:
@@ -110,15 +112,15 @@ rule autointerp_categories:
 
 rule autointerp_assign:
     input:
-        categories=res("autointerp/categories.json"),
-        explanations=res("autointerp/explanations/{kind}.parquet"),
-        contexts=res("features/{kind}/contexts.parquet"),
+        categories=mres("autointerp/categories.json"),
+        explanations=mres("autointerp/explanations/{kind}.parquet"),
+        contexts=mres("features/{kind}/contexts.parquet"),
         prompts=autointerp_prompts("assign"),
     output:
-        assignments=res("autointerp/assignments/{kind}.parquet"),
-        usage=res("autointerp/usage/assign_{kind}.parquet"),
+        assignments=mres("autointerp/assignments/{kind}.parquet"),
+        usage=mres("autointerp/usage/assign_{kind}.parquet"),
     log:
-        log_("autointerp/assign_{kind}.log"),
+        mlog("autointerp/assign_{kind}.log"),
     conda:
         "../../envs/interp.yaml"
     resources:
@@ -133,14 +135,14 @@ rule autointerp_assign:
 
 rule autointerp_score:
     input:
-        explanations=res("autointerp/explanations/{kind}.parquet"),
-        contexts=res("features/{kind}/contexts.parquet"),
+        explanations=mres("autointerp/explanations/{kind}.parquet"),
+        contexts=mres("features/{kind}/contexts.parquet"),
         prompts=autointerp_prompts("score"),
     output:
-        scores=res("autointerp/scores/{kind}.parquet"),
-        usage=res("autointerp/usage/score_{kind}.parquet"),
+        scores=mres("autointerp/scores/{kind}.parquet"),
+        usage=mres("autointerp/usage/score_{kind}.parquet"),
     log:
-        log_("autointerp/score_{kind}.log"),
+        mlog("autointerp/score_{kind}.log"),
     conda:
         "../../envs/interp.yaml"
     resources:
@@ -155,24 +157,29 @@ rule autointerp_score:
 
 rule autointerp_summary:
     input:
-        explanations=expand(res("autointerp/explanations/{kind}.parquet"), kind=KINDS),
-        assignments=expand(res("autointerp/assignments/{kind}.parquet"), kind=KINDS),
-        scores=expand(res("autointerp/scores/{kind}.parquet"), kind=KINDS),
-        sae_features=res("features/sae/features.parquet"),
-        categories=res("autointerp/categories.json"),
+        explanations=expand(
+            res("{{member}}autointerp/explanations/{kind}.parquet"), kind=KINDS
+        ),
+        assignments=expand(
+            res("{{member}}autointerp/assignments/{kind}.parquet"), kind=KINDS
+        ),
+        scores=expand(res("{{member}}autointerp/scores/{kind}.parquet"), kind=KINDS),
+        sae_features=mres("features/sae/features.parquet"),
+        categories=mres("autointerp/categories.json"),
         usage=expand(
-            res("autointerp/usage/{step}_{kind}.parquet"),
+            res("{{member}}autointerp/usage/{step}_{kind}.parquet"),
             step=["explain", "assign", "score"],
             kind=KINDS,
         ),
-        usage_categories=res("autointerp/usage/categories.parquet"),
+        usage_categories=mres("autointerp/usage/categories.parquet"),
     output:
         summaries=expand(
-            res("autointerp/summary/{name}.parquet"), name=AUTOINTERP_SUMMARIES
+            res("{{member}}autointerp/summary/{name}.parquet"),
+            name=AUTOINTERP_SUMMARIES,
         ),
-        usage=res("autointerp/usage.json"),
+        usage=mres("autointerp/usage.json"),
     log:
-        log_("autointerp/summary.log"),
+        mlog("autointerp/summary.log"),
     conda:
         "../../envs/interp.yaml"
     resources:
@@ -186,6 +193,8 @@ rule autointerp_summary:
 
 
 final_targets(
-    res("autointerp/usage.json"),
-    *expand(res("autointerp/summary/{name}.parquet"), name=AUTOINTERP_SUMMARIES),
+    *member_targets(
+        "autointerp/usage.json",
+        *(f"autointerp/summary/{name}.parquet" for name in AUTOINTERP_SUMMARIES),
+    )
 )

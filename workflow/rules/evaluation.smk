@@ -170,7 +170,9 @@ EVAL = config["eval"]
 
 if EVAL["backend"] == "vllm":
     ENGINES = {"base-and-loras": ["base", *LORA_VARIANTS], "full": ["full"]}
-    MEMBER_ENGINES = {"loras": LORA_VARIANTS}
+    # A sweep member's own: its LoRA apart, so the sweep's recovery (rank1
+    # only) does not wait on the ablated variants.
+    MEMBER_ENGINES = {"rank1": ["rank1"], "ablated": list(ABLATED_GROUP)}
 else:
     ENGINES = {v: [v] for v in VARIANTS}
     MEMBER_ENGINES = {v: [v] for v in LORA_VARIANTS}

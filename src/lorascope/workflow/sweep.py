@@ -139,7 +139,8 @@ def sweep_problems(config: dict, sft_rows: int | None = None) -> list[str]:
 
 # Rules run once per member (their paths start with {member}); every other
 # rule runs once per run. eval_generate is both: the base's and the full
-# fine-tune's generations are shared, each member's LoRAs get their own.
+# fine-tune's generations are shared, each member's LoRAs get their own
+# (the default member's share the base's engine under vLLM).
 MEMBER_RULES = frozenset(
     "train_rank1 sweep_checkpoint components adapters_ablate eval_grade "
     "eval_summary eval_table extract_activations lora_features mlp_features "
