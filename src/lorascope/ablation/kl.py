@@ -1,4 +1,5 @@
-"""KL(full LoRA || ablated LoRA) per layer, component and group (rule `kl_ablation`).
+"""KL(full LoRA || ablated LoRA) per layer, component (one direction), group and,
+at rank > 1, module (all its directions) (rule `kl_ablation`).
 
 Paper §3.2 / Fig 3. An ablation multiplies the chosen components' scalars by 0
 inside the forward (`lorascope.ablation.scalar_control.ScalarControl`), so several
