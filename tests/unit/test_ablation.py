@@ -180,6 +180,36 @@ def test_prefix_reuse_equals_full_recompute_and_naive(attn):
     assert abs_C.shape == (21,) and (abs_C > 0).all()
 
 
+def test_rank2_ablates_each_direction_and_each_whole_module():
+    """Issue 30: at rank r > 1 the KL ablation measures every direction (a
+    component row) and every module (all r directions at once), each equal
+    to the definition (lora_B columns zeroed by layer/module/slot)."""
+    model, table = tiny_lora(rank=2, n_layers=2, dtype=torch.float64)
+    ablations = build_ablations(table)
+    kinds = [a.kind for a in ablations]
+    assert kinds == ["layer"] * 2 + ["component"] * 28 + ["group"] * 2 + ["module"] * 14
+    modules = [a for a in ablations if a.kind == "module"]
+    assert [a.key for a in modules[:3]] == ["0.q", "0.k", "0.v"]
+    for a in modules:  # both directions of its module, nothing else
+        layer, module = a.key.split(".")
+        want_C = (table["layer"].to_numpy() == int(layer)) & (
+            table["module"].to_numpy() == module
+        )
+        assert (a.mask_C == want_C).all() and a.mask_C.sum() == 2
+    picked = [ablations[2], ablations[3], modules[0], modules[-1]]
+    seqs = random_sequences(1)
+    with ScalarControl(lora_layers(model)) as control:
+        kl_AS, _, _ = ablation_kl(
+            model, control, picked, seqs, variants_per_forward=3, logit_chunk=5
+        )
+    reference_AS = definition_kl(model, table, picked, seqs)
+    tol = reorder_tol(torch.float64, n=VOCAB, depth=depth(2) + 2, scale=kl_AS.max())
+    torch.testing.assert_close(kl_AS, reference_AS, **tol)
+    # the module (q of layer 0) is not either of its directions
+    assert abs(kl_AS[2] - kl_AS[0]).min() > 1e3 * tol["atol"]
+    assert abs(kl_AS[2] - kl_AS[1]).min() > 1e3 * tol["atol"]
+
+
 def test_kl_zero_when_nothing_ablated_and_never_negative():
     model, table = tiny_lora(dtype=torch.float64)
     none_C = np.zeros(table.height, dtype=bool)
@@ -248,6 +278,35 @@ def test_summarise_tables():
     assert comps["kl_sequence_mean"][5] == pytest.approx(row.mean())
     with pytest.raises(ValueError, match="ablation.average"):
         summarise(table, ablations, kl_AS, tokens_S, np.ones(21), "median")
+
+
+def test_summarise_rank2_gives_each_direction_its_module_kl():
+    model, table = tiny_lora(rank=2, n_layers=2)
+    ablations = build_ablations(table)
+    kl_AS = np.arange(len(ablations) * 2, dtype=float).reshape(-1, 2)
+    tokens_S = np.array([1, 3])
+    comps = summarise(table, ablations, kl_AS, tokens_S, np.ones(28))["components"]
+    assert comps["index"].to_list() == list(range(28))
+    assert comps["rank_slot"].to_list()[:4] == [0, 1, 0, 1]
+    # row 5 = layer 0, v, direction 1; its own KL and its module's (0.v)
+    own = kl_AS[2 + 5]
+    module = kl_AS[[a.key for a in ablations].index("0.v")]
+    assert ablations[[a.key for a in ablations].index("0.v")].kind == "module"
+    assert comps["kl_mean"][5] == pytest.approx((own[0] + 3 * own[1]) / 4)
+    for row in (4, 5):  # both directions of 0.v carry the module's KL
+        assert comps["module_kl_mean"][row] == pytest.approx(
+            (module[0] + 3 * module[1]) / 4
+        )
+        assert comps["module_kl_seq_std"][row] == pytest.approx(np.std(module, ddof=1))
+        assert comps["module_kl_seq_sem"][row] == pytest.approx(
+            np.std(module, ddof=1) / np.sqrt(2)
+        )
+    assert comps["module_kl_mean"].null_count() == 0
+    # rank 1: a module is its one component; the table keeps its columns
+    model1, table1 = tiny_lora()
+    abl1 = build_ablations(table1)
+    one = summarise(table1, abl1, np.ones((len(abl1), 2)), tokens_S, np.ones(21))
+    assert not any(c.startswith("module_") for c in one["components"].columns)
 
 
 def test_legacy_draw_reproduces_numpy_global_seeded_choice():

@@ -226,3 +226,47 @@ def test_dashboards_show_causal_panels(tmp_path):
     assert 'data-key="kl"' in index and 'data-kl="0.7"' in index
     with pytest.raises(ValueError, match=r"direct_effects\.parquet.*token"):
         CausalTables(kl, effects.drop("token"), fingerprint)
+
+
+def test_dashboards_name_the_directions_of_a_rank2_adapter(tmp_path):
+    """Issue 30: a rank-2 LoRA direction's page says which row of lora_A it
+    is, and an SAE feature's decoder map shows each direction apart (a
+    module's directions are unrelated axes: summing their weights, as a
+    rank-1 cell does, would cancel +1 and -1 to 0)."""
+    rng = np.random.default_rng(0)
+    kinds = {
+        "lora": KindTables(**S.dashboard_kind("lora", 2, rng)),
+        "sae": KindTables(**S.dashboard_kind("sae", 2, rng)),
+    }
+    kinds["lora"].features = kinds["lora"].features.with_columns(
+        label=pl.Series(["L0.q#0+", "L0.q#1-"]), module=pl.lit("q"), component=1
+    )
+    kl, _, _ = _feature_kl()
+    comps = pl.DataFrame({"index": range(28), "layer": [i // 14 for i in range(28)],
+                          "module": [m for m in ["q", "k", "v", "o", "gate", "up",
+                                                 "down"] for _ in (0, 1)] * 2,
+                          "rank_slot": [0, 1] * 14})  # fmt: skip
+    dir_FC = torch.zeros(6, 28)
+    dir_FC[3, 0], dir_FC[3, 1], dir_FC[3, 27] = 1.0, -1.0, 0.5
+    fingerprint = decoder_fingerprint(
+        pl.DataFrame({"feature": [0, 1], "latent": [3, 5]}), dir_FC, comps
+    )
+    effects = pl.DataFrame(
+        {"kind": ["sae"], "feature": [0], "label": ["sae.3"], "direction": ["promoted"],
+         "rank": [0], "token_id": [1], "token": ["Wait"], "logit": [1.0]}
+    )  # fmt: skip
+    options = DashboardOptions.from_config(schema_defaults("figures")["dashboards"])
+    causal = CausalTables(kl, effects, fingerprint)
+    build_dashboards(kinds, tmp_path / "d", "labels: x", options, causal=causal)
+    page = (tmp_path / "d" / "features" / "sae-0.html").read_text()
+    assert len(re.findall(r"<rect [^>]*fill=", page)) == 28  # one per direction
+    assert "L0.q#0: 1<" in page and "L0.q#1: -1<" in page and "L1.down#1: 0.5<" in page
+    assert "L0.q: " not in page  # no summed cell
+    lora_1 = (tmp_path / "d" / "features" / "lora-1.html").read_text()
+    assert "<th>layer / module / direction</th>" in lora_1
+    assert 'id="direction">0 / q / 1 (row 1 of the module' in lora_1
+    assert "LoRA with this direction's scalar (its module's other directions" in lora_1
+    assert (
+        'id="direction">0 / q / 0 (row 0'
+        in (tmp_path / "d" / "features" / "lora-0.html").read_text()
+    )

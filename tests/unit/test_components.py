@@ -9,9 +9,11 @@ from lorascope.core.components import (
     MODULE_ORDER,
     AdapterError,
     check_adapter,
+    component_labels,
     component_table,
     lora_modules,
     select,
+    table_rank,
 )
 
 
@@ -42,6 +44,16 @@ def test_rank2_gives_two_slots(tmp_path, toy_tokenizer):
     assert t.height == 28 and t["rank_slot"].to_list()[:2] == [0, 1]
     with pytest.raises(AdapterError, match="rank \\[2\\] found, rank 1 required"):
         check_adapter(tmp_path, rank=1)
+    # every output names a rank > 1 scalar by its direction, the first too
+    assert table_rank(t) == 2
+    assert component_labels(t)[:4] == ["L0.q#0", "L0.q#1", "L0.k#0", "L0.k#1"]
+    assert component_labels(t)[-1] == "L1.down#1"
+
+
+def test_rank1_labels_have_no_direction(tiny_adapter_dir):
+    t = component_table(tiny_adapter_dir)
+    assert table_rank(t) == 1
+    assert component_labels(t)[:3] == ["L0.q", "L0.k", "L0.v"]
 
 
 def test_llama_architecture(tmp_path):

@@ -229,6 +229,22 @@ def test_sae_k_larger_than_its_width_names_both():
         )
 
 
+def test_rank_above_vllm_max_lora_rank_fails_naming_both_keys():
+    # vLLM refuses the adapter only when the generation job loads it, after
+    # training: the config check says so first.
+    vllm = {"backend": "vllm", "vllm": {"max_lora_rank": 8}}
+    with pytest.raises(ConfigError) as err:
+        validate({"eval": vllm, "train": {"lora": {"r": 16}}})
+    assert str(err.value) == (
+        "invalid config:\n  eval.vllm.max_lora_rank: 8 is below train.lora.r = 16; "
+        "the vLLM engine would refuse the rank-16 adapter. Set "
+        "eval.vllm.max_lora_rank to at least 16, or eval.backend: hf"
+    )
+    assert validate({"eval": vllm, "train": {"lora": {"r": 8}}})  # equal: fine
+    hf = {"backend": "hf", "vllm": {"max_lora_rank": 8}}
+    assert validate({"eval": hf, "train": {"lora": {"r": 16}}})  # no vLLM engine
+
+
 def _hub():
     return ["aime24", "math500", "gpqa_diamond"]
 

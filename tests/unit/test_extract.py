@@ -253,6 +253,49 @@ def test_shard_pass_stores_tokens_and_streams_exact_topk(tmp_path, polarity):
     assert manifest["meta"]["mlp_layers"] == 2 and manifest["columns"][0] == "L0.q"
 
 
+def test_rank4_scalars_are_the_module_input_dot_each_lora_a_row(tmp_path):
+    """Issue 30: a rank-r adapter has r scalars per module, input . row s of
+    lora_A. The shards of a rank-4 adapter hold, in the column named
+    L{layer}.{module}#s, that dot product computed here by hand from the
+    module's input (a plain forward, no capture) and lora_A's 4 rows."""
+    r, seqs = 4, _seqs(4, seed=7)
+    model = tiny_lora_f64(layers=2, seed=3, r=r)
+    cfg = ExtractSettings.from_config({**CFG, "mlp_neurons_per_layer": 0})
+    docs = [20 + i for i in range(len(seqs))]
+    manifest = extract_to_shards(model, seqs, docs, tmp_path, cfg, "fp", "cpu")
+    pairs = lora_modules(model)
+    assert manifest["columns"] == [
+        f"L{info.layer}.{info.module}#{s}" for info, _ in pairs for s in range(r)
+    ]
+    ss = open_shards(tmp_path)
+    column = {name: c for c, name in enumerate(ss.columns)}
+    for doc, cols in ss.iter_docs(docs):
+        inputs, handles = {}, []
+        for info, layer in pairs:
+            hook = lambda m, a, name=info.name, seen=inputs: seen.__setitem__(  # noqa: E731
+                name, a[0][0]
+            )
+            handles.append(layer.register_forward_pre_hook(hook))
+        with torch.no_grad():
+            model(input_ids=torch.tensor([seqs[doc - 20]]))
+        for h in handles:
+            h.remove()
+        for info, layer in pairs:
+            x_Td = inputs[info.name]  # [T, d_in] float64
+            A_rd = layer.lora_A["default"].weight.detach()
+            assert A_rd.shape == (r, info.d_in)
+            for s in range(r):
+                want_T = (x_Td * A_rd[s]).sum(-1)  # sum_j x_j A[s, j]
+                got_T = cols["acts"][:, column[f"L{info.layer}.{info.module}#{s}"]]
+                # the shard stores float32; the float64 value, rounded once
+                tol = rounding_tol(
+                    torch.float32, scale=want_T.abs().max(),
+                    upstream=reorder_tol(F64, n=info.d_in, depth=1),
+                )  # fmt: skip
+                torch.testing.assert_close(got_T.double(), want_T, **tol)
+                assert got_T.abs().max() > 0  # a real scalar, not a zero column
+
+
 class Killed(Exception):
     pass
 

@@ -120,7 +120,12 @@ def test_choose_variants_takes_firing_features_and_components_by_kl():
         }
     )
     kl_components = pl.DataFrame(
-        {"index": [0, 1, 2], "name": ["a", "b", "c"], "kl_mean": [0.1, 0.3, 0.2]}
+        {
+            "index": [0, 1, 2],
+            "name": ["a", "b", "c"],
+            "rank_slot": [0, 0, 0],
+            "kl_mean": [0.1, 0.3, 0.2],
+        }
     )
     got = choose_variants(feature_kl, kl_components, top_n=2)
     assert [v.name for v in got] == [
@@ -130,6 +135,15 @@ def test_choose_variants_takes_firing_features_and_components_by_kl():
         "full"
     ] * 2
     assert got[3].label == "latent 0"  # unlabelled: named by its latent
+    assert [got[0].label] + [v.label for v in got[4:]] == ["rank-1 LoRA", "b", "c"]
+    # rank 2: the reference says its rank, a component which direction it is
+    rank2 = kl_components.with_columns(
+        name=pl.Series(["a", "a", "b"]), rank_slot=pl.Series([0, 1, 0])
+    )
+    got = choose_variants(feature_kl, rank2, top_n=2)
+    assert [got[0].label] + [v.label for v in got[4:]] == [
+        "rank-2 LoRA", "a#1", "b#0",
+    ]  # fmt: skip
 
 
 def test_accuracy_table_intervals_and_deltas():

@@ -302,6 +302,22 @@ def test_make_targets_labels_directions_and_clear_errors():
         assert make_targets([("sae", 1, why)], kl, sae, typical_F) == []
     with pytest.raises(ValueError, match="SAE latent 1 never fires"):
         make_targets([("sae", 1, "config")], kl, sae, typical_F)
+    # rank 2: every target names its direction, the first one included (the
+    # label extraction and the ablation tables give it: L0.q#0, not L0.q)
+    kl2 = pl.DataFrame(
+        {
+            "index": [0, 1, 2, 3],
+            "layer": [0, 0, 0, 0],
+            "module": ["q", "q", "gate", "gate"],
+            "rank_slot": [0, 1, 0, 1],
+            "mean_abs_act": [0.5, 2.0, 1.0, 3.0],
+            "kl_mean": [0.1, 0.2, 0.3, 0.4],
+        }
+    )
+    chosen = [("component", i, "config") for i in (0, 1, 3)]
+    targets = make_targets(chosen, kl2)
+    assert [t.label for t in targets] == ["L0.q#0", "L0.q#1", "L0.gate#1"]
+    np.testing.assert_allclose(targets[2].delta_C, [0.0, 0.0, 0.0, 3.0])
 
 
 def test_negative_alpha_shifts_the_other_way(lora, toy_tokenizer):

@@ -147,6 +147,12 @@ def test_ablating_one_rank_slot_zeroes_only_its_column(rank2_adapter, tmp_path):
             torch.testing.assert_close(a[:, 0], b[:, 0], rtol=0, atol=0)
         else:
             torch.testing.assert_close(a, b, rtol=0, atol=0)
+    # the record names the direction (rank 1 records have no rank_slot key)
+    record = json.loads((tmp_path / "slot1" / "ablation.json").read_text())
+    assert record["ablated"] == [
+        {"index": row["index"], "layer": row["layer"], "module": row["module"],
+         "rank_slot": 1}
+    ]  # fmt: skip
 
 
 def test_weights_file_keeps_names_shapes_dtypes_and_metadata(adapter, tmp_path):

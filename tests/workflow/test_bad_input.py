@@ -21,10 +21,17 @@ pytestmark = pytest.mark.timeout(900)
         ({"train": {"lora": {"rank": 1}}}, ["train.lora", "rank", "unknown key"]),
         ({"train": {"lora": {"r": 0}}}, ["train.lora.r", "minimum of 1"]),
         ({"model": {"base": "/nonexistent/qwen"}}, ["model.base", "/nonexistent/qwen"]),
+        (
+            {
+                "train": {"lora": {"r": 2}},
+                "eval": {"backend": "vllm", "vllm": {"max_lora_rank": 1}},
+            },
+            ["eval.vllm.max_lora_rank: 1 is below train.lora.r = 2"],
+        ),
     ],
     # Wrong types and negative learning rates go through the same validator:
     # tests/unit/test_config.py covers them (and more) without a snakemake process.
-    ids=["unknown-key", "rank-0", "missing-model-path"],
+    ids=["unknown-key", "rank-0", "missing-model-path", "rank-above-vllm-max"],
 )
 def test_invalid_config_rejected_before_any_job(tmp_path, overrides, names):
     work = wfrun.workdir(tmp_path, overrides)

@@ -1,4 +1,5 @@
-"""KL(full LoRA || ablated LoRA) per layer, component and group (rule `kl_ablation`).
+"""KL(full LoRA || ablated LoRA) per layer, component (one direction), group and,
+at rank > 1, module (all its directions) (rule `kl_ablation`).
 
 Paper §3.2 / Fig 3. An ablation multiplies the chosen components' scalars by 0
 inside the forward (`lorascope.ablation.scalar_control.ScalarControl`), so several
@@ -45,7 +46,12 @@ SPLIT_LAYERS = {
 
 @dataclass(frozen=True)
 class Ablation:
-    """One ablation: `kind` is layer|component|group, `key` names it."""
+    """One ablation: `kind` is layer|component|group|module, `key` names it.
+
+    A component is one row of the component table: one direction (row of
+    lora_A) of one adapted module. For a rank > 1 adapter a `module`
+    ablation (key `3.gate`) removes all r directions of that module at once.
+    """
 
     kind: str
     key: str
@@ -55,7 +61,9 @@ class Ablation:
 
 
 def build_ablations(table: pl.DataFrame) -> list[Ablation]:
-    """Every layer, every component, all attention and all MLP, in that order."""
+    """Every layer, every component, all attention and all MLP, in that order;
+    then, for a rank > 1 adapter, every module (all its directions at once;
+    at rank 1 a module is its one component, measured already)."""
     layer_C = table["layer"].to_numpy()
     mlp_C = table["group"].to_numpy() == "mlp"
 
@@ -71,6 +79,12 @@ def build_ablations(table: pl.DataFrame) -> list[Ablation]:
         make("component", str(i), select(table, indices=[i])) for i in table["index"]
     ]
     out += [make("group", g, select(table, groups=[g])) for g in ("attn", "mlp")]
+    if "rank_slot" in table.columns and table["rank_slot"].max() > 0:
+        modules = table.select("layer", "module").unique(maintain_order=True)
+        out += [
+            make("module", f"{n}.{m}", select(table, layers=[n], modules=[m]))
+            for n, m in modules.iter_rows()
+        ]
     return out
 
 

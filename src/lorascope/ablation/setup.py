@@ -143,6 +143,10 @@ def summarise(
     kl_token_mean pools all counted tokens, kl_sequence_mean averages the
     per-sequence means; kl_mean is the one `average` names (ablation.average).
     kl_seq_std / kl_seq_sem describe the spread of the per-sequence means.
+    A components row is one direction (`rank_slot`) of one module; for a
+    rank > 1 adapter (`module` ablations present) it also has module_kl_mean,
+    module_kl_seq_std and module_kl_seq_sem: the same with every direction of
+    its (layer, module) ablated at once, on each of the module's rows.
     """
     n_seq = kl_AS.shape[1]
     pooled_A = kl_AS @ tokens_S / max(tokens_S.sum(), 1)
@@ -179,6 +183,19 @@ def summarise(
     components = table.select("index", "layer", "module", "group", "rank_slot", "name")
     components = components.with_columns(mean_abs_act=pl.Series(mean_abs_C))
     components = components.join(part("component", "index", pl.Int64), on="index")
+    if any(a.kind == "module" for a in ablations):
+        key = pl.col("where").str.split(".")  # "3.gate"
+        module = part("module", "where", pl.Utf8).select(
+            key.list.get(0).cast(pl.Int64).alias("layer"),
+            key.list.get(1).alias("module"),
+            *[
+                pl.col(c).alias(f"module_{c}")
+                for c in ("kl_mean", "kl_seq_std", "kl_seq_sem")
+            ],
+        )
+        components = components.join(
+            module, on=["layer", "module"], how="left", maintain_order="left"
+        )
     return {
         "layers": part("layer", "layer", pl.Int64),
         "components": components.drop("n_ablated"),

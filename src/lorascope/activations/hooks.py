@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 import torch
 
-from lorascope.core.components import lora_modules
+from lorascope.core.components import component_label, lora_modules
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ class LoraCapture:
             self.modules.append(layer.lora_A[adapter])
             self.slices.append(slice(col, col + info.rank))
             self.columns += [
-                f"L{info.layer}.{info.module}" + (f"#{s}" if info.rank > 1 else "")
+                component_label(info.layer, info.module, s, info.rank)
                 for s in range(info.rank)
             ]
             col += info.rank

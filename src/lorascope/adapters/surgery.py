@@ -93,7 +93,13 @@ def ablate_adapter(
                 "source": str(adapter_dir),
                 "n_ablated": ablated.height,
                 "n_components": table.height,
-                "ablated": ablated.select("index", "layer", "module").to_dicts(),
+                # rank > 1: which direction (row of lora_A) each entry is
+                "ablated": ablated.select(
+                    "index",
+                    "layer",
+                    "module",
+                    *(["rank_slot"] if table["rank_slot"].max() > 0 else []),
+                ).to_dicts(),  # fmt: skip
             },
             tmp / ABLATION_FILE,
         )

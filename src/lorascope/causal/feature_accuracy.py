@@ -32,6 +32,7 @@ from transformers import DynamicCache
 from lorascope.ablation.generation import completion_stats, graded_generations
 from lorascope.ablation.scalar_control import ScalarControl
 from lorascope.causal.feature_kl import SaeMap
+from lorascope.core.components import table_rank
 from lorascope.core.memory import ModelShape, fit_batch, generation_bytes
 
 __all__ = [
@@ -125,8 +126,9 @@ def choose_variants(
 ) -> list[Variant]:
     """full, floor, the top-n SAE features by ablation KL (only features that
     fire) and the top-n components by ablation KL."""
+    rank = table_rank(kl_components)
     out = [
-        Variant("reference", "full", "rank-1 LoRA", "full"),
+        Variant("reference", "full", f"rank-{rank} LoRA", "full"),
         Variant("reference", "floor", "SAE reconstruction", "full"),
     ]
     sae = feature_kl.filter((pl.col("kind") == "sae") & (pl.col("frac_active") > 0))
@@ -140,9 +142,12 @@ def choose_variants(
         )  # fmt: skip
     comps = kl_components.sort("kl_mean", descending=True).head(top_n)
     for row in comps.iter_rows(named=True):
+        # the module's path, and for a rank > 1 adapter which of its
+        # directions (`#s`, as in every other table's labels)
+        label = row["name"] + (f"#{row['rank_slot']}" if rank > 1 else "")
         out.append(
             Variant(
-                "component", str(row["index"]), row["name"], "full",
+                "component", str(row["index"]), label, "full",
                 component=int(row["index"]), kl_mean=float(row["kl_mean"]),
             )
         )  # fmt: skip

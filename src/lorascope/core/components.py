@@ -166,6 +166,28 @@ def table_from_modules(mods: list[LoraModule]) -> pl.DataFrame:
     )
 
 
+def component_label(layer: int, module: str, slot: int, rank: int) -> str:
+    """`L3.gate` for a rank-1 adapter, `L3.gate#1` (direction 1, the second
+    row of lora_A) for a rank > 1 one: the name every output gives a scalar."""
+    return f"L{layer}.{module}" + (f"#{slot}" if rank > 1 else "")
+
+
+def table_rank(table: pl.DataFrame) -> int:
+    """The adapter's rank r: directions (rank slots) per adapted module."""
+    return int(table["rank_slot"].max()) + 1
+
+
+def component_labels(table: pl.DataFrame) -> list[str]:
+    """`component_label` of every row of a component table, in its order."""
+    rank = table_rank(table)
+    return [
+        component_label(layer, module, slot, rank)
+        for layer, module, slot in table.select(
+            "layer", "module", "rank_slot"
+        ).iter_rows()
+    ]
+
+
 def component_table(adapter_dir: Path | str) -> pl.DataFrame:
     """components.parquet: index, layer, module, group, rank_slot, d_in, d_out, name."""
     return table_from_modules(adapter_modules(adapter_dir))

@@ -15,6 +15,7 @@ import numpy as np
 import polars as pl
 import torch
 
+from lorascope.core.components import component_labels
 from lorascope.core.topk import feature_units
 
 __all__ = [
@@ -63,16 +64,9 @@ def _units(rows: dict, n: int) -> pl.DataFrame:
 
 def lora_units(components: pl.DataFrame) -> pl.DataFrame:
     """One unit per component row, labelled `L3.gate` (`L3.gate#1` if rank > 1)."""
-    ranked = components["rank_slot"].max() > 0
-    label = [
-        f"L{layer}.{mod}" + (f"#{slot}" if ranked else "")
-        for layer, mod, slot in components.select(
-            "layer", "module", "rank_slot"
-        ).iter_rows()
-    ]
     return _units(
         {
-            "label": label,
+            "label": component_labels(components),
             "component": components["index"].to_list(),
             "layer": components["layer"].to_list(),
             "module": components["module"].to_list(),

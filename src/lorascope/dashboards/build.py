@@ -43,7 +43,7 @@ DETECTION = "balanced_accuracy"
 # Columns of feature_rows shown in their own places (the rest: score rows).
 SHOWN = ("feature", "label", "layer", "module", "max", "mean", "frac_active")
 SHOWN += ("explanation", "classification", "category", "subcategory")
-SHOWN += ("detection", "kind", "page")
+SHOWN += ("detection", "kind", "page", "direction")
 
 
 @dataclass
@@ -129,8 +129,24 @@ def feature_rows(kind: str, t: KindTables) -> pl.DataFrame:
             kind=pl.lit(kind),
             page=pl.format("features/{}-{}.html", pl.lit(kind), pl.col("feature")),
         )
+        .with_columns(*_direction(kind, t.features))
         .sort("feature")
     )
+
+
+def _direction(kind: str, features: pl.DataFrame) -> list[pl.Expr]:
+    """For the directions of a rank > 1 adapter, the row of lora_A each
+    feature reads (`direction`, from the `L3.gate#1+` label that
+    lorascope.core.components.component_label gives); nothing at rank 1,
+    where a module has one direction and the page is as it was."""
+    if kind != "lora" or not features["label"].str.contains("#").any():
+        return []
+    return [
+        pl.col("label")
+        .str.extract(r"#(\d+)[+-]?$", 1)
+        .cast(pl.Int64)
+        .alias("direction")
+    ]
 
 
 def _fmt(v, digits: int = 3) -> str:

@@ -21,6 +21,8 @@ import numpy as np
 import polars as pl
 import torch
 
+from lorascope.core.components import component_label, table_rank
+
 __all__ = [
     "Target",
     "choose_targets",
@@ -139,16 +141,16 @@ def make_targets(
 ) -> list[Target]:
     """Targets with their directions; kl_components gives labels and typical |a|."""
     comps = kl_components.sort("index")
-    n_components = comps.height
+    n_components, rank = comps.height, table_rank(comps)
     out = []
     for kind, i, why in chosen:
         if kind == "component":
             if not 0 <= i < n_components:
                 raise ValueError(f"steering.components: no component {i}")
             row = comps.row(i, named=True)
-            label = f"L{row['layer']}.{row['module']}"
-            if row["rank_slot"]:
-                label += f".{row['rank_slot']}"
+            # L3.gate, or L3.gate#1 for direction 1 of a rank > 1 adapter (the
+            # label extraction, features and ablation tables give it)
+            label = component_label(row["layer"], row["module"], row["rank_slot"], rank)
             delta_C = component_direction(n_components, i, row["mean_abs_act"])
         else:
             if sae is None or sae_typical_F is None:
