@@ -135,6 +135,19 @@ def test_ablation_figure_panels(tmp_path):
     _save(fig, tmp_path, "ablation")
 
 
+def test_ablation_grid_of_a_rank2_adapter_shows_whole_modules():
+    rows = [
+        dict(layer=0, module="q", rank_slot=s, kl_mean=k, module_kl_mean=0.5)
+        for s, k in ((0, 0.1), (1, 0.2))
+    ]
+    grid, modules, _ = ablation.component_grid(pl.DataFrame(rows))
+    # The whole module removed (0.5), not the directions' mean (0.15).
+    assert modules == ["q"] and grid[0, 0] == pytest.approx(0.5)
+    old = pl.DataFrame(rows).drop("module_kl_mean")
+    with pytest.raises(ValueError, match="no module_kl_mean column"):
+        ablation.component_grid(old)
+
+
 def test_ablation_unknown_module_fails_clearly():
     _, comps = S.kl_tables(np.random.default_rng(2), n_layers=2)
     comps = comps.with_columns(module=pl.lit("qkv_proj"))

@@ -34,14 +34,27 @@ def component_grid(
 ) -> tuple[np.ndarray, list[str], np.ndarray]:
     """KL as a (modules x layers) array, the module names and the layer numbers.
 
-    Modules follow q k v o gate up down; rank > 1 slots of one (layer, module)
-    are averaged. Missing (layer, module) cells are NaN (drawn blank).
+    Modules follow q k v o gate up down. At rank > 1 a cell is the whole
+    module removed (`module_kl_mean`, the same on each of its directions'
+    rows): removing it is neither the mean nor the sum of removing its
+    directions one at a time. Missing (layer, module) cells are NaN (blank).
     """
     require_columns(comps, ["layer", "module", "kl_mean"], source)
     unknown = set(comps["module"].unique().to_list()) - set(MODULE_ORDER)
     if unknown:
         raise ValueError(f"{source}: unknown module name(s) {sorted(unknown)}")
-    cell = comps.group_by("layer", "module").agg(pl.col("kl_mean").mean())
+    whole = (
+        "module_kl_mean" in comps.columns
+        and comps["module_kl_mean"].is_not_null().all()
+    )
+    value = pl.col("module_kl_mean").first() if whole else pl.col("kl_mean").first()
+    if not whole and comps.group_by("layer", "module").len()["len"].max() > 1:
+        raise ValueError(
+            f"{source}: several directions per (layer, module) but no "
+            "module_kl_mean column (a rank > 1 table of an older version: rerun "
+            "rule kl_ablation)"
+        )
+    cell = comps.group_by("layer", "module").agg(value.alias("kl_mean"))
     layers = np.arange(int(comps["layer"].min()), int(comps["layer"].max()) + 1)
     modules = [m for m in MODULE_ORDER if m in set(cell["module"].to_list())]
     grid_ML = np.full((len(modules), len(layers)), np.nan)

@@ -202,11 +202,15 @@ def _kl_job(s: Setting, rule: str, forwards: float, n_seq: int) -> Needs:
 
 
 def kl_ablation(s: Setting) -> Needs:
-    """Per sequence: the reference, then per layer its 7 components and the
-    whole layer restarted there (8 x (L - l) / L forwards, about 4(L+1)),
-    plus the attention / MLP groups."""
+    """Per sequence: the reference, then per layer each of its m modules' r
+    directions, at rank > 1 each whole module too, and the whole layer,
+    restarted there ((m r + 1 (+ m)) x (L - l) / L forwards, about half that
+    times L+1), plus the attention / MLP groups. Rank 1, 7 modules: 4(L+1)."""
     n = s.config["ablation"]["n_sequences"]
-    return _kl_job(s, "kl_ablation", 1 + 4 * (s.shape.layers + 1) + 2, n)
+    lora = s.config["train"]["lora"]
+    m, r = len(lora["target_modules"]), lora["r"]
+    per_layer = m * r + 1 + (m if r > 1 else 0)
+    return _kl_job(s, "kl_ablation", 1 + per_layer * (s.shape.layers + 1) / 2 + 2, n)
 
 
 def feature_ablation(s: Setting) -> Needs:
