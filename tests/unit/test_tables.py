@@ -118,6 +118,10 @@ def test_markdown_report_shows_intervals_and_undefined():
     assert text.startswith("# Table 1")
     assert "| b | 30 | 0.2333 [" in text
     assert "| undefined |" in text and "95% paired bootstrap" in text
+    assert "rank-1 LoRA" in text.splitlines()[0]
+    # A sweep member's table names its rank.
+    rank4 = to_markdown_report(table1(correct, n_boot=50), "table1", 0.95, 50, rank=4)
+    assert "rank-4 LoRA" in rank4.splitlines()[0] and "rank-1" not in rank4
 
 
 def test_trainable_fraction_from_headers_and_config(

@@ -284,6 +284,7 @@ rule eval_table:
         **resources_for("eval_table"),
     params:
         eval=eval_keys("bootstrap_samples", "ci", "think_prefill", "budget_forcing"),
+        rank=lambda wildcards: MEMBER[wildcards.member].rank,
         seed=setting("seed"),
         base=base_model_path,
         revision=setting("model.revision"),

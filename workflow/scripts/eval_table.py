@@ -42,7 +42,13 @@ with script_logging(smk) as log:
     prefill, forcing = ecfg["think_prefill"], describe(ecfg["budget_forcing"])
     table = with_prompting(table, prefill, forcing)
     text = to_markdown_report(
-        table, which, ci, n_boot, f"{prefill}: {THINK_PREFILL[prefill]}", forcing
+        table,
+        which,
+        ci,
+        n_boot,
+        f"{prefill}: {THINK_PREFILL[prefill]}",
+        forcing,
+        rank=smk.params.rank,
     )
     write_parquet(table, smk.output.table)
     with atomic_path(smk.output.markdown) as tmp:

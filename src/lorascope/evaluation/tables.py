@@ -245,10 +245,12 @@ def to_markdown_report(
     n_boot: int,
     prompting: str | None = None,
     generation: str | None = None,
+    rank: int = 1,
 ) -> str:
     """The markdown file of a table: title, 'value [lo, hi]' cells, a legend
     and, given `prompting` and `generation`, lines saying how the variants
-    were prompted and generated (eval.budget_forcing)."""
+    were prompted and generated (eval.budget_forcing). `rank`: the LoRA's
+    (a sweep member's; its variant is still called rank1)."""
     from lorascope.core.io import to_markdown
 
     shown = [
@@ -270,7 +272,7 @@ def to_markdown_report(
             f"({100 * row['trainable_fraction']:.4f}%; paper: less than 0.03%).\n"
         )
     return (
-        f"# {TITLES[which]}\n\n"
+        f"# {TITLES[which].replace('rank-1 LoRA', f'rank-{rank} LoRA')}\n\n"
         + to_markdown(to_display(table, shown))
         + f"\nBrackets: {ci:.0%} paired bootstrap intervals over problems "
         f"({n_boot} resamples). 'undefined': the gain divided by is zero or "
