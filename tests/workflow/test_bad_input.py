@@ -28,10 +28,28 @@ pytestmark = pytest.mark.timeout(900)
             },
             ["eval.vllm.max_lora_rank: 1 is below train.lora.r = 2"],
         ),
+        (
+            {
+                "sweep": {"ranks": [1, 16]},
+                "eval": {"backend": "vllm", "vllm": {"max_lora_rank": 8}},
+            },
+            ["sweep.ranks: [16] above eval.vllm.max_lora_rank 8"],
+        ),
+        # micro: train.rank1.max_steps 6
+        ({"sweep": {"checkpoints": [3, 7]}}, ["sweep.checkpoints: step(s) [7]"]),
+        ({"sweep": {"seeds": []}}, ["sweep.seeds"]),
     ],
     # Wrong types and negative learning rates go through the same validator:
     # tests/unit/test_config.py covers them (and more) without a snakemake process.
-    ids=["unknown-key", "rank-0", "missing-model-path", "rank-above-vllm-max"],
+    ids=[
+        "unknown-key",
+        "rank-0",
+        "missing-model-path",
+        "rank-above-vllm-max",
+        "sweep-rank-above-vllm-max",
+        "sweep-checkpoint-beyond-training",
+        "sweep-empty-axis",
+    ],
 )
 def test_invalid_config_rejected_before_any_job(tmp_path, overrides, names):
     work = wfrun.workdir(tmp_path, overrides)
