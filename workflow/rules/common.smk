@@ -100,11 +100,12 @@ def log_(path):
 
 def mres(path, wildcards=None):
     """Path of a sweep member's artifact: a pattern, or the member's own."""
-    return res((wildcards.member if wildcards else "{member}") + path)
+    member = wildcards.member if wildcards else "{member}"
+    return res(f"{member}{path}")
 
 
 def mlog(path):
-    return log_("{member}" + path)
+    return log_(f"{{member}}{path}")
 
 
 # --- wiring: what a rule depends on -------------------------------------------
@@ -240,7 +241,7 @@ def final_targets(*paths):
 
 def member_targets(*paths):
     """A stage's final targets of every sweep member (mres paths)."""
-    return [res(m.prefix + p) for m in MEMBERS for p in paths]
+    return [res(f"{m.prefix}{p}") for m in MEMBERS for p in paths]
 
 
 def get_final_output():

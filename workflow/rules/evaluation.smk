@@ -148,11 +148,9 @@ def table_inputs(wildcards):
         if wildcards.table == "table1"
         else ["base", *LORA_VARIANTS]
     )
+    shared = ("base", "full")  # generated once, at the run's root
     return [
-        res(
-            ("" if v in ("base", "full") else wildcards.member)
-            + f"eval/{v}/{b}.parquet"
-        )
+        res(f"{'' if v in shared else wildcards.member}eval/{v}/{b}.parquet")
         for v in variants
         for b in EVAL_BENCHMARKS
     ]

@@ -16,7 +16,7 @@ def sweep_members_param(wildcards=None):
 
 def member_files(*paths, which=lambda m: True):
     """`paths` under every chosen member's root."""
-    return [res(m.prefix + p) for m in MEMBERS if which(m) for p in paths]
+    return [res(f"{m.prefix}{p}") for m in MEMBERS if which(m) for p in paths]
 
 
 def sweep_recovery_inputs(wildcards):
