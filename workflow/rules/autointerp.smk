@@ -63,7 +63,7 @@ def autointerp_prompts(step):
     return files
 
 
-AUTOINTERP_SUMMARIES = ["classes", "category_shares", "sae_category_density"]
+AUTOINTERP_SUMMARIES = ["classes", "category_shares", "sae_category_density", "scores"]
 
 
 rule autointerp_explain:

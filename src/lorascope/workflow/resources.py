@@ -89,7 +89,7 @@ CPU_RULES = (
     "figure_classes figure_categories figure_sae_density figure_ablation "
     "figure_steering figure_table1 figure_table2 figure_causal figure_diffing "
     "dashboards figure_attribution figure_behaviour_sets figure_groundtruth "
-    "sae_architectures sae_export"
+    "sae_architectures sae_export figure_scores"
 ).split()
 
 
