@@ -144,14 +144,15 @@ def test_offline_fuzzing_and_simulation_follow_their_definitions(tmp_path):
         held = split_contexts(own[f], sec["split"], sec["seed"], f)[1]
         assert row["n_scored"] == len(held) == sec["split"]["n_score"]
         text = expl["explanation"][f]
-        fw = fuzz_windows(held, sec["fuzzing"], sec["example_window"], sec["seed"], f)
+        fz, sim = sec["fuzzing"], sec["simulation"]
+        fw = fuzz_windows(held, fz, fz["window"], sec["seed"], f)
         pred = [all(judge_offline(text, [w["tokens"][i] for i in w["marked"]]))
                 for w in fw]  # fmt: skip
         tpr = np.mean([p for p, w in zip(pred, fw, strict=True) if w["label"]])
         tnr = np.mean([not p for p, w in zip(pred, fw, strict=True) if not w["label"]])
         assert row["fuzzing"] == pytest.approx((tpr + tnr) / 2)
         assert row["fuzzing_n"] == len(fw) and row["fuzzing_status"] == "ok"
-        sw = simulation_windows(held, sec["simulation"], sec["example_window"])
+        sw = simulation_windows(held, sim, sim["window"])
         truth = np.concatenate([w["acts"] for w in sw])
         guess = np.concatenate([[10.0 * h for h in judge_offline(text, w["tokens"])]
                                 for w in sw])  # fmt: skip
@@ -292,3 +293,15 @@ def test_llm_judge_without_its_key_is_caught_before_any_job(monkeypatch):
     assert len(problems) == 2 and problems[1].startswith("autointerp: export JUDGE_KEY")
     monkeypatch.setenv("JUDGE_KEY", "k")
     assert check_environment(cfg, {"autointerp_score"}) == []
+
+
+def test_scorer_windows_are_cut_to_their_own_width(tmp_path):
+    sec = _section(fuzzing={"window": 2}, simulation={"window": 1, "n_contexts": 4})
+    feats, ctx = _tables(n=1)
+    expl, _ = explain_kind(feats, ctx, sec, "t", tmp_path, "lora")
+    row = score_kind(expl, ctx, sec, "t", tmp_path, "lora")[0].row(0, named=True)
+    assert row["simulation_tokens"] == 4 * 3  # 4 windows of 1 + centre + 1
+    # null: the explainer's example_window (here none: the stored 9 tokens)
+    sec = _section(simulation={"window": None})
+    row = score_kind(expl, ctx, sec, "t", tmp_path, "lora")[0].row(0, named=True)
+    assert row["simulation_tokens"] == 5 * 9

@@ -2,8 +2,8 @@
 following EleutherAI delphi 0.1.3's definitions (docs/ground-truth.md).
 
 Both score a feature's score split (`split.py`), never the contexts its
-explanation was written from, each window cut to `example_window` tokens
-either side of its centre.
+explanation was written from, each window cut to the scorer's `window`
+tokens either side of its centre (null: the explainer's `example_window`).
 
 - Fuzzing (delphi `scorers/classifier/fuzz.py`, fuzz_type "active"): the
   first `fuzzing.n_examples` held-out windows, alternately shown with their

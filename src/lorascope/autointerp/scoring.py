@@ -107,7 +107,10 @@ def _set(row, scorer, status, error=None, raw=None):
 
 def score_kind(explanations, contexts, section, run, cache_path, kind):
     det, seed, wanted = section["detection"], section["seed"], section["scorers"]
-    window = kind_section(section, kind)["example_window"]
+    shown = kind_section(section, kind)["example_window"]
+    fz, sim = section["fuzzing"], section["simulation"]
+    fz_window = shown if fz["window"] is None else fz["window"]
+    sim_window = shown if sim["window"] is None else sim["window"]
     judge = provider_for(llm_settings(section, run), section, cache_path)
     contexts_file = f"features/{kind}/contexts.parquet"
     by_feature = contexts_by_feature(contexts, None, contexts_file)
@@ -143,12 +146,12 @@ def score_kind(explanations, contexts, section, run, cache_path, kind):
             row.update(n_pos=n_pos, n_neg=len(win) - n_pos)
             items["detection"].append((fid, expl, [c for c, _ in win]))
         if "fuzzing" in wanted:
-            fw = fuzz_windows(held, section["fuzzing"], window, seed, fid)
+            fw = fuzz_windows(held, fz, fz_window, seed, fid)
             truth["fuzzing", fid] = [w["label"] for w in fw]
             row["fuzzing_n"] = len(fw)
             items["fuzzing"].append((fid, expl, fw))
         if "simulation" in wanted:
-            sw = simulation_windows(held, section["simulation"], window)
+            sw = simulation_windows(held, sim, sim_window)
             truth["simulation", fid] = [w["acts"] for w in sw]
             row["simulation_tokens"] = sum(len(w["tokens"]) for w in sw)
             items["simulation"].append((fid, expl, sw))
