@@ -130,8 +130,8 @@ def _simulate_reply(prompt, token=" Wait"):
         if line.startswith("Window "):
             windows.append([])
         elif windows and "\t" in line and line.split("\t")[0].isdigit():
-            shown = line.split("\t", 1)[1]
-            windows[-1].append(10 if shown.strip() == token.strip() else 0)
+            shown = json.loads(line.split("\t", 1)[1])
+            windows[-1].append(10 if shown == token else 0)
     return json.dumps({"activations": windows})
 
 

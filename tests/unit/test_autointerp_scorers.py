@@ -204,7 +204,8 @@ def _judge(prompt, malformed=()):
             if line.startswith("Window "):
                 windows.append([])
             elif windows and re.match(r"^\d+\t", line):
-                windows[-1].append(10 if line.split("\t")[1] == " Wait" else 0)
+                token = json.loads(line.split("\t", 1)[1])
+                windows[-1].append(10 if token == " Wait" else 0)
         if "simulation" in malformed:  # one number short in the last window
             windows[-1] = windows[-1][:-1]
         return json.dumps({"activations": windows})

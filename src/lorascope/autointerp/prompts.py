@@ -173,11 +173,15 @@ def format_highlighted(tokens, marked) -> str:
 
 
 def format_token_lists(windows) -> str:
-    """Each window's text, then its tokens one per line, numbered."""
+    """Each window's text, then its tokens one per line, numbered, each as a
+    JSON string (quoted: a digit token never reads as its line number)."""
     blocks = []
     for k, tokens in enumerate(windows):
         lines = [f"Window {k + 1} ({len(tokens)} tokens): {_window_text(tokens)}"]
-        lines += [f"{i + 1}\t{display_token(t)}" for i, t in enumerate(tokens)]
+        lines += [
+            f"{i + 1}\t{json.dumps(t, ensure_ascii=False)}"
+            for i, t in enumerate(tokens)
+        ]
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
 
