@@ -1,7 +1,9 @@
-"""Detection scores for explanations (rule autointerp_score), beyond the paper.
+"""Explanation scores (rule autointerp_score), beyond the paper: detection
+here, fuzzing and simulation in `scorers.py`.
 
-A judge sees a feature's explanation and a shuffled mix of `n_activating`
-of its top contexts and `n_nonactivating` windows centred on tokens outside
+Detection: a judge sees a feature's explanation and a shuffled mix of
+`n_activating` of its held-out contexts and `n_nonactivating` windows centred
+on tokens outside
 its top-k (the top contexts of other features of the same kind, excluding
 any (doc, pos) among this feature's own), each with its centre token marked,
 and says which ones the feature fires on. Balanced accuracy = mean of the hit
