@@ -32,6 +32,7 @@ def write_inputs(run_dir: Path, seed: int = 0) -> list[Path]:
     put("autointerp/summary/classes.parquet", S.classes(rng))
     put("autointerp/summary/category_shares.parquet", S.category_shares(rng))
     put("autointerp/summary/sae_category_density.parquet", S.sae_density(rng))
+    put("autointerp/summary/scores.parquet", S.score_means(rng))
     layers, comps = S.kl_tables(rng, n_layers=4)
     put("ablation/kl_layers.parquet", layers)
     put("ablation/kl_components.parquet", comps)

@@ -125,6 +125,28 @@ def sae_density(rng: np.random.Generator) -> pl.DataFrame:
     return sae_category_density(assignments(rng)["sae"], feats)
 
 
+def score_means(rng: np.random.Generator) -> pl.DataFrame:
+    """autointerp/summary/scores.parquet from synthetic score tables (one
+    failed feature per kind: counted, not averaged in)."""
+    from lorascope.autointerp.summary import score_means as producer
+
+    tables = {}
+    for kind, n in N_FEATURES.items():
+        status = ["ok"] * (n - 1) + ["failed"]
+        tables[kind] = pl.DataFrame(
+            {
+                "judge": ["offline"] * n,
+                "status": status,
+                "balanced_accuracy": rng.uniform(0.5, 1.0, n),
+                "fuzzing_status": status,
+                "fuzzing": rng.uniform(0.4, 1.0, n),
+                "simulation_status": status,
+                "simulation": rng.uniform(-0.1, 0.9, n),
+            }
+        )
+    return producer(tables, n_boot=200, seed=0)
+
+
 def kl_tables(rng: np.random.Generator, n_layers: int = 24) -> tuple:
     layer_effect = np.exp(np.linspace(-3, 0, n_layers)) * 1e-3
     comps = []

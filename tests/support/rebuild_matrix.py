@@ -58,6 +58,7 @@ ALL_KINDS = ("lora", "mlp", "sae")
 TABLES = {"eval_table[table=table1]", "eval_table[table=table2]"}
 TABLE_FIGURES = {"figure_table1", "figure_table2"}
 AUTOINTERP_FIGURES = {"figure_classes", "figure_categories", "figure_sae_density"}
+AUTOINTERP_FIGURES |= {"figure_scores"}
 FIGURES = AUTOINTERP_FIGURES | TABLE_FIGURES | {"figure_ablation", "figure_steering"}
 FIGURES |= {"figure_causal", "figure_diffing"}
 FIGURES |= {"figure_attribution", "figure_behaviour_sets"}

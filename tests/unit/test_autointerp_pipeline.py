@@ -78,7 +78,10 @@ def test_offline_pipeline_end_to_end(tmp_path):
     scores = score_kind(expl["lora"], tabs["lora"][1], sec, "t", tmp_path, "lora")[0]
     ba = dict(zip(scores["feature"], scores["balanced_accuracy"], strict=True))
     assert ba[0] == 1.0  # "Wait" explanation finds exactly the Wait windows
-    assert set(scores["n_pos"]) == {5} and set(scores["judge"]) == {"offline"}
+    # Half of each feature's 8 contexts are held out for scoring (split.n_score
+    # 10 is capped at half), so detection has 4 activating windows, not 5.
+    assert set(scores["n_scored"]) == {4} and set(scores["n_pos"]) == {4}
+    assert set(scores["judge"]) == {"offline"}
     dens = sae_category_density(assign["sae"], tabs["sae"][0])
     cat_level = dens.filter(pl.col("level") == "category")
     assert cat_level["density"].sum() == pytest.approx(1.0)
@@ -119,6 +122,19 @@ def test_custom_template_must_keep_placeholders(tmp_path):
         explain_kind(feats, ctx, sec, "t", tmp_path / "c.db", "lora")
 
 
+def _simulate_reply(prompt, token=" Wait"):
+    """A well-formed simulation reply: 10 on `token`, 0 elsewhere, one list
+    per window of the prompt's numbered token lines."""
+    windows = []
+    for line in prompt.splitlines():
+        if line.startswith("Window "):
+            windows.append([])
+        elif windows and "\t" in line and line.split("\t")[0].isdigit():
+            shown = json.loads(line.split("\t", 1)[1])
+            windows[-1].append(10 if shown == token else 0)
+    return json.dumps({"activations": windows})
+
+
 def _responder(prompt):
     if "Group them by the job" in prompt:
         return json.dumps({"categories": [
@@ -138,6 +154,10 @@ def _responder(prompt):
         return "tokens/wait" if "tokens/wait" in prompt else "`math`"
     if "which windows it fires on" in prompt:
         return '{"activating": [1, 2]}'
+    if "every marked" in prompt:
+        return '{"correct": [1, 2]}'
+    if "predict how strongly" in prompt:
+        return _simulate_reply(prompt)
     return '{"explanation": "the Wait token", "classification": 0}'
 
 
@@ -234,7 +254,7 @@ def test_kind_overrides_change_the_explainer_prompt_and_cap(tmp_path, monkeypatc
     with FakeLLMServer(_responder) as server:
         sec = _section(
             provider="openai", model="m", base_url=server.openai_url,
-            api_key_env="FAKE_LLM_KEY", n_contexts=5,
+            api_key_env="FAKE_LLM_KEY", n_contexts=5, split={"n_score": 2},
             kind_overrides={"sae": {"n_contexts": 2, "example_window": 1,
                                     "max_output_tokens": 77}},
         )  # fmt: skip
@@ -278,6 +298,8 @@ def test_prompts_dir_points_every_stage_at_the_users_files(tmp_path, monkeypatch
             "subcategories": _responder("finer subcategories"),
             "assign": "tokens",
             "detect": '{"activating": [1]}',
+            "fuzz": '{"correct": [1]}',
+            "simulate": _simulate_reply(prompt),
         }.get(stage, _responder("explain"))
 
     with FakeLLMServer(responder) as server:
@@ -294,7 +316,7 @@ def test_prompts_dir_points_every_stage_at_the_users_files(tmp_path, monkeypatch
         stages = {p.split(":")[0] for p in server.prompts()}
     assert stages == {f"MINE {n}" for n in (
         "explain", "categories", "sae_categories", "subcategories", "assign",
-        "detect")}  # fmt: skip
+        "detect", "fuzz", "simulate")}  # fmt: skip
     (d / "detect.txt").unlink()
     # Each step reads only its own templates; the config check asks for all.
     explain_kind(*tabs["lora"], sec, "t", db, "lora")
@@ -453,7 +475,10 @@ def test_score_rows_keep_every_feature_and_say_why_one_is_unscored(tmp_path):
     for f in (0, 1, 2):
         r = rows[f]
         assert r["status"] == "ok" and r["kind"] == "lora" and r["judge"] == "offline"
-        assert (r["n_pos"], r["n_neg"]) == (det["n_activating"], det["n_nonactivating"])
+        # 4 of the 8 contexts held out (split.n_score capped at half): all 4
+        # are activating windows (fewer than detection.n_activating)
+        assert r["n_scored"] == 4 < det["n_activating"]
+        assert (r["n_pos"], r["n_neg"]) == (4, det["n_nonactivating"])
         assert r["tp"] + r["fn"] == r["n_pos"] and r["tn"] + r["fp"] == r["n_neg"]
         want = (r["tp"] / r["n_pos"] + r["tn"] / r["n_neg"]) / 2
         assert r["balanced_accuracy"] == pytest.approx(want)

@@ -28,6 +28,9 @@ class Echo(Provider):
     def detect(self, step, items):
         return {fid: Outcome(fid, value=[True] * len(w)) for fid, _, w in items}, []
 
+    def judge(self, step, scorer, items):
+        return {f: Outcome(f, value=scorer.offline(e, p)) for f, e, p in items}, []
+
     def propose(self, sample, sae_sample):
         raise NotImplementedError
 
@@ -52,6 +55,7 @@ def test_a_registered_provider_is_picked_up_by_explain_and_score(tmp_path, monke
     scores, _ = score_kind(expl, ctx, sec, "t", tmp_path / "c.db", "lora")
     assert set(scores["judge"]) == {"echo:v1"}
     assert set(scores["fp"]) != {0}  # every window judged as firing
+    assert scores["fuzzing"].is_not_null().all()  # its judge answers the scorers
 
 
 def test_an_unknown_provider_names_the_table(tmp_path):

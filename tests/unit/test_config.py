@@ -13,6 +13,8 @@ TEMPLATES = [
     "subcategories",
     "assign",
     "detect",
+    "fuzz",
+    "simulate",
 ]
 
 

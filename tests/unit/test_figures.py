@@ -16,6 +16,7 @@ from lorascope.figures import (
     categories,
     classes,
     sae_density,
+    scores,
     steering,
     table_image,
 )
@@ -74,6 +75,26 @@ def test_classes_missing_kind_names_the_file():
         classes.class_fractions(df, ["lora", "sae"], source="x/classes.parquet")
     with pytest.raises(ValueError, match=r"x/classes.parquet: missing column.*ci_low"):
         classes.class_fractions(df.drop("ci_low"), ["lora"], source="x/classes.parquet")
+
+
+def test_scores_figure_draws_each_scorer_and_counts_failures(tmp_path):
+    df = S.score_means(np.random.default_rng(0))
+    fig = scores.plot_scores(df, ["lora", "mlp", "sae"], STYLE, FOOT)
+    ax = fig.axes[0]
+    names = [t.get_text().split("\n")[0] for t in ax.get_xticklabels()]
+    assert names == ["detection", "fuzzing", "simulation"]
+    assert len(ax.lines) >= 9  # a point per (kind, scorer)
+    # one failed feature per kind, failed by each of the 3 scorers
+    assert f"{FOOT}; 95% bootstrap intervals; 9 failed replies" in _texts(fig)
+    _save(fig, tmp_path, "scores")
+    # a scorer not run (no mean anywhere) is left out, not drawn at 0
+    off = df.with_columns(
+        mean=pl.when(pl.col("scorer") == "fuzzing").then(None).otherwise("mean")
+    )
+    ax = scores.plot_scores(off, ["lora"], STYLE, FOOT).axes[0]
+    assert len(ax.get_xticklabels()) == 2
+    with pytest.raises(ValueError, match="x.parquet: missing column.*ci_low"):
+        scores.plot_scores(df.drop("ci_low"), ["lora"], STYLE, FOOT, "x.parquet")
 
 
 def test_categories_enrichment_and_figure(tmp_path):

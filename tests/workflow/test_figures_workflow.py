@@ -21,11 +21,11 @@ from figures_artifacts import write_inputs
 FIGURE_RULES = {
     "figure_classes", "figure_categories", "figure_sae_density", "figure_ablation",
     "figure_steering", "figure_table1", "figure_table2", "dashboards",
-    "figure_causal",
+    "figure_causal", "figure_scores",
 }  # fmt: skip
 NAMES = [
     "fig1_classes", "fig1_categories", "fig2_sae_density", "fig3_ablation",
-    "steering_sweep", "table1", "table2", "fig_causal",
+    "steering_sweep", "table1", "table2", "fig_causal", "fig1_scores",
 ]  # fmt: skip
 REPO = Path(__file__).resolve().parents[2]
 

@@ -12,12 +12,14 @@ _EXPLAINER = ["provider", "model", "base_url", "api_key_env", "max_output_tokens
 # What the explainer is shown of each feature (per kind: kind_overrides).
 _EXAMPLES = ["n_contexts", "example_window", "shuffle_examples"]
 _EXAMPLES += ["max_examples_per_doc", "kind_overrides"]
+# The explanation scores and the explain/score split they read.
+_SCORERS = ["scorers", "split", "fuzzing", "simulation"]
 AUTOINTERP_KEYS = {
-    "explain": [*_EXPLAINER, *_EXAMPLES, "tokens_listed", "offline", "seed"],
+    "explain": [*_EXPLAINER, *_EXAMPLES, "tokens_listed", "offline", "seed", "split"],
     # The categorizer follows the explainer where its own keys are null.
     "categories": ["categories", "seed", *_EXPLAINER[:4]],
     "assign": [*_EXPLAINER, *_EXAMPLES, "categories.n_examples"],
-    "score": [*_EXPLAINER, *_EXAMPLES, "detection", "seed"],
+    "score": [*_EXPLAINER, *_EXAMPLES, "detection", "seed", *_SCORERS],
     "summary": ["bootstrap_samples", "seed"],
 }
 # The template files each step renders (autointerp.prompts: a file per name,
@@ -26,7 +28,7 @@ AUTOINTERP_PROMPT = {
     "explain": ["explain"],
     "categories": ["categories", "subcategories", "sae_categories"],
     "assign": ["assign"],
-    "score": ["detect"],
+    "score": ["detect", "fuzz", "simulate"],
 }
 
 
@@ -61,7 +63,7 @@ def autointerp_prompts(step):
     return files
 
 
-AUTOINTERP_SUMMARIES = ["classes", "category_shares", "sae_category_density"]
+AUTOINTERP_SUMMARIES = ["classes", "category_shares", "sae_category_density", "scores"]
 
 
 rule autointerp_explain:

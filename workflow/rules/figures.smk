@@ -33,6 +33,11 @@ FIGURES = {
         {"classes": "autointerp/summary/classes.parquet", **USAGE},
         {"kinds": "figures.classes.kinds"},
     ),
+    "fig1_scores": figure(
+        "scores",
+        {"scores": "autointerp/summary/scores.parquet", **USAGE},
+        {"kinds": "figures.classes.kinds"},
+    ),
     "fig1_categories": figure(
         "categories",
         {

@@ -6,6 +6,7 @@ from lorascope.autointerp.summary import (
     category_shares,
     class_shares,
     sae_category_density,
+    score_means,
     status_counts,
     usage_summary,
 )
@@ -29,6 +30,7 @@ with script_logging(smk) as log:
         "sae_category_density": sae_category_density(
             assign["sae"], pl.read_parquet(smk.input.sae_features)
         ),
+        "scores": score_means(scores, n_boot, seed),
     }
     for path, (name, df) in zip(smk.output.summaries, tables.items(), strict=True):
         write_table(df, path.removesuffix(".parquet"), title=f"autointerp {name}")
@@ -44,6 +46,12 @@ with script_logging(smk) as log:
         for step, df in (("explain", expl), ("assign", assign), ("score", scores))
         for k in kinds
     }
+    # Malformed judge replies per scorer (detection is score_{kind} above).
+    for step, prefix in (("fuzz", "fuzzing_"), ("simulate", "simulation_")):
+        for k in kinds:
+            failures[f"{step}_{k}"] = int(
+                (scores[k][f"{prefix}status"] == "failed").sum()
+            )
     summary = usage_summary(usage, explainers, failures)
     # Left out for lack of real contexts (activations.min_contexts), not failed.
     summary["excluded_features"] = {

@@ -128,7 +128,10 @@ class LLMEngine:
         self._stopped = False  # set by the first fatal error: send nothing more
         try:
             async with asyncio.TaskGroup() as group:
-                tasks = [group.create_task(self._one(i, p, parse)) for i, p in prompts]
+                # `parse` may be one parser per item (a dict): the simulation
+                # judge checks each reply against its own windows' lengths.
+                one = parse.get if isinstance(parse, dict) else lambda _: parse
+                tasks = [group.create_task(self._one(i, p, one(i))) for i, p in prompts]
         except BaseExceptionGroup as eg:
             # Re-raise the root cause; the others were cancelled because of it.
             first = eg.exceptions[0]

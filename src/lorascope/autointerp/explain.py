@@ -13,7 +13,9 @@ A feature marked `few_contexts` in features.parquet (fewer real top-k
 contexts than activations.min_contexts) is not explained: status
 `few_contexts`, left out of the shares and counted. The examples shown follow
 `select_examples` (count, window, per-document cap, shuffle; per kind via
-autointerp.kind_overrides), whichever provider (`providers.PROVIDERS`) answers.
+autointerp.kind_overrides), whichever provider (`providers.PROVIDERS`) answers,
+taken from the feature's explain split only (`split.py`: the contexts held out
+for scoring are never shown).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import polars as pl
 
 from lorascope.autointerp.providers import provider_for
 from lorascope.autointerp.settings import kind_section, llm_settings
+from lorascope.autointerp.split import explain_pool, split_contexts
 from lorascope.core.feature_tables import (
     FEATURE_COLS,
     check_columns,
@@ -34,6 +37,7 @@ __all__ = [
     "EXPLANATION_SCHEMA",
     "explain_kind",
     "select_examples",
+    "trim_window",
 ]
 
 # Statuses of features left out of every share (counted as n_excluded).
@@ -55,7 +59,7 @@ EXPLANATION_SCHEMA = {
 }
 
 
-def _trim(ctx: dict, window: int | None) -> dict:
+def trim_window(ctx: dict, window: int | None) -> dict:
     """The context cut to `window` tokens either side of its centre."""
     c = int(ctx["center"])
     if window is None or (c <= window and len(ctx["tokens"]) - c - 1 <= window):
@@ -91,7 +95,7 @@ def select_examples(ctxs: list[dict], cfg: dict, seed: int, fid: int) -> list[di
     if cfg.get("shuffle_examples"):
         order = np.random.default_rng([seed, fid]).permutation(len(ctxs))
         ctxs = [ctxs[i] for i in order]
-    return [_trim(c, cfg.get("example_window")) for c in ctxs]
+    return [trim_window(c, cfg.get("example_window")) for c in ctxs]
 
 
 def explain_kind(
@@ -111,7 +115,10 @@ def explain_kind(
     rows, items = {}, []
     for f in features.sort("feature").iter_rows(named=True):
         fid = int(f["feature"])
-        ctxs = select_examples(by_feature.get(fid, []), section, section["seed"], fid)
+        seed = section["seed"]
+        own = split_contexts(by_feature.get(fid, []), section["split"], seed, fid)[0]
+        own = explain_pool(own, section, seed, fid)
+        ctxs = select_examples(own, section, seed, fid)
         row = dict.fromkeys(EXPLANATION_SCHEMA)
         row.update(
             feature=fid,

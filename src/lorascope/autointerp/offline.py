@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from functools import lru_cache
 
 __all__ = [
     "TAXONOMY",
@@ -61,6 +62,7 @@ def norm_token(token: str) -> str:
     return token.replace("\n", "\\n").replace("\t", "\\t").replace(" ", "␣") or "∅"
 
 
+@lru_cache(maxsize=65536)  # pure; the scorers ask for every token of a window
 def token_class(token: str) -> tuple[str, str]:
     """(category, subcategory) of a decoded token in TAXONOMY."""
     t = token.strip()
@@ -172,13 +174,11 @@ _SUBCLASS_WORDS = {
 }
 
 
-def judge_offline(explanation: str, marked_tokens: list[str]) -> list[bool]:
-    """Predict, per window, whether the feature fires on its marked token.
-
-    Fires if the token is quoted in the explanation (or, with no quotes, is
-    one of its words), or if the explanation names the token's subclass.
-    """
-    quoted = _QUOTED.findall(explanation)
+@lru_cache(maxsize=4096)
+def _terms(explanation: str):
+    """(quoted tokens, words, named token classes) of an explanation; cached,
+    since the fuzzing and simulation scorers ask once per window."""
+    quoted = tuple(_QUOTED.findall(explanation))
     words = set(re.findall(r"[\w']+", explanation.lower()))
     low = explanation.lower()
     named = {v for k, v in _SUBCLASS_WORDS.items() if k in low}
@@ -188,6 +188,16 @@ def judge_offline(explanation: str, marked_tokens: list[str]) -> list[bool]:
         if f"{cat.replace('_', ' ')} tokens" in low
         for sub in subs
     }
+    return quoted, frozenset(words), frozenset(named)
+
+
+def judge_offline(explanation: str, marked_tokens: list[str]) -> list[bool]:
+    """Predict, per window, whether the feature fires on its marked token.
+
+    Fires if the token is quoted in the explanation (or, with no quotes, is
+    one of its words), or if the explanation names the token's subclass.
+    """
+    quoted, words, named = _terms(explanation)
     out = []
     for tok in marked_tokens:
         t = norm_token(tok)

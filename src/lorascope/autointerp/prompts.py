@@ -5,14 +5,15 @@ Templates are plain text files with `$name` placeholders (`string.Template`,
 so JSON braces need no escaping). The defaults live in `templates/` (our own
 words). `autointerp.prompts.dir` points every stage at a directory holding
 one file per template (`explain.txt`, `categories.txt`, `sae_categories.txt`,
-`subcategories.txt`, `assign.txt`, `detect.txt`; e.g. a copy of `templates/`
-reworded, or the paper's App. B wording from your copy of the paper), and
-`autointerp.prompts.<name>` replaces one file (it wins over the directory).
-Every file must keep its template's placeholders (`REQUIRED`); a missing
-file or placeholder is an error naming it. Activations shown to the explainer
-are rescaled to 0-10 against the feature's strongest activation over the
-contexts shown. One `parse_*` per template turns a reply into what the step
-records, or raises `ParseError` (the engine asks again).
+`subcategories.txt`, `assign.txt`, `detect.txt`, `fuzz.txt`, `simulate.txt`;
+e.g. a copy of `templates/` reworded, or the paper's App. B wording from your
+copy of the paper), and `autointerp.prompts.<name>` replaces one file (it
+wins over the directory). Every file must keep its template's placeholders
+(`REQUIRED`); a missing file or placeholder is an error naming it.
+Activations shown to the explainer are rescaled to 0-10 against the
+feature's strongest activation over the contexts shown. One `parse_*` per
+template turns a reply into what the step records, or raises `ParseError`
+(the engine asks again).
 """
 
 from __future__ import annotations
@@ -32,12 +33,16 @@ __all__ = [
     "display_token",
     "format_activation_examples",
     "format_marked",
+    "format_highlighted",
+    "format_token_lists",
     "ParseError",
     "extract_json",
     "parse_categories",
     "parse_category_id",
     "parse_detect",
     "parse_explanation",
+    "parse_numbers",
+    "parse_simulation",
     "parse_subcategories",
 ]
 
@@ -49,6 +54,8 @@ REQUIRED = {
     "subcategories": {"categories", "feature_list"},
     "assign": {"explanation", "examples", "categories"},
     "detect": {"explanation", "contexts", "n"},
+    "fuzz": {"explanation", "examples", "n"},
+    "simulate": {"explanation", "windows", "n"},
 }
 
 
@@ -155,6 +162,30 @@ def format_marked(tokens, center: int) -> str:
     return "".join(parts).replace("\n", "\\n")
 
 
+def format_highlighted(tokens, marked) -> str:
+    """Window text with each run of marked token positions wrapped in << >>."""
+    marked, parts = set(marked), []
+    for i, t in enumerate(tokens):
+        opens = i in marked and i - 1 not in marked
+        closes = i in marked and i + 1 not in marked
+        parts.append(("<<" if opens else "") + t + (">>" if closes else ""))
+    return "".join(parts).replace("\n", "\\n")
+
+
+def format_token_lists(windows) -> str:
+    """Each window's text, then its tokens one per line, numbered, each as a
+    JSON string (quoted: a digit token never reads as its line number)."""
+    blocks = []
+    for k, tokens in enumerate(windows):
+        lines = [f"Window {k + 1} ({len(tokens)} tokens): {_window_text(tokens)}"]
+        lines += [
+            f"{i + 1}\t{json.dumps(t, ensure_ascii=False)}"
+            for i, t in enumerate(tokens)
+        ]
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
 class ParseError(ValueError):
     """A reply that does not follow the requested format."""
 
@@ -195,16 +226,49 @@ def parse_explanation(text: str) -> dict:
     return {"explanation": expl.strip(), "classification": cls, "reasoning": reason}
 
 
-def parse_detect(n: int):
-    """detect.txt: a parser of the window numbers 1..n it fires on."""
+def parse_numbers(n: int, key: str):
+    """A parser of the window numbers 1..n listed under `key`, as n bools."""
 
     def parse(text: str) -> list[bool]:
-        got = extract_json(text).get("activating")
-        if not isinstance(got, list) or not all(isinstance(i, int) for i in got):
-            raise ParseError(f"'activating' must be a list of integers: {text[:200]!r}")
+        got = extract_json(text).get(key)
+        if not isinstance(got, list) or not all(
+            isinstance(i, int) and not isinstance(i, bool) for i in got
+        ):
+            raise ParseError(f"'{key}' must be a list of integers: {text[:200]!r}")
         if any(not 1 <= i <= n for i in got):
             raise ParseError(f"window numbers outside 1..{n}: {got}")
         return [i + 1 in set(got) for i in range(n)]
+
+    return parse
+
+
+def parse_detect(n: int):
+    """detect.txt: a parser of the window numbers 1..n it fires on."""
+    return parse_numbers(n, "activating")
+
+
+def parse_simulation(lengths: list[int]):
+    """simulate.txt: one list of numbers in 0..10 per window, each exactly as
+    long as its window; anything else is malformed (never read as zeros)."""
+
+    def parse(text: str) -> list[list[float]]:
+        got = extract_json(text).get("activations")
+        if not isinstance(got, list) or len(got) != len(lengths):
+            raise ParseError(
+                f"'activations' must hold {len(lengths)} lists: {text[:200]!r}"
+            )
+        out = []
+        for k, (row, n) in enumerate(zip(got, lengths, strict=True)):
+            ok = isinstance(row, list) and len(row) == n
+            if not ok or not all(
+                isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v <= 10
+                for v in row
+            ):
+                raise ParseError(
+                    f"window {k + 1}: need {n} numbers in 0..10, got {str(row)[:120]}"
+                )
+            out.append([float(v) for v in row])
+        return out
 
     return parse
 

@@ -2,8 +2,9 @@
 
 `PROVIDERS` maps `autointerp.provider` (and `autointerp.categories.provider`)
 to a `Provider` class; `provider_for(settings, section, cache_path)` builds
-one. The rules' modules (explain, categories, scoring) call its four steps
-(`explain`, `detect`, `propose`, `assign`) and never name a provider:
+one. The rules' modules (explain, categories, scoring) call its five steps
+(`explain`, `detect`, `judge`, `propose`, `assign`) and never name a provider
+(`judge` answers a scorer of `scorers.py`: fuzzing, simulation):
 
 - `Offline`: the statistics of `offline.py`, no calls, no key.
 - `LLMProvider`: the prompts of `templates/` sent through `clients.LLMEngine`;
@@ -85,6 +86,10 @@ class Provider(ABC):
         """(feature, explanation, windows) -> fires on each window (bools)."""
 
     @abstractmethod
+    def judge(self, step: str, scorer, items: list[tuple[int, str, list]]) -> Results:
+        """(feature, explanation, payload) -> a `scorers` scorer's prediction."""
+
+    @abstractmethod
     def propose(self, sample: list[str], sae_sample: list[str]) -> Results:
         """({categories, summary[, sae_categories, sae_summary]}, usage) from
         the LoRA/MLP and the SAE explanation samples."""
@@ -123,6 +128,10 @@ class Offline(Provider):
                                                          for c in win]))
             for fid, expl, win in items
         }, []  # fmt: skip
+
+    def judge(self, step, scorer, items):
+        out = {f: Outcome(f, value=scorer.offline(e, p)) for f, e, p in items}
+        return out, []
 
     def propose(self, sample, sae_sample):
         cats = [
@@ -209,6 +218,11 @@ class LLMProvider(Provider):
             outcomes.update(got)
             usage += use
         return outcomes, usage
+
+    def judge(self, step, scorer, items):
+        t = self._templates(scorer.template)[scorer.template]
+        prompts = [(f, scorer.prompt(t, e, p)) for f, e, p in items]
+        return self.run(step, prompts, {f: scorer.parser(p) for f, _, p in items})
 
     def propose(self, sample, sae_sample):
         cfg = self.section["categories"]

@@ -7,6 +7,10 @@
 - `sae_category_density`: per category and subcategory, the normalised sum of
   SAE feature activations (each feature's mean activation over the tokens it
   was measured on, from features.parquet) (Fig 2).
+- `score_means`: per kind and scorer (detection, fuzzing, simulation), the
+  mean score over features with a percentile-bootstrap 95% interval, and
+  how many features failed (malformed replies), were undefined, left out or
+  not run (Fig 1, scores panel).
 - `usage_summary`: calls, tokens, estimated cost and failures per step.
 Failed features are counted (`n_failed`), never folded into a class; features
 left out for lack of real contexts (status `no_contexts` / `few_contexts`,
@@ -20,6 +24,7 @@ import numpy as np
 import polars as pl
 
 from lorascope.autointerp.explain import EXCLUDED
+from lorascope.autointerp.scoring import SCORERS
 
 __all__ = [
     "EXCLUDED",
@@ -28,6 +33,7 @@ __all__ = [
     "class_shares",
     "category_shares",
     "sae_category_density",
+    "score_means",
     "usage_summary",
 ]
 
@@ -165,6 +171,52 @@ def sae_category_density(assign: pl.DataFrame, features: pl.DataFrame):
     return res.with_columns((pl.col("activation_sum") / total).alias("density")).sort(
         "level", "category", "subcategory", nulls_last=True
     )
+
+
+# Scorer -> its score column in scores/{kind}.parquet.
+SCORE_COLUMNS = {
+    "detection": "balanced_accuracy",
+    "fuzzing": "fuzzing",
+    "simulation": "simulation",
+}
+
+
+def bootstrap_mean(values: np.ndarray, n_boot: int, seed: int):
+    """(mean, ci_low, ci_high): percentile bootstrap over the values."""
+    if len(values) == 0:
+        return None, None, None
+    rng = np.random.default_rng(seed)
+    boot_B = values[rng.integers(0, len(values), (n_boot, len(values)))].mean(1)
+    lo, hi = np.percentile(boot_B, [2.5, 97.5])
+    return float(values.mean()), float(lo), float(hi)
+
+
+def score_means(scores: dict[str, pl.DataFrame], n_boot: int, seed: int):
+    """One row per (kind, scorer): mean over the features it scored, 95%
+    interval, and counts by status. A failed or undefined feature is counted,
+    never averaged in as a 0."""
+    rows = []
+    for kind, df in scores.items():
+        for scorer, prefix in SCORERS.items():
+            status = df[f"{prefix}status"]
+            ok = df.filter(status == "ok")[SCORE_COLUMNS[scorer]].drop_nulls()
+            mean, lo, hi = bootstrap_mean(ok.to_numpy().astype(float), n_boot, seed)
+            rows.append(
+                {
+                    "kind": kind,
+                    "scorer": scorer,
+                    "n_ok": ok.len(),
+                    "n_failed": int((status == "failed").sum()),
+                    "n_undefined": int((status == "undefined").sum()),
+                    "n_excluded": int(status.is_in(list(EXCLUDED)).sum()),
+                    "n_not_run": int((status == "not_run").sum()),
+                    "mean": mean,
+                    "ci_low": lo,
+                    "ci_high": hi,
+                    "judge": ",".join(sorted(set(df["judge"].to_list()))),
+                }
+            )
+    return pl.DataFrame(rows, infer_schema_length=None)
 
 
 def usage_summary(usage: pl.DataFrame, explainers: dict, failures: dict) -> dict:

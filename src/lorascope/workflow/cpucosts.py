@@ -100,11 +100,13 @@ def features_per_kind(config: dict, components: int, layers: int) -> dict[str, i
     return {"lora": lora, "mlp": mlp, "sae": sae}
 
 
-def _llm_job(s: Setting, rule: str) -> Needs:
-    """One LLM call per feature of the largest kind, autointerp.concurrency
-    at a time, LLM_CALL_S each; the offline explainer makes none."""
+def _llm_job(s: Setting, rule: str, per_feature: int = 1) -> Needs:
+    """`per_feature` LLM calls per feature of the largest kind,
+    autointerp.concurrency at a time, LLM_CALL_S each; the offline explainer
+    makes none."""
     ai = s.config["autointerp"]
     n = max(features_per_kind(s.config, s.components, s.shape.layers).values())
+    n *= per_feature
     if ai["provider"] == "offline":
         return _cpu(rule, 8 * GIB, notes=["offline: no calls"])
     seconds = n * LLM_CALL_S / ai["concurrency"]
@@ -121,4 +123,6 @@ def autointerp_assign(s: Setting) -> Needs:
 
 
 def autointerp_score(s: Setting) -> Needs:
-    return _llm_job(s, "autointerp_score")
+    # one judge call per feature per scorer (detection, fuzzing, simulation)
+    n_scorers = len(s.config["autointerp"]["scorers"])
+    return _llm_job(s, "autointerp_score", max(n_scorers, 1))

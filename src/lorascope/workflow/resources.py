@@ -90,8 +90,8 @@ CPU_RULES = (
     "figure_classes figure_categories figure_sae_density figure_ablation "
     "figure_steering figure_table1 figure_table2 figure_causal figure_diffing "
     "dashboards figure_attribution figure_behaviour_sets figure_groundtruth "
-    "sae_architectures sae_export sweep_recovery sweep_persistence sweep_emergence "
-    "figure_recovery_rank figure_emergence"
+    "sae_architectures sae_export figure_scores sweep_recovery sweep_persistence "
+    "sweep_emergence figure_recovery_rank figure_emergence"
 ).split()
 
 

@@ -1,0 +1,308 @@
+"""Fuzzing and simulation scorers (offline and through the fake LLM server),
+the quantile-stratified explain/score split, malformed replies counted as
+failures, and the judge's key checked before any job."""
+
+import json
+import re
+
+import numpy as np
+import polars as pl
+import pytest
+import yaml
+from autointerp_data import make_tables
+from fake_llm_server import FakeLLMServer
+
+from lorascope.autointerp.explain import explain_kind
+from lorascope.autointerp.prompts import ParseError, parse_simulation
+from lorascope.autointerp.scorers import (
+    active_positions,
+    correlation,
+    fuzz_windows,
+    simulation_windows,
+)
+from lorascope.autointerp.scoring import score_kind
+from lorascope.autointerp.split import quantile_bins, split_contexts
+from lorascope.autointerp.summary import score_means
+from lorascope.core.config import validate
+from lorascope.core.feature_tables import contexts_by_feature
+from lorascope.workflow.environment import check_environment
+
+NUMS = [" 3", " 12", " 7", " 45", " 8", " 99", " 1", " 60"]
+
+
+def _section(**over):
+    cfg = yaml.safe_load(open("config/config.yaml"))
+    cfg.setdefault("autointerp", {}).update(over)
+    return validate(cfg)["autointerp"]
+
+
+def _tables(n=4, n_ctx=20):
+    """Feature f fires on " Wait" (f even) or on a number (f odd)."""
+    tok = lambda f, r: " Wait" if f % 2 == 0 else NUMS[r % 8]  # noqa: E731
+    return make_tables("lora", n, n_ctx=n_ctx, token_of=tok, seed=3)
+
+
+def _ctxs(n):
+    return [{"doc": i, "pos": i, "rank": i, "tokens": [f"t{i}"], "acts": [10.0 - i],
+             "center": 0} for i in range(n)]  # fmt: skip
+
+
+# -- the split -------------------------------------------------------------
+
+
+def test_split_is_disjoint_stratified_seeded_and_keeps_half_for_the_explainer():
+    split = {"n_quantiles": 4, "n_score": 8, "explain_from": "quantiles"}
+    ctxs = _ctxs(40)
+    explain, score = split_contexts(ctxs, split, seed=0, fid=3)
+    ranks_e, ranks_s = [c["rank"] for c in explain], [c["rank"] for c in score]
+    assert not set(ranks_e) & set(ranks_s)
+    assert sorted(ranks_e + ranks_s) == list(range(40))
+    assert ranks_e == sorted(ranks_e)  # the explain split keeps rank order
+    # 8 held out over 4 equal-count bins of 10: two per bin, the bins in turn
+    assert [c["quantile"] for c in score] == [0, 1, 2, 3] * 2
+    assert [r // 10 for r in ranks_s] == [0, 1, 2, 3] * 2
+    assert split_contexts(ctxs, split, 0, 3) == (explain, score)
+    assert split_contexts(ctxs, split, 0, 4)[1] != score  # seeded per feature
+    # never more than half held out: the explainer keeps the rest
+    few = split_contexts(_ctxs(5), split, 0, 3)
+    assert (len(few[0]), len(few[1])) == (3, 2)
+    assert list(quantile_bins(5, 4)) == [0, 0, 1, 2, 3]
+    assert list(quantile_bins(2, 4)) == [0, 1]
+
+
+def test_explainer_never_sees_a_context_that_is_scored(tmp_path, monkeypatch):
+    """Through the fake server: every window shown to the explainer is from
+    the explain split, none from the score split; `quantiles` spreads the
+    shown examples over the bins, `top` shows the strongest."""
+    monkeypatch.setenv("FAKE_LLM_KEY", "k")
+    feats, ctx = _tables(n=1, n_ctx=24)
+    own = contexts_by_feature(ctx)[0]
+    text = {c["rank"]: "".join(c["tokens"]).replace("\n", "\\n") for c in own}
+    answer = '{"explanation": "x", "classification": 1}'
+    for explain_from in ("quantiles", "top"):
+        split = {"n_quantiles": 4, "n_score": 8, "explain_from": explain_from}
+        with FakeLLMServer(lambda p: answer) as server:
+            url, key = server.openai_url, "FAKE_LLM_KEY"
+            sec = _section(provider="openai", model="m", base_url=url,
+                           api_key_env=key, n_contexts=6, split=split)  # fmt: skip
+            explain_kind(feats, ctx, sec, "t", tmp_path / f"{explain_from}.db", "lora")
+            (prompt,) = server.prompts()
+        shown = prompt.split("<examples>")[1]
+        shown_ranks = {r for r, t in text.items() if f"<example>\n{t}\n" in shown}
+        held = {c["rank"] for c in split_contexts(own, split, sec["seed"], 0)[1]}
+        assert len(shown_ranks) == 6 and not shown_ranks & held
+        if explain_from == "top":
+            assert shown_ranks == set(sorted(set(range(24)) - held)[:6])
+        else:  # 6 of the 16 left, over the 4 bins of 6 contexts each
+            assert {r // 6 for r in shown_ranks} == {0, 1, 2, 3}
+
+
+# -- fuzzing -----------------------------------------------------------------
+
+
+def test_fuzz_windows_mark_active_tokens_and_matched_decoys():
+    acts_true = [0.1, 2.0, 0.2, 10.0, 3.5, 0.0, 0.1]  # active >= 3.0: 3, 4
+    ctxs = [
+        {"tokens": [f"a{i}" for i in range(7)], "acts": acts_true, "center": 3}
+        if k % 2 == 0
+        else {"tokens": [f"d{k}{i}" for i in range(7)],
+              "acts": [0.0, 0.0, 9.0, 0.1, 0.0, 4.0, 0.0], "center": 2}
+        for k in range(6)
+    ]  # fmt: skip
+    assert active_positions(acts_true, 0.3) == [3, 4]
+    assert active_positions([0.0, -1.0], 0.3) == []  # never fired: nothing active
+    cfg = {"n_examples": 6, "threshold": 0.3}
+    win = fuzz_windows(ctxs, cfg, None, seed=0, fid=1)
+    true = [w for w in win if w["label"]]
+    decoys = [w for w in win if not w["label"]]
+    assert len(true) == len(decoys) == 3
+    assert all(w["marked"] == [3, 4] for w in true)
+    for w in decoys:  # ceil(mean 2 active) = 2 random inactive tokens
+        assert len(w["marked"]) == 2 and not {2, 5} & set(w["marked"])
+    assert fuzz_windows(ctxs, cfg, None, seed=0, fid=1) == win
+    assert fuzz_windows(ctxs, {**cfg, "n_examples": 3}, None, 0, 1) != win
+    # a window cut to 1 token either side of its centre
+    cut = fuzz_windows(ctxs[:1], cfg, 1, 0, 1)[0]
+    assert cut["tokens"] == ["a2", "a3", "a4"] and cut["marked"] == [1, 2]
+
+
+def test_offline_fuzzing_and_simulation_follow_their_definitions(tmp_path):
+    """Scores recomputed from the windows the scorer builds: balanced accuracy
+    of 'every marked token is named'; Pearson r of 10-on-named-token against
+    the true activations clipped at 0."""
+    from lorascope.autointerp.offline import judge_offline
+
+    sec = _section()
+    feats, ctx = _tables()
+    expl, _ = explain_kind(feats, ctx, sec, "t", tmp_path, "lora")
+    assert expl["explanation"][0].startswith('token "Wait"')
+    scores, usage = score_kind(expl, ctx, sec, "t", tmp_path, "lora")
+    assert usage == []
+    own = contexts_by_feature(ctx)
+    for row in scores.iter_rows(named=True):
+        f = row["feature"]
+        held = split_contexts(own[f], sec["split"], sec["seed"], f)[1]
+        assert row["n_scored"] == len(held) == sec["split"]["n_score"]
+        text = expl["explanation"][f]
+        fz, sim = sec["fuzzing"], sec["simulation"]
+        fw = fuzz_windows(held, fz, fz["window"], sec["seed"], f)
+        pred = [all(judge_offline(text, [w["tokens"][i] for i in w["marked"]]))
+                for w in fw]  # fmt: skip
+        tpr = np.mean([p for p, w in zip(pred, fw, strict=True) if w["label"]])
+        tnr = np.mean([not p for p, w in zip(pred, fw, strict=True) if not w["label"]])
+        assert row["fuzzing"] == pytest.approx((tpr + tnr) / 2)
+        assert row["fuzzing_n"] == len(fw) and row["fuzzing_status"] == "ok"
+        sw = simulation_windows(held, sim, sim["window"])
+        truth = np.concatenate([w["acts"] for w in sw])
+        guess = np.concatenate([[10.0 * h for h in judge_offline(text, w["tokens"])]
+                                for w in sw])  # fmt: skip
+        assert min(truth) >= 0 and row["simulation_tokens"] == len(truth)
+        assert row["simulation"] == pytest.approx(np.corrcoef(truth, guess)[0, 1])
+    # "Wait" features: the explanation names the centre token exactly
+    assert scores["fuzzing"][0] == 1.0 and scores["simulation"][0] > 0.8
+
+
+def test_simulation_with_constant_prediction_is_undefined_not_zero(tmp_path):
+    sec = _section()
+    feats, ctx = _tables(n=1)
+    expl, _ = explain_kind(feats, ctx, sec, "t", tmp_path, "lora")
+    expl = expl.with_columns(explanation=pl.lit('token "nowhere"'))
+    row = score_kind(expl, ctx, sec, "t", tmp_path, "lora")[0].row(0, named=True)
+    assert row["simulation"] is None and row["simulation_status"] == "undefined"
+    assert row["fuzzing"] == 0.5  # no window accepted: chance, a real score
+    assert correlation([[1.0, 2.0]], [[3.0, 3.0]]) is None
+    assert correlation([[1.0, 2.0, 0.0]], [[2.0, 4.0, 0.0]]) == pytest.approx(1.0)
+
+
+def test_scorers_not_configured_are_not_run(tmp_path):
+    sec = _section(scorers=["simulation"])
+    feats, ctx = _tables(n=2)
+    expl, _ = explain_kind(feats, ctx, sec, "t", tmp_path, "lora")
+    scores = score_kind(expl, ctx, sec, "t", tmp_path, "lora")[0]
+    assert set(scores["status"]) == set(scores["fuzzing_status"]) == {"not_run"}
+    assert scores["balanced_accuracy"].null_count() == scores["fuzzing"].null_count()
+    assert scores["simulation"].is_not_null().all()
+    means = score_means({"lora": scores}, 50, 0)
+    det = means.filter(pl.col("scorer") == "detection").row(0, named=True)
+    assert (det["n_not_run"], det["n_ok"], det["mean"]) == (2, 0, None)
+
+
+# -- through the fake LLM server -------------------------------------------
+
+
+def _judge(prompt, malformed=()):
+    """Fuzzing: accept windows whose marks hold ' Wait'; simulation: 10 on
+    ' Wait'. `malformed` names the scorers that answer badly instead."""
+    if "every marked" in prompt:
+        if "fuzzing" in malformed:
+            return "I think windows 1 and 2"
+        lines = re.findall(r"^(\d+)\. (.*)$", prompt, re.M)
+        return json.dumps({"correct": [int(k) for k, t in lines if "<< Wait>>" in t]})
+    if "predict how strongly" in prompt:
+        windows = []
+        for line in prompt.splitlines():
+            if line.startswith("Window "):
+                windows.append([])
+            elif windows and re.match(r"^\d+\t", line):
+                token = json.loads(line.split("\t", 1)[1])
+                windows[-1].append(10 if token == " Wait" else 0)
+        if "simulation" in malformed:  # one number short in the last window
+            windows[-1] = windows[-1][:-1]
+        return json.dumps({"activations": windows})
+    if "which windows it fires on" in prompt:
+        return '{"activating": [1]}'
+    return '{"explanation": "the Wait token", "classification": 0}'
+
+
+def test_llm_fuzzing_and_simulation_against_the_fake_server(tmp_path, monkeypatch):
+    monkeypatch.setenv("FAKE_LLM_KEY", "k")
+    feats, ctx = _tables(n=2)
+    with FakeLLMServer(_judge) as server:
+        sec = _section(provider="openai", model="m", base_url=server.openai_url,
+                       api_key_env="FAKE_LLM_KEY")  # fmt: skip
+        db = tmp_path / "c.db"
+        expl, _ = explain_kind(feats, ctx, sec, "t", db, "lora")
+        scores, usage = score_kind(expl, ctx, sec, "t", db, "lora")
+        prompts = server.prompts()
+        n = len(server.requests)
+        assert score_kind(expl, ctx, sec, "t", db, "lora")[0].equals(scores)
+        assert len(server.requests) == n  # a rerun is answered by the cache
+    fuzz = [p for p in prompts if "every marked" in p]
+    sim = [p for p in prompts if "predict how strongly" in p]
+    assert len(fuzz) == len(sim) == 2  # one call per feature per scorer
+    assert "the Wait token" in fuzz[0] and "<< Wait>>" in fuzz[0]
+    assert {u["step"] for u in usage} == {"score_lora", "fuzz_lora", "simulate_lora"}
+    r0, r1 = scores.row(0, named=True), scores.row(1, named=True)
+    assert set(scores["fuzzing_status"]) == set(scores["simulation_status"]) == {"ok"}
+    assert set(scores["judge"]) == {"openai:m"}
+    # feature 0 fires on " Wait": the judge's rule is the truth there
+    assert r0["fuzzing"] == 1.0 and r0["simulation"] > 0.8
+    assert r1["fuzzing"] == 0.5 and r1["fuzzing_raw"].startswith('{"correct"')
+
+
+def test_malformed_replies_are_counted_failures_never_zero(tmp_path, monkeypatch):
+    monkeypatch.setenv("FAKE_LLM_KEY", "k")
+    feats, ctx = _tables(n=2)
+    bad = ("fuzzing", "simulation")
+    with FakeLLMServer(lambda p: _judge(p, bad)) as server:
+        sec = _section(provider="openai", model="m", base_url=server.openai_url,
+                       api_key_env="FAKE_LLM_KEY", parse_retries=1)  # fmt: skip
+        expl, _ = explain_kind(feats, ctx, sec, "t", tmp_path / "c.db", "lora")
+        scores, _ = score_kind(expl, ctx, sec, "t", tmp_path / "c.db", "lora")
+        # each feature asked twice (parse_retries 1) per malformed scorer
+        asked = [p for p in server.prompts() if "every marked" in p]
+    assert len(asked) == 4
+    for scorer in bad:
+        assert set(scores[f"{scorer}_status"]) == {"failed"}
+        assert scores[scorer].null_count() == 2
+        assert all("malformed reply after 2 attempts" in e
+                   for e in scores[f"{scorer}_error"])  # fmt: skip
+    assert scores["fuzzing_raw"][0] == "I think windows 1 and 2"
+    assert "window 5: need 9 numbers" in scores["simulation_error"][0]
+    assert set(scores["status"]) == {"ok"}  # detection answered well
+    means = score_means({"lora": scores}, 50, 0)
+    for scorer in bad:
+        row = means.filter(pl.col("scorer") == scorer).row(0, named=True)
+        assert (row["n_failed"], row["n_ok"], row["mean"]) == (2, 0, None)
+
+
+def test_simulation_parser_rejects_what_it_cannot_align():
+    parse = parse_simulation([2, 3])
+    assert parse('{"activations": [[0, 10], [1, 2.5, 0]]}') == [
+        [0.0, 10.0], [1.0, 2.5, 0.0]]  # fmt: skip
+    for bad in ('{"activations": [[0, 10]]}', '{"activations": [[0], [1, 2, 3]]}',
+                '{"activations": [[0, 11], [1, 2, 3]]}',
+                '{"activations": [[0, true], [1, 2, 3]]}', "no json"):  # fmt: skip
+        with pytest.raises(ParseError):
+            parse(bad)
+
+
+# -- environment ---------------------------------------------------------------
+
+
+def test_llm_judge_without_its_key_is_caught_before_any_job(monkeypatch):
+    """The scorers' judge is the explainer's provider: the environment check
+    run before any job names its key for the score step alone."""
+    monkeypatch.delenv("JUDGE_KEY", raising=False)
+    cfg = validate({"autointerp": {"provider": "openai", "api_key_env": "JUDGE_KEY",
+                                   "scorers": ["fuzzing", "simulation"]}})  # fmt: skip
+    problems = check_environment(cfg, {"autointerp_score"})
+    assert problems[0] == (
+        "autointerp.api_key_env: autointerp.provider is 'openai' but the "
+        "environment variable JUDGE_KEY is not set"
+    )
+    assert len(problems) == 2 and problems[1].startswith("autointerp: export JUDGE_KEY")
+    monkeypatch.setenv("JUDGE_KEY", "k")
+    assert check_environment(cfg, {"autointerp_score"}) == []
+
+
+def test_scorer_windows_are_cut_to_their_own_width(tmp_path):
+    sec = _section(fuzzing={"window": 2}, simulation={"window": 1, "n_contexts": 4})
+    feats, ctx = _tables(n=1)
+    expl, _ = explain_kind(feats, ctx, sec, "t", tmp_path, "lora")
+    row = score_kind(expl, ctx, sec, "t", tmp_path, "lora")[0].row(0, named=True)
+    assert row["simulation_tokens"] == 4 * 3  # 4 windows of 1 + centre + 1
+    # null: the explainer's example_window (here none: the stored 9 tokens)
+    sec = _section(simulation={"window": None})
+    row = score_kind(expl, ctx, sec, "t", tmp_path, "lora")[0].row(0, named=True)
+    assert row["simulation_tokens"] == 5 * 9
