@@ -97,3 +97,15 @@ def test_no_checkpoint_members_fail(tmp_path):
         emergence_table(
             extra, "r1-s1", tmp_path / "p.parquet", tmp_path / "c", tmp_path / "f"
         )  # noqa: E501
+
+
+def test_wilson_interval_stays_within_zero_and_one():
+    import numpy as np
+
+    from lorascope.sweeps.tables import wilson
+
+    lo, hi = wilson(np.array([0, 5, 3]), np.array([5, 5, 10]))
+    assert lo[0] == 0.0 and hi[1] == 1.0  # no -0.00 / 1.00000001 from rounding
+    assert 0 < lo[2] < 0.3 < hi[2] < 1
+    # The textbook value for 3 of 10 at z = 1.96: [0.108, 0.603].
+    assert (round(lo[2], 3), round(hi[2], 3)) == (0.108, 0.603)

@@ -40,8 +40,13 @@ def test_shared_stages_run_once_and_member_stages_once_per_member(plain, sweep):
     # each saved at 2 checkpoints = 12 more: 18 members, the default one of
     # them at today's paths.
     members, trained = 18, 6
+    # The adapters' evaluation: the base and the full fine-tune are graded
+    # once, every member's 3 LoRA variants on the 3 benchmarks.
+    mixed = {"eval_generate", "eval_grade", "eval_summary"}
+    assert sweep["eval_grade"] == plain["eval_grade"] + (members - 1) * 3 * 3
+    assert sweep["eval_summary"] == plain["eval_summary"] + (members - 1) * 3
     for rule, n in plain.items():
-        if rule == "eval_generate":
+        if rule in mixed:
             continue
         if rule in MEMBER_RULES:
             expected = n * (trained if rule == "train_rank1" else members)

@@ -65,7 +65,8 @@ def wilson(
         den = 1 + z**2 / n
         mid = (p + z**2 / (2 * n)) / den
         half = z * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / den
-    return mid - half, mid + half
+    # Exactly 0 (k = 0) and 1 (k = n) in exact arithmetic; rounding gave -1e-17.
+    return np.clip(mid - half, 0, 1), np.clip(mid + half, 0, 1)
 
 
 def _group_column(by: str) -> pl.Expr:
