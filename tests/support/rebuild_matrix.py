@@ -356,9 +356,11 @@ def scheduled(work, config, cli=()):
             continue
         m = re.match(r"^\s+wildcards: (.*)$", line)
         if m and current and current != "all":
-            wc = ",".join(sorted(w.strip() for w in m.group(1).split(",")))
+            # The default sweep member's empty {member} says nothing.
+            parts = [w.strip() for w in m.group(1).split(",")]
+            wc = ",".join(sorted(w for w in parts if w != "member="))
             jobs.discard(current)
-            jobs.add(f"{current}[{wc}]")
+            jobs.add(f"{current}[{wc}]" if wc else current)
             current = None
     return jobs
 
