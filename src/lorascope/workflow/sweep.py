@@ -172,5 +172,7 @@ def plan_split(config: dict, rows: list[dict]) -> list[str]:
         f"{len(members) - trained} checkpoints): " + ", ".join(m.tag for m in members),
         f"sweep GPU-hours: shared stages (data, base and full fine-tune "
         f"evaluation, their analyses) {shared:.0f}; the members' own stages "
-        f"{own:.0f} ({own / len(members):.1f} per member on average)",
+        f"{own:.0f} ({own / len(members):.1f} per member on average); every "
+        "eval_generate job is costed as the 4-variant base-and-LoRAs engine, an "
+        "upper bound for a member's own engines (1 and 2 variants under vLLM)",
     ]
