@@ -186,3 +186,23 @@ def test_a_checkpoint_beyond_the_training_fails_before_it_trains(
         train("rank1", str(tiny_model_dir), str(sft8), tmp_path, cfg)
     assert not (tmp_path / "adapter").exists()
     assert not (tmp_path / "checkpoints" / "checkpoint-1").exists()
+
+
+def test_plan_split_puts_each_rule_on_its_side():
+    from lorascope.workflow.sweep import plan_split
+
+    assert plan_split(_cfg(), []) == []  # no sweep, no sweep lines
+    cfg = _cfg({"ranks": [1, 4], "checkpoints": [5]})  # 4 members, 2 trained
+    rows = [
+        {"rule": "train_full", "jobs": 1, "gpu_h": 10.0},
+        {"rule": "train_rank1", "jobs": 2, "gpu_h": 4.0},
+        {"rule": "train_sae", "jobs": 4, "gpu_h": 2.0},
+        # 2 shared engines (base with the default LoRAs, full) + 2 per other member
+        {"rule": "eval_generate", "jobs": 8, "gpu_h": 16.0},
+    ]
+    members, money = plan_split(cfg, rows)
+    assert members.startswith("sweep: 4 members (2 trained, 2 checkpoints)")
+    assert "r4-s0-step5" in members
+    # shared: train_full 10 + 2 of 8 engine jobs (4); own: 4 + 2 + 12 = 18.
+    assert "shared stages" in money and " 14;" in money
+    assert "own stages 18 (4.5 per member" in money
