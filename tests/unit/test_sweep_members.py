@@ -200,9 +200,9 @@ def test_plan_split_puts_each_rule_on_its_side():
         # 2 shared engines (base with the default LoRAs, full) + 2 per other member
         {"rule": "eval_generate", "jobs": 8, "gpu_h": 16.0},
     ]
-    members, money = plan_split(cfg, rows)
+    members, hours = plan_split(cfg, rows)
     assert members.startswith("sweep: 4 members (2 trained, 2 checkpoints)")
     assert "r4-s0-step5" in members
     # shared: train_full 10 + 2 of 8 engine jobs (4); own: 4 + 2 + 12 = 18.
-    assert "shared stages" in money and " 14;" in money
-    assert "own stages 18 (4.5 per member" in money
+    assert "shared stages" in hours and " 14;" in hours
+    assert "own stages 18 (4.5 per member" in hours
