@@ -230,7 +230,9 @@ def test_llm_fuzzing_and_simulation_against_the_fake_server(tmp_path, monkeypatc
     fuzz = [p for p in prompts if "every marked" in p]
     sim = [p for p in prompts if "predict how strongly" in p]
     assert len(fuzz) == len(sim) == 2  # one call per feature per scorer
-    assert "the Wait token" in fuzz[0] and "<< Wait>>" in fuzz[0]
+    # Requests run concurrently: either feature's prompt may come first.
+    assert all("the Wait token" in p for p in fuzz)
+    assert any("<< Wait>>" in p for p in fuzz)  # feature 0's active tokens marked
     assert {u["step"] for u in usage} == {"score_lora", "fuzz_lora", "simulate_lora"}
     r0, r1 = scores.row(0, named=True), scores.row(1, named=True)
     assert set(scores["fuzzing_status"]) == set(scores["simulation_status"]) == {"ok"}

@@ -64,7 +64,7 @@ rule sweep_recovery:
     log:
         log_("sweeps/sweep_recovery.log"),
     conda:
-        "../../envs/interp.yaml"
+        "../../envs/train.yaml"
     resources:
         **resources_for("sweep_recovery"),
     params:
@@ -89,7 +89,7 @@ rule sweep_persistence:
     log:
         log_("sweeps/sweep_persistence.log"),
     conda:
-        "../../envs/interp.yaml"
+        "../../envs/train.yaml"
     resources:
         **resources_for("sweep_persistence"),
     params:
@@ -112,7 +112,7 @@ rule sweep_emergence:
     log:
         log_("sweeps/sweep_emergence.log"),
     conda:
-        "../../envs/interp.yaml"
+        "../../envs/train.yaml"
     resources:
         **resources_for("sweep_emergence"),
     params:
