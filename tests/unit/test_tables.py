@@ -302,3 +302,55 @@ def test_a_column_undefined_in_the_first_hundred_benchmarks_keeps_its_type():
     t = table1(correct, n_boot=2)
     assert t.schema["recovery"] == pl.Float64
     assert t["recovery"].null_count() == 100 and t["recovery"][100] == 0.5
+
+
+def test_display_brackets_only_complete_intervals():
+    table = pl.DataFrame(
+        {
+            "benchmark": ["a", "b"], "n": [4, 4],
+            "rank1": [0.5, 0.25], "rank1_lo": [0.25, None],
+            "rank1_hi": [None, 0.5], "recovery": [0.5, 1.0],
+            "recovery_lo": [None, 0.75], "recovery_hi": [0.25, None],
+        }
+    )  # fmt: skip
+    shown = to_display(table, ["rank1", "recovery"])
+    assert shown.rows() == [("a", 4, "0.5000", "50.00%"), ("b", 4, "0.2500", "100.00%")]
+
+
+def test_parameter_line_reads_the_first_row_and_is_absent_without_counts():
+    from lorascope.evaluation.tables import with_param_fraction
+
+    correct = {b: {v: _hits(2, 4) for v in ("base", "rank1", "full")} for b in "xy"}
+    plain = table1(correct, n_boot=5)
+    assert plain.height == 2
+    assert to_markdown_report(plain, "table1", 0.95, 5).endswith(
+        "'undefined': the gain divided by is zero or negative.\n"
+    )
+    table = with_param_fraction(plain, 3_000_000_000, 4_000_000_000)
+    assert table.schema["adapter_params"] == table.schema["base_params"] == pl.Int64
+    assert table.schema["trainable_fraction"] == pl.Float64
+    small = with_param_fraction(plain, 1, 8)  # small counts are Int64 too
+    assert small.schema["adapter_params"] == small.schema["base_params"] == pl.Int64
+    assert "adapter: 1 of the base model's 8 (12.5000%" in to_markdown_report(
+        small, "table1", 0.95, 5
+    )
+
+
+def test_hub_base_model_is_counted_at_its_revision(monkeypatch, tmp_path):
+    from conftest import make_tiny_qwen
+    from transformers import AutoConfig
+
+    from lorascope.evaluation.tables import base_param_count
+
+    model = make_tiny_qwen(11, layers=1)
+    config = model.config
+    asked = []
+
+    def from_pretrained(path, **kw):
+        asked.append((path, kw))
+        return config
+
+    monkeypatch.setattr(AutoConfig, "from_pretrained", from_pretrained)
+    want = sum(p.numel() for p in model.parameters())
+    assert base_param_count("org/name", "abc123") == (want, "config")
+    assert asked == [("org/name", {"revision": "abc123"})]
