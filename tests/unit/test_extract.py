@@ -632,3 +632,23 @@ def test_batches_and_doc_values_go_to_the_device_asked_for(monkeypatch):
     )
     doc_values = hooks.mlp_doc_values(None, None, token_ids, 4, "meta")
     assert [d for d, _ in doc_values([1])] == [1] and seen == [("meta", "meta")]
+
+
+def test_every_pass_sees_the_padding_mask_and_builds_no_kv_cache():
+    """The decoder runs with the batch's mask (as integers) and use_cache off:
+    a KV cache for every layer would be built for nothing."""
+    model = add_random_lora(make_tiny_qwen(VOCAB, layers=1))
+    backbone = model.get_base_model().model
+    calls = []
+    backbone.register_forward_pre_hook(
+        lambda m, args, kw: calls.append(kw), with_kwargs=True
+    )
+    ids, mask = pad_batch([[1, 2, 3], [4]], "cpu")
+    # LoRA pass and the base-model MLP pass (act_gate_up: LoRA off).
+    forward_batch(model, ids, mask, LoraCapture(model), MlpCapture(model, 2))
+    assert len(calls) == 2
+    for kw in calls:
+        assert set(kw) == {"input_ids", "attention_mask", "use_cache"}
+        assert kw["input_ids"] is ids and kw["use_cache"] is False
+        assert kw["attention_mask"].dtype == torch.long
+        assert kw["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
