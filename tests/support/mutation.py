@@ -123,27 +123,61 @@ def _setup_cfg(s: Session) -> str:
     )
 
 
-def run_session(name: str, s: Session, out: Path) -> dict:
-    """Run one session in a fresh scratch dir; return its counts and survivors."""
+def _status(work: Path, s: Session, dotted: str) -> dict[str, str]:
+    """mutmut's status of each of the session's mutants, from its meta file."""
+    from mutmut.stats import status_by_exit_code
+
+    meta = work / "mutants" / "src" / "lorascope" / (s.module + ".meta")
+    codes = json.loads(meta.read_text())["exit_code_by_key"]
+    if s.functions:
+        prefixes = tuple(f"{dotted}.x_{f}__mutmut_" for f in s.functions)
+        codes = {k: v for k, v in codes.items() if k.startswith(prefixes)}
+    return {k: status_by_exit_code[v] for k, v in codes.items()}
+
+
+def run_session(name: str, s: Session, out: Path, recheck: bool = False) -> dict:
+    """Run one session in a fresh scratch dir; return its counts and survivors.
+
+    `recheck`: run only the survivors of the session's last run (in the same
+    scratch dir) again, against the tests as they are now: mutmut copies
+    tests/ afresh on every run and keeps every other mutant's result. Refused
+    when the module differs from the source that run mutated.
+    """
     work = out / name
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    for entry in ["src", "tests", *ALSO_COPY]:
-        (work / entry).symlink_to(REPO / entry)
-    (work / "setup.cfg").write_text(_setup_cfg(s))
     dotted = "lorascope." + s.module.removesuffix(".py").replace("/", ".")
-    names = [f"{dotted}.x_{f}__mutmut_*" for f in s.functions]
+    source = REPO / "src" / "lorascope" / s.module
+    ran_on = work / "source.py"  # the module as the run found it
+    if recheck:
+        if not ran_on.exists() or ran_on.read_bytes() != source.read_bytes():
+            raise RuntimeError(
+                f"session {name}: no earlier run in {work}, or {source} changed "
+                "since it; run the session again without --recheck"
+            )
+        old = _status(work, s, dotted)
+        names = sorted(k for k, v in old.items() if v not in DETECTED)
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        for entry in ["src", "tests", *ALSO_COPY]:
+            (work / entry).symlink_to(REPO / entry)
+        (work / "setup.cfg").write_text(_setup_cfg(s))
+        ran_on.write_bytes(source.read_bytes())
+        names = [f"{dotted}.x_{f}__mutmut_*" for f in s.functions]
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     t0 = time.monotonic()
-    # One child at a time: the machines this runs on are shared.
+    # One child at a time: the machines this runs on are shared. A recheck
+    # with no survivors has nothing to run (an empty name list would run all).
     proc = subprocess.run(
-        [sys.executable, "-m", "mutmut", "run", "--max-children", "1", *names],
+        [sys.executable, "-m", "mutmut", "run", "--max-children", "1", *names]
+        if names or not recheck
+        else [sys.executable, "-c", ""],
         cwd=work,
         env=env,
         capture_output=True,
         text=True,
     )
-    (work / "mutmut.log").write_text(proc.stdout + proc.stderr)
+    log = work / ("mutmut-recheck.log" if recheck else "mutmut.log")
+    log.write_text(proc.stdout + proc.stderr)
     meta = work / "mutants" / "src" / "lorascope" / (s.module + ".meta")
     if proc.returncode != 0 or not meta.exists():
         # Without mutmut's spinner lines, which are most of its output.
@@ -154,15 +188,9 @@ def run_session(name: str, s: Session, out: Path) -> dict:
         ]
         raise RuntimeError(
             f"mutmut failed for session {name} (exit {proc.returncode}); "
-            f"see {work / 'mutmut.log'}:\n" + "\n".join(said[-40:])
+            f"see {log}:\n" + "\n".join(said[-40:])
         )
-    from mutmut.stats import status_by_exit_code
-
-    codes = json.loads(meta.read_text())["exit_code_by_key"]
-    if s.functions:
-        prefixes = tuple(f"{dotted}.x_{f}__mutmut_" for f in s.functions)
-        codes = {k: v for k, v in codes.items() if k.startswith(prefixes)}
-    status = {k: status_by_exit_code[v] for k, v in codes.items()}
+    status = _status(work, s, dotted)
     unchecked = [k for k, v in status.items() if v == "not checked"]
     if unchecked:
         raise SystemExit(f"session {name}: {len(unchecked)} mutants not checked")
@@ -224,6 +252,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("sessions", nargs="*", help=f"default: all ({', '.join(DEFAULT)})")
     ap.add_argument("--out", type=Path, default=REPO / "mutation")
+    ap.add_argument(
+        "--recheck",
+        action="store_true",
+        help="rerun only the survivors of each session's last run in --out "
+        "against the current tests (the module itself must be unchanged)",
+    )
     args = ap.parse_args(argv)
     unknown = [n for n in args.sessions if n not in SESSIONS]
     if unknown:
@@ -232,13 +266,21 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.sessions or DEFAULT:
         print(f"== {name}", flush=True)
         try:
-            rows.append((name, run_session(name, SESSIONS[name], args.out.resolve())))
+            rows.append(
+                (
+                    name,
+                    run_session(name, SESSIONS[name], args.out.resolve(), args.recheck),
+                )
+            )
         except RuntimeError as e:  # the other sessions still run
             print(e, flush=True)
             failed.append(name)
             continue
         text = report(rows)
-        (args.out / "report.md").write_text(text)
+        # A recheck keeps the full run's report beside its own.
+        (args.out / ("report-recheck.md" if args.recheck else "report.md")).write_text(
+            text
+        )
         print(text.split("\n## Survivors")[0], flush=True)
     if failed:
         print(f"sessions that did not run: {', '.join(failed)}", file=sys.stderr)
