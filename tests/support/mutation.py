@@ -135,60 +135,70 @@ def _status(work: Path, s: Session, dotted: str) -> dict[str, str]:
     return {k: status_by_exit_code[v] for k, v in codes.items()}
 
 
+def _mutmut(work: Path, names: list[str]) -> subprocess.CompletedProcess:
+    # One child at a time: the machines this runs on are shared.
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    return subprocess.run(
+        [sys.executable, "-m", "mutmut", "run", "--max-children", "1", *names],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+
+
 def run_session(name: str, s: Session, out: Path, recheck: bool = False) -> dict:
     """Run one session in a fresh scratch dir; return its counts and survivors.
 
-    `recheck`: run only the survivors of the session's last run (in the same
-    scratch dir) again, against the tests as they are now: mutmut copies
-    tests/ afresh on every run and keeps every other mutant's result. Refused
-    when the module differs from the source that run mutated.
+    `recheck`: reuse the scratch dir of the session's last run. mutmut makes
+    the mutants of the module's functions that changed since (their results
+    are dropped) and runs them; then the earlier survivors run again against
+    the tests as they are now (mutmut copies tests/ afresh on every run).
+    Every other result stands: a recheck assumes the tests only gained
+    checks since the run.
     """
     work = out / name
     dotted = "lorascope." + s.module.removesuffix(".py").replace("/", ".")
-    source = REPO / "src" / "lorascope" / s.module
-    ran_on = work / "source.py"  # the module as the run found it
+    patterns = [f"{dotted}.x_{f}__mutmut_*" for f in s.functions]
+    copy = work / "mutants" / "src" / "lorascope" / s.module
+    t0 = time.monotonic()
     if recheck:
-        if not ran_on.exists() or ran_on.read_bytes() != source.read_bytes():
-            raise RuntimeError(
-                f"session {name}: no earlier run in {work}, or {source} changed "
-                "since it; run the session again without --recheck"
-            )
+        if not copy.with_name(copy.name + ".meta").exists():
+            raise RuntimeError(f"session {name}: no earlier run in {work}")
         old = _status(work, s, dotted)
-        names = sorted(k for k, v in old.items() if v not in DETECTED)
+        # mutmut copies a source file only where its copy is missing; a fresh
+        # copy makes it compare each function with the run's (by hash).
+        copy.unlink()
+        # Without names mutmut runs only the mutants that have no result.
+        procs = [_mutmut(work, patterns)]
+        if procs[0].returncode == 0 and copy.with_name(copy.name + ".meta").exists():
+            now = _status(work, s, dotted)
+            again = [k for k, v in old.items() if v not in DETECTED]
+            again = [k for k in again if now.get(k, "killed") not in DETECTED]
+            if again:
+                procs.append(_mutmut(work, again))
     else:
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
         for entry in ["src", "tests", *ALSO_COPY]:
             (work / entry).symlink_to(REPO / entry)
         (work / "setup.cfg").write_text(_setup_cfg(s))
-        ran_on.write_bytes(source.read_bytes())
-        names = [f"{dotted}.x_{f}__mutmut_*" for f in s.functions]
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    t0 = time.monotonic()
-    # One child at a time: the machines this runs on are shared. A recheck
-    # with no survivors has nothing to run (an empty name list would run all).
-    proc = subprocess.run(
-        [sys.executable, "-m", "mutmut", "run", "--max-children", "1", *names]
-        if names or not recheck
-        else [sys.executable, "-c", ""],
-        cwd=work,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
+        procs = [_mutmut(work, patterns)]
     log = work / ("mutmut-recheck.log" if recheck else "mutmut.log")
-    log.write_text(proc.stdout + proc.stderr)
-    meta = work / "mutants" / "src" / "lorascope" / (s.module + ".meta")
-    if proc.returncode != 0 or not meta.exists():
+    said = "".join(p.stdout + p.stderr for p in procs)
+    log.write_text(said)
+    rc = next((p.returncode for p in procs if p.returncode), 0)
+    meta = copy.with_name(copy.name + ".meta")
+    if rc != 0 or not meta.exists():
         # Without mutmut's spinner lines, which are most of its output.
-        said = [
+        lines = [
             ln
-            for ln in (proc.stdout + proc.stderr).splitlines()
+            for ln in said.splitlines()
             if not "\u2800" <= ln.lstrip()[:1] <= "\u28ff"  # braille spinner
         ]
         raise RuntimeError(
-            f"mutmut failed for session {name} (exit {proc.returncode}); "
-            f"see {log}:\n" + "\n".join(said[-40:])
+            f"mutmut failed for session {name} (exit {rc}); "
+            f"see {log}:\n" + "\n".join(lines[-40:])
         )
     status = _status(work, s, dotted)
     unchecked = [k for k, v in status.items() if v == "not checked"]
