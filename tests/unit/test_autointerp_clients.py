@@ -278,3 +278,20 @@ def test_ledger_counts_per_run_refuses_over_the_caps_and_stays_usable(tmp_path):
     assert a.spent("run") == (4, 42)
     with pytest.raises(BudgetExceeded, match="max_calls=1 reached for run 'other'"):
         b.reserve("other", "score", "k6", max_calls=1, max_tokens=None)
+
+
+def test_cache_key_of_a_request_is_pinned():
+    """The key is part of every existing cache: a change of its encoding (key
+    order, non-ASCII text escaped or not) would make every cached reply a miss
+    and pay for it again. Pinned: sha256 of the sorted-key JSON, UTF-8."""
+    from lorascope.autointerp.cache import cache_key
+
+    request = {
+        "provider": "openai",
+        "model": "m",
+        "messages": [{"role": "user", "content": "é"}],
+        "params": {"temperature": 0},
+    }
+    assert cache_key(request) == (
+        "e2a55168311a885268a07eb1118762580b17ac3ac5b9d5ce795949ac98fbbb79"
+    )
