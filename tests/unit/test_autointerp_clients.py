@@ -295,3 +295,25 @@ def test_cache_key_of_a_request_is_pinned():
     assert cache_key(request) == (
         "e2a55168311a885268a07eb1118762580b17ac3ac5b9d5ce795949ac98fbbb79"
     )
+
+
+def test_response_cache_waits_for_other_jobs_and_serves_any_thread(tmp_path):
+    """Jobs sharing the database wait up to a minute for its write lock (not
+    sqlite's default 5 s); the engine's worker threads share one connection."""
+    import threading
+
+    from lorascope.autointerp.cache import CachedReply
+
+    cache = ResponseCache(tmp_path / "c.db")
+    assert cache._db.execute("PRAGMA busy_timeout").fetchone()[0] == 60_000
+    got = []
+
+    def worker():
+        cache.put("k", {"model": "m"}, CachedReply("from a thread", 1, 2))
+        got.append(cache.get("k"))
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join()
+    assert got == [CachedReply("from a thread", 1, 2)]
+    assert cache.get("k") == CachedReply("from a thread", 1, 2)
