@@ -157,9 +157,7 @@ def safetensors_numel(path: str | Path) -> int:
         header = json.loads(f.read(size))
     # math.prod: Python integers, exact for any size (no numpy dtype to overflow).
     return sum(
-        math.prod(t["shape"])
-        for name, t in header.items()
-        if name != "__metadata__"
+        math.prod(t["shape"]) for name, t in header.items() if name != "__metadata__"
     )
 
 
