@@ -20,7 +20,9 @@ that has mutmut and the project's packages (the Makefile builds one); it
 prints the table `module | mutants | killed | survived | no tests | timeout |
 kill rate` and writes it, with the diff of every surviving mutant, to
 `<out>/report.md`. Kill rate = (killed + timeout) / mutants: a mutant that
-no test runs counts as a survivor.
+no test runs counts as a survivor. `--recheck` reuses each session's scratch
+dir: only the mutants of changed functions and the earlier survivors run
+(report in `<out>/report-recheck.md`).
 """
 
 from __future__ import annotations
