@@ -20,7 +20,9 @@ that has mutmut and the project's packages (the Makefile builds one); it
 prints the table `module | mutants | killed | survived | no tests | timeout |
 kill rate` and writes it, with the diff of every surviving mutant, to
 `<out>/report.md`. Kill rate = (killed + timeout) / mutants: a mutant that
-no test runs counts as a survivor.
+no test runs counts as a survivor. `--recheck` reuses each session's scratch
+dir: only the mutants of changed functions and the earlier survivors run
+(report in `<out>/report-recheck.md`).
 """
 
 from __future__ import annotations
@@ -123,46 +125,84 @@ def _setup_cfg(s: Session) -> str:
     )
 
 
-def run_session(name: str, s: Session, out: Path) -> dict:
-    """Run one session in a fresh scratch dir; return its counts and survivors."""
-    work = out / name
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    for entry in ["src", "tests", *ALSO_COPY]:
-        (work / entry).symlink_to(REPO / entry)
-    (work / "setup.cfg").write_text(_setup_cfg(s))
-    dotted = "lorascope." + s.module.removesuffix(".py").replace("/", ".")
-    names = [f"{dotted}.x_{f}__mutmut_*" for f in s.functions]
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    t0 = time.monotonic()
+def _status(work: Path, s: Session, dotted: str) -> dict[str, str]:
+    """mutmut's status of each of the session's mutants, from its meta file."""
+    from mutmut.stats import status_by_exit_code
+
+    meta = work / "mutants" / "src" / "lorascope" / (s.module + ".meta")
+    codes = json.loads(meta.read_text())["exit_code_by_key"]
+    if s.functions:
+        prefixes = tuple(f"{dotted}.x_{f}__mutmut_" for f in s.functions)
+        codes = {k: v for k, v in codes.items() if k.startswith(prefixes)}
+    return {k: status_by_exit_code[v] for k, v in codes.items()}
+
+
+def _mutmut(work: Path, names: list[str]) -> subprocess.CompletedProcess:
     # One child at a time: the machines this runs on are shared.
-    proc = subprocess.run(
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    return subprocess.run(
         [sys.executable, "-m", "mutmut", "run", "--max-children", "1", *names],
         cwd=work,
         env=env,
         capture_output=True,
         text=True,
     )
-    (work / "mutmut.log").write_text(proc.stdout + proc.stderr)
-    meta = work / "mutants" / "src" / "lorascope" / (s.module + ".meta")
-    if proc.returncode != 0 or not meta.exists():
+
+
+def run_session(name: str, s: Session, out: Path, recheck: bool = False) -> dict:
+    """Run one session in a fresh scratch dir; return its counts and survivors.
+
+    `recheck`: reuse the scratch dir of the session's last run. mutmut makes
+    the mutants of the module's functions that changed since (their results
+    are dropped) and runs them; then the earlier survivors run again against
+    the tests as they are now (mutmut copies tests/ afresh on every run).
+    Every other result stands: a recheck assumes the tests only gained
+    checks since the run.
+    """
+    work = out / name
+    dotted = "lorascope." + s.module.removesuffix(".py").replace("/", ".")
+    patterns = [f"{dotted}.x_{f}__mutmut_*" for f in s.functions]
+    copy = work / "mutants" / "src" / "lorascope" / s.module
+    t0 = time.monotonic()
+    if recheck:
+        if not copy.with_name(copy.name + ".meta").exists():
+            raise RuntimeError(f"session {name}: no earlier run in {work}")
+        old = _status(work, s, dotted)
+        # mutmut copies a source file only where its copy is missing; a fresh
+        # copy makes it compare each function with the run's (by hash).
+        copy.unlink()
+        # Without names mutmut runs only the mutants that have no result.
+        procs = [_mutmut(work, patterns)]
+        if procs[0].returncode == 0 and copy.with_name(copy.name + ".meta").exists():
+            now = _status(work, s, dotted)
+            again = [k for k, v in old.items() if v not in DETECTED]
+            again = [k for k in again if now.get(k, "killed") not in DETECTED]
+            if again:
+                procs.append(_mutmut(work, again))
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        for entry in ["src", "tests", *ALSO_COPY]:
+            (work / entry).symlink_to(REPO / entry)
+        (work / "setup.cfg").write_text(_setup_cfg(s))
+        procs = [_mutmut(work, patterns)]
+    log = work / ("mutmut-recheck.log" if recheck else "mutmut.log")
+    said = "".join(p.stdout + p.stderr for p in procs)
+    log.write_text(said)
+    rc = next((p.returncode for p in procs if p.returncode), 0)
+    meta = copy.with_name(copy.name + ".meta")
+    if rc != 0 or not meta.exists():
         # Without mutmut's spinner lines, which are most of its output.
-        said = [
+        lines = [
             ln
-            for ln in (proc.stdout + proc.stderr).splitlines()
+            for ln in said.splitlines()
             if not "\u2800" <= ln.lstrip()[:1] <= "\u28ff"  # braille spinner
         ]
         raise RuntimeError(
-            f"mutmut failed for session {name} (exit {proc.returncode}); "
-            f"see {work / 'mutmut.log'}:\n" + "\n".join(said[-40:])
+            f"mutmut failed for session {name} (exit {rc}); "
+            f"see {log}:\n" + "\n".join(lines[-40:])
         )
-    from mutmut.stats import status_by_exit_code
-
-    codes = json.loads(meta.read_text())["exit_code_by_key"]
-    if s.functions:
-        prefixes = tuple(f"{dotted}.x_{f}__mutmut_" for f in s.functions)
-        codes = {k: v for k, v in codes.items() if k.startswith(prefixes)}
-    status = {k: status_by_exit_code[v] for k, v in codes.items()}
+    status = _status(work, s, dotted)
     unchecked = [k for k, v in status.items() if v == "not checked"]
     if unchecked:
         raise SystemExit(f"session {name}: {len(unchecked)} mutants not checked")
@@ -224,6 +264,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("sessions", nargs="*", help=f"default: all ({', '.join(DEFAULT)})")
     ap.add_argument("--out", type=Path, default=REPO / "mutation")
+    ap.add_argument(
+        "--recheck",
+        action="store_true",
+        help="rerun only the survivors of each session's last run in --out "
+        "against the current tests (the module itself must be unchanged)",
+    )
     args = ap.parse_args(argv)
     unknown = [n for n in args.sessions if n not in SESSIONS]
     if unknown:
@@ -232,13 +278,21 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.sessions or DEFAULT:
         print(f"== {name}", flush=True)
         try:
-            rows.append((name, run_session(name, SESSIONS[name], args.out.resolve())))
+            rows.append(
+                (
+                    name,
+                    run_session(name, SESSIONS[name], args.out.resolve(), args.recheck),
+                )
+            )
         except RuntimeError as e:  # the other sessions still run
             print(e, flush=True)
             failed.append(name)
             continue
         text = report(rows)
-        (args.out / "report.md").write_text(text)
+        # A recheck keeps the full run's report beside its own.
+        (args.out / ("report-recheck.md" if args.recheck else "report.md")).write_text(
+            text
+        )
         print(text.split("\n## Survivors")[0], flush=True)
     if failed:
         print(f"sessions that did not run: {', '.join(failed)}", file=sys.stderr)

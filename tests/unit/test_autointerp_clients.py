@@ -278,3 +278,42 @@ def test_ledger_counts_per_run_refuses_over_the_caps_and_stays_usable(tmp_path):
     assert a.spent("run") == (4, 42)
     with pytest.raises(BudgetExceeded, match="max_calls=1 reached for run 'other'"):
         b.reserve("other", "score", "k6", max_calls=1, max_tokens=None)
+
+
+def test_cache_key_of_a_request_is_pinned():
+    """The key is part of every existing cache: a change of its encoding (key
+    order, non-ASCII text escaped or not) would make every cached reply a miss
+    and pay for it again. Pinned: sha256 of the sorted-key JSON, UTF-8."""
+    from lorascope.autointerp.cache import cache_key
+
+    request = {
+        "provider": "openai",
+        "model": "m",
+        "messages": [{"role": "user", "content": "é"}],
+        "params": {"temperature": 0},
+    }
+    assert cache_key(request) == (
+        "e2a55168311a885268a07eb1118762580b17ac3ac5b9d5ce795949ac98fbbb79"
+    )
+
+
+def test_response_cache_waits_for_other_jobs_and_serves_any_thread(tmp_path):
+    """Jobs sharing the database wait up to a minute for its write lock (not
+    sqlite's default 5 s); the engine's worker threads share one connection."""
+    import threading
+
+    from lorascope.autointerp.cache import CachedReply
+
+    cache = ResponseCache(tmp_path / "c.db")
+    assert cache._db.execute("PRAGMA busy_timeout").fetchone()[0] == 60_000
+    got = []
+
+    def worker():
+        cache.put("k", {"model": "m"}, CachedReply("from a thread", 1, 2))
+        got.append(cache.get("k"))
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join()
+    assert got == [CachedReply("from a thread", 1, 2)]
+    assert cache.get("k") == CachedReply("from a thread", 1, 2)

@@ -238,9 +238,7 @@ def test_shard_pass_stores_tokens_and_streams_exact_topk(tmp_path, polarity):
     mlp = MlpCapture(model, 3)
     run = lambda i, m: forward_batch(model, i, m, None, mlp)[1]  # noqa: E731
     by_doc = dict(
-        iter_doc_values(
-            model, dict(zip(range(10, 19), seqs, strict=True)), 50, run, "cpu"
-        )
+        iter_doc_values(dict(zip(range(10, 19), seqs, strict=True)), 50, run, "cpu")
     )
     mlp_TU = torch.cat([by_doc[10 + i] for i in range(len(seqs))])
     top, _ = shard_summary(ss, "mlp")
@@ -594,7 +592,7 @@ def test_iter_doc_values_gives_each_doc_its_own_rows():
         pos = torch.arange(ids_BL.shape[1]).expand_as(ids_BL)
         return torch.stack([ids_BL[mask_BL], pos[mask_BL]], dim=1).double()
 
-    got = dict(iter_doc_values(None, token_ids, 6, run, "cpu"))
+    got = dict(iter_doc_values(token_ids, 6, run, "cpu"))
     assert set(got) == set(token_ids)
     for doc, ids in token_ids.items():
         assert got[doc].dtype == torch.float32
@@ -633,3 +631,67 @@ def test_capture_columns_and_errors_name_the_modules():
     assert str(err.value) == (
         "model.layers.0.self_attn.q_proj: adapter is merged; unmerge first"
     )
+
+
+def test_mlp_width_is_down_proj_input_for_act_gate_up():
+    """act_gate_up reads down_proj's input (the intermediate width, 2 x the
+    hidden size here): every unit of it can be recorded, one more cannot."""
+    model = add_random_lora(make_tiny_qwen(VOCAB, layers=1, hidden=32))
+    mlp = MlpCapture(model, 64, "act_gate_up")
+    assert mlp.n_units == 64
+    with pytest.raises(ExtractError, match="=65 exceeds layer 0's MLP width 64$"):
+        MlpCapture(model, 65, "act_gate_up")
+    assert MlpCapture(model, 64, "up_proj").n_units == 64  # up_proj's outputs
+
+
+def test_backbone_of_peft_plain_and_bare_models():
+    from lorascope.activations.hooks import _backbone
+
+    plain = make_tiny_qwen(VOCAB, layers=1)
+    assert _backbone(plain) is plain.model
+    assert _backbone(add_random_lora(plain)) is plain.model
+    stack = torch.nn.Module()  # neither a PEFT wrapper nor a transformers model
+    assert _backbone(stack) is stack
+
+
+def test_batches_and_doc_values_go_to_the_device_asked_for(monkeypatch):
+    import lorascope.activations.hooks as hooks
+
+    ids, mask = pad_batch([[1, 2], [3]], "meta")
+    assert ids.device.type == mask.device.type == "meta"
+    seen = []
+
+    def run(ids_BL, mask_BL):  # meta tensors have no values: rows of zeros
+        seen.append((ids_BL.device.type, mask_BL.device.type))
+        return torch.zeros(ids_BL.numel(), 1)
+
+    token_ids = {0: [1, 2, 3], 1: [4]}
+    assert len(dict(iter_doc_values(token_ids, 4, run, "meta"))) == 2
+    assert seen == [("meta", "meta")] * 2
+    # mlp_doc_values sends its batches to its device too.
+    seen.clear()
+    monkeypatch.setattr(
+        hooks, "forward_batch", lambda m, i, k, lora, mlp: (None, run(i, k))
+    )
+    doc_values = hooks.mlp_doc_values(None, None, token_ids, 4, "meta")
+    assert [d for d, _ in doc_values([1])] == [1] and seen == [("meta", "meta")]
+
+
+def test_every_pass_sees_the_padding_mask_and_builds_no_kv_cache():
+    """The decoder runs with the batch's mask (as integers) and use_cache off:
+    a KV cache for every layer would be built for nothing."""
+    model = add_random_lora(make_tiny_qwen(VOCAB, layers=1))
+    backbone = model.get_base_model().model
+    calls = []
+    backbone.register_forward_pre_hook(
+        lambda m, args, kw: calls.append(kw), with_kwargs=True
+    )
+    ids, mask = pad_batch([[1, 2, 3], [4]], "cpu")
+    # LoRA pass and the base-model MLP pass (act_gate_up: LoRA off).
+    forward_batch(model, ids, mask, LoraCapture(model), MlpCapture(model, 2))
+    assert len(calls) == 2
+    for kw in calls:
+        assert set(kw) == {"input_ids", "attention_mask", "use_cache"}
+        assert kw["input_ids"] is ids and kw["use_cache"] is False
+        assert kw["attention_mask"].dtype == torch.long
+        assert kw["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]

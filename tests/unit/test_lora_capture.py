@@ -4,6 +4,7 @@ and remove() leaves every module as it was."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 from conftest import add_random_lora, make_tiny_qwen
 
@@ -62,3 +63,47 @@ def test_captures_nest_and_remove_restores_every_module():
     outer.remove()
     outer.remove()  # twice is harmless
     assert all("forward" not in m.__dict__ for m in modules)
+
+
+# Tests added from mutation testing (`make mutation SESSIONS=hooks`).
+
+
+def test_dora_adapter_fails_naming_the_module():
+    from peft import LoraConfig, get_peft_model
+
+    from lorascope.activations.hooks import ExtractError
+
+    cfg = LoraConfig(r=1, target_modules=["q_proj"], use_dora=True)
+    model = get_peft_model(make_tiny_qwen(VOCAB, layers=1), cfg)
+    with pytest.raises(ExtractError) as err:
+        LoraCapture(model)
+    assert str(err.value) == (
+        "model.layers.0.self_attn.q_proj: LoRA variant (e.g. DoRA) has no plain scalar"
+    )
+
+
+@torch.no_grad()
+def test_capture_of_an_adapter_not_named_default():
+    from peft import LoraConfig, get_peft_model
+
+    cfg = LoraConfig(r=1, target_modules=["q_proj", "down_proj"])
+    model = get_peft_model(make_tiny_qwen(VOCAB, layers=1), cfg, adapter_name="sft")
+    cap = LoraCapture(model, "sft")
+    assert cap.columns == ["L0.q", "L0.down"]
+    ids, mask = _batch()
+    lora_TC, _ = forward_batch(model, ids, mask, cap, None)
+    assert lora_TC.shape == (int(mask.sum()), 2)
+
+
+@torch.no_grad()
+def test_a_module_run_twice_in_one_recording_fails():
+    from lorascope.activations.hooks import ExtractError
+
+    model = _model()
+    ids, mask = _batch()
+    cap = LoraCapture(model)
+    buf = torch.empty(*ids.shape, cap.n_components, dtype=torch.float64)
+    with pytest.raises(ExtractError, match=r"not run exactly once: \['L0.q', "):
+        with cap.recording(buf):
+            model(input_ids=ids, attention_mask=mask.long())
+            model(input_ids=ids, attention_mask=mask.long())

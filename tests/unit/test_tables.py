@@ -226,3 +226,135 @@ def test_markdown_report_cells_and_parameter_line_exactly():
         "\nTrainable parameters of the adapter: 1,000 of the base model's "
         "4,000,000 (0.0250%; paper: less than 0.03%).\n"
     )
+
+
+def test_ratio_is_nan_unless_the_denominator_is_positive_and_broadcasts():
+    from lorascope.evaluation.tables import _ratio
+
+    got = _ratio(np.array([1.0, 1.0, 1.0]), np.array([2.0, 0.0, -1.0]))
+    assert got[0] == 0.5 and np.isnan(got[1:]).all()
+    # A scalar against an array, either way round: the broadcast shape.
+    assert _ratio(np.array([1.0, 3.0]), np.array(2.0)).tolist() == [0.5, 1.5]
+    assert _ratio(np.array(1.0), np.array([2.0, 4.0])).tolist() == [0.5, 0.25]
+
+
+def _naive_recovery(c, n_boot, seed, ci):
+    """Table 1's recovery interval from the definition: the same resampled
+    problems for every variant, one ratio per resample where it is defined."""
+    n = len(c["base"])
+    idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+    ratios = []
+    for i in idx:
+        b, r, f = (c[v][i].mean() for v in ("base", "rank1", "full"))
+        if f - b > 0:
+            ratios.append((r - b) / (f - b))
+    q = 50 * (1 - ci)
+    return (*np.percentile(ratios, [q, 100 - q]), len(ratios) / n_boot)
+
+
+def test_bootstrap_interval_and_defined_share_match_the_definition():
+    rng = np.random.default_rng(5)
+    c = {
+        v: rng.random(25) < p for v, p in [("base", 0.3), ("rank1", 0.4), ("full", 0.5)]
+    }
+    for ci, seed in [(0.5, 3), (0.9, 0)]:
+        row = table1({"b": c}, n_boot=400, ci=ci, seed=seed).row(0, named=True)
+        lo, hi, share = _naive_recovery(c, 400, seed, ci)
+        assert (row["recovery_lo"], row["recovery_hi"]) == pytest.approx((lo, hi))
+        assert row["recovery_defined"] == pytest.approx(share)
+        assert 0 < share < 1  # some resamples leave no gain to divide by
+    # table1's seed and level are the bootstrap's: the defaults are 0 and 95%.
+    default = table1({"b": c}, n_boot=400).row(0, named=True)
+    lo, hi, _ = _naive_recovery(c, 400, 0, 0.95)
+    assert (default["recovery_lo"], default["recovery_hi"]) == pytest.approx((lo, hi))
+
+
+def test_bootstrap_table_defaults_are_a_95_percent_interval_with_seed_0():
+    from lorascope.evaluation.tables import bootstrap_table
+
+    rng = np.random.default_rng(1)
+    c = {"b": {v: rng.random(20) < 0.5 for v in ("x", "y")}}
+    ratios = [("r", "y", "x", "x")]
+    assert bootstrap_table(c, ratios, n_boot=50).equals(
+        bootstrap_table(c, ratios, n_boot=50, ci=0.95, seed=0)
+    )
+
+
+def test_undefined_point_recovery_has_no_interval_even_if_resamples_define_it():
+    # Base and full both solve 7 of 30, different problems: no gain overall,
+    # but resamples that favour full's problems have one.
+    base, full = _hits(7), np.roll(_hits(7), 7)
+    correct = {"b": {"base": base, "rank1": _hits(9), "full": full}}
+    row = table1(correct, n_boot=200).row(0, named=True)
+    assert row["recovery"] is None and 0 < row["recovery_defined"] < 1
+    assert row["recovery_lo"] is None and row["recovery_hi"] is None
+
+
+def test_one_problem_is_a_table_and_no_problem_an_error_naming_the_benchmark():
+    one = {"b": {v: np.array([v != "base"]) for v in ("base", "rank1", "full")}}
+    row = table1(one, n_boot=10).row(0, named=True)
+    assert (row["n"], row["base"], row["rank1"], row["recovery"]) == (1, 0.0, 1.0, 1.0)
+    empty = {"gsm": {v: np.array([], bool) for v in ("base", "rank1", "full")}}
+    with pytest.raises(ValueError, match="^gsm: no graded problems$"):
+        table1(empty, n_boot=10)
+
+
+def test_a_column_undefined_in_the_first_hundred_benchmarks_keeps_its_type():
+    flat = {"base": _hits(3, 4), "rank1": _hits(3, 4), "full": _hits(3, 4)}
+    gain = {"base": _hits(1, 4), "rank1": _hits(2, 4), "full": _hits(3, 4)}
+    correct = {f"b{i:03d}": flat for i in range(100)} | {"b100": gain}
+    t = table1(correct, n_boot=2)
+    assert t.schema["recovery"] == pl.Float64
+    assert t["recovery"].null_count() == 100 and t["recovery"][100] == 0.5
+
+
+def test_display_brackets_only_complete_intervals():
+    table = pl.DataFrame(
+        {
+            "benchmark": ["a", "b"], "n": [4, 4],
+            "rank1": [0.5, 0.25], "rank1_lo": [0.25, None],
+            "rank1_hi": [None, 0.5], "recovery": [0.5, 1.0],
+            "recovery_lo": [None, 0.75], "recovery_hi": [0.25, None],
+        }
+    )  # fmt: skip
+    shown = to_display(table, ["rank1", "recovery"])
+    assert shown.rows() == [("a", 4, "0.5000", "50.00%"), ("b", 4, "0.2500", "100.00%")]
+
+
+def test_parameter_line_reads_the_first_row_and_is_absent_without_counts():
+    from lorascope.evaluation.tables import with_param_fraction
+
+    correct = {b: {v: _hits(2, 4) for v in ("base", "rank1", "full")} for b in "xy"}
+    plain = table1(correct, n_boot=5)
+    assert plain.height == 2
+    assert to_markdown_report(plain, "table1", 0.95, 5).endswith(
+        "'undefined': the gain divided by is zero or negative.\n"
+    )
+    table = with_param_fraction(plain, 3_000_000_000, 4_000_000_000)
+    assert table.schema["adapter_params"] == table.schema["base_params"] == pl.Int64
+    assert table.schema["trainable_fraction"] == pl.Float64
+    small = with_param_fraction(plain, 1, 8)  # small counts are Int64 too
+    assert small.schema["adapter_params"] == small.schema["base_params"] == pl.Int64
+    assert "adapter: 1 of the base model's 8 (12.5000%" in to_markdown_report(
+        small, "table1", 0.95, 5
+    )
+
+
+def test_hub_base_model_is_counted_at_its_revision(monkeypatch, tmp_path):
+    from conftest import make_tiny_qwen
+    from transformers import AutoConfig
+
+    from lorascope.evaluation.tables import base_param_count
+
+    model = make_tiny_qwen(11, layers=1)
+    config = model.config
+    asked = []
+
+    def from_pretrained(path, **kw):
+        asked.append((path, kw))
+        return config
+
+    monkeypatch.setattr(AutoConfig, "from_pretrained", from_pretrained)
+    want = sum(p.numel() for p in model.parameters())
+    assert base_param_count("org/name", "abc123") == (want, "config")
+    assert asked == [("org/name", {"revision": "abc123"})]

@@ -28,6 +28,7 @@ under the markdown table.
 from __future__ import annotations
 
 import json
+import math
 import struct
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -154,10 +155,9 @@ def safetensors_numel(path: str | Path) -> int:
     with open(path, "rb") as f:
         (size,) = struct.unpack("<Q", f.read(8))
         header = json.loads(f.read(size))
+    # math.prod: Python integers, exact for any size (no numpy dtype to overflow).
     return sum(
-        int(np.prod(t["shape"], dtype=np.int64))
-        for name, t in header.items()
-        if name != "__metadata__"
+        math.prod(t["shape"]) for name, t in header.items() if name != "__metadata__"
     )
 
 
@@ -167,8 +167,8 @@ def base_param_count(path: str, revision: str | None = None) -> tuple[int, str]:
     A local directory: its safetensors headers (tied weights are stored
     once). A hub id: its config instantiated on the meta device.
     """
-    local = Path(path)
-    files = sorted(local.glob("*.safetensors")) if local.is_dir() else []
+    # A hub id (or any path that is not a directory) globs to nothing.
+    files = sorted(Path(path).glob("*.safetensors"))
     if files:
         return sum(safetensors_numel(f) for f in files), "safetensors headers"
     import torch
@@ -194,17 +194,16 @@ def with_param_fraction(
 
 
 def _cell(value, lo, hi, pct: bool) -> str:
+    """'value [lo, hi]': a recovery in percent, an accuracy as a fraction; no
+    brackets unless both bounds are there."""
     if value is None:
         return "undefined"
-    scale, unit = (100, "%") if pct else (1, "")
-    text = f"{value * scale:.2f}{unit}" if pct else f"{value:.4f}"
-    if lo is not None and hi is not None:
-        text += (
-            f" [{lo * scale:.2f}, {hi * scale:.2f}]"
-            if pct
-            else (f" [{lo:.3f}, {hi:.3f}]")
-        )
-    return text
+    text = f"{100 * value:.2f}%" if pct else f"{value:.4f}"
+    if lo is None or hi is None:
+        return text
+    if pct:
+        return text + f" [{100 * lo:.2f}, {100 * hi:.2f}]"
+    return text + f" [{lo:.3f}, {hi:.3f}]"
 
 
 def to_display(table: pl.DataFrame, columns: Sequence[str]) -> pl.DataFrame:
