@@ -89,7 +89,11 @@ SESSIONS: dict[str, Session] = {
         ("tests/unit/test_autointerp_clients.py", "tests/unit/test_secrets.py"),
     ),
     "autointerp_scoring": Session(
-        "autointerp/scoring.py", ("tests/unit/test_autointerp_pipeline.py",)
+        "autointerp/scoring.py",
+        (
+            "tests/unit/test_autointerp_pipeline.py",
+            "tests/unit/test_autointerp_scorers.py",
+        ),
     ),
     "sae_evaluation": Session("sae/evaluation.py", ("tests/unit/test_sae.py",)),
     "hooks": Session(
