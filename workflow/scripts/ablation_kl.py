@@ -10,7 +10,10 @@ smk = snakemake  # noqa: F821 (injected by Snakemake)
 
 TITLES = {
     "kl_layers": "KL(full LoRA || LoRA without every component of one layer)",
-    "kl_components": "KL(full LoRA || LoRA without one component; at rank > 1 one direction, module_kl_*: its whole module)",
+    "kl_components": (
+        "KL(full LoRA || LoRA without one component; at rank > 1 one direction, "
+        "module_kl_*: its whole module)"
+    ),
     "kl_groups": "KL(full LoRA || LoRA without all attention / all MLP components)",
 }
 
