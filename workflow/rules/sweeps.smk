@@ -6,7 +6,7 @@
 
 SWEEP_ON = len(MEMBERS) > 1
 # The reference member's feature kinds matched across members.
-SWEEP_KINDS = ["lora", "sae"]
+SWEEP_KINDS = config["sweep"]["kinds"]
 
 
 def sweep_members_param(wildcards=None):
@@ -48,8 +48,11 @@ def sweep_persistence_inputs(wildcards):
             "activations/manifest.json",
             "components.parquet",
             "train/rank1/adapter",
-            "sae/model",
-            "features/sae/features.parquet",
+            *(
+                ["sae/model", "features/sae/features.parquet"]
+                if "sae" in SWEEP_KINDS
+                else []
+            ),
         ),
         "reference": [res(p) for p in reference],
     }
