@@ -66,76 +66,45 @@ def _color(v: float, scale: float) -> str:
 def fingerprint_svg(rows: pl.DataFrame, cell: int = 16) -> str:
     """Layer (rows) x module (columns) heatmap of one feature's decoder row.
     Hover a cell for its weight. For a rank > 1 adapter (`rank_slot` above
-    0) each module's cell is split into one stripe per direction: the
-    directions of a module are unrelated axes (each row of lora_A has its
-    own sign), so their weights are shown apart, never summed."""
+    0) each module's cell is split into one stripe per direction (at least
+    2 px each, hover `L3.gate#1: w`): the directions of a module are
+    unrelated axes (each row of lora_A has its own sign), so their weights
+    are shown apart, never summed."""
     if rows.is_empty():
         return "<p class='muted'>no decoder weights</p>"
-    if "rank_slot" in rows.columns and rows["rank_slot"].max() > 0:
-        return _striped_svg(rows, cell)
-    grid = rows.group_by("layer", "module").agg(pl.col("weight").sum())
+    if "rank_slot" not in rows.columns:
+        rows = rows.with_columns(rank_slot=pl.lit(0))
+    grid = rows.group_by("layer", "module", "rank_slot").agg(pl.col("weight").sum())
+    rank = int(grid["rank_slot"].max()) + 1
+    stripe = max(cell // rank, 2)
+    width_cell = stripe * rank
     layers = sorted(grid["layer"].unique().to_list())
     modules = [m for m in MODULES if m in set(grid["module"])]
     modules += sorted(set(grid["module"]) - set(modules))
-    value = {(r[0], r[1]): r[2] for r in grid.iter_rows()}
+    value = {(r[0], r[1], r[2]): r[3] for r in grid.iter_rows()}
     scale = float(np.abs(grid["weight"].to_numpy()).max())
-    left, top = 28, 14
-    parts = [
-        f"<text x='{left + j * cell + cell / 2}' y='10' text-anchor='middle'>"
-        f"{html.escape(m)}</text>"
-        for j, m in enumerate(modules)
-    ]
-    for i, layer in enumerate(layers):
-        y = top + i * cell
-        parts.append(f"<text x='0' y='{y + cell - 4}'>L{layer}</text>")
-        for j, m in enumerate(modules):
-            v = value.get((layer, m))
-            if v is None:
-                continue
-            parts.append(
-                f"<rect x='{left + j * cell}' y='{y}' width='{cell - 1}' "
-                f"height='{cell - 1}' fill='{_color(v, scale)}'>"
-                f"<title>L{layer}.{html.escape(m)}: {v:.4g}</title></rect>"
-            )
-    width, height = left + len(modules) * cell, top + len(layers) * cell
-    return (
-        f"<svg class='fingerprint' viewBox='0 0 {width} {height}' width='{width}' "
-        f"height='{height}' role='img'>{''.join(parts)}</svg>"
-    )
-
-
-def _striped_svg(rows: pl.DataFrame, cell: int) -> str:
-    """`fingerprint_svg` of a rank-r decoder row: module cells r stripes wide
-    (at least 2 px each), hover `L3.gate#1: w`."""
-    rank = int(rows["rank_slot"].max()) + 1
-    stripe = max(cell // rank, 2)
-    width_cell = stripe * rank
-    layers = sorted(rows["layer"].unique().to_list())
-    present = set(rows["module"])
-    modules = [m for m in MODULES if m in present] + sorted(present - set(MODULES))
-    scale = float(np.abs(rows["weight"].to_numpy()).max())
     left, top = 28, 14
     parts = [
         f"<text x='{left + j * width_cell + width_cell / 2}' y='10' "
         f"text-anchor='middle'>{html.escape(m)}</text>"
         for j, m in enumerate(modules)
     ]
-    parts += [
-        f"<text x='0' y='{top + i * cell + cell - 4}'>L{layer}</text>"
-        for i, layer in enumerate(layers)
-    ]
-    for layer, module, slot, v in rows.select(
-        "layer", "module", "rank_slot", "weight"
-    ).iter_rows():
-        x = left + modules.index(module) * width_cell + slot * stripe
-        y = top + layers.index(layer) * cell
-        # the last stripe leaves the 1 px gap between module cells
-        w = stripe - (1 if slot == rank - 1 else 0)
-        parts.append(
-            f"<rect x='{x}' y='{y}' width='{w}' height='{cell - 1}' "
-            f"fill='{_color(v, scale)}'><title>L{layer}.{html.escape(module)}"
-            f"#{slot}: {v:.4g}</title></rect>"
-        )
+    for i, layer in enumerate(layers):
+        y = top + i * cell
+        parts.append(f"<text x='0' y='{y + cell - 4}'>L{layer}</text>")
+        for j, m in enumerate(modules):
+            for slot in range(rank):
+                v = value.get((layer, m, slot))
+                if v is None:
+                    continue
+                x = left + j * width_cell + slot * stripe
+                # the last stripe leaves the 1 px gap between module cells
+                w = stripe - (1 if slot == rank - 1 else 0)
+                label = f"L{layer}.{html.escape(m)}" + (f"#{slot}" if rank > 1 else "")
+                parts.append(
+                    f"<rect x='{x}' y='{y}' width='{w}' height='{cell - 1}' "
+                    f"fill='{_color(v, scale)}'><title>{label}: {v:.4g}</title></rect>"
+                )
     width, height = left + len(modules) * width_cell, top + len(layers) * cell
     return (
         f"<svg class='fingerprint' viewBox='0 0 {width} {height}' width='{width}' "
