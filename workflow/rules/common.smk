@@ -240,7 +240,8 @@ def final_targets(*paths):
 
 
 def member_targets(*paths):
-    """A stage's final targets of every sweep member (mres paths)."""
+    """`paths` under every sweep member's root (a stage's final targets, the
+    sweep rules' inputs)."""
     return [res(f"{m.prefix}{p}") for m in MEMBERS for p in paths]
 
 

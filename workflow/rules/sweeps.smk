@@ -14,11 +14,6 @@ def sweep_members_param(wildcards=None):
     return [m.as_dict() | {"root": res(m.prefix)} for m in MEMBERS]
 
 
-def member_files(*paths, which=lambda m: True):
-    """`paths` under every chosen member's root."""
-    return [res(f"{m.prefix}{p}") for m in MEMBERS if which(m) for p in paths]
-
-
 def sweep_recovery_inputs(wildcards):
     return {
         "shared": expand(
@@ -26,7 +21,7 @@ def sweep_recovery_inputs(wildcards):
             variant=["base", "full"],
             benchmark=EVAL_BENCHMARKS,
         ),
-        "members": member_files(
+        "members": member_targets(
             "train/rank1/adapter",
             *(f"eval/rank1/{b}.parquet" for b in EVAL_BENCHMARKS),
         ),
@@ -44,7 +39,7 @@ def sweep_persistence_inputs(wildcards):
         )
     ]
     return {
-        "members": member_files(
+        "members": member_targets(
             "activations/manifest.json",
             "components.parquet",
             "train/rank1/adapter",
