@@ -76,10 +76,10 @@ def test_an_empty_axis_fails_naming_its_key(axis):
 
 
 def test_a_rank_above_the_engines_max_lora_rank_is_named():
-    cfg = _cfg(
-        {"ranks": [1, 16]}, eval={"backend": "vllm", "vllm": {"max_lora_rank": 8}}
-    )
-    (problem,) = sweep_problems(cfg)
+    # A config error, checked beside train.lora.r's (core.checks).
+    with pytest.raises(ConfigError) as err:
+        _cfg({"ranks": [1, 16]}, eval={"backend": "vllm", "vllm": {"max_lora_rank": 8}})
+    (problem,) = [p for p in str(err.value).split("\n  ") if p.startswith("sweep.")]
     assert (
         problem.startswith("sweep.ranks: [16]") and "eval.vllm.max_lora_rank" in problem
     )

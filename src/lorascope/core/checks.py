@@ -151,20 +151,28 @@ def _sae_problem(config: dict) -> str | None:
     return None
 
 
-def _vllm_rank_problem(config: dict) -> str | None:
+def _vllm_rank_problems(config: dict) -> list[str]:
     """vLLM's engine refuses an adapter above eval.vllm.max_lora_rank, but
     only when the generation job loads it, after training has run: say so
-    before any job (the hf backend has no such bound)."""
+    before any job, for train.lora.r and every rank of a sweep (the hf
+    backend has no such bound)."""
     if config["eval"]["backend"] != "vllm":
-        return None
+        return []
     rank, most = config["train"]["lora"]["r"], config["eval"]["vllm"]["max_lora_rank"]
-    if rank <= most:
-        return None
-    return (
-        f"eval.vllm.max_lora_rank: {most} is below train.lora.r = {rank}; the "
-        f"vLLM engine would refuse the rank-{rank} adapter. Set "
-        f"eval.vllm.max_lora_rank to at least {rank}, or eval.backend: hf"
-    )
+    out = []
+    if rank > most:
+        out.append(
+            f"eval.vllm.max_lora_rank: {most} is below train.lora.r = {rank}; the "
+            f"vLLM engine would refuse the rank-{rank} adapter. Set "
+            f"eval.vllm.max_lora_rank to at least {rank}, or eval.backend: hf"
+        )
+    high = sorted(r for r in (config["sweep"]["ranks"] or []) if r > most)
+    if high:
+        out.append(
+            f"sweep.ranks: {high} above eval.vllm.max_lora_rank {most} (the "
+            "evaluation engine would refuse them): raise eval.vllm.max_lora_rank"
+        )
+    return out
 
 
 def _benchmark_problems(config: dict, benchmarks) -> list[str]:
@@ -301,7 +309,7 @@ def semantic_problems(config: dict, benchmarks=None) -> list[str]:
         if not is_toy(name) and name != "train":
             out.append(_model_problem(f"model.{key}", name))
     out.append(_sae_problem(config))
-    out.append(_vllm_rank_problem(config))
+    out += _vllm_rank_problems(config)
     out.append(_adapter_problem(config))
     out.append(categorizer_problem(config["autointerp"]))
     out += _benchmark_problems(config, benchmarks)

@@ -101,7 +101,8 @@ def sweep_problems(config: dict, sft_rows: int | None = None) -> list[str]:
     """What is wrong with the sweep axes, knowable while the Snakefile is
     parsed; each message starts with its key. `sft_rows`: the rows of an
     existing data/sft.parquet (else the toy's n_sft, or unknown: the
-    training job checks its steps before it trains)."""
+    training job checks its steps before it trains). Ranks above vLLM's
+    max_lora_rank are config errors (core.checks, beside train.lora.r's)."""
     from lorascope.core.names import is_toy
     from lorascope.train.steps import steps_problem, training_steps
 
@@ -114,13 +115,6 @@ def sweep_problems(config: dict, sft_rows: int | None = None) -> list[str]:
             "sweep: a sweep trains its adapters, but model.adapter names an "
             f"existing one ({config['model']['adapter']}): set model.adapter: "
             "null or leave sweep.ranks/seeds/checkpoints null"
-        )
-    limit = config["eval"]["vllm"]["max_lora_rank"]
-    high = sorted(r for r in (sweep["ranks"] or []) if r > limit)
-    if config["eval"]["backend"] == "vllm" and high:
-        problems.append(
-            f"sweep.ranks: {high} above eval.vllm.max_lora_rank {limit} (the "
-            "evaluation engine would refuse them): raise eval.vllm.max_lora_rank"
         )
     if sweep["checkpoints"]:
         rows, where = sft_rows, "rows of data/sft.parquet"
