@@ -42,6 +42,15 @@ if ((${#missing[@]})); then
     fi
 fi
 
+# A cluster that a killed test session left running holds the ports: its
+# config names its state dir, so stop exactly the daemons it recorded there.
+if [[ -e $CONF ]] && grep -qF "$MARKER" "$CONF"; then
+    old=$(sed -n 's|^StateSaveLocation=\(.*\)/ctld$|\1|p' "$CONF")
+    if [[ -n $old && $old != "$STATE" && -d $old/pids ]]; then
+        log "stopping the cluster a previous session left running ($old)"
+        LORASCOPE_SLURM_STATE=$old "$(dirname "$0")/stop_cluster.sh"
+    fi
+fi
 if [[ -e $STATE/pids/slurmctld.pid ]]; then
     log "a cluster from $STATE seems to be running; run stop_cluster.sh first"
     exit 1

@@ -67,7 +67,30 @@ def _relative(target, path: Path) -> str:
     return str(t.relative_to(path)) if t.is_absolute() else str(t)
 
 
-def command(path: Path, targets=(), extra=()) -> list[str]:
+# An exec wrapper that makes the command die with the process that starts it
+# (PR_SET_PDEATHSIG = 1), so a killed or timed-out pytest leaves no snakemake
+# (whose jobs then stop with it, lorascope.core.processes) writing into its
+# base temp. A wrapper, not preexec_fn: that is unsafe with the reference
+# build's thread. If the starter died before prctl, exit instead.
+_DIE_WITH_STARTER = (
+    "import ctypes, os, signal, sys; "
+    "ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL); "
+    "os.getppid() == int(sys.argv[1]) or os._exit(1); "
+    "os.execv(sys.argv[2], sys.argv[2:])"
+)
+
+
+def dies_with_this_process(cmd: list[str]) -> list[str]:
+    """`cmd` (an absolute program path first) run so that it is SIGKILLed
+    when the process (strictly, the thread) that starts it dies (Linux)."""
+    if not sys.platform.startswith("linux"):
+        return cmd  # no PR_SET_PDEATHSIG: runs as before
+    return [sys.executable, "-c", _DIE_WITH_STARTER, str(os.getpid()), *cmd]
+
+
+def command(path: Path, targets=(), extra=(), wrap: bool = True) -> list[str]:
+    """The snakemake CLI on the micro config in `path`; `wrap` (default):
+    dying with this process (`dies_with_this_process`)."""
     if not MICRO.exists():
         raise FileNotFoundError(f"{MICRO} is missing (the lead's micro config)")
     # The Snakefile loads config/config.yaml only when no --configfile is
@@ -76,7 +99,7 @@ def command(path: Path, targets=(), extra=()) -> list[str]:
     if (path / "overrides.yaml").exists():
         cfgs.append(str(path / "overrides.yaml"))
     # Targets first: --configfile takes every following word as a file.
-    return [
+    cmd = [
         sys.executable, "-m", "snakemake",
         *[_relative(t, path) for t in targets],
         "--snakefile", str(REPO / "Snakefile"),
@@ -85,6 +108,7 @@ def command(path: Path, targets=(), extra=()) -> list[str]:
         "--configfile", *cfgs,
         *extra,
     ]  # fmt: skip
+    return dies_with_this_process(cmd) if wrap else cmd
 
 
 def job_stats(log: str) -> dict[str, int] | None:

@@ -83,8 +83,9 @@ def test_generation_runs_from_a_checkout_path_with_a_space(reference, tmp_path):
     python = _spaced_python(spaced)
     work = wfrun.clone(reference, spaced / "work dir", ["toy", "data/bench"])
     target = wfrun.target("eval/generations/base", work)
-    cmd = wfrun.command(work, [target], extra=["--printshellcmds"])
+    cmd = wfrun.command(work, [target], extra=["--printshellcmds"], wrap=False)
     cmd = [str(python), *(a.replace(str(wfrun.REPO), str(checkout)) for a in cmd[1:])]
+    cmd = wfrun.dies_with_this_process(cmd)
     env = wfrun.env()
     env["PATH"] = os.pathsep.join([str(python.parent), env["PATH"]])
     proc = subprocess.run(

@@ -254,3 +254,35 @@ def test_sigint_with_two_jobs_running_stops_both_at_once(tmp_path):
         [*cmd, "-n"], cwd=tmp_path, env=wfrun.env(), capture_output=True, text=True
     )
     assert "rule first" not in dry.stdout, "the finished job would rerun"
+
+
+def test_a_killed_test_process_takes_its_snakemake_with_it(tmp_path):
+    """The suite's own runs (wfrun.command) die with the pytest process that
+    started them: a timed-out or killed session used to leave its reference
+    build running, writing into a base temp the next session reused. The
+    wrapper is checked on a stand-in command (a sleep), started by a
+    stand-in test process that is then SIGKILLed."""
+    starter = textwrap.dedent(
+        f"""
+        import subprocess, sys, time
+        sys.path.insert(0, {str(Path(wfrun.__file__).parent)!r})
+        import wfrun
+        child = subprocess.Popen(wfrun.dies_with_this_process(["/bin/sleep", "60"]))
+        print(child.pid, flush=True)
+        time.sleep(60)
+        """
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", starter], stdout=subprocess.PIPE, text=True
+    )
+    sleeper = int(proc.stdout.readline())
+    deadline = time.monotonic() + 10
+    # Wait until the wrapper has become the sleep (exec keeps the pid).
+    while "sleep" not in wfrun.cmdline(sleeper) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert running([sleeper]), "the command did not start"
+    proc.kill()
+    proc.wait()
+    while running([sleeper]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not running([sleeper]), "the command outlived the process that started it"
