@@ -28,3 +28,15 @@ for name in slurmd slurmctld munged; do
     fi
     rm -f "$pidfile"
 done
+
+# The config start_cluster.sh wrote for this cluster goes too: left behind,
+# it makes every later snakemake on the machine wait 9-10 s at start-up (the
+# SLURM executor plugin runs `scontrol show config` at import, which then
+# retries a controller that is gone; without a config it fails at once).
+CONF=/etc/slurm/slurm.conf
+MARKER="# written by lorascope tests/slurm/start_cluster.sh"
+if [[ -f $CONF ]] && grep -qF "$MARKER" "$CONF" &&
+    grep -qxF "StateSaveLocation=$STATE/ctld" "$CONF"; then
+    rm -f "$CONF"
+    log "removed $CONF"
+fi

@@ -61,6 +61,9 @@ def slurm_cluster(tmp_path_factory):
     # The daemons this fixture started are gone (by PID, not by name).
     alive = {n: p for n, p in pids.items() if Path(f"/proc/{p}").exists()}
     assert not alive, f"daemons still running after stop_cluster.sh: {alive}"
+    # Its config too: left behind, every later snakemake waited for scontrol.
+    conf = Path("/etc/slurm/slurm.conf")
+    assert not conf.exists() or "lorascope" not in conf.read_text(), conf
 
 
 def snakemake(args, cwd, env, timeout=600):
