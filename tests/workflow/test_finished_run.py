@@ -6,6 +6,7 @@ copied or reached through a link).
   item 12: an `.html` report fails, the dashboards are a directory output).
 - A checkout and a working directory whose paths hold a space: generation,
   a shell rule, still runs (issue 33, item 11: its interpreter was unquoted).
+- Its logs hold nothing that reads like an error (issue 27, item 6).
 """
 
 import os
@@ -105,3 +106,23 @@ def test_generation_runs_from_a_checkout_path_with_a_space(reference, tmp_path):
     dry = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True)
     assert dry.returncode == 0, dry.stderr[-3000:]
     assert f"{shlex.quote(str(python))} -m lorascope.train" in dry.stdout + dry.stderr
+
+
+# What reads like an error in a log: a traceback, an ERROR line, or a warning
+# our own code triggers (a library's deprecation notices are theirs to fix).
+NOISE = re.compile(r"Traceback|\bERROR\b|lorascope/\S+\.py:\d+: \w*Warning")
+
+
+def test_a_normal_runs_logs_hold_nothing_that_reads_like_an_error(reference):
+    """Every rule log of the reference run (every rule of the micro DAG):
+    a user scanning them after a good run must not find an error. One was
+    a torch UserWarning (a read-only polars array) in ground_truth's log."""
+    logs = sorted((reference / "logs").rglob("*.log"))
+    assert len(logs) > 50, logs
+    noisy = [
+        f"{log.relative_to(reference)}: {line}"
+        for log in logs
+        for line in log.read_text(errors="replace").splitlines()
+        if NOISE.search(line)
+    ]
+    assert not noisy, "\n".join(noisy[:20])

@@ -63,7 +63,8 @@ def role_inputs(shards, tokens: pl.DataFrame) -> tuple[torch.Tensor, np.ndarray]
     acts, roles = [], []
     for doc, cols in shards.iter_docs(sft["doc"].unique().sort().to_list()):
         rows = sft.filter(pl.col("doc") == doc)
-        pos = torch.as_tensor(rows["pos"].to_numpy(), dtype=torch.long)
+        # A copy: polars hands out a read-only view, which torch warns about.
+        pos = torch.tensor(rows["pos"].to_numpy(), dtype=torch.long)
         at = torch.searchsorted(cols["pos"].long(), pos)
         if (at >= len(cols["pos"])).any() or (
             cols["pos"][at.clamp_max(len(cols["pos"]) - 1)] != pos
