@@ -48,9 +48,14 @@ def _batched(values, doc, pos, k, seed):
     return s
 
 
+@pytest.mark.parametrize("density", [1.0, 0.04])
 @pytest.mark.parametrize("k", [1, 6, 500])
-def test_streamed_equals_brute_force_in_any_order(k):
+def test_streamed_equals_brute_force_in_any_order(k, density):
+    """Dense features fill their sample from the first 4k tokens of a batch
+    (in priority order); sparse ones (density 0.04) need the rest too."""
     values, doc, pos = _stream()
+    keep = torch.rand(values.shape, generator=torch.Generator().manual_seed(3))
+    values = torch.where(keep < density, values, torch.zeros(()))
     want = _brute(values, doc, pos, k)
     assert _rows(_batched(values, doc, pos, k, seed=1).to_frame()) == want
     assert _rows(_batched(values, doc, pos, k, seed=2).to_frame()) == want

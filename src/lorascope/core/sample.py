@@ -58,6 +58,24 @@ def token_priority(doc_T: torch.Tensor, pos_T: torch.Tensor) -> torch.Tensor:
     return (h1 << 31) | h2
 
 
+def _first_active(values_TF, rows_R, cols_C, k, before_C=None):
+    """Among tokens `rows_R` (in priority order) and features `cols_C` (None =
+    all), each feature's first activating tokens while its count (starting
+    at `before_C`) is <= k: (token index, feature, slot = count - 1, final
+    count per feature)."""
+    if cols_C is None:
+        v_RC = values_TF[rows_R]
+    else:  # gather [R, C] directly, never the [R, F] rows
+        v_RC = values_TF[rows_R[:, None], cols_C[None, :]]
+    active_RC = v_RC > 0
+    count_RC = active_RC.cumsum(0, dtype=torch.int32)
+    if before_C is not None:
+        count_RC += before_C.to(torch.int32)
+    r, c = (active_RC & (count_RC <= k)).nonzero(as_tuple=True)
+    f = c if cols_C is None else cols_C[c]
+    return rows_R[r], f, (count_RC[r, c] - 1).long(), count_RC[-1]  # rows_R: >= 1
+
+
 class StreamingSample:
     """Per feature, the `k` activating tokens (value > 0) of smallest
     `token_priority`, with their (doc, pos, value): a uniform random sample
@@ -93,13 +111,24 @@ class StreamingSample:
         pos_T = pos_T.to(self.device, torch.int64)
         # The batch's bottom-k per feature without a [T, F] top-k: tokens in
         # priority order (one sort of T), then each feature's first k
-        # activating ones (a cumulative count).
-        prio_T, order_T = token_priority(doc_T, pos_T).sort()
-        v_TF = values_TF[order_T]
-        active_TF = v_TF > 0
-        count_TF = active_TF.cumsum(0, dtype=torch.int32)
-        t, f = (active_TF & (count_TF <= self.k)).nonzero(as_tuple=True)
-        slot = count_TF[t, f] - 1
+        # activating ones. A dense feature finds them among the first few
+        # times k tokens (`head`); only features still short of k after the
+        # head are searched in the rest of the batch (`tail`), so a dense
+        # population costs ~[4k, F], not [T, F].
+        prio_T = token_priority(doc_T, pos_T)
+        order_T = prio_T.argsort()
+        head = min(T, 4 * self.k)
+        t, f, slot, count_F = _first_active(values_TF, order_T[:head], None, self.k)
+        short = torch.nonzero(count_F < self.k).flatten()
+        if head < T and len(short):
+            t2, f2, slot2, _ = _first_active(
+                values_TF, order_T[head:], short, self.k, count_F[short]
+            )
+            t, f, slot = (
+                torch.cat([t, t2]),
+                torch.cat([f, f2]),
+                torch.cat([slot, slot2]),
+            )
         new = [
             torch.full((F, self.k), EMPTY_PRIORITY, device=self.device),
             torch.zeros((F, self.k), device=self.device),
@@ -108,7 +137,7 @@ class StreamingSample:
         ]
         for dest, src in zip(
             new,
-            (prio_T[t], v_TF[t, f], doc_T[order_T][t], pos_T[order_T][t]),
+            (prio_T[t], values_TF[t, f], doc_T[t], pos_T[t]),
             strict=True,
         ):
             dest[f, slot] = src
