@@ -116,7 +116,8 @@ def synthetic_contexts(n_features=6, n_ctx=40, width=20, seed=0) -> pl.DataFrame
             acts[width] = 5.0 - 0.1 * r
             rows.append({"feature": f, "rank": r, "doc": r, "pos": 100 + r,
                          "value": float(acts[width]), "tokens": toks,
-                         "acts": acts.tolist(), "center": width})  # fmt: skip
+                         "acts": acts.tolist(), "center": width,
+                         "source": "top"})  # fmt: skip
     return pl.DataFrame(rows)
 
 
@@ -128,7 +129,7 @@ def main() -> int:
     print(f"eai-delphi {d['version']} scorer modules loaded from {site}")
     path = sys.argv[1] if len(sys.argv) > 1 else None
     contexts = pl.read_parquet(path) if path else synthetic_contexts()
-    by_feature = contexts_by_feature(contexts)
+    by_feature = contexts_by_feature(contexts, sample=True)  # as autointerp_score
     fids = sorted(by_feature)[:50]
     checks: dict[str, list[bool]] = {}
     n_marks: list[tuple[int, int]] = []

@@ -57,6 +57,7 @@ def make_tables(
                     "tokens": tokens,
                     "acts": acts.tolist(),
                     "center": center,
+                    "source": "top",
                 }
             )
     contexts = pl.DataFrame(ctxs).with_columns(

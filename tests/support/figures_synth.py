@@ -260,6 +260,7 @@ def dashboard_kind(
                     toks,
                     acts.tolist(),
                     center,
+                    "top",
                 )
             )
     contexts = pl.DataFrame(

@@ -21,7 +21,12 @@ from lorascope.autointerp.scorers import (
     simulation_windows,
 )
 from lorascope.autointerp.scoring import score_kind
-from lorascope.autointerp.split import quantile_bins, split_contexts
+from lorascope.autointerp.split import (
+    explain_pool,
+    quantile_bins,
+    split_contexts,
+    value_bins,
+)
 from lorascope.autointerp.summary import score_means
 from lorascope.core.config import validate
 from lorascope.core.feature_tables import contexts_by_feature
@@ -44,7 +49,21 @@ def _tables(n=4, n_ctx=20):
 
 def _ctxs(n):
     return [{"doc": i, "pos": i, "rank": i, "tokens": [f"t{i}"], "acts": [10.0 - i],
-             "center": 0} for i in range(n)]  # fmt: skip
+             "value": 10.0 - i, "center": 0, "source": "top"}
+            for i in range(n)]  # fmt: skip
+
+
+def _with_sample(n_top=20, n_sample=40):
+    """A feature whose top-k spans 100..81 and whose random sample of 40
+    activating tokens spans 80..2 (2 of them also top-k: source both)."""
+    top = [{"doc": i, "pos": 0, "rank": i, "tokens": [f"t{i}"], "acts": [100.0 - i],
+            "value": 100.0 - i, "center": 0, "source": "top"}
+           for i in range(n_top)]  # fmt: skip
+    top[3]["source"] = top[7]["source"] = "both"
+    low = [{"doc": 1000 + j, "pos": 0, "rank": n_top + j, "tokens": [f"s{j}"],
+            "acts": [80.0 - 2 * j], "value": 80.0 - 2 * j, "center": 0,
+            "source": "sample"} for j in range(n_sample - 2)]  # fmt: skip
+    return top + low
 
 
 # -- the split -------------------------------------------------------------
@@ -68,6 +87,44 @@ def test_split_is_disjoint_stratified_seeded_and_keeps_half_for_the_explainer():
     assert (len(few[0]), len(few[1])) == (3, 2)
     assert list(quantile_bins(5, 4)) == [0, 0, 1, 2, 3]
     assert list(quantile_bins(2, 4)) == [0, 1]
+
+
+def test_bins_come_from_the_random_sample_and_reach_below_the_top_k():
+    """With sampled contexts the bins are quantiles of the sample (the whole
+    activation distribution): the top-k falls into the strongest bin, the
+    held-out contexts come from every bin, low ones included."""
+    split = {"n_quantiles": 4, "n_score": 8, "explain_from": "quantiles"}
+    ctxs = _with_sample()
+    explain, score = split_contexts(ctxs, split, seed=0, fid=3)
+    key = lambda c: (c["doc"], c["pos"])  # noqa: E731
+    assert not {key(c) for c in explain} & {key(c) for c in score}
+    assert len(explain) + len(score) == len(ctxs)
+    by_rank = {c["rank"]: c["quantile"] for c in explain + score}
+    assert {by_rank[r] for r in range(20)} == {0}  # the whole top-k: bin 0
+    assert [c["quantile"] for c in score] == [0, 1, 2, 3] * 2
+    # the lowest bin lies far below the top-k's weakest value (81)
+    assert max(c["value"] for c in score if c["quantile"] == 3) < 25
+    # before (no sample): equal-count bins of the top-k alone, all >= 81
+    top_only = [{**c, "source": "top"} for c in ctxs[:20]]
+    assert min(c["value"] for c in split_contexts(top_only, split, 0, 3)[1]) >= 81
+    assert split_contexts(ctxs, split, 0, 3) == (explain, score)  # seeded
+    assert split_contexts(ctxs, split, 0, 4)[1] != score
+    # the explainer's `quantiles` pool spreads over the bins, `top` is strongest
+    sec = {"split": split, "n_contexts": 8}
+    pool = explain_pool(explain, sec, 0, 3)
+    assert {c["quantile"] for c in pool} == {0, 1, 2, 3}
+    sec_top = {"split": {**split, "explain_from": "top"}, "n_contexts": 8}
+    top_pool = explain_pool(explain, sec_top, 0, 3)[:8]
+    assert [c["rank"] for c in top_pool] == sorted(c["rank"] for c in top_pool)
+    assert all(c["quantile"] == 0 for c in top_pool)
+
+
+def test_value_bins_equal_shares_of_the_sample():
+    sample = np.arange(100, dtype=float)
+    bins = value_bins(sample, sample, 4)
+    assert np.bincount(bins).tolist() == [25, 25, 25, 25]
+    assert value_bins(np.array([1e9, -5.0]), sample, 4).tolist() == [0, 3]
+    assert value_bins(np.array([3.0]), np.array([3.0]), 5).tolist() == [0]
 
 
 def test_explainer_never_sees_a_context_that_is_scored(tmp_path, monkeypatch):

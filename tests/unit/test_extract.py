@@ -11,6 +11,7 @@ from numerics import reorder_tol, rounding_tol
 from lorascope.activations.extraction import (
     ExtractSettings,
     extract_to_shards,
+    shard_sample,
     shard_summary,
 )
 from lorascope.activations.hooks import (
@@ -24,6 +25,7 @@ from lorascope.activations.hooks import (
 )
 from lorascope.core.components import lora_modules
 from lorascope.core.config import schema_defaults
+from lorascope.core.sample import token_priority
 from lorascope.core.shards import open_shards
 from lorascope.core.topk import signed_features
 
@@ -204,6 +206,17 @@ def _check_topk(top, values_TF, doc_T, pos_T, tol=None):
     assert all(len(set(r.tolist())) == k for r in rows)  # no token twice
 
 
+def _check_sample(sample, values_TF, doc_T, pos_T):
+    prio_T = token_priority(doc_T, pos_T)
+    frame = sample.to_frame()
+    for f in range(values_TF.shape[1]):
+        active = torch.nonzero(values_TF[:, f] > 0).flatten()
+        chosen = active[torch.argsort(prio_T[active])[: sample.k]].tolist()
+        want = {(int(doc_T[t]), int(pos_T[t]), float(values_TF[t, f])) for t in chosen}
+        got = frame.filter(frame["feature"] == f).select("doc", "pos", "value")
+        assert set(got.iter_rows()) == want
+
+
 @pytest.mark.parametrize("polarity", ["both", "abs"])
 def test_shard_pass_stores_tokens_and_streams_exact_topk(tmp_path, polarity):
     seqs = _seqs(9, seed=5)
@@ -227,6 +240,11 @@ def test_shard_pass_stores_tokens_and_streams_exact_topk(tmp_path, polarity):
     top, stats = shard_summary(ss, "lora")
     feats = signed_features(data["acts"].float(), polarity)
     _check_topk(top, feats, data["doc"], data["pos"])
+    # streamed random sample (merged over the shards) == brute force: per
+    # feature its sample_k activating tokens of smallest priority, exactly
+    sample = shard_sample(ss, "lora")
+    assert sample.k == CFG["sample_k"] == manifest["meta"]["sample_k"]
+    _check_sample(sample, feats, data["doc"], data["pos"])
     # The mean is summed in float64 and stored as float32: one rounding.
     want_F = feats.double().mean(0)
     torch.testing.assert_close(
@@ -695,3 +713,80 @@ def test_every_pass_sees_the_padding_mask_and_builds_no_kv_cache():
         assert kw["input_ids"] is ids and kw["use_cache"] is False
         assert kw["attention_mask"].dtype == torch.long
         assert kw["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+
+
+def test_random_sample_contexts_are_checked_and_ranked_below_the_top_k(tmp_path):
+    """activations.sample_k: the sampled tokens' windows join contexts.parquet
+    (source sample, or both for a top-k token drawn too), ranked after the
+    top-k; their centre values are checked like the top-k's (the MLP ones
+    recomputed); sample_k 0 streams none."""
+    import polars as pl
+
+    from lorascope.activations.hooks import mlp_doc_values
+    from lorascope.activations.populations import build_feature_tables
+    from lorascope.core.components import table_from_modules
+    from lorascope.core.contexts import ContextError, lora_units, mlp_units
+
+    seqs = _seqs(8, seed=11)
+    model, _ = _run(tmp_path / "on", seqs, top_k=3, sample_k=6)
+    ss = open_shards(tmp_path / "on")
+    tokens = {10 + i: s for i, s in enumerate(seqs)}
+    act = dict(top_k=3, min_activation=0.0, min_contexts=0, context_width=2)
+    units = {
+        "lora": lora_units(table_from_modules([i for i, _ in lora_modules(model)])),
+        "mlp": mlp_units(2, 3),
+    }
+    values = {
+        "lora": lambda docs: ((d, c["acts"]) for d, c in ss.iter_docs(docs)),
+        "mlp": mlp_doc_values(model, MlpCapture(model, 3), tokens, 30, "cpu"),
+    }
+
+    def tables(kind, doc_values, sample):
+        top, stats = shard_summary(ss, kind)
+        return build_feature_tables(
+            kind, units[kind], top, stats, "both", act,
+            lambda docs: {d: tokens[d] for d in docs},
+            lambda ids: [f"<{t}>" for t in ids], doc_values, "pop", sample,
+        )  # fmt: skip
+
+    for kind in ("lora", "mlp"):
+        sample = shard_sample(ss, kind)
+        feats, topk, ctx = tables(kind, values[kind], sample)
+        drawn = sample.to_frame()
+        assert set(ctx["source"]) == {"top", "sample", "both"}
+        keys = lambda df: set(df.select("feature", "doc", "pos").iter_rows())  # noqa: E731
+        assert keys(ctx) == keys(topk) | keys(drawn)  # one row per token
+        assert keys(ctx.filter(pl.col("source") != "top")) == keys(drawn)
+        cols = ["feature", "rank", "value"]
+        top_rows = ctx.filter(pl.col("source") != "sample").select(cols)
+        assert top_rows.equals(topk.select(cols))
+        for _, rows in ctx.group_by("feature"):
+            rows = rows.sort("rank")
+            assert rows["rank"].to_list() == list(range(rows.height))
+            assert rows["value"].to_list() == sorted(rows["value"], reverse=True)
+        tol = rounding_tol(torch.float32, scale=float(ctx["value"].abs().max()),
+                           upstream=forward_tol(2, 1))  # fmt: skip
+        for row in ctx.filter(pl.col("source") == "sample").iter_rows(named=True):
+            assert row["acts"][row["center"]] == pytest.approx(
+                row["value"], rel=tol["rtol"], abs=tol["atol"]
+            )
+        # a recomputation that drifts only at one sampled token fails loudly
+        odd = ctx.filter(pl.col("source") == "sample").row(0, named=True)
+        unit = odd["feature"] // 2
+
+        def drift(docs, dv=values[kind], odd=odd, unit=unit):
+            for d, v in dv(docs):
+                if d == odd["doc"]:
+                    v = v.clone()
+                    v[odd["pos"], unit] += 10.0
+                yield d, v
+
+        with pytest.raises(ContextError, match="random-sample value"):
+            tables(kind, drift, sample)
+    # sample_k 0: nothing streamed, contexts are the top-k alone
+    _run(tmp_path / "off", seqs, top_k=3, sample_k=0)
+    off = open_shards(tmp_path / "off")
+    assert off.meta["sample_k"] == 0 and shard_sample(off, "lora") is None
+    off.meta["sample_k"] = 6  # a manifest that promises a sample the shards lack
+    with pytest.raises(ExtractError, match="no lora random sample"):
+        shard_sample(off, "lora")

@@ -18,6 +18,7 @@ from shardfiles import write_doc_shards
 from lorascope.core import contexts as ctx
 from lorascope.core.config import SCHEMA_PATH
 from lorascope.core.saes import load_sae
+from lorascope.core.sample import token_priority
 from lorascope.core.topk import FeatureStats
 from lorascope.sae.config import SaeConfig
 from lorascope.sae.evaluation import evaluate_sae
@@ -305,7 +306,9 @@ def test_sae_feature_tables_match_brute_force(trained, tmp_path):
     with torch.no_grad():
         codes_NL = sae.encode(x_ND)
     alive = (codes_NL != 0).any(0).nonzero().flatten().tolist()[:-1]  # a subset
-    features, topk = sae_feature_tables(sae, shards, alive, k=5, batch_size=700)
+    features, topk, sample = sae_feature_tables(
+        sae, shards, alive, k=5, batch_size=700, sample_k=6
+    )
 
     assert features["feature"].to_list() == list(range(len(alive)))
     assert features["latent"].to_list() == alive
@@ -330,9 +333,21 @@ def test_sae_feature_tables_match_brute_force(trained, tmp_path):
         best = fired.topk(min(5, len(fired))).values
         got = topk.filter(pl.col("feature") == f).sort("rank")["value"].to_list()
         torch.testing.assert_close(torch.tensor(got), best, **tol)
+    # The random sample: per feature, its 6 fired tokens of smallest priority
+    # (brute force over every token; doc = n // 60, pos = n % 60).
+    n_T = torch.arange(codes_NF.shape[0])
+    prio_T = token_priority(n_T // 60, n_T % 60)
+    for f in range(len(alive)):
+        fired = torch.nonzero(codes_NF[:, f] > 0).flatten()
+        want = fired[torch.argsort(prio_T[fired])[:6]].tolist()
+        got = sample.filter(pl.col("feature") == f)
+        assert sorted(d * 60 + p for d, p in got.select("doc", "pos").iter_rows()) == (
+            sorted(want)
+        )
     high = float(topk["value"].median())
-    _, above = sae_feature_tables(sae, shards, alive, 5, 700, min_activation=high)
+    _, above, none = sae_feature_tables(sae, shards, alive, 5, 700, min_activation=high)
     assert above["value"].min() > high and above.height < topk.height
+    assert none is None  # sample_k 0: no sample
     # (doc, pos) of each top-k row points at the token with that value
     row = topk.row(0, named=True)
     n = row["doc"] * 60 + row["pos"]
@@ -348,8 +363,16 @@ def test_sae_feature_tables_match_brute_force(trained, tmp_path):
         doc_values_fn(sae, shards, alive),
         POLARITY,
         width=3,
+        sample=sample,
     )
-    assert contexts.height == topk.height
+    # one row per top-k or sampled token; the centre check covered both
+    keys = {(f, d, p) for f, d, p in topk.select("feature", "doc", "pos").iter_rows()}
+    keys |= {
+        (f, d, p) for f, d, p in sample.select("feature", "doc", "pos").iter_rows()
+    }
+    assert contexts.height == len(keys) > topk.height
+    assert set(contexts["source"]) == {"top", "sample", "both"}
+    assert contexts.filter(pl.col("source") != "sample").height == topk.height
     for r in contexts.iter_rows(named=True):
         assert r["acts"][r["center"]] == pytest.approx(
             r["value"], rel=tol["rtol"], abs=tol["atol"]

@@ -76,8 +76,10 @@ def test_features_json_is_neuronpedia_shaped():
         "frac_active": [0.1, 0.2], "max": [2.0, float("nan")],
     })  # fmt: skip
     contexts = pl.DataFrame({
-        "feature": [0, 0], "rank": [1, 0], "tokens": [["a", "b"], ["c", "d"]],
-        "acts": [[0.0, 1.0], [2.0, 0.5]], "value": [1.0, 2.0], "center": [1, 0],
+        "feature": [0, 0, 0], "rank": [1, 0, 2],
+        "tokens": [["a", "b"], ["c", "d"], ["e"]],
+        "acts": [[0.0, 1.0], [2.0, 0.5], [0.1]], "value": [1.0, 2.0, 0.1],
+        "center": [1, 0, 0], "source": ["top", "both", "sample"],
     })  # fmt: skip
     expl = pl.DataFrame({
         "feature": [0, 1], "explanation": ["token \"Wait\"", None],
@@ -92,7 +94,8 @@ def test_features_json_is_neuronpedia_shaped():
     assert f0["explanations"] == [
         {"description": 'token "Wait"', "explanationModelName": "offline"}
     ]
-    assert [a["maxValue"] for a in f0["activations"]] == [2.0, 1.0]  # rank order
+    # rank order; the random sample's window (source sample) is not listed
+    assert [a["maxValue"] for a in f0["activations"]] == [2.0, 1.0]
     assert f0["activations"][0] == {
         "tokens": ["c", "d"], "values": [2.0, 0.5], "maxValue": 2.0,
         "maxValueTokenIndex": 0,

@@ -95,3 +95,13 @@ def test_feature_table_keys_rerun_tables_not_extraction(tmp_path_factory):
     counts = dict(topk.group_by("feature").len().iter_rows())
     assert feats["n_contexts"].to_list() == [counts.get(f, 0) for f in range(24)]
     assert feats["few_contexts"].to_list() == [counts.get(f, 0) < 3 for f in range(24)]
+    # contexts: the top-k windows and the random sample's (activations.sample_k),
+    # both above the threshold; the sample reaches below the top-k
+    ctx = pl.read_parquet(wfrun.results(work) / "features/lora/contexts.parquet")
+    assert {"top", "sample"} <= set(ctx["source"]) and ctx["value"].min() > 0.01
+    assert ctx.filter(pl.col("source") != "sample").height == topk.height
+    low = ctx.group_by("feature").agg(
+        pl.col("value").filter(pl.col("source") == "sample").min().alias("s"),
+        pl.col("value").filter(pl.col("source") != "sample").min().alias("t"),
+    )
+    assert (low["s"] < low["t"]).sum() > low.height // 2

@@ -48,7 +48,7 @@ rule sae_features:
         **resources_for("sae_features"),
     params:
         config=sae_params,
-        activations=cfg("activations", "top_k", *FEATURE_TABLE_KEYS),
+        activations=cfg("activations", "top_k", "sample_k", *FEATURE_TABLE_KEYS),
         model=cfg("model", "revision"),
         base=base_model_path,
         user_files=user_files_of(base_model_input),

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import polars as pl
 
-from lorascope.activations.extraction import shard_summary
+from lorascope.activations.extraction import shard_sample, shard_summary
 from lorascope.activations.hooks import MlpCapture, mlp_doc_values
 from lorascope.activations.populations import build_feature_tables, describe_population
 from lorascope.core.contexts import lora_units, mlp_units, token_strings
@@ -34,6 +34,7 @@ with script_logging(smk) as log:
     meta = shards.meta  # what was extracted, not what the config says now
     polarity = meta["polarity"] if kind == "lora" else meta["mlp_polarity"]
     top, stats = shard_summary(shards, kind)
+    sample = shard_sample(shards, kind)  # None: extracted with sample_k 0
     sft = pl.read_parquet(smk.input.sft, columns=["doc", "input_ids"])
 
     def token_ids(docs):
@@ -73,11 +74,14 @@ with script_logging(smk) as log:
         token_strings(load_tokenizer(smk.params.base)),
         doc_values,
         describe_population(kind, meta, act),
+        sample,
     )
     log.info(
-        "%s: %d features (%d with fewer than %d contexts), %d top-k rows",
+        "%s: %d features (%d with fewer than %d contexts), %d top-k rows, "
+        "%d contexts (%d from the random sample only)",
         kind, features.height, int(features["few_contexts"].sum()),
-        act["min_contexts"], topk.height,
+        act["min_contexts"], topk.height, contexts.height,
+        int((contexts["source"] == "sample").sum()),
     )  # fmt: skip
     write_parquet(features, smk.output.features)
     write_parquet(topk, smk.output.topk)

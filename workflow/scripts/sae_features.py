@@ -1,8 +1,9 @@
 """Rule sae_features: the alive SAE latents' features, top-k and contexts.
 
 Encodes every token's LoRA scalars from the shards with the saved SAE (no
-language-model pass); the windows around top-k tokens are re-encoded from the
-shards and checked against the streamed values by build_contexts. Only codes
+language-model pass); the windows around top-k tokens and around each
+latent's random sample of firing tokens (activations.sample_k) are re-encoded
+from the shards and checked against the streamed values by build_contexts. Only codes
 above activations.min_activation count; features with fewer than
 activations.min_contexts of them are marked few_contexts.
 """
@@ -38,11 +39,18 @@ with script_logging(smk) as log:
     sae = load_sae(smk.input.model, device=str(resolve_device(cfg.device)))
     alive = read_json(smk.input.metrics)["alive_latents"]
     shards = open_shards(Path(smk.input.manifest).parent)
-    features, topk = sae_feature_tables(
-        sae, shards, alive, act["top_k"], cfg.batch_size, act["min_activation"]
+    features, topk, sample = sae_feature_tables(
+        sae,
+        shards,
+        alive,
+        act["top_k"],
+        cfg.batch_size,
+        act["min_activation"],
+        act["sample_k"],
     )
     sft = pl.read_parquet(smk.input.sft, columns=["doc", "input_ids"])
-    needed = sft.filter(pl.col("doc").is_in(topk["doc"].unique().implode()))
+    docs = pl.concat([topk["doc"], *([sample["doc"]] if sample is not None else [])])
+    needed = sft.filter(pl.col("doc").is_in(docs.unique().implode()))
     token_ids = dict(
         zip(needed["doc"].to_list(), needed["input_ids"].to_list(), strict=True)
     )
@@ -53,6 +61,7 @@ with script_logging(smk) as log:
         doc_values_fn(sae, shards, alive),
         POLARITY,
         act["context_width"],
+        sample=sample,
     )
     population = describe_population(len(alive), sae.cfg.d_sae, act)
     features = finish_features(features, topk, act["min_contexts"], population)

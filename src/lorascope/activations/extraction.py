@@ -38,6 +38,7 @@ from lorascope.activations.shard_writer import (
 )
 from lorascope.core.io import sha256_file
 from lorascope.core.runtime import torch_dtype
+from lorascope.core.sample import StreamingSample
 from lorascope.core.topk import (
     FeatureStats,
     StreamingTopK,
@@ -48,7 +49,13 @@ from lorascope.core.topk import (
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ExtractSettings", "extract_to_shards", "shard_summary", "fingerprint"]
+__all__ = [
+    "ExtractSettings",
+    "extract_to_shards",
+    "shard_summary",
+    "shard_sample",
+    "fingerprint",
+]
 
 
 @dataclass
@@ -67,6 +74,8 @@ class ExtractSettings:
     mlp_polarity: str | None
     """null = `polarity`."""
     top_k: int
+    sample_k: int
+    """0 = no random sample (core.sample): the split bins the top-k alone."""
 
     @classmethod
     def from_config(cls, act_cfg: dict) -> ExtractSettings:
@@ -80,13 +89,15 @@ class ExtractSettings:
         return self.polarity
 
 
-def _observe(top, stats, values_TU, doc_T, pos_T, polarity: str) -> None:
+def _observe(top, stats, sample, values_TU, doc_T, pos_T, polarity: str) -> None:
     # Chunked so the signed view ([T, 2U] under `both`) stays ~64 MB.
     chunk = max(1, (1 << 24) // max(1, 2 * values_TU.shape[1]))
     for s in range(0, values_TU.shape[0], chunk):
         feats_TF = signed_features(values_TU[s : s + chunk], polarity)
         top.update(feats_TF, doc_T[s : s + chunk], pos_T[s : s + chunk])
         stats.update(feats_TF)
+        if sample is not None:
+            sample.update(feats_TF, doc_T[s : s + chunk], pos_T[s : s + chunk])
 
 
 def extract_shard(
@@ -121,6 +132,7 @@ def extract_shard(
         summary[kind] = (
             StreamingTopK(n_feat, cfg.top_k, device),
             FeatureStats(n_feat, device),
+            StreamingSample(n_feat, cfg.sample_k, device) if cfg.sample_k else None,
         )
     for batch in make_batches(lengths, cfg.batch_tokens):
         ids, mask = pad_batch([seqs[j] for j in batch], device)
@@ -136,9 +148,11 @@ def extract_shard(
             _observe(*summary["mlp"], mlp_TU, doc_T, pos_T, mlp_pol)
         on_tokens(len(dest_T))
     extras = {}
-    for kind, (top, stats) in summary.items():
+    for kind, (top, stats, sample) in summary.items():
         extras.update(top.state_dict(f"{kind}.top."))
         extras.update(stats.state_dict(f"{kind}.stats."))
+        if sample is not None:
+            extras.update(sample.state_dict(f"{kind}.sample."))
     return {"acts_TC": acts_TC, **cols}, extras
 
 
@@ -215,6 +229,7 @@ def extract_to_shards(
         "polarity": cfg.kind_polarity("lora"),
         "mlp_polarity": cfg.kind_polarity("mlp"),
         "top_k": cfg.top_k,
+        "sample_k": cfg.sample_k,
         "dtype": cfg.dtype,
         "mlp_tensor": cfg.mlp_tensor,
         "mlp_lora": mlp_lora_on(cfg.mlp_tensor, cfg.mlp_lora),
@@ -239,6 +254,28 @@ def shard_summary(shard_set, kind: str, device="cpu") -> tuple:
     if top is None:
         raise ExtractError(f"{shard_set.root}: no shards, so no {kind} features")
     return top, stats
+
+
+def shard_sample(shard_set, kind: str, device="cpu") -> StreamingSample | None:
+    """Merge every shard's `kind` random sample; None if it was not streamed
+    (`activations.sample_k: 0`, per the manifest)."""
+    if not shard_set.meta.get("sample_k"):
+        return None
+    sample = None
+    for rec in shard_set.shards:
+        state = shard_set.read_extra(rec, "summary")
+        if f"{kind}.sample.priority" not in state:
+            raise ExtractError(
+                f"{shard_set.root}: {rec['file']} has no {kind} "
+                "random sample although the manifest says sample_k="
+                f"{shard_set.meta['sample_k']}; rerun extract_activations"
+            )
+        s = StreamingSample.from_state_dict(state, f"{kind}.sample.", device)
+        if sample is None:
+            sample = s
+        else:
+            sample.merge(s)
+    return sample
 
 
 def fingerprint(

@@ -8,7 +8,8 @@ as `both`). The feature tables then keep a population of them:
   the paper's public top-k script defaulted to gate/up/down);
 - polarity `dominant`: per unit, the side reaching the larger activation
   (what the public MLP script kept), else every streamed feature;
-- only real activations: top-k entries above `activations.min_activation`;
+- only real activations: top-k entries (and random-sample entries,
+  `activations.sample_k`) above `activations.min_activation`;
   a feature with fewer than `activations.min_contexts` of them is marked
   `few_contexts` and left out of the autointerp shares (with a count).
 
@@ -31,6 +32,7 @@ from lorascope.core.contexts import (
     population_text,
     subset_features,
 )
+from lorascope.core.sample import StreamingSample
 from lorascope.core.topk import FeatureStats, StreamingTopK, stream_polarity
 
 __all__ = ["select_population", "describe_population", "build_feature_tables"]
@@ -85,13 +87,15 @@ def build_feature_tables(
     decode: Callable[[Sequence[int]], list[str]],
     doc_values: Callable[[list[int]], Iterable[tuple[int, torch.Tensor]]],
     population: str,
+    sample: StreamingSample | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     """(features, topk, contexts) of one kind's population.
 
-    `top`/`stats` are the merged streamed states (streamed with
-    `stream_polarity(polarity)`); `token_ids(docs)` gives the token ids of
-    the docs that hold kept top-k tokens. Contexts are built only for kept
-    features, so the recomputation (MLP) touches only their documents.
+    `top`/`stats`/`sample` are the merged streamed states (streamed with
+    `stream_polarity(polarity)`; `sample` None = no random sample);
+    `token_ids(docs)` gives the token ids of the docs that hold kept top-k or
+    sampled tokens. Contexts are built only for kept features, so the
+    recomputation (MLP) touches only their documents.
     """
     if act["min_contexts"] > top.k:
         raise ValueError(
@@ -104,13 +108,19 @@ def build_feature_tables(
     keep = select_population(features, polarity, modules)
     topk = top.to_frame(act["min_activation"])
     topk = topk.filter(pl.col("feature").is_in(keep.tolist()))
+    drawn = None
+    if sample is not None:
+        drawn = sample.to_frame(act["min_activation"])
+        drawn = drawn.filter(pl.col("feature").is_in(keep.tolist()))
+    docs = pl.concat([topk["doc"], *([drawn["doc"]] if drawn is not None else [])])
     contexts = build_contexts(
         topk,
-        token_ids(topk["doc"].unique().to_list()),
+        token_ids(docs.unique().to_list()),
         decode,
         doc_values,
         streamed,
         act["context_width"],
+        sample=drawn,
     )
     features, topk, contexts = subset_features(keep, features, topk, contexts)
     features = finish_features(features, topk, act["min_contexts"], population)

@@ -110,7 +110,7 @@ def explain_kind(
     section = kind_section(section, kind)
     explainer = provider_for(llm_settings(section, run), section, cache_path)
     by_feature = contexts_by_feature(
-        contexts, None, f"features/{kind}/contexts.parquet"
+        contexts, None, f"features/{kind}/contexts.parquet", sample=True
     )
     rows, items = {}, []
     for f in features.sort("feature").iter_rows(named=True):

@@ -115,7 +115,7 @@ def score_kind(explanations, contexts, section, run, cache_path, kind):
     sim_window = shown if sim["window"] is None else sim["window"]
     judge = provider_for(llm_settings(section, run), section, cache_path)
     contexts_file = f"features/{kind}/contexts.parquet"
-    by_feature = contexts_by_feature(contexts, None, contexts_file)
+    by_feature = contexts_by_feature(contexts, None, contexts_file, sample=True)
     pool = [c for rows in by_feature.values() for c in rows]
     rows, items, truth = {}, {s: [] for s in SCORERS}, {}
     for e in explanations.sort("feature").iter_rows(named=True):

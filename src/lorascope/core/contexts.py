@@ -1,4 +1,5 @@
-"""Feature tables: features.parquet and context windows around top-k tokens.
+"""Feature tables: features.parquet and context windows around top-k tokens
+and around a random sample of each feature's activating tokens.
 
 Used by rules `lora_features` and `mlp_features` and by the
 SAE feature rule; kind-agnostic: a kind supplies its units (one row per
@@ -31,6 +32,8 @@ __all__ = [
     "build_contexts",
     "token_strings",
     "CONTEXT_SCHEMA",
+    "SOURCES",
+    "context_rows",
 ]
 
 CONTEXT_SCHEMA = {
@@ -42,7 +45,11 @@ CONTEXT_SCHEMA = {
     "tokens": pl.List(pl.String),
     "acts": pl.List(pl.Float32),
     "center": pl.Int32,
+    # top: a top-k token; sample: a random activating token (core.sample)
+    # below the top-k; both: a top-k token the random sample drew too.
+    "source": pl.String,
 }
+SOURCES = ("top", "sample", "both")
 _UNIT_COLUMNS = {
     "label": pl.String,
     "component": pl.Int64,
@@ -182,6 +189,47 @@ def token_strings(tokenizer) -> Callable[[Sequence[int]], list[str]]:
     return lambda ids: [tokenizer.decode([int(t)]) for t in ids]
 
 
+def context_rows(topk: pl.DataFrame, sample: pl.DataFrame | None) -> pl.DataFrame:
+    """feature, rank, doc, pos, value, source of every context to build.
+
+    Top-k rows keep their rank (source `top`, or `both` if the sample drew
+    the token too); sampled tokens outside the top-k follow them, ranked on
+    by value (source `sample`). The top-k holds a feature's largest values,
+    so rank order is strongest first over the union too."""
+    top = topk.select(
+        pl.col("feature", "rank", "doc", "pos").cast(pl.Int64),
+        pl.col("value").cast(pl.Float32),
+    )
+    if sample is None or sample.height == 0:
+        return top.with_columns(pl.lit("top").alias("source"))
+    keys = ["feature", "doc", "pos"]
+    sample = sample.select(
+        pl.col(keys).cast(pl.Int64), pl.col("value").cast(pl.Float32)
+    ).unique(keys)
+    drawn = sample.select(keys).with_columns(pl.lit(True).alias("_drawn"))
+    top = top.join(drawn, on=keys, how="left").select(
+        *top.columns,
+        pl.when(pl.col("_drawn")).then(pl.lit("both")).otherwise(pl.lit("top"))
+        .alias("source"),
+    )  # fmt: skip
+    n_top = topk.group_by("feature").agg(pl.len().cast(pl.Int64).alias("_n"))
+    below = (
+        sample.join(top.select(keys), on=keys, how="anti")
+        .sort(
+            ["feature", "value", "doc", "pos"], descending=[False, True, False, False]
+        )
+        .join(n_top, on="feature", how="left")
+        .with_columns(
+            (pl.col("_n").fill_null(0) + pl.int_range(pl.len()).over("feature")).alias(
+                "rank"
+            ),
+            pl.lit("sample").alias("source"),
+        )
+        .select(top.columns)
+    )
+    return pl.concat([top, below]).sort("feature", "rank")
+
+
 def build_contexts(
     topk: pl.DataFrame,
     token_ids: Mapping[int, Sequence[int]],
@@ -190,23 +238,27 @@ def build_contexts(
     polarity: str,
     width: int,
     rtol: float = 0.05,
+    sample: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
-    """contexts.parquet: `width` tokens either side of every top-k token.
+    """contexts.parquet: `width` tokens either side of every top-k token and
+    of every token of the random `sample` (feature, doc, pos, value; None =
+    none), one row per token (`context_rows`: column `source`).
 
     `doc_values(docs)` yields `(doc, unit values [T_doc, U])` for the docs asked
     for (any order, each once); the window's `acts` are the feature's
-    sign-adjusted activations. The value at the centre must match the top-k
+    sign-adjusted activations. The value at the centre must match the streamed
     value (to `rtol` of the feature's scale): a recomputation that drifts
     (other weights, other text) raises instead of mislabelling examples.
     """
-    if topk.height == 0:
+    rows_all = context_rows(topk, sample)
+    if rows_all.height == 0:
         return pl.DataFrame(schema=CONTEXT_SCHEMA)
-    by_doc = topk.sort("doc", "feature", "rank").partition_by("doc", as_dict=True)
+    by_doc = rows_all.sort("doc", "feature", "rank").partition_by("doc", as_dict=True)
     docs = sorted(int(k[0]) for k in by_doc)
     missing = [d for d in docs if d not in token_ids]
     if missing:
-        raise ContextError(f"top-k docs {missing[:8]} not in the SFT table")
-    scale = topk.group_by("feature").agg(pl.col("value").abs().max().alias("s"))
+        raise ContextError(f"context docs {missing[:8]} not in the SFT table")
+    scale = rows_all.group_by("feature").agg(pl.col("value").abs().max().alias("s"))
     scale = dict(scale.iter_rows())
     out = {k: [] for k in CONTEXT_SCHEMA}
     seen = set()
@@ -228,14 +280,15 @@ def build_contexts(
         else:  # both: sign -1 flips; pos: sign +1
             feats_Tn = picked_Tn * sign_of[feats].astype(np.float32)
         toks = decode(ids)
-        for f, r, pos, value in rows.select(
-            "feature", "rank", "pos", "value"
+        for f, r, pos, value, source in rows.select(
+            "feature", "rank", "pos", "value", "source"
         ).iter_rows():
             got = float(feats_Tn[pos, col[f]])
             if abs(got - value) > rtol * max(scale[f], 1e-6):
+                what = "random-sample" if source == "sample" else "top-k"
                 raise ContextError(
                     f"feature {f} doc {doc} pos {pos}: recomputed activation "
-                    f"{got:.5g} != streamed top-k value {value:.5g}"
+                    f"{got:.5g} != streamed {what} value {value:.5g}"
                 )
             lo, hi = max(0, pos - width), min(len(ids), pos + width + 1)
             for key, v in (("feature", f), ("rank", r), ("doc", doc), ("pos", pos)):
@@ -244,6 +297,7 @@ def build_contexts(
             out["tokens"].append(toks[lo:hi])
             out["acts"].append(feats_Tn[lo:hi, col[f]].tolist())
             out["center"].append(pos - lo)
+            out["source"].append(source)
     if seen != set(docs):
         raise ContextError(f"no activations for docs {sorted(set(docs) - seen)[:8]}")
     return pl.DataFrame(out, schema=CONTEXT_SCHEMA).sort("feature", "rank")

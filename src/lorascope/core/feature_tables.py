@@ -2,7 +2,9 @@
 
 Used by every autointerp rule: checks that features.parquet and
 contexts.parquet carry the columns the stage needs (naming the missing
-column) and groups contexts per feature, strongest first.
+column) and groups contexts per feature, strongest first. Contexts of the
+random sample below the top-k (source `sample`) reach only the readers that
+ask for them (the autointerp split); the others see the top-k as before.
 """
 
 from __future__ import annotations
@@ -20,7 +22,17 @@ FEATURE_COLS = (
     "few_contexts",
     "population",
 )
-CONTEXT_COLS = ("feature", "rank", "doc", "pos", "value", "tokens", "acts", "center")
+CONTEXT_COLS = (
+    "feature",
+    "rank",
+    "doc",
+    "pos",
+    "value",
+    "tokens",
+    "acts",
+    "center",
+    "source",
+)
 
 
 def check_columns(df: pl.DataFrame, needed, what: str) -> None:
@@ -30,10 +42,22 @@ def check_columns(df: pl.DataFrame, needed, what: str) -> None:
 
 
 def contexts_by_feature(
-    contexts: pl.DataFrame, n: int | None = None, what: str = "contexts.parquet"
+    contexts: pl.DataFrame,
+    n: int | None = None,
+    what: str = "contexts.parquet",
+    sample: bool = False,
 ) -> dict[int, list[dict]]:
-    """feature -> its context rows (dicts) by rank, at most `n` of them."""
+    """feature -> its context rows (dicts) by rank, at most `n` of them: the
+    top-k ones, and with `sample` the random sample's below them too."""
     check_columns(contexts, CONTEXT_COLS, what)
+    bad = contexts.filter(~pl.col("source").is_in(["top", "sample", "both"]))
+    if bad.height:
+        raise ValueError(
+            f"{what}: feature {bad['feature'][0]} rank {bad['rank'][0]} has "
+            f"source {bad['source'][0]!r} (expected top, sample or both)"
+        )
+    if not sample:
+        contexts = contexts.filter(pl.col("source") != "sample")
     out: dict[int, list[dict]] = {}
     for row in contexts.sort(["feature", "rank"]).iter_rows(named=True):
         rows = out.setdefault(int(row["feature"]), [])

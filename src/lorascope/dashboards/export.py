@@ -102,7 +102,10 @@ def features_json(
         for r in scores.iter_rows(named=True)
     }
     ctx: dict[int, list] = {}
-    for r in contexts.sort("feature", "rank").iter_rows(named=True):
+    # Top activations only: the random sample's windows (source `sample`)
+    # serve the autointerp split, not a feature's activation list.
+    top = contexts.filter(pl.col("source") != "sample")
+    for r in top.sort("feature", "rank").iter_rows(named=True):
         ctx.setdefault(r["feature"], []).append(
             {
                 "tokens": list(r["tokens"]),

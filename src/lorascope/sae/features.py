@@ -9,7 +9,10 @@ tables as the LoRA and MLP features (docs/ARCHITECTURE.md "Feature tables"):
 `contexts.parquet` (via `lorascope.core.contexts`), so autointerp and dashboards
 treat all three kinds alike. SAE codes are non-negative: polarity `pos`, and
 only codes above `activations.min_activation` (default 0: the latent fired)
-are top-k entries, so a latent that fired 3 times has 3 contexts.
+are top-k entries, so a latent that fired 3 times has 3 contexts. The same
+pass streams each latent's random sample of firing tokens
+(`lorascope.core.sample`, `activations.sample_k`), whose windows join the
+top-k ones in contexts.parquet.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import polars as pl
 import torch
 
 from lorascope.core.contexts import features_frame, population_text, sae_units
+from lorascope.core.sample import StreamingSample
 from lorascope.core.topk import FeatureStats, StreamingTopK
 
 __all__ = [
@@ -72,10 +76,14 @@ def sae_feature_tables(
     k: int,
     batch_size: int = 4096,
     min_activation: float = 0.0,
-) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(features, topk) frames for the alive latents, one pass over the shards.
+    sample_k: int = 0,
+) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame | None]:
+    """(features, topk, sample) frames for the alive latents, one pass over
+    the shards.
 
-    topk holds, per feature, at most `k` codes above `min_activation`.
+    topk holds, per feature, at most `k` codes above `min_activation`;
+    sample (None if `sample_k` is 0) at most `sample_k` random ones above it
+    (`StreamingSample.to_frame`).
 
     Holds one shard and one batch of codes at a time; the top-k state is
     `[F, k]`. `shards` is a `lorascope.core.shards.ShardSet`. Feature f is alive
@@ -85,14 +93,18 @@ def sae_feature_tables(
     device = sae.W_dec.device
     top = StreamingTopK(len(alive_F), k, device)
     stats = FeatureStats(len(alive_F), device)
+    sample = StreamingSample(len(alive_F), sample_k, device) if sample_k else None
     for shard in shards.iter_shards():
         for rows in torch.arange(shard["acts"].shape[0]).split(batch_size):
             codes_TF = encode_alive(sae, shard["acts"][rows], alive_F, batch_size)
             top.update(codes_TF, shard["doc"][rows], shard["pos"][rows])
             stats.update(codes_TF)
+            if sample is not None:
+                sample.update(codes_TF, shard["doc"][rows], shard["pos"][rows])
     units = sae_units(sae.cfg.d_sae)[alive_F.tolist()]
     features = features_frame("sae", units, POLARITY, stats.to_frame())
-    return features, top.to_frame(min_activation)
+    drawn = None if sample is None else sample.to_frame(min_activation)
+    return features, top.to_frame(min_activation), drawn
 
 
 def describe_population(n_alive: int, d_sae: int, act: dict) -> str:
