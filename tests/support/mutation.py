@@ -95,6 +95,22 @@ SESSIONS: dict[str, Session] = {
             "tests/unit/test_autointerp_scorers.py",
         ),
     ),
+    # The scorers' definitions and the explain/score split (both read by the
+    # same pipeline tests as scoring.py).
+    "autointerp_scorers": Session(
+        "autointerp/scorers.py",
+        (
+            "tests/unit/test_autointerp_scorers.py",
+            "tests/unit/test_autointerp_pipeline.py",
+        ),
+    ),
+    "autointerp_split": Session(
+        "autointerp/split.py",
+        (
+            "tests/unit/test_autointerp_scorers.py",
+            "tests/unit/test_autointerp_pipeline.py",
+        ),
+    ),
     "sae_evaluation": Session("sae/evaluation.py", ("tests/unit/test_sae.py",)),
     "hooks": Session(
         "activations/hooks.py",
