@@ -437,3 +437,20 @@ def test_float64_input_is_scored_as_the_float32_the_sae_encodes():
     m = evaluate_sae(sae, x_ND.split(25))
     assert (m["fvu"], m["mse_per_token"]) == (0.0, 0.0)
     assert (m["mean_l0"], m["n_tokens"], m["alive_count"]) == (d, 60, 2 * d)
+
+
+def test_batches_move_to_the_sae_device():
+    """Host batches go to the SAE's device before encoding (a CUDA SAE gets
+    CPU shards). Checked on any machine with a `meta` SAE, which refuses host
+    inputs as CUDA does (tests/unit/test_devices.py): the batch gets through
+    encode and decode, and the run stops only where a number is read back,
+    which a meta tensor does not hold. A batch left on the host fails in
+    encode instead, naming the devices."""
+    from sae_lens import JumpReLUSAE, JumpReLUSAEConfig
+
+    sae = JumpReLUSAE(JumpReLUSAEConfig(d_in=8, d_sae=16)).to(torch.device("meta"))
+    with pytest.raises(RuntimeError) as err:
+        sae.encode(torch.randn(5, 8))  # the harness: host input is refused
+    assert "device" in str(err.value)
+    with pytest.raises(RuntimeError, match="meta tensors"):
+        evaluate_sae(sae, [torch.randn(5, 8)])
