@@ -400,6 +400,10 @@ def test_balanced_accuracy_from_its_definition():
         "tp": 0, "fn": 0, "tn": 2, "fp": 1, "balanced_accuracy": pytest.approx(2 / 3)
     }  # fmt: skip
     assert balanced_accuracy([], [])["balanced_accuracy"] is None
+    # as many false alarms as correct rejections: the rejection rate is 1/2
+    assert balanced_accuracy([True, False, False], [True, True, False]) == {
+        "tp": 1, "fn": 0, "tn": 1, "fp": 1, "balanced_accuracy": 0.75
+    }  # fmt: skip
 
 
 def _ctx(feature, doc, pos):

@@ -308,3 +308,19 @@ def test_scorer_windows_are_cut_to_their_own_width(tmp_path):
     sec = _section(simulation={"window": None})
     row = score_kind(expl, ctx, sec, "t", tmp_path, "lora")[0].row(0, named=True)
     assert row["simulation_tokens"] == 5 * 9
+
+
+def test_scorer_window_null_follows_the_kinds_example_window(tmp_path):
+    """A null scorer window is the explainer's example_window as each kind
+    sees it: its kind_overrides entry where set, else the section's."""
+    sec = _section(
+        example_window=3,
+        kind_overrides={"lora": {"example_window": 1}},
+        fuzzing={"window": None},
+        simulation={"window": None, "n_contexts": 4},
+    )
+    feats, ctx = _tables(n=1)
+    expl, _ = explain_kind(feats, ctx, sec, "t", tmp_path, "lora")
+    for kind, width in (("lora", 1 + 2 * 1), ("mlp", 1 + 2 * 3)):
+        scores = score_kind(expl, ctx, sec, "t", tmp_path / kind, kind)[0]
+        assert scores["simulation_tokens"].to_list() == [4 * width]
