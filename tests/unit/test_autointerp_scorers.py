@@ -312,15 +312,22 @@ def test_scorer_windows_are_cut_to_their_own_width(tmp_path):
 
 def test_scorer_window_null_follows_the_kinds_example_window(tmp_path):
     """A null scorer window is the explainer's example_window as each kind
-    sees it: its kind_overrides entry where set, else the section's."""
+    sees it (its kind_overrides entry where set, else the section's); a set
+    one is the scorer's own. Fuzzing shows it in its window count: the 10
+    held-out windows are 5 true and 5 decoys, and a decoy cut to its centre
+    alone (window 0) has no inactive token to mark, so it is left out."""
     sec = _section(
         example_window=3,
-        kind_overrides={"lora": {"example_window": 1}},
+        kind_overrides={"lora": {"example_window": 0}},
         fuzzing={"window": None},
         simulation={"window": None, "n_contexts": 4},
     )
     feats, ctx = _tables(n=1)
     expl, _ = explain_kind(feats, ctx, sec, "t", tmp_path, "lora")
-    for kind, width in (("lora", 1 + 2 * 1), ("mlp", 1 + 2 * 3)):
-        scores = score_kind(expl, ctx, sec, "t", tmp_path / kind, kind)[0]
-        assert scores["simulation_tokens"].to_list() == [4 * width]
+    for kind, width, n_fuzz in (("lora", 1, 5), ("mlp", 1 + 2 * 3, 10)):
+        row = score_kind(expl, ctx, sec, "t", tmp_path, kind)[0].row(0, named=True)
+        assert (row["n_scored"], row["fuzzing_status"]) == (10, "ok")
+        assert (row["simulation_tokens"], row["fuzzing_n"]) == (4 * width, n_fuzz)
+    sec = _section(example_window=3, fuzzing={"window": 0})
+    row = score_kind(expl, ctx, sec, "t", tmp_path, "mlp")[0].row(0, named=True)
+    assert row["fuzzing_n"] == 5
