@@ -107,6 +107,7 @@ SESSIONS: dict[str, Session] = {
     "autointerp_split": Session(
         "autointerp/split.py",
         (
+            "tests/unit/test_autointerp_split.py",
             "tests/unit/test_autointerp_scorers.py",
             "tests/unit/test_autointerp_pipeline.py",
         ),

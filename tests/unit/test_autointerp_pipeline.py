@@ -488,3 +488,14 @@ def test_score_rows_keep_every_feature_and_say_why_one_is_unscored(tmp_path):
         assert r["balanced_accuracy"] == pytest.approx(want)
     for f in (3, 4, 5):
         assert rows[f]["balanced_accuracy"] is None and rows[f]["n_pos"] is None
+
+
+def test_a_bad_context_row_fails_scoring_naming_the_kinds_file(tmp_path):
+    feats, ctx = _tables("mlp")
+    expl, _ = explain_kind(feats, ctx, _section(), "t", tmp_path, "mlp")
+    bad = ctx.with_columns(acts=pl.when(pl.col("rank") == 1).then(
+        pl.col("acts").list.head(2)).otherwise(pl.col("acts")))  # fmt: skip
+    with pytest.raises(ValueError, match=(
+        r"^features/mlp/contexts\.parquet: feature 0 rank 1 has center 4, "
+        r"9 tokens, 2 acts$")):  # fmt: skip
+        score_kind(expl, bad, _section(), "t", tmp_path, "mlp")

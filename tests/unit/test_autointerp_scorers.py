@@ -331,3 +331,58 @@ def test_scorer_window_null_follows_the_kinds_example_window(tmp_path):
     sec = _section(example_window=3, fuzzing={"window": 0})
     row = score_kind(expl, ctx, sec, "t", tmp_path, "mlp")[0].row(0, named=True)
     assert row["fuzzing_n"] == 5
+
+
+# -- the scorers' definitions, case by case (from mutation testing) ---------
+
+
+def test_active_positions_at_the_threshold_share_of_the_window_max():
+    # >= threshold x max: a token at exactly the share is active
+    assert active_positions([1.0, 0.5, 0.49, 2.0], 0.25) == [0, 1, 3]
+    assert active_positions([4.0, 1.0, 3.0], 0.75) == [0, 2]
+    assert active_positions([0.0, 0.0], 0.3) == []  # never fired
+    assert active_positions([], 0.3) == []
+
+
+def test_decoys_mark_distinct_inactive_tokens_capped_at_what_is_idle():
+    """A decoy marks ceil(mean active count of the true windows) distinct
+    inactive tokens, or every inactive one when it has fewer."""
+    two_active = {"tokens": list("abc"), "acts": [5.0, 5.0, 0.0], "center": 1}
+    one_active = {"tokens": list("abc"), "acts": [5.0, 0.0, 0.0], "center": 1}
+    none_idle = {"tokens": list("ab"), "acts": [1.0, 1.0], "center": 0}
+    # true: 2 and 1 active tokens -> decoys mark ceil(1.5) = 2
+    held = [two_active, one_active, one_active, one_active] * 3
+    cfg = {"n_examples": len(held), "threshold": 0.5}
+    for seed in range(5):
+        win = fuzz_windows(held, cfg, None, seed, fid=0)
+        decoys = [w["marked"] for w in win if not w["label"]]
+        assert decoys == [[1, 2]] * 6  # both idle tokens, each once
+    # one idle token only: it alone is marked; no idle token: no decoy
+    held = [two_active, {**one_active, "acts": [5.0, 5.0, 0.0]}, two_active, none_idle]
+    win = fuzz_windows(held, cfg, None, 0, fid=0)
+    assert sorted((w["label"], w["marked"]) for w in win) == [
+        (False, [2]), (True, [0, 1]), (True, [0, 1])]  # fmt: skip
+
+
+def test_simulation_windows_clip_negative_truth_and_take_the_first_n():
+    held = [
+        {"tokens": ["a", "b", "c"], "acts": [-1.0, 0.5, 2.0], "center": 1},
+        {"tokens": ["d"], "acts": [3.0], "center": 0},
+        {"tokens": ["e"], "acts": [4.0], "center": 0},
+    ]
+    win = simulation_windows(held, {"n_contexts": 2}, None)
+    assert win == [
+        {"tokens": ["a", "b", "c"], "acts": [0.0, 0.5, 2.0]},
+        {"tokens": ["d"], "acts": [3.0]},
+    ]
+    assert simulation_windows(held, {"n_contexts": 1}, 0) == [
+        {"tokens": ["b"], "acts": [0.5]}]  # fmt: skip
+
+
+def test_correlation_is_pearson_over_all_windows_or_none():
+    truth, pred = [[1.0, 2.0], [0.0, 4.0]], [[2.0, 1.0], [0.0, 9.0]]
+    want = np.corrcoef([1, 2, 0, 4], [2, 1, 0, 9])[0, 1]
+    assert correlation(truth, pred) == pytest.approx(want)
+    assert correlation([[1.0, 2.0]], [[2.0, 4.0]]) == pytest.approx(1.0)  # 2 tokens
+    assert correlation([[1.0]], [[2.0]]) is None  # one token
+    assert correlation([[3.0, 3.0]], [[1.0, 2.0]]) is None  # constant truth
