@@ -499,3 +499,28 @@ def test_a_bad_context_row_fails_scoring_naming_the_kinds_file(tmp_path):
         r"^features/mlp/contexts\.parquet: feature 0 rank 1 has center 4, "
         r"9 tokens, 2 acts$")):  # fmt: skip
         score_kind(expl, bad, _section(), "t", tmp_path, "mlp")
+
+
+def test_a_feature_with_one_context_left_has_nothing_to_score(tmp_path):
+    """The score split holds at most half a feature's contexts: an explained
+    feature down to one context (the rest gone since) is left out of every
+    scorer as few_contexts, not failed and not scored."""
+    sec = _section()
+    feats, ctx = _tables("lora", n=2)
+    expl, _ = explain_kind(feats, ctx, sec, "t", tmp_path, "lora")
+    one = ctx.filter((pl.col("feature") == 0) | (pl.col("rank") == 0))
+    rows = score_kind(expl, one, sec, "t", tmp_path, "lora")[0].rows(named=True)
+    assert rows[1]["n_scored"] == 0
+    for p in ("", "fuzzing_", "simulation_"):  # detection, fuzzing, simulation
+        assert (rows[1][f"{p}status"], rows[1][f"{p}error"]) == (
+            "few_contexts", "no context left to score")  # fmt: skip
+        assert rows[0][f"{p}status"] == "ok"
+    assert rows[1]["balanced_accuracy"] is None and rows[1]["n_pos"] is None
+
+
+def test_detection_takes_n_activating_of_the_held_out_contexts(tmp_path):
+    sec = _section(detection={"n_activating": 3, "n_nonactivating": 5})
+    feats, ctx = _tables("lora", n=3)
+    expl, _ = explain_kind(feats, ctx, sec, "t", tmp_path, "lora")
+    for r in score_kind(expl, ctx, sec, "t", tmp_path, "lora")[0].rows(named=True):
+        assert (r["n_scored"], r["n_pos"], r["n_neg"]) == (4, 3, 5)
