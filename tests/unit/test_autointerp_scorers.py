@@ -386,3 +386,30 @@ def test_correlation_is_pearson_over_all_windows_or_none():
     assert correlation([[1.0, 2.0]], [[2.0, 4.0]]) == pytest.approx(1.0)  # 2 tokens
     assert correlation([[1.0]], [[2.0]]) is None  # one token
     assert correlation([[3.0, 3.0]], [[1.0, 2.0]]) is None  # constant truth
+
+
+def test_constant_llm_prediction_is_undefined_keeping_the_reply(tmp_path, monkeypatch):
+    """A judge that predicts 0 everywhere gives no correlation: status
+    undefined with its reason, the raw reply kept for inspection."""
+    monkeypatch.setenv("FAKE_LLM_KEY", "k")
+    feats, ctx = _tables(n=1)
+
+    def flat(prompt):
+        if "predict how strongly" in prompt:
+            n = [
+                int(k)
+                for k in re.findall(r"^Window \d+ \((\d+) tokens\)", prompt, re.M)
+            ]
+            return json.dumps({"activations": [[0] * k for k in n]})
+        return _judge(prompt)
+
+    with FakeLLMServer(flat) as server:
+        sec = _section(provider="openai", model="m", base_url=server.openai_url,
+                       api_key_env="FAKE_LLM_KEY", scorers=["simulation"])  # fmt: skip
+        expl, _ = explain_kind(feats, ctx, sec, "t", tmp_path / "c.db", "lora")
+        row = score_kind(expl, ctx, sec, "t", tmp_path / "c.db", "lora")[0].row(
+            0, named=True
+        )
+    assert (row["simulation"], row["simulation_status"]) == (None, "undefined")
+    assert row["simulation_error"] == "constant prediction or truth"
+    assert json.loads(row["simulation_raw"])["activations"][0][:2] == [0, 0]
