@@ -524,3 +524,20 @@ def test_detection_takes_n_activating_of_the_held_out_contexts(tmp_path):
     expl, _ = explain_kind(feats, ctx, sec, "t", tmp_path, "lora")
     for r in score_kind(expl, ctx, sec, "t", tmp_path, "lora")[0].rows(named=True):
         assert (r["n_scored"], r["n_pos"], r["n_neg"]) == (4, 3, 5)
+
+
+def test_score_table_has_its_documented_schema_even_when_empty(tmp_path):
+    """scores/{kind}.parquet's columns and types (scoring.py's docstring),
+    also with a scorer not run (its columns all null) and with no features."""
+    from lorascope.autointerp.scoring import SCORE_SCHEMA
+
+    sec = _section(scorers=["detection"])
+    feats, ctx = _tables("lora", n=2)
+    expl, _ = explain_kind(feats, ctx, sec, "t", tmp_path, "lora")
+    for e in (expl, expl.clear()):
+        scores = score_kind(e, ctx, sec, "t", tmp_path, "lora")[0]
+        assert dict(scores.schema) == SCORE_SCHEMA
+        assert (
+            scores["n_scored"].dtype == pl.Int32 and scores["judge"].dtype == pl.String
+        )
+    assert scores.height == 0
