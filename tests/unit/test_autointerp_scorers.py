@@ -15,6 +15,8 @@ from fake_llm_server import FakeLLMServer
 from lorascope.autointerp.explain import explain_kind
 from lorascope.autointerp.prompts import ParseError, parse_simulation
 from lorascope.autointerp.scorers import (
+    FUZZING,
+    SIMULATION,
     active_positions,
     correlation,
     fuzz_windows,
@@ -413,3 +415,18 @@ def test_constant_llm_prediction_is_undefined_keeping_the_reply(tmp_path, monkey
     assert (row["simulation"], row["simulation_status"]) == (None, "undefined")
     assert row["simulation_error"] == "constant prediction or truth"
     assert json.loads(row["simulation_raw"])["activations"][0][:2] == [0, 0]
+
+
+def test_scorer_prompts_and_offline_predictions():
+    """What each scorer puts into its template ($n windows, numbered from 1,
+    marks as << >>), and the offline simulation's prediction: 10 on each
+    token the offline judge says the explanation names, else 0."""
+    from string import Template
+
+    t = Template("$n|$explanation|$examples")
+    wins = [{"tokens": [" a", " Wait", " b"], "marked": [1]},
+            {"tokens": [" x", " y"], "marked": [0, 1]}]  # fmt: skip
+    assert FUZZING.prompt(t, "E", wins) == "2|E|1.  a<< Wait>> b\n2. << x y>>"
+    assert SIMULATION.prompt(Template("$n"), "E", wins) == "2"
+    assert SIMULATION.offline('token "Wait"', wins) == [[0.0, 10.0, 0.0], [0.0, 0.0]]
+    assert FUZZING.offline('token "Wait"', wins) == [True, False]
