@@ -342,6 +342,7 @@ def test_active_positions_at_the_threshold_share_of_the_window_max():
     # >= threshold x max: a token at exactly the share is active
     assert active_positions([1.0, 0.5, 0.49, 2.0], 0.25) == [0, 1, 3]
     assert active_positions([4.0, 1.0, 3.0], 0.75) == [0, 2]
+    assert active_positions([0.5, 0.25, 0.1], 0.5) == [0, 1]  # a max below 1
     assert active_positions([0.0, 0.0], 0.3) == []  # never fired
     assert active_positions([], 0.3) == []
 
@@ -361,6 +362,7 @@ def test_decoys_mark_distinct_inactive_tokens_capped_at_what_is_idle():
         assert decoys == [[1, 2]] * 6  # both idle tokens, each once
     # one idle token only: it alone is marked; no idle token: no decoy
     held = [two_active, {**one_active, "acts": [5.0, 5.0, 0.0]}, two_active, none_idle]
+    assert fuzz_windows([], cfg, None, 0, fid=0) == []  # nothing held out
     win = fuzz_windows(held, cfg, None, 0, fid=0)
     assert sorted((w["label"], w["marked"]) for w in win) == [
         (False, [2]), (True, [0, 1]), (True, [0, 1])]  # fmt: skip
@@ -427,6 +429,8 @@ def test_scorer_prompts_and_offline_predictions():
     wins = [{"tokens": [" a", " Wait", " b"], "marked": [1]},
             {"tokens": [" x", " y"], "marked": [0, 1]}]  # fmt: skip
     assert FUZZING.prompt(t, "E", wins) == "2|E|1.  a<< Wait>> b\n2. << x y>>"
-    assert SIMULATION.prompt(Template("$n"), "E", wins) == "2"
+    sim = SIMULATION.prompt(Template("$n|$explanation|$windows"), "E", wins)
+    assert sim.startswith("2|E|Window 1 (3 tokens):  a Wait b\n")
+    assert "Window 2 (2 tokens):  x y\n" in sim
     assert SIMULATION.offline('token "Wait"', wins) == [[0.0, 10.0, 0.0], [0.0, 0.0]]
     assert FUZZING.offline('token "Wait"', wins) == [True, False]
