@@ -77,6 +77,10 @@ SESSIONS: dict[str, Session] = {
     "tables": Session("evaluation/tables.py", ("tests/unit/test_tables.py",)),
     "surgery": Session("adapters/surgery.py", ("tests/unit/test_surgery.py",)),
     "chat": Session("core/chat.py", ("tests/unit/test_chat_data.py",)),
+    "sft_data": Session(
+        "data/sft.py",
+        ("tests/unit/test_sft_rows.py", "tests/unit/test_chat_data.py"),
+    ),
     "kl": Session("ablation/kl.py", ("tests/unit/test_ablation.py",)),
     # test_devices.py: the edits follow the activations' device (meta model).
     "scalar_control": Session(
@@ -93,6 +97,23 @@ SESSIONS: dict[str, Session] = {
         (
             "tests/unit/test_autointerp_pipeline.py",
             "tests/unit/test_autointerp_scorers.py",
+        ),
+    ),
+    # The scorers' definitions and the explain/score split (both read by the
+    # same pipeline tests as scoring.py).
+    "autointerp_scorers": Session(
+        "autointerp/scorers.py",
+        (
+            "tests/unit/test_autointerp_scorers.py",
+            "tests/unit/test_autointerp_pipeline.py",
+        ),
+    ),
+    "autointerp_split": Session(
+        "autointerp/split.py",
+        (
+            "tests/unit/test_autointerp_split.py",
+            "tests/unit/test_autointerp_scorers.py",
+            "tests/unit/test_autointerp_pipeline.py",
         ),
     ),
     "sae_evaluation": Session("sae/evaluation.py", ("tests/unit/test_sae.py",)),

@@ -400,6 +400,10 @@ def test_balanced_accuracy_from_its_definition():
         "tp": 0, "fn": 0, "tn": 2, "fp": 1, "balanced_accuracy": pytest.approx(2 / 3)
     }  # fmt: skip
     assert balanced_accuracy([], [])["balanced_accuracy"] is None
+    # as many false alarms as correct rejections: the rejection rate is 1/2
+    assert balanced_accuracy([True, False, False], [True, True, False]) == {
+        "tp": 1, "fn": 0, "tn": 1, "fp": 1, "balanced_accuracy": 0.75
+    }  # fmt: skip
 
 
 def _ctx(feature, doc, pos):
@@ -484,3 +488,56 @@ def test_score_rows_keep_every_feature_and_say_why_one_is_unscored(tmp_path):
         assert r["balanced_accuracy"] == pytest.approx(want)
     for f in (3, 4, 5):
         assert rows[f]["balanced_accuracy"] is None and rows[f]["n_pos"] is None
+
+
+def test_a_bad_context_row_fails_scoring_naming_the_kinds_file(tmp_path):
+    feats, ctx = _tables("mlp")
+    expl, _ = explain_kind(feats, ctx, _section(), "t", tmp_path, "mlp")
+    bad = ctx.with_columns(acts=pl.when(pl.col("rank") == 1).then(
+        pl.col("acts").list.head(2)).otherwise(pl.col("acts")))  # fmt: skip
+    with pytest.raises(ValueError, match=(
+        r"^features/mlp/contexts\.parquet: feature 0 rank 1 has center 4, "
+        r"9 tokens, 2 acts$")):  # fmt: skip
+        score_kind(expl, bad, _section(), "t", tmp_path, "mlp")
+
+
+def test_a_feature_with_one_context_left_has_nothing_to_score(tmp_path):
+    """The score split holds at most half a feature's contexts: an explained
+    feature down to one context (the rest gone since) is left out of every
+    scorer as few_contexts, not failed and not scored."""
+    sec = _section()
+    feats, ctx = _tables("lora", n=2)
+    expl, _ = explain_kind(feats, ctx, sec, "t", tmp_path, "lora")
+    one = ctx.filter((pl.col("feature") == 0) | (pl.col("rank") == 0))
+    rows = score_kind(expl, one, sec, "t", tmp_path, "lora")[0].rows(named=True)
+    assert rows[1]["n_scored"] == 0
+    for p in ("", "fuzzing_", "simulation_"):  # detection, fuzzing, simulation
+        assert (rows[1][f"{p}status"], rows[1][f"{p}error"]) == (
+            "few_contexts", "no context left to score")  # fmt: skip
+        assert rows[0][f"{p}status"] == "ok"
+    assert rows[1]["balanced_accuracy"] is None and rows[1]["n_pos"] is None
+
+
+def test_detection_takes_n_activating_of_the_held_out_contexts(tmp_path):
+    sec = _section(detection={"n_activating": 3, "n_nonactivating": 5})
+    feats, ctx = _tables("lora", n=3)
+    expl, _ = explain_kind(feats, ctx, sec, "t", tmp_path, "lora")
+    for r in score_kind(expl, ctx, sec, "t", tmp_path, "lora")[0].rows(named=True):
+        assert (r["n_scored"], r["n_pos"], r["n_neg"]) == (4, 3, 5)
+
+
+def test_score_table_has_its_documented_schema_even_when_empty(tmp_path):
+    """scores/{kind}.parquet's columns and types (scoring.py's docstring),
+    also with a scorer not run (its columns all null) and with no features."""
+    from lorascope.autointerp.scoring import SCORE_SCHEMA
+
+    sec = _section(scorers=["detection"])
+    feats, ctx = _tables("lora", n=2)
+    expl, _ = explain_kind(feats, ctx, sec, "t", tmp_path, "lora")
+    for e in (expl, expl.clear()):
+        scores = score_kind(e, ctx, sec, "t", tmp_path, "lora")[0]
+        assert dict(scores.schema) == SCORE_SCHEMA
+        assert (
+            scores["n_scored"].dtype == pl.Int32 and scores["judge"].dtype == pl.String
+        )
+    assert scores.height == 0

@@ -15,6 +15,8 @@ from fake_llm_server import FakeLLMServer
 from lorascope.autointerp.explain import explain_kind
 from lorascope.autointerp.prompts import ParseError, parse_simulation
 from lorascope.autointerp.scorers import (
+    FUZZING,
+    SIMULATION,
     active_positions,
     correlation,
     fuzz_windows,
@@ -365,3 +367,127 @@ def test_scorer_windows_are_cut_to_their_own_width(tmp_path):
     sec = _section(simulation={"window": None})
     row = score_kind(expl, ctx, sec, "t", tmp_path, "lora")[0].row(0, named=True)
     assert row["simulation_tokens"] == 5 * 9
+
+
+def test_scorer_window_null_follows_the_kinds_example_window(tmp_path):
+    """A null scorer window is the explainer's example_window as each kind
+    sees it (its kind_overrides entry where set, else the section's); a set
+    one is the scorer's own. Fuzzing shows it in its window count: the 10
+    held-out windows are 5 true and 5 decoys, and a decoy cut to its centre
+    alone (window 0) has no inactive token to mark, so it is left out."""
+    sec = _section(
+        example_window=3,
+        kind_overrides={"lora": {"example_window": 0}},
+        fuzzing={"window": None},
+        simulation={"window": None, "n_contexts": 4},
+    )
+    feats, ctx = _tables(n=1)
+    expl, _ = explain_kind(feats, ctx, sec, "t", tmp_path, "lora")
+    for kind, width, n_fuzz in (("lora", 1, 5), ("mlp", 1 + 2 * 3, 10)):
+        row = score_kind(expl, ctx, sec, "t", tmp_path, kind)[0].row(0, named=True)
+        assert (row["n_scored"], row["fuzzing_status"]) == (10, "ok")
+        assert (row["simulation_tokens"], row["fuzzing_n"]) == (4 * width, n_fuzz)
+    sec = _section(example_window=3, fuzzing={"window": 0})
+    row = score_kind(expl, ctx, sec, "t", tmp_path, "mlp")[0].row(0, named=True)
+    assert row["fuzzing_n"] == 5
+
+
+# -- the scorers' definitions, case by case (from mutation testing) ---------
+
+
+def test_active_positions_at_the_threshold_share_of_the_window_max():
+    # >= threshold x max: a token at exactly the share is active
+    assert active_positions([1.0, 0.5, 0.49, 2.0], 0.25) == [0, 1, 3]
+    assert active_positions([4.0, 1.0, 3.0], 0.75) == [0, 2]
+    assert active_positions([0.5, 0.25, 0.1], 0.5) == [0, 1]  # a max below 1
+    assert active_positions([0.0, 0.0], 0.3) == []  # never fired
+    assert active_positions([], 0.3) == []
+
+
+def test_decoys_mark_distinct_inactive_tokens_capped_at_what_is_idle():
+    """A decoy marks ceil(mean active count of the true windows) distinct
+    inactive tokens, or every inactive one when it has fewer."""
+    two_active = {"tokens": list("abc"), "acts": [5.0, 5.0, 0.0], "center": 1}
+    one_active = {"tokens": list("abc"), "acts": [5.0, 0.0, 0.0], "center": 1}
+    none_idle = {"tokens": list("ab"), "acts": [1.0, 1.0], "center": 0}
+    # true: 2 and 1 active tokens -> decoys mark ceil(1.5) = 2
+    held = [two_active, one_active, one_active, one_active] * 3
+    cfg = {"n_examples": len(held), "threshold": 0.5}
+    for seed in range(5):
+        win = fuzz_windows(held, cfg, None, seed, fid=0)
+        decoys = [w["marked"] for w in win if not w["label"]]
+        assert decoys == [[1, 2]] * 6  # both idle tokens, each once
+    # one idle token only: it alone is marked; no idle token: no decoy
+    held = [two_active, {**one_active, "acts": [5.0, 5.0, 0.0]}, two_active, none_idle]
+    assert fuzz_windows([], cfg, None, 0, fid=0) == []  # nothing held out
+    win = fuzz_windows(held, cfg, None, 0, fid=0)
+    assert sorted((w["label"], w["marked"]) for w in win) == [
+        (False, [2]), (True, [0, 1]), (True, [0, 1])]  # fmt: skip
+
+
+def test_simulation_windows_clip_negative_truth_and_take_the_first_n():
+    held = [
+        {"tokens": ["a", "b", "c"], "acts": [-1.0, 0.5, 2.0], "center": 1},
+        {"tokens": ["d"], "acts": [3.0], "center": 0},
+        {"tokens": ["e"], "acts": [4.0], "center": 0},
+    ]
+    win = simulation_windows(held, {"n_contexts": 2}, None)
+    assert win == [
+        {"tokens": ["a", "b", "c"], "acts": [0.0, 0.5, 2.0]},
+        {"tokens": ["d"], "acts": [3.0]},
+    ]
+    assert simulation_windows(held, {"n_contexts": 1}, 0) == [
+        {"tokens": ["b"], "acts": [0.5]}]  # fmt: skip
+
+
+def test_correlation_is_pearson_over_all_windows_or_none():
+    truth, pred = [[1.0, 2.0], [0.0, 4.0]], [[2.0, 1.0], [0.0, 9.0]]
+    want = np.corrcoef([1, 2, 0, 4], [2, 1, 0, 9])[0, 1]
+    assert correlation(truth, pred) == pytest.approx(want)
+    assert correlation([[1.0, 2.0]], [[2.0, 4.0]]) == pytest.approx(1.0)  # 2 tokens
+    assert correlation([[1.0]], [[2.0]]) is None  # one token
+    assert correlation([[3.0, 3.0]], [[1.0, 2.0]]) is None  # constant truth
+
+
+def test_constant_llm_prediction_is_undefined_keeping_the_reply(tmp_path, monkeypatch):
+    """A judge that predicts 0 everywhere gives no correlation: status
+    undefined with its reason, the raw reply kept for inspection."""
+    monkeypatch.setenv("FAKE_LLM_KEY", "k")
+    feats, ctx = _tables(n=1)
+
+    def flat(prompt):
+        if "predict how strongly" in prompt:
+            n = [
+                int(k)
+                for k in re.findall(r"^Window \d+ \((\d+) tokens\)", prompt, re.M)
+            ]
+            return json.dumps({"activations": [[0] * k for k in n]})
+        return _judge(prompt)
+
+    with FakeLLMServer(flat) as server:
+        sec = _section(provider="openai", model="m", base_url=server.openai_url,
+                       api_key_env="FAKE_LLM_KEY", scorers=["simulation"])  # fmt: skip
+        expl, _ = explain_kind(feats, ctx, sec, "t", tmp_path / "c.db", "lora")
+        row = score_kind(expl, ctx, sec, "t", tmp_path / "c.db", "lora")[0].row(
+            0, named=True
+        )
+    assert (row["simulation"], row["simulation_status"]) == (None, "undefined")
+    assert row["simulation_error"] == "constant prediction or truth"
+    assert json.loads(row["simulation_raw"])["activations"][0][:2] == [0, 0]
+
+
+def test_scorer_prompts_and_offline_predictions():
+    """What each scorer puts into its template ($n windows, numbered from 1,
+    marks as << >>), and the offline simulation's prediction: 10 on each
+    token the offline judge says the explanation names, else 0."""
+    from string import Template
+
+    t = Template("$n|$explanation|$examples")
+    wins = [{"tokens": [" a", " Wait", " b"], "marked": [1]},
+            {"tokens": [" x", " y"], "marked": [0, 1]}]  # fmt: skip
+    assert FUZZING.prompt(t, "E", wins) == "2|E|1.  a<< Wait>> b\n2. << x y>>"
+    sim = SIMULATION.prompt(Template("$n|$explanation|$windows"), "E", wins)
+    assert sim.startswith("2|E|Window 1 (3 tokens):  a Wait b\n")
+    assert "Window 2 (2 tokens):  x y\n" in sim
+    assert SIMULATION.offline('token "Wait"', wins) == [[0.0, 10.0, 0.0], [0.0, 0.0]]
+    assert FUZZING.offline('token "Wait"', wins) == [True, False]

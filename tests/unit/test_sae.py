@@ -436,3 +436,44 @@ def test_fvu_of_offset_low_variance_data_over_batches(trained):
     assert m["fvu"] == pytest.approx(
         float((x - recon.double()).pow(2).sum()) / total_var, rel=1e-6
     )
+
+
+def test_float64_input_is_scored_as_the_float32_the_sae_encodes():
+    """The metrics describe what the SAE sees: an SAE that reconstructs its
+    float32 input exactly (codes relu(x), relu(-x), decoded as their
+    difference: every product is by 0 or 1) has FVU and error exactly 0 on
+    float64 data, although the data's float64 digits below float32 resolution
+    are not reconstructed (measured against them, the error would be > 0)."""
+    from sae_lens import JumpReLUSAE, JumpReLUSAEConfig
+
+    d = 8
+    sae = JumpReLUSAE(JumpReLUSAEConfig(d_in=d, d_sae=2 * d))
+    eye = torch.eye(d)
+    with torch.no_grad():
+        for p in (sae.b_enc, sae.b_dec, sae.threshold):
+            p.zero_()
+        sae.W_enc.copy_(torch.cat([eye, -eye], 1))
+        sae.W_dec.copy_(torch.cat([eye, -eye], 0))
+    x_ND = torch.randn(60, d, generator=torch.Generator().manual_seed(0)).double()
+    x_ND += 1e-3 * torch.rand(60, d, generator=torch.Generator().manual_seed(1))
+    assert (x_ND != x_ND.float().double()).all()  # float64 digits float32 drops
+    m = evaluate_sae(sae, x_ND.split(25))
+    assert (m["fvu"], m["mse_per_token"]) == (0.0, 0.0)
+    assert (m["mean_l0"], m["n_tokens"], m["alive_count"]) == (d, 60, 2 * d)
+
+
+def test_batches_move_to_the_sae_device():
+    """Host batches go to the SAE's device before encoding (a CUDA SAE gets
+    CPU shards). Checked on any machine with a `meta` SAE, which refuses host
+    inputs as CUDA does (tests/unit/test_devices.py): the batch gets through
+    encode and decode, and the run stops only where a number is read back,
+    which a meta tensor does not hold. A batch left on the host fails in
+    encode instead, naming the devices."""
+    from sae_lens import JumpReLUSAE, JumpReLUSAEConfig
+
+    sae = JumpReLUSAE(JumpReLUSAEConfig(d_in=8, d_sae=16)).to(torch.device("meta"))
+    with pytest.raises(RuntimeError) as err:
+        sae.encode(torch.randn(5, 8))  # the harness: host input is refused
+    assert "device" in str(err.value)
+    with pytest.raises(RuntimeError, match="meta tensors"):
+        evaluate_sae(sae, [torch.randn(5, 8)])
