@@ -14,7 +14,12 @@ from lorascope.autointerp.split import (
 
 
 def _ctxs(n):
-    return [{"rank": i, "tokens": [f"t{i}"], "acts": [10.0 - i]} for i in range(n)]
+    """n top-k contexts, strongest first (no random sample: equal-count bins)."""
+    return [
+        {"rank": i, "value": 10.0 - i, "source": "top", "tokens": [f"t{i}"],
+         "acts": [10.0 - i]}
+        for i in range(n)
+    ]  # fmt: skip
 
 
 def test_quantile_bins_are_equal_count_integers_at_most_one_per_context():
