@@ -29,6 +29,8 @@ import numpy as np
 import polars as pl
 import torch
 
+from lorascope.core.topk import FeatureSlots
+
 __all__ = ["StreamingSample", "token_priority", "EMPTY_PRIORITY"]
 
 _M31 = (1 << 31) - 1
@@ -76,11 +78,18 @@ def _first_active(values_TF, rows_R, cols_C, k, before_C=None):
     return rows_R[r], f, (count_RC[r, c] - 1).long(), count_RC[-1]  # rows_R: >= 1
 
 
-class StreamingSample:
+class StreamingSample(FeatureSlots):
     """Per feature, the `k` activating tokens (value > 0) of smallest
     `token_priority`, with their (doc, pos, value): a uniform random sample
     of its activating tokens. Equal to the brute-force bottom-k over
     everything streamed; the state is `[F, k]` on `device`."""
+
+    SLOTS = {
+        "priority": torch.int64,
+        "values": torch.float32,
+        "doc": torch.int64,
+        "pos": torch.int64,
+    }
 
     def __init__(self, n_features: int, k: int, device: torch.device | str = "cpu"):
         if k < 1 or n_features < 0:
@@ -141,41 +150,9 @@ class StreamingSample:
             strict=True,
         ):
             dest[f, slot] = src
-        mine = (self.priority_FK, self.values_FK, self.doc_FK, self.pos_FK)
-        self._merge(*(torch.cat([a, b], 1) for a, b in zip(mine, new, strict=True)))
-
-    def merge(self, other: StreamingSample) -> None:
-        """Fold in another state over disjoint tokens (shards, ranks)."""
-        if (other.n_features, other.k) != (self.n_features, self.k):
-            raise ValueError("merge: states differ in n_features or k")
-        mine = (self.priority_FK, self.values_FK, self.doc_FK, self.pos_FK)
-        theirs = (other.priority_FK, other.values_FK, other.doc_FK, other.pos_FK)
         self._merge(
-            *(
-                torch.cat([a, b.to(self.device)], 1)
-                for a, b in zip(mine, theirs, strict=True)
-            )
+            *(torch.cat([a, b], 1) for a, b in zip(self._slots(), new, strict=True))
         )
-
-    def state_dict(self, prefix: str = "") -> dict[str, torch.Tensor]:
-        return {
-            prefix + "priority": self.priority_FK.cpu(),
-            prefix + "values": self.values_FK.cpu(),
-            prefix + "doc": self.doc_FK.cpu(),
-            prefix + "pos": self.pos_FK.cpu(),
-        }
-
-    @classmethod
-    def from_state_dict(
-        cls, state: dict, prefix: str = "", device: torch.device | str = "cpu"
-    ) -> StreamingSample:
-        n, k = state[prefix + "priority"].shape
-        s = cls(n, k, device)
-        s.priority_FK = state[prefix + "priority"].to(s.device, torch.int64)
-        s.values_FK = state[prefix + "values"].to(s.device, torch.float32)
-        s.doc_FK = state[prefix + "doc"].to(s.device, torch.int64)
-        s.pos_FK = state[prefix + "pos"].to(s.device, torch.int64)
-        return s
 
     def to_frame(self, min_value: float = 0.0) -> pl.DataFrame:
         """feature, doc, pos, value of every sampled token with value >

@@ -29,6 +29,7 @@ import torch
 
 __all__ = [
     "POLARITIES",
+    "FeatureSlots",
     "CONFIG_POLARITIES",
     "StreamingTopK",
     "FeatureStats",
@@ -74,12 +75,55 @@ def feature_units(n_units: int, polarity: str) -> tuple[np.ndarray, np.ndarray]:
     raise ValueError(f"polarity must be one of {POLARITIES}, got {polarity!r}")
 
 
-class StreamingTopK:
+class FeatureSlots:
+    """Per-feature `[F, k]` state tensors, attributes `{name}_FK` for each
+    name of `SLOTS` (name -> dtype), saved, loaded and merged alike.
+
+    Shared by `StreamingTopK` and `lorascope.core.sample.StreamingSample`;
+    each defines `_merge(*[F, 2k] tensors in SLOTS order)`, which keeps k.
+    """
+
+    SLOTS: dict[str, torch.dtype] = {}
+
+    def _slot(self, name: str) -> torch.Tensor:
+        return getattr(self, f"{name}_FK")
+
+    def _slots(self) -> list[torch.Tensor]:
+        return [self._slot(name) for name in self.SLOTS]
+
+    def merge(self, other) -> None:
+        """Fold in another state over disjoint tokens (shards, ranks)."""
+        if (other.n_features, other.k) != (self.n_features, self.k):
+            raise ValueError("merge: states differ in n_features or k")
+        self._merge(
+            *(
+                torch.cat([a, b.to(self.device)], 1)
+                for a, b in zip(self._slots(), other._slots(), strict=True)
+            )
+        )
+
+    def state_dict(self, prefix: str = "") -> dict[str, torch.Tensor]:
+        return {prefix + name: self._slot(name).cpu() for name in self.SLOTS}
+
+    @classmethod
+    def from_state_dict(
+        cls, state: dict, prefix: str = "", device: torch.device | str = "cpu"
+    ):
+        n, k = state[prefix + next(iter(cls.SLOTS))].shape
+        out = cls(n, k, device)
+        for name, dtype in cls.SLOTS.items():
+            setattr(out, f"{name}_FK", state[prefix + name].to(out.device, dtype))
+        return out
+
+
+class StreamingTopK(FeatureSlots):
     """The k largest values per feature seen so far, with their (doc, pos).
 
     `update` takes a batch `[T, F]`; the state stays on `device`. Equal to a
     brute-force top-k over everything streamed (ties in arbitrary order).
     """
+
+    SLOTS = {"values": torch.float32, "doc": torch.int64, "pos": torch.int64}
 
     def __init__(self, n_features: int, k: int, device: torch.device | str = "cpu"):
         if k < 1 or n_features < 0:
@@ -114,34 +158,6 @@ class StreamingTopK:
             torch.cat([self.doc_FK, doc_KF.T], 1),
             torch.cat([self.pos_FK, pos_KF.T], 1),
         )
-
-    def merge(self, other: StreamingTopK) -> None:
-        """Fold in another state over disjoint tokens (shards, ranks)."""
-        if (other.n_features, other.k) != (self.n_features, self.k):
-            raise ValueError("merge: states differ in n_features or k")
-        self._merge(
-            torch.cat([self.values_FK, other.values_FK.to(self.device)], 1),
-            torch.cat([self.doc_FK, other.doc_FK.to(self.device)], 1),
-            torch.cat([self.pos_FK, other.pos_FK.to(self.device)], 1),
-        )
-
-    def state_dict(self, prefix: str = "") -> dict[str, torch.Tensor]:
-        return {
-            prefix + "values": self.values_FK.cpu(),
-            prefix + "doc": self.doc_FK.cpu(),
-            prefix + "pos": self.pos_FK.cpu(),
-        }
-
-    @classmethod
-    def from_state_dict(
-        cls, state: dict, prefix: str = "", device: torch.device | str = "cpu"
-    ) -> StreamingTopK:
-        n, k = state[prefix + "values"].shape
-        top = cls(n, k, device)
-        top.values_FK = state[prefix + "values"].to(top.device, torch.float32)
-        top.doc_FK = state[prefix + "doc"].to(top.device, torch.int64)
-        top.pos_FK = state[prefix + "pos"].to(top.device, torch.int64)
-        return top
 
     def to_frame(self, min_value: float = 0.0) -> pl.DataFrame:
         """topk.parquet: feature, rank (0 = strongest), doc, pos, value.
