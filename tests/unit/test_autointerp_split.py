@@ -10,6 +10,7 @@ from lorascope.autointerp.split import (
     quantile_bins,
     split_contexts,
     spread,
+    value_bins,
 )
 
 
@@ -77,3 +78,34 @@ def test_explain_pool_spreads_n_contexts_over_the_bins_in_rank_order():
     top = {"n_contexts": 5, "split": {"explain_from": "top"}}
     assert explain_pool(explain, top, 0, 0) == explain  # all, strongest first
     assert explain_pool([], section, 0, 0) == []
+
+
+def test_value_bins_put_a_value_at_a_cut_in_the_stronger_bin():
+    # sample [1, 2, 3] in two bins: the cut is its median, 2.0; "a value at or
+    # above the (1 - 1/n) quantile is in bin 0"
+    assert value_bins(
+        np.array([2.0, 1.999, 3.0]), np.array([1.0, 2.0, 3.0]), 2
+    ).tolist() == [0, 1, 0]
+
+
+def test_value_bins_of_a_one_token_sample_are_one_bin():
+    # one sampled value cannot cut anything: every context is in bin 0
+    assert value_bins(np.array([0.1, 5.0]), np.array([3.0]), 5).tolist() == [0, 0]
+    assert value_bins(np.array([0.1, 5.0]), np.array([1.0, 3.0]), 1).tolist() == [0, 0]
+
+
+def test_a_top_k_token_the_sample_drew_too_counts_towards_the_bin_edges():
+    """`both`: a top-k context whose token the sample also drew is one of
+    the sampled values; leaving it out would shift the cuts."""
+    split = {"n_quantiles": 2, "n_score": 0, "explain_from": "quantiles"}
+    ctxs = [
+        {"rank": r, "value": v, "source": s, "tokens": ["t"], "acts": [v]}
+        for r, (v, s) in enumerate(
+            [(10.0, "both"), (1.0, "sample"), (0.5, "sample"), (0.4, "sample")]
+        )
+    ]
+    explain, held = split_contexts(ctxs, split, seed=0, fid=0)
+    assert held == []
+    # drawn values 10, 1, 0.5, 0.4: the cut is 0.75, so 0.5 is in the weak bin
+    # (without the `both` value it would be the cut itself, in bin 0)
+    assert [c["quantile"] for c in explain] == [0, 0, 1, 1]
