@@ -11,7 +11,6 @@ from numerics import reorder_tol, rounding_tol
 from lorascope.activations.extraction import (
     ExtractSettings,
     extract_to_shards,
-    shard_sample,
     shard_summary,
 )
 from lorascope.activations.hooks import (
@@ -237,12 +236,11 @@ def test_shard_pass_stores_tokens_and_streams_exact_topk(tmp_path, polarity):
         torch.testing.assert_close(cols["acts"], alone.float(), **tol)
     cap.remove()
     # streamed top-k == brute force over the stored LoRA activations
-    top, stats = shard_summary(ss, "lora")
+    top, stats, sample = shard_summary(ss, "lora")
     feats = signed_features(data["acts"].float(), polarity)
     _check_topk(top, feats, data["doc"], data["pos"])
     # streamed random sample (merged over the shards) == brute force: per
     # feature its sample_k activating tokens of smallest priority, exactly
-    sample = shard_sample(ss, "lora")
     assert sample.k == CFG["sample_k"] == manifest["meta"]["sample_k"]
     _check_sample(sample, feats, data["doc"], data["pos"])
     # The mean is summed in float64 and stored as float32: one rounding.
@@ -259,7 +257,7 @@ def test_shard_pass_stores_tokens_and_streams_exact_topk(tmp_path, polarity):
         iter_doc_values(dict(zip(range(10, 19), seqs, strict=True)), 50, run, "cpu")
     )
     mlp_TU = torch.cat([by_doc[10 + i] for i in range(len(seqs))])
-    top, _ = shard_summary(ss, "mlp")
+    top, _, _ = shard_summary(ss, "mlp")
     # Recomputed in other batches: float64 values, each rounded to float32.
     tol = rounding_tol(
         torch.float32, scale=mlp_TU.abs().max(), upstream=forward_tol(2, 1)
@@ -389,7 +387,7 @@ def test_feature_tables_and_contexts_for_lora_and_mlp(tmp_path):
         "mlp": (mlp_units(2, 3), mlp_doc_values(model, mlp, token_ids, 30, "cpu")),
     }
     for kind, (units, doc_values) in kinds.items():
-        top, stats = shard_summary(ss, kind)
+        top, stats, _ = shard_summary(ss, kind)
         feats = features_frame(kind, units, "both", stats.to_frame())
         assert feats.height == 2 * units.height
         assert feats["label"][:2].to_list() == (
@@ -490,7 +488,7 @@ def test_populations_modules_dominant_sign_and_real_contexts(tmp_path):
     act = dict(top_k=8, min_activation=0.0, min_contexts=0, context_width=2)
 
     def tables(kind, polarity, **over):
-        top, stats = shard_summary(ss, kind)
+        top, stats, _ = shard_summary(ss, kind)
         units = (
             lora_units(table_from_modules([i for i, _ in lora_modules(model)]))
             if kind == "lora"
@@ -742,7 +740,7 @@ def test_random_sample_contexts_are_checked_and_ranked_below_the_top_k(tmp_path)
     }
 
     def tables(kind, doc_values, sample):
-        top, stats = shard_summary(ss, kind)
+        top, stats, _ = shard_summary(ss, kind)
         return build_feature_tables(
             kind, units[kind], top, stats, "both", act,
             lambda docs: {d: tokens[d] for d in docs},
@@ -750,7 +748,7 @@ def test_random_sample_contexts_are_checked_and_ranked_below_the_top_k(tmp_path)
         )  # fmt: skip
 
     for kind in ("lora", "mlp"):
-        sample = shard_sample(ss, kind)
+        sample = shard_summary(ss, kind)[2]
         feats, topk, ctx = tables(kind, values[kind], sample)
         drawn = sample.to_frame()
         assert set(ctx["source"]) == {"top", "sample", "both"}
@@ -786,7 +784,7 @@ def test_random_sample_contexts_are_checked_and_ranked_below_the_top_k(tmp_path)
     # sample_k 0: nothing streamed, contexts are the top-k alone
     _run(tmp_path / "off", seqs, top_k=3, sample_k=0)
     off = open_shards(tmp_path / "off")
-    assert off.meta["sample_k"] == 0 and shard_sample(off, "lora") is None
+    assert off.meta["sample_k"] == 0 and shard_summary(off, "lora")[2] is None
     off.meta["sample_k"] = 6  # a manifest that promises a sample the shards lack
     with pytest.raises(ExtractError, match="no lora random sample"):
-        shard_sample(off, "lora")
+        shard_summary(off, "lora")

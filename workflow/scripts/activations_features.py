@@ -12,7 +12,7 @@ from pathlib import Path
 
 import polars as pl
 
-from lorascope.activations.extraction import shard_sample, shard_summary
+from lorascope.activations.extraction import shard_summary
 from lorascope.activations.hooks import MlpCapture, mlp_doc_values
 from lorascope.activations.populations import build_feature_tables, describe_population
 from lorascope.core.contexts import lora_units, mlp_units, token_strings
@@ -33,8 +33,8 @@ with script_logging(smk) as log:
     shards = open_shards(Path(smk.input.manifest).parent)
     meta = shards.meta  # what was extracted, not what the config says now
     polarity = meta["polarity"] if kind == "lora" else meta["mlp_polarity"]
-    top, stats = shard_summary(shards, kind)
-    sample = shard_sample(shards, kind)  # None: extracted with sample_k 0
+    # sample None: extracted with sample_k 0
+    top, stats, sample = shard_summary(shards, kind)
     sft = pl.read_parquet(smk.input.sft, columns=["doc", "input_ids"])
 
     def token_ids(docs):

@@ -53,7 +53,6 @@ __all__ = [
     "ExtractSettings",
     "extract_to_shards",
     "shard_summary",
-    "shard_sample",
     "fingerprint",
 ]
 
@@ -240,42 +239,35 @@ def extract_to_shards(
 
 
 def shard_summary(shard_set, kind: str, device="cpu") -> tuple:
-    """Merge every shard's `kind` ("lora"/"mlp") top-k and stats into one."""
-    top = stats = None
+    """(top-k, stats, random sample) of `kind` ("lora"/"mlp"), each merged
+    over every shard, whose summary is read once. The sample is None if it
+    was not streamed (`activations.sample_k: 0`, per the manifest)."""
+    want_sample = bool(shard_set.meta.get("sample_k"))
+    merged = None
     for rec in shard_set.shards:
         state = shard_set.read_extra(rec, "summary")
-        t = StreamingTopK.from_state_dict(state, f"{kind}.top.", device)
-        s = FeatureStats.from_state_dict(state, f"{kind}.stats.", device)
-        if top is None:
-            top, stats = t, s
-        else:
-            top.merge(t)
-            stats.merge(s)
-    if top is None:
-        raise ExtractError(f"{shard_set.root}: no shards, so no {kind} features")
-    return top, stats
-
-
-def shard_sample(shard_set, kind: str, device="cpu") -> StreamingSample | None:
-    """Merge every shard's `kind` random sample; None if it was not streamed
-    (`activations.sample_k: 0`, per the manifest)."""
-    if not shard_set.meta.get("sample_k"):
-        return None
-    sample = None
-    for rec in shard_set.shards:
-        state = shard_set.read_extra(rec, "summary")
-        if f"{kind}.sample.priority" not in state:
+        if want_sample and f"{kind}.sample.priority" not in state:
             raise ExtractError(
                 f"{shard_set.root}: {rec['file']} has no {kind} "
                 "random sample although the manifest says sample_k="
                 f"{shard_set.meta['sample_k']}; rerun extract_activations"
             )
-        s = StreamingSample.from_state_dict(state, f"{kind}.sample.", device)
-        if sample is None:
-            sample = s
+        parts = (
+            StreamingTopK.from_state_dict(state, f"{kind}.top.", device),
+            FeatureStats.from_state_dict(state, f"{kind}.stats.", device),
+            StreamingSample.from_state_dict(state, f"{kind}.sample.", device)
+            if want_sample
+            else None,
+        )
+        if merged is None:
+            merged = parts
         else:
-            sample.merge(s)
-    return sample
+            for mine, theirs in zip(merged, parts, strict=True):
+                if mine is not None:
+                    mine.merge(theirs)
+    if merged is None:
+        raise ExtractError(f"{shard_set.root}: no shards, so no {kind} features")
+    return merged
 
 
 def fingerprint(
