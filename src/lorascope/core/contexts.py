@@ -32,7 +32,6 @@ __all__ = [
     "build_contexts",
     "token_strings",
     "CONTEXT_SCHEMA",
-    "SOURCES",
     "context_rows",
 ]
 
@@ -45,11 +44,8 @@ CONTEXT_SCHEMA = {
     "tokens": pl.List(pl.String),
     "acts": pl.List(pl.Float32),
     "center": pl.Int32,
-    # top: a top-k token; sample: a random activating token (core.sample)
-    # below the top-k; both: a top-k token the random sample drew too.
-    "source": pl.String,
+    "source": pl.String,  # feature_tables.SOURCES
 }
-SOURCES = ("top", "sample", "both")
 _UNIT_COLUMNS = {
     "label": pl.String,
     "component": pl.Int64,

@@ -22,6 +22,10 @@ FEATURE_COLS = (
     "few_contexts",
     "population",
 )
+# contexts.parquet's `source` (lorascope.core.contexts.context_rows): top, a
+# top-k token; sample, a random activating token below the top-k; both, a
+# top-k token the random sample drew too.
+SOURCES = ("top", "sample", "both")
 CONTEXT_COLS = (
     "feature",
     "rank",
@@ -50,7 +54,7 @@ def contexts_by_feature(
     """feature -> its context rows (dicts) by rank, at most `n` of them: the
     top-k ones, and with `sample` the random sample's below them too."""
     check_columns(contexts, CONTEXT_COLS, what)
-    bad = contexts.filter(~pl.col("source").is_in(["top", "sample", "both"]))
+    bad = contexts.filter(~pl.col("source").is_in(SOURCES))
     if bad.height:
         raise ValueError(
             f"{what}: feature {bad['feature'][0]} rank {bad['rank'][0]} has "

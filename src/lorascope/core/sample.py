@@ -138,12 +138,7 @@ class StreamingSample(FeatureSlots):
                 torch.cat([f, f2]),
                 torch.cat([slot, slot2]),
             )
-        new = [
-            torch.full((F, self.k), EMPTY_PRIORITY, device=self.device),
-            torch.zeros((F, self.k), device=self.device),
-            torch.full((F, self.k), -1, device=self.device),
-            torch.full((F, self.k), -1, device=self.device),
-        ]
+        new = StreamingSample(F, self.k, self.device)._slots()  # empty slots
         for dest, src in zip(
             new,
             (prio_T[t], values_TF[t, f], doc_T[t], pos_T[t]),
