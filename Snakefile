@@ -41,6 +41,7 @@ include: "workflow/rules/dashboards.smk"
 
 
 from lorascope.workflow.preflight import check_before_jobs
+from lorascope.workflow.warm.jobs import start as start_warm_interpreter
 
 
 # API keys, devices, target modules and SAE steps are checked once jobs are
@@ -48,6 +49,9 @@ from lorascope.workflow.preflight import check_before_jobs
 # before any job starts (and removes its old outputs).
 onstart:
     check_before_jobs(workflow, config)
+    # A local run's script jobs start as forks of one interpreter that has
+    # imported torch & co. once (lorascope.workflow.warm).
+    start_warm_interpreter(workflow, logger)
     # Without `hardware` every job gets the profile's defaults and no GPU: on
     # a cluster that is a CPU run, say so before anything is submitted.
     if config["hardware"] is None and not workflow.local_exec:

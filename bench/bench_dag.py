@@ -17,7 +17,11 @@ How each number is measured:
   work replaced by nothing: the same interpreter, sys.path and environment
   importing every module the job had imported by its exit, in the order it
   imported them (so `interpreter + imports`, lazy imports included); its CPU is
-  the job's start-up CPU. Identical module sets are replayed once.
+  the job's start-up CPU. Identical module sets are replayed once. A job
+  forked from the warm interpreter (lorascope.workflow.warm) is replayed
+  from what it inherited: only the imports it added are timed; the warm
+  interpreter's own CPU (its preload) is reported beside and counted in the
+  start-up share.
 - total CPU: getrusage of the snakemake process tree (the bench's children).
 
 CPU seconds are the primary numbers: on a shared machine a neighbour's load
@@ -239,20 +243,33 @@ def schedule(jobs, deps, weight, cores: int) -> float:
 
 
 _REPLAY = """
-import importlib, json, sys
-paths, modules = json.load(sys.stdin)
+import importlib, json, resource, sys
+paths, inherited, modules = json.load(sys.stdin)
 sys.path[:] = paths
-for name in modules:
-    if name not in sys.modules:
-        try:
-            importlib.import_module(name)
-        except BaseException:
-            pass
+
+def load(names):
+    for name in names:
+        if name not in sys.modules:
+            try:
+                importlib.import_module(name)
+            except BaseException:
+                pass
+
+def cpu():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+load(inherited)
+t0 = cpu()
+load(modules)
+print(json.dumps(cpu() - t0))
 """
 
 
 def replay_startup(jobs: dict[int, dict], env: dict, cwd: str) -> None:
-    """Each job's start-up CPU: a fresh interpreter importing what it imported."""
+    """Each job's start-up CPU: a fresh interpreter importing what it imported
+    (a job forked from the warm interpreter: what it imported beyond what it
+    inherited, timed after importing that)."""
     clean = {k: v for k, v in env.items() if k != "LORASCOPE_DAGPROBE"}
     clean["PYTHONPATH"] = os.pathsep.join(
         p for p in clean["PYTHONPATH"].split(os.pathsep) if p != str(PROBE)
@@ -262,18 +279,21 @@ def replay_startup(jobs: dict[int, dict], env: dict, cwd: str) -> None:
         rec = job.get("record")
         if rec is None:
             continue
-        key = (rec["executable"], tuple(rec["modules"]))
+        inherited = rec.get("inherited", [])
+        key = (rec["executable"], tuple(rec["modules"]), tuple(inherited))
         if key not in seen:
             # the module list goes on stdin (vLLM's is too long for argv)
-            todo = json.dumps([rec["sys_path"], rec["modules"]])
+            todo = json.dumps([rec["sys_path"], inherited, rec["modules"]])
             before = resource.getrusage(resource.RUSAGE_CHILDREN)
-            subprocess.run([rec["executable"], "-c", _REPLAY], env=clean, cwd=cwd,
-                           input=todo, text=True, capture_output=True,
-                           timeout=300)  # fmt: skip
+            out = subprocess.run([rec["executable"], "-c", _REPLAY], env=clean,
+                                 cwd=cwd, input=todo, text=True, capture_output=True,
+                                 timeout=300)  # fmt: skip
             after = resource.getrusage(resource.RUSAGE_CHILDREN)
-            seen[key] = (after.ru_utime - before.ru_utime) + (
+            whole = (after.ru_utime - before.ru_utime) + (
                 after.ru_stime - before.ru_stime
             )
+            # a cold job paid the interpreter too; a forked one only its imports
+            seen[key] = json.loads(out.stdout) if inherited else whole
         job["startup"] = min(seen[key], job_cpu(job))
 
 
@@ -288,6 +308,9 @@ def analyse(run: dict, cores: int) -> dict:
     job_total = sum(job_cpu(j) for j in jobs.values())
     startup = sum(j.get("startup", 0.0) for j in jobs.values())
     snake = [r for r in others if r["argv"][0].endswith("snakemake/__main__.py")]
+    # the warm interpreter (lorascope.workflow.warm.server): its preload is
+    # start-up the script jobs share
+    warm = [r for r in others if r["argv"][0].endswith("warm/server.py")]
     cp_cpu, cp_chain = longest_chain(jobs, deps, job_cpu)
     cp_work, _ = longest_chain(jobs, deps, lambda j: job_cpu(j) - j.get("startup", 0))
     heavy_startup = sum(
@@ -298,6 +321,7 @@ def analyse(run: dict, cores: int) -> dict:
         "cpu_total": run["cpu"],
         "cpu_jobs": job_total,
         "cpu_snakemake": sum(r["cpu"] for r in snake),
+        "cpu_warm": sum(r["cpu"] for r in warm),
         "cpu_startup": startup,
         "jobs": len(jobs),
         "jobs_mostly_startup": heavy_startup,
@@ -344,10 +368,12 @@ def report(name: str, r: dict) -> None:
     print(f"  CPU total (snakemake tree)  {r['cpu_total']:8.1f} s")
     print(f"  CPU of jobs                 {r['cpu_jobs']:8.1f} s")
     print(f"  CPU of snakemake itself     {r['cpu_snakemake']:8.1f} s")
-    share = r["cpu_startup"] / max(r["cpu_jobs"], 1e-9)
+    warm = r.get("cpu_warm", 0.0)
+    print(f"  CPU of the warm interpreter {warm:8.1f} s (its preload and forks)")
+    share = (r["cpu_startup"] + warm) / max(r["cpu_jobs"] + warm, 1e-9)
     print(
         f"  start-up CPU (replayed)     {r['cpu_startup']:8.1f} s "
-        f"= {share:.0%} of job CPU"
+        f"= {share:.0%} of job CPU (the warm interpreter's counted as start-up)"
     )
     print(f"  jobs > half start-up        {r['jobs_mostly_startup']:8d} of {r['jobs']}")
     print(f"  longest chain, CPU          {r['cpu_chain_s']:8.1f} s "

@@ -5,7 +5,10 @@ so every Python process of the run (snakemake, its jobs, their helpers) loads
 it at start-up and, at exit, writes one JSON record to $LORASCOPE_DAGPROBE:
 its command line, start/end time, its own CPU (and its waited children's),
 the modules it imported (for the start-up replay), and for a `script:` job
-the rule and outputs Snakemake handed it. Cost: a few imports Python already
+the rule and outputs Snakemake handed it. A fork that runs Python to its end
+(a job of the warm interpreter, lorascope.workflow.warmserver) writes its own
+record: its clock restarts at the fork, and it lists the modules it inherited
+(start-up it did not pay). Cost: a few imports Python already
 has loaded (os, sys, time, atexit), and the dump at exit.
 """
 
@@ -16,6 +19,13 @@ import time
 
 _OUT = os.environ.get("LORASCOPE_DAGPROBE")
 _T0 = time.time()
+_INHERITED: list[str] = []
+
+
+def _forked() -> None:
+    global _T0, _INHERITED
+    _T0 = time.time()
+    _INHERITED = list(sys.modules)
 
 
 def _dump() -> None:
@@ -45,6 +55,7 @@ def _dump() -> None:
         "modules": [
             m for m in list(sys.modules) if m not in ("__main__", "sitecustomize")
         ],
+        "inherited": _INHERITED,
     }
     path = os.path.join(_OUT, f"{os.getpid()}-{int(_T0 * 1e6)}.json")
     with open(path, "w") as fh:
@@ -53,3 +64,4 @@ def _dump() -> None:
 
 if _OUT:
     atexit.register(_dump)
+    os.register_at_fork(after_in_child=_forked)

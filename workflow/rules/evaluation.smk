@@ -8,6 +8,9 @@
 # variant is its own job, so a local or SLURM run generates them in parallel.
 # Generation is a command (python -m lorascope.evaluation), not a script:
 # vLLM runs in its own interpreter (eval.vllm.python) and spawns its engine.
+import shlex
+
+from lorascope.workflow.warm.jobs import python_command
 
 
 def eval_keys(*keys):
@@ -116,10 +119,11 @@ def generation_python(wildcards, resources):
     """The interpreter of generation jobs: eval.vllm.python with backend vllm
     (relative to the repository), else the one python_bin() gives. Computed
     from resources, so Snakemake does not record it: a moved checkout reruns
-    nothing."""
+    nothing. Shell words, quoted here: in a local run the interpreter
+    runs through the warm interpreter's client where it is the same."""
     path = EVAL["vllm"]["python"]
     if EVAL["backend"] != "vllm" or path is None:
-        return python_bin()
+        return python_command(python_bin())
     full = os.path.join(REPO, path)
     if not (os.path.isfile(full) and os.access(full, os.X_OK)):
         raise WorkflowError(
@@ -128,7 +132,7 @@ def generation_python(wildcards, resources):
             "README's setup does), point eval.vllm.python at a Python that "
             "has vllm, or set eval.backend: hf"
         )
-    return full
+    return shlex.quote(full)
 
 
 def generations_of(wildcards):
@@ -222,7 +226,7 @@ rule eval_generate:
         user_files=user_files_of(engine_inputs),
         code=code_of("lorascope.evaluation"),
     shell:
-        "{params.python:q} -m lorascope.evaluation --spec {params.spec.as_json:q}"
+        "{params.python} -m lorascope.evaluation --spec {params.spec.as_json:q}"
         " --bench {input.bench:q} --out {output.generations:q} --gpus {params.gpus}"
         " > {log:q} 2>&1"
 

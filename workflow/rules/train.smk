@@ -5,6 +5,8 @@
 import copy
 import shlex
 
+from lorascope.workflow.warm.jobs import python_command
+
 
 def train_settings(variant):
     """What training `variant` reads (the full fine-tune has no LoRA; the
@@ -94,8 +96,8 @@ def launcher(wildcards, resources):
     path with a space)."""
     gpus = int(getattr(resources, "gpu", 0) or 0)
     python = python_bin()
-    if gpus <= 1:
-        return shlex.quote(python)
+    if gpus <= 1:  # in a local run, through the warm interpreter
+        return python_command(python)
     fsdp = config["train"]["fsdp_config"] or "workflow/accelerate/fsdp.yaml"
     # accelerate sits beside the interpreter (a conda env puts both on PATH).
     accelerate = os.path.join(os.path.dirname(python), "accelerate")
