@@ -17,6 +17,8 @@ workflow is parsed (nothing here imports torch), not by the stages' logic.
 - `plan`: `python -m lorascope.workflow.plan` prints that per rule before
   a run is submitted (`make plan`).
 - `config_docs`: config/README.md's key tables, generated from the schema.
+- `warm`: a local run's jobs start as forks of one interpreter that has
+  imported torch, transformers and peft (started in the Snakefile's onstart).
 """
 
 __all__ = [
@@ -30,5 +32,6 @@ __all__ = [
     "preflight",
     "resources",
     "rulecosts",
+    "warm",
     "wiring",
 ]

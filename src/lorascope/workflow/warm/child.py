@@ -14,6 +14,7 @@
   `python -m NAME` sets them; an uncaught exception's traceback holds the
   job's frames only; at the end non-daemon threads are joined and atexit
   handlers run, then the process exits with the interpreter's status.
+- Its command line (ps, /proc/PID/cmdline) is the job's `python ARGV`.
 - It dies with the server (PR_SET_PDEATHSIG).
 """
 
@@ -127,6 +128,16 @@ def _fresh_randomness() -> None:
         numpy.random.seed()
 
 
+def _set_title(argv: list[str]) -> None:
+    """The command line `ps`, `top` and /proc/PID/cmdline show: the job's
+    `python ARGV`, not the server's (a fork keeps its parent's)."""
+    try:
+        from setproctitle import setproctitle
+    except ImportError:  # a dependency; without it ps shows the server's line
+        return
+    setproctitle(" ".join([sys.executable, *argv]))
+
+
 def run_job(request: dict, fds: list[int], server: int) -> None:
     """In the forked child: become the job, run `python ARGV`, exit."""
     _die_with_parent(server)
@@ -143,4 +154,5 @@ def run_job(request: dict, fds: list[int], server: int) -> None:
     tempfile.tempdir = None  # re-read TMPDIR
     _set_threads(request["env"])
     _fresh_randomness()
+    _set_title(request["argv"])
     _finish(_run_as_main(request["argv"]))

@@ -98,6 +98,9 @@ def main(argv: list[str]) -> int:
             signal.signal(-code, signal.SIG_DFL)
             os.kill(os.getpid(), -code)
         return code
+    if outcome[0] == "cold":  # said in the job's log: it pays the imports
+        print(f"warm interpreter: the environment differs in {', '.join(outcome[1])}"
+              "; this job starts its own interpreter", file=sys.stderr)  # fmt: skip
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, signal.SIG_DFL)
     os.execv(sys.executable, [sys.executable, *argv])

@@ -75,7 +75,11 @@ THREAD_ENV = (
     "VECLIB_MAXIMUM_THREADS",
     "NUMEXPR_NUM_THREADS",
 )
-PER_JOB_ENV = THREAD_ENV + ("TMPDIR", "TMP", "TEMPDIR", "TEMP")
+# ... and what the shell of a shell rule sets (its client inherits them),
+# which no library reads at import.
+PER_JOB_ENV = THREAD_ENV + ("TMPDIR", "TMP", "TEMPDIR", "TEMP") + (
+    "_", "SHLVL", "PWD", "OLDPWD"
+)
 
 
 class ThreadStarted(RuntimeError):
