@@ -57,14 +57,18 @@ def _write(tmp_path: Path, name: str, body: str) -> str:
 
 def test_a_job_gets_what_a_fresh_interpreter_would(warm, tmp_path):
     out = tmp_path / "seen.json"
-    script = _write(tmp_path, "job.py", f"""
+    script = _write(
+        tmp_path,
+        "job.py",
+        f"""
 import atexit, json, os, sys, tempfile
 atexit.register(lambda: open({str(out)!r} + ".atexit", "w").write("ran"))
 json.dump({{"argv": sys.argv, "file": __file__, "name": __name__,
            "path0": sys.path[0], "cwd": os.getcwd(),
            "omp": os.environ["OMP_NUM_THREADS"], "tmp": tempfile.gettempdir()}},
           open({str(out)!r}, "w"))
-""")
+""",
+    )
     work = tmp_path / "work"
     (work / "tmp").mkdir(parents=True)
     env = _env(warm, 3, str(work / "tmp"))
@@ -103,11 +107,15 @@ def test_exit_statuses_and_tracebacks_are_the_interpreters(warm, tmp_path, capfd
 def test_jobs_run_side_by_side(warm, tmp_path):
     env = _env(warm)
     gate = tmp_path / "gate"
-    waiter = _write(tmp_path, "wait.py", f"""
+    waiter = _write(
+        tmp_path,
+        "wait.py",
+        f"""
 import os, time
 while not os.path.exists({str(gate)!r}):
     time.sleep(0.02)
-""")
+""",
+    )
     opener = _write(tmp_path, "open.py", f"open({str(gate)!r}, 'w').close()\n")
     statuses = {}
     first = threading.Thread(target=lambda: statuses.update(w=warm.run([waiter], env)))
@@ -129,11 +137,15 @@ def test_a_server_that_is_gone_starts_nothing_and_says_so(warm, tmp_path, caplog
 
 def test_a_job_whose_server_dies_fails_and_dies_too(warm, tmp_path):
     pid_file = tmp_path / "pid"
-    script = _write(tmp_path, "sleepy.py", f"""
+    script = _write(
+        tmp_path,
+        "sleepy.py",
+        f"""
 import os, time
 open({str(pid_file)!r}, "w").write(str(os.getpid()))
 time.sleep(60)
-""")
+""",
+    )
     errors = []
 
     def run():
@@ -201,8 +213,9 @@ def test_job_environment_and_what_must_match():
     assert server.differing_keys(env, server_env) == []
     added = {**env, "LORASCOPE_TEST_ONLY": "1"}
     assert server.differing_keys(added, server_env) == ["LORASCOPE_TEST_ONLY"]
-    assert server.differing_keys({k: v for k, v in env.items() if k != "HOME"},
-                                   {**server_env, "HOME": "/x"}) == ["HOME"]  # fmt: skip
+    without_home = {k: v for k, v in env.items() if k != "HOME"}
+    moved_home = {**server_env, "HOME": "/x"}
+    assert server.differing_keys(without_home, moved_home) == ["HOME"]
 
 
 def _package(tmp_path: Path) -> Path:
@@ -223,7 +236,8 @@ def test_a_module_runs_as_python_dash_m_would(warm, tmp_path, caplog):
     pkgs = _package(tmp_path)
     out = tmp_path / "m.json"
     env = _env(warm)
-    env_with_path = dict(env, PYTHONPATH=f"{pkgs}{os.pathsep}{env.get('PYTHONPATH', '')}")
+    paths = f"{pkgs}{os.pathsep}{env.get('PYTHONPATH', '')}"
+    env_with_path = dict(env, PYTHONPATH=paths)
     # the server's sys.path came from its own PYTHONPATH: another one runs cold
     with caplog.at_level(logging.INFO, logger="test_warm"):
         assert warm.run(["-m", "warmjob", str(out), "0"], env_with_path) is None
@@ -262,11 +276,15 @@ def test_the_shell_rules_client_runs_in_the_server_or_by_itself(warm, tmp_path):
 
 def test_a_job_whose_client_is_killed_is_stopped(warm, tmp_path):
     pid_file = tmp_path / "pid"
-    script = _write(tmp_path, "long.py", f"""
+    script = _write(
+        tmp_path,
+        "long.py",
+        f"""
 import os, time
 open({str(pid_file)!r}, "w").write(str(os.getpid()))
 time.sleep(60)
-""")
+""",
+    )
     env = _env(warm)
     proc = subprocess.Popen(
         [sys.executable, "-m", "lorascope.workflow.warm.client", script], env=env
@@ -286,6 +304,7 @@ time.sleep(60)
 
 class _Script:
     conda_env = container_img = env_modules = bench_record = shadow_dir = None
+    resources = {"gpu": 0, "tmpdir": "/tmp"}
 
 
 def test_jobs_another_interpreter_or_a_measurement_needs_run_cold():
@@ -296,3 +315,18 @@ def test_jobs_another_interpreter_or_a_measurement_needs_run_cold():
         job = _Script()
         setattr(job, attr, "set")
         assert jobs._cold_reason(job, edit=False) == attr
+    job = _Script()
+    job.resources = {"gpu": 1}
+    assert jobs._cold_reason(job, edit=False) == "gpu"
+
+
+def test_shell_rules_go_through_the_client_only_on_cpu_with_this_interpreter(
+    warm, monkeypatch
+):
+    monkeypatch.setattr(jobs, "_warm", warm)
+    warm_python = jobs.python_command(sys.executable)
+    assert warm_python.endswith(" -m lorascope.workflow.warm.client")
+    assert jobs.python_command(sys.executable, gpus=1) == sys.executable
+    assert jobs.python_command("/other/python") == "/other/python"
+    warm.alive = False
+    assert jobs.python_command(sys.executable) == sys.executable

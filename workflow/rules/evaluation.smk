@@ -123,7 +123,7 @@ def generation_python(wildcards, resources):
     runs through the warm interpreter's client where it is the same."""
     path = EVAL["vllm"]["python"]
     if EVAL["backend"] != "vllm" or path is None:
-        return python_command(python_bin())
+        return python_command(python_bin(), job_gpus(wildcards, resources))
     full = os.path.join(REPO, path)
     if not (os.path.isfile(full) and os.access(full, os.X_OK)):
         raise WorkflowError(

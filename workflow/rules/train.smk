@@ -96,8 +96,8 @@ def launcher(wildcards, resources):
     path with a space)."""
     gpus = int(getattr(resources, "gpu", 0) or 0)
     python = python_bin()
-    if gpus <= 1:  # in a local run, through the warm interpreter
-        return python_command(python)
+    if gpus <= 1:  # a local CPU run: through the warm interpreter
+        return python_command(python, gpus)
     fsdp = config["train"]["fsdp_config"] or "workflow/accelerate/fsdp.yaml"
     # accelerate sits beside the interpreter (a conda env puts both on PATH).
     accelerate = os.path.join(os.path.dirname(python), "accelerate")

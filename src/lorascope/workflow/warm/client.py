@@ -86,8 +86,10 @@ def main(argv: list[str]) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, forward)
     try:
-        outcome = ("gone", "no address") if not address else submit(
-            address, argv, dict(os.environ), on_start=job.append
+        outcome = (
+            ("gone", "no address")
+            if not address
+            else submit(address, argv, dict(os.environ), on_start=job.append)
         )
     except ServerDied as exc:
         print(f"{exc}: the job was stopped with it", file=sys.stderr)

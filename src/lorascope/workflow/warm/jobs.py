@@ -14,10 +14,11 @@ run (not on a cluster, not a dry run) the Snakefile's `onstart` calls
 
 A job runs the usual way where a fork cannot stand in for a fresh
 interpreter: a conda env, container or env module (another interpreter), a
-benchmark or shadow directory (Snakemake measures or moves the process), an
-environment that differs from the server's in more than the per-job thread
-and tmpdir variables (logged), or a server that is not running (it failed
-its preload or exited: a warning says so once). A job whose server died
+benchmark or shadow directory (Snakemake measures or moves the process), a
+GPU (no CUDA state may cross a fork), an environment that differs from the
+server's in more than the per-job thread and tmpdir variables (logged), or a
+server that is not running (it failed its preload or exited: a warning says
+so once). A job whose server died
 while it ran fails, like a job whose process was killed.
 
 `LORASCOPE_WARM_JOBS=0` in the environment turns it off.
@@ -132,7 +133,16 @@ def _cold_reason(script, edit: bool) -> str | None:
                  "shadow_dir"):  # fmt: skip
         if getattr(script, attr, None):
             return attr
+    if _gpus(getattr(script, "resources", None)):
+        return "gpu"
     return "edit" if edit else None
+
+
+def _gpus(resources) -> int:
+    """GPUs a job was given. A GPU job starts its own interpreter: a fork
+    must not inherit whatever CUDA driver state an import left in the server,
+    and start-up is small against a GPU job's run."""
+    return int((resources or {}).get("gpu", 0) or 0)
 
 
 def _execute_script(original):
@@ -152,10 +162,11 @@ def _execute_script(original):
     return execute_script
 
 
-def python_command(python: str) -> str:
+def python_command(python: str, gpus: int = 0) -> str:
     """The shell words that run `python` for a shell rule: through the warm
-    interpreter's client when it runs and `python` is its interpreter."""
-    if _warm is None or not _warm.alive or python != sys.executable:
+    interpreter's client when it runs, `python` is its interpreter and the
+    job has no GPU."""
+    if _warm is None or not _warm.alive or python != sys.executable or gpus:
         return shlex.quote(python)
     return shlex.join([python, "-m", "lorascope.workflow.warm.client"])
 

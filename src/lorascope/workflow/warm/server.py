@@ -77,8 +77,8 @@ THREAD_ENV = (
 )
 # ... and what the shell of a shell rule sets (its client inherits them),
 # which no library reads at import.
-PER_JOB_ENV = THREAD_ENV + ("TMPDIR", "TMP", "TEMPDIR", "TEMP") + (
-    "_", "SHLVL", "PWD", "OLDPWD"
+PER_JOB_ENV = (
+    THREAD_ENV + ("TMPDIR", "TMP", "TEMPDIR", "TEMP") + ("_", "SHLVL", "PWD", "OLDPWD")
 )
 
 
