@@ -267,7 +267,8 @@ def _build_reference(shared: Path) -> Path:
             try:
                 # One core: with two it competed with the workers and the
                 # suite took 21.5 min instead of 17.7 (measured).
-                snakemake(workdir(shared, {}), ["all"], timeout=1800)
+                proc = snakemake(workdir(shared, {}), ["all"], timeout=1800)
+                Path(f"{shared}.stderr").write_text(proc.stderr)
             except BaseException as e:
                 failed.write_text(f"the reference run failed: {e}")
                 raise
@@ -296,13 +297,15 @@ def reference_run(base: Path) -> Path:
     """The session's one complete micro run (seed 0, every target): the
     integration test of the whole DAG, and the source every fault, bad-input,
     reproducibility, figure and SLURM test copies from. Shared by the
-    session's xdist workers; callers must not modify it."""
+    session's xdist workers; callers must not modify it. Its snakemake's
+    stderr is beside it, in `<run>.stderr`."""
     key = (yaml.safe_dump({}), ("all",))
     if key not in _RUNS:
         reuse = os.environ.get("LORASCOPE_REFERENCE_RUN")
         if reuse:  # a developer's shortcut, never set in CI: bring an
             # earlier reference run up to date instead of building one
-            snakemake(Path(reuse), ["all"], timeout=1800)
+            proc = snakemake(Path(reuse), ["all"], timeout=1800)
+            Path(f"{reuse}.stderr").write_text(proc.stderr)
             _RUNS[key] = Path(reuse)
         else:
             _RUNS[key] = _build_reference(shared_base(base) / "reference")

@@ -65,7 +65,8 @@ import atexit, json, os, sys, tempfile
 atexit.register(lambda: open({str(out)!r} + ".atexit", "w").write("ran"))
 json.dump({{"argv": sys.argv, "file": __file__, "name": __name__,
            "path0": sys.path[0], "cwd": os.getcwd(),
-           "omp": os.environ["OMP_NUM_THREADS"], "tmp": tempfile.gettempdir()}},
+           "omp": os.environ["OMP_NUM_THREADS"], "tmp": tempfile.gettempdir(),
+           "cmdline": open("/proc/self/cmdline", "rb").read().decode().replace("\\0", " ")}},
           open({str(out)!r}, "w"))
 """,
     )
@@ -83,6 +84,8 @@ json.dump({{"argv": sys.argv, "file": __file__, "name": __name__,
     assert seen["name"] == "__main__"
     assert seen["path0"] == str(tmp_path) and seen["cwd"] == str(work)
     assert seen["omp"] == "3"
+    # ps shows the job's command, not the server's
+    assert seen["cmdline"].split() == [sys.executable, script]
     assert seen["tmp"] == str(work / "tmp")
     assert (tmp_path / "seen.json.atexit").read_text() == "ran"
 
@@ -304,6 +307,7 @@ time.sleep(60)
 
 class _Script:
     conda_env = container_img = env_modules = bench_record = shadow_dir = None
+    rulename = "train_sae"
     resources = {"gpu": 0, "tmpdir": "/tmp"}
 
 
@@ -318,6 +322,9 @@ def test_jobs_another_interpreter_or_a_measurement_needs_run_cold():
     job = _Script()
     job.resources = {"gpu": 1}
     assert jobs._cold_reason(job, edit=False) == "gpu"
+    job = _Script()
+    job.rulename = "hub_fetch"  # imports huggingface_hub after going online
+    assert jobs._cold_reason(job, edit=False) == "rule"
 
 
 def test_shell_rules_go_through_the_client_only_on_cpu_with_this_interpreter(

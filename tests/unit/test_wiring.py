@@ -309,6 +309,8 @@ def test_every_rule_versions_its_own_code():
 UNQUOTED = {
     "params.gpus": "a number",
     "params.launcher": "a command of several words; launcher() quotes its paths",
+    "params.python": "one or more words (the warm interpreter's client); "
+    "generation_python() quotes its paths",
 }
 
 

@@ -95,8 +95,10 @@ def test_generation_runs_from_a_checkout_path_with_a_space(reference, tmp_path):
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
     assert wfrun.job_stats(proc.stderr) == {"eval_generate": 1}, out[-3000:]
-    # The interpreter's path, space included, reached the shell as one word.
-    assert f"{shlex.quote(str(python))} -m lorascope.evaluation" in out
+    # The interpreter's path, space included, reached the shell as one word
+    # (in a local run through the warm interpreter's client).
+    client = "-m lorascope.workflow.warm.client"
+    assert f"{shlex.quote(str(python))} {client} -m lorascope.evaluation" in out
     gens = wfrun.results(work) / "eval" / "generations" / "base" / "base"
     assert sorted(p.name for p in gens.glob("*.parquet")) == ["toy_add3.parquet"]
     # Training's launcher (one process here) quotes the interpreter too.
@@ -126,3 +128,18 @@ def test_a_normal_runs_logs_hold_nothing_that_reads_like_an_error(reference):
         if NOISE.search(line)
     ]
     assert not noisy, "\n".join(noisy[:20])
+
+
+def test_jobs_ran_in_the_warm_interpreter(reference):
+    """The reference run is a local run: every CPU job forked from the warm
+    interpreter (lorascope.workflow.warm), none fell back to a fresh one."""
+    said = Path(f"{reference}.stderr").read_text()
+    assert "jobs start in a warm interpreter" in said
+    assert "start their own interpreters" not in said  # the server went away
+    assert "starts its own interpreter" not in said  # a script job's env differed
+    cold = [  # a shell rule's job whose environment differed
+        str(log.relative_to(reference))
+        for log in (reference / "logs").rglob("*.log")
+        if "warm interpreter:" in log.read_text(errors="replace")
+    ]
+    assert not cold, cold

@@ -8,3 +8,5 @@ process that has imported torch, transformers and peft once.
 
 Nothing here imports torch at module level (the server does, at start).
 """
+
+__all__ = ["child", "client", "jobs", "server"]

@@ -15,7 +15,8 @@ run (not on a cluster, not a dry run) the Snakefile's `onstart` calls
 A job runs the usual way where a fork cannot stand in for a fresh
 interpreter: a conda env, container or env module (another interpreter), a
 benchmark or shadow directory (Snakemake measures or moves the process), a
-GPU (no CUDA state may cross a fork), an environment that differs from the
+GPU (no CUDA state may cross a fork), a rule in FRESH_RULES (it changes
+its environment before an import), an environment that differs from the
 server's in more than the per-job thread and tmpdir variables (logged), or a
 server that is not running (it failed its preload or exited: a warning says
 so once). A job whose server died
@@ -41,6 +42,10 @@ from lorascope.workflow.warm.server import THREAD_ENV
 __all__ = ["OFF_ENV", "job_environment", "python_command", "start"]
 
 OFF_ENV = "LORASCOPE_WARM_JOBS"
+# Rules whose script changes the environment before importing a library the
+# server has imported: hub_fetch turns the hub back on (the user's
+# HF_HUB_OFFLINE) before huggingface_hub reads it, once, at import.
+FRESH_RULES = frozenset({"hub_fetch"})
 STOP_GRACE_S = 10.0
 
 
@@ -133,6 +138,8 @@ def _cold_reason(script, edit: bool) -> str | None:
                  "shadow_dir"):  # fmt: skip
         if getattr(script, attr, None):
             return attr
+    if getattr(script, "rulename", None) in FRESH_RULES:
+        return "rule"
     if _gpus(getattr(script, "resources", None)):
         return "gpu"
     return "edit" if edit else None

@@ -105,6 +105,16 @@ def preload(modules: tuple[str, ...] | list[str] = PRELOAD) -> None:
             )
 
 
+def _title_ready() -> None:
+    """setproctitle finds the memory it rewrites (argv and environ) when it
+    first runs: here, while environ is intact (a child replaces it)."""
+    try:
+        import setproctitle
+    except ImportError:  # a dependency; without it ps shows this command line
+        return
+    setproctitle.setproctitle(setproctitle.getproctitle())
+
+
 def differing_keys(job_env: dict[str, str], server_env: dict[str, str]) -> list[str]:
     """Variables, besides the per-job ones, whose value differs between a
     job's environment and the server's (a library may have read them at
@@ -244,6 +254,7 @@ def serve(listener: socket.socket, modules=PRELOAD) -> None:
     signal.set_wakeup_fd(server.wake[1])
     server.selector.register(server.wake[0], selectors.EVENT_READ, ("wake",))
     preload(modules)
+    _title_ready()
     # What the preload made stays out of the garbage collector's passes: a
     # collection in a child would touch (and so copy) every inherited object.
     gc.freeze()
