@@ -66,7 +66,7 @@ atexit.register(lambda: open({str(out)!r} + ".atexit", "w").write("ran"))
 json.dump({{"argv": sys.argv, "file": __file__, "name": __name__,
            "path0": sys.path[0], "cwd": os.getcwd(),
            "omp": os.environ["OMP_NUM_THREADS"], "tmp": tempfile.gettempdir(),
-           "cmdline": open("/proc/self/cmdline", "rb").read().decode().replace("\\0", " ")}},
+           "cmdline": open("/proc/self/cmdline", "rb").read().decode()}},
           open({str(out)!r}, "w"))
 """,
     )
@@ -85,7 +85,7 @@ json.dump({{"argv": sys.argv, "file": __file__, "name": __name__,
     assert seen["path0"] == str(tmp_path) and seen["cwd"] == str(work)
     assert seen["omp"] == "3"
     # ps shows the job's command, not the server's
-    assert seen["cmdline"].split() == [sys.executable, script]
+    assert seen["cmdline"].replace("\0", " ").split() == [sys.executable, script]
     assert seen["tmp"] == str(work / "tmp")
     assert (tmp_path / "seen.json.atexit").read_text() == "ran"
 
@@ -278,6 +278,8 @@ def test_the_shell_rules_client_runs_in_the_server_or_by_itself(warm, tmp_path):
 
 
 def test_a_job_whose_client_is_killed_is_stopped(warm, tmp_path):
+    """A shell rule's client killed with its shell: the job, which here has
+    no watch of its own, is stopped GRACE_S later."""
     pid_file = tmp_path / "pid"
     script = _write(
         tmp_path,
@@ -299,7 +301,9 @@ time.sleep(60)
     job = int(pid_file.read_text())
     proc.kill()
     proc.wait()
-    deadline = time.monotonic() + 5
+    time.sleep(1)  # a job's own watch gets GRACE_S to stop with its children
+    assert _state(job) not in "ZX", "stopped before its own watch could"
+    deadline = time.monotonic() + server.GRACE_S + 5
     while _state(job) not in "ZX":
         assert time.monotonic() < deadline, "the job outlived its client"
         time.sleep(0.02)
@@ -337,3 +341,38 @@ def test_shell_rules_go_through_the_client_only_on_cpu_with_this_interpreter(
     assert jobs.python_command("/other/python") == "/other/python"
     warm.alive = False
     assert jobs.python_command(sys.executable) == sys.executable
+
+
+def test_a_server_whose_snakemake_is_killed_exits_once_its_jobs_have(tmp_path):
+    """snakemake SIGKILLed mid-job: nothing of the warm interpreter stays."""
+    pids = tmp_path / "pids.json"
+    script = _write(tmp_path, "long.py", "import time\ntime.sleep(60)\n")
+    snakemake_like = f"""
+import json, logging, os, threading, time
+from lorascope.workflow.warm import jobs
+warm = jobs._Warm(logging.getLogger(), modules=("json",))
+env = dict(os.environ, **{{k: "1" for k in jobs.THREAD_ENV}})
+threading.Thread(target=warm.run, args=([{script!r}], env), daemon=True).start()
+time.sleep(0.5)
+json.dump([warm.process.pid], open({str(pids)!r}, "w"))
+time.sleep(60)
+"""
+    proc = subprocess.Popen([sys.executable, "-c", snakemake_like])
+    deadline = time.monotonic() + 30
+    while not pids.exists():
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    (server_pid,) = json.loads(pids.read_text())
+    job = _children(server_pid)
+    assert len(job) == 1
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + server.GRACE_S + 10
+    while _state(server_pid) not in "ZX" or _state(job[0]) not in "ZX":
+        assert time.monotonic() < deadline, "the warm interpreter outlived its run"
+        time.sleep(0.05)
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()]

@@ -2,12 +2,15 @@
 and forks a child per job (`lorascope.workflow.warm.child` makes the child
 the job). One server per local run, started by `warm.jobs`.
 
-Lifetime: the server dies with the snakemake that started it (checked every
-second), a child with the server (PR_SET_PDEATHSIG, set in the child), and
-jobs watch snakemake as before (`lorascope.core.processes`). A job whose
-client is gone (its shell killed) gets SIGTERM. SIGINT is ignored here
-(Ctrl-C stops jobs through `lorascope.workflow.interrupts`); SIGTERM stops
-the server once its running jobs have ended.
+Lifetime: jobs watch snakemake as before (`lorascope.core.processes`: a job
+whose snakemake is gone stops with its children, and logs why). A job whose
+client is gone (snakemake killed, or a shell rule's shell) and that still
+runs GRACE_S later gets SIGTERM. The server stops taking jobs once its
+snakemake is gone (checked every second) and exits when its jobs have; a
+child dies with the server (PR_SET_PDEATHSIG, set in the child), should the
+server die first. SIGINT is ignored here (Ctrl-C stops jobs through
+`lorascope.workflow.interrupts`); SIGTERM stops the server once its running
+jobs have ended.
 
 Protocol (one SOCK_SEQPACKET connection per job, JSON messages): the client
 sends {"argv", "cwd", "env"} (`python ARGV`: a script path or `-m NAME`,
@@ -33,6 +36,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 
 from lorascope.workflow.warm.child import run_job
 from lorascope.workflow.warm.client import MAX_MESSAGE
@@ -77,6 +81,8 @@ THREAD_ENV = (
 )
 # ... and what the shell of a shell rule sets (its client inherits them),
 # which no library reads at import.
+# How long a job whose client is gone may run on before SIGTERM.
+GRACE_S = 5.0
 PER_JOB_ENV = (
     THREAD_ENV + ("TMPDIR", "TMP", "TEMPDIR", "TEMP") + ("_", "SHLVL", "PWD", "OLDPWD")
 )
@@ -152,6 +158,7 @@ class _Server:
         self.running: dict[int, tuple[int, socket.socket]] = {}  # pidfd -> job
         self.stopping = False
         self.wake: tuple[int, ...] = ()
+        self.doomed: dict[int, float] = {}  # pidfd -> when to stop it
 
     def _request(self, conn: socket.socket) -> tuple[dict, list[int]] | None:
         try:
@@ -216,10 +223,22 @@ class _Server:
 
     def client_gone(self, pidfd: int) -> None:
         """A client sends nothing after its request: readable means it is
-        gone (killed with its shell); its job must not run on unrecorded."""
+        gone (snakemake killed, or a shell rule's shell). The job's own watch
+        (lorascope.core.processes) stops it, with its children, within a
+        second or two of snakemake's death; whatever still runs after
+        GRACE_S is stopped here: a job must not run on unrecorded."""
         pid, conn = self.running[pidfd]
         self.selector.unregister(conn)
-        _stop_job(pid)
+        self.doomed[pidfd] = time.monotonic() + GRACE_S
+
+    def stop_overdue(self) -> None:
+        now = time.monotonic()
+        for pidfd, deadline in list(self.doomed.items()):
+            if pidfd not in self.running:
+                del self.doomed[pidfd]
+            elif now > deadline:
+                _stop_job(self.running[pidfd][0])
+                del self.doomed[pidfd]
 
     def loop(self) -> None:
         while not (self.stopping and not self.running):
@@ -233,8 +252,11 @@ class _Server:
                     self.reap(key.data[1])
                 elif key.data[1] in self.running:
                     self.client_gone(key.data[1])
-            if os.getppid() != self.parent:
-                return  # snakemake is gone; children die with us
+            if os.getppid() != self.parent and not self.stopping:
+                # snakemake is gone: no new jobs; the running ones end by
+                # their own watch, or by stop_overdue (every client is gone)
+                self.stopping = True
+            self.stop_overdue()
 
 
 def serve(listener: socket.socket, modules=PRELOAD) -> None:
