@@ -44,7 +44,7 @@ def _env(warm, threads: int = 1, tmpdir: str | None = None) -> dict[str, str]:
     env = dict(warm.test_env)
     for name in server.THREAD_ENV:
         env[name] = str(threads)
-    for name in ("TMPDIR", "TMP", "TEMPDIR", "TEMP") if tmpdir else ():
+    for name in server.TMP_ENV if tmpdir else ():
         env[name] = tmpdir
     return env
 

@@ -72,7 +72,9 @@ def _run_as_main(argv: list[str]) -> int:
         if argv[0] == "-m":
             sys.argv = ["-m", *argv[2:]]  # runpy puts the module's path first
             sys.path[0] = os.getcwd()
-            runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
+            # what `python -m` itself calls: the module runs as this __main__
+            # and sys.argv[0] stays its path (atexit handlers see it too)
+            runpy._run_module_as_main(argv[1], alter_argv=True)
             return 0
         script = os.path.abspath(argv[0])
         sys.argv = [script, *argv[1:]]

@@ -37,7 +37,7 @@ import sys
 import threading
 
 from lorascope.workflow.warm.client import ADDRESS_ENV, submit
-from lorascope.workflow.warm.server import THREAD_ENV
+from lorascope.workflow.warm.server import THREAD_ENV, TMP_ENV
 
 __all__ = ["OFF_ENV", "job_environment", "python_command", "start"]
 
@@ -57,7 +57,7 @@ def job_environment(threads, resources) -> dict[str, str]:
         env[name] = str(threads)
     tmpdir = (resources or {}).get("tmpdir")
     if tmpdir:
-        for name in ("TMPDIR", "TMP", "TEMPDIR", "TEMP"):
+        for name in TMP_ENV:
             env[name] = tmpdir
     return env
 

@@ -45,6 +45,7 @@ __all__ = [
     "PER_JOB_ENV",
     "PRELOAD",
     "THREAD_ENV",
+    "TMP_ENV",
     "ThreadStarted",
     "differing_keys",
     "preload",
@@ -79,13 +80,13 @@ THREAD_ENV = (
     "VECLIB_MAXIMUM_THREADS",
     "NUMEXPR_NUM_THREADS",
 )
+TMP_ENV = ("TMPDIR", "TMP", "TEMPDIR", "TEMP")
 # ... and what the shell of a shell rule sets (its client inherits them),
 # which no library reads at import.
+SHELL_ENV = ("_", "SHLVL", "PWD", "OLDPWD")
+PER_JOB_ENV = THREAD_ENV + TMP_ENV + SHELL_ENV
 # How long a job whose client is gone may run on before SIGTERM.
 GRACE_S = 5.0
-PER_JOB_ENV = (
-    THREAD_ENV + ("TMPDIR", "TMP", "TEMPDIR", "TEMP") + ("_", "SHLVL", "PWD", "OLDPWD")
-)
 
 
 class ThreadStarted(RuntimeError):
