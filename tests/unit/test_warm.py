@@ -376,3 +376,32 @@ time.sleep(60)
 def _children(pid: int) -> list[int]:
     path = Path(f"/proc/{pid}/task/{pid}/children")
     return [int(p) for p in path.read_text().split()]
+
+
+class _Workflow:
+    local_exec = is_main_process = True
+    dryrun = touch = False
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"local_exec": False},
+        {"is_main_process": False},
+        {"dryrun": True},
+        {"touch": True},
+        {"off": True},
+    ],  # fmt: skip
+)
+def test_only_a_local_run_that_executes_jobs_starts_it(change, monkeypatch):
+    """A cluster run (its jobs run elsewhere), a SLURM job step, a dry run,
+    --touch, or LORASCOPE_WARM_JOBS=0: no server, shell rules run python."""
+    workflow = _Workflow()
+    for key, value in change.items():
+        setattr(workflow, key, value)
+    if change.get("off"):
+        monkeypatch.setenv(jobs.OFF_ENV, "0")
+    monkeypatch.setattr(jobs, "_warm", None)
+    assert jobs.start(workflow, LOG) is False
+    assert jobs._warm is None
+    assert jobs.python_command(sys.executable) == sys.executable
