@@ -107,6 +107,14 @@ def test_exit_statuses_and_tracebacks_are_the_interpreters(warm, tmp_path, capfd
     assert "lorascope/workflow/warm" not in err  # the traceback is the job's own
 
 
+def test_a_request_too_large_for_the_socket_runs_that_job_cold(warm, tmp_path):
+    env = dict(_env(warm), LORASCOPE_TEST_HUGE="x" * (8 << 20))
+    script = _write(tmp_path, "never.py", f"open({str(tmp_path / 'ran')!r}, 'w')\n")
+    assert warm.run([script], env) is None
+    assert warm.alive and not (tmp_path / "ran").exists()
+    assert warm.run([script], _env(warm)) == 0  # the next job runs warm
+
+
 def test_jobs_run_side_by_side(warm, tmp_path):
     env = _env(warm)
     gate = tmp_path / "gate"
@@ -245,7 +253,9 @@ def test_a_module_runs_as_python_dash_m_would(warm, tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="test_warm"):
         assert warm.run(["-m", "warmjob", str(out), "0"], env_with_path) is None
     assert not out.exists() and warm.alive
-    assert "differs from the warm interpreter's in PYTHONPATH" in caplog.text
+    assert "starts its own interpreter: its environment differs in PYTHONPATH" in (
+        caplog.text
+    )
     sys_path = list(sys.path)
     cwd = os.getcwd()
     os.chdir(pkgs)  # `python -m` finds the package in the working directory

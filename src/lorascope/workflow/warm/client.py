@@ -12,6 +12,7 @@ job's status. Standard library only: it starts in tens of milliseconds.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -33,9 +34,10 @@ def submit(address: str, argv: list[str], env: dict[str, str], on_start=None):
     stdio in a fork of the server at `address` (the name of its abstract
     Unix socket).
 
-    Returns ("status", code), ("cold", [keys]) when the environment differs
-    from the server's in `keys` (nothing ran), or ("gone", why) when the
-    server did not take the job (nothing ran). Raises ServerDied when the
+    Returns ("status", code); ("cold", why) when the server cannot take this
+    job (its environment differs from the server's, or its request is too
+    large: nothing ran); or ("gone", why) when the server is not there
+    (nothing ran). Raises ServerDied when the
     server exited while the job ran. `on_start(pid)` is called once the job
     runs."""
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -46,6 +48,8 @@ def submit(address: str, argv: list[str], env: dict[str, str], on_start=None):
         reply = conn.recv(MAX_MESSAGE)
     except OSError as exc:
         conn.close()
+        if exc.errno == errno.EMSGSIZE:  # this job's request, not the server
+            return "cold", "its request is larger than the socket takes"
         return "gone", f"unreachable ({exc.strerror or exc})"
     if not reply:
         conn.close()
@@ -53,7 +57,7 @@ def submit(address: str, argv: list[str], env: dict[str, str], on_start=None):
     message = json.loads(reply)
     if "cold" in message:
         conn.close()
-        return "cold", message["cold"]
+        return "cold", f"its environment differs in {', '.join(message['cold'])}"
     pid = message["pid"]
     try:
         if on_start is not None:
@@ -101,8 +105,8 @@ def main(argv: list[str]) -> int:
             os.kill(os.getpid(), -code)
         return code
     if outcome[0] == "cold":  # said in the job's log: it pays the imports
-        print(f"warm interpreter: the environment differs in {', '.join(outcome[1])}"
-              "; this job starts its own interpreter", file=sys.stderr)  # fmt: skip
+        print(f"warm interpreter: {outcome[1]}; this job starts its own interpreter",
+              file=sys.stderr)  # fmt: skip
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, signal.SIG_DFL)
     os.execv(sys.executable, [sys.executable, *argv])

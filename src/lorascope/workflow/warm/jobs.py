@@ -110,9 +110,7 @@ class _Warm:
             self.gone(value)
             return None
         if kind == "cold":
-            self.log.info(f"job {job} starts its own interpreter: its environment "
-                          f"differs from the warm interpreter's in "
-                          f"{', '.join(value)}")  # fmt: skip
+            self.log.info(f"job {job} starts its own interpreter: {value}")
             return None
         return value
 
