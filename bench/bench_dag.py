@@ -31,6 +31,7 @@ git revision REV (`git archive` into a temp dir, this checkout's .venv and
 
     python bench/bench_dag.py                      # this checkout
     python bench/bench_dag.py --vs HEAD~3 --json /tmp/dag.json
+    LORASCOPE_WARM_JOBS=0 python bench/bench_dag.py   # every job a fresh interpreter
 """
 
 from __future__ import annotations
