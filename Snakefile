@@ -49,7 +49,7 @@ from lorascope.workflow.warm.jobs import start as start_warm_interpreter
 # before any job starts (and removes its old outputs).
 onstart:
     check_before_jobs(workflow, config)
-    # A local run's script jobs start as forks of one interpreter that has
+    # A local run's CPU jobs start as forks of one interpreter that has
     # imported torch & co. once (lorascope.workflow.warm).
     start_warm_interpreter(workflow, logger)
     # Without `hardware` every job gets the profile's defaults and no GPU: on
