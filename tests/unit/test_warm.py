@@ -388,14 +388,24 @@ def _children(pid: int) -> list[int]:
     return [int(p) for p in path.read_text().split()]
 
 
+class _Dag:
+    def __init__(self, n: int):
+        self.n = n
+
+    def needrun_jobs(self):
+        return iter(range(self.n))
+
+
 class _Workflow:
     local_exec = is_main_process = True
     dryrun = touch = False
+    dag = _Dag(jobs.MIN_JOBS)
 
 
 @pytest.mark.parametrize(
     "change",
     [
+        {"few": True},
         {"local_exec": False},
         {"is_main_process": False},
         {"dryrun": True},
@@ -404,14 +414,36 @@ class _Workflow:
     ],  # fmt: skip
 )
 def test_only_a_local_run_that_executes_jobs_starts_it(change, monkeypatch):
-    """A cluster run (its jobs run elsewhere), a SLURM job step, a dry run,
-    --touch, or LORASCOPE_WARM_JOBS=0: no server, shell rules run python."""
+    """Fewer than MIN_JOBS jobs to run, a cluster run (its jobs run
+    elsewhere), a SLURM job step, a dry run, --touch, or
+    LORASCOPE_WARM_JOBS=0: no server, shell rules run python."""
     workflow = _Workflow()
+    if change.get("few"):
+        workflow.dag = _Dag(jobs.MIN_JOBS - 1)
     for key, value in change.items():
         setattr(workflow, key, value)
     if change.get("off"):
-        monkeypatch.setenv(jobs.OFF_ENV, "0")
+        monkeypatch.setenv(jobs.WARM_ENV, "0")
     monkeypatch.setattr(jobs, "_warm", None)
     assert jobs.start(workflow, LOG) is False
     assert jobs._warm is None
     assert jobs.python_command(sys.executable) == sys.executable
+
+
+@pytest.mark.parametrize("wanted, n_jobs", [("1", 1), ("", jobs.MIN_JOBS)])
+def test_enough_jobs_or_asked_for_it_starts_it(wanted, n_jobs, monkeypatch):
+    from snakemake.script import PythonScript
+
+    # restored after the test: start() wraps Snakemake's script runner
+    monkeypatch.setattr(PythonScript, "execute_script", PythonScript.execute_script)
+    monkeypatch.setattr(jobs, "_warm", None)
+    monkeypatch.delenv(client.ADDRESS_ENV, raising=False)
+    monkeypatch.setenv(jobs.WARM_ENV, wanted)
+    workflow = _Workflow()
+    workflow.dag = _Dag(n_jobs)
+    assert jobs.start(workflow, LOG, modules=("json",)) is True
+    try:
+        assert PythonScript.execute_script.warm
+        assert jobs.python_command(sys.executable).endswith("warm.client")
+    finally:
+        jobs._warm.stop()

@@ -89,6 +89,7 @@ def test_generation_runs_from_a_checkout_path_with_a_space(reference, tmp_path):
     cmd = wfrun.dies_with_this_process(cmd)
     env = wfrun.env()
     env["PATH"] = os.pathsep.join([str(python.parent), env["PATH"]])
+    env["LORASCOPE_WARM_JOBS"] = "1"  # one job: warm only when asked for
     proc = subprocess.run(
         cmd, cwd=work, env=env, capture_output=True, text=True, timeout=600
     )

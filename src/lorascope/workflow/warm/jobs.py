@@ -22,7 +22,9 @@ server that is not running (it failed its preload or exited: a warning says
 so once). A job whose server died
 while it ran fails, like a job whose process was killed.
 
-`LORASCOPE_WARM_JOBS=0` in the environment turns it off.
+It starts when at least MIN_JOBS jobs are to run (the preload costs what a
+few jobs' start-up does). `LORASCOPE_WARM_JOBS=0` in the environment turns
+it off, `LORASCOPE_WARM_JOBS=1` on for any number of jobs.
 """
 
 from __future__ import annotations
@@ -39,9 +41,14 @@ import threading
 from lorascope.workflow.warm.client import ADDRESS_ENV, submit
 from lorascope.workflow.warm.server import THREAD_ENV, TMP_ENV
 
-__all__ = ["OFF_ENV", "job_environment", "python_command", "start"]
+__all__ = ["MIN_JOBS", "WARM_ENV", "job_environment", "python_command", "start"]
 
-OFF_ENV = "LORASCOPE_WARM_JOBS"
+# "0": never; "1": always; unset: when at least MIN_JOBS jobs are to run.
+WARM_ENV = "LORASCOPE_WARM_JOBS"
+# The preload costs about 5 CPU seconds (bench_dag: "CPU of the warm
+# interpreter"), what two or three cold jobs spend starting: a rerun of one
+# or two jobs (a figure edited) starts them the usual way.
+MIN_JOBS = 3
 # Rules whose script changes the environment before importing a library the
 # server has imported: hub_fetch turns the hub back on (the user's
 # HF_HUB_OFFLINE) before huggingface_hub reads it, once, at import.
@@ -176,16 +183,28 @@ def python_command(python: str, gpus: int = 0) -> str:
     return shlex.join([python, "-m", "lorascope.workflow.warm.client"])
 
 
+def _jobs_to_run(workflow) -> int:
+    """How many jobs this run will execute (as many as MIN_JOBS where
+    Snakemake's DAG cannot be read)."""
+    try:
+        return sum(1 for _ in workflow.dag.needrun_jobs())
+    except AttributeError:  # Snakemake moved its DAG
+        return MIN_JOBS
+
+
 def start(workflow, log, modules: tuple[str, ...] = ()) -> bool:
     """Start the warm interpreter for this run's jobs when the run executes
     jobs locally (True if started)."""
     global _warm
     if _warm is not None:
         return True
-    if os.environ.get(OFF_ENV, "1") == "0":
+    wanted = os.environ.get(WARM_ENV, "")
+    if wanted == "0":
         return False
     local = workflow.local_exec and workflow.is_main_process
     if not local or workflow.dryrun or workflow.touch:
+        return False
+    if wanted != "1" and _jobs_to_run(workflow) < MIN_JOBS:
         return False
     if not sys.platform.startswith("linux") or not hasattr(os, "pidfd_open"):
         return False  # the server needs pidfds and PR_SET_PDEATHSIG
@@ -196,5 +215,5 @@ def start(workflow, log, modules: tuple[str, ...] = ()) -> bool:
     _warm = _Warm(log, modules)
     atexit.register(_warm.stop)
     log.info(f"jobs start in a warm interpreter (pid {_warm.process.pid}; "
-             f"{OFF_ENV}=0 turns it off)")  # fmt: skip
+             f"{WARM_ENV}=0 turns it off)")  # fmt: skip
     return True
