@@ -6,7 +6,7 @@ it at start-up and, at exit, writes one JSON record to $LORASCOPE_DAGPROBE:
 its command line, start/end time, its own CPU (and its waited children's),
 the modules it imported (for the start-up replay), and for a `script:` job
 the rule and outputs Snakemake handed it. A fork that runs Python to its end
-(a job of the warm interpreter, lorascope.workflow.warmserver) writes its own
+(a job of the warm interpreter, lorascope.workflow.warm.server) writes its own
 record: its clock restarts at the fork, and it lists the modules it inherited
 (start-up it did not pay). Cost: a few imports Python already
 has loaded (os, sys, time, atexit), and the dump at exit.

@@ -146,7 +146,8 @@ def test_a_server_that_is_gone_starts_nothing_and_says_so(warm, tmp_path, caplog
     assert "jobs start their own interpreters" in caplog.text
 
 
-def test_a_job_whose_server_dies_fails_and_dies_too(warm, tmp_path):
+def _sleeping_job(tmp_path: Path) -> tuple[str, Path]:
+    """A script that writes its pid to the returned file, then sleeps 60 s."""
     pid_file = tmp_path / "pid"
     script = _write(
         tmp_path,
@@ -157,6 +158,27 @@ open({str(pid_file)!r}, "w").write(str(os.getpid()))
 time.sleep(60)
 """,
     )
+    return script, pid_file
+
+
+def _started(pid_file: Path) -> int:
+    """The job's pid, once it has written it (20 s at most)."""
+    deadline = time.monotonic() + 20
+    while not pid_file.exists() or not pid_file.read_text():
+        assert time.monotonic() < deadline, "the job never started"
+        time.sleep(0.02)
+    return int(pid_file.read_text())
+
+
+def _wait_gone(pid: int, deadline: float, what: str) -> None:
+    """Wait until `pid` has exited (zombie or reaped), failing at `deadline`."""
+    while _state(pid) not in "ZX":
+        assert time.monotonic() < deadline, what
+        time.sleep(0.02)
+
+
+def test_a_job_whose_server_dies_fails_and_dies_too(warm, tmp_path):
+    script, pid_file = _sleeping_job(tmp_path)
     errors = []
 
     def run():
@@ -167,18 +189,11 @@ time.sleep(60)
 
     thread = threading.Thread(target=run)
     thread.start()
-    deadline = time.monotonic() + 20
-    while not pid_file.exists() or not pid_file.read_text():
-        assert time.monotonic() < deadline, "the job never started"
-        time.sleep(0.02)
-    job = int(pid_file.read_text())
+    job = _started(pid_file)
     warm.process.kill()
     thread.join(10)
     assert errors and "exited while job pid" in errors[0]
-    deadline = time.monotonic() + 5
-    while Path(f"/proc/{job}").exists() and _state(job) not in "ZX":
-        assert time.monotonic() < deadline, "the job outlived its server"
-        time.sleep(0.02)
+    _wait_gone(job, time.monotonic() + 5, "the job outlived its server")
 
 
 def _state(pid: int) -> str:
@@ -290,33 +305,18 @@ def test_the_shell_rules_client_runs_in_the_server_or_by_itself(warm, tmp_path):
 def test_a_job_whose_client_is_killed_is_stopped(warm, tmp_path):
     """A shell rule's client killed with its shell: the job, which here has
     no watch of its own, is stopped GRACE_S later."""
-    pid_file = tmp_path / "pid"
-    script = _write(
-        tmp_path,
-        "long.py",
-        f"""
-import os, time
-open({str(pid_file)!r}, "w").write(str(os.getpid()))
-time.sleep(60)
-""",
-    )
+    script, pid_file = _sleeping_job(tmp_path)
     env = _env(warm)
     proc = subprocess.Popen(
         [sys.executable, "-m", "lorascope.workflow.warm.client", script], env=env
     )
-    deadline = time.monotonic() + 20
-    while not pid_file.exists() or not pid_file.read_text():
-        assert time.monotonic() < deadline, "the job never started"
-        time.sleep(0.02)
-    job = int(pid_file.read_text())
+    job = _started(pid_file)
     proc.kill()
     proc.wait()
     time.sleep(1)  # a job's own watch gets GRACE_S to stop with its children
     assert _state(job) not in "ZX", "stopped before its own watch could"
     deadline = time.monotonic() + server.GRACE_S + 5
-    while _state(job) not in "ZX":
-        assert time.monotonic() < deadline, "the job outlived its client"
-        time.sleep(0.02)
+    _wait_gone(job, deadline, "the job outlived its client")
 
 
 class _Script:
@@ -378,9 +378,8 @@ time.sleep(60)
     proc.kill()
     proc.wait()
     deadline = time.monotonic() + server.GRACE_S + 10
-    while _state(server_pid) not in "ZX" or _state(job[0]) not in "ZX":
-        assert time.monotonic() < deadline, "the warm interpreter outlived its run"
-        time.sleep(0.05)
+    for pid in (server_pid, *job):
+        _wait_gone(pid, deadline, "the warm interpreter outlived its run")
 
 
 def _children(pid: int) -> list[int]:
