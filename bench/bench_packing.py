@@ -1,4 +1,4 @@
-"""Benchmark: padding-free (packed) training batches against padded ones on CPU.
+"""Benchmark: packed and length-chunked training batches against padded ones, on CPU.
 
 Issue 27 lists less padding as a lever for the embedded DAG: the toy's
 training batches are padded to their longest sequence. TRL's padding-free
@@ -14,7 +14,10 @@ toy's length spread:
 - the CPU seconds of one forward + backward each way (best of --reps,
   interleaved) and their ratio (packed / padded). Without a varlen attention
   kernel (flash-attn is GPU only) sdpa attends over the whole packed row, so
-  packing pays on CPU only if that costs less than the padding it saves.
+  packing pays on CPU only if that costs less than the padding it saves;
+- the same for the batch forwarded in 2, 3 and 4 length-sorted chunks
+  (`train.length_chunks`, lorascope.train.chunks: the same loss, each chunk
+  padded to its own longest row), with each one's padding share.
 
     OMP_NUM_THREADS=1 python bench/bench_packing.py
 """
@@ -27,6 +30,8 @@ from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM
+
+from lorascope.train.chunks import split_by_length
 
 TOY = Path(__file__).resolve().parents[1] / "resources" / "toy" / "base_model"
 
@@ -88,19 +93,30 @@ def main() -> None:
             input_ids=packed, position_ids=pos, labels=packed, use_cache=False
         ).loss.backward()
 
-    best = {"padded": float("inf"), "packed": float("inf")}
+    steps = {"padded": step_padded, "packed": step_packed}
+    inputs = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    n_items = int((labels[:, 1:] != -100).sum())  # as the Trainer counts them
+    for chunks in (2, 3, 4):
+        parts = split_by_length(inputs, chunks)
+        pad = 1 - sum(lens) / sum(p["input_ids"].numel() for p in parts)
+        name = f"{chunks} chunks (padding {pad:.3f})"
+
+        def step_chunked(parts=parts):
+            for part in parts:
+                model(**part, num_items_in_batch=n_items).loss.backward()
+
+        steps[name] = step_chunked
+    best = dict.fromkeys(steps, float("inf"))
     for rep in range(args.reps + 1):
-        for name, step in (("padded", step_padded), ("packed", step_packed)):
+        for name, step in steps.items():
             model.zero_grad(set_to_none=True)
             t = time.process_time()
             step()
             if rep:  # round 0 warms up, uncounted
                 best[name] = min(best[name], time.process_time() - t)
-    print(
-        f"fwd+bwd CPU s (best of {args.reps}): padded {best['padded']:.3f}, "
-        f"packed {best['packed']:.3f}, packed / padded = "
-        f"{best['packed'] / best['padded']:.2f}"
-    )
+    print(f"fwd+bwd CPU s (best of {args.reps}), and / padded:")
+    for name, seconds in best.items():
+        print(f"  {name:28s} {seconds:.3f}  {seconds / best['padded']:.2f}")
 
 
 if __name__ == "__main__":

@@ -240,6 +240,11 @@ def _file_problems(config: dict) -> list[str]:
     fsdp = config["train"]["fsdp_config"]
     if fsdp and not (Path(fsdp).is_file() or (REPO / fsdp).is_file()):
         out.append(f"train.fsdp_config: no file at {fsdp!r}")
+    if fsdp and config["train"]["length_chunks"] > 1:  # lorascope.train.chunks
+        out.append(
+            "train.length_chunks: chunked steps are for one-process runs; "
+            "with train.fsdp_config set use 1"
+        )
     return out
 
 

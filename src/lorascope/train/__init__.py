@@ -7,6 +7,8 @@ The `components` rule of the same file uses `lorascope.core.components`.
 
 - `trainer`: TRL SFTTrainer + PEFT, resumable checkpoints; the command line
   `python -m lorascope.train` (one process, or under `accelerate launch`).
+- `chunks`: each step's batch forwarded in length-sorted chunks
+  (`train.length_chunks`: the same loss, fewer padded tokens).
 """
 
-__all__ = ["trainer"]
+__all__ = ["chunks", "trainer"]

@@ -30,6 +30,7 @@ from lorascope.core.models import (
 from lorascope.core.processes import run_alive, stop_when_snakemake_dies
 from lorascope.core.runtime import resolve_device, seed_everything, start_gpu_job
 from lorascope.hub.fetch import read_snapshot
+from lorascope.train.chunks import LengthChunkedSteps
 from lorascope.train.steps import (
     STEPS_DIR,
     keep_steps_callback,
@@ -205,6 +206,9 @@ def train(
     """
     from trl import SFTTrainer
 
+    class Trainer(LengthChunkedSteps, SFTTrainer):
+        length_chunks = config["train"]["length_chunks"]
+
     out_dir = Path(out_dir)
     train_cfg, model_cfg = config["train"], config["model"]
     require_attention_kernel(model_cfg["attn_implementation"])  # before any work
@@ -220,7 +224,7 @@ def train(
         problem = target_modules_problem(names, targets, base_path)
         if problem:
             raise ValueError(problem)
-    trainer = SFTTrainer(
+    trainer = Trainer(
         model=model,
         args=args,
         train_dataset=load_sft(sft_parquet),
