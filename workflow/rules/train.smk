@@ -11,7 +11,8 @@ from lorascope.workflow.warm.jobs import python_command
 def train_settings(variant):
     """What training `variant` reads (the full fine-tune has no LoRA; the
     LoRA's checkpoint steps only in a sweep that has some)."""
-    keys = ["bf16", "gradient_checkpointing", "logging_steps", "save_steps", variant]
+    keys = ["bf16", "gradient_checkpointing", "logging_steps", "save_steps"]
+    keys += ["length_chunks", variant]
     keys += ["lora"] if variant == "rank1" else []
     sweep = ["sweep.checkpoints"] if variant == "rank1" and KEEP_STEPS else []
     keys = [*model_keys(), *(f"train.{k}" for k in keys), *sweep]
