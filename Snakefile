@@ -48,10 +48,11 @@ from lorascope.workflow.warm.jobs import start as start_warm_interpreter
 # about to run (not in a dry run, and only for the jobs scheduled), still
 # before any job starts (and removes its old outputs).
 onstart:
-    check_before_jobs(workflow, config)
     # A local run's CPU jobs start as forks of one interpreter that has
-    # imported torch & co. once (lorascope.workflow.warm).
+    # imported torch & co. once (lorascope.workflow.warm); started first, so
+    # that its imports overlap the checks.
     start_warm_interpreter(workflow, logger)
+    check_before_jobs(workflow, config)
     # Without `hardware` every job gets the profile's defaults and no GPU: on
     # a cluster that is a CPU run, say so before anything is submitted.
     if config["hardware"] is None and not workflow.local_exec:

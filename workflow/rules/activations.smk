@@ -34,6 +34,7 @@ rule extract_activations:
         manifest=mres("activations/manifest.json"),
     log:
         mlog("activations/extract_activations.log"),
+    priority: rule_priority("extract_activations")
     conda:
         "../../envs/train.yaml"
     resources:

@@ -58,6 +58,7 @@ rule feature_ablation:
         recovered=res("ablation/sae_recovered.json"),
     log:
         log_("causal/feature_ablation.log"),
+    priority: rule_priority("feature_ablation")
     conda:
         "../../envs/train.yaml"
     resources:

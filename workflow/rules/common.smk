@@ -28,7 +28,7 @@ from lorascope.workflow.wiring import RUNTIME_KEYS, JobConfig, declared, recorde
 from lorascope.core.names import is_toy, is_toy_benchmark
 from lorascope.hub.fetch import offline_for_jobs
 from lorascope.hub.names import hub_root, is_hub_id, snapshot_name
-from lorascope.workflow.resources import load_hardware, rule_resources
+from lorascope.workflow.resources import load_hardware, rule_priority, rule_resources
 from lorascope.workflow.sweep import member_pattern, sweep_members
 
 

@@ -19,6 +19,7 @@ rule train_sae:
         metrics=mres("sae/metrics.json"),
     log:
         mlog("sae/train_sae.log"),
+    priority: rule_priority("train_sae")
     conda:
         "../../envs/train.yaml"
     resources:
@@ -42,6 +43,7 @@ rule sae_features:
         **{table: mres(f"features/sae/{table}.parquet") for table in SAE_TABLES},
     log:
         mlog("sae/sae_features.log"),
+    priority: rule_priority("sae_features")
     conda:
         "../../envs/train.yaml"
     resources:

@@ -63,6 +63,7 @@ rule steering_sweep:
         sweep_md=res("steering/sweep.md"),
     log:
         log_("steering/steering_sweep.log"),
+    priority: rule_priority("steering_sweep")
     conda:
         "../../envs/train.yaml"
     resources:

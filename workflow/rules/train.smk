@@ -253,6 +253,7 @@ rule components:
         table=mres("components.parquet"),
     log:
         mlog("train/components.log"),
+    priority: rule_priority("components")
     conda:
         "../../envs/train.yaml"
     resources:

@@ -2,7 +2,7 @@
 
 Used by the `kl_ablation` and `steering_sweep` rules (via `lorascope.ablation.kl`
 and `lorascope.steering.sweep`). A component's scalar is the output of its `lora_A`
-(before scaling and `lora_B`), so a forward hook on each `lora_A` can rewrite it
+(before scaling and `lora_B`), so a wrapper of each `lora_A`'s forward can rewrite it
 as ``scalar * mult[v, c] + add[v, c]`` for batch row ``v``. Ablation sets
 ``mult`` to 0 for the chosen components; steering adds to ``add``. No weight
 is touched, so many variants share one batched forward.
@@ -14,7 +14,7 @@ and the benchmark compare the hook path against.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -83,15 +83,38 @@ class ScalarControl:
         before mult/add; None = keep the computed scalars."""
         self.record = False
         self._records: list[torch.Tensor | None] = [None] * len(layers)
-        self._handles = []
+        self._restore = []
         start = 0
         for i, layer in enumerate(layers):
             lora_a = layer.lora_A[_adapter_name(layer)]
             rank = lora_a.out_features
-            cols = slice(start, start + rank)
-            self._handles.append(lora_a.register_forward_hook(self._hook(i, cols)))
+            self._restore.append(self._install(lora_a, self._edit(i, start, rank)))
             start += rank
         self.n_components = start
+
+    @staticmethod
+    def _install(lora_a: nn.Module, edit) -> Callable[[], None]:
+        """Wrap `lora_a`'s forward (the class's, or an instance forward such
+        as `lorascope.activations.hooks.LoraCapture`'s) so its output goes
+        through `edit`; returns what puts the previous one back. Not a
+        forward hook: any hook sends every call of the module through
+        torch's slower hook path."""
+        had = "forward" in lora_a.__dict__
+        previous = lora_a.__dict__.get("forward")
+        inner = lora_a.forward
+
+        def forward(x, *args, **kwargs):
+            return edit(inner(x, *args, **kwargs))
+
+        lora_a.forward = forward
+
+        def restore() -> None:
+            if had:
+                lora_a.forward = previous
+            else:
+                del lora_a.forward
+
+        return restore
 
     # mult_VC / add_VC may be set from anywhere (numpy on the host, a config);
     # every hook mixes them in on the activation's own device and dtype, each
@@ -137,8 +160,10 @@ class ScalarControl:
             self._moved[key] = value.to(device=out.device, dtype=out.dtype)
         return self._moved[key]
 
-    def _hook(self, i: int, cols: slice):
-        def hook(_module, _inputs, out_BTR: torch.Tensor) -> torch.Tensor:
+    def _edit(self, i: int, start: int, rank: int):
+        cols = slice(start, start + rank)
+
+        def edit(out_BTR: torch.Tensor) -> torch.Tensor:
             set_VTC = self._edit_like("set", out_BTR)
             if set_VTC is not None:
                 out_BTR = set_VTC[:, :, cols].expand_as(out_BTR)
@@ -158,7 +183,7 @@ class ScalarControl:
                 self._records[i] = out_BTR.detach()
             return out_BTR
 
-        return hook
+        return edit
 
     def recorded(self) -> torch.Tensor:
         """Scalars of the last forward, [B, T, C] in component order."""
@@ -172,9 +197,10 @@ class ScalarControl:
         self._records = [None] * len(self._records)
 
     def remove(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles = []
+        """Put every lora_A's previous forward back (once)."""
+        for restore in reversed(self._restore):
+            restore()
+        self._restore = []
 
     def __enter__(self) -> ScalarControl:
         return self

@@ -106,10 +106,13 @@ def load_lora_model(base, adapter_dir: str | Path, is_trainable: bool = False):
 
     from lorascope.core.components import check_adapter
     from lorascope.core.finite import check_finite_files
+    from lorascope.core.lean_lora import install_lean_forwards
 
     check_adapter(adapter_dir, modules=None)  # clear error on a corrupt adapter
     check_finite_files(sorted(Path(adapter_dir).glob("*.safetensors")))
-    return PeftModel.from_pretrained(base, str(adapter_dir), is_trainable=is_trainable)
+    model = PeftModel.from_pretrained(base, str(adapter_dir), is_trainable=is_trainable)
+    install_lean_forwards(model)  # same arithmetic as PEFT's, less overhead
+    return model
 
 
 def load_lora_skeleton(

@@ -38,6 +38,7 @@ __all__ = [
     "formula",
     "load_hardware",
     "model_shape",
+    "rule_priority",
     "rule_needs",
     "rule_resources",
     "runtime_minutes",
@@ -260,6 +261,26 @@ def load_hardware(path: str | None, repo: str | Path = ".") -> Hardware | None:
         if place.is_file():
             return Hardware.from_file(place)
     raise ValueError(f"hardware: no file at {path!r} (nor under {repo})")
+
+
+# The DAG's longest chain: extraction feeds the SAE, the SAE its features'
+# ablation, that the steering sweep (the longest job of the embedded run).
+# Snakemake starts the ready job of highest priority first: without these,
+# the evaluation jobs ran first and the steering sweep ran last, alone on a
+# core (bench/bench_dag.py prints the timeline's critical path).
+LONGEST_CHAIN = (
+    "components",
+    "extract_activations",
+    "train_sae",
+    "sae_features",
+    "feature_ablation",
+    "steering_sweep",
+)
+
+
+def rule_priority(rule: str) -> int:
+    """The rule's `priority:` (1 on the longest chain, else 0)."""
+    return 1 if rule in LONGEST_CHAIN else 0
 
 
 def rule_needs(rule: str, config: dict, hw: Hardware, repo=".") -> Needs:

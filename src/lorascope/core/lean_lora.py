@@ -1,0 +1,79 @@
+"""A leaner forward for PEFT's LoRA Linear layers, with the same arithmetic.
+
+PEFT's `lora.Linear.forward` handles every case (mixed adapter batches,
+variants such as DoRA, dtype casts, merging, dropout), and on a small model
+that bookkeeping is a large share of a forward: on the toy, a greedy
+generation through a rank-1 LoRA spends about a third of its time inside
+the LoRA wrappers, most of it outside the matrix products. For the case
+every analysis here runs (one plain adapter, not merged, no dropout at work,
+matching dtypes) the layer computes
+
+    base_layer(x) + lora_B(lora_A(x)) * scaling
+
+which is what PEFT computes in that case, operation for operation, so the
+results are bit-identical (tests/unit/test_lean_lora.py). Each call checks
+the case first and hands anything else to PEFT's own forward. The submodules
+are called as modules, so hooks and instance forwards on `lora_A` (the
+scalar edits of `lorascope.ablation.scalar_control`, the capture of
+`lorascope.activations.hooks`) still run.
+
+`load_lora_model` installs it on every model it loads; training (TRL)
+keeps PEFT's forward.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+__all__ = ["install_lean_forwards"]
+
+
+def _lean_forward(layer: nn.Module, adapter: str):
+    peft_forward = type(layer).forward.__get__(layer)
+    base, lora_a = layer.base_layer, layer.lora_A[adapter]
+    lora_b, dropout = layer.lora_B[adapter], layer.lora_dropout[adapter]
+
+    def forward(x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        plain = (
+            not args
+            and not kwargs
+            and not layer.disable_adapters
+            and not layer.merged
+            and layer.active_adapters == [adapter]
+            and x.dtype == lora_a.weight.dtype
+            and (isinstance(dropout, nn.Identity) or not dropout.training)
+        )
+        if not plain:
+            return peft_forward(x, *args, **kwargs)
+        result = base(x)
+        return (result + lora_b(lora_a(x)) * layer.scaling[adapter]).to(result.dtype)
+
+    return forward
+
+
+def install_lean_forwards(peft_model: nn.Module) -> Callable[[], None]:
+    """Give every plain LoRA Linear of `peft_model` the lean forward; returns
+    what puts PEFT's back. Layers with a variant (DoRA) or several adapters
+    keep PEFT's forward."""
+    from peft.tuners.lora import Linear
+
+    patched = []
+    for module in peft_model.modules():
+        if type(module) is not Linear or "forward" in module.__dict__:
+            continue
+        names = list(module.lora_A)
+        if len(names) != 1 or names[0] in module.lora_variant:
+            continue
+        if module.scaling[names[0]] is None:
+            continue
+        module.forward = _lean_forward(module, names[0])
+        patched.append(module)
+
+    def restore() -> None:
+        for module in patched:
+            module.__dict__.pop("forward", None)
+
+    return restore
