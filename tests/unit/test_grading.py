@@ -1,5 +1,6 @@
 """Grading on realistic answer sections, including ones that must not match."""
 
+import os
 import time
 
 import pytest
@@ -286,10 +287,14 @@ def test_math_unparseable_answer_is_wrong_with_no_extraction():
     assert verdict == (None, False, False)
 
 
-def test_math_answers_that_never_finish_are_wrong_within_the_limit():
+@pytest.mark.parametrize("fork", [False, True], ids=["fresh", "forked"])
+def test_math_answers_that_never_finish_are_wrong_within_the_limit(fork):
     """math-verify alone never returns on these (sympy builds the tower);
-    each gets the time limit, grades wrong, and the next answer still grades."""
-    with MathChecker(timeout_s=1.5) as checker:
+    each gets the time limit, grades wrong, and the next answer still grades.
+    The child is a fresh interpreter, or a fork where math-verify is loaded."""
+    import math_verify  # noqa: F401 (what a fork inherits)
+
+    with MathChecker(timeout_s=1.5, fork=fork) as checker:
         checker.check("1", "1")  # start the child outside the timed part
         start = time.monotonic()
         for tower in ("\\boxed{10^{10^{10}}}", "\\boxed{9^{9^{9^{9}}}}"):
@@ -297,6 +302,10 @@ def test_math_answers_that_never_finish_are_wrong_within_the_limit():
             assert verdict == (None, False, True)
         assert time.monotonic() - start < 2 * 1.5 + 10  # two limits + restarts
         assert grade_answer("math", "12", "Answer: 12", None, checker).correct
+        assert checker.check("\\frac{1}{2}", "$0.5$")[1:] == (True, False)
+        pid = checker._proc.pid
+    with pytest.raises(ProcessLookupError):  # closed: the child is gone
+        os.kill(pid, 0)
 
 
 def test_math_unparseable_gold_fails_clearly_through_the_child():

@@ -69,6 +69,7 @@ PRELOAD = (
     "tqdm",
     "yaml",
     "snakemake.script",
+    "math_verify",  # graders fork their checking child (lorascope.core.math_answers)
 )
 # Environment variables Snakemake sets per job (shell(): thread counts from
 # the job's threads, TMPDIR and friends from its tmpdir resource).
