@@ -73,6 +73,7 @@ rule lora_features:
         **feature_tables("lora"),
     log:
         mlog("activations/lora_features.log"),
+    priority: rule_priority("lora_features")
     conda:
         "../../envs/train.yaml"
     resources:

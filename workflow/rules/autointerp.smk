@@ -76,6 +76,7 @@ rule autointerp_explain:
         usage=mres("autointerp/usage/explain_{kind}.parquet"),
     log:
         mlog("autointerp/explain_{kind}.log"),
+    priority: rule_priority("autointerp_explain")
     conda:
         "../../envs/interp.yaml"
     resources:

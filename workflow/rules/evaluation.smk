@@ -215,6 +215,7 @@ rule eval_generate:
         generations=directory(mres("eval/generations/{engine}")),
     log:
         mlog("eval/eval_generate_{engine}.log"),
+    priority: rule_priority("eval_generate")
     conda:
         "../../envs/vllm.yaml"
     resources:
@@ -239,6 +240,7 @@ rule eval_grade:
         samples=mres("eval/{variant}/{benchmark}.parquet"),
     log:
         mlog("eval/eval_grade_{variant}_{benchmark}.log"),
+    priority: rule_priority("eval_grade")
     conda:
         "../../envs/interp.yaml"
     resources:

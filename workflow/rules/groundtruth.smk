@@ -61,6 +61,7 @@ rule ground_truth:
         tokens=res("groundtruth/tokens.parquet"),
     log:
         log_("groundtruth/ground_truth.log"),
+    priority: rule_priority("ground_truth")
     conda:
         "../../envs/train.yaml"
     resources:
@@ -83,6 +84,7 @@ rule sae_architectures:
         md=res("groundtruth/sae_architectures.md"),
     log:
         log_("groundtruth/sae_architectures.log"),
+    priority: rule_priority("sae_architectures")
     conda:
         "../../envs/train.yaml"
     resources:

@@ -9,7 +9,8 @@ Plumbing:
   started it dies (even before the job got going), and commits nothing then.
 - `models`: load base models, tokenizers and adapters the same way everywhere;
   `saes`: load a saved SAE; `finite`: refuse weights or activations holding
-  NaN/Inf, naming the file, tensor and rows.
+  NaN/Inf, naming the file, tensor and rows; `lean_lora`: PEFT's LoRA
+  forward without its bookkeeping, the same arithmetic (`models` installs it).
 
 Artifact formats (written by one stage, read by others):
 - `components`: the component table `components.parquet`, the one ordering.
@@ -38,6 +39,7 @@ __all__ = [
     "grading",
     "io",
     "labels",
+    "lean_lora",
     "models",
     "processes",
     "runtime",

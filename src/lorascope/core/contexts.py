@@ -181,8 +181,20 @@ def population_text(what: str, act: Mapping) -> str:
 
 
 def token_strings(tokenizer) -> Callable[[Sequence[int]], list[str]]:
-    """Per-token display strings (each id decoded on its own)."""
-    return lambda ids: [tokenizer.decode([int(t)]) for t in ids]
+    """Per-token display strings (each id decoded on its own, once: a corpus
+    has far fewer distinct ids than tokens)."""
+    strings: dict[int, str] = {}
+
+    def decode(ids: Sequence[int]) -> list[str]:
+        out = []
+        for t in ids:
+            t = int(t)
+            if t not in strings:
+                strings[t] = tokenizer.decode([t])
+            out.append(strings[t])
+        return out
+
+    return decode
 
 
 def context_rows(topk: pl.DataFrame, sample: pl.DataFrame | None) -> pl.DataFrame:

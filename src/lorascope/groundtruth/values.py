@@ -80,5 +80,12 @@ def feature_values(
     else:
         raise ValueError(f"unknown feature kind {kind!r}")
     sign = features["sign"].to_numpy().astype(np.float32)
-    vals = units_TU[:, unit]
-    return np.where(sign == 0, np.abs(vals), vals * np.where(sign == 0, 1, sign))
+    # np.take gives a C-ordered copy (fancy indexing on columns a Fortran-
+    # ordered one, slow to work on); then values times sign, and |values|
+    # where the sign is 0, as np.where(sign == 0, |v|, v * sign) would.
+    vals = np.take(units_TU, unit, axis=1)
+    vals = vals.astype(np.result_type(vals.dtype, np.float32), copy=False)
+    vals *= np.where(sign == 0, 1, sign)
+    unsigned = sign == 0
+    vals[:, unsigned] = np.abs(vals[:, unsigned])
+    return vals

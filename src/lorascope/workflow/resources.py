@@ -263,24 +263,30 @@ def load_hardware(path: str | None, repo: str | Path = ".") -> Hardware | None:
     raise ValueError(f"hardware: no file at {path!r} (nor under {repo})")
 
 
-# The DAG's longest chain: extraction feeds the SAE, the SAE its features'
-# ablation, that the steering sweep (the longest job of the embedded run).
-# Snakemake starts the ready job of highest priority first: without these,
-# the evaluation jobs ran first and the steering sweep ran last, alone on a
-# core (bench/bench_dag.py prints the timeline's critical path).
-LONGEST_CHAIN = (
-    "components",
-    "extract_activations",
-    "train_sae",
-    "sae_features",
-    "feature_ablation",
-    "steering_sweep",
-)
+# Snakemake starts the ready job of highest priority first, and knows no
+# job's length. Left alone, it ran the evaluation first and the steering
+# sweep last, alone on a core, with the ground-truth jobs after it
+# (bench/bench_dag.py prints the timeline's critical path). Priority 2: the
+# longest chain (extraction feeds the SAE, the SAE its features' ablation,
+# that the steering sweep, the longest job); 1: the chain into ground truth
+# and the SAE architecture comparison after it; 0: jobs nothing long waits on.
+PRIORITIES = {
+    **dict.fromkeys(
+        ("components", "extract_activations", "train_sae", "sae_features",
+         "feature_ablation", "steering_sweep"),
+        2,
+    ),
+    **dict.fromkeys(
+        ("eval_generate", "eval_grade", "lora_features", "autointerp_explain",
+         "ground_truth", "sae_architectures"),
+        1,
+    ),
+}  # fmt: skip
 
 
 def rule_priority(rule: str) -> int:
-    """The rule's `priority:` (1 on the longest chain, else 0)."""
-    return 1 if rule in LONGEST_CHAIN else 0
+    """The rule's `priority:` (PRIORITIES; 0 for the others)."""
+    return PRIORITIES.get(rule, 0)
 
 
 def rule_needs(rule: str, config: dict, hw: Hardware, repo=".") -> Needs:
