@@ -21,6 +21,7 @@ rule kl_ablation:
         **{f"{t}_md": mres(f"ablation/{t}.md") for t in KL_TABLES},
     log:
         mlog("ablation/kl_ablation.log"),
+    priority: rule_priority("kl_ablation")
     conda:
         "../../envs/train.yaml"
     resources:

@@ -267,18 +267,20 @@ def load_hardware(path: str | None, repo: str | Path = ".") -> Hardware | None:
 # job's length. Left alone, it ran the evaluation first and the steering
 # sweep last, alone on a core, with the ground-truth jobs after it
 # (bench/bench_dag.py prints the timeline's critical path). Priority 2: the
-# longest chain (extraction feeds the SAE, the SAE its features' ablation,
-# that the steering sweep, the longest job); 1: the chain into ground truth
-# and the SAE architecture comparison after it; 0: jobs nothing long waits on.
+# longest chain and what joins it (extraction feeds the SAE, the SAE its
+# features' explanations and ablation, those and the components' KL the
+# steering sweep, the longest job); 1: the chain into ground truth and the
+# SAE architecture comparison after it; 0: jobs nothing long waits on.
 PRIORITIES = {
     **dict.fromkeys(
         ("components", "extract_activations", "train_sae", "sae_features",
-         "feature_ablation", "steering_sweep"),
+         "feature_ablation", "kl_ablation", "autointerp_explain",
+         "steering_sweep"),
         2,
     ),
     **dict.fromkeys(
-        ("eval_generate", "eval_grade", "lora_features", "autointerp_explain",
-         "ground_truth", "sae_architectures"),
+        ("eval_generate", "eval_grade", "lora_features", "ground_truth",
+         "sae_architectures"),
         1,
     ),
 }  # fmt: skip
