@@ -305,6 +305,20 @@ def test_every_rule_versions_its_own_code():
     assert len(names) >= 25
 
 
+def test_every_prioritised_rule_exists_and_reads_its_priority():
+    """A name in resources.PRIORITIES that no rule carries would change
+    nothing, silently: each must be a rule whose `priority:` asks for it."""
+    from lorascope.workflow.resources import PRIORITIES
+
+    blocks = {rule: block for _, rule, block in _rule_blocks()}
+    for rule in PRIORITIES:
+        assert rule in blocks, f"PRIORITIES names {rule!r}, which is no rule"
+        assert f'priority: rule_priority("{rule}")' in blocks[rule], rule
+    for rule, block in blocks.items():  # and no rule asks for another's
+        asked = re.findall(r'priority: rule_priority\("(\w+)"\)', block)
+        assert asked in ([], [rule]), f"rule {rule} asks for {asked}"
+
+
 # Placeholders of shell commands that are not one path, and why unquoted.
 UNQUOTED = {
     "params.gpus": "a number",
