@@ -16,6 +16,7 @@ rule adapters_ablate:
         mlog("adapters/adapters_ablate_{variant}.log"),
     wildcard_constraints:
         variant="|".join(ABLATED_GROUP),
+    priority: rule_priority("adapters_ablate")
     conda:
         "../../envs/train.yaml"
     resources:

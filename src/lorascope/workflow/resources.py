@@ -270,16 +270,17 @@ def load_hardware(path: str | None, repo: str | Path = ".") -> Hardware | None:
 # longest chain and what joins it (extraction feeds the SAE, the SAE its
 # features' explanations and ablation, those and the components' KL the
 # steering sweep, the longest job); 1: the chain into ground truth and the
-# SAE architecture comparison after it; 0: jobs nothing long waits on.
+# SAE architecture comparison after it; 0: jobs nothing long waits on. A
+# rule feeding a rule of priority p needs p too, or it holds that one back.
 PRIORITIES = {
     **dict.fromkeys(
         ("components", "extract_activations", "train_sae", "sae_features",
-         "feature_ablation", "kl_ablation", "autointerp_explain",
-         "steering_sweep"),
+         "lora_features", "feature_ablation", "kl_ablation",
+         "autointerp_explain", "steering_sweep"),
         2,
     ),
     **dict.fromkeys(
-        ("eval_generate", "eval_grade", "lora_features", "ground_truth",
+        ("adapters_ablate", "eval_generate", "eval_grade", "ground_truth",
          "sae_architectures"),
         1,
     ),
