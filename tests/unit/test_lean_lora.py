@@ -76,3 +76,19 @@ def test_gradients_match_peft(peft_model):
     after = grads()
     assert before.keys() == after.keys() and before
     assert all(torch.equal(before[n], after[n]) for n in before)
+
+
+def test_a_deep_copy_runs_its_own_weights(peft_model):
+    import copy
+
+    install_lean_forwards(peft_model)
+    lora = _logits(peft_model)
+    twin = copy.deepcopy(peft_model)
+    assert torch.equal(_logits(twin), lora)
+    with torch.no_grad():
+        for layer in lora_layers(twin):
+            layer.lora_B["default"].weight.zero_()
+    with twin.disable_adapter():
+        base = _logits(twin)
+    assert torch.equal(_logits(twin), base)  # the copy's zeroed B, not the original's
+    assert torch.equal(_logits(peft_model), lora)

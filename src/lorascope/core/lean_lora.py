@@ -23,6 +23,7 @@ keeps PEFT's forward.
 
 from __future__ import annotations
 
+import types
 from collections.abc import Callable
 
 import torch
@@ -31,27 +32,29 @@ from torch import nn
 __all__ = ["install_lean_forwards"]
 
 
-def _lean_forward(layer: nn.Module, adapter: str):
-    peft_forward = type(layer).forward.__get__(layer)
-    base, lora_a = layer.base_layer, layer.lora_A[adapter]
-    lora_b, dropout = layer.lora_B[adapter], layer.lora_dropout[adapter]
-
-    def forward(x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-        plain = (
-            not args
-            and not kwargs
-            and not layer.disable_adapters
-            and not layer.merged
-            and layer.active_adapters == [adapter]
-            and x.dtype == lora_a.weight.dtype
-            and (isinstance(dropout, nn.Identity) or not dropout.training)
-        )
-        if not plain:
-            return peft_forward(x, *args, **kwargs)
-        result = base(x)
-        return (result + lora_b(lora_a(x)) * layer.scaling[adapter]).to(result.dtype)
-
-    return forward
+def _lean_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+    """A LoRA Linear's forward: the plain case here, anything else PEFT's.
+    (Bound to the layer as a method, so a deep copy of the model rebinds it
+    to the copy.)"""
+    active = self.active_adapters
+    adapter = active[0] if len(active) == 1 else None
+    plain = (
+        adapter in self.lora_A
+        and adapter not in self.lora_variant
+        and not args
+        and not kwargs
+        and not self.disable_adapters
+        and not self.merged
+        and x.dtype == self.lora_A[adapter].weight.dtype
+    )
+    if plain:
+        dropout = self.lora_dropout[adapter]
+        plain = isinstance(dropout, nn.Identity) or not dropout.training
+    if not plain:
+        return type(self).forward(self, x, *args, **kwargs)
+    result = self.base_layer(x)
+    lora = self.lora_B[adapter](self.lora_A[adapter](x))
+    return (result + lora * self.scaling[adapter]).to(result.dtype)
 
 
 def install_lean_forwards(peft_model: nn.Module) -> Callable[[], None]:
@@ -69,7 +72,7 @@ def install_lean_forwards(peft_model: nn.Module) -> Callable[[], None]:
             continue
         if module.scaling[names[0]] is None:
             continue
-        module.forward = _lean_forward(module, names[0])
+        module.forward = types.MethodType(_lean_forward, module)
         patched.append(module)
 
     def restore() -> None:
