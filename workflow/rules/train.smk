@@ -95,9 +95,9 @@ def launcher(wildcards, resources):
     interpreter reruns nothing.) A command of several words, so the shell
     command uses it unquoted: every path inside is quoted here (a checkout
     path with a space)."""
-    gpus = int(getattr(resources, "gpu", 0) or 0)
+    gpus = job_gpus(wildcards, resources)
     python = python_bin()
-    if gpus <= 1:  # a local CPU run: through the warm interpreter
+    if gpus <= 1:  # one process (on CPU, through the warm interpreter)
         return python_command(python, gpus)
     fsdp = config["train"]["fsdp_config"] or "workflow/accelerate/fsdp.yaml"
     # accelerate sits beside the interpreter (a conda env puts both on PATH).

@@ -8,16 +8,18 @@ as ``scalar * mult[v, c] + add[v, c]`` for batch row ``v``. Ablation sets
 is touched, so many variants share one batched forward.
 
 `zeroed_lora_b` (weight editing) exists only as the naive reference that tests
-and the benchmark compare the hook path against.
+and the benchmark compare the scalar edits against.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import nn
+
+from lorascope.core.lean_lora import wrap_output
 
 __all__ = ["ScalarControl", "check_table", "lora_layers", "zeroed_lora_b"]
 
@@ -88,33 +90,9 @@ class ScalarControl:
         for i, layer in enumerate(layers):
             lora_a = layer.lora_A[_adapter_name(layer)]
             rank = lora_a.out_features
-            self._restore.append(self._install(lora_a, self._edit(i, start, rank)))
+            self._restore.append(wrap_output(lora_a, self._edit(i, start, rank)))
             start += rank
         self.n_components = start
-
-    @staticmethod
-    def _install(lora_a: nn.Module, edit) -> Callable[[], None]:
-        """Wrap `lora_a`'s forward (the class's, or an instance forward such
-        as `lorascope.activations.hooks.LoraCapture`'s) so its output goes
-        through `edit`; returns what puts the previous one back. Not a
-        forward hook: any hook sends every call of the module through
-        torch's slower hook path."""
-        had = "forward" in lora_a.__dict__
-        previous = lora_a.__dict__.get("forward")
-        inner = lora_a.forward
-
-        def forward(x, *args, **kwargs):
-            return edit(inner(x, *args, **kwargs))
-
-        lora_a.forward = forward
-
-        def restore() -> None:
-            if had:
-                lora_a.forward = previous
-            else:
-                del lora_a.forward
-
-        return restore
 
     # mult_VC / add_VC may be set from anywhere (numpy on the host, a config);
     # every hook mixes them in on the activation's own device and dtype, each

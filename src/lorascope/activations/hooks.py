@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator, Sequence
 import torch
 
 from lorascope.core.components import component_label, lora_modules
+from lorascope.core.lean_lora import wrap_output
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +59,8 @@ def _backbone(model):
 class LoraCapture:
     """Every lora_A writes `x @ A.T` into `buf[..., cols]` as it runs.
 
-    Not a forward hook: any hook sends every call of the module through
-    torch's slow hook path, which cost 5-10% of the toy's forward
-    (bench/bench_extract.py). Each lora_A gets an instance `forward` that
-    calls the one it had and copies the output; `remove` restores it.
+    Not a forward hook (`lorascope.core.lean_lora.wrap_output` says why):
+    each lora_A's forward is wrapped to copy its output; `remove` restores it.
     """
 
     def __init__(self, peft_model, adapter: str = "default"):
@@ -88,29 +87,17 @@ class LoraCapture:
         self._restore = [self._install(i, m) for i, m in enumerate(self.modules)]
 
     def _install(self, i: int, module) -> Callable[[], None]:
-        """Wrap `module`'s forward (the class's or an earlier capture's);
-        returns what puts the previous one back."""
-        had = "forward" in module.__dict__
-        previous = module.__dict__.get("forward")
-        inner = module.forward
+        """Copy `module`'s output into the buffer while recording; returns
+        what puts its previous forward back."""
         cols = self.slices[i]
 
-        def forward(x, *args, **kwargs):
-            out_BLr = inner(x, *args, **kwargs)
+        def record(out_BLr: torch.Tensor) -> torch.Tensor:
             if self.buf is not None:
                 self.buf[..., cols].copy_(out_BLr)
                 self.calls[i] += 1
             return out_BLr
 
-        module.forward = forward
-
-        def restore():
-            if had:
-                module.forward = previous
-            else:
-                del module.forward
-
-        return restore
+        return wrap_output(module, record)
 
     @contextlib.contextmanager
     def recording(self, buf_BLC: torch.Tensor) -> Iterator[torch.Tensor]:

@@ -19,6 +19,11 @@ scalar edits of `lorascope.ablation.scalar_control`, the capture of
 
 `load_lora_model` installs it on every model it loads; training (TRL)
 keeps PEFT's forward.
+
+`wrap_output` is the hook-free way to read or edit a submodule's output
+(`lora_A`'s scalars): any forward hook sends every call of a module through
+torch's slower hook path, which cost 5-10% of the toy's forward
+(bench/bench_extract.py).
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-__all__ = ["install_lean_forwards"]
+__all__ = ["install_lean_forwards", "wrap_output"]
 
 
 def _lean_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
@@ -58,25 +63,42 @@ def _lean_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
 
 
 def install_lean_forwards(peft_model: nn.Module) -> Callable[[], None]:
-    """Give every plain LoRA Linear of `peft_model` the lean forward; returns
-    what puts PEFT's back. Layers with a variant (DoRA) or several adapters
-    keep PEFT's forward."""
+    """Give every LoRA Linear of `peft_model` the lean forward (which hands
+    what is not the plain case to PEFT's, call by call); returns what puts
+    PEFT's back."""
     from peft.tuners.lora import Linear
 
     patched = []
     for module in peft_model.modules():
-        if type(module) is not Linear or "forward" in module.__dict__:
-            continue
-        names = list(module.lora_A)
-        if len(names) != 1 or names[0] in module.lora_variant:
-            continue
-        if module.scaling[names[0]] is None:
-            continue
-        module.forward = types.MethodType(_lean_forward, module)
-        patched.append(module)
+        if type(module) is Linear and "forward" not in module.__dict__:
+            module.forward = types.MethodType(_lean_forward, module)
+            patched.append(module)
 
     def restore() -> None:
         for module in patched:
             module.__dict__.pop("forward", None)
+
+    return restore
+
+
+def wrap_output(
+    module: nn.Module, fn: Callable[[torch.Tensor], torch.Tensor]
+) -> Callable[[], None]:
+    """Send `module`'s output through `fn` by wrapping its forward (the
+    class's, or an earlier wrapper's); returns what puts the previous one back."""
+    had = "forward" in module.__dict__
+    previous = module.__dict__.get("forward")
+    inner = module.forward
+
+    def forward(x, *args, **kwargs):
+        return fn(inner(x, *args, **kwargs))
+
+    module.forward = forward
+
+    def restore() -> None:
+        if had:
+            module.forward = previous
+        else:
+            del module.forward
 
     return restore

@@ -32,6 +32,7 @@ import logging
 import os
 import queue
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -282,8 +283,6 @@ class _ForkedChild:
         if pid == 0:  # never returns: os._exit skips the parent's atexit work
             status = 1
             try:
-                import signal
-
                 for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                     signal.signal(sig, signal.SIG_DFL)
                 os.dup2(child_in, 0)
@@ -308,7 +307,7 @@ class _ForkedChild:
 
     def kill(self) -> None:
         try:
-            os.kill(self.pid, 9)
+            os.kill(self.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
 

@@ -83,9 +83,9 @@ def feature_values(
     # np.take gives a C-ordered copy (fancy indexing on columns a Fortran-
     # ordered one, slow to work on); then values times sign, and |values|
     # where the sign is 0, as np.where(sign == 0, |v|, v * sign) would.
+    unsigned = sign == 0
     vals = np.take(units_TU, unit, axis=1)
     vals = vals.astype(np.result_type(vals.dtype, np.float32), copy=False)
-    vals *= np.where(sign == 0, 1, sign)
-    unsigned = sign == 0
+    vals *= np.where(unsigned, 1, sign)
     vals[:, unsigned] = np.abs(vals[:, unsigned])
     return vals
