@@ -5,7 +5,8 @@ Runs every generation job of the toy eval exactly as rule eval_generate does
 loading and engine start-up included), one job at a time, first with
 backend hf (one job per variant, in this interpreter) and then with backend
 vllm (two engines: base + the three LoRA variants in one call, and the full
-fine-tune; in eval.vllm.python), with vLLM's enforce_eager as the config
+fine-tune; in one job or two as eval.vllm.one_job resolves it, in
+eval.vllm.python), with vLLM's enforce_eager as the config
 resolves it (null: eager on CPU) and, with `--compiled`, once more compiled.
 Prints each job's wall and CPU time (the job and every process it waited
 for), the totals, the CPU ratio vllm / hf, and how many completions each
@@ -46,14 +47,11 @@ import polars as pl
 import yaml
 
 from lorascope.core.config import validate
+from lorascope.evaluation.engines import engine_groups
 
 REPO = Path(__file__).resolve().parents[1]
 LORAS = ["rank1", "rank1-attn-ablated", "rank1-mlp-ablated"]
 VARIANTS = ["base", *LORAS, "full"]
-ENGINES = {
-    "hf": {v: [v] for v in VARIANTS},
-    "vllm": {"base-and-loras": ["base", *LORAS], "full": ["full"]},
-}
 # The eval keys a generation job reads (rule eval_generate's spec).
 KEYS = ("max_new_tokens", "batch_size", "context_length", "think_prefill")
 KEYS += ("budget_forcing", "vllm")
@@ -127,10 +125,18 @@ def main() -> None:
     modes = {"hf": ("hf", sys.executable, {}), "vllm": ("vllm", str(vllm_python), {})}
     if args.compiled:
         modes["vllm compiled"] = ("vllm", str(vllm_python), {"enforce_eager": False})
+
+    def jobs_of(backend: str) -> dict[str, list[str]]:
+        """The generation jobs as rule eval_generate groups the variants."""
+        groups = engine_groups(
+            backend, ev["vllm"], config["device"], VARIANTS, LORAS[1:]
+        )
+        return groups[0]
+
     wall, cpu = {}, {}
     for mode, (backend, python, vllm_over) in modes.items():
         wall[mode] = cpu[mode] = 0.0
-        for engine, variants in ENGINES[backend].items():
+        for engine, variants in jobs_of(backend).items():
             eval_cfg = {"backend": backend} | {k: ev[k] for k in KEYS}
             eval_cfg["vllm"] = ev["vllm"] | vllm_over
             spec = {
@@ -160,7 +166,7 @@ def main() -> None:
         line = f"{mode:13s} total: wall {wall[mode]:7.1f} s  cpu {cpu[mode]:7.1f} s"
         if mode != "hf":
             same = total = 0
-            for engine, variants in ENGINES["vllm"].items():
+            for engine, variants in jobs_of("vllm").items():
                 for v, b in ((v, b) for v in variants for b in bench):
                     a = pl.read_parquet(out_dir / mode / engine / v / b.name)
                     h = pl.read_parquet(out_dir / "hf" / v / v / b.name)

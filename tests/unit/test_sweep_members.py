@@ -206,3 +206,16 @@ def test_plan_split_puts_each_rule_on_its_side():
     # shared: train_full 10 + 2 of 8 engine jobs (4); own: 4 + 2 + 12 = 18.
     assert "shared stages" in hours and " 14;" in hours
     assert "own stages 18 (4.5 per member" in hours
+
+
+def test_plan_split_counts_one_shared_engine_job_where_vllm_merges_them():
+    from lorascope.workflow.sweep import plan_split
+
+    # vLLM on device cpu (eval.vllm.one_job null): the base, its LoRAs and
+    # the full fine-tune share one job, so 1 of the 8 engine jobs is shared.
+    cfg = _cfg({"ranks": [1, 4], "checkpoints": [5]}, device="cpu")
+    cfg["eval"]["backend"] = "vllm"
+    rows = [{"rule": "eval_generate", "jobs": 8, "gpu_h": 16.0}]
+    _, hours = plan_split(cfg, rows)
+    assert "shared stages" in hours and " 2;" in hours
+    assert "own stages 14 (3.5 per member" in hours

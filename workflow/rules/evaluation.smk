@@ -2,14 +2,14 @@
 #
 # Generation is split from grading: a generation job writes raw completions to
 # eval/generations/{engine}/ and cheap per-benchmark grading jobs read them, so
-# a grader change never reruns generation. With backend vllm one engine (one
-# job) serves the base and every LoRA variant through LoRARequest and the full
-# fine-tune, a different model, gets a second engine; with backend hf each
-# variant is its own job, so a local or SLURM run generates them in parallel.
+# a grader change never reruns generation. Which variants a job serves:
+# lorascope.evaluation.engines (backend hf: one each; vllm: one engine for the
+# base and its LoRAs, a second for the full fine-tune, in the same job or not).
 # Generation is a command (python -m lorascope.evaluation), not a script:
 # vLLM runs in its own interpreter (eval.vllm.python) and spawns its engine.
 import shlex
 
+from lorascope.evaluation.engines import engine_groups
 from lorascope.workflow.warm.jobs import python_command
 
 
@@ -170,14 +170,9 @@ def table_model_inputs(wildcards):
 
 EVAL = config["eval"]
 
-if EVAL["backend"] == "vllm":
-    ENGINES = {"base-and-loras": ["base", *LORA_VARIANTS], "full": ["full"]}
-    # A sweep member's own: its LoRA apart, so the sweep's recovery (rank1
-    # only) does not wait on the ablated variants.
-    MEMBER_ENGINES = {"rank1": ["rank1"], "ablated": list(ABLATED_GROUP)}
-else:
-    ENGINES = {v: [v] for v in VARIANTS}
-    MEMBER_ENGINES = {v: [v] for v in LORA_VARIANTS}
+ENGINES, MEMBER_ENGINES = engine_groups(
+    EVAL["backend"], EVAL["vllm"], config["device"], VARIANTS, list(ABLATED_GROUP)
+)
 ENGINE_OF = {v: e for e, vs in ENGINES.items() for v in vs}
 MEMBER_ENGINE_OF = {v: e for e, vs in MEMBER_ENGINES.items() for v in vs}
 

@@ -8,11 +8,12 @@ Produces: `data/bench/{benchmark}.parquet`, `eval/generations/{engine}/`,
 `tables/table{1,2}.{parquet,md}`.
 
 - `benchmarks`: registry and loaders, normalised to one schema.
-- `generation`: one generation job (hf per variant, or one vLLM engine);
+- `engines`: which variants each generation job serves;
+- `generation`: one generation job (hf per variant, or vLLM engines);
   `vllm_engine`: the vLLM backend; `job` (`python -m lorascope.evaluation`):
   the command rule `eval_generate` runs, in the backend's interpreter.
 - `tables`: Tables 1 and 2 with paired bootstrap intervals.
 Grading and greedy decoding are shared with steering: `lorascope.core`.
 """
 
-__all__ = ["benchmarks", "generation", "job", "tables", "vllm_engine"]
+__all__ = ["benchmarks", "engines", "generation", "job", "tables", "vllm_engine"]

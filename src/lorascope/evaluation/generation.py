@@ -8,7 +8,9 @@ budget, same greedy decode, same outputs:
 - `hf`: `lorascope.core.decoding.generate_hf` per variant (the decode
   steering reuses);
 - `vllm`: `lorascope.evaluation.vllm_engine.generate_vllm`, one engine and
-  one call for the base and every LoRA variant of the job.
+  one call for the base and every LoRA variant of the job, and one more
+  engine, after it, for a full fine-tune in the same job
+  (`lorascope.evaluation.engines`).
 
 `eval.think_prefill` decides which variants' prompts end with the think
 marker: `all` (every variant is asked in the trained format) or `not_base`
@@ -106,26 +108,29 @@ def generate_benchmarks(
     if backend == "vllm":
         from lorascope.evaluation.vllm_engine import generate_vllm
 
+        # One engine per model: the base serves its LoRA variants, a full
+        # fine-tune (eval.vllm.one_job) gets the next engine.
         rev = model_cfg.get("revision")
-        roots = {resolve_model_dir(m, rev) for m, _ in models.values()}
-        if len(roots) != 1:
-            raise ValueError(f"one vLLM engine serves one model, got {sorted(roots)}")
-        ((root, revision),) = roots
-        completions = generate_vllm(
-            root,
-            tokenizer,
-            prompts,
-            {v: a for v, (_, a) in models.items()},
-            max_new_tokens=eval_cfg["max_new_tokens"],
-            vllm_cfg=eval_cfg["vllm"],
-            context=eval_cfg["context_length"],
-            dtype=model_cfg["dtype"],
-            revision=revision,
-            seed=seed,
-            names=names,
-            device=device,
-            forcing=forcing,
-        )
+        engines: dict[tuple[str, str | None], dict[str, str | None]] = {}
+        for variant, (model_dir, adapter) in models.items():
+            engines.setdefault(resolve_model_dir(model_dir, rev), {})[variant] = adapter
+        completions = {}
+        for (root, revision), adapters in engines.items():
+            completions |= generate_vllm(
+                root,
+                tokenizer,
+                prompts,
+                adapters,
+                max_new_tokens=eval_cfg["max_new_tokens"],
+                vllm_cfg=eval_cfg["vllm"],
+                context=eval_cfg["context_length"],
+                dtype=model_cfg["dtype"],
+                revision=revision,
+                seed=seed,
+                names=names,
+                device=device,
+                forcing=forcing,
+            )
     elif backend == "hf":
         completions = _generate_hf(
             models, tokenizer, prompts, names, eval_cfg, model_cfg, device, forcing

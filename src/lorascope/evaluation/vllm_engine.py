@@ -33,6 +33,7 @@ GPU, where they pay.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -180,8 +181,8 @@ def generate_vllm(
         max_loras += 1
     kv_gib = vllm_cfg["kv_cache_gib"]
     if in_process:
-        # vLLM reads this when the engine is built (a process-wide switch;
-        # the job builds one engine and exits).
+        # vLLM reads this when an engine is built (a process-wide switch:
+        # every engine of the job runs in process).
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
     engine_len = min(ctx, longest)
     eager = _enforce_eager(vllm_cfg, device)
@@ -257,16 +258,22 @@ def generate_vllm(
             out[i] = list(o.outputs[0].token_ids)
         return out
 
-    new_ids = force(
-        step,
-        tokenizer,
-        flat_prompts,
-        flat_budgets,
-        flat_forcing,
-        stops,
-        tags=flat_loras,
-        names=list(names) * len(variants) if names is not None else None,
-    )
+    try:
+        new_ids = force(
+            step,
+            tokenizer,
+            flat_prompts,
+            flat_budgets,
+            flat_forcing,
+            stops,
+            tags=flat_loras,
+            names=list(names) * len(variants) if names is not None else None,
+        )
+    finally:
+        # The job may start another engine next (eval.vllm.one_job): this
+        # one's memory (and worker processes) go first.
+        llm = step = None
+        gc.collect()
     results, start = {}, 0
     for v in variants:
         rows = zip(new_ids[start : start + len(encoded[v])], budgets[v], strict=True)

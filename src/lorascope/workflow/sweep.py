@@ -23,6 +23,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from lorascope.evaluation.engines import shared_generation_jobs
+
 __all__ = ["Member", "sweep_members", "member_pattern"]
 
 
@@ -142,7 +144,6 @@ MEMBER_RULES = frozenset(
     "autointerp_explain autointerp_categories autointerp_assign autointerp_score "
     "autointerp_summary".split()
 )
-SHARED_ENGINES = 2  # eval_generate jobs of the base and the full fine-tune
 
 
 def plan_split(config: dict, rows: list[dict]) -> list[str]:
@@ -152,9 +153,10 @@ def plan_split(config: dict, rows: list[dict]) -> list[str]:
     if len(members) == 1:
         return []
     shared = own = 0.0
+    shared_jobs = shared_generation_jobs(config["eval"], config["device"])
     for row in rows:
         if row["rule"] == "eval_generate" and row["jobs"]:
-            part = row["gpu_h"] * min(SHARED_ENGINES, row["jobs"]) / row["jobs"]
+            part = row["gpu_h"] * min(shared_jobs, row["jobs"]) / row["jobs"]
             shared, own = shared + part, own + row["gpu_h"] - part
         elif row["rule"] in MEMBER_RULES:
             own += row["gpu_h"]
