@@ -395,6 +395,66 @@ def test_generated_positions_leave_the_prompt_pass_alone(lora, toy_tokenizer):
             pass
 
 
+@pytest.mark.parametrize("where", ["all", "generated", "residual"])
+def test_alphas_sharing_generate_calls_equal_one_call_per_alpha(
+    lora64, toy_tokenizer, where
+):
+    """Several strengths in the same generate calls (each row its own shift,
+    set per call through on_batch) give what one call per strength gives:
+    scalar shifts at every position or only generated ones, and residual
+    shifts."""
+    from vllm_support import assert_same_greedy
+
+    from lorascope.steering.residual import (
+        ResidualShift,
+        ResidualSpec,
+        lora_a_direction,
+    )
+    from lorascope.steering.sweep import applied
+
+    model, table, control = lora64
+    problems = ["What is 1+2?", "What is 12+34?", "What is 5+5?"]
+    prompts = build_prompts(toy_tokenizer, problems)
+    alphas = [2.0, -15.0, 60.0]
+    shift, delta_C, positions = None, np.zeros(table.height), "all"
+    if where == "residual":
+        spec = ResidualSpec(1, "up", lora_a_direction(model, 1, "up", 0))
+        shift = ResidualShift(model, spec)
+    else:
+        delta_C, positions = component_direction(table.height, 4, 1.0), where
+    # 9 rows in calls of 4 (sorted by prompt length): strengths share calls
+    rows = [p for _ in alphas for p in prompts]
+    alpha_R = np.repeat(alphas, len(prompts))
+    calls = []
+    with applied(model, control, delta_C, alpha_R, positions, shift) as on_batch:
+
+        def record(idx):
+            calls.append(sorted({float(alpha_R[i]) for i in idx}))
+            on_batch(idx)
+
+        together = generate_hf(
+            model, toy_tokenizer, rows, max_new_tokens=10, batch_size=4,
+            progress=False, on_batch=record,
+        )  # fmt: skip
+    assert any(len(c) > 1 for c in calls), calls
+    texts = {}
+    for a, alpha in enumerate(alphas):
+        with applied(model, control, delta_C, alpha, positions, shift):
+            alone = generate_hf(model, toy_tokenizer, prompts, max_new_tokens=10,
+                                batch_size=3, progress=False)  # fmt: skip
+            mine = together[a * len(prompts) : (a + 1) * len(prompts)]
+            # float64: equal decodes expected; the near-tie escape's forward
+            # is steered at every position (as the decode is under `all`)
+            eos = toy_tokenizer.eos_token_id
+            assert_same_greedy(model, toy_tokenizer, prompts, mine, alone, eos)
+        texts[alpha] = [c.text for c in alone]
+    if shift is not None:
+        shift.remove()
+    # the strengths steer differently, so each row got its own
+    assert len({tuple(t) for t in texts.values()}) == len(alphas)
+    assert control.add_VC is None
+
+
 def test_steering_kl_masks_and_sequence_average(lora64, toy_tokenizer):
     model, table, control = lora64
     ids_T = ids(toy_tokenizer)

@@ -50,11 +50,13 @@ def graded_generations(
     batch_size: int,
     system: str | None = None,
     fallback: bool = True,
+    on_batch=None,
 ) -> tuple[np.ndarray, list[Completion]]:
     """Greedy completions of the benchmark rows and whether each is correct.
 
     Grading passes `truncated` (a completion cut at its budget without an
-    answer is wrong) and eval.grade_without_answer_marker as `fallback`.
+    answer is wrong) and eval.grade_without_answer_marker as `fallback`;
+    `on_batch` goes to `generate_hf` (per-row edits).
     """
     prompts = build_prompts(tokenizer, [r["problem"] for r in bench_rows], system)
     comps = generate_hf(
@@ -65,6 +67,7 @@ def graded_generations(
         batch_size=batch_size,
         names=[f"problem {r.get('id', i)!r}" for i, r in enumerate(bench_rows)],
         progress=False,
+        on_batch=on_batch,
     )
     correct = np.array(
         [

@@ -24,7 +24,7 @@ whole budget without a stop token (truncated).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import NamedTuple
 
 import torch
@@ -172,10 +172,11 @@ def _hold_stops(start: int, least_B: torch.Tensor, stops: Sequence[int]):
     return HoldStops()
 
 
-def _hf_step(model, pad_id: int, batch_size: int, bar):
+def _hf_step(model, pad_id: int, batch_size: int, bar, on_batch=None):
     """A `forcing.Step` on an HF model: the requests sorted by length and
     batched (less padding), left-padded so every row's new tokens start at
-    the same column, each row stopping at its own budget."""
+    the same column, each row stopping at its own budget. `on_batch` gets
+    the tags of each generate call's rows (generate_hf: prompt indices)."""
     from transformers import (
         GenerationConfig,
         LogitsProcessorList,
@@ -216,6 +217,8 @@ def _hf_step(model, pad_id: int, batch_size: int, bar):
                     if bool((least_B > 0).any())
                     else []
                 )
+                if on_batch is not None:
+                    on_batch([r.tag for r in rows])
                 with _blank_generation_config(model):
                     seqs_BS = model.generate(
                         input_ids=ids_BT.to(device),
@@ -249,6 +252,7 @@ def generate_hf(
     desc: str = "generate",
     progress: bool = True,
     forcing: BudgetForcing | None = None,
+    on_batch: Callable[[list[int]], None] | None = None,
 ) -> list[Completion]:
     """Greedy completions of `prompts` (strings ending at the think marker).
 
@@ -257,7 +261,10 @@ def generate_hf(
     by length before batching (less padding) and returned in the input
     order. Padding is on the left so every row's new tokens start at the
     same column; each row stops at its own budget. `forcing` applies s1's
-    budget forcing to every prompt (`lorascope.core.forcing`).
+    budget forcing to every prompt (`lorascope.core.forcing`). `on_batch`,
+    called before each generate call with the indices (into `prompts`) of
+    its rows in row order, lets a caller set per-row edits (steering many
+    alphas in one call).
     """
     if batch_size < 1 or max_new_tokens < 1:
         raise ValueError("batch_size and max_new_tokens must be >= 1")
@@ -272,7 +279,7 @@ def generate_hf(
     # A forced prompt is generated in rounds: the bar counts requests then.
     total = len(prompts) if forcing is None else None
     with tqdm(total=total, desc=desc, disable=not progress) as bar:
-        step = _hf_step(model, pad_id, batch_size, bar)
+        step = _hf_step(model, pad_id, batch_size, bar, on_batch)
         new_ids = force(
             step,
             tokenizer,
@@ -280,6 +287,7 @@ def generate_hf(
             budgets,
             [forcing] * len(prompts),
             stops,
+            tags=range(len(prompts)),
             names=names,
         )
     return [

@@ -12,6 +12,7 @@ unsteered prompt pass, as in the public lora_A steering script).
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -51,21 +52,42 @@ def applied(
     model,
     control: ScalarControl,
     delta_C: np.ndarray,
-    alpha: float,
+    alpha: float | Sequence[float],
     positions: str = "all",
     shift: ResidualShift | None = None,
 ):
     """Generation context: alpha x delta_C on the scalars (and alpha x the
-    residual `shift`), at every position or only at generated ones."""
+    residual `shift`), at every position or only at generated ones.
+
+    `alpha` is one value for every row, or one per prompt (several
+    strengths in one generate call): then the context yields the
+    `on_batch` to pass to `generate_hf`, which sets each call's rows."""
     if positions not in POSITIONS:
         raise ValueError(f"steering.positions: {positions!r} not in {POSITIONS}")
-    add_1C = torch.as_tensor(alpha * delta_C, dtype=torch.float32)[None]
-    scale_1 = torch.tensor([float(alpha)])
+    alpha_R = np.atleast_1d(np.asarray(alpha, dtype=np.float64))
+    rows = {}  # the shifts of the rows of the generate call under way
 
-    def switch(on: bool) -> None:
-        control.add_VC = add_1C if on else None
+    def select(alpha_V: np.ndarray) -> None:
+        # each row's alpha x delta as numpy computes it for one alpha
+        add_VC = np.stack([float(a) * delta_C for a in alpha_V])
+        rows["add"] = torch.as_tensor(add_VC, dtype=torch.float32)
+        rows["scale"] = torch.as_tensor(alpha_V, dtype=torch.float32)
+
+    select(alpha_R[:1])  # one alpha: the same shift on every row ([1, C])
+    on = False
+
+    def switch(state: bool) -> None:
+        nonlocal on
+        on = state
+        control.add_VC = rows["add"] if on else None
         if shift is not None:
-            shift.scale_V = scale_1 if on else None
+            shift.scale_V = rows["scale"] if on else None
+
+    def on_batch(prompts: list[int]) -> None:
+        """The strengths of one generate call's rows (prompt indices)."""
+        if np.ndim(alpha):
+            select(alpha_R[prompts])
+            switch(on)
 
     control.clear()
     handle = None
@@ -77,7 +99,7 @@ def applied(
         )
     switch(positions == "all")
     try:
-        yield
+        yield on_batch
     finally:
         if handle is not None:
             handle.remove()

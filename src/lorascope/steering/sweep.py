@@ -41,6 +41,7 @@ from lorascope.steering.targets import Target
 
 __all__ = [
     "POSITIONS",
+    "alpha_metrics",
     "applied",
     "backtrack_stats",
     "collect_scalars",
@@ -120,43 +121,68 @@ def steering_kl(
     return kl_GA / max(total, 1)
 
 
-def generation_metrics(
+def alpha_metrics(
     model,
     tokenizer,
     control: ScalarControl,
     bench_rows: list[dict],
     add_C: np.ndarray,
+    alphas: list[float],
     *,
     words: list[str],
     max_new_tokens: int,
     batch_size: int,
     system: str | None = None,
-    alpha: float = 1.0,
     positions: str = "all",
     shift: ResidualShift | None = None,
     fallback: bool = True,
-) -> dict[str, float]:
-    """Greedy generations with alpha x `add_C` added to the scalars (and alpha
-    x the residual `shift`): accuracy, backtracking. Grading passes
-    `truncated` (and eval.grade_without_answer_marker as `fallback`)."""
-    with applied(model, control, add_C, alpha, positions, shift):
+) -> list[dict[str, float]]:
+    """Per alpha, greedy generations with alpha x `add_C` added to the
+    scalars (and alpha x the residual `shift`): accuracy, backtracking.
+    Every alpha's prompts go through the same generate calls (`batch_size`
+    rows each, whatever their alpha), each row with its own shift. Grading
+    passes `truncated` (and eval.grade_without_answer_marker as
+    `fallback`)."""
+    n = len(bench_rows)
+    alpha_R = np.repeat(np.asarray(alphas, dtype=np.float64), n)
+    with applied(model, control, add_C, alpha_R, positions, shift) as on_batch:
         correct, comps = graded_generations(
-            model, tokenizer, bench_rows, max_new_tokens=max_new_tokens,
-            batch_size=batch_size, system=system, fallback=fallback,
+            model, tokenizer, bench_rows * len(alphas),
+            max_new_tokens=max_new_tokens, batch_size=batch_size, system=system,
+            fallback=fallback, on_batch=on_batch,
         )  # fmt: skip
-    return {
-        "accuracy": float(np.mean(correct)),
-        "n_samples": len(comps),
-        **completion_stats(comps, words),
-        # Per problem, in bench order: paired intervals of a steered minus
-        # the unsteered run (lorascope.steering.models.transfer_summary).
-        "sample_correct": [bool(c) for c in correct],
-        "sample_backtracks": [
-            backtrack_stats([c.text], [c.n_generated_tokens], words)["backtrack_count"]
-            for c in comps
-        ],
-        "sample_tokens": [c.n_generated_tokens for c in comps],
-    }
+    out = []
+    for a in range(len(alphas)):
+        ok, rows = correct[a * n : (a + 1) * n], comps[a * n : (a + 1) * n]
+        out.append(
+            {
+                "accuracy": float(np.mean(ok)),
+                "n_samples": len(rows),
+                **completion_stats(rows, words),
+                # Per problem, in bench order: paired intervals of a steered
+                # minus the unsteered run (steering.models.transfer_summary).
+                "sample_correct": [bool(c) for c in ok],
+                "sample_backtracks": [
+                    backtrack_stats([c.text], [c.n_generated_tokens], words)[
+                        "backtrack_count"
+                    ]
+                    for c in rows
+                ],
+                "sample_tokens": [c.n_generated_tokens for c in rows],
+            }
+        )
+    return out
+
+
+def generation_metrics(
+    model, tokenizer, control: ScalarControl, bench_rows: list[dict],
+    add_C: np.ndarray, *, alpha: float = 1.0, **gen,
+) -> dict[str, float]:  # fmt: skip
+    """`alpha_metrics` of one alpha."""
+    (metrics,) = alpha_metrics(
+        model, tokenizer, control, bench_rows, add_C, [alpha], **gen
+    )
+    return metrics
 
 
 def sweep(
@@ -215,14 +241,18 @@ def sweep(
                 if target.residual is not None
                 else np.linalg.norm(target.delta_C)
             )
-            for a, alpha in enumerate(alphas):
-                log.info("steering %s at alpha %s", target.label, alpha)
-                metrics = unsteered
-                if alpha != 0:
-                    metrics = generation_metrics(
+            steered = [a for a in alphas if a != 0]
+            by_alpha = {}
+            if steered:
+                log.info("steering %s at alphas %s", target.label, steered)
+                by_alpha = dict(
+                    zip(steered, alpha_metrics(
                         model, tokenizer, control, bench_rows, target.delta_C,
-                        alpha=alpha, shift=shifts.get(g), **gen,
-                    )  # fmt: skip
+                        steered, shift=shifts.get(g), **gen,
+                    ), strict=True)
+                )  # fmt: skip
+            for a, alpha in enumerate(alphas):
+                metrics = by_alpha.get(alpha, unsteered)
                 rows.append(
                     {
                         "kind": target.kind,
