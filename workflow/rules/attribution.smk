@@ -60,6 +60,7 @@ rule feature_attribution:
         validation_md=mres("attribution/validation.md"),
     log:
         mlog("attribution/feature_attribution.log"),
+    priority: rule_priority("feature_attribution")
     conda:
         "../../envs/train.yaml"
     resources:
@@ -86,6 +87,7 @@ rule behaviour_sets:
         md=mres("attribution/sets.md"),
     log:
         mlog("attribution/behaviour_sets.log"),
+    priority: rule_priority("behaviour_sets")
     conda:
         "../../envs/train.yaml"
     resources:

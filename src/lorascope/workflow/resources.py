@@ -270,8 +270,10 @@ def load_hardware(path: str | None, repo: str | Path = ".") -> Hardware | None:
 # longest chain and what joins it (extraction feeds the SAE, the SAE its
 # features' explanations and ablation, those and the components' KL the
 # steering sweep, the longest job); 1: the chain into ground truth and the
-# SAE architecture comparison after it; 0: jobs nothing long waits on. A
-# rule feeding a rule of priority p needs p too, or it holds that one back.
+# SAE architecture comparison after it, and attribution's (the behaviour
+# sets, the last long job: at 0 it ran at the end, alone beside the
+# figures); 0: jobs nothing long waits on. A rule feeding a rule of
+# priority p needs p too, or it holds that one back.
 PRIORITIES = {
     **dict.fromkeys(
         ("components", "extract_activations", "train_sae", "sae_features",
@@ -281,7 +283,7 @@ PRIORITIES = {
     ),
     **dict.fromkeys(
         ("adapters_ablate", "eval_generate", "eval_grade", "ground_truth",
-         "sae_architectures"),
+         "sae_architectures", "feature_attribution", "behaviour_sets"),
         1,
     ),
 }  # fmt: skip
