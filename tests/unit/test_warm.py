@@ -231,6 +231,37 @@ def test_the_default_preload_starts_no_thread():
     assert proc.stdout.strip() == "ok"
 
 
+# Page faults of touching a 64 MiB block a second time, the first freed.
+REUSE_FAULTS = """
+import resource
+def faults_of_a_block(n=64 << 20):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    block = b"\\x01" * n  # every page written
+    del block
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+faults_of_a_block()
+print(faults_of_a_block())
+"""
+PAGES = (64 << 20) // 4096
+
+
+def test_jobs_reuse_freed_memory_instead_of_faulting_it_in_again(warm, tmp_path):
+    """tune_malloc (set in the server, inherited by its forks): a large block
+    freed and asked for again comes back from the heap, not as new pages
+    from the kernel, as glibc's defaults give it."""
+    cold = subprocess.run([sys.executable, "-c", REUSE_FAULTS], capture_output=True,
+                          text=True, timeout=60, check=True)  # fmt: skip
+    if int(cold.stdout) < PAGES // 2:
+        pytest.skip("this C library reuses the block by default")
+    out = tmp_path / "faults.txt"
+    script = _write(tmp_path, "job.py", REUSE_FAULTS.replace(
+        "print(faults_of_a_block())",
+        f"open({str(out)!r}, 'w').write(str(faults_of_a_block()))",
+    ))  # fmt: skip
+    assert warm.run([script], _env(warm)) == 0
+    assert int(out.read_text()) < PAGES // 10, (out.read_text(), cold.stdout)
+
+
 def test_job_environment_and_what_must_match():
     env = jobs.job_environment(4, {"tmpdir": "/scratch/job"})
     assert {env[k] for k in server.THREAD_ENV} == {"4"}

@@ -27,6 +27,7 @@ Only the standard library is imported at module level.
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import importlib
 import json
@@ -42,6 +43,7 @@ from lorascope.workflow.warm.child import run_job
 from lorascope.workflow.warm.client import MAX_MESSAGE
 
 __all__ = [
+    "MALLOC_OPTIONS",
     "PER_JOB_ENV",
     "PRELOAD",
     "THREAD_ENV",
@@ -50,6 +52,7 @@ __all__ = [
     "differing_keys",
     "preload",
     "serve",
+    "tune_malloc",
 ]
 
 # Imported once for every job: what most jobs import, none starting a thread
@@ -88,6 +91,18 @@ SHELL_ENV = ("_", "SHLVL", "PWD", "OLDPWD")
 PER_JOB_ENV = THREAD_ENV + TMP_ENV + SHELL_ENV
 # How long a job whose client is gone may run on before SIGTERM.
 GRACE_S = 5.0
+# glibc's malloc gives a block of 128 KiB or more its own mmap and returns it
+# to the kernel when freed, until its threshold has adapted to the largest
+# block freed so far. Tensors that grow step by step (a generation's KV
+# cache, a training step's activations at each chunk's length) outgrow it
+# every time: a page fault per 4 KiB touched, 2-6 s of system time in a
+# toy job (bench/bench_malloc.py). Blocks up to the mmap threshold stay in
+# the heap for reuse instead (and up to the trim threshold of free memory at
+# its top), in the server and in every job forked from it.
+MALLOC_OPTIONS = {  # name: (mallopt's code, value)
+    "M_TRIM_THRESHOLD": (-1, 512 << 20),
+    "M_MMAP_THRESHOLD": (-3, 256 << 20),
+}
 
 
 class ThreadStarted(RuntimeError):
@@ -111,6 +126,17 @@ def preload(modules: tuple[str, ...] | list[str] = PRELOAD) -> None:
                 f"importing {name} started a thread; a forked job could hang on "
                 "it: leave it out of lorascope.workflow.warm.server.PRELOAD"
             )
+
+
+def tune_malloc() -> bool:
+    """Set MALLOC_OPTIONS (glibc's mallopt) for this process and its forks;
+    False where the C library has no mallopt (its defaults stay)."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt  # this process's C library
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    return all(mallopt(code, value) == 1 for code, value in MALLOC_OPTIONS.values())
 
 
 def _title_ready() -> None:
@@ -277,6 +303,7 @@ def serve(listener: socket.socket, modules=PRELOAD) -> None:
     os.set_blocking(server.wake[1], False)
     signal.set_wakeup_fd(server.wake[1])
     server.selector.register(server.wake[0], selectors.EVENT_READ, ("wake",))
+    tune_malloc()
     preload(modules)
     _title_ready()
     # What the preload made stays out of the garbage collector's passes: a
