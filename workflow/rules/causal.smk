@@ -113,6 +113,7 @@ rule feature_accuracy:
         md=res("ablation/feature_accuracy.md"),
     log:
         log_("causal/feature_accuracy.log"),
+    priority: rule_priority("feature_accuracy")
     conda:
         "../../envs/train.yaml"
     resources:

@@ -270,9 +270,9 @@ def load_hardware(path: str | None, repo: str | Path = ".") -> Hardware | None:
 # longest chain and what joins it (extraction feeds the SAE, the SAE its
 # features' explanations and ablation, those and the components' KL the
 # steering sweep, the longest job); 1: the chain into ground truth and the
-# SAE architecture comparison after it, and attribution's (the behaviour
-# sets, the last long job: at 0 it ran at the end, alone beside the
-# figures); 0: jobs nothing long waits on. A rule feeding a rule of
+# SAE architecture comparison after it, attribution's and the feature
+# accuracy (the behaviour sets and the feature accuracy, at 0, ran at the
+# end, alone beside the figures); 0: jobs nothing long waits on. A rule feeding a rule of
 # priority p needs p too, or it holds that one back.
 PRIORITIES = {
     **dict.fromkeys(
@@ -283,7 +283,8 @@ PRIORITIES = {
     ),
     **dict.fromkeys(
         ("adapters_ablate", "eval_generate", "eval_grade", "ground_truth",
-         "sae_architectures", "feature_attribution", "behaviour_sets"),
+         "sae_architectures", "feature_attribution", "behaviour_sets",
+         "feature_accuracy"),
         1,
     ),
 }  # fmt: skip
