@@ -272,8 +272,8 @@ def load_hardware(path: str | None, repo: str | Path = ".") -> Hardware | None:
 # steering sweep, the longest job); 1: the chain into ground truth and the
 # SAE architecture comparison after it, attribution's and the feature
 # accuracy (the behaviour sets and the feature accuracy, at 0, ran at the
-# end, alone beside the figures); 0: jobs nothing long waits on. A rule feeding a rule of
-# priority p needs p too, or it holds that one back.
+# end, alone beside the figures); 0: jobs nothing long waits on. A rule
+# feeding a rule of priority p needs p too, or it holds that one back.
 PRIORITIES = {
     **dict.fromkeys(
         ("components", "extract_activations", "train_sae", "sae_features",
