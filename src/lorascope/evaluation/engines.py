@@ -53,6 +53,8 @@ def engine_groups(
 
 def shared_generation_jobs(eval_cfg: Mapping, device: str) -> int:
     """Generation jobs of the base and the full fine-tune (shared by a
-    sweep's members): one when vLLM serves both in one job, else two."""
-    one = eval_cfg["backend"] == "vllm" and one_vllm_job(eval_cfg["vllm"], device)
-    return 1 if one else 2
+    sweep's members), as `engine_groups` makes them."""
+    jobs, _ = engine_groups(
+        eval_cfg["backend"], eval_cfg["vllm"], device, ["base", "full"], []
+    )
+    return len(jobs)
