@@ -39,7 +39,8 @@ __all__ = [
 # retries and timeouts, checkpoint and loss-logging cadence (logging_steps
 # changes only train_log.jsonl, which nothing reads; the resolved config
 # beside it records the cadence it was written with), where the paid-reply
-# cache lives,
+# cache lives, whether vLLM's two engines share a job (eval.vllm.one_job: the
+# same completions either way),
 # spend caps (a run that hits one fails, it never writes a different result).
 # A rule may read them, but they are never recorded, so changing one reruns
 # nothing (config/README.md lists them).
@@ -59,6 +60,7 @@ RUNTIME_KEYS = frozenset(
         "train.logging_steps",
         "train.fsdp_config",
         "eval.vllm.kv_cache_gib",
+        "eval.vllm.one_job",
         "eval.vllm.python",
     }
 )
