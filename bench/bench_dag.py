@@ -31,6 +31,7 @@ git revision REV (`git archive` into a temp dir, this checkout's .venv and
 
     python bench/bench_dag.py                      # this checkout
     python bench/bench_dag.py --vs HEAD~3 --json /tmp/dag.json
+    python bench/bench_dag.py --no-replay         # wall and CPU only: minutes faster
     LORASCOPE_WARM_JOBS=0 python bench/bench_dag.py   # every job a fresh interpreter
 """
 
@@ -298,11 +299,14 @@ def replay_startup(jobs: dict[int, dict], env: dict, cwd: str) -> None:
         job["startup"] = min(seen[key], job_cpu(job))
 
 
-def analyse(run: dict, cores: int) -> dict:
+def analyse(run: dict, cores: int, replay: bool = True) -> dict:
+    """The numbers `report` prints; replay=False skips the start-up replay
+    (minutes): every start-up column is then 0."""
     jobs = {k: j for k, j in parse_log(run["log"]).items() if j["rule"] != "all"}
     others = attach_records(jobs, run["records"])
     deps = depends(jobs)
-    replay_startup(jobs, run["env"], run["work"])
+    if replay:
+        replay_startup(jobs, run["env"], run["work"])
     missing = [
         f"{j['rule']} {j['output'][0]}" for j in jobs.values() if "record" not in j
     ]
@@ -324,6 +328,7 @@ def analyse(run: dict, cores: int) -> dict:
         "cpu_snakemake": sum(r["cpu"] for r in snake),
         "cpu_warm": sum(r["cpu"] for r in warm),
         "cpu_startup": startup,
+        "replayed": replay,
         "jobs": len(jobs),
         "jobs_mostly_startup": heavy_startup,
         "missing_records": missing,
@@ -372,11 +377,16 @@ def report(name: str, r: dict) -> None:
     warm = r.get("cpu_warm", 0.0)
     print(f"  CPU of the warm interpreter {warm:8.1f} s (its preload and forks)")
     share = (r["cpu_startup"] + warm) / max(r["cpu_jobs"] + warm, 1e-9)
-    print(
-        f"  start-up CPU (replayed)     {r['cpu_startup']:8.1f} s "
-        f"= {share:.0%} of job CPU (the warm interpreter's counted as start-up)"
-    )
-    print(f"  jobs > half start-up        {r['jobs_mostly_startup']:8d} of {r['jobs']}")
+    if r.get("replayed", True):
+        print(
+            f"  start-up CPU (replayed)     {r['cpu_startup']:8.1f} s "
+            f"= {share:.0%} of job CPU (the warm interpreter's counted as start-up)"
+        )
+    else:
+        print("  start-up CPU                not replayed (--no-replay): columns 0")
+    if r.get("replayed", True):
+        n, total = r["jobs_mostly_startup"], r["jobs"]
+        print(f"  jobs > half start-up        {n:8d} of {total}")
     print(f"  longest chain, CPU          {r['cpu_chain_s']:8.1f} s "
           f"(free start-up: {r['cpu_chain_free_startup_s']:.1f} s)")  # fmt: skip
     print(f"  2-core schedule of job CPU  {r['sched_cpu_s']:8.1f} s "
@@ -404,11 +414,16 @@ def main() -> None:
     ap.add_argument("--cores", type=int, default=2)
     ap.add_argument("--json", type=Path, help="write the results here")
     ap.add_argument("--keep", action="store_true", help="keep the temp dirs")
+    ap.add_argument("--no-replay", action="store_true",
+                    help="no start-up replay (saves minutes)")  # fmt: skip
     ap.add_argument("--analyse", type=Path, nargs="+", metavar="RUN_DIR",
                     help="only analyse kept run dirs (no new run)")  # fmt: skip
     args = ap.parse_args()
     if args.analyse:
-        results = {str(d): analyse(load_run(d), args.cores) for d in args.analyse}
+        results = {
+            str(d): analyse(load_run(d), args.cores, not args.no_replay)
+            for d in args.analyse
+        }
         for name, r in results.items():
             report(name, r)
         if args.json:
@@ -421,7 +436,9 @@ def main() -> None:
     for rev, name in runs:
         repo = checkout(rev, tmp / f"repo_{name}") if rev else REPO
         run = run_dag(repo, tmp / f"run_{name}", args.cores, args.targets)
-        results[rev if name == "vs" else "this"] = analyse(run, args.cores)
+        results[rev if name == "vs" else "this"] = analyse(
+            run, args.cores, not args.no_replay
+        )
     for name, r in results.items():
         report(name, r)
     if args.vs:
@@ -429,7 +446,8 @@ def main() -> None:
         print(f"\n== this / {args.vs}")
         for key in ("cpu_total", "cpu_jobs", "cpu_startup", "cpu_chain_s",
                     "sched_cpu_s", "wall"):  # fmt: skip
-            print(f"  {key:14s} {a[key]:7.1f} / {b[key]:7.1f} = {a[key] / b[key]:.3f}")
+            ratio = f"{a[key] / b[key]:.3f}" if b[key] else "n/a"
+            print(f"  {key:14s} {a[key]:7.1f} / {b[key]:7.1f} = {ratio}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
     if not args.keep:
