@@ -88,7 +88,7 @@ def spec_for(models, base_dir):
     vllm_cfg = {
         "python": None,
         "tensor_parallel_size": 1,
-        "max_lora_rank": 8,
+        "max_lora_rank": None,  # null: slots of the adapter's rank (1)
         "max_loras": 1,
         "gpu_memory_utilization": 0.9,
         "kv_cache_gib": KV_CACHE_GIB,
@@ -197,6 +197,8 @@ def test_vllm_greedy_equals_a_clean_hf_decode(served, hf):
     # through a second engine's, in the same job.
     assert served["log"].count("requests (['base', 'rank1']), one call") == 1
     assert served["log"].count("requests (['full']), one call") == 1
+    # eval.vllm.max_lora_rank null: the engine's slots have the adapter's rank
+    assert "LoRA slots of rank 1" in served["log"]
     # On CPU (eval.vllm.in_process null) the engine ran inside the job: no
     # spawned engine-core or worker process logged anything.
     assert "max_model_len" in served["log"] and ", in process" in served["log"]

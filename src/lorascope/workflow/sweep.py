@@ -103,8 +103,9 @@ def sweep_problems(config: dict, sft_rows: int | None = None) -> list[str]:
     """What is wrong with the sweep axes, knowable while the Snakefile is
     parsed; each message starts with its key. `sft_rows`: the rows of an
     existing data/sft.parquet (else the toy's n_sft, or unknown: the
-    training job checks its steps before it trains). Ranks above vLLM's
-    max_lora_rank are config errors (core.checks, beside train.lora.r's)."""
+    training job checks its steps before it trains). Ranks above a set
+    eval.vllm.max_lora_rank are config errors (core.checks, beside
+    train.lora.r's)."""
     from lorascope.core.names import is_toy
     from lorascope.train.steps import steps_problem, training_steps
 
