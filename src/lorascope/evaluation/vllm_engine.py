@@ -141,6 +141,21 @@ class _NoTokenizerWarmup(logging.Filter):
         return not (record.getMessage() == "Chat template warmup failed" and expected)
 
 
+class _SameKernelsAgain(logging.Filter):
+    """Drops vLLM's "Kernel ... is already registered. Overwriting." warnings
+    (eleven lines) when a job builds its second engine (eval.vllm.one_job:
+    the full fine-tune after the base and its LoRAs): every engine registers
+    the CPU platform's kernel overrides, and the second time they are the
+    same ones again. Added only from the second engine on, so a first
+    engine's registration conflict is still logged."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).endswith("is already registered. Overwriting.")
+
+
+_ENGINES_BUILT = 0  # in this process (eval.vllm.one_job: one per model)
+
+
 def _model_generation_config(model_path: str, revision: str | None):
     """The model's generation config (only its eos ids are used), if any."""
     from transformers import GenerationConfig
@@ -236,6 +251,10 @@ def generate_vllm(
     )
     # The logger vLLM's renderer warns through (vllm/renderers/base.py).
     logging.getLogger("vllm.renderers.base").addFilter(_NoTokenizerWarmup())
+    global _ENGINES_BUILT
+    if _ENGINES_BUILT:
+        logging.getLogger("vllm.triton_utils.dispatcher").addFilter(_SameKernelsAgain())
+    _ENGINES_BUILT += 1
     llm = vllm.LLM(
         model=model_path,
         revision=revision,
