@@ -7,7 +7,8 @@ backend hf (one job per variant, in this interpreter) and then with backend
 vllm (two engines: base + the three LoRA variants in one call, and the full
 fine-tune; in one job or two as eval.vllm.one_job resolves it, in
 eval.vllm.python), with vLLM's enforce_eager as the config
-resolves it (null: eager on CPU) and, with `--compiled`, once more compiled.
+resolves it (null: eager on CPU) and, with `--compiled`, once more compiled
+(`--vllm-set KEY=VALUE`: once more with that eval.vllm key).
 Prints each job's wall and CPU time (the job and every process it waited
 for), the totals, the CPU ratio vllm / hf, and how many completions each
 vLLM mode shares with HF.
@@ -24,7 +25,7 @@ It needs a run's trained models and benchmark files; build them with
 (or `make run`), then
 
     .venv/bin/python bench/bench_eval_backends.py [--run results/toy]
-        [--limit N] [--compiled]
+        [--limit N] [--compiled] [--vllm-set max_lora_rank=8]
 
 `--limit N` keeps the first N problems of each benchmark (the whole embedded
 evaluation takes several minutes of CPU per backend on 2 cores).
@@ -109,6 +110,9 @@ def main() -> None:
     ap.add_argument(
         "--compiled", action="store_true", help="also run vLLM compiled (not eager)"
     )
+    ap.add_argument("--vllm-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="also run vLLM with eval.vllm.KEY = VALUE (YAML), "
+                    "e.g. max_lora_rank=8")  # fmt: skip
     args = ap.parse_args()
 
     config = validate(yaml.safe_load((REPO / args.config).read_text()))
@@ -125,6 +129,15 @@ def main() -> None:
     modes = {"hf": ("hf", sys.executable, {}), "vllm": ("vllm", str(vllm_python), {})}
     if args.compiled:
         modes["vllm compiled"] = ("vllm", str(vllm_python), {"enforce_eager": False})
+    for setting in args.vllm_set:
+        key, _, value = setting.partition("=")
+        if key not in ev["vllm"]:
+            sys.exit(f"--vllm-set {setting}: eval.vllm has no key {key!r}")
+        modes[f"vllm {setting}"] = (
+            "vllm",
+            str(vllm_python),
+            {key: yaml.safe_load(value)},
+        )
 
     def jobs_of(backend: str) -> dict[str, list[str]]:
         """The generation jobs as rule eval_generate groups the variants."""
@@ -176,6 +189,8 @@ def main() -> None:
                 f"  cpu ratio {mode} / hf: {cpu[mode] / cpu['hf']:.2f}"
                 f"  completions identical to hf: {same}/{total}"
             )
+        if mode not in ("hf", "vllm"):
+            line += f"  cpu / vllm's: {cpu[mode] / cpu['vllm']:.2f}"
         print(line)
     shutil.rmtree(out_dir)
 

@@ -80,9 +80,10 @@ def adapter_rank(path: str | Path) -> int:
 
 def _engine_lora_rank(setting: int | None, ranks: Sequence[int]) -> int:
     """eval.vllm.max_lora_rank, or (null) the smallest value vLLM's engine
-    accepts that holds every adapter served. On the embedded eval, rank-8
-    slots for the rank-1 adapters took 1.2x the CPU of rank-1 slots (the
-    base + LoRA job, 650/650 completions the same)."""
+    accepts that holds every adapter served. With rank-8 slots for the
+    embedded eval's rank-1 adapters its vLLM job took 1.08x and 1.16x the
+    CPU (bench/bench_eval_backends.py --vllm-set max_lora_rank=8), the same
+    completions."""
     if setting is not None:
         return setting
     try:  # the values LoRAConfig accepts (vllm/config/lora.py)
