@@ -36,13 +36,13 @@ so a rank-1 adapter in rank-8 slots costs more (`_engine_lora_rank`).
 from __future__ import annotations
 
 import gc
-import json
 import logging
 import os
 import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from lorascope.core.components import read_adapter_config
 from lorascope.core.decoding import (
     Completion,
     context_length,
@@ -74,7 +74,7 @@ def _import_vllm():
 def adapter_rank(path: str | Path) -> int:
     """The largest rank of a PEFT adapter dir (`r`, or a module's own rank
     in `rank_pattern`)."""
-    cfg = json.loads((Path(path) / "adapter_config.json").read_text())
+    cfg = read_adapter_config(path)
     return max([cfg["r"], *(cfg.get("rank_pattern") or {}).values()])
 
 
@@ -154,6 +154,10 @@ class _SameKernelsAgain(logging.Filter):
         return not str(record.msg).endswith("is already registered. Overwriting.")
 
 
+# One instance each: Logger.addFilter skips a filter already attached, so a
+# job's later engines do not stack copies.
+_NO_TOKENIZER_WARMUP = _NoTokenizerWarmup()
+_SAME_KERNELS_AGAIN = _SameKernelsAgain()
 _ENGINES_BUILT = 0  # in this process (eval.vllm.one_job: one per model)
 
 
@@ -251,10 +255,10 @@ def generate_vllm(
         "eager" if eager else "compiled",
     )
     # The logger vLLM's renderer warns through (vllm/renderers/base.py).
-    logging.getLogger("vllm.renderers.base").addFilter(_NoTokenizerWarmup())
+    logging.getLogger("vllm.renderers.base").addFilter(_NO_TOKENIZER_WARMUP)
     global _ENGINES_BUILT
     if _ENGINES_BUILT:
-        logging.getLogger("vllm.triton_utils.dispatcher").addFilter(_SameKernelsAgain())
+        logging.getLogger("vllm.triton_utils.dispatcher").addFilter(_SAME_KERNELS_AGAIN)
     _ENGINES_BUILT += 1
     llm = vllm.LLM(
         model=model_path,
